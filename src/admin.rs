@@ -1,0 +1,93 @@
+//! Admin endpoints on their own port: `/healthz`, `/readyz` and
+//! `/debug/routes`. Kept off the proxy port so that no Route can shadow them
+//! and they are never exposed through the proxy Service.
+
+use crate::model::SharedTable;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+/// State the admin endpoints report on.
+pub struct AdminState {
+    pub table: SharedTable,
+    /// True once every source has loaded once, false again while draining.
+    pub ready: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(table: SharedTable) -> Arc<Self> {
+        Arc::new(AdminState {
+            table,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let (status, content_type, body) = match req.uri().path() {
+            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            "/readyz" if self.ready.load(Ordering::Acquire) => {
+                (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n"))
+            }
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                Bytes::from_static(b"not ready\n"),
+            ),
+            "/debug/routes" => {
+                let table = self.table.load();
+                let json = serde_json::to_vec_pretty(&table.describe()).unwrap_or_default();
+                (StatusCode::OK, "application/json", Bytes::from(json))
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                Bytes::from_static(b"admin endpoints: /healthz /readyz /debug/routes\n"),
+            ),
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .expect("static response parts are valid")
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let resp = state.respond(&req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The `Route` custom resource (`ssegate.dev/v1alpha1`) and its validation.
+//!
+//! The spec types are plain serde/schemars structs, so the pure routing model
+//! can use them without pulling in a Kubernetes client. Only the derive on
+//! [`RouteSpec`] knows about kube: it generates the [`Route`] object type and
+//! its CRD.
+
+mod duration;
+mod quantity;
+mod validate;
+
+pub use duration::{parse_duration, DurationError};
+pub use quantity::{parse_quantity, Quantity, QuantityError};
+pub use validate::{
+    EffectiveTimeouts, FieldError, ValidBackend, ValidPath, ValidRoute, ValidRule, DEFAULT_BUFFER_SIZE,
+};
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every ssegate resource.
+pub const GROUP: &str = "ssegate.dev";
+/// `apiVersion` of the Route kind.
+pub const API_VERSION: &str = "ssegate.dev/v1alpha1";
+
+/// How a Route treats upstream response bodies.
+///
+/// The variants are words, never On/Off: YAML 1.1 reads `on` and `off` as
+/// booleans, which would turn a typo-free manifest into a schema error.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ProxyBuffering {
+    /// Coalesce upstream bytes up to `bufferSize`, as NGINX's `proxy_buffering on`.
+    Enabled,
+    /// Forward every upstream body frame as soon as it arrives.
+    Disabled,
+    /// Stream `text/event-stream` (and `X-Accel-Buffering: no`), buffer the rest.
+    #[default]
+    Auto,
+}
+
+impl ProxyBuffering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyBuffering::Enabled => "Enabled",
+            ProxyBuffering::Disabled => "Disabled",
+            ProxyBuffering::Auto => "Auto",
+        }
+    }
+}
+
+/// Routes HTTP traffic for some hostnames and paths to backend Services,
+/// with SSE-aware buffering.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ssegate.dev",
+    version = "v1alpha1",
+    kind = "Route",
+    namespaced,
+    status = "RouteStatus",
+    shortname = "sser",
+    category = "ssegate",
+    doc = "Route sends HTTP and Server-Sent Events traffic for hostnames and paths to Services.",
+    printcolumn(name = "Hostnames", type_ = "string", json_path = ".spec.hostnames"),
+    printcolumn(name = "Buffering", type_ = "string", json_path = ".spec.proxyBuffering"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Host names this Route serves: exact names or a `*.example.com` wildcard.
+    /// Empty means every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Path matches and the backends they send traffic to.
+    pub rules: Vec<RouteRule>,
+    /// Buffering of upstream response bodies. Defaults to `Auto`.
+    #[serde(default)]
+    pub proxy_buffering: ProxyBuffering,
+    /// How much the proxy coalesces in buffered mode (a quantity such as `64Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_size: Option<Quantity>,
+    /// Timeouts for the whole Route; rules may override single fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// One rule: requests that satisfy any of `matches` go to `backendRefs`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    /// Request matches; empty means `PathPrefix /`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// Services that receive the matched traffic, spread by weight.
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+    /// Overrides the Route's `proxyBuffering` for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_buffering: Option<ProxyBuffering>,
+    /// Overrides single fields of the Route's `timeouts` for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// A request match. Only path matching exists today.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// Path match; absent means `PathPrefix /`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+}
+
+/// How a request path is compared.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathMatch {
+    /// `Exact` or `PathPrefix` (whole segments). Defaults to `PathPrefix`.
+    #[serde(rename = "type", default)]
+    pub kind: PathMatchType,
+    /// The path, starting with `/`.
+    #[serde(default = "root_path")]
+    pub value: String,
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch {
+            kind: PathMatchType::PathPrefix,
+            value: root_path(),
+        }
+    }
+}
+
+fn root_path() -> String {
+    "/".to_owned()
+}
+
+/// Kind of path comparison.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum PathMatchType {
+    /// The whole path equals the value.
+    Exact,
+    /// The path starts with the value at a segment boundary.
+    #[default]
+    PathPrefix,
+}
+
+/// A Service port in the Route's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Service name.
+    pub name: String,
+    /// Service port (the `port`, not the `targetPort`).
+    pub port: i32,
+    /// Relative share of requests, 0 to 1,000,000. Defaults to 1.
+    #[serde(default = "default_weight")]
+    pub weight: i32,
+}
+
+fn default_weight() -> i32 {
+    1
+}
+
+/// Durations use Gateway API's format: `5s`, `1m30s`, `250ms`, `1h`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Time to open a TCP connection to an endpoint. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    /// Time to wait for the upstream's response headers. Default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<String>,
+    /// Largest gap allowed between upstream body bytes. Default 1h; `0s` disables.
+    /// There is deliberately no total-response timeout: it would cut streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+}
+
+/// Observed state of a Route.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` and `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// A Kubernetes-style condition (the shape of `metav1.Condition`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason such as `Accepted` or `Conflicted`.
+    pub reason: String,
+    /// A human readable explanation.
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// RFC 3339 time of the last status change; set by the status writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}

@@ -1,0 +1,449 @@
+//! Semantic validation of a [`RouteSpec`]: what the schema cannot say.
+//!
+//! Validation turns a spec into a [`ValidRoute`] with every default applied
+//! and every string parsed, so the routing model never re-parses user input.
+//! Every problem is reported with its field path, all at once.
+
+use super::{parse_duration, parse_quantity, PathMatchType, ProxyBuffering, RouteSpec, Timeouts};
+use std::fmt;
+use std::time::Duration;
+
+/// Buffer used in `Enabled` mode when the Route sets no `bufferSize`.
+pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
+const MIN_BUFFER_SIZE: u64 = 1024;
+const MAX_BUFFER_SIZE: u64 = 16 * 1024 * 1024;
+const MAX_WEIGHT: i32 = 1_000_000;
+const MAX_RULES: usize = 64;
+const MAX_MATCHES: usize = 64;
+const MAX_BACKENDS: usize = 16;
+const MAX_HOSTNAMES: usize = 16;
+const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_HEADERS: Duration = Duration::from_secs(60);
+const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
+/// One problem in a Route, located by its field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Timeouts with defaults and overrides applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveTimeouts {
+    pub connect: Duration,
+    pub response_headers: Duration,
+    /// `None` when idle timeouts are disabled (`0s`).
+    pub idle: Option<Duration>,
+}
+
+/// A checked path match: prefixes are stored without a trailing slash
+/// (except `/` itself) so `/foo/` and `/foo` mean the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValidPath {
+    pub kind: PathMatchType,
+    pub value: String,
+}
+
+impl fmt::Display for ValidPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            PathMatchType::Exact => "Exact",
+            PathMatchType::PathPrefix => "PathPrefix",
+        };
+        write!(f, "{kind} {}", self.value)
+    }
+}
+
+/// A validated backend reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBackend {
+    pub service: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// A validated rule with the Route-level settings folded in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRule {
+    pub paths: Vec<ValidPath>,
+    pub backends: Vec<ValidBackend>,
+    pub buffering: ProxyBuffering,
+    pub buffer_size: usize,
+    pub timeouts: EffectiveTimeouts,
+}
+
+/// A validated Route spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRoute {
+    /// Lower-case host patterns; empty means any host.
+    pub hostnames: Vec<String>,
+    pub rules: Vec<ValidRule>,
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl RouteSpec {
+    /// Checks the spec and resolves defaults. Returns every problem found.
+    pub fn validate(&self) -> Result<ValidRoute, Vec<FieldError>> {
+        let mut errors = Errors::default();
+
+        if self.hostnames.len() > MAX_HOSTNAMES {
+            errors.add(
+                "spec.hostnames",
+                format!("at most {MAX_HOSTNAMES} hostnames are allowed"),
+            );
+        }
+        let mut hostnames = Vec::with_capacity(self.hostnames.len());
+        for (i, host) in self.hostnames.iter().enumerate() {
+            match check_hostname(host) {
+                Ok(()) => hostnames.push(host.clone()),
+                Err(msg) => errors.add(format!("spec.hostnames[{i}]"), msg),
+            }
+        }
+
+        let buffer_size = match &self.buffer_size {
+            None => DEFAULT_BUFFER_SIZE,
+            Some(q) => match parse_quantity(&q.0) {
+                Ok(n) if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&n) => n as usize,
+                Ok(_) => {
+                    errors.add("spec.bufferSize", "must be between 1Ki and 16Mi");
+                    DEFAULT_BUFFER_SIZE
+                }
+                Err(e) => {
+                    errors.add("spec.bufferSize", e.to_string());
+                    DEFAULT_BUFFER_SIZE
+                }
+            },
+        };
+
+        let defaults = EffectiveTimeouts {
+            connect: DEFAULT_CONNECT,
+            response_headers: DEFAULT_RESPONSE_HEADERS,
+            idle: Some(DEFAULT_IDLE),
+        };
+        let route_timeouts = apply_timeouts(defaults, self.timeouts.as_ref(), "spec.timeouts", &mut errors);
+
+        if self.rules.is_empty() {
+            errors.add("spec.rules", "at least one rule is required");
+        }
+        if self.rules.len() > MAX_RULES {
+            errors.add("spec.rules", format!("at most {MAX_RULES} rules are allowed"));
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (r, rule) in self.rules.iter().enumerate() {
+            let base = format!("spec.rules[{r}]");
+            if rule.matches.len() > MAX_MATCHES {
+                errors.add(
+                    format!("{base}.matches"),
+                    format!("at most {MAX_MATCHES} matches are allowed"),
+                );
+            }
+            let mut paths = Vec::new();
+            for (m, matcher) in rule.matches.iter().enumerate() {
+                let path = matcher.path.clone().unwrap_or_default();
+                match check_path(&path.value) {
+                    Ok(()) => paths.push(normalize(path.kind, &path.value)),
+                    Err(msg) => errors.add(format!("{base}.matches[{m}].path.value"), msg),
+                }
+            }
+            if rule.matches.is_empty() {
+                paths.push(normalize(PathMatchType::PathPrefix, "/"));
+            }
+
+            if rule.backend_refs.is_empty() {
+                errors.add(format!("{base}.backendRefs"), "at least one backendRef is required");
+            }
+            if rule.backend_refs.len() > MAX_BACKENDS {
+                errors.add(
+                    format!("{base}.backendRefs"),
+                    format!("at most {MAX_BACKENDS} backendRefs are allowed"),
+                );
+            }
+            let mut backends = Vec::with_capacity(rule.backend_refs.len());
+            for (b, backend) in rule.backend_refs.iter().enumerate() {
+                let field = format!("{base}.backendRefs[{b}]");
+                let mut ok = true;
+                if let Err(msg) = check_dns_label(&backend.name) {
+                    errors.add(format!("{field}.name"), msg);
+                    ok = false;
+                }
+                if !(1..=65535).contains(&backend.port) {
+                    errors.add(format!("{field}.port"), "must be between 1 and 65535");
+                    ok = false;
+                }
+                if !(0..=MAX_WEIGHT).contains(&backend.weight) {
+                    errors.add(format!("{field}.weight"), "must be between 0 and 1000000");
+                    ok = false;
+                }
+                if ok {
+                    backends.push(ValidBackend {
+                        service: backend.name.clone(),
+                        port: backend.port as u16,
+                        weight: backend.weight as u32,
+                    });
+                }
+            }
+
+            let timeouts = apply_timeouts(
+                route_timeouts,
+                rule.timeouts.as_ref(),
+                &format!("{base}.timeouts"),
+                &mut errors,
+            );
+            rules.push(ValidRule {
+                paths,
+                backends,
+                buffering: rule.proxy_buffering.unwrap_or(self.proxy_buffering),
+                buffer_size,
+                timeouts,
+            });
+        }
+
+        if errors.0.is_empty() {
+            Ok(ValidRoute { hostnames, rules })
+        } else {
+            Err(errors.0)
+        }
+    }
+}
+
+fn apply_timeouts(
+    base: EffectiveTimeouts,
+    given: Option<&Timeouts>,
+    field: &str,
+    errors: &mut Errors,
+) -> EffectiveTimeouts {
+    let Some(given) = given else { return base };
+    let mut out = base;
+    let mut parse = |name: &str, text: &Option<String>| -> Option<Duration> {
+        let text = text.as_ref()?;
+        match parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.add(format!("{field}.{name}"), e.to_string());
+                None
+            }
+        }
+    };
+    let connect = parse("connect", &given.connect);
+    let headers = parse("responseHeaders", &given.response_headers);
+    let idle = parse("idle", &given.idle);
+    if let Some(d) = connect {
+        if d.is_zero() {
+            errors.add(format!("{field}.connect"), "must be greater than 0s");
+        } else {
+            out.connect = d;
+        }
+    }
+    if let Some(d) = headers {
+        if d.is_zero() {
+            errors.add(format!("{field}.responseHeaders"), "must be greater than 0s");
+        } else {
+            out.response_headers = d;
+        }
+    }
+    if let Some(d) = idle {
+        out.idle = (!d.is_zero()).then_some(d);
+    }
+    out
+}
+
+fn normalize(kind: PathMatchType, value: &str) -> ValidPath {
+    let value = match kind {
+        PathMatchType::PathPrefix if value.len() > 1 => value.trim_end_matches('/'),
+        _ => value,
+    };
+    let value = if value.is_empty() { "/" } else { value };
+    ValidPath {
+        kind,
+        value: value.to_owned(),
+    }
+}
+
+fn check_path(value: &str) -> Result<(), String> {
+    if !value.starts_with('/') {
+        return Err(format!("{value:?} must start with /"));
+    }
+    if value.len() > 1024 {
+        return Err("must be at most 1024 characters".into());
+    }
+    if value.contains("//") {
+        return Err(format!("{value:?} must not contain //"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '?' || *c == '#')
+    {
+        return Err(format!(
+            "{value:?} must not contain {c:?}; match the path only, without query or fragment"
+        ));
+    }
+    Ok(())
+}
+
+fn check_hostname(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if host.contains(':') {
+        return Err(format!("{host:?} must not contain a port"));
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "{host:?}: a wildcard may only be the whole first label, as in *.example.com"
+        ));
+    }
+    if name.len() > 253 || name.is_empty() {
+        return Err(format!("{host:?} is not a valid hostname"));
+    }
+    for label in name.split('.') {
+        check_dns_label(label).map_err(|msg| format!("{host:?} is not a valid hostname: {msg}"))?;
+    }
+    Ok(())
+}
+
+fn check_dns_label(label: &str) -> Result<(), String> {
+    let ok_chars = label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if label.is_empty() || label.len() > 63 || !ok_chars || label.starts_with('-') || label.ends_with('-') {
+        return Err(format!(
+            "{label:?} must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BackendRef, PathMatch, Quantity, RouteMatch, RouteRule};
+
+    fn spec(yaml: &str) -> RouteSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn applies_defaults() {
+        let route = spec("rules: [{backendRefs: [{name: demo, port: 80}]}]")
+            .validate()
+            .unwrap();
+        let rule = &route.rules[0];
+        assert_eq!(rule.paths, vec![normalize(PathMatchType::PathPrefix, "/")]);
+        assert_eq!(rule.buffering, ProxyBuffering::Auto);
+        assert_eq!(rule.buffer_size, 64 * 1024);
+        assert_eq!(rule.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(rule.timeouts.response_headers, Duration::from_secs(60));
+        assert_eq!(rule.timeouts.idle, Some(Duration::from_secs(3600)));
+        assert_eq!(rule.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn rule_overrides_route_settings_field_by_field() {
+        let route = spec(
+            "proxyBuffering: Enabled
+timeouts: {connect: 2s, idle: 10m}
+rules:
+- backendRefs: [{name: a, port: 80}]
+  proxyBuffering: Disabled
+  timeouts: {idle: 0s}
+- backendRefs: [{name: b, port: 80}]",
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(route.rules[0].buffering, ProxyBuffering::Disabled);
+        assert_eq!(route.rules[0].timeouts.connect, Duration::from_secs(2));
+        assert_eq!(route.rules[0].timeouts.idle, None);
+        assert_eq!(route.rules[1].buffering, ProxyBuffering::Enabled);
+        assert_eq!(route.rules[1].timeouts.idle, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn on_and_off_are_not_buffering_modes() {
+        // YAML 1.1 reads `on` as a boolean; the enum must refuse it loudly.
+        let err = serde_yaml::from_str::<RouteSpec>("proxyBuffering: on\nrules: []").unwrap_err();
+        assert!(
+            err.to_string().contains("proxyBuffering") || err.to_string().contains("variant"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_field() {
+        let bad = RouteSpec {
+            hostnames: vec!["Example.com".into(), "a.*.com".into(), "ok.example.com".into()],
+            buffer_size: Some(Quantity("1Gi".into())),
+            rules: vec![RouteRule {
+                matches: vec![RouteMatch {
+                    path: Some(PathMatch {
+                        kind: PathMatchType::Exact,
+                        value: "events".into(),
+                    }),
+                }],
+                backend_refs: vec![BackendRef {
+                    name: "svc".into(),
+                    port: 0,
+                    weight: -1,
+                }],
+                timeouts: Some(Timeouts {
+                    connect: Some("5 seconds".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let errors = bad.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostnames[0]",
+                "spec.hostnames[1]",
+                "spec.bufferSize",
+                "spec.rules[0].matches[0].path.value",
+                "spec.rules[0].backendRefs[0].port",
+                "spec.rules[0].backendRefs[0].weight",
+                "spec.rules[0].timeouts.connect",
+            ]
+        );
+        assert!(errors[3].message.contains("must start with /"), "{}", errors[3]);
+    }
+
+    #[test]
+    fn requires_rules_and_backends() {
+        let errors = spec("rules: []").validate().unwrap_err();
+        assert_eq!(errors[0].field, "spec.rules");
+        let errors = spec("rules: [{}]").validate().unwrap_err();
+        assert_eq!(errors[0].field, "spec.rules[0].backendRefs");
+    }
+
+    #[test]
+    fn prefix_trailing_slash_is_ignored() {
+        assert_eq!(normalize(PathMatchType::PathPrefix, "/foo/").value, "/foo");
+        assert_eq!(normalize(PathMatchType::PathPrefix, "/").value, "/");
+        assert_eq!(normalize(PathMatchType::Exact, "/foo/").value, "/foo/");
+    }
+
+    #[test]
+    fn wildcard_hostnames() {
+        assert!(check_hostname("*.example.com").is_ok());
+        assert!(check_hostname("*example.com").is_err());
+        assert!(check_hostname("example.com:80").is_err());
+    }
+}

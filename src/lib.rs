@@ -1,0 +1,18 @@
+//! ssegate: an ingress controller and reverse proxy built for Server-Sent Events.
+//!
+//! The crate is laid out the way requests and objects flow:
+//! - [`api`]: the `Route` custom resource and its validation;
+//! - [`model`]: the pure routing table, built from objects with no I/O;
+//! - [`proxy`]: the hyper data plane that serves the current table;
+//! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
+//! - [`status`]: where Route status goes;
+//! - [`admin`]: health, readiness and debug endpoints;
+//! - [`demo`]: a demo SSE backend for the quick start and the tests.
+
+pub mod admin;
+pub mod api;
+pub mod demo;
+pub mod model;
+pub mod proxy;
+pub mod sources;
+pub mod status;

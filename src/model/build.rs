@@ -1,0 +1,187 @@
+//! Builds a [`RoutingTable`] from [`Objects`]. Pure: no I/O, no clock.
+
+use super::report::{reason, RouteReport, Verdict};
+use super::table::{PathTable, ResolvedBackend, RoutingTable, Target};
+use super::{EndpointSliceObject, ObjectKey, Objects, RouteObject};
+use crate::api::{ValidBackend, ValidPath};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Builds the table. Invalid Routes are left out with a report; they never
+/// affect valid ones. When two Routes claim the same host pattern and path
+/// match, the older Route (then the smaller `namespace/name`) keeps it.
+pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
+    let slices = index_slices(objects);
+    let mut table = RoutingTable {
+        generation,
+        ..Default::default()
+    };
+
+    let mut routes: Vec<&RouteObject> = objects.routes.values().collect();
+    routes.sort_by(|a, b| (a.created_millis, &a.key).cmp(&(b.created_millis, &b.key)));
+
+    // Who owns each (host pattern, path match).
+    let mut owners: HashMap<(String, ValidPath), &ObjectKey> = HashMap::new();
+    let mut reports = Vec::with_capacity(routes.len());
+
+    for route in routes {
+        let valid = match route.spec.validate() {
+            Ok(v) => v,
+            Err(errors) => {
+                let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                reports.push(RouteReport {
+                    key: route.key.clone(),
+                    generation: route.generation,
+                    accepted: Verdict::no(reason::INVALID, message),
+                    resolved_refs: Verdict::unknown(reason::INVALID, "not resolved: the Route is invalid"),
+                });
+                continue;
+            }
+        };
+        let name: Arc<str> = Arc::from(route.key.to_string());
+        let hosts: Vec<&str> = if valid.hostnames.is_empty() {
+            vec![""]
+        } else {
+            valid.hostnames.iter().map(String::as_str).collect()
+        };
+
+        let mut missing = Vec::new();
+        let mut unready = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut claimed = 0usize;
+        let mut total = 0usize;
+
+        for (index, rule) in valid.rules.iter().enumerate() {
+            let mut backends = Vec::with_capacity(rule.backends.len());
+            let mut problems = Vec::new();
+            for backend in &rule.backends {
+                match resolve(objects, &slices, &route.key.namespace, backend) {
+                    Ok(resolved) => {
+                        if resolved.endpoints.is_empty() {
+                            let msg = format!("Service {} has no ready endpoints", resolved.service);
+                            problems.push(msg.clone());
+                            unready.push(msg);
+                        }
+                        backends.push(resolved);
+                    }
+                    Err(msg) => {
+                        problems.push(msg.clone());
+                        missing.push(msg);
+                    }
+                }
+            }
+            let target = Arc::new(Target::new(name.clone(), index, rule, backends, problems));
+
+            for host in &hosts {
+                for path in &rule.paths {
+                    total += 1;
+                    let slot = (host.to_string(), path.clone());
+                    match owners.get(&slot) {
+                        // An earlier rule of the same Route already has it.
+                        Some(owner) if **owner == route.key => {}
+                        Some(owner) => {
+                            let shown = if host.is_empty() { "any host" } else { host };
+                            conflicts.push(format!("{path} on {shown} is served by Route {owner}"));
+                        }
+                        None => {
+                            owners.insert(slot, &route.key);
+                            paths_for(&mut table, host).insert(path, target.clone());
+                            claimed += 1;
+                        }
+                    }
+                }
+            }
+        }
+
+        let accepted = if conflicts.is_empty() {
+            Verdict::yes(reason::ACCEPTED, "Route is valid and serves traffic")
+        } else {
+            Verdict::no(
+                reason::CONFLICTED,
+                format!(
+                    "{} of {total} matches conflict with older Routes and are not served ({}); the other {claimed} are served",
+                    conflicts.len(),
+                    conflicts.join("; ")
+                ),
+            )
+        };
+        let resolved_refs = if !missing.is_empty() {
+            Verdict::no(reason::BACKEND_NOT_FOUND, missing.join("; "))
+        } else if !unready.is_empty() {
+            Verdict::no(reason::NO_READY_ENDPOINTS, unready.join("; "))
+        } else {
+            Verdict::yes(reason::RESOLVED_REFS, "all backends have ready endpoints")
+        };
+        reports.push(RouteReport {
+            key: route.key.clone(),
+            generation: route.generation,
+            accepted,
+            resolved_refs,
+        });
+    }
+
+    reports.sort_by(|a, b| a.key.cmp(&b.key));
+    table.reports = reports;
+    table
+}
+
+fn paths_for<'t>(table: &'t mut RoutingTable, host: &str) -> &'t mut PathTable {
+    if host.is_empty() {
+        &mut table.any_host
+    } else if let Some(suffix) = host.strip_prefix('*') {
+        table.wildcard_hosts.entry(suffix.to_owned()).or_default()
+    } else {
+        table.exact_hosts.entry(host.to_owned()).or_default()
+    }
+}
+
+type SliceIndex<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceObject>>;
+
+fn index_slices(objects: &Objects) -> SliceIndex<'_> {
+    let mut index: SliceIndex<'_> = HashMap::new();
+    for slice in objects.slices.values() {
+        index
+            .entry((slice.key.namespace.as_str(), slice.service.as_str()))
+            .or_default()
+            .push(slice);
+    }
+    index
+}
+
+/// Resolves a backend to the ready endpoints of its Service port. The slice
+/// port is found by the Service port's name, as kube-proxy does.
+fn resolve(
+    objects: &Objects,
+    slices: &SliceIndex<'_>,
+    namespace: &str,
+    backend: &ValidBackend,
+) -> Result<ResolvedBackend, String> {
+    let label = format!("{namespace}/{}:{}", backend.service, backend.port);
+    let service = objects
+        .services
+        .get(&ObjectKey::new(namespace, backend.service.as_str()))
+        .ok_or_else(|| format!("Service {namespace}/{} not found", backend.service))?;
+    let port = service
+        .ports
+        .iter()
+        .find(|p| p.port == backend.port)
+        .ok_or_else(|| format!("Service {namespace}/{} has no port {}", backend.service, backend.port))?;
+    let mut endpoints: Vec<SocketAddr> = Vec::new();
+    for slice in slices.get(&(namespace, backend.service.as_str())).into_iter().flatten() {
+        let Some(slice_port) = slice.ports.iter().find(|p| p.name == port.name) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().filter(|e| e.ready) {
+            endpoints.extend(
+                endpoint
+                    .addresses
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, slice_port.port)),
+            );
+        }
+    }
+    endpoints.sort();
+    endpoints.dedup();
+    Ok(ResolvedBackend::new(label, backend.weight, endpoints))
+}

@@ -1,0 +1,90 @@
+//! Route status as decided by the model, before any API write.
+
+use crate::api::{Condition, RouteStatus};
+use serde::Serialize;
+
+use super::ObjectKey;
+
+pub const ACCEPTED: &str = "Accepted";
+pub const RESOLVED_REFS: &str = "ResolvedRefs";
+
+/// Reasons used in Route conditions.
+pub mod reason {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const INVALID: &str = "Invalid";
+    pub const CONFLICTED: &str = "Conflicted";
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    pub const NO_READY_ENDPOINTS: &str = "NoReadyEndpoints";
+}
+
+/// The model's verdict on one Route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteReport {
+    #[serde(serialize_with = "as_display")]
+    pub key: ObjectKey,
+    pub generation: Option<i64>,
+    pub accepted: Verdict,
+    pub resolved_refs: Verdict,
+}
+
+/// One condition without its timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn yes(reason: &'static str, message: impl Into<String>) -> Self {
+        Verdict {
+            status: "True",
+            reason,
+            message: message.into(),
+        }
+    }
+    pub fn no(reason: &'static str, message: impl Into<String>) -> Self {
+        Verdict {
+            status: "False",
+            reason,
+            message: message.into(),
+        }
+    }
+    pub fn unknown(reason: &'static str, message: impl Into<String>) -> Self {
+        Verdict {
+            status: "Unknown",
+            reason,
+            message: message.into(),
+        }
+    }
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
+}
+
+impl RouteReport {
+    /// The status to publish, without transition times.
+    pub fn status(&self) -> RouteStatus {
+        let condition = |type_: &str, v: &Verdict| Condition {
+            type_: type_.to_owned(),
+            status: v.status.to_owned(),
+            reason: v.reason.to_owned(),
+            message: v.message.clone(),
+            observed_generation: self.generation,
+            last_transition_time: None,
+        };
+        RouteStatus {
+            observed_generation: self.generation,
+            conditions: vec![
+                condition(ACCEPTED, &self.accepted),
+                condition(RESOLVED_REFS, &self.resolved_refs),
+            ],
+        }
+    }
+}
+
+fn as_display<S: serde::Serializer>(key: &ObjectKey, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(key)
+}

@@ -1,0 +1,284 @@
+//! The immutable routing table and request lookup.
+
+use crate::api::{EffectiveTimeouts, ProxyBuffering, ValidPath};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::report::RouteReport;
+
+/// One backend Service port of a rule, resolved to ready endpoints.
+#[derive(Debug)]
+pub struct ResolvedBackend {
+    /// `namespace/name:port`, for messages.
+    pub service: String,
+    pub weight: u32,
+    pub endpoints: Vec<SocketAddr>,
+    /// Round-robin position among `endpoints`.
+    cursor: AtomicU64,
+}
+
+impl ResolvedBackend {
+    pub fn new(service: String, weight: u32, endpoints: Vec<SocketAddr>) -> Self {
+        ResolvedBackend {
+            service,
+            weight,
+            endpoints,
+            cursor: AtomicU64::new(0),
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.weight > 0 && !self.endpoints.is_empty()
+    }
+}
+
+/// What a matched request is proxied with: one rule of one Route.
+///
+/// A request holds an `Arc<Target>` for its whole life, so a table swap
+/// never changes the settings of a request or stream already under way.
+#[derive(Debug)]
+pub struct Target {
+    /// `namespace/name` of the Route, for logs and metrics.
+    pub route: Arc<str>,
+    pub rule_index: usize,
+    pub buffering: ProxyBuffering,
+    pub buffer_size: usize,
+    pub timeouts: EffectiveTimeouts,
+    pub backends: Vec<ResolvedBackend>,
+    total_weight: u64,
+    cursor: AtomicU64,
+    /// Why no endpoint can be picked, when that is so.
+    unavailable: Option<String>,
+}
+
+impl Target {
+    pub fn new(
+        route: Arc<str>,
+        rule_index: usize,
+        rule: &crate::api::ValidRule,
+        backends: Vec<ResolvedBackend>,
+        problems: Vec<String>,
+    ) -> Self {
+        let total_weight = backends.iter().filter(|b| b.usable()).map(|b| b.weight as u64).sum();
+        let unavailable = (total_weight == 0).then(|| {
+            if problems.is_empty() {
+                "every backend has weight 0".to_owned()
+            } else {
+                problems.join("; ")
+            }
+        });
+        Target {
+            route,
+            rule_index,
+            buffering: rule.buffering,
+            buffer_size: rule.buffer_size,
+            timeouts: rule.timeouts,
+            backends,
+            total_weight,
+            cursor: AtomicU64::new(0),
+            unavailable,
+        }
+    }
+
+    /// Picks an endpoint by weighted round robin: the backend by weight,
+    /// then the endpoint within it in turn. Lock-free: two atomic increments.
+    pub fn pick(&self) -> Result<SocketAddr, &str> {
+        if let Some(why) = &self.unavailable {
+            return Err(why);
+        }
+        let mut slot = self.cursor.fetch_add(1, Ordering::Relaxed) % self.total_weight;
+        for backend in self.backends.iter().filter(|b| b.usable()) {
+            let weight = backend.weight as u64;
+            if slot < weight {
+                let n = backend.cursor.fetch_add(1, Ordering::Relaxed);
+                return Ok(backend.endpoints[(n % backend.endpoints.len() as u64) as usize]);
+            }
+            slot -= weight;
+        }
+        unreachable!("slot is below the total weight of usable backends")
+    }
+
+    /// Whether any endpoint can be picked.
+    pub fn is_available(&self) -> bool {
+        self.unavailable.is_none()
+    }
+}
+
+/// Path matches of one host pattern.
+#[derive(Debug, Default)]
+pub struct PathTable {
+    exact: HashMap<String, Arc<Target>>,
+    /// Prefixes without a trailing slash (`/` itself excepted).
+    prefix: HashMap<String, Arc<Target>>,
+}
+
+impl PathTable {
+    pub(super) fn insert(&mut self, path: &ValidPath, target: Arc<Target>) {
+        let map = match path.kind {
+            crate::api::PathMatchType::Exact => &mut self.exact,
+            crate::api::PathMatchType::PathPrefix => &mut self.prefix,
+        };
+        map.insert(path.value.clone(), target);
+    }
+
+    /// Exact beats prefix; the longest prefix wins. Walks the path's segment
+    /// boundaries from the longest down, one hash lookup each, so the cost
+    /// depends on the path's depth, not on how many Routes exist.
+    fn lookup(&self, path: &str) -> Option<&Arc<Target>> {
+        if let Some(t) = self.exact.get(path) {
+            return Some(t);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        let mut candidate = path;
+        loop {
+            if let Some(t) = self.prefix.get(candidate) {
+                return Some(t);
+            }
+            if candidate.len() <= 1 {
+                return None;
+            }
+            candidate = match candidate.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &candidate[..i],
+                None => return None,
+            };
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty()
+    }
+
+    fn describe(&self) -> Vec<MatchView> {
+        let mut out: Vec<MatchView> = self
+            .exact
+            .iter()
+            .map(|(p, t)| MatchView::new("Exact", p, t))
+            .chain(self.prefix.iter().map(|(p, t)| MatchView::new("PathPrefix", p, t)))
+            .collect();
+        out.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+        out
+    }
+}
+
+/// An immutable snapshot of all routing decisions.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Increases by one with every table the process builds.
+    pub generation: u64,
+    pub(super) exact_hosts: HashMap<String, PathTable>,
+    /// Keyed by the suffix with its dot: `*.example.com` is `.example.com`.
+    pub(super) wildcard_hosts: HashMap<String, PathTable>,
+    pub(super) any_host: PathTable,
+    /// Status of every Route, sorted by key.
+    pub reports: Vec<RouteReport>,
+}
+
+impl RoutingTable {
+    /// Finds the target for a request. `host` must already be normalised
+    /// (see [`super::normalize_host`]). The most specific host pattern that
+    /// has a matching path wins: exact name, then the longest wildcard,
+    /// then Routes without hostnames.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
+        if let Some(t) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
+            return Some(t);
+        }
+        if !self.wildcard_hosts.is_empty() {
+            let mut from = 0;
+            while let Some(dot) = host[from..].find('.') {
+                let at = from + dot;
+                if at > 0 {
+                    if let Some(t) = self.wildcard_hosts.get(&host[at..]).and_then(|p| p.lookup(path)) {
+                        return Some(t);
+                    }
+                }
+                from = at + 1;
+            }
+        }
+        self.any_host.lookup(path)
+    }
+
+    /// A JSON-friendly view for `/debug/routes`.
+    pub fn describe(&self) -> TableView<'_> {
+        let mut hosts: Vec<HostView> = self
+            .exact_hosts
+            .iter()
+            .map(|(h, p)| HostView {
+                host: h.clone(),
+                matches: p.describe(),
+            })
+            .chain(self.wildcard_hosts.iter().map(|(h, p)| HostView {
+                host: format!("*{h}"),
+                matches: p.describe(),
+            }))
+            .collect();
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        if !self.any_host.is_empty() {
+            hosts.push(HostView {
+                host: "*".into(),
+                matches: self.any_host.describe(),
+            });
+        }
+        TableView {
+            generation: self.generation,
+            hosts,
+            routes: &self.reports,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TableView<'a> {
+    pub generation: u64,
+    pub hosts: Vec<HostView>,
+    pub routes: &'a [RouteReport],
+}
+
+#[derive(Serialize)]
+pub struct HostView {
+    pub host: String,
+    pub matches: Vec<MatchView>,
+}
+
+#[derive(Serialize)]
+pub struct MatchView {
+    pub kind: &'static str,
+    pub path: String,
+    pub route: String,
+    pub rule: usize,
+    pub buffering: &'static str,
+    pub backends: Vec<BackendView>,
+}
+
+#[derive(Serialize)]
+pub struct BackendView {
+    pub service: String,
+    pub weight: u32,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl MatchView {
+    fn new(kind: &'static str, path: &str, t: &Target) -> Self {
+        MatchView {
+            kind,
+            path: path.to_owned(),
+            route: t.route.to_string(),
+            rule: t.rule_index,
+            buffering: t.buffering.as_str(),
+            backends: t
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    service: b.service.clone(),
+                    weight: b.weight,
+                    endpoints: b.endpoints.clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Unit tests of matching, precedence, conflicts and invalid input.
+
+use super::*;
+use crate::api::{ProxyBuffering, RouteSpec};
+use std::net::{IpAddr, SocketAddr};
+
+struct World(Objects);
+
+impl World {
+    fn new() -> Self {
+        World(Objects::default())
+    }
+
+    /// A Service `name` on port 80 with one ready endpoint 10.0.0.`host`:8080.
+    fn service(mut self, name: &str, hosts: &[u8]) -> Self {
+        let key = ObjectKey::new("default", name);
+        self.0.services.insert(
+            key.clone(),
+            ServiceObject {
+                key: key.clone(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                }],
+            },
+        );
+        self.0.slices.insert(
+            ObjectKey::new("default", format!("{name}-abc")),
+            EndpointSliceObject {
+                key: ObjectKey::new("default", format!("{name}-abc")),
+                service: name.into(),
+                ports: vec![SlicePort {
+                    name: "http".into(),
+                    port: 8080,
+                }],
+                endpoints: hosts
+                    .iter()
+                    .map(|h| Endpoint {
+                        addresses: vec![IpAddr::from([10, 0, 0, *h])],
+                        ready: true,
+                    })
+                    .collect(),
+            },
+        );
+        self
+    }
+
+    fn route(mut self, name: &str, created: i64, yaml: &str) -> Self {
+        let spec: RouteSpec = serde_yaml::from_str(yaml).unwrap();
+        let key = ObjectKey::new("default", name);
+        self.0.routes.insert(
+            key.clone(),
+            RouteObject {
+                key,
+                generation: Some(3),
+                created_millis: created,
+                spec,
+            },
+        );
+        self
+    }
+
+    fn table(&self) -> RoutingTable {
+        build_table(&self.0, 1)
+    }
+}
+
+fn route_of(table: &RoutingTable, host: &str, path: &str) -> Option<String> {
+    table
+        .lookup(&normalize_host(host), path)
+        .map(|t| format!("{}#{}", t.route, t.rule_index))
+}
+
+fn report<'a>(table: &'a RoutingTable, name: &str) -> &'a RouteReport {
+    table.reports.iter().find(|r| r.key.name == name).unwrap()
+}
+
+#[test]
+fn prefix_matches_whole_segments_only() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "r",
+            0,
+            "rules: [{matches: [{path: {value: /foo}}], backendRefs: [{name: svc, port: 80}]}]",
+        )
+        .table();
+    assert!(route_of(&t, "any", "/foo").is_some());
+    assert!(route_of(&t, "any", "/foo/").is_some());
+    assert!(route_of(&t, "any", "/foo/bar/baz").is_some());
+    assert!(route_of(&t, "any", "/foobar").is_none());
+    assert!(route_of(&t, "any", "/").is_none());
+}
+
+#[test]
+fn exact_beats_prefix_and_longer_prefix_wins() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "r",
+            0,
+            "rules:
+- matches: [{path: {value: /}}]
+  backendRefs: [{name: svc, port: 80}]
+- matches: [{path: {value: /api}}]
+  backendRefs: [{name: svc, port: 80}]
+- matches: [{path: {value: /api/v1/}}]
+  backendRefs: [{name: svc, port: 80}]
+- matches: [{path: {type: Exact, value: /api/v1}}]
+  backendRefs: [{name: svc, port: 80}]",
+        )
+        .table();
+    assert_eq!(route_of(&t, "h", "/x").as_deref(), Some("default/r#0"));
+    assert_eq!(route_of(&t, "h", "/api/x").as_deref(), Some("default/r#1"));
+    assert_eq!(route_of(&t, "h", "/api/v1/events").as_deref(), Some("default/r#2"));
+    assert_eq!(route_of(&t, "h", "/api/v1").as_deref(), Some("default/r#3"));
+}
+
+#[test]
+fn host_precedence_exact_then_longest_wildcard_then_any() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route("any", 0, "rules: [{backendRefs: [{name: svc, port: 80}]}]")
+        .route("wide", 0, "hostnames: ['*.example.com']\nrules: [{backendRefs: [{name: svc, port: 80}]}]")
+        .route("narrow", 0, "hostnames: ['*.eu.example.com']\nrules: [{backendRefs: [{name: svc, port: 80}]}]")
+        .route(
+            "exact",
+            0,
+            "hostnames: [api.eu.example.com]\nrules: [{matches: [{path: {value: /only}}], backendRefs: [{name: svc, port: 80}]}]",
+        )
+        .table();
+    assert_eq!(
+        route_of(&t, "API.eu.example.com:443", "/only/x").as_deref(),
+        Some("default/exact#0")
+    );
+    // The exact host has no match for this path, so the next pattern serves it.
+    assert_eq!(
+        route_of(&t, "api.eu.example.com", "/other").as_deref(),
+        Some("default/narrow#0")
+    );
+    assert_eq!(route_of(&t, "a.b.example.com", "/").as_deref(), Some("default/wide#0"));
+    assert_eq!(route_of(&t, "example.com", "/").as_deref(), Some("default/any#0"));
+    assert_eq!(route_of(&t, "other.org", "/").as_deref(), Some("default/any#0"));
+}
+
+#[test]
+fn hostnames_without_a_catch_all_give_no_match() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "r",
+            0,
+            "hostnames: [a.test]\nrules: [{backendRefs: [{name: svc, port: 80}]}]",
+        )
+        .table();
+    assert!(route_of(&t, "a.test", "/x").is_some());
+    assert!(route_of(&t, "b.test", "/x").is_none());
+}
+
+#[test]
+fn older_route_wins_a_conflict_and_loser_is_told() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "young",
+            2000,
+            "hostnames: [a.test]
+rules:
+- matches: [{path: {value: /shared}}, {path: {value: /mine}}]
+  backendRefs: [{name: svc, port: 80}]",
+        )
+        .route(
+            "old",
+            1000,
+            "hostnames: [a.test]\nrules: [{matches: [{path: {value: /shared}}], backendRefs: [{name: svc, port: 80}]}]",
+        )
+        .table();
+    assert_eq!(route_of(&t, "a.test", "/shared").as_deref(), Some("default/old#0"));
+    assert_eq!(route_of(&t, "a.test", "/mine").as_deref(), Some("default/young#0"));
+    let young = report(&t, "young");
+    assert_eq!(young.accepted.status, "False");
+    assert_eq!(young.accepted.reason, "Conflicted");
+    assert!(young
+        .accepted
+        .message
+        .contains("PathPrefix /shared on a.test is served by Route default/old"));
+    assert!(report(&t, "old").accepted.is_true());
+}
+
+#[test]
+fn equal_age_conflict_goes_to_smaller_name() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route("b", 5, "rules: [{backendRefs: [{name: svc, port: 80}]}]")
+        .route("a", 5, "rules: [{backendRefs: [{name: svc, port: 80}]}]")
+        .table();
+    assert_eq!(route_of(&t, "h", "/").as_deref(), Some("default/a#0"));
+    assert_eq!(report(&t, "b").accepted.reason, "Conflicted");
+}
+
+#[test]
+fn invalid_route_is_left_out_without_hurting_valid_ones() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "good",
+            10,
+            "rules: [{matches: [{path: {value: /good}}], backendRefs: [{name: svc, port: 80}]}]",
+        )
+        // Older, so it would win the conflict on /good if it counted.
+        .route(
+            "bad",
+            1,
+            "rules:
+- matches: [{path: {value: /good}}, {path: {value: nope}}]
+  backendRefs: [{name: svc, port: 80}]",
+        )
+        .table();
+    assert_eq!(route_of(&t, "h", "/good").as_deref(), Some("default/good#0"));
+    let bad = report(&t, "bad");
+    assert_eq!(bad.accepted.reason, "Invalid");
+    assert!(
+        bad.accepted.message.contains("spec.rules[0].matches[1].path.value"),
+        "{}",
+        bad.accepted.message
+    );
+    assert!(report(&t, "good").accepted.is_true());
+}
+
+#[test]
+fn missing_service_and_unready_endpoints_are_reported() {
+    let mut world = World::new()
+        .service("svc", &[1])
+        .route(
+            "gone",
+            0,
+            "hostnames: [a.test]\nrules: [{backendRefs: [{name: nothere, port: 80}]}]",
+        )
+        .route(
+            "badport",
+            0,
+            "hostnames: [b.test]\nrules: [{backendRefs: [{name: svc, port: 81}]}]",
+        )
+        .route(
+            "down",
+            0,
+            "hostnames: [c.test]\nrules: [{backendRefs: [{name: svc, port: 80}]}]",
+        );
+    for slice in world.0.slices.values_mut() {
+        slice.endpoints[0].ready = false;
+    }
+    let t = world.table();
+    let gone = report(&t, "gone");
+    assert_eq!(gone.resolved_refs.reason, "BackendNotFound");
+    assert!(gone.resolved_refs.message.contains("Service default/nothere not found"));
+    assert!(
+        gone.accepted.is_true(),
+        "an unresolved backend does not make the Route invalid"
+    );
+    assert!(report(&t, "badport").resolved_refs.message.contains("has no port 81"));
+    assert_eq!(report(&t, "down").resolved_refs.reason, "NoReadyEndpoints");
+    let target = t.lookup("c.test", "/").unwrap();
+    assert_eq!(target.pick(), Err("Service default/svc:80 has no ready endpoints"));
+    assert_eq!(report(&t, "down").generation, Some(3));
+}
+
+#[test]
+fn weighted_round_robin_spreads_by_weight_and_endpoint() {
+    let t = World::new()
+        .service("a", &[1, 2])
+        .service("b", &[3])
+        .route(
+            "r",
+            0,
+            "rules: [{backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}, {name: b, port: 80, weight: 0}]}]",
+        )
+        .table();
+    let target = t.lookup("h", "/").unwrap();
+    let mut counts = std::collections::HashMap::<SocketAddr, usize>::new();
+    for _ in 0..400 {
+        *counts.entry(target.pick().unwrap()).or_default() += 1;
+    }
+    let at = |h: u8| counts[&SocketAddr::from(([10, 0, 0, h], 8080))];
+    assert_eq!((at(1), at(2), at(3)), (150, 150, 100));
+}
+
+#[test]
+fn rule_settings_reach_the_target() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "r",
+            0,
+            "proxyBuffering: Enabled\nbufferSize: 1Ki\nrules: [{backendRefs: [{name: svc, port: 80}], proxyBuffering: Disabled}]",
+        )
+        .table();
+    let target = t.lookup("h", "/").unwrap();
+    assert_eq!(target.buffering, ProxyBuffering::Disabled);
+    assert_eq!(target.buffer_size, 1024);
+}
+
+#[test]
+fn builds_ten_thousand_routes() {
+    let mut world = World::new().service("svc", &[1]);
+    for i in 0..10_000 {
+        world = world.route(
+            &format!("r{i}"),
+            i,
+            &format!("hostnames: [h{i}.test]\nrules: [{{matches: [{{path: {{value: /p{i}}}}}], backendRefs: [{{name: svc, port: 80}}]}}]"),
+        );
+    }
+    let t = world.table();
+    assert_eq!(t.reports.len(), 10_000);
+    assert!(route_of(&t, "h9999.test", "/p9999/x").is_some());
+    assert!(route_of(&t, "h9999.test", "/p9998").is_none());
+}

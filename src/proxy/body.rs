@@ -1,0 +1,248 @@
+//! Response bodies: upstream bodies streamed or coalesced, and local replies.
+//!
+//! Streaming hands each upstream frame on untouched, so the `Bytes` the
+//! upstream connection produced is the one written to the client: no copy.
+//! Coalescing copies small frames into one buffer of at most `bufferSize`.
+//!
+//! Read-ahead bound: the body is only polled when the client connection can
+//! take more, so a slow client holds at most `bufferSize` in the coalescing
+//! buffer plus one upstream frame, on top of hyper's own write buffer
+//! (about 400 KiB at most) and the kernel's socket buffers.
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream sent nothing for longer than the Route's idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for {0:?} (idle timeout)")]
+pub struct IdleTimeout(pub Duration);
+
+/// The body of every response the proxy sends.
+pub enum ProxyBody {
+    /// A reply made by ssegate itself (errors, preflights).
+    Local(Option<Bytes>),
+    Upstream(Box<UpstreamBody>),
+}
+
+impl ProxyBody {
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Local(Some(text.into()))
+    }
+    pub fn empty() -> Self {
+        ProxyBody::Local(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream(body) => body.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(data) => data.is_none(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Coalescing state for buffered mode.
+struct Coalescer {
+    buf: BytesMut,
+    capacity: usize,
+    /// A frame held back while the buffer ahead of it is flushed.
+    held: Option<Frame<Bytes>>,
+}
+
+/// Fires when the upstream has been silent for `limit`.
+///
+/// Receiving a frame only records the time; the timer is re-armed lazily
+/// when it fires early, so a busy stream costs no timer operation per event.
+struct IdleWatch {
+    limit: Duration,
+    last: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleWatch {
+    fn new(limit: Duration) -> Self {
+        let now = Instant::now();
+        IdleWatch {
+            limit,
+            last: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last + self.limit;
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// An upstream response body on its way to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    coalesce: Option<Coalescer>,
+    idle: Option<IdleWatch>,
+    /// Bytes handed to the client so far.
+    pub sent: u64,
+}
+
+impl UpstreamBody {
+    /// `buffer`: `Some(bufferSize)` to coalesce, `None` to stream.
+    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>) -> Self {
+        UpstreamBody {
+            inner,
+            coalesce: buffer.map(|capacity| Coalescer {
+                buf: BytesMut::new(),
+                capacity,
+                held: None,
+            }),
+            idle: idle.map(IdleWatch::new),
+            sent: 0,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let out = ready!(self.poll_inner(cx));
+        if let Some(Ok(frame)) = &out {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.len() as u64;
+            }
+        }
+        Poll::Ready(out)
+    }
+
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = &mut self.idle {
+                    idle.touch();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match &mut self.idle {
+                Some(idle) => {
+                    if idle.poll_expired(cx) {
+                        Poll::Ready(Some(Err(IdleTimeout(idle.limit).into())))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.coalesce.is_none() {
+            return self.poll_upstream(cx);
+        }
+        if let Some(held) = self.coalesce.as_mut().and_then(|c| c.held.take()) {
+            return Poll::Ready(Some(Ok(held)));
+        }
+        loop {
+            let polled = self.poll_upstream(cx);
+            let c = self.coalesce.as_mut().expect("checked above");
+            let flush = |c: &mut Coalescer| Frame::data(c.buf.split().freeze());
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if c.buf.is_empty() && data.len() >= c.capacity {
+                            // Already a full buffer's worth: pass it on without a copy.
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        if c.buf.len() + data.len() > c.capacity {
+                            let out = flush(c);
+                            if data.len() >= c.capacity {
+                                c.held = Some(Frame::data(data));
+                            } else {
+                                c.buf.extend_from_slice(&data);
+                            }
+                            return Poll::Ready(Some(Ok(out)));
+                        }
+                        if c.buf.capacity() == 0 {
+                            c.buf.reserve(c.capacity.min(16 * 1024).max(data.len()));
+                        }
+                        c.buf.extend_from_slice(&data);
+                        if c.buf.len() >= c.capacity {
+                            return Poll::Ready(Some(Ok(flush(c))));
+                        }
+                    }
+                    Err(trailers) => {
+                        if c.buf.is_empty() {
+                            return Poll::Ready(Some(Ok(trailers)));
+                        }
+                        c.held = Some(trailers);
+                        return Poll::Ready(Some(Ok(flush(c))));
+                    }
+                },
+                Poll::Ready(None) => {
+                    if c.buf.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(flush(c))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let drained = self
+            .coalesce
+            .as_ref()
+            .is_none_or(|c| c.buf.is_empty() && c.held.is_none());
+        drained && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.coalesce.as_ref().map_or(0, |c| {
+            c.buf.len() as u64 + c.held.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64)
+        });
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}

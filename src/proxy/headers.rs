@@ -1,0 +1,124 @@
+//! Header rewriting between client and upstream.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use std::net::IpAddr;
+
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, plus
+/// the fixed list from RFC 9110 §7.6.1 and the legacy `Proxy-Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the upstream should learn about the original request.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    /// The Host (or `:authority`) the client used, port included.
+    pub host: Option<&'a str>,
+    /// The port the client connected to.
+    pub port: u16,
+    pub proto: &'static str,
+}
+
+/// Appends the client to `X-Forwarded-For` and sets the other forwarding
+/// headers, overwriting whatever the client claimed.
+pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    let ip = fwd.client_ip.to_string();
+    let previous: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let chain = if previous.is_empty() {
+        ip.clone()
+    } else {
+        format!("{}, {ip}", previous.join(", "))
+    };
+    if let Ok(v) = HeaderValue::try_from(chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Some(host) = fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+        if !headers.contains_key(HOST) {
+            // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
+            headers.insert(
+                HOST,
+                HeaderValue::from_str(fwd.host.unwrap_or_default()).expect("checked"),
+            );
+        }
+    }
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(fwd.port));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(fwd.proto));
+    if let Ok(v) = HeaderValue::try_from(ip) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_connection_named_and_fixed_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("last-event-id", HeaderValue::from_static("7"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["last-event-id"], "7");
+    }
+
+    #[test]
+    fn appends_forwarded_for_and_overwrites_the_rest() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                client_ip: "10.0.0.9".parse().unwrap(),
+                host: Some("example.com:8080"),
+                port: 8080,
+                proto: "http",
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "example.com:8080");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["host"], "example.com:8080");
+    }
+}

@@ -1,0 +1,380 @@
+//! The data plane: a hyper server that proxies each request with the
+//! routing table it started with.
+
+mod body;
+mod headers;
+
+pub use body::{BoxError, IdleTimeout, ProxyBody, UpstreamBody};
+pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
+
+use crate::api::ProxyBuffering;
+use crate::model::{normalize_host, SharedTable, Target};
+use arc_swap::ArcSwap;
+use headers::X_ACCEL_BUFFERING;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Pooled upstream clients, one per connect timeout in use.
+///
+/// Reads are lock-free (an `ArcSwap` load); a new timeout value adds a
+/// client once with a copy-on-write update.
+#[derive(Default)]
+struct Clients(ArcSwap<HashMap<Duration, UpstreamClient>>);
+
+impl Clients {
+    fn get(&self, connect_timeout: Duration) -> UpstreamClient {
+        if let Some(client) = self.0.load().get(&connect_timeout) {
+            return client.clone();
+        }
+        let client = new_client(connect_timeout);
+        self.0.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(connect_timeout).or_insert_with(|| client.clone());
+            map
+        });
+        self.0.load()[&connect_timeout].clone()
+    }
+}
+
+fn new_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Everything a request handler needs.
+pub struct Proxy {
+    table: SharedTable,
+    clients: Clients,
+}
+
+impl Proxy {
+    pub fn new(table: SharedTable) -> Arc<Self> {
+        Arc::new(Proxy {
+            table,
+            clients: Clients::default(),
+        })
+    }
+
+    /// Accepts connections until `shutdown` resolves, then lets open
+    /// connections finish for at most `drain` before returning.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let local_port = listener.local_addr()?.port();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let tracker = tokio_util_tracker::Tracker::default();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let proxy = self.clone();
+                    let stop = stop_rx.clone();
+                    let guard = tracker.guard();
+                    tokio::spawn(async move {
+                        proxy.serve_connection(stream, peer, local_port, stop).await;
+                        drop(guard);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            info!(open = tracker.count(), "drain deadline passed with connections open");
+        }
+        Ok(())
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local_port: u16,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, local_port).await) }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        if let Err(e) = conn.await {
+            debug!(%peer, error = %e, "client connection ended with an error during drain");
+        }
+    }
+
+    /// Proxies one request. Never fails: every problem becomes a clear
+    /// HTTP error response.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, local_port: u16) -> Response<ProxyBody> {
+        let host_raw = request_host(&req).map(str::to_owned);
+        let host = normalize_host(host_raw.as_deref().unwrap_or(""));
+        let target = self.table.load().lookup(&host, req.uri().path()).cloned();
+        let Some(target) = target else {
+            return local_reply(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "ssegate: no route for host {:?} and path {:?}\n",
+                    host,
+                    req.uri().path()
+                ),
+            );
+        };
+        let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
+        self.forward(req, target, peer, local_port, host_raw.as_deref())
+            .instrument(span)
+            .await
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        target: Arc<Target>,
+        peer: SocketAddr,
+        local_port: u16,
+        host: Option<&str>,
+    ) -> Response<ProxyBody> {
+        let endpoint = match target.pick() {
+            Ok(e) => e,
+            Err(why) => {
+                return local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
+                )
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = match Uri::try_from(format!("http://{endpoint}{path_and_query}")) {
+            Ok(uri) => uri,
+            Err(_) => return local_reply(StatusCode::BAD_REQUEST, "ssegate: request path is not valid\n"),
+        };
+        parts.version = http::Version::HTTP_11;
+        remove_hop_by_hop(&mut parts.headers);
+        add_forwarded(
+            &mut parts.headers,
+            &Forwarded {
+                client_ip: peer.ip(),
+                host,
+                port: local_port,
+                proto: "http",
+            },
+        );
+        let upstream_req = Request::from_parts(parts, body);
+
+        let client = self.clients.get(target.timeouts.connect);
+        let response = match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await
+        {
+            Err(_) => {
+                warn!(%endpoint, "upstream response headers timed out");
+                return local_reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
+                        target.timeouts.response_headers
+                    ),
+                );
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                warn!(%endpoint, error = %error_chain(&e), "upstream connect failed");
+                return local_reply(
+                    StatusCode::BAD_GATEWAY,
+                    format!("ssegate: cannot connect to upstream {endpoint}: {}\n", error_chain(&e)),
+                );
+            }
+            Ok(Err(e)) => {
+                warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
+                return local_reply(
+                    StatusCode::BAD_GATEWAY,
+                    format!("ssegate: upstream {endpoint} failed: {}\n", error_chain(&e)),
+                );
+            }
+            Ok(Ok(resp)) => resp,
+        };
+
+        let (mut parts, body) = response.into_parts();
+        let buffer = buffer_for(target.buffering, &parts.headers).then_some(target.buffer_size);
+        remove_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(&X_ACCEL_BUFFERING);
+        debug!(%endpoint, status = parts.status.as_u16(), buffered = buffer.is_some(), "upstream responded");
+        let body = UpstreamBody::new(body, buffer, target.timeouts.idle);
+        Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
+    }
+}
+
+/// Decides whether a response is coalesced, from the Route's mode and the
+/// upstream's headers.
+pub fn buffer_for(mode: ProxyBuffering, headers: &HeaderMap) -> bool {
+    let accel = headers
+        .get(&X_ACCEL_BUFFERING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match (mode, accel.as_deref()) {
+        (ProxyBuffering::Disabled, _) => false,
+        (_, Some("no")) => false,
+        (ProxyBuffering::Enabled, _) => true,
+        (ProxyBuffering::Auto, Some("yes")) => true,
+        (ProxyBuffering::Auto, _) => !is_event_stream(headers),
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// The host the client asked for: `:authority` (HTTP/2, absolute form)
+/// first, then the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+}
+
+fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Counts open connections so a drain can wait for them.
+mod tokio_util_tracker {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Default, Clone)]
+    pub struct Tracker(Arc<Inner>);
+
+    #[derive(Default)]
+    pub struct Inner {
+        open: AtomicUsize,
+        idle: Notify,
+    }
+
+    pub struct Guard(Arc<Inner>);
+
+    impl Tracker {
+        pub fn guard(&self) -> Guard {
+            self.0.open.fetch_add(1, Ordering::AcqRel);
+            Guard(self.0.clone())
+        }
+        pub fn count(&self) -> usize {
+            self.0.open.load(Ordering::Acquire)
+        }
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.idle.notified();
+                if self.count() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.0.idle.notify_waiters();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buffering_decision_table() {
+        use ProxyBuffering::*;
+        let sse = headers(&[("content-type", "text/event-stream; charset=utf-8")]);
+        let json = headers(&[("content-type", "application/json")]);
+        let json_no = headers(&[("content-type", "application/json"), ("x-accel-buffering", "no")]);
+        let sse_yes = headers(&[("content-type", "text/event-stream"), ("x-accel-buffering", "yes")]);
+        assert!(!buffer_for(Auto, &sse));
+        assert!(buffer_for(Auto, &json));
+        assert!(!buffer_for(Auto, &json_no));
+        assert!(buffer_for(Auto, &sse_yes));
+        assert!(buffer_for(Enabled, &sse));
+        assert!(!buffer_for(Enabled, &json_no));
+        assert!(!buffer_for(Disabled, &json));
+        assert!(!buffer_for(Disabled, &sse_yes));
+    }
+}

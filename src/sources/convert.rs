@@ -1,0 +1,122 @@
+//! Conversion of Kubernetes API objects into the model's plain objects.
+//! Shared by the file source and the Kubernetes source.
+
+use crate::api::Route;
+use crate::model::{Endpoint, EndpointSliceObject, ObjectKey, RouteObject, ServiceObject, ServicePort, SlicePort};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("metadata.name is required")]
+    MissingName,
+    #[error("EndpointSlice has no {SERVICE_NAME_LABEL} label, so no Service owns it")]
+    NoServiceLabel,
+    #[error("addressType {0} is not supported; use IPv4 or IPv6")]
+    AddressType(String),
+    #[error("endpoint address {0:?} is not an IP address")]
+    BadAddress(String),
+    #[error("port {0} is out of range")]
+    BadPort(i32),
+}
+
+fn key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
+    let name = meta
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or(ConvertError::MissingName)?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default_namespace.to_owned());
+    Ok(ObjectKey { namespace, name })
+}
+
+fn port(p: i32) -> Result<u16, ConvertError> {
+    u16::try_from(p).ok().filter(|p| *p > 0).ok_or(ConvertError::BadPort(p))
+}
+
+/// `created_millis` is used when the object carries no creationTimestamp.
+pub fn route(r: &Route, default_namespace: &str, created_millis: i64) -> Result<RouteObject, ConvertError> {
+    let created = r
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(created_millis);
+    Ok(RouteObject {
+        key: key(&r.metadata, default_namespace)?,
+        generation: r.metadata.generation,
+        created_millis: created,
+        spec: r.spec.clone(),
+    })
+}
+
+pub fn service(s: &Service, default_namespace: &str) -> Result<ServiceObject, ConvertError> {
+    let ports = s
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            Ok(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: port(p.port)?,
+            })
+        })
+        .collect::<Result<_, ConvertError>>()?;
+    Ok(ServiceObject {
+        key: key(&s.metadata, default_namespace)?,
+        ports,
+    })
+}
+
+pub fn endpoint_slice(e: &EndpointSlice, default_namespace: &str) -> Result<EndpointSliceObject, ConvertError> {
+    let key = key(&e.metadata, default_namespace)?;
+    let service = e
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+        .ok_or(ConvertError::NoServiceLabel)?;
+    if e.address_type != "IPv4" && e.address_type != "IPv6" {
+        return Err(ConvertError::AddressType(e.address_type.clone()));
+    }
+    let mut ports = Vec::new();
+    for p in e.ports.iter().flatten() {
+        if let Some(n) = p.port {
+            ports.push(SlicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: port(n)?,
+            });
+        }
+    }
+    let endpoints = e
+        .endpoints
+        .iter()
+        .flatten()
+        .map(|ep| {
+            let addresses = ep
+                .addresses
+                .iter()
+                .map(|a| a.parse().map_err(|_| ConvertError::BadAddress(a.clone())))
+                .collect::<Result<_, _>>()?;
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            Ok(Endpoint { addresses, ready })
+        })
+        .collect::<Result<_, ConvertError>>()?;
+    Ok(EndpointSliceObject {
+        key,
+        service,
+        ports,
+        endpoints,
+    })
+}

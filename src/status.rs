@@ -1,0 +1,50 @@
+//! Where Route status goes once the model has decided it.
+//!
+//! Standalone mode has no API to write to, so [`LogStatus`] reports each
+//! change of a Route's conditions in the log, once, and `/debug/routes`
+//! shows the full set. The Kubernetes status writer implements the same
+//! trait.
+
+use crate::model::{ObjectKey, RouteReport};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tracing::{info, warn};
+
+/// Receives the model's verdicts after every table build.
+pub trait StatusSink: Send + Sync {
+    fn publish(&self, reports: &[RouteReport]);
+}
+
+/// Logs Route status changes; silent when nothing changed.
+#[derive(Default)]
+pub struct LogStatus {
+    last: Mutex<HashMap<ObjectKey, RouteReport>>,
+}
+
+impl StatusSink for LogStatus {
+    fn publish(&self, reports: &[RouteReport]) {
+        let mut last = self.last.lock().expect("status log lock");
+        let mut seen = HashMap::with_capacity(reports.len());
+        for report in reports {
+            if last.get(&report.key) != Some(report) {
+                log_report(report);
+            }
+            seen.insert(report.key.clone(), report.clone());
+        }
+        for gone in last.keys().filter(|k| !seen.contains_key(*k)) {
+            info!(route = %gone, "route removed");
+        }
+        *last = seen;
+    }
+}
+
+fn log_report(r: &RouteReport) {
+    let route = r.key.to_string();
+    if !r.accepted.is_true() {
+        warn!(%route, reason = r.accepted.reason, message = %r.accepted.message, "route not accepted");
+    } else if !r.resolved_refs.is_true() {
+        warn!(%route, reason = r.resolved_refs.reason, message = %r.resolved_refs.message, "route accepted, backends unresolved");
+    } else {
+        info!(%route, "route accepted");
+    }
+}
