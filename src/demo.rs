@@ -1,5 +1,6 @@
 //! The demo SSE backend used by the quick start and the tests.
 //!
+//! Endpoints are matched by their last path segment, so `/x/.sse` works too.
 //! - `/.sse`: `event: server`, `event: request` (the request line and headers
 //!   as multi-line `data:`), then `event: time` every `interval` (default
 //!   1s). Each event has an increasing `id:`; `Last-Event-ID` resumes.
@@ -67,16 +68,18 @@ impl DemoBackend {
         let number = |name: &str, default: Option<u64>| query.get(name).and_then(|v| v.parse().ok()).or(default);
         tokio::time::sleep(duration("delay", Duration::ZERO)).await;
         let interval = duration("interval", Duration::from_secs(1));
-        let (content_type, body) = match req.uri().path() {
-            "/.sse" => ("text/event-stream", self.sse(&req, interval, number("count", None))),
-            "/json" => (
+        // Match on the last segment so the demo works behind any path prefix.
+        let endpoint = req.uri().path().rsplit('/').next().unwrap_or("");
+        let (content_type, body) = match endpoint {
+            ".sse" => ("text/event-stream", self.sse(&req, interval, number("count", None))),
+            "json" => (
                 "application/json",
                 json(
                     number("chunks", Some(3)).unwrap_or(3),
                     duration("interval", Duration::ZERO),
                 ),
             ),
-            "/chatty" => (
+            "chatty" => (
                 "text/plain",
                 chatty(
                     number("chunks", Some(100)).unwrap_or(100),

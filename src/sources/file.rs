@@ -305,7 +305,10 @@ fn parse_doc(value: serde_yaml::Value) -> Result<Option<Doc>, String> {
 pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Duration) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let _ = tx.send(event);
+        // Our own reads raise access events; reacting to them would loop.
+        if !matches!(&event, Ok(e) if e.kind.is_access()) {
+            let _ = tx.send(event);
+        }
     })?;
     watcher.watch(source.dir(), RecursiveMode::NonRecursive)?;
     reload(&mut source, &applier);

@@ -1,0 +1,326 @@
+//! Shared test fixtures: a scriptable upstream that records when it emits
+//! each chunk, an in-process ssegate fed from a temporary folder, and an SSE
+//! client that records when each event arrives.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use ssegate::model::empty_table;
+use ssegate::proxy::Proxy;
+use ssegate::sources::file::{reload, FolderSource};
+use ssegate::sources::Applier;
+use ssegate::status::LogStatus;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What a test upstream records.
+#[derive(Default)]
+pub struct Journal {
+    /// Emit instants per `tag` query value.
+    pub emits: HashMap<String, Vec<Instant>>,
+    /// Tags whose stream saw its client (the proxy) go away.
+    pub closed: HashMap<String, Instant>,
+    /// Request headers per tag.
+    pub headers: HashMap<String, http::HeaderMap>,
+}
+
+/// A scriptable upstream. Paths:
+/// - `/sse?tag=&n=&every=&size=` SSE events; `n=0` streams until the client goes.
+/// - `/json?tag=&n=&every=` a JSON array in n chunks.
+/// - `/slow?delay=` headers after `delay`.
+/// - `/stall?tag=` one event, then silence.
+/// - anything else: `upstream <id>` as text.
+///
+/// `accel=yes|no` adds `X-Accel-Buffering`; `hop=1` adds hop-by-hop headers.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub id: String,
+    pub journal: Arc<Mutex<Journal>>,
+}
+
+impl Upstream {
+    pub async fn start(id: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let journal = Arc::new(Mutex::new(Journal::default()));
+        let (j, name) = (journal.clone(), id.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (j, name) = (j.clone(), name.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (j, name) = (j.clone(), name.clone());
+                        async move { Ok::<_, Infallible>(respond(req, j, name).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            id: id.to_owned(),
+            journal,
+        }
+    }
+
+    pub fn emits(&self, tag: &str) -> Vec<Instant> {
+        self.journal.lock().unwrap().emits.get(tag).cloned().unwrap_or_default()
+    }
+
+    pub fn closed(&self, tag: &str) -> Option<Instant> {
+        self.journal.lock().unwrap().closed.get(tag).copied()
+    }
+
+    pub fn headers(&self, tag: &str) -> http::HeaderMap {
+        self.journal
+            .lock()
+            .unwrap()
+            .headers
+            .get(tag)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Sends `chunks` through a channel body, recording each emit time; stops
+/// and records `closed` when the receiving side is gone.
+fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, every: Duration, forever: bool) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    tokio::spawn(async move {
+        let mut i = 0usize;
+        loop {
+            let chunk = if i < chunks.len() {
+                chunks[i].clone()
+            } else if forever {
+                Bytes::from(format!("id: {}\ndata: tick\n\n", i + 1))
+            } else {
+                break;
+            };
+            if i > 0 {
+                tokio::time::sleep(every).await;
+            }
+            journal
+                .lock()
+                .unwrap()
+                .emits
+                .entry(tag.clone())
+                .or_default()
+                .push(Instant::now());
+            if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
+                return;
+            }
+            i += 1;
+        }
+        // Hold the body open a moment after the last chunk? No: end it.
+    });
+    BodyExt::boxed(StreamBody::new(tokio_stream(rx)))
+}
+
+fn tokio_stream<T>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: String) -> Response<Body> {
+    let q = query(&req);
+    let tag = q.get("tag").cloned().unwrap_or_default();
+    journal
+        .lock()
+        .unwrap()
+        .headers
+        .insert(tag.clone(), req.headers().clone());
+    let n: usize = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let every = Duration::from_millis(q.get("every").and_then(|v| v.parse().ok()).unwrap_or(100));
+    let size: usize = q.get("size").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut resp = Response::builder();
+    if let Some(a) = q.get("accel") {
+        resp = resp.header("x-accel-buffering", a.as_str());
+    }
+    if q.contains_key("hop") {
+        resp = resp
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("x-end-to-end", "kept");
+    }
+    let body = match req.uri().path() {
+        "/sse" => {
+            resp = resp.header("content-type", "text/event-stream");
+            let pad = "p".repeat(size);
+            let chunks = (1..=n)
+                .map(|i| Bytes::from(format!("id: {i}\ndata: {id} {pad}\n\n")))
+                .collect();
+            channel_body(journal, tag, chunks, every, n == 0)
+        }
+        "/json" => {
+            resp = resp.header("content-type", "application/json");
+            let chunks = (1..=n)
+                .map(|i| {
+                    let open = if i == 1 { "[" } else { "" };
+                    let close = if i == n { "]" } else { "," };
+                    Bytes::from(format!("{open}{{\"n\":{i}}}{close}"))
+                })
+                .collect();
+            channel_body(journal, tag, chunks, every, false)
+        }
+        "/slow" => {
+            let delay = q.get("delay").and_then(|v| v.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            BodyExt::boxed(Full::new(Bytes::from("slow")))
+        }
+        "/stall" => {
+            resp = resp.header("content-type", "text/event-stream");
+            channel_body(
+                journal,
+                tag,
+                vec![Bytes::from("data: first\n\n"), Bytes::new()],
+                Duration::from_secs(30),
+                false,
+            )
+        }
+        _ => BodyExt::boxed(Full::new(Bytes::from(format!("upstream {id}")))),
+    };
+    resp.body(body).unwrap()
+}
+
+/// ssegate in-process, fed from a temporary folder that the test rewrites.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    source: Mutex<FolderSource>,
+    applier: Arc<Applier>,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let table = empty_table();
+        let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(Proxy::new(table).serve(listener, std::future::pending(), Duration::ZERO));
+        let source = Mutex::new(FolderSource::new(dir.path()));
+        Gateway {
+            addr,
+            dir,
+            source,
+            applier,
+        }
+    }
+
+    /// Writes a file into the folder and reloads synchronously.
+    pub fn write(&self, name: &str, yaml: &str) {
+        std::fs::write(self.dir.path().join(name), yaml).unwrap();
+        let errors = reload(&mut self.source.lock().unwrap(), &self.applier);
+        assert!(errors.is_empty(), "config errors: {errors:?}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn table(&self) -> Arc<ssegate::model::RoutingTable> {
+        self.applier.table().load_full()
+    }
+}
+
+/// A Service named `name` whose EndpointSlice lists `upstreams` (ready or not).
+pub fn backend_yaml(name: &str, upstreams: &[(SocketAddr, bool)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
+    );
+    for (i, (addr, ready)) in upstreams.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: {ready}}}}}]\n",
+            addr.port(),
+            addr.ip()
+        ));
+    }
+    out
+}
+
+/// A Route sending `path` prefix on any host to Service `service`.
+pub fn route_yaml(name: &str, extra_spec: &str, service: &str) -> String {
+    format!(
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: {name}}}\nspec:\n{extra_spec}  rules: [{{backendRefs: [{{name: {service}, port: 80}}]}}]\n"
+    )
+}
+
+/// Arrival times of whole SSE events (split at blank lines), and of raw chunks.
+pub struct Received {
+    pub events: Vec<(String, Instant)>,
+    pub chunks: Vec<(usize, Instant)>,
+    pub error: Option<String>,
+}
+
+/// Reads a response body to its end (or `limit` events), recording when
+/// each chunk and each complete event arrived.
+pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
+    let mut resp = resp;
+    let mut out = Received {
+        events: Vec::new(),
+        chunks: Vec::new(),
+        error: None,
+    };
+    let mut pending = String::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let now = Instant::now();
+                out.chunks.push((chunk.len(), now));
+                pending.push_str(std::str::from_utf8(&chunk).unwrap());
+                while let Some(end) = pending.find("\n\n") {
+                    let event: String = pending.drain(..end + 2).collect();
+                    out.events.push((event, now));
+                }
+                if out.events.len() >= limit {
+                    return out;
+                }
+            }
+            Ok(None) => return out,
+            Err(e) => {
+                out.error = Some(format!("{e:?}"));
+                return out;
+            }
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
