@@ -150,7 +150,7 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for admin", args.admin))?;
 
-    let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(20)));
+    let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(10)));
     // The watcher publishes the first table before it waits for changes.
     while table.load().generation == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -51,6 +51,8 @@ impl ProxyBuffering {
 
 /// Routes HTTP traffic for some hostnames and paths to backend Services,
 /// with SSE-aware buffering.
+// clippy reads the repeated `type_` keys of `printcolumn(...)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "ssegate.dev",

@@ -1,0 +1,226 @@
+//! The real `ssegate` binary in standalone mode: live reload from a folder
+//! with an open stream, broken edits, and the one-command demo.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+
+struct Running {
+    child: Child,
+    log: std::path::PathBuf,
+    proxy: String,
+    admin: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    async fn start(args: &[&str], log_dir: &Path) -> Running {
+        let (proxy, admin) = (free_port(), free_port());
+        let log = log_dir.join("ssegate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+            .args(args)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{proxy}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let running = Running {
+            child,
+            log,
+            proxy: format!("http://127.0.0.1:{proxy}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client().get(format!("{}/readyz", running.admin)).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssegate never became ready: {}",
+                running.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn buffering(&self) -> String {
+        let v: serde_json::Value = client()
+            .get(format!("{}/debug/routes", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["hosts"][0]["matches"][0]["buffering"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
+    let route = dir.path().join("route.yaml");
+    std::fs::write(&route, route_yaml("r", "  proxyBuffering: Disabled\n", "svc")).unwrap();
+    let gw = Running::start(&["standalone", "--dir", dir.path().to_str().unwrap()], logs.path()).await;
+
+    let open = client()
+        .get(format!("{}/sse?tag=open&n=15&every=100", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let open = tokio::spawn(read_stream(open, usize::MAX));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    // Flip with an editor-style atomic rename, and time it until live.
+    let mut flips = Vec::new();
+    for mode in ["Enabled", "Auto", "Enabled"] {
+        let tmp = dir.path().join(".route.yaml.swp");
+        std::fs::write(&tmp, route_yaml("r", &format!("  proxyBuffering: {mode}\n"), "svc")).unwrap();
+        let written = Instant::now();
+        std::fs::rename(&tmp, &route).unwrap();
+        while gw.buffering().await != mode {
+            assert!(
+                written.elapsed() < Duration::from_secs(5),
+                "{mode} never applied: {}",
+                gw.logs()
+            );
+        }
+        flips.push(written.elapsed());
+    }
+    eprintln!("file change to live: {flips:?}");
+
+    // New requests follow the new mode.
+    let fresh = client()
+        .get(format!("{}/sse?tag=fresh&n=3&every=100", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let fresh = read_stream(fresh, usize::MAX).await;
+    assert_eq!(fresh.chunks.len(), 1, "Enabled should coalesce: {:?}", fresh.chunks);
+    assert!(fresh.chunks[0].1 >= up.emits("fresh")[2]);
+
+    // A broken edit is reported and the last good Route stays in force.
+    std::fs::write(
+        &route,
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec: {proxyBuffering: On}\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.logs().contains("route.yaml: document 1: Route r:") {
+        assert!(Instant::now() < deadline, "broken file not reported: {}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gw.logs().contains("keeping the last good version"));
+    let still = client()
+        .get(format!("{}/json?tag=still&n=2&every=50", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
+    assert_eq!(gw.buffering().await, "Enabled");
+
+    // The stream opened under Disabled went on streaming, unbroken.
+    let open = open.await.unwrap();
+    let emits = up.emits("open");
+    assert!(open.error.is_none(), "{:?}", open.error);
+    assert_eq!(open.events.len(), 15);
+    for i in 0..14 {
+        assert!(open.events[i].0.starts_with(&format!("id: {}\n", i + 1)));
+        assert!(
+            open.events[i].1 < emits[i + 1],
+            "open stream was held back at event {}",
+            i + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_command_serves_the_example_stream() {
+    let backend = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/standalone");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("8081", &backend.to_string());
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let args = [
+        "demo",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--backend",
+        &format!("127.0.0.1:{backend}"),
+    ];
+    let gw = Running::start(&args, dir.path()).await;
+    assert!(
+        !gw.logs().contains("WARN"),
+        "examples should load cleanly: {}",
+        gw.logs()
+    );
+
+    let resp = client()
+        .get(format!("{}/.sse?interval=100ms&count=3", gw.proxy))
+        .header("last-event-id", "41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let got = read_stream(resp, usize::MAX).await;
+    let events: Vec<&str> = got.events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(
+        events[0].starts_with("id: 42\nevent: server\ndata: demo-1\n"),
+        "{}",
+        events[0]
+    );
+    assert!(events[1].starts_with("id: 43\nevent: request\ndata: GET /.sse?interval=100ms&count=3 HTTP/1.1\n"));
+    assert!(events[1].contains("\ndata: last-event-id: 41\n"), "{}", events[1]);
+    for (i, e) in events[2..].iter().enumerate() {
+        assert!(e.starts_with(&format!("id: {}\nevent: time\ndata: 20", 44 + i)), "{e}");
+    }
+    // Disabled in demo.yaml: time events arrive one by one, ~100ms apart.
+    assert!(got.events[3].1 - got.events[2].1 >= Duration::from_millis(50));
+
+    // The Enabled example coalesces the chatty endpoint into 4Ki blocks.
+    let resp = client()
+        .get(format!("{}/buffered/chatty?chunks=600&size=16&interval=0s", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let got = read_stream(resp, usize::MAX).await;
+    let sizes: Vec<usize> = got.chunks.iter().map(|c| c.0).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 600 * 16);
+    assert!(sizes[..sizes.len() - 1].iter().all(|s| *s == 4096), "{sizes:?}");
+}
