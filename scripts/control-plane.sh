@@ -84,7 +84,123 @@ cmd_build() {
   say "binaries ready in $BIN ($((SECONDS - started))s)"
 }
 
+# --- start / stop ----------------------------------------------------------
+
+wait_for() { # wait_for SECONDS WHAT CMD...
+  local limit=$1 what=$2; shift 2
+  local until=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $until ]; then return 1; fi
+    sleep 0.2
+  done
+  say "$what is up"
+}
+
+cmd_start() {
+  for b in kube-apiserver etcd; do
+    [ -x "$BIN/$b" ] || cmd_build
+  done
+  command -v openssl >/dev/null || fail "openssl is needed to make certificates"
+  if [ -f "$STATE/apiserver.pid" ] && kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
+    say "already running; KUBECONFIG=$STATE/kubeconfig"
+    return
+  fi
+  rm -rf "$STATE"
+  mkdir -p "$STATE/pki"
+  local pki=$STATE/pki
+  # A CA, a serving certificate for 127.0.0.1, and the service-account key pair.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ssegate-test-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" >/dev/null 2>&1 || fail "make CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" \
+    >/dev/null 2>&1 || fail "make apiserver key"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n' > "$pki/san.ext"
+  openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+    -extfile "$pki/san.ext" -out "$pki/apiserver.crt" >/dev/null 2>&1 || fail "sign apiserver certificate"
+  openssl genrsa -out "$pki/sa.key" 2048 >/dev/null 2>&1 || fail "make service-account key"
+  openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" >/dev/null 2>&1 || fail "make service-account public key"
+  # The admin credential: a static token in system:masters.
+  local token; token=$(openssl rand -hex 24)
+  printf '%s,admin,admin,system:masters\n' "$token" > "$pki/tokens.csv"
+
+  "$BIN/etcd" --name ssegate --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "ssegate=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --log-level warn \
+    > "$STATE/etcd.log" 2>&1 &
+  echo $! > "$STATE/etcd.pid"
+  wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health" || fail "etcd did not start; see $STATE/etcd.log"
+
+  start_apiserver
+  cat > "$STATE/kubeconfig" <<EOK
+apiVersion: v1
+kind: Config
+clusters:
+- name: ssegate-test
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: ssegate-test
+  context: {cluster: ssegate-test, user: admin, namespace: default}
+current-context: ssegate-test
+EOK
+  wait_for 90 kube-apiserver kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz \
+    || fail "kube-apiserver did not become ready; see $STATE/apiserver.log"
+  wait_for 30 "namespace default" kubectl --kubeconfig "$STATE/kubeconfig" get namespace default \
+    || fail "namespace default never appeared; see $STATE/apiserver.log"
+  say "ready. Use it with:"
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+}
+
+# Separate so tests can stop and restart the apiserver alone (etcd keeps the data).
+start_apiserver() {
+  local pki=$STATE/pki
+  "$BIN/kube-apiserver" \
+    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$API_PORT" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type=none \
+    --cert-dir="$STATE/certs" \
+    > "$STATE/apiserver.log" 2>&1 &
+  echo $! > "$STATE/apiserver.pid"
+}
+
+stop_pid() {
+  local f=$STATE/$1.pid
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+cmd_stop() {
+  stop_pid apiserver
+  stop_pid etcd
+  rm -rf "$STATE"
+  say "stopped"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  stop-apiserver) stop_pid apiserver ;;
+  start-apiserver)
+    start_apiserver
+    wait_for 90 kube-apiserver kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz \
+      || fail "kube-apiserver did not become ready; see $STATE/apiserver.log" ;;
+  env) echo "export KUBECONFIG=$STATE/kubeconfig" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -8,7 +8,9 @@ use ssegate::demo::DemoBackend;
 use ssegate::model::empty_table;
 use ssegate::proxy::Proxy;
 use ssegate::sources::file::{self, FolderSource};
+use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
+use ssegate::status::kube::{KubeStatus, StatusWriter};
 use ssegate::status::LogStatus;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +63,9 @@ enum Command {
         #[command(flatten)]
         proxy: ProxyArgs,
     },
+    /// Run as a Kubernetes ingress controller: watch Routes, Services and
+    /// EndpointSlices, serve traffic, and (as the lease holder) write status.
+    Controller(ControllerArgs),
     /// Run the demo backend and a standalone ssegate in front of it.
     Demo {
         /// Folder of example files; its EndpointSlice points at --backend.
@@ -82,6 +87,31 @@ enum Command {
     },
     /// Print the Route CustomResourceDefinition as YAML.
     Crd,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Kubeconfig file; defaults to $KUBECONFIG, then the in-cluster config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace to watch (repeatable); all namespaces when omitted.
+    #[arg(long = "namespace", env = "SSEGATE_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Namespace of the status-writer Lease (the release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the status-writer Lease.
+    #[arg(long, default_value = "ssegate-status")]
+    lease_name: String,
+    /// How long a Lease stays valid without renewal; another replica takes
+    /// over status writing within this time after the holder dies.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease; defaults to $POD_NAME, then host and pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -109,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Standalone { dir, proxy } => standalone(dir, proxy).await,
+        Command::Controller(args) => controller(args).await,
         Command::Demo { dir, backend, proxy } => {
             let listener = TcpListener::bind(backend)
                 .await
@@ -140,27 +171,93 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
     let table = empty_table();
     let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())));
-    let source = FolderSource::new(&dir);
     let admin_state = AdminState::new(table.clone());
+    let source = FolderSource::new(&dir);
+    info!(dir = %dir.display(), "standalone mode");
+    let ready = admin_state.clone();
+    let run_source = async move {
+        let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(10)));
+        // The watcher publishes the first table before it waits for changes.
+        while applier.table().load().generation == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            anyhow::ensure!(
+                !watcher.is_finished(),
+                "the folder watcher stopped before the first load"
+            );
+        }
+        ready.set_ready(true);
+        watcher
+            .await
+            .context("folder watcher panicked")?
+            .context("folder watcher failed")
+    };
+    serve(table, admin_state, args, run_source).await
+}
 
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "ssegate".into()),
+            std::process::id()
+        )
+    });
+
+    let table = empty_table();
+    let (status_sink, reports) = KubeStatus::new();
+    let applier = Arc::new(Applier::new(table.clone(), Arc::new(status_sink)));
+    let admin_state = AdminState::new(table.clone());
+    let (state, watchers) = ClusterState::start(client.clone(), &args.namespaces);
+    info!(namespaces = ?args.namespaces, %identity, "controller mode");
+
+    let lease_secs = args.lease_duration.as_secs().max(2);
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(lease_secs)
+        .with_grace((lease_secs / 3).max(1))
+        .build()
+        .await
+        .with_context(|| format!("cannot set up Lease {}/{}", args.lease_namespace, args.lease_name))?;
+    let (leader, _lease_task) = lease.watch().await;
+    let writer = StatusWriter::new(client, state.clone(), identity);
+    tokio::spawn(writer.run(reports, leader));
+
+    let ready = admin_state.clone();
+    let run_source = async move {
+        let _watchers = watchers;
+        kube_source::run(state, applier, move || ready.set_ready(true)).await;
+        Ok(())
+    };
+    serve(table, admin_state, args.proxy, run_source).await
+}
+
+/// Serves the proxy and admin listeners while `source` keeps the table up
+/// to date; on SIGTERM or Ctrl-C, turns unready and drains.
+async fn serve(
+    table: ssegate::model::SharedTable,
+    admin_state: Arc<AdminState>,
+    args: ProxyArgs,
+    source: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let proxy_listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin_listener = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("cannot listen on {} for admin", args.admin))?;
-
-    let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(10)));
-    // The watcher publishes the first table before it waits for changes.
-    while table.load().generation == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        anyhow::ensure!(
-            !watcher.is_finished(),
-            "the folder watcher stopped before the first load"
-        );
-    }
-    admin_state.set_ready(true);
-    info!(listen = %args.listen, admin = %args.admin, dir = %dir.display(), "ssegate standalone serving");
+    info!(listen = %args.listen, admin = %args.admin, "ssegate serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
@@ -172,9 +269,7 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
 
     tokio::select! {
         _ = shutdown_signal() => info!("shutting down"),
-        res = watcher => {
-            res.context("folder watcher panicked")?.context("folder watcher failed")?;
-        }
+        res = source => res?,
     }
     admin_state.set_ready(false);
     let _ = stop_tx.send(true);

@@ -7,6 +7,7 @@
 
 mod duration;
 mod quantity;
+mod schema;
 mod validate;
 
 pub use duration::{parse_duration, DurationError};
@@ -77,14 +78,17 @@ pub struct RouteSpec {
     /// Host names this Route serves: exact names or a `*.example.com` wildcard.
     /// Empty means every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::hostnames")]
     pub hostnames: Vec<String>,
     /// Path matches and the backends they send traffic to.
+    #[schemars(schema_with = "schema::rules")]
     pub rules: Vec<RouteRule>,
     /// Buffering of upstream response bodies. Defaults to `Auto`.
     #[serde(default)]
     pub proxy_buffering: ProxyBuffering,
     /// How much the proxy coalesces in buffered mode (a quantity such as `64Ki`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::buffer_size")]
     pub buffer_size: Option<Quantity>,
     /// Timeouts for the whole Route; rules may override single fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,9 +101,10 @@ pub struct RouteSpec {
 pub struct RouteRule {
     /// Request matches; empty means `PathPrefix /`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::matches")]
     pub matches: Vec<RouteMatch>,
     /// Services that receive the matched traffic, spread by weight.
-    #[serde(default)]
+    #[schemars(schema_with = "schema::backend_refs")]
     pub backend_refs: Vec<BackendRef>,
     /// Overrides the Route's `proxyBuffering` for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +132,7 @@ pub struct PathMatch {
     pub kind: PathMatchType,
     /// The path, starting with `/`.
     #[serde(default = "root_path")]
+    #[schemars(schema_with = "schema::path_value")]
     pub value: String,
 }
 
@@ -158,11 +164,14 @@ pub enum PathMatchType {
 #[serde(rename_all = "camelCase")]
 pub struct BackendRef {
     /// Service name.
+    #[schemars(schema_with = "schema::service_name")]
     pub name: String,
     /// Service port (the `port`, not the `targetPort`).
+    #[schemars(schema_with = "schema::port")]
     pub port: i32,
     /// Relative share of requests, 0 to 1,000,000. Defaults to 1.
     #[serde(default = "default_weight")]
+    #[schemars(schema_with = "schema::weight")]
     pub weight: i32,
 }
 
@@ -176,13 +185,16 @@ fn default_weight() -> i32 {
 pub struct Timeouts {
     /// Time to open a TCP connection to an endpoint. Default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::positive_duration")]
     pub connect: Option<String>,
     /// Time to wait for the upstream's response headers. Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::positive_duration")]
     pub response_headers: Option<String>,
     /// Largest gap allowed between upstream body bytes. Default 1h; `0s` disables.
     /// There is deliberately no total-response timeout: it would cut streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
     pub idle: Option<String>,
 }
 

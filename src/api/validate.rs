@@ -429,7 +429,7 @@ rules:
     fn requires_rules_and_backends() {
         let errors = spec("rules: []").validate().unwrap_err();
         assert_eq!(errors[0].field, "spec.rules");
-        let errors = spec("rules: [{}]").validate().unwrap_err();
+        let errors = spec("rules: [{backendRefs: []}]").validate().unwrap_err();
         assert_eq!(errors[0].field, "spec.rules[0].backendRefs");
     }
 

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod file;
+pub mod kube;
 
 use crate::model::{build_table, Objects, SharedTable};
 use crate::status::StatusSink;

@@ -48,3 +48,5 @@ fn log_report(r: &RouteReport) {
         info!(%route, "route accepted");
     }
 }
+
+pub mod kube;

@@ -1,0 +1,137 @@
+//! Hand-written schema pieces for the CRD: bounds the apiserver enforces
+//! and CEL rules (`x-kubernetes-validations`) with messages a user can act
+//! on. They mirror [`super::validate`], which the model applies again so
+//! standalone files get the same checks without an apiserver.
+//!
+//! Every string and list has a maximum size: CEL's cost budget is computed
+//! from those bounds, and an unbounded field makes the apiserver refuse the
+//! CRD.
+
+use super::{BackendRef, RouteMatch, RouteRule};
+use schemars::{json_schema, Schema, SchemaGenerator};
+use serde_json::{json, Value};
+
+const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+const HOSTNAME: &str = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DURATION: &str = "^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+fn rule(rule: &str, message: &str) -> Value {
+    json!({"rule": rule, "message": message})
+}
+
+pub fn hostnames(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": {
+            "type": "string",
+            "maxLength": 253,
+            "x-kubernetes-validations": [rule(
+                &format!("self.matches(r'{HOSTNAME}')"),
+                "hostnames must be lower-case DNS names, optionally starting with '*.', such as events.example.com or *.example.com (no port)"
+            )]
+        }
+    })
+}
+
+pub fn rules(g: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": g.subschema_for::<RouteRule>(),
+        "x-kubernetes-validations": [rule("size(self) >= 1", "a Route needs at least one rule")]
+    })
+}
+
+pub fn matches(g: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": g.subschema_for::<RouteMatch>()
+    })
+}
+
+pub fn backend_refs(g: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": g.subschema_for::<BackendRef>(),
+        "x-kubernetes-validations": [rule("size(self) >= 1", "each rule needs at least one backendRef")]
+    })
+}
+
+pub fn path_value(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "default": "/",
+        "maxLength": 1024,
+        "x-kubernetes-validations": [
+            rule("self.startsWith('/')", "path value must start with /"),
+            rule(r"!self.matches(r'[?#\s]')", "path value must not contain '?', '#' or whitespace: match the path only"),
+            rule("!self.contains('//')", "path value must not contain //")
+        ]
+    })
+}
+
+pub fn service_name(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 63,
+        "x-kubernetes-validations": [rule(
+            &format!("self.matches(r'{DNS_LABEL}')"),
+            "name must be the name of a Service: lower-case letters, digits and '-'"
+        )]
+    })
+}
+
+pub fn port(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "integer",
+        "format": "int32",
+        "x-kubernetes-validations": [rule("self >= 1 && self <= 65535", "port must be between 1 and 65535")]
+    })
+}
+
+pub fn weight(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "integer",
+        "format": "int32",
+        "default": 1,
+        "x-kubernetes-validations": [rule("self >= 0 && self <= 1000000", "weight must be between 0 and 1000000")]
+    })
+}
+
+pub fn buffer_size(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "description": "How much the proxy coalesces in buffered mode: a quantity such as 64Ki, from 1Ki to 16Mi. Default 64Ki.",
+        "x-kubernetes-validations": [rule(
+            "type(self) == int ? (self >= 1024 && self <= 16777216) : \
+             (self.matches('^[0-9]{1,9}(Ki|Mi|Gi|k|M|G)?$') && \
+              quantity(self).compareTo(quantity('1Ki')) >= 0 && quantity(self).compareTo(quantity('16Mi')) <= 0)",
+            "bufferSize must be a whole number of bytes from 1Ki to 16Mi, such as 64Ki or 65536"
+        )]
+    })
+}
+
+fn duration_rules(positive: bool) -> Vec<Value> {
+    let mut rules = vec![rule(
+        &format!("self.matches(r'{DURATION}')"),
+        "must be a duration such as 5s, 1m30s or 250ms (units h, m, s, ms)",
+    )];
+    if positive {
+        rules.push(rule(
+            &format!("!self.matches(r'{DURATION}') || duration(self) > duration('0s')"),
+            "must be greater than 0s",
+        ));
+    }
+    rules
+}
+
+pub fn duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": duration_rules(false)})
+}
+
+pub fn positive_duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": duration_rules(true)})
+}

@@ -1,0 +1,217 @@
+//! Cluster mode's source: reflectors over Routes, Services and
+//! EndpointSlices, feeding the same table builder as the file source.
+//!
+//! Watch events only mark the state dirty; a single loop coalesces a burst
+//! of them for a few milliseconds, rebuilds from the reflector stores and
+//! swaps the table. While the apiserver is away the stores keep their last
+//! contents, so the proxy keeps serving the last table; when it returns the
+//! watchers re-list and the next rebuild applies whatever changed.
+
+use super::{convert, Applier};
+use crate::api::Route;
+use crate::model::{ObjectKey, Objects};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// How long a burst of watch events is collected before one rebuild.
+pub const COALESCE: Duration = Duration::from_millis(5);
+
+/// Reflector stores for every watched kind, and a dirty signal.
+pub struct ClusterState {
+    routes: Vec<Store<Route>>,
+    services: Vec<Store<Service>>,
+    slices: Vec<Store<EndpointSlice>>,
+    changed: Notify,
+    /// When the oldest unapplied watch event arrived.
+    first_unapplied: Mutex<Option<Instant>>,
+    /// Fires on every Route change, for the status writer.
+    pub routes_changed: Notify,
+}
+
+impl ClusterState {
+    /// Starts the watchers: cluster-wide when `namespaces` is empty, else one
+    /// watcher per namespace and kind. The tasks run until dropped.
+    pub fn start(client: Client, namespaces: &[String]) -> (Arc<Self>, JoinSet<()>) {
+        let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+            vec![None]
+        } else {
+            namespaces.iter().map(|n| Some(n.as_str())).collect()
+        };
+        let mut writers = (Vec::new(), Vec::new(), Vec::new());
+        let mut state = ClusterState {
+            routes: Vec::new(),
+            services: Vec::new(),
+            slices: Vec::new(),
+            changed: Notify::new(),
+            first_unapplied: Mutex::new(None),
+            routes_changed: Notify::new(),
+        };
+        for scope in &scopes {
+            let (r, w) = reflector::store();
+            state.routes.push(r);
+            writers.0.push((api::<Route>(&client, *scope), w));
+            let (r, w) = reflector::store();
+            state.services.push(r);
+            writers.1.push((api::<Service>(&client, *scope), w));
+            let (r, w) = reflector::store();
+            state.slices.push(r);
+            writers.2.push((api::<EndpointSlice>(&client, *scope), w));
+        }
+        let state = Arc::new(state);
+        let mut tasks = JoinSet::new();
+        for (api, w) in writers.0 {
+            tasks.spawn(watch(api, w, watcher::Config::default(), state.clone(), "Route"));
+        }
+        for (api, w) in writers.1 {
+            tasks.spawn(watch(api, w, watcher::Config::default(), state.clone(), "Service"));
+        }
+        // Only slices that belong to a Service matter for routing.
+        let slices = watcher::Config::default().labels(convert::SERVICE_NAME_LABEL);
+        for (api, w) in writers.2 {
+            tasks.spawn(watch(api, w, slices.clone(), state.clone(), "EndpointSlice"));
+        }
+        (state, tasks)
+    }
+
+    /// Resolves once every store has been listed once.
+    pub async fn wait_ready(&self) {
+        for s in &self.routes {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.services {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.slices {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+
+    /// The current objects, converted for the model. Objects that cannot be
+    /// converted are logged and left out.
+    pub fn objects(&self) -> Objects {
+        let mut objects = Objects::default();
+        for route in self.routes.iter().flat_map(Store::state) {
+            match convert::route(&route, "default", 0) {
+                Ok(r) => {
+                    objects.routes.insert(r.key.clone(), r);
+                }
+                Err(e) => warn!(error = %e, "skipping Route"),
+            }
+        }
+        for svc in self.services.iter().flat_map(Store::state) {
+            match convert::service(&svc, "default") {
+                Ok(s) => {
+                    objects.services.insert(s.key.clone(), s);
+                }
+                Err(e) => debug!(error = %e, name = ?svc.metadata.name, "skipping Service"),
+            }
+        }
+        for slice in self.slices.iter().flat_map(Store::state) {
+            match convert::endpoint_slice(&slice, "default") {
+                Ok(s) => {
+                    objects.slices.insert(s.key.clone(), s);
+                }
+                Err(e) => debug!(error = %e, name = ?slice.metadata.name, "skipping EndpointSlice"),
+            }
+        }
+        objects
+    }
+
+    /// The live Route object, as last seen by the watch.
+    pub fn route(&self, key: &ObjectKey) -> Option<Arc<Route>> {
+        let r = ObjectRef::new(&key.name).within(&key.namespace);
+        self.routes.iter().find_map(|s| s.get(&r))
+    }
+
+    fn mark_changed(&self) {
+        self.first_unapplied
+            .lock()
+            .expect("lock")
+            .get_or_insert_with(Instant::now);
+        self.changed.notify_one();
+    }
+
+    fn take_first_unapplied(&self) -> Option<Instant> {
+        self.first_unapplied.lock().expect("lock").take()
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    config: watcher::Config,
+    state: Arc<ClusterState>,
+    kind: &'static str,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let stream = watcher(api, config).default_backoff().reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                state.mark_changed();
+                if kind == "Route" {
+                    state.routes_changed.notify_waiters();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(kind, error = %e, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// Rebuilds the table whenever the watched objects change. Calls `ready`
+/// once, after every kind has been listed and the first table is live.
+pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl FnOnce()) {
+    state.wait_ready().await;
+    let mut last = state.objects();
+    state.take_first_unapplied();
+    let generation = applier.apply(&last);
+    info!(
+        generation,
+        routes = last.routes.len(),
+        services = last.services.len(),
+        slices = last.slices.len(),
+        "initial list complete; routing table live"
+    );
+    ready();
+    loop {
+        state.changed.notified().await;
+        tokio::time::sleep(COALESCE).await;
+        let since = state.take_first_unapplied();
+        let objects = state.objects();
+        if objects == last {
+            // A status write or an unrelated field changed: nothing to route differently.
+            continue;
+        }
+        let generation = applier.apply(&objects);
+        last = objects;
+        if let Some(since) = since {
+            debug!(generation, elapsed = ?since.elapsed(), "watch event to table swap");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Writes Route status to the API, from the lease holder only.
+//!
+//! The table builder hands over its verdicts without waiting ([`KubeStatus`]
+//! is a [`StatusSink`]); a separate task compares each verdict with the
+//! Route's live status from the watch and writes by server-side apply only
+//! when they differ. Comparing with the live object (not with what this
+//! process wrote last) makes the writer level-triggered: our own writes come
+//! back equal and cause no further write, and a hand edit is put right.
+
+use super::StatusSink;
+use crate::api::{Condition, Route, RouteStatus};
+use crate::model::{ObjectKey, RouteReport};
+use crate::sources::kube::ClusterState;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Field manager of every status write.
+pub const FIELD_MANAGER: &str = "ssegate";
+
+/// Hands the latest verdicts to the writer task.
+pub struct KubeStatus {
+    latest: watch::Sender<Arc<Vec<RouteReport>>>,
+}
+
+impl KubeStatus {
+    pub fn new() -> (Self, watch::Receiver<Arc<Vec<RouteReport>>>) {
+        let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+        (KubeStatus { latest: tx }, rx)
+    }
+}
+
+impl StatusSink for KubeStatus {
+    fn publish(&self, reports: &[RouteReport]) {
+        self.latest.send_replace(Arc::new(reports.to_vec()));
+    }
+}
+
+/// The writer task's dependencies.
+pub struct StatusWriter {
+    pub client: Client,
+    pub state: Arc<ClusterState>,
+    pub recorder: Recorder,
+    /// Status patches sent, for metrics and tests.
+    pub writes: Arc<AtomicU64>,
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, state: Arc<ClusterState>, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: "ssegate".into(),
+            instance: Some(instance),
+        };
+        StatusWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            state,
+            writes: Arc::default(),
+        }
+    }
+
+    /// Runs forever: writes while `leader` is true, on every new set of
+    /// verdicts, every Route change, and a periodic resync.
+    pub async fn run(self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
+        let mut retry_soon = false;
+        loop {
+            let is_leader = *leader.borrow_and_update();
+            if is_leader {
+                let current = reports.borrow_and_update().clone();
+                retry_soon = !self.sync(&current).await;
+            }
+            let wait = if retry_soon {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(300)
+            };
+            tokio::select! {
+                r = reports.changed() => if r.is_err() { return },
+                l = leader.changed() => {
+                    if l.is_err() { return }
+                    info!(leader = *leader.borrow(), "status leadership changed");
+                }
+                _ = self.state.routes_changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Writes every status that differs from the live one. Returns false
+    /// when a write failed and should be retried.
+    async fn sync(&self, reports: &[RouteReport]) -> bool {
+        let mut ok = true;
+        for report in reports {
+            let Some(live) = self.state.route(&report.key) else {
+                continue;
+            };
+            if live.metadata.generation != report.generation {
+                // The table was built from an older spec; a newer verdict follows.
+                continue;
+            }
+            let live_status = live.status.clone().unwrap_or_default();
+            let desired = with_transition_times(report.status(), &live_status);
+            if same_status(&desired, &live_status) {
+                continue;
+            }
+            match self.write(&report.key, &desired).await {
+                Ok(()) => {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                    debug!(route = %report.key, "status written");
+                    if !report.accepted.is_true() {
+                        self.announce_rejection(&live, report).await;
+                    }
+                }
+                Err(e) => {
+                    warn!(route = %report.key, error = %e, "status write failed; will retry");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    async fn write(&self, key: &ObjectKey, status: &RouteStatus) -> Result<(), kube::Error> {
+        let api: Api<Route> = Api::namespaced(self.client.clone(), &key.namespace);
+        let patch = serde_json::json!({
+            "apiVersion": crate::api::API_VERSION,
+            "kind": "Route",
+            "status": status,
+        });
+        api.patch_status(
+            &key.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn announce_rejection(&self, route: &Route, report: &RouteReport) {
+        let mut note = report.accepted.message.clone();
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: report.accepted.reason.to_owned(),
+            note: Some(note),
+            action: "Route".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &route.object_ref(&())).await {
+            warn!(route = %report.key, error = %e, "cannot publish event");
+        }
+    }
+}
+
+/// Keeps `lastTransitionTime` from the live condition when its status did
+/// not change, and stamps now otherwise.
+fn with_transition_times(mut desired: RouteStatus, live: &RouteStatus) -> RouteStatus {
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    for c in &mut desired.conditions {
+        let previous = live
+            .conditions
+            .iter()
+            .find(|l| l.type_ == c.type_ && l.status == c.status);
+        c.last_transition_time = Some(
+            previous
+                .and_then(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+    }
+    desired
+}
+
+/// Equal apart from transition times, which only follow status changes.
+fn same_status(a: &RouteStatus, b: &RouteStatus) -> bool {
+    let strip = |s: &RouteStatus| -> (Option<i64>, Vec<Condition>) {
+        let conditions = s
+            .conditions
+            .iter()
+            .map(|c| Condition {
+                last_transition_time: None,
+                ..c.clone()
+            })
+            .collect();
+        (s.observed_generation, conditions)
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(type_: &str, status: &str, time: Option<&str>) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: "m".into(),
+            observed_generation: Some(1),
+            last_transition_time: time.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_holds() {
+        let live = RouteStatus {
+            observed_generation: Some(1),
+            conditions: vec![condition("Accepted", "True", Some("2020-01-01T00:00:00Z"))],
+        };
+        let desired = RouteStatus {
+            observed_generation: Some(1),
+            conditions: vec![
+                condition("Accepted", "True", None),
+                condition("ResolvedRefs", "False", None),
+            ],
+        };
+        let merged = with_transition_times(desired, &live);
+        assert_eq!(
+            merged.conditions[0].last_transition_time.as_deref(),
+            Some("2020-01-01T00:00:00Z")
+        );
+        assert_ne!(
+            merged.conditions[1].last_transition_time.as_deref(),
+            Some("2020-01-01T00:00:00Z")
+        );
+        assert!(!same_status(&merged, &live));
+        assert!(same_status(&with_transition_times(live.clone(), &live), &live));
+    }
+}
