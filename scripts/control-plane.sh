@@ -8,7 +8,9 @@
 #
 # Binaries are built from Go modules and cached outside the checkout, in
 # ${SSEGATE_BIN:-${XDG_CACHE_HOME:-~/.cache}/ssegate/bin}, so CI runs on the same
-# machine reuse them. State lives in ${SSEGATE_CP_DIR:-/tmp/ssegate-cp}.
+# machine reuse them. State lives in ${SSEGATE_CP_DIR:-/tmp/ssegate-cp}. ETCD_PORT,
+# ETCD_PEER_PORT and API_PORT move the listeners; SSEGATE_CP_OWNER=PID stops
+# everything when that process exits (the tests use it).
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -152,6 +154,11 @@ EOK
     || fail "kube-apiserver did not become ready; see $STATE/apiserver.log"
   wait_for 30 "namespace default" kubectl --kubeconfig "$STATE/kubeconfig" get namespace default \
     || fail "namespace default never appeared; see $STATE/apiserver.log"
+  if [ -n "${SSEGATE_CP_OWNER:-}" ]; then
+    # Tests pass their pid: stop everything once that process is gone.
+    setsid nohup bash -c "while kill -0 $SSEGATE_CP_OWNER 2>/dev/null; do sleep 1; done; SSEGATE_CP_DIR='$STATE' '$0' stop" \
+      >/dev/null 2>&1 < /dev/null &
+  fi
   say "ready. Use it with:"
   echo "export KUBECONFIG=$STATE/kubeconfig"
 }

@@ -1,5 +1,5 @@
-//! Admin endpoints on their own port: `/healthz`, `/readyz` and
-//! `/debug/routes`. Kept off the proxy port so that no Route can shadow them
+//! Admin endpoints on their own port: `/healthz`, `/readyz`,
+//! `/debug/routes` and `/debug/status`. Kept off the proxy port so that no Route can shadow them
 //! and they are never exposed through the proxy Service.
 
 use crate::model::SharedTable;
@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::warn;
@@ -21,6 +21,10 @@ pub struct AdminState {
     pub table: SharedTable,
     /// True once every source has loaded once, false again while draining.
     pub ready: AtomicBool,
+    /// Status patches sent by this replica (cluster mode).
+    pub status_writes: Arc<AtomicU64>,
+    /// Whether this replica holds the status Lease (cluster mode).
+    pub leader: AtomicBool,
 }
 
 impl AdminState {
@@ -28,6 +32,8 @@ impl AdminState {
         Arc::new(AdminState {
             table,
             ready: AtomicBool::new(false),
+            status_writes: Arc::default(),
+            leader: AtomicBool::new(false),
         })
     }
 
@@ -51,10 +57,17 @@ impl AdminState {
                 let json = serde_json::to_vec_pretty(&table.describe()).unwrap_or_default();
                 (StatusCode::OK, "application/json", Bytes::from(json))
             }
+            "/debug/status" => {
+                let json = serde_json::json!({
+                    "leader": self.leader.load(Ordering::Relaxed),
+                    "statusWrites": self.status_writes.load(Ordering::Relaxed),
+                });
+                (StatusCode::OK, "application/json", Bytes::from(json.to_string()))
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                Bytes::from_static(b"admin endpoints: /healthz /readyz /debug/routes\n"),
+                Bytes::from_static(b"admin endpoints: /healthz /readyz /debug/routes /debug/status\n"),
             ),
         };
         Response::builder()

@@ -231,7 +231,20 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot set up Lease {}/{}", args.lease_namespace, args.lease_name))?;
     let (leader, _lease_task) = lease.watch().await;
-    let writer = StatusWriter::new(client, state.clone(), identity);
+    let mut writer = StatusWriter::new(client, state.clone(), identity);
+    writer.writes = admin_state.status_writes.clone();
+    let mut leader_seen = leader.clone();
+    let shown = admin_state.clone();
+    tokio::spawn(async move {
+        loop {
+            shown
+                .leader
+                .store(*leader_seen.borrow_and_update(), std::sync::atomic::Ordering::Relaxed);
+            if leader_seen.changed().await.is_err() {
+                break;
+            }
+        }
+    });
     tokio::spawn(writer.run(reports, leader));
 
     let ready = admin_state.clone();

@@ -3,85 +3,11 @@
 
 mod common;
 
+use common::process::Ssegate;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
-
-struct Running {
-    child: Child,
-    log: std::path::PathBuf,
-    proxy: String,
-    admin: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    async fn start(args: &[&str], log_dir: &Path) -> Running {
-        let (proxy, admin) = (free_port(), free_port());
-        let log = log_dir.join("ssegate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
-            .args(args)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{proxy}"),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let running = Running {
-            child,
-            log,
-            proxy: format!("http://127.0.0.1:{proxy}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client().get(format!("{}/readyz", running.admin)).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ssegate never became ready: {}",
-                running.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        running
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn buffering(&self) -> String {
-        let v: serde_json::Value = client()
-            .get(format!("{}/debug/routes", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["hosts"][0]["matches"][0]["buffering"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    }
-}
 
 #[tokio::test]
 async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
@@ -91,7 +17,7 @@ async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
     std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
     let route = dir.path().join("route.yaml");
     std::fs::write(&route, route_yaml("r", "  proxyBuffering: Disabled\n", "svc")).unwrap();
-    let gw = Running::start(&["standalone", "--dir", dir.path().to_str().unwrap()], logs.path()).await;
+    let gw = Ssegate::start(&["standalone", "--dir", dir.path().to_str().unwrap()], logs.path()).await;
 
     let open = client()
         .get(format!("{}/sse?tag=open&n=15&every=100", gw.proxy))
@@ -183,7 +109,7 @@ async fn demo_command_serves_the_example_stream() {
         "--backend",
         &format!("127.0.0.1:{backend}"),
     ];
-    let gw = Running::start(&args, dir.path()).await;
+    let gw = Ssegate::start(&args, dir.path()).await;
     assert!(
         !gw.logs().contains("WARN"),
         "examples should load cleanly: {}",

@@ -3,6 +3,9 @@
 //! client that records when each event arrives.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod process;
+
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -276,6 +279,9 @@ pub fn route_yaml(name: &str, extra_spec: &str, service: &str) -> String {
 /// Arrival times of whole SSE events (split at blank lines), and of raw chunks.
 pub struct Received {
     pub events: Vec<(String, Instant)>,
+    /// Wall-clock arrival of each event, to compare with times stamped by
+    /// an upstream in another process.
+    pub events_wall: Vec<std::time::SystemTime>,
     pub chunks: Vec<(usize, Instant)>,
     pub error: Option<String>,
 }
@@ -286,6 +292,7 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
     let mut resp = resp;
     let mut out = Received {
         events: Vec::new(),
+        events_wall: Vec::new(),
         chunks: Vec::new(),
         error: None,
     };
@@ -299,6 +306,7 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
                 while let Some(end) = pending.find("\n\n") {
                     let event: String = pending.drain(..end + 2).collect();
                     out.events.push((event, now));
+                    out.events_wall.push(std::time::SystemTime::now());
                 }
                 if out.events.len() >= limit {
                     return out;

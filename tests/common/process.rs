@@ -1,0 +1,97 @@
+//! The real `ssegate` binary as a child process.
+
+use super::{client, free_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Ssegate {
+    child: Option<Child>,
+    log: PathBuf,
+    pub proxy: String,
+    pub admin: String,
+}
+
+impl Drop for Ssegate {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Ssegate {
+    /// Starts `ssegate ARGS --listen .. --admin ..` and waits for `/readyz`.
+    pub async fn start(args: &[&str], log_dir: &Path) -> Ssegate {
+        let (proxy, admin) = (free_port(), free_port());
+        let log = log_dir.join(format!("ssegate-{proxy}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+            .args(args)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{proxy}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .env("RUST_LOG", "info,ssegate=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let running = Ssegate {
+            child: Some(child),
+            log,
+            proxy: format!("http://127.0.0.1:{proxy}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+        };
+        running.wait_ready(Duration::from_secs(30)).await;
+        running
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = client().get(format!("{}/readyz", self.admin)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssegate never became ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The buffering mode of the first match of the first host.
+    pub async fn buffering(&self) -> String {
+        let v = self.admin_json("/debug/routes").await;
+        v["hosts"][0]["matches"][0]["buffering"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}

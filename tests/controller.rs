@@ -1,0 +1,416 @@
+//! The controller against a real kube-apiserver: CRD validation, routing
+//! from watched objects, live buffering flips with kubectl, status, conflicts,
+//! Events and the status Lease.
+
+mod common;
+
+use common::cluster::{control_plane, stamped, NetnsBackend};
+use common::process::Ssegate;
+use common::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn route(name: &str, spec: &str) -> String {
+    format!("apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: {name}}}\nspec:\n{spec}")
+}
+
+async fn controller(ns: &str, identity: &str, log_dir: &std::path::Path) -> Ssegate {
+    let cp = control_plane();
+    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
+    let args = [
+        "controller",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--lease-duration",
+        "3s",
+        "--identity",
+        identity,
+    ];
+    Ssegate::start(&args, log_dir).await
+}
+
+/// Polls until `check` holds, or fails with `what`.
+async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: F) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+fn condition(ns: &str, route: &str, type_: &str, field: &str) -> String {
+    control_plane().get(
+        ns,
+        &format!("route/{route}"),
+        &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
+    )
+}
+
+#[tokio::test]
+async fn cel_rejects_invalid_routes_at_admission() {
+    let cp = control_plane();
+    let ns = cp.namespace("cel");
+    let bad = route(
+        "bad",
+        "  hostnames: [Bad_Host]\n  bufferSize: 1.5Mi\n  timeouts: {connect: 0s, idle: 5 minutes}\n  rules:\n  - matches: [{path: {value: events}}]\n    backendRefs: [{name: svc, port: 0, weight: 2000000}]\n",
+    );
+    let out = cp.kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&bad));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "spec.hostnames[0]: Invalid value: \"Bad_Host\": hostnames must be lower-case DNS names",
+        "spec.bufferSize: Invalid value: \"1.5Mi\": bufferSize must be a whole number of bytes from 1Ki to 16Mi",
+        "spec.timeouts.connect: Invalid value: \"0s\": must be greater than 0s",
+        "spec.timeouts.idle: Invalid value: \"5 minutes\": must be a duration such as 5s",
+        "spec.rules[0].matches[0].path.value: Invalid value: \"events\": path value must start with /",
+        "spec.rules[0].backendRefs[0].port: Invalid value: 0: port must be between 1 and 65535",
+        "weight: Invalid value: 2000000: weight must be between 0 and 1000000",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let out = cp.kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&route("empty", "  rules: []\n")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a Route needs at least one rule"));
+    let out = cp.kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&route(
+            "buffering-on",
+            "  proxyBuffering: On\n  rules: [{backendRefs: [{name: a, port: 80}]}]\n",
+        )),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unsupported value"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cp.apply(
+        &ns,
+        &route(
+            "good",
+            "  bufferSize: 65536\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+        ),
+    );
+    // Printer columns and the short name.
+    let table = cp.kubectl_ok(&["get", "sser", "-n", &ns]);
+    assert!(
+        table.starts_with("NAME") && table.contains("BUFFERING") && table.contains("ACCEPTED"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn routes_flow_and_buffering_flips_live_with_kubectl() {
+    let cp = control_plane();
+    let ns = cp.namespace("flow");
+    let logs = tempfile::tempdir().unwrap();
+    let backend = NetnsBackend::start("pod-a").await;
+    cp.apply(&ns, &backend.service_yaml("demo"));
+    cp.apply(
+        &ns,
+        &route(
+            "demo",
+            "  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n",
+        ),
+    );
+    let gw = controller(&ns, "flow-1", logs.path()).await;
+    eventually(Duration::from_secs(10), "Accepted=True", || {
+        condition(&ns, "demo", "Accepted", "status") == "True"
+    })
+    .await;
+    assert_eq!(condition(&ns, "demo", "ResolvedRefs", "status"), "True");
+    assert_eq!(cp.get(&ns, "route/demo", "{.status.observedGeneration}"), "1");
+
+    // A stream opened under Disabled.
+    let open = client()
+        .get(format!("{}/.sse?interval=100ms&count=25", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let open = tokio::spawn(read_stream(open, usize::MAX));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Flip with kubectl while it is open, and time patch-to-live.
+    let mut after_exit = Vec::new();
+    let mut whole = Vec::new();
+    for i in 0..6 {
+        let mode = if i % 2 == 0 { "Enabled" } else { "Disabled" };
+        let started = Instant::now();
+        cp.kubectl_ok(&[
+            "patch",
+            "-n",
+            &ns,
+            "route/demo",
+            "--type=merge",
+            "-p",
+            &format!("{{\"spec\":{{\"proxyBuffering\":\"{mode}\"}}}}"),
+        ]);
+        let exited = Instant::now();
+        while gw.buffering().await != mode {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{mode} never applied:\n{}",
+                gw.logs()
+            );
+        }
+        after_exit.push(exited.elapsed());
+        whole.push(started.elapsed());
+    }
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "route/demo",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"proxyBuffering\":\"Enabled\"}}",
+    ]);
+    while gw.buffering().await != "Enabled" {}
+    eprintln!("kubectl patch to live, from kubectl's exit: {after_exit:?}; including kubectl: {whole:?}");
+
+    // A new request follows the new mode: everything arrives at the end.
+    let fresh = client()
+        .get(format!("{}/.sse?interval=100ms&count=3", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let fresh = read_stream(fresh, usize::MAX).await;
+    assert_eq!(fresh.events.len(), 5);
+    assert_eq!(
+        fresh.chunks.len(),
+        1,
+        "Enabled should coalesce the whole small body: {:?}",
+        fresh.chunks
+    );
+    let last_stamp = stamped(&fresh.events[4].0).unwrap();
+    assert!(
+        fresh.events_wall[0] >= last_stamp,
+        "event 1 arrived before the last was emitted"
+    );
+
+    // The open stream went on unbroken, event by event.
+    let open = open.await.unwrap();
+    assert!(open.error.is_none(), "{:?}", open.error);
+    assert_eq!(open.events.len(), 27);
+    for i in 0..27 {
+        assert!(
+            open.events[i].0.starts_with(&format!("id: {}\n", i + 1)),
+            "{}",
+            open.events[i].0
+        );
+    }
+    for i in 2..26 {
+        let next_emitted = stamped(&open.events[i + 1].0).unwrap();
+        assert!(
+            open.events_wall[i] < next_emitted + Duration::from_millis(5),
+            "open stream held back at event {}",
+            i + 1
+        );
+    }
+
+    // Status follows the generation.
+    let generation = cp.get(&ns, "route/demo", "{.metadata.generation}");
+    eventually(Duration::from_secs(10), "observedGeneration to follow", || {
+        cp.get(&ns, "route/demo", "{.status.observedGeneration}") == generation
+            && condition(&ns, "demo", "Accepted", "observedGeneration") == generation
+    })
+    .await;
+
+    // Deleting the Route gives 404.
+    cp.kubectl_ok(&["delete", "-n", &ns, "route/demo"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client()
+            .get(format!("{}/.sse?count=0", gw.proxy))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status} after delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn conflict_loser_gets_status_and_event_while_winner_serves() {
+    let cp = control_plane();
+    let ns = cp.namespace("conflict");
+    let logs = tempfile::tempdir().unwrap();
+    let (a, b) = (NetnsBackend::start("pod-a").await, NetnsBackend::start("pod-b").await);
+    cp.apply(&ns, &a.service_yaml("a"));
+    cp.apply(&ns, &b.service_yaml("b"));
+    cp.apply(
+        &ns,
+        &route(
+            "older",
+            "  hostnames: [sse.test]\n  rules: [{backendRefs: [{name: a, port: 80}]}]\n",
+        ),
+    );
+    // creationTimestamp has one-second resolution: make the age difference real.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cp.apply(
+        &ns,
+        &route(
+            "newer",
+            "  hostnames: [sse.test]\n  rules: [{backendRefs: [{name: b, port: 80}]}]\n",
+        ),
+    );
+    let gw = controller(&ns, "conflict-1", logs.path()).await;
+
+    eventually(Duration::from_secs(10), "loser marked Conflicted", || {
+        condition(&ns, "newer", "Accepted", "reason") == "Conflicted"
+    })
+    .await;
+    assert_eq!(condition(&ns, "newer", "Accepted", "status"), "False");
+    let message = condition(&ns, "newer", "Accepted", "message");
+    assert!(
+        message.contains(&format!("PathPrefix / on sse.test is served by Route {ns}/older")),
+        "{message}"
+    );
+    assert_eq!(condition(&ns, "older", "Accepted", "status"), "True");
+
+    let resp = client()
+        .get(format!("{}/.sse?count=0", gw.proxy))
+        .header("host", "sse.test")
+        .send()
+        .await
+        .unwrap();
+    let got = read_stream(resp, 1).await;
+    assert!(got.events[0].0.contains("data: pod-a"), "{}", got.events[0].0);
+
+    eventually(Duration::from_secs(10), "a Warning Event for the loser", || {
+        let events = cp.kubectl_ok(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"]);
+        events.contains("\"reason\": \"Conflicted\"") && events.contains("\"name\": \"newer\"")
+    })
+    .await;
+
+    // Removing the winner hands the match to the other Route.
+    cp.kubectl_ok(&["delete", "-n", &ns, "route/older"]);
+    eventually(Duration::from_secs(10), "newer accepted", || {
+        condition(&ns, "newer", "Accepted", "status") == "True"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_reports_references_and_a_resync_writes_nothing() {
+    let cp = control_plane();
+    let ns = cp.namespace("status");
+    let logs = tempfile::tempdir().unwrap();
+    cp.apply(
+        &ns,
+        &route("r", "  rules: [{backendRefs: [{name: later, port: 80}]}]\n"),
+    );
+    let gw = controller(&ns, "status-1", logs.path()).await;
+    eventually(Duration::from_secs(10), "BackendNotFound", || {
+        condition(&ns, "r", "ResolvedRefs", "reason") == "BackendNotFound"
+    })
+    .await;
+    assert_eq!(condition(&ns, "r", "Accepted", "status"), "True");
+    assert!(condition(&ns, "r", "ResolvedRefs", "message").contains(&format!("Service {ns}/later not found")));
+    let resp = client().get(format!("{}/", gw.proxy)).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+
+    let backend = NetnsBackend::start("pod-l").await;
+    cp.apply(&ns, &backend.service_yaml("later"));
+    eventually(Duration::from_secs(10), "ResolvedRefs=True", || {
+        condition(&ns, "r", "ResolvedRefs", "status") == "True"
+    })
+    .await;
+
+    // Settle, then touch the Route without changing its spec: the watch
+    // fires, the writer compares, and nothing is written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = gw.admin_json("/debug/status").await["statusWrites"].as_u64().unwrap();
+    cp.kubectl_ok(&["annotate", "-n", &ns, "route/r", "touched=yes"]);
+    let rv = cp.get(&ns, "route/r", "{.metadata.resourceVersion}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        cp.get(&ns, "route/r", "{.metadata.resourceVersion}"),
+        rv,
+        "a resync rewrote the status"
+    );
+    assert_eq!(
+        gw.admin_json("/debug/status").await["statusWrites"].as_u64().unwrap(),
+        writes
+    );
+    let fields = cp.kubectl_ok(&[
+        "get",
+        "-n",
+        &ns,
+        "route/r",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(fields.split(' ').any(|m| m == "ssegate"), "{fields}");
+}
+
+#[tokio::test]
+async fn both_replicas_serve_and_only_the_lease_holder_writes_status() {
+    let cp = control_plane();
+    let ns = cp.namespace("lease");
+    let logs = tempfile::tempdir().unwrap();
+    let backend = NetnsBackend::start("pod-x").await;
+    cp.apply(&ns, &backend.service_yaml("x"));
+    cp.apply(&ns, &route("one", "  rules: [{backendRefs: [{name: x, port: 80}]}]\n"));
+    let mut replicas = vec![
+        controller(&ns, "replica-1", logs.path()).await,
+        controller(&ns, "replica-2", logs.path()).await,
+    ];
+    eventually(Duration::from_secs(10), "status written", || {
+        condition(&ns, "one", "Accepted", "status") == "True"
+    })
+    .await;
+
+    for gw in &replicas {
+        let resp = client().get(format!("{}/.sse?count=0", gw.proxy)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "every replica serves traffic");
+    }
+    let holder = cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}");
+    let (leader, follower) = if holder == "replica-1" { (0, 1) } else { (1, 0) };
+    let follower_status = replicas[follower].admin_json("/debug/status").await;
+    assert_eq!(follower_status["leader"], false);
+    assert_eq!(
+        follower_status["statusWrites"], 0,
+        "only the lease holder writes status"
+    );
+    let leader_status = replicas[leader].admin_json("/debug/status").await;
+    assert_eq!(leader_status["leader"], true);
+    assert!(leader_status["statusWrites"].as_u64().unwrap() > 0);
+
+    // Kill the holder; the other takes over status within the lease time.
+    replicas[leader].kill();
+    let killed = Instant::now();
+    cp.apply(
+        &ns,
+        &route(
+            "two",
+            "  hostnames: [two.test]\n  rules: [{backendRefs: [{name: x, port: 80}]}]\n",
+        ),
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the new Route's status from the survivor",
+        || condition(&ns, "two", "Accepted", "status") == "True",
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("status takeover after the holder died: {took:?} (lease 3s)");
+    assert!(took < Duration::from_secs(3 + 4), "takeover took {took:?}");
+    let survivor = format!("replica-{}", follower + 1);
+    assert_eq!(cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}"), survivor);
+    assert!(
+        replicas[follower].admin_json("/debug/status").await["statusWrites"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
