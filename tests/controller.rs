@@ -51,7 +51,7 @@ fn condition(ns: &str, route: &str, type_: &str, field: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cel_rejects_invalid_routes_at_admission() {
     let cp = control_plane();
     let ns = cp.namespace("cel");
@@ -102,7 +102,7 @@ async fn cel_rejects_invalid_routes_at_admission() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routes_flow_and_buffering_flips_live_with_kubectl() {
     let cp = control_plane();
     let ns = cp.namespace("flow");
@@ -150,7 +150,7 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
             &format!("{{\"spec\":{{\"proxyBuffering\":\"{mode}\"}}}}"),
         ]);
         let exited = Instant::now();
-        while gw.buffering().await != mode {
+        while gw.buffering_of("demo").await != mode {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{mode} never applied:\n{}",
@@ -169,7 +169,7 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
         "-p",
         "{\"spec\":{\"proxyBuffering\":\"Enabled\"}}",
     ]);
-    while gw.buffering().await != "Enabled" {}
+    while gw.buffering_of("demo").await != "Enabled" {}
     eprintln!("kubectl patch to live, from kubectl's exit: {after_exit:?}; including kubectl: {whole:?}");
 
     // A new request follows the new mode: everything arrives at the end.
@@ -238,7 +238,7 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conflict_loser_gets_status_and_event_while_winner_serves() {
     let cp = control_plane();
     let ns = cp.namespace("conflict");
@@ -299,7 +299,7 @@ async fn conflict_loser_gets_status_and_event_while_winner_serves() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_reports_references_and_a_resync_writes_nothing() {
     let cp = control_plane();
     let ns = cp.namespace("status");
@@ -353,7 +353,7 @@ async fn status_reports_references_and_a_resync_writes_nothing() {
     assert!(fields.split(' ').any(|m| m == "ssegate"), "{fields}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn both_replicas_serve_and_only_the_lease_holder_writes_status() {
     let cp = control_plane();
     let ns = cp.namespace("lease");

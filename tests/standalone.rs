@@ -34,7 +34,7 @@ async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
         std::fs::write(&tmp, route_yaml("r", &format!("  proxyBuffering: {mode}\n"), "svc")).unwrap();
         let written = Instant::now();
         std::fs::rename(&tmp, &route).unwrap();
-        while gw.buffering().await != mode {
+        while gw.buffering_of("r").await != mode {
             assert!(
                 written.elapsed() < Duration::from_secs(5),
                 "{mode} never applied: {}",
@@ -73,7 +73,7 @@ async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
         .await
         .unwrap();
     assert_eq!(still.status(), 200);
-    assert_eq!(gw.buffering().await, "Enabled");
+    assert_eq!(gw.buffering_of("r").await, "Enabled");
 
     // The stream opened under Disabled went on streaming, unbroken.
     let open = open.await.unwrap();

@@ -14,9 +14,10 @@ use crate::sources::kube::ClusterState;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -48,7 +49,13 @@ pub struct StatusWriter {
     pub recorder: Recorder,
     /// Status patches sent, for metrics and tests.
     pub writes: Arc<AtomicU64>,
+    /// What was written lately, per Route: the watch may not have caught up
+    /// with our own write yet, and writing the same status again is waste.
+    recent: HashMap<ObjectKey, (RouteStatus, Instant)>,
 }
+
+/// How long a write is trusted while the watch catches up with it.
+const ECHO_WINDOW: Duration = Duration::from_secs(2);
 
 impl StatusWriter {
     pub fn new(client: Client, state: Arc<ClusterState>, instance: String) -> Self {
@@ -61,12 +68,13 @@ impl StatusWriter {
             client,
             state,
             writes: Arc::default(),
+            recent: HashMap::new(),
         }
     }
 
     /// Runs forever: writes while `leader` is true, on every new set of
     /// verdicts, every Route change, and a periodic resync.
-    pub async fn run(self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
         let mut retry_soon = false;
         loop {
             let is_leader = *leader.borrow_and_update();
@@ -93,8 +101,9 @@ impl StatusWriter {
 
     /// Writes every status that differs from the live one. Returns false
     /// when a write failed and should be retried.
-    async fn sync(&self, reports: &[RouteReport]) -> bool {
+    async fn sync(&mut self, reports: &[RouteReport]) -> bool {
         let mut ok = true;
+        self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
         for report in reports {
             let Some(live) = self.state.route(&report.key) else {
                 continue;
@@ -108,13 +117,25 @@ impl StatusWriter {
             if same_status(&desired, &live_status) {
                 continue;
             }
+            if self
+                .recent
+                .get(&report.key)
+                .is_some_and(|(written, _)| same_status(written, &desired))
+            {
+                continue;
+            }
             match self.write(&report.key, &desired).await {
                 Ok(()) => {
+                    self.recent
+                        .insert(report.key.clone(), (desired.clone(), Instant::now()));
                     self.writes.fetch_add(1, Ordering::Relaxed);
                     debug!(route = %report.key, "status written");
                     if !report.accepted.is_true() {
                         self.announce_rejection(&live, report).await;
                     }
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    debug!(route = %report.key, "Route deleted before its status was written");
                 }
                 Err(e) => {
                     warn!(route = %report.key, error = %e, "status write failed; will retry");

@@ -86,11 +86,17 @@ impl Ssegate {
             .unwrap()
     }
 
-    /// The buffering mode of the first match of the first host.
-    pub async fn buffering(&self) -> String {
+    /// The buffering mode the live table gives Route `name` (any namespace).
+    pub async fn buffering_of(&self, name: &str) -> String {
         let v = self.admin_json("/debug/routes").await;
-        v["hosts"][0]["matches"][0]["buffering"]
-            .as_str()
+        let suffix = format!("/{name}");
+        v["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|h| h["matches"].as_array().into_iter().flatten())
+            .find(|m| m["route"].as_str().is_some_and(|r| r.ends_with(&suffix)))
+            .and_then(|m| m["buffering"].as_str())
             .unwrap_or("")
             .to_owned()
     }
