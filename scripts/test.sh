@@ -3,15 +3,20 @@
 # tests against real HTTP clients, real ssegate processes and a real
 # kube-apiserver (built from Go modules on first use and cached; see
 # scripts/control-plane.sh). The Kubernetes tests need root for network
-# namespaces, openssl, iproute2, kubectl and Go.
+# namespaces, openssl, iproute2, kubectl and Go; the image check needs buildah,
+# musl-tools and shellcheck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== control-plane binaries"
 scripts/control-plane.sh build
+echo "== shellcheck"
+shellcheck scripts/*.sh tests/e2e/*.sh .ci/run
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== container image (buildah)"
+scripts/image.sh export

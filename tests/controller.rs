@@ -140,15 +140,7 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
     for i in 0..6 {
         let mode = if i % 2 == 0 { "Enabled" } else { "Disabled" };
         let started = Instant::now();
-        cp.kubectl_ok(&[
-            "patch",
-            "-n",
-            &ns,
-            "route/demo",
-            "--type=merge",
-            "-p",
-            &format!("{{\"spec\":{{\"proxyBuffering\":\"{mode}\"}}}}"),
-        ]);
+        cp.set_buffering(&ns, "demo", mode);
         let exited = Instant::now();
         while gw.buffering_of("demo").await != mode {
             assert!(
@@ -160,15 +152,7 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
         after_exit.push(exited.elapsed());
         whole.push(started.elapsed());
     }
-    cp.kubectl_ok(&[
-        "patch",
-        "-n",
-        &ns,
-        "route/demo",
-        "--type=merge",
-        "-p",
-        "{\"spec\":{\"proxyBuffering\":\"Enabled\"}}",
-    ]);
+    cp.set_buffering(&ns, "demo", "Enabled");
     while gw.buffering_of("demo").await != "Enabled" {}
     eprintln!("kubectl patch to live, from kubectl's exit: {after_exit:?}; including kubectl: {whole:?}");
 

@@ -131,15 +131,7 @@ async fn proxy_outlives_the_apiserver_and_resyncs_when_it_returns() {
 
     // 2. Cut the controller off, change Routes behind its back.
     forwarder.set_cut(true);
-    cp.kubectl_ok(&[
-        "patch",
-        "-n",
-        &ns,
-        "route/demo",
-        "--type=merge",
-        "-p",
-        "{\"spec\":{\"proxyBuffering\":\"Enabled\"}}",
-    ]);
+    cp.set_buffering(&ns, "demo", "Enabled");
     cp.kubectl_ok(&["delete", "-n", &ns, "route/gone"]);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(

@@ -16,6 +16,18 @@ async fn get_text(url: &str, host: Option<&str>) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// Upstreams `a` and `b` behind Services of the same names.
+async fn two_backends() -> (Upstream, Upstream, Gateway) {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start().await;
+    let backends = [
+        backend_yaml("a", &[(a.addr, true)]),
+        backend_yaml("b", &[(b.addr, true)]),
+    ];
+    gw.write("backends.yaml", &backends.join("---\n"));
+    (a, b, gw)
+}
+
 #[tokio::test]
 async fn host_and_path_precedence_through_the_proxy() {
     let (a, b, c) = (
@@ -72,16 +84,7 @@ spec:
 
 #[tokio::test]
 async fn conflicting_routes_older_one_serves() {
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let gw = Gateway::start().await;
-    gw.write(
-        "backends.yaml",
-        &[
-            backend_yaml("a", &[(a.addr, true)]),
-            backend_yaml("b", &[(b.addr, true)]),
-        ]
-        .join("---\n"),
-    );
+    let (a, b, gw) = two_backends().await;
     gw.write("1-first.yaml", &route_yaml("first", "", "a"));
     gw.write("2-second.yaml", &route_yaml("second", "", "b"));
     assert_eq!(get_text(&gw.url("/"), None).await.1, "upstream a");
@@ -304,16 +307,7 @@ async fn cleartext_http2_carries_many_streams_on_one_connection() {
 
 #[tokio::test]
 async fn weighted_round_robin_across_endpoints() {
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let gw = Gateway::start().await;
-    gw.write(
-        "backends.yaml",
-        &[
-            backend_yaml("a", &[(a.addr, true)]),
-            backend_yaml("b", &[(b.addr, true)]),
-        ]
-        .join("---\n"),
-    );
+    let (_a, _b, gw) = two_backends().await;
     gw.write(
         "route.yaml",
         "apiVersion: ssegate.dev/v1alpha1

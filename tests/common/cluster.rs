@@ -20,6 +20,11 @@ pub struct ControlPlane {
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
+/// The control plane, if this test binary has started one.
+pub fn started() -> Option<&'static ControlPlane> {
+    CONTROL_PLANE.get()
+}
+
 /// The control plane of this test binary, started on first use and stopped
 /// by the script's watchdog when the binary exits.
 pub fn control_plane() -> &'static ControlPlane {
@@ -102,6 +107,20 @@ impl ControlPlane {
             "kubectl apply failed:\n{}\n{yaml}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `kubectl patch` a Route's `proxyBuffering`.
+    pub fn set_buffering(&self, namespace: &str, route: &str, mode: &str) {
+        let patch = format!("{{\"spec\":{{\"proxyBuffering\":\"{mode}\"}}}}");
+        self.kubectl_ok(&[
+            "patch",
+            "-n",
+            namespace,
+            &format!("route/{route}"),
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
     }
 
     /// Creates a fresh namespace for one test.

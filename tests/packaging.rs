@@ -1,0 +1,230 @@
+//! The Helm chart, the plain install manifest and the examples, against the
+//! real control plane: install, upgrade, and RBAC that is enough and no more.
+
+mod common;
+
+use common::cluster::{control_plane, NetnsBackend};
+use common::process::Ssegate;
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn helm(args: &[&str]) -> Output {
+    let bin = std::env::var("SSEGATE_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+        let cache =
+            std::env::var("XDG_CACHE_HOME").unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap()));
+        PathBuf::from(cache).join("ssegate/bin")
+    });
+    let mut c = Command::new(bin.join("helm"));
+    c.args(args).current_dir(ROOT);
+    if let Some(cp) = common::cluster::started() {
+        c.env("KUBECONFIG", &cp.kubeconfig);
+    }
+    c.output().expect("helm is built by scripts/control-plane.sh build")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/crds/routes.ssegate.dev.yaml")).unwrap();
+    let generated = std::fs::read_to_string(format!("{ROOT}/crds/routes.ssegate.dev.yaml")).unwrap();
+    assert!(
+        chart == generated,
+        "charts/ssegate/crds is stale: cp crds/routes.ssegate.dev.yaml charts/ssegate/crds/"
+    );
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    let out = ok(helm(&["lint", "--strict", "charts/ssegate"]), "helm lint");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    // values.schema.json refuses a bad value.
+    let out = helm(&["template", "x", "charts/ssegate", "--set", "service.type=Internal"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service/type"));
+}
+
+#[test]
+fn install_manifest_is_rendered_from_the_chart() {
+    let out = Command::new(format!("{ROOT}/scripts/render-install.sh"))
+        .output()
+        .unwrap();
+    let rendered = ok(out, "render-install.sh");
+    let committed = std::fs::read_to_string(format!("{ROOT}/manifests/install.yaml")).unwrap();
+    assert!(
+        rendered == committed,
+        "manifests/install.yaml is stale: scripts/render-install.sh > manifests/install.yaml"
+    );
+}
+
+#[test]
+fn install_manifest_and_examples_pass_apiserver_validation() {
+    let cp = control_plane();
+    let install = format!("{ROOT}/manifests/install.yaml");
+    // A server dry run needs the namespace to exist for real.
+    let _ = cp.kubectl(&["create", "namespace", "ssegate-system"], None);
+    ok(
+        cp.kubectl(&["apply", "--server-side", "--dry-run=server", "-f", &install], None),
+        "dry-run install.yaml",
+    );
+    let ns = cp.namespace("examples");
+    for example in ["demo.yaml", "auto.yaml", "enabled.yaml"] {
+        let path = format!("{ROOT}/manifests/examples/{example}");
+        ok(cp.kubectl(&["apply", "-n", &ns, "-f", &path], None), example);
+    }
+    let routes = cp.kubectl_ok(&[
+        "get",
+        "routes",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.items[*].spec.proxyBuffering}",
+    ]);
+    assert_eq!(routes, "Disabled Auto Enabled"); // demo, demo-auto, demo-enabled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
+    let cp = control_plane();
+    let release_ns = "ssegate-helm";
+    // Its own release name, so its cluster-scoped RBAC does not meet install.yaml's.
+    let release = "ssegate-helm";
+    ok(
+        helm(&[
+            "install",
+            release,
+            "charts/ssegate",
+            "-n",
+            release_ns,
+            "--create-namespace",
+        ]),
+        "helm install",
+    );
+    ok(
+        helm(&[
+            "upgrade",
+            release,
+            "charts/ssegate",
+            "-n",
+            release_ns,
+            "--set",
+            "replicaCount=3",
+        ]),
+        "helm upgrade",
+    );
+    assert_eq!(cp.get(release_ns, "deployment/ssegate-helm", "{.spec.replicas}"), "3");
+    assert_eq!(
+        cp.get(
+            release_ns,
+            "deployment/ssegate-helm",
+            "{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}"
+        ),
+        "true"
+    );
+
+    // A kubeconfig whose only credential is the chart's ServiceAccount token.
+    let token = cp.kubectl_ok(&["create", "token", release, "-n", release_ns, "--duration=1h"]);
+    let admin = std::fs::read_to_string(&cp.kubeconfig).unwrap();
+    let ca = admin
+        .lines()
+        .find(|l| l.contains("certificate-authority-data"))
+        .unwrap()
+        .trim();
+    let server = admin.lines().find(|l| l.contains("server:")).unwrap().trim();
+    let dir = tempfile::tempdir().unwrap();
+    let sa_kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &sa_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    {server}\n    {ca}\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let as_sa = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&sa_kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // Not broader than it should be: a real call, then the API's own verdicts.
+    let out = as_sa(&["get", "secrets", "-A"]);
+    assert!(!out.status.success(), "the chart's ServiceAccount may list Secrets");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (args, expected) in [
+        (vec!["get", "secrets", "-n", release_ns], "no"),
+        (vec!["create", "services", "-n", "default"], "no"),
+        (vec!["update", "services", "-n", "default"], "no"),
+        (vec!["delete", "routes.ssegate.dev", "-n", "default"], "no"),
+        (vec!["update", "routes.ssegate.dev", "-n", "default"], "no"),
+        (vec!["create", "namespaces"], "no"),
+        (vec!["create", "leases.coordination.k8s.io", "-n", "default"], "no"),
+        (vec!["create", "leases.coordination.k8s.io", "-n", release_ns], "yes"),
+        (vec!["watch", "routes.ssegate.dev", "-A"], "yes"),
+        (vec!["patch", "routes.ssegate.dev", "--subresource=status", "-A"], "yes"),
+        (vec!["patch", "routes.ssegate.dev", "-A"], "no"),
+        (vec!["list", "endpointslices.discovery.k8s.io", "-A"], "yes"),
+    ] {
+        let mut full = vec!["auth", "can-i"];
+        full.extend(&args);
+        let out = as_sa(&full);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "can-i {args:?}");
+    }
+
+    // Enough: the controller runs on that token alone, serves SSE and writes status.
+    let ns = cp.namespace("chart-rbac");
+    let backend = NetnsBackend::start("pod-rbac").await;
+    cp.apply(&ns, &backend.service_yaml("demo"));
+    cp.apply(&ns, "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo}\nspec:\n  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n");
+    let args = [
+        "controller",
+        "--kubeconfig",
+        sa_kubeconfig.to_str().unwrap(),
+        "--lease-namespace",
+        release_ns,
+        "--lease-name",
+        "ssegate-status",
+    ];
+    let gw = Ssegate::start(&args, dir.path()).await;
+    let resp = client()
+        .get(format!("{}/.sse?interval=100ms&count=2", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(read_stream(resp, usize::MAX).await.events.len(), 4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while cp.get(
+        &ns,
+        "route/demo",
+        "{.status.conditions[?(@.type==\"Accepted\")].status}",
+    ) != "True"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never written with the chart's RBAC:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!gw.logs().contains("forbidden"), "{}", gw.logs());
+}
