@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The one command for the benchmark: installs the peers, then runs the
+# harness (benches/harness) and writes target/bench/results.{md,json}.
+#   bench/run.sh                 full run (about 10 minutes on 2 cores)
+#   bench/run.sh --quick         smaller and shorter
+#   bench/run.sh --only ssegate,nginx
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench/setup.sh
+# 10,000 idle streams through a proxy need ~40,000 descriptors across processes.
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 || true
+exec cargo bench --locked --bench harness -- "$@"

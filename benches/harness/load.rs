@@ -1,0 +1,243 @@
+//! Load generators: SSE readers, idle streams and plain requests, each on
+//! its own HTTP/1.1 connection, recording into per-task histograms that are
+//! merged at the end (no shared state per event).
+
+use super::upstream::now_ns;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Reads `data: <ns> ...` stamps and records receive minus send, in µs.
+fn record_stamps(chunk: &[u8], hist: &mut Histogram<u64>, now: u64, carry: &mut Vec<u8>) -> u64 {
+    carry.extend_from_slice(chunk);
+    let mut events = 0;
+    let mut start = 0;
+    while let Some(pos) = find(&carry[start..], b"data: ") {
+        let from = start + pos + 6;
+        let Some(end) = carry[from..].iter().position(|b| *b == b' ' || *b == b'\n') else {
+            break;
+        };
+        if let Some(sent) = std::str::from_utf8(&carry[from..from + end])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+            events += 1;
+        }
+        start = from + end;
+    }
+    carry.drain(..start);
+    events
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub struct LatencyResult {
+    pub hist: Histogram<u64>,
+    pub events: u64,
+    pub failed_streams: u64,
+}
+
+/// `streams` concurrent SSE streams at `rate` events/s each; events in the
+/// first second are warm-up and not recorded.
+pub async fn sse_latency(addr: SocketAddr, streams: usize, rate: u64, duration: Duration) -> LatencyResult {
+    let mut tasks = Vec::with_capacity(streams);
+    let record_from = now_ns() + 1_000_000_000 + 1_000_000_000; // ramp + warm-up
+    let end = Instant::now() + Duration::from_secs(2) + duration;
+    for i in 0..streams {
+        let delay = Duration::from_micros((1_000_000 * i / streams.max(1)) as u64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut hist = histogram();
+            let mut events = 0;
+            let mut sender = connect(addr).await?;
+            let resp = sender.send_request(get(addr, &format!("/sse?rate={rate}"))).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            let mut body = resp.into_body();
+            let mut carry = Vec::new();
+            let mut warm = histogram();
+            while Instant::now() < end {
+                let Ok(frame) = tokio::time::timeout_at(end.into(), body.frame()).await else {
+                    break;
+                };
+                let Some(frame) = frame else { break };
+                if let Ok(data) = frame?.into_data() {
+                    let now = now_ns();
+                    if now >= record_from {
+                        events += record_stamps(&data, &mut hist, now, &mut carry);
+                    } else {
+                        record_stamps(&data, &mut warm, now, &mut carry);
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((hist, events))
+        }));
+    }
+    let mut out = LatencyResult {
+        hist: histogram(),
+        events: 0,
+        failed_streams: 0,
+    };
+    for t in tasks {
+        match t.await {
+            Ok(Ok((h, e))) => {
+                out.hist.add(h).unwrap();
+                out.events += e;
+            }
+            _ => out.failed_streams += 1,
+        }
+    }
+    out
+}
+
+/// Opens `streams` idle SSE streams, waits for each first byte, and calls
+/// `measure` while they are all open. Returns how many opened.
+pub async fn hold_idle<F: FnOnce() -> T, T>(addr: SocketAddr, streams: usize, measure: F) -> (usize, T) {
+    let mut open = Vec::with_capacity(streams);
+    for batch in (0..streams).collect::<Vec<_>>().chunks(250) {
+        let mut pending = Vec::new();
+        for _ in batch {
+            pending.push(tokio::spawn(async move {
+                let mut sender = connect(addr).await?;
+                let resp = sender.send_request(get(addr, "/idle")).await?;
+                let mut body = resp.into_body();
+                tokio::time::timeout(Duration::from_secs(10), body.frame()).await?;
+                Ok::<_, anyhow::Error>((sender, body))
+            }));
+        }
+        for p in pending {
+            if let Ok(Ok(held)) = p.await {
+                open.push(held);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let value = measure();
+    let count = open.len();
+    drop(open);
+    (count, value)
+}
+
+/// One stream as fast as the upstream can write: events/s and bytes/s.
+pub async fn throughput(addr: SocketAddr, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let mut sender = connect(addr).await?;
+    let resp = sender.send_request(get(addr, "/sse?rate=0&pad=32")).await?;
+    let mut body = resp.into_body();
+    let warm_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < warm_until {
+        body.frame().await;
+    }
+    let (mut bytes, mut events) = (0u64, 0u64);
+    let start = Instant::now();
+    let end = start + duration;
+    while let Ok(Some(frame)) = tokio::time::timeout_at(end.into(), body.frame()).await {
+        if let Ok(data) = frame?.into_data() {
+            bytes += data.len() as u64;
+            events += data.iter().filter(|b| **b == b'\n').count() as u64 / 3;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((events as f64 / secs, bytes as f64 / secs))
+}
+
+pub struct PlainResult {
+    pub rps: f64,
+    pub hist: Histogram<u64>,
+    pub errors: u64,
+}
+
+/// Plain GETs on `conns` keep-alive connections. `rate` None: closed loop
+/// (each connection sends as soon as it has an answer). `rate` Some: open
+/// loop at that total rate, latency measured from the scheduled send time
+/// so a stalled proxy cannot hide its queueing.
+pub async fn plain(addr: SocketAddr, conns: usize, rate: Option<f64>, duration: Duration) -> PlainResult {
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let (mut done, mut errors) = (0u64, 0u64);
+            let Ok(mut sender) = connect(addr).await else {
+                return (hist, 0, 1);
+            };
+            let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+            let mut next = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / conns as f64));
+            tokio::time::sleep_until(start.into()).await;
+            while Instant::now() < end {
+                if interval.is_some() {
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let sent = if interval.is_some() { next } else { Instant::now() };
+                let ok = match sender.send_request(get(addr, "/plain")).await {
+                    Ok(resp) => resp.status() == 200 && resp.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    let _ = hist.record(sent.elapsed().as_micros().max(1) as u64);
+                    done += 1;
+                } else {
+                    errors += 1;
+                    match connect(addr).await {
+                        Ok(s) => sender = s,
+                        Err(_) => break,
+                    }
+                }
+                if let Some(i) = interval {
+                    next += i;
+                }
+            }
+            (hist, done, errors)
+        }));
+    }
+    let mut out = PlainResult {
+        rps: 0.0,
+        hist: histogram(),
+        errors: 0,
+    };
+    let mut total = 0;
+    for t in tasks {
+        if let Ok((h, d, e)) = t.await {
+            out.hist.add(h).unwrap();
+            total += d;
+            out.errors += e;
+        }
+    }
+    out.rps = total as f64 / duration.as_secs_f64();
+    out
+}
+
+/// A GET's body as text, on a fresh connection.
+pub async fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut sender = connect(addr).await?;
+    let resp = sender.send_request(get(addr, path)).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}

@@ -1,0 +1,464 @@
+//! ssegate's benchmark harness: ssegate side by side with a direct
+//! connection and with nginx, haproxy, Envoy, Traefik and Caddy, all in one
+//! run, reported as ratios. Run it with `bench/run.sh` (see the README).
+//!
+//! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
+//! stream (10), `--idle N` idle streams (10000), `--seconds S` per
+//! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`.
+
+mod load;
+mod peers;
+mod upstream;
+
+use peers::Kind;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Options {
+    streams: usize,
+    rate: u64,
+    idle: usize,
+    seconds: u64,
+    flips: usize,
+    only: Option<Vec<String>>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        streams: 1000,
+        rate: 10,
+        idle: 10_000,
+        seconds: 10,
+        flips: 50,
+        only: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = || args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--streams" => o.streams = value().parse().unwrap(),
+            "--rate" => o.rate = value().parse().unwrap(),
+            "--idle" => o.idle = value().parse().unwrap(),
+            "--seconds" => o.seconds = value().parse().unwrap(),
+            "--flips" => o.flips = value().parse().unwrap(),
+            "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--quick" => {
+                (o.streams, o.idle, o.seconds, o.flips) = (200, 2000, 3, 20);
+                i -= 1;
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Re-runs itself pinned to core 1, leaving core 0 to the proxy under test.
+fn pin_to_core_one() {
+    if std::env::var_os("SSEGATE_BENCH_PINNED").is_some() || Command::new("taskset").arg("-V").output().is_err() {
+        return;
+    }
+    let status = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args().skip(1))
+        .env("SSEGATE_BENCH_PINNED", "1")
+        .status()
+        .unwrap();
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+use std::process::Command;
+
+fn main() {
+    pin_to_core_one();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let o = options();
+    let started = jiff::Timestamp::now();
+    let mut rows: Vec<Value> = Vec::new();
+    for kind in Kind::ALL {
+        if let Some(only) = &o.only {
+            if !only.iter().any(|n| kind.name().starts_with(n.as_str())) {
+                continue;
+            }
+        }
+        eprintln!("== {}", kind.name());
+        let up = upstream::start("bench").await;
+        let target = match peers::start(kind, up).await {
+            Ok(t) => t,
+            Err(why) => {
+                eprintln!("   skipped: {why}");
+                rows.push(json!({"target": kind.name(), "skipped": why}));
+                continue;
+            }
+        };
+        rows.push(measure(&o, &target).await);
+        drop(target);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let flips = route_flips(&o).await;
+    let rebuild = rebuild_cost();
+    let report = json!({
+        "date": started.to_string(),
+        "machine": machine(),
+        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips},
+        "targets": rows,
+        "route_change": flips,
+        "table_rebuild": rebuild,
+    });
+    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(
+        format!("{out}/results.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    let md = markdown(&report);
+    std::fs::write(format!("{out}/results.md"), &md).unwrap();
+    println!("{md}");
+    eprintln!("wrote {out}/results.json and {out}/results.md");
+}
+
+async fn measure(o: &Options, target: &peers::Target) -> Value {
+    let addr = target.addr;
+    let secs = Duration::from_secs(o.seconds);
+    let is_buffered = target.kind == Kind::SsegateEnabled;
+    let mut row = json!({"target": target.kind.name()});
+
+    if !is_buffered {
+        let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
+        eprintln!(
+            "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
+            ms(lat.hist.value_at_quantile(0.5)),
+            ms(lat.hist.value_at_quantile(0.99)),
+            ms(lat.hist.value_at_quantile(0.999)),
+            lat.events,
+            lat.failed_streams
+        );
+        row["latency_ms"] = json!({
+            "p50": ms(lat.hist.value_at_quantile(0.5)),
+            "p99": ms(lat.hist.value_at_quantile(0.99)),
+            "p99.9": ms(lat.hist.value_at_quantile(0.999)),
+            "events": lat.events,
+            "failed_streams": lat.failed_streams,
+        });
+
+        if let Some(pid) = target.pid() {
+            let before = peers::tree_rss(pid);
+            let (opened, after) = load::hold_idle(addr, o.idle, || peers::tree_rss(pid)).await;
+            let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+            eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
+            row["memory"] =
+                json!({"streams": opened, "bytes_per_stream": per, "rss_before": before, "rss_after": after});
+        }
+
+        match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
+            Ok((eps, bps)) => {
+                eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
+                row["throughput"] = json!({"events_per_s": eps, "mb_per_s": bps / 1e6});
+            }
+            Err(e) => row["throughput"] = json!({"error": e.to_string()}),
+        }
+    }
+
+    if target.kind != Kind::SsegateDisabled {
+        let closed = load::plain(addr, 32, None, Duration::from_secs(o.seconds.min(5))).await;
+        let fixed_rate = 5000.0;
+        let fixed = load::plain(addr, 32, Some(fixed_rate), Duration::from_secs(o.seconds.min(5))).await;
+        eprintln!(
+            "   plain: {:.0} req/s closed (p99 {:.3} ms), p99 {:.3} ms at {fixed_rate} req/s, {} errors",
+            closed.rps,
+            ms(closed.hist.value_at_quantile(0.99)),
+            ms(fixed.hist.value_at_quantile(0.99)),
+            closed.errors + fixed.errors
+        );
+        row["plain"] = json!({
+            "closed_rps": closed.rps,
+            "closed_p99_ms": ms(closed.hist.value_at_quantile(0.99)),
+            "fixed_rate": fixed_rate,
+            "fixed_p99_ms": ms(fixed.hist.value_at_quantile(0.99)),
+            "errors": closed.errors + fixed.errors,
+        });
+    }
+    row
+}
+
+/// Time from a config change to the first request that sees it: ssegate's
+/// folder source, and Traefik's file provider, flipping between two upstreams.
+async fn route_flips(o: &Options) -> Value {
+    let a = upstream::start("a").await;
+    let b = upstream::start("b").await;
+    let mut out = json!({});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    let services = [("a", a), ("b", b)];
+    std::fs::write(&file, peers::ssegate_config("Disabled", &services, "a")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_ssegate"), "standalone", "--dir"])
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let write = |to: &str| std::fs::write(&file, peers::ssegate_config("Disabled", &services, to)).unwrap();
+    out["ssegate standalone"] = flip_series(addr, o.flips, write).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let traefik = peers::venv_bin("traefik");
+    if traefik.exists() {
+        let tdir = tempfile::tempdir().unwrap();
+        let dynamic = tdir.path().join("dynamic.yaml");
+        std::fs::write(&dynamic, peers::traefik_dynamic(a)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(tdir.path().join("static.yaml"), peers::traefik_static(port, &dynamic)).unwrap();
+        let mut child = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&traefik)
+            .arg(format!("--configFile={}", tdir.path().join("static.yaml").display()))
+            .env("GOMAXPROCS", "1")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let write = |to: &str| std::fs::write(&dynamic, peers::traefik_dynamic(if to == "a" { a } else { b })).unwrap();
+        out["traefik file provider"] = flip_series(addr, o.flips, write).await;
+        let _ = child.kill();
+        let _ = child.wait();
+    } else {
+        out["traefik file provider"] = json!({"skipped": "traefik not installed"});
+    }
+    out["ssegate controller (kubectl patch)"] =
+        json!({"skipped": "measured by tests/controller.rs against the real apiserver; see the README"});
+    out
+}
+
+async fn flip_series(addr: SocketAddr, flips: usize, write: impl Fn(&str)) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !load::fetch(addr, "/plain")
+        .await
+        .is_ok_and(|b| b.contains("upstream a"))
+    {
+        if Instant::now() > deadline {
+            return json!({"error": "never served the first upstream"});
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut times = Vec::new();
+    for i in 0..flips {
+        let to = if i % 2 == 0 { "b" } else { "a" };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let written = Instant::now();
+        write(to);
+        loop {
+            if let Ok(body) = load::fetch(addr, "/plain").await {
+                if body.contains(&format!("upstream {to}")) {
+                    break;
+                }
+            }
+            if written.elapsed() > Duration::from_secs(10) {
+                return json!({"error": format!("flip {i} never applied")});
+            }
+        }
+        times.push(written.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "   route change to live: p50 {:.1} ms, p99 {:.1} ms",
+        pick(0.5),
+        pick(0.99)
+    );
+    json!({"flips": flips, "p50_ms": pick(0.5), "p99_ms": pick(0.99)})
+}
+
+/// Building the table from 10,000 Routes, and rebuilding after one change.
+fn rebuild_cost() -> Value {
+    use ssegate::model::*;
+    let mut objects = Objects::default();
+    let svc = ObjectKey::new("default", "svc");
+    objects.services.insert(
+        svc.clone(),
+        ServiceObject {
+            key: svc,
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 80,
+            }],
+        },
+    );
+    for i in 0..10_000 {
+        let key = ObjectKey::new("default", format!("r{i}"));
+        let spec = serde_yaml::from_str(&format!(
+            "hostnames: [h{i}.example.com]\nrules: [{{matches: [{{path: {{value: /p{i}}}}}], backendRefs: [{{name: svc, port: 80}}]}}]"
+        ))
+        .unwrap();
+        objects.routes.insert(
+            key.clone(),
+            RouteObject {
+                key,
+                generation: Some(1),
+                created_millis: i,
+                spec,
+            },
+        );
+    }
+    let time = |objects: &Objects| {
+        let mut runs: Vec<f64> = (0..7)
+            .map(|g| {
+                let t = Instant::now();
+                std::hint::black_box(build_table(objects, g));
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let full = time(&objects);
+    let key = ObjectKey::new("default", "r5000");
+    objects.routes.get_mut(&key).unwrap().spec.proxy_buffering = ssegate::api::ProxyBuffering::Enabled;
+    let one = time(&objects);
+    eprintln!("== table rebuild: 10k routes {full:.1} ms, after one change {one:.1} ms (median of 7)");
+    json!({"routes": 10_000, "full_ms": full, "one_change_ms": one})
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    // Counted from /proc/cpuinfo: the harness itself is pinned to one core.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    json!({"cores": cores, "cpu": cpu})
+}
+
+/// The Markdown table: each figure with its ratio to direct and to nginx.
+fn markdown(r: &Value) -> String {
+    let targets = r["targets"].as_array().unwrap();
+    let find = |name: &str| targets.iter().find(|t| t["target"] == name);
+    let direct = find("direct");
+    let nginx = find("nginx");
+    let get = |t: Option<&Value>, path: &[&str]| -> Option<f64> {
+        let mut v = t?;
+        for p in path {
+            v = v.get(*p)?;
+        }
+        v.as_f64()
+    };
+    let ratio = |x: Option<f64>, base: Option<f64>| match (x, base) {
+        (Some(x), Some(b)) if b > 0.0 => format!("{:.2}×", x / b),
+        _ => "–".into(),
+    };
+    let mut out = format!(
+        "Benchmark {} on {} cores ({}); {} streams × {} events/s, {} idle streams, {} s per measurement.\n\n",
+        r["date"].as_str().unwrap_or(""),
+        r["machine"]["cores"],
+        r["machine"]["cpu"].as_str().unwrap_or(""),
+        r["options"]["streams"],
+        r["options"]["rate"],
+        r["options"]["idle"],
+        r["options"]["seconds"]
+    );
+    out.push_str("| target | p50 ms | p99 ms | p99.9 ms | added p99 ms (÷ nginx) | KiB/stream (÷ nginx) | events/s 1 stream (÷ direct) | req/s closed (÷ direct, ÷ nginx) | p99 ms @5k req/s |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    let added = |t: Option<&Value>| Some(get(t, &["latency_ms", "p99"])? - get(direct, &["latency_ms", "p99"])?);
+    for t in targets {
+        let name = t["target"].as_str().unwrap_or("");
+        if let Some(why) = t.get("skipped") {
+            out.push_str(&format!(
+                "| {name} | skipped: {} |||||||| \n",
+                why.as_str().unwrap_or("")
+            ));
+            continue;
+        }
+        let t = Some(t);
+        let f = |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} ({}) | {} ({}) | {} ({}) | {} ({}, {}) | {} |\n",
+            f(get(t, &["latency_ms", "p50"]), 3),
+            f(get(t, &["latency_ms", "p99"]), 3),
+            f(get(t, &["latency_ms", "p99.9"]), 3),
+            f(added(t), 3),
+            ratio(added(t), added(nginx)),
+            f(get(t, &["memory", "bytes_per_stream"]).map(|b| b / 1024.0), 1),
+            ratio(
+                get(t, &["memory", "bytes_per_stream"]),
+                get(nginx, &["memory", "bytes_per_stream"])
+            ),
+            f(get(t, &["throughput", "events_per_s"]), 0),
+            ratio(
+                get(t, &["throughput", "events_per_s"]),
+                get(direct, &["throughput", "events_per_s"])
+            ),
+            f(get(t, &["plain", "closed_rps"]), 0),
+            ratio(get(t, &["plain", "closed_rps"]), get(direct, &["plain", "closed_rps"])),
+            ratio(get(t, &["plain", "closed_rps"]), get(nginx, &["plain", "closed_rps"])),
+            f(get(t, &["plain", "fixed_p99_ms"]), 3),
+        ));
+    }
+    out.push_str("\nRoute change to live (config write to first request that sees it):\n\n| source | p50 ms | p99 ms |\n|---|---|---|\n");
+    if let Some(flips) = r["route_change"].as_object() {
+        for (name, v) in flips {
+            match (
+                v.get("p50_ms").and_then(Value::as_f64),
+                v.get("p99_ms").and_then(Value::as_f64),
+            ) {
+                (Some(p50), Some(p99)) => out.push_str(&format!("| {name} | {p50:.1} | {p99:.1} |\n")),
+                _ => out.push_str(&format!(
+                    "| {name} | {} | |\n",
+                    v.get("skipped")
+                        .or(v.get("error"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("–")
+                )),
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\nTable rebuild, 10,000 Routes: {:.1} ms; after one change: {:.1} ms (every change rebuilds the whole table).\n",
+        r["table_rebuild"]["full_ms"].as_f64().unwrap_or(0.0),
+        r["table_rebuild"]["one_change_ms"].as_f64().unwrap_or(0.0)
+    ));
+    out
+}

