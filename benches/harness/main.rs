@@ -28,7 +28,7 @@ fn options() -> Options {
     let mut o = Options {
         streams: 1000,
         rate: 10,
-        idle: 10_000,
+        idle: idle_default(),
         seconds: 10,
         flips: 50,
         only: None,
@@ -55,6 +55,19 @@ fn options() -> Options {
     o
 }
 
+/// 10,000 idle streams, unless the descriptor limit cannot hold them: a
+/// proxy needs two descriptors per stream (client and upstream side).
+fn idle_default() -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(65536);
+    10_000.min(limit.saturating_sub(1000) / 2)
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -77,6 +90,11 @@ fn pin_to_core_one() {
 use std::process::Command;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--upstream") {
+        let id: &'static str = Box::leak(args[i + 1].clone().into_boxed_str());
+        upstream::serve_forever(id);
+    }
     pin_to_core_one();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -97,8 +115,8 @@ async fn run() {
             }
         }
         eprintln!("== {}", kind.name());
-        let up = upstream::start("bench").await;
-        let target = match peers::start(kind, up).await {
+        let up = upstream::spawn("bench");
+        let target = match peers::start(kind, up.addr).await {
             Ok(t) => t,
             Err(why) => {
                 eprintln!("   skipped: {why}");
@@ -108,6 +126,7 @@ async fn run() {
         };
         rows.push(measure(&o, &target).await);
         drop(target);
+        drop(up);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let flips = route_flips(&o).await;
@@ -200,8 +219,8 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
 /// Time from a config change to the first request that sees it: ssegate's
 /// folder source, and Traefik's file provider, flipping between two upstreams.
 async fn route_flips(o: &Options) -> Value {
-    let a = upstream::start("a").await;
-    let b = upstream::start("b").await;
+    let (up_a, up_b) = (upstream::spawn("a"), upstream::spawn("b"));
+    let (a, b) = (up_a.addr, up_b.addr);
     let mut out = json!({});
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");

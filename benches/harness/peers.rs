@@ -137,7 +137,7 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
             write(
                 "nginx.conf",
                 format!(
-                    "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn; worker_rlimit_nofile 300000;
+                    "master_process off; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn; worker_rlimit_nofile 300000;
 events {{ worker_connections 200000; }}
 http {{
   access_log off;
@@ -174,8 +174,10 @@ http {{
             write(
                 "haproxy.cfg",
                 format!(
-                    "global\n  maxconn 200000\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
-                     frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn 200000\n"
+                    "global\n  maxconn {maxconn}\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
+                     frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
+                    // Two descriptors per proxied connection, within the process limit.
+                    maxconn = super::idle_default() + 100
                 ),
             );
             (

@@ -9,26 +9,69 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
-/// The clock every stamp is measured on; shared by generator and clients.
-pub fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Stamps are wall-clock nanoseconds: the upstream runs in its own process
+/// (so the proxy's file descriptors are not all in one process), and both
+/// processes read the same system clock.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
-pub fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
+/// An upstream in a child process (this binary with `--upstream ID`),
+/// pinned to the load generator's core.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn(id: &str) -> Upstream {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--upstream", id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Upstream {
+        addr: line.trim().parse().expect("the upstream prints its address"),
+        child,
+    }
+}
+
+/// The child's side: serve forever, after printing the address.
+pub fn serve_forever(id: &'static str) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr = start(id).await;
+        println!("{addr}");
+        std::future::pending::<()>().await;
+    });
+    unreachable!()
 }
 
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Starts an upstream on a fresh loopback port; `id` is in its plain reply.
 pub async fn start(id: &'static str) -> SocketAddr {
-    epoch();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

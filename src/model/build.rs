@@ -24,6 +24,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     // Who owns each (host pattern, path match).
     let mut owners: HashMap<(String, ValidPath), &ObjectKey> = HashMap::new();
     let mut reports = Vec::with_capacity(routes.len());
+    let mut resolved: HashMap<(String, String, u16), Resolution> = HashMap::new();
 
     for route in routes {
         let valid = match route.spec.validate() {
@@ -56,7 +57,13 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             let mut backends = Vec::with_capacity(rule.backends.len());
             let mut problems = Vec::new();
             for backend in &rule.backends {
-                match resolve(objects, &slices, &route.key.namespace, backend) {
+                // Many Routes share a Service: resolve each Service port once per build.
+                let cache_key = (route.key.namespace.clone(), backend.service.clone(), backend.port);
+                let resolution = resolved
+                    .entry(cache_key)
+                    .or_insert_with(|| resolve(objects, &slices, &route.key.namespace, backend))
+                    .clone();
+                match resolution.map(|(label, endpoints)| ResolvedBackend::new(label, backend.weight, endpoints)) {
                     Ok(resolved) => {
                         if resolved.endpoints.is_empty() {
                             let msg = format!("Service {} has no ready endpoints", resolved.service);
@@ -149,14 +156,12 @@ fn index_slices(objects: &Objects) -> SliceIndex<'_> {
     index
 }
 
+/// A Service port's label and ready endpoints, or why it cannot be used.
+type Resolution = Result<(Arc<str>, Arc<[SocketAddr]>), String>;
+
 /// Resolves a backend to the ready endpoints of its Service port. The slice
 /// port is found by the Service port's name, as kube-proxy does.
-fn resolve(
-    objects: &Objects,
-    slices: &SliceIndex<'_>,
-    namespace: &str,
-    backend: &ValidBackend,
-) -> Result<ResolvedBackend, String> {
+fn resolve(objects: &Objects, slices: &SliceIndex<'_>, namespace: &str, backend: &ValidBackend) -> Resolution {
     let label = format!("{namespace}/{}:{}", backend.service, backend.port);
     let service = objects
         .services
@@ -183,5 +188,5 @@ fn resolve(
     }
     endpoints.sort();
     endpoints.dedup();
-    Ok(ResolvedBackend::new(label, backend.weight, endpoints))
+    Ok((Arc::from(label), Arc::from(endpoints)))
 }

@@ -13,15 +13,16 @@ use super::report::RouteReport;
 #[derive(Debug)]
 pub struct ResolvedBackend {
     /// `namespace/name:port`, for messages.
-    pub service: String,
+    pub service: Arc<str>,
     pub weight: u32,
-    pub endpoints: Vec<SocketAddr>,
+    /// Shared by every rule that uses the same Service port.
+    pub endpoints: Arc<[SocketAddr]>,
     /// Round-robin position among `endpoints`.
     cursor: AtomicU64,
 }
 
 impl ResolvedBackend {
-    pub fn new(service: String, weight: u32, endpoints: Vec<SocketAddr>) -> Self {
+    pub fn new(service: Arc<str>, weight: u32, endpoints: Arc<[SocketAddr]>) -> Self {
         ResolvedBackend {
             service,
             weight,
@@ -274,9 +275,9 @@ impl MatchView {
                 .backends
                 .iter()
                 .map(|b| BackendView {
-                    service: b.service.clone(),
+                    service: b.service.to_string(),
                     weight: b.weight,
-                    endpoints: b.endpoints.clone(),
+                    endpoints: b.endpoints.to_vec(),
                 })
                 .collect(),
         }

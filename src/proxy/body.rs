@@ -184,8 +184,9 @@ impl UpstreamBody {
             match polled {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        if c.buf.is_empty() && data.len() >= c.capacity {
-                            // Already a full buffer's worth: pass it on without a copy.
+                        if c.buf.is_empty() && (data.len() >= c.capacity || self.inner.is_end_stream()) {
+                            // A full buffer's worth, or the whole rest of the body
+                            // (a small Content-Length reply): pass it on without a copy.
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         if c.buf.len() + data.len() > c.capacity {
