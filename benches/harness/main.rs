@@ -127,7 +127,8 @@ async fn run() {
         rows.push(measure(&o, &target).await);
         drop(target);
         drop(up);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let the kernel finish tearing down the last target's sockets.
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let flips = route_flips(&o).await;
     let rebuild = rebuild_cost();
@@ -158,42 +159,8 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
     let is_buffered = target.kind == Kind::SsegateEnabled;
     let mut row = json!({"target": target.kind.name()});
 
-    if !is_buffered {
-        let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
-        eprintln!(
-            "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
-            ms(lat.hist.value_at_quantile(0.5)),
-            ms(lat.hist.value_at_quantile(0.99)),
-            ms(lat.hist.value_at_quantile(0.999)),
-            lat.events,
-            lat.failed_streams
-        );
-        row["latency_ms"] = json!({
-            "p50": ms(lat.hist.value_at_quantile(0.5)),
-            "p99": ms(lat.hist.value_at_quantile(0.99)),
-            "p99.9": ms(lat.hist.value_at_quantile(0.999)),
-            "events": lat.events,
-            "failed_streams": lat.failed_streams,
-        });
-
-        if let Some(pid) = target.pid() {
-            let before = peers::tree_rss(pid);
-            let (opened, after) = load::hold_idle(addr, o.idle, || peers::tree_rss(pid)).await;
-            let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
-            eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
-            row["memory"] =
-                json!({"streams": opened, "bytes_per_stream": per, "rss_before": before, "rss_after": after});
-        }
-
-        match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
-            Ok((eps, bps)) => {
-                eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
-                row["throughput"] = json!({"events_per_s": eps, "mb_per_s": bps / 1e6});
-            }
-            Err(e) => row["throughput"] = json!({"error": e.to_string()}),
-        }
-    }
-
+    // Plain requests first: the idle-stream test leaves thousands of
+    // sockets for the kernel to tear down, which would weigh on what follows.
     if target.kind != Kind::SsegateDisabled {
         let closed = load::plain(addr, 32, None, Duration::from_secs(o.seconds.min(5))).await;
         let fixed_rate = 5000.0;
@@ -213,6 +180,42 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "errors": closed.errors + fixed.errors,
         });
     }
+    if !is_buffered {
+        let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
+        eprintln!(
+            "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
+            ms(lat.hist.value_at_quantile(0.5)),
+            ms(lat.hist.value_at_quantile(0.99)),
+            ms(lat.hist.value_at_quantile(0.999)),
+            lat.events,
+            lat.failed_streams
+        );
+        row["latency_ms"] = json!({
+            "p50": ms(lat.hist.value_at_quantile(0.5)),
+            "p99": ms(lat.hist.value_at_quantile(0.99)),
+            "p99.9": ms(lat.hist.value_at_quantile(0.999)),
+            "events": lat.events,
+            "failed_streams": lat.failed_streams,
+        });
+
+        match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
+            Ok((eps, bps)) => {
+                eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
+                row["throughput"] = json!({"events_per_s": eps, "mb_per_s": bps / 1e6});
+            }
+            Err(e) => row["throughput"] = json!({"error": e.to_string()}),
+        }
+
+        if let Some(pid) = target.pid() {
+            let before = peers::tree_rss(pid);
+            let (opened, after) = load::hold_idle(addr, o.idle, || peers::tree_rss(pid)).await;
+            let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+            eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
+            row["memory"] =
+                json!({"streams": opened, "bytes_per_stream": per, "rss_before": before, "rss_after": after});
+        }
+    }
+
     row
 }
 

@@ -174,7 +174,7 @@ http {{
             write(
                 "haproxy.cfg",
                 format!(
-                    "global\n  maxconn {maxconn}\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
+                    "global\n  maxconn {maxconn}\n  nbthread 1\ndefaults\n  mode http\n  option http-no-delay\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
                      frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
                     // Two descriptors per proxied connection, within the process limit.
                     maxconn = super::idle_default() + 100
