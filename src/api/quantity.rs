@@ -1,11 +1,9 @@
 //! Kubernetes quantities for byte sizes (`64Ki`, `1Mi`, `65536`, `1M`).
 
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::borrow::Cow;
 
 /// A quantity as written by the user. It accepts a YAML string or integer,
-/// like Kubernetes' own `resource.Quantity`.
+/// like Kubernetes' own `resource.Quantity`; its CRD schema is in `schema.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quantity(pub String);
 
@@ -27,23 +25,6 @@ impl<'de> Deserialize<'de> for Quantity {
             Raw::Text(s) => Quantity(s),
             Raw::Int(n) => Quantity(n.to_string()),
         })
-    }
-}
-
-impl JsonSchema for Quantity {
-    fn schema_name() -> Cow<'static, str> {
-        "Quantity".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "x-kubernetes-int-or-string": true,
-            "description": "A byte size as a Kubernetes quantity, such as 64Ki or 1Mi."
-        })
-    }
-
-    fn inline_schema() -> bool {
-        true
     }
 }
 

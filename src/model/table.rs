@@ -101,11 +101,6 @@ impl Target {
         }
         unreachable!("slot is below the total weight of usable backends")
     }
-
-    /// Whether any endpoint can be picked.
-    pub fn is_available(&self) -> bool {
-        self.unavailable.is_none()
-    }
 }
 
 /// Path matches of one host pattern.

@@ -27,7 +27,7 @@ pub struct IdleTimeout(pub Duration);
 
 /// The body of every response the proxy sends.
 pub enum ProxyBody {
-    /// A reply made by ssegate itself (errors, preflights).
+    /// A reply made by ssegate itself, such as an error page.
     Local(Option<Bytes>),
     Upstream(Box<UpstreamBody>),
 }
@@ -35,9 +35,6 @@ pub enum ProxyBody {
 impl ProxyBody {
     pub fn text(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Some(text.into()))
-    }
-    pub fn empty() -> Self {
-        ProxyBody::Local(None)
     }
 }
 
