@@ -93,6 +93,22 @@ pub struct RouteSpec {
     /// Timeouts for the whole Route; rules may override single fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// Settings for `text/event-stream` responses; rules may override single fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseSettings>,
+}
+
+/// Settings that apply to `text/event-stream` responses only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SseSettings {
+    /// When the upstream has sent nothing for this long, ssegate writes an
+    /// SSE comment (`:` and a blank line) to the client, at an event
+    /// boundary only. It keeps idle connections open through middleboxes and
+    /// finds clients that have gone away. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::heartbeat")]
+    pub heartbeat_interval: Option<String>,
 }
 
 /// One rule: requests that satisfy any of `matches` go to `backendRefs`.
@@ -112,6 +128,9 @@ pub struct RouteRule {
     /// Overrides single fields of the Route's `timeouts` for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// Overrides single fields of the Route's `sse` settings for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseSettings>,
 }
 
 /// A request match. Only path matching exists today.

@@ -135,3 +135,12 @@ pub fn duration(_: &mut SchemaGenerator) -> Schema {
 pub fn positive_duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": duration_rules(true)})
 }
+
+pub fn heartbeat(_: &mut SchemaGenerator) -> Schema {
+    let mut rules = duration_rules(false);
+    rules.push(rule(
+        &format!("!self.matches(r'{DURATION}') || duration(self) >= duration('100ms')"),
+        "heartbeatInterval must be at least 100ms",
+    ));
+    json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": rules})
+}

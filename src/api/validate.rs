@@ -77,6 +77,8 @@ pub struct ValidRule {
     pub buffering: ProxyBuffering,
     pub buffer_size: usize,
     pub timeouts: EffectiveTimeouts,
+    /// Heartbeat interval for event streams; `None` when off.
+    pub heartbeat: Option<Duration>,
 }
 
 /// A validated Route spec.
@@ -139,6 +141,7 @@ impl RouteSpec {
             idle: Some(DEFAULT_IDLE),
         };
         let route_timeouts = apply_timeouts(defaults, self.timeouts.as_ref(), "spec.timeouts", &mut errors);
+        let route_heartbeat = heartbeat(None, self.sse.as_ref(), "spec.sse", &mut errors);
 
         if self.rules.is_empty() {
             errors.add("spec.rules", "at least one rule is required");
@@ -213,6 +216,7 @@ impl RouteSpec {
                 buffering: rule.proxy_buffering.unwrap_or(self.proxy_buffering),
                 buffer_size,
                 timeouts,
+                heartbeat: heartbeat(route_heartbeat, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
             });
         }
 
@@ -263,6 +267,30 @@ fn apply_timeouts(
         out.idle = (!d.is_zero()).then_some(d);
     }
     out
+}
+
+/// The heartbeat interval from `given`, else `base`. At least 100ms: a
+/// shorter one only adds traffic.
+fn heartbeat(
+    base: Option<Duration>,
+    given: Option<&super::SseSettings>,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    let Some(text) = given.and_then(|s| s.heartbeat_interval.as_ref()) else {
+        return base;
+    };
+    match parse_duration(text) {
+        Ok(d) if d >= Duration::from_millis(100) => Some(d),
+        Ok(_) => {
+            errors.add(format!("{field}.heartbeatInterval"), "must be at least 100ms");
+            base
+        }
+        Err(e) => {
+            errors.add(format!("{field}.heartbeatInterval"), e.to_string());
+            base
+        }
+    }
 }
 
 fn normalize(kind: PathMatchType, value: &str) -> ValidPath {
@@ -351,6 +379,26 @@ mod tests {
         assert_eq!(rule.timeouts.response_headers, Duration::from_secs(60));
         assert_eq!(rule.timeouts.idle, Some(Duration::from_secs(3600)));
         assert_eq!(rule.backends[0].weight, 1);
+        assert_eq!(rule.heartbeat, None);
+    }
+
+    #[test]
+    fn heartbeat_from_route_or_rule() {
+        let route = spec(
+            "sse: {heartbeatInterval: 15s}
+rules:
+- backendRefs: [{name: a, port: 80}]
+- backendRefs: [{name: b, port: 80}]
+  sse: {heartbeatInterval: 500ms}",
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(route.rules[0].heartbeat, Some(Duration::from_secs(15)));
+        assert_eq!(route.rules[1].heartbeat, Some(Duration::from_millis(500)));
+        let errors = spec("sse: {heartbeatInterval: 10ms}\nrules: [{backendRefs: [{name: a, port: 80}]}]")
+            .validate()
+            .unwrap_err();
+        assert_eq!(errors[0].field, "spec.sse.heartbeatInterval");
     }
 
     #[test]

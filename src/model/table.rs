@@ -48,6 +48,8 @@ pub struct Target {
     pub buffering: ProxyBuffering,
     pub buffer_size: usize,
     pub timeouts: EffectiveTimeouts,
+    /// Heartbeat interval for event streams; `None` when off.
+    pub heartbeat: Option<std::time::Duration>,
     pub backends: Vec<ResolvedBackend>,
     total_weight: u64,
     cursor: AtomicU64,
@@ -77,6 +79,7 @@ impl Target {
             buffering: rule.buffering,
             buffer_size: rule.buffer_size,
             timeouts: rule.timeouts,
+            heartbeat: rule.heartbeat,
             backends,
             total_weight,
             cursor: AtomicU64::new(0),

@@ -18,6 +18,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+use super::sse::EventBoundary;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The upstream sent nothing for longer than the Route's idle timeout.
@@ -72,56 +74,109 @@ struct Coalescer {
     held: Option<Frame<Bytes>>,
 }
 
-/// Fires when the upstream has been silent for `limit`.
+/// The idle timeout and the heartbeat, on one lazily armed timer.
 ///
-/// Receiving a frame only records the time; the timer is re-armed lazily
-/// when it fires early, so a busy stream costs no timer operation per event.
-struct IdleWatch {
-    limit: Duration,
-    last: Instant,
+/// Receiving a frame only records the time; the timer is re-armed when it
+/// fires early, so a busy stream costs no timer operation per event.
+struct Timers {
+    idle: Option<Duration>,
+    heartbeat: Option<Duration>,
+    last_upstream: Instant,
+    last_heartbeat: Instant,
     sleep: Pin<Box<Sleep>>,
 }
 
-impl IdleWatch {
-    fn new(limit: Duration) -> Self {
-        let now = Instant::now();
-        IdleWatch {
-            limit,
-            last: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+/// What the timers ask for when they fire.
+enum Due {
+    Nothing,
+    Heartbeat,
+    IdleTimeout(Duration),
+}
+
+impl Timers {
+    fn new(idle: Option<Duration>, heartbeat: Option<Duration>) -> Option<Self> {
+        if idle.is_none() && heartbeat.is_none() {
+            return None;
         }
+        let now = Instant::now();
+        let mut timers = Timers {
+            idle,
+            heartbeat,
+            last_upstream: now,
+            last_heartbeat: now,
+            sleep: Box::pin(tokio::time::sleep_until(now)),
+        };
+        let first = timers.next_due(true);
+        timers.sleep.as_mut().reset(first);
+        Some(timers)
     }
 
     fn touch(&mut self) {
-        self.last = Instant::now();
+        self.last_upstream = Instant::now();
     }
 
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The next time anything may be due. Mid-event (`at_boundary` false) a
+    /// heartbeat cannot go out, so it is looked at again one interval later.
+    fn next_due(&self, at_boundary: bool) -> Instant {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(86_400);
+        let idle = self.idle.map_or(far, |d| self.last_upstream + d);
+        let heartbeat = match self.heartbeat {
+            Some(every) if at_boundary => self.last_upstream.max(self.last_heartbeat) + every,
+            Some(every) => now + every,
+            None => far,
+        };
+        idle.min(heartbeat)
+    }
+
+    /// Polls the timer. `at_boundary` says whether a heartbeat may go out now.
+    fn poll_due(&mut self, cx: &mut Context<'_>, at_boundary: bool) -> Due {
         loop {
             if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
+                return Due::Nothing;
             }
-            let deadline = self.last + self.limit;
-            if Instant::now() >= deadline {
-                return true;
+            let now = Instant::now();
+            if let Some(limit) = self.idle {
+                if now >= self.last_upstream + limit {
+                    return Due::IdleTimeout(limit);
+                }
             }
-            self.sleep.as_mut().reset(deadline);
+            if let Some(every) = self.heartbeat {
+                if at_boundary && now >= self.last_upstream.max(self.last_heartbeat) + every {
+                    self.last_heartbeat = now;
+                    let next = self.next_due(true);
+                    self.sleep.as_mut().reset(next);
+                    return Due::Heartbeat;
+                }
+            }
+            // Fired early (activity moved the deadlines) or mid-event: re-arm.
+            let next = self.next_due(at_boundary);
+            self.sleep.as_mut().reset(next);
         }
     }
 }
+
+/// The comment line ssegate sends as a heartbeat.
+const HEARTBEAT: &[u8] = b":\n\n";
 
 /// An upstream response body on its way to the client.
 pub struct UpstreamBody {
     inner: Incoming,
     coalesce: Option<Coalescer>,
-    idle: Option<IdleWatch>,
+    timers: Option<Timers>,
+    /// Set for event streams that get heartbeats.
+    events: Option<EventBoundary>,
     /// Bytes handed to the client so far.
     pub sent: u64,
 }
 
 impl UpstreamBody {
     /// `buffer`: `Some(bufferSize)` to coalesce, `None` to stream.
-    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>) -> Self {
+    /// `heartbeat`: for a streamed event stream, the heartbeat interval.
+    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>, heartbeat: Option<Duration>) -> Self {
+        // Heartbeats only go into streamed responses: a coalesced body has no
+        // idle client to keep awake until it ends.
+        let heartbeat = heartbeat.filter(|_| buffer.is_none());
         UpstreamBody {
             inner,
             coalesce: buffer.map(|capacity| Coalescer {
@@ -129,7 +184,8 @@ impl UpstreamBody {
                 capacity,
                 held: None,
             }),
-            idle: idle.map(IdleWatch::new),
+            timers: Timers::new(idle, heartbeat),
+            events: heartbeat.map(|_| EventBoundary::default()),
             sent: 0,
         }
     }
@@ -147,23 +203,27 @@ impl UpstreamBody {
     fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(idle) = &mut self.idle {
-                    idle.touch();
+                if let Some(timers) = &mut self.timers {
+                    timers.touch();
+                }
+                if let (Some(events), Some(data)) = (&mut self.events, frame.data_ref()) {
+                    events.feed(data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match &mut self.idle {
-                Some(idle) => {
-                    if idle.poll_expired(cx) {
-                        Poll::Ready(Some(Err(IdleTimeout(idle.limit).into())))
-                    } else {
-                        Poll::Pending
-                    }
+            Poll::Pending => {
+                let Some(timers) = &mut self.timers else {
+                    return Poll::Pending;
+                };
+                let at_boundary = self.events.as_ref().is_some_and(EventBoundary::at_boundary);
+                match timers.poll_due(cx, at_boundary) {
+                    Due::Nothing => Poll::Pending,
+                    Due::Heartbeat => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT))))),
+                    Due::IdleTimeout(limit) => Poll::Ready(Some(Err(IdleTimeout(limit).into()))),
                 }
-                None => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod body;
 mod headers;
+pub mod sse;
 
 pub use body::{BoxError, IdleTimeout, ProxyBody, UpstreamBody};
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
@@ -243,7 +244,8 @@ impl Proxy {
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
         debug!(%endpoint, status = parts.status.as_u16(), buffered = buffer.is_some(), "upstream responded");
-        let body = UpstreamBody::new(body, buffer, target.timeouts.idle);
+        let heartbeat = target.heartbeat.filter(|_| is_event_stream(&parts.headers));
+        let body = UpstreamBody::new(body, buffer, target.timeouts.idle, heartbeat);
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
     }
 }

@@ -198,6 +198,34 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
             tokio::time::sleep(Duration::from_millis(delay)).await;
             BodyExt::boxed(Full::new(Bytes::from("slow")))
         }
+        // An event, a long pause, then an event split by another long pause.
+        "/split" => {
+            resp = resp.header("content-type", "text/event-stream");
+            let pause = Duration::from_millis(q.get("pause").and_then(|v| v.parse().ok()).unwrap_or(700));
+            let script = vec![
+                (Duration::ZERO, Bytes::from("data: one\n\n")),
+                (pause, Bytes::from("data: par")),
+                (pause, Bytes::from("t two\r\n\r")),
+                (Duration::from_millis(50), Bytes::from("\n")),
+            ];
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+            tokio::spawn(async move {
+                for (delay, chunk) in script {
+                    tokio::time::sleep(delay).await;
+                    journal
+                        .lock()
+                        .unwrap()
+                        .emits
+                        .entry(tag.clone())
+                        .or_default()
+                        .push(Instant::now());
+                    if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            BodyExt::boxed(StreamBody::new(tokio_stream(rx)))
+        }
         "/stall" => {
             resp = resp.header("content-type", "text/event-stream");
             channel_body(
