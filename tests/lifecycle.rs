@@ -64,3 +64,60 @@ async fn no_heartbeats_unless_asked_or_for_other_content() {
     let resp = client().get(gw.url("/json?tag=j&n=3&every=300")).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "[{\"n\":1},{\"n\":2},{\"n\":3}]");
 }
+
+#[tokio::test]
+async fn max_stream_duration_ends_at_an_event_boundary_and_frees_the_upstream() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write(
+        "route.yaml",
+        &route_yaml("r", "  sse: {maxStreamDuration: 500ms}\n", "svc"),
+    );
+
+    let started = tokio::time::Instant::now();
+    let resp = client().get(gw.url("/sse?tag=max&n=0&every=100")).send().await.unwrap();
+    let got = read_stream(resp, usize::MAX).await;
+    let took = started.elapsed();
+    assert!(
+        got.error.is_none(),
+        "the stream must end cleanly, not be cut: {:?}",
+        got.error
+    );
+    assert!(
+        (4..=8).contains(&got.events.len()),
+        "{} events in {took:?}",
+        got.events.len()
+    );
+    for (i, (event, _)) in got.events.iter().enumerate() {
+        assert!(
+            event.starts_with(&format!("id: {}\n", i + 1)) && event.ends_with("\n\n"),
+            "{event:?}"
+        );
+    }
+    assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
+
+    // The upstream request is cancelled, not left running.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while up.closed("max").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "upstream never saw the end");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn max_stream_duration_waits_for_a_split_event_to_finish() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write(
+        "route.yaml",
+        &route_yaml("r", "  sse: {maxStreamDuration: 1s}\n", "svc"),
+    );
+    // "data: par" arrives at 0.7s and its end at 1.4s: the 1s deadline falls
+    // inside the event, so the stream ends when the event does (the lone CR
+    // already ends it), not before and not after.
+    let resp = client().get(gw.url("/split?tag=late&pause=700")).send().await.unwrap();
+    let body = resp.text().await.expect("clean end");
+    assert_eq!(body, "data: one\n\ndata: part two\r\n\r", "ended mid-event or too late");
+}

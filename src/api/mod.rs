@@ -109,6 +109,12 @@ pub struct SseSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::heartbeat")]
     pub heartbeat_interval: Option<String>,
+    /// Once a stream has been open this long, ssegate ends it at the next
+    /// event boundary, so clients reconnect and spread out across replicas
+    /// and endpoints. Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::positive_duration")]
+    pub max_stream_duration: Option<String>,
 }
 
 /// One rule: requests that satisfy any of `matches` go to `backendRefs`.

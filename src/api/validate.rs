@@ -79,6 +79,8 @@ pub struct ValidRule {
     pub timeouts: EffectiveTimeouts,
     /// Heartbeat interval for event streams; `None` when off.
     pub heartbeat: Option<Duration>,
+    /// Longest life of an event stream; `None` when unlimited.
+    pub max_stream: Option<Duration>,
 }
 
 /// A validated Route spec.
@@ -142,6 +144,7 @@ impl RouteSpec {
         };
         let route_timeouts = apply_timeouts(defaults, self.timeouts.as_ref(), "spec.timeouts", &mut errors);
         let route_heartbeat = heartbeat(None, self.sse.as_ref(), "spec.sse", &mut errors);
+        let route_max_stream = max_stream(None, self.sse.as_ref(), "spec.sse", &mut errors);
 
         if self.rules.is_empty() {
             errors.add("spec.rules", "at least one rule is required");
@@ -217,6 +220,7 @@ impl RouteSpec {
                 buffer_size,
                 timeouts,
                 heartbeat: heartbeat(route_heartbeat, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
+                max_stream: max_stream(route_max_stream, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
             });
         }
 
@@ -288,6 +292,29 @@ fn heartbeat(
         }
         Err(e) => {
             errors.add(format!("{field}.heartbeatInterval"), e.to_string());
+            base
+        }
+    }
+}
+
+/// The longest stream life from `given`, else `base`; it must be above 0s.
+fn max_stream(
+    base: Option<Duration>,
+    given: Option<&super::SseSettings>,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    let Some(text) = given.and_then(|s| s.max_stream_duration.as_ref()) else {
+        return base;
+    };
+    match parse_duration(text) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            errors.add(format!("{field}.maxStreamDuration"), "must be greater than 0s");
+            base
+        }
+        Err(e) => {
+            errors.add(format!("{field}.maxStreamDuration"), e.to_string());
             base
         }
     }

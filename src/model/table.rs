@@ -50,6 +50,8 @@ pub struct Target {
     pub timeouts: EffectiveTimeouts,
     /// Heartbeat interval for event streams; `None` when off.
     pub heartbeat: Option<std::time::Duration>,
+    /// Longest life of an event stream; `None` when unlimited.
+    pub max_stream: Option<std::time::Duration>,
     pub backends: Vec<ResolvedBackend>,
     total_weight: u64,
     cursor: AtomicU64,
@@ -80,6 +82,7 @@ impl Target {
             buffer_size: rule.buffer_size,
             timeouts: rule.timeouts,
             heartbeat: rule.heartbeat,
+            max_stream: rule.max_stream,
             backends,
             total_weight,
             cursor: AtomicU64::new(0),

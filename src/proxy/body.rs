@@ -81,6 +81,8 @@ struct Coalescer {
 struct Timers {
     idle: Option<Duration>,
     heartbeat: Option<Duration>,
+    /// When the stream is to end, at the next event boundary.
+    end_at: Option<Instant>,
     last_upstream: Instant,
     last_heartbeat: Instant,
     sleep: Pin<Box<Sleep>>,
@@ -90,18 +92,20 @@ struct Timers {
 enum Due {
     Nothing,
     Heartbeat,
+    End,
     IdleTimeout(Duration),
 }
 
 impl Timers {
-    fn new(idle: Option<Duration>, heartbeat: Option<Duration>) -> Option<Self> {
-        if idle.is_none() && heartbeat.is_none() {
+    fn new(idle: Option<Duration>, sse: SseLimits) -> Option<Self> {
+        if idle.is_none() && sse.heartbeat.is_none() && sse.max_stream.is_none() {
             return None;
         }
         let now = Instant::now();
         let mut timers = Timers {
             idle,
-            heartbeat,
+            heartbeat: sse.heartbeat,
+            end_at: sse.max_stream.map(|d| now + d),
             last_upstream: now,
             last_heartbeat: now,
             sleep: Box::pin(tokio::time::sleep_until(now)),
@@ -126,7 +130,12 @@ impl Timers {
             Some(every) => now + every,
             None => far,
         };
-        idle.min(heartbeat)
+        let end = self.end_at.filter(|_| at_boundary).unwrap_or(far);
+        idle.min(heartbeat).min(end)
+    }
+
+    fn past_end(&self) -> bool {
+        self.end_at.is_some_and(|end| Instant::now() >= end)
     }
 
     /// Polls the timer. `at_boundary` says whether a heartbeat may go out now.
@@ -140,6 +149,9 @@ impl Timers {
                 if now >= self.last_upstream + limit {
                     return Due::IdleTimeout(limit);
                 }
+            }
+            if at_boundary && self.past_end() {
+                return Due::End;
             }
             if let Some(every) = self.heartbeat {
                 if at_boundary && now >= self.last_upstream.max(self.last_heartbeat) + every {
@@ -156,6 +168,13 @@ impl Timers {
     }
 }
 
+/// Lifecycle settings for a streamed `text/event-stream` response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SseLimits {
+    pub heartbeat: Option<Duration>,
+    pub max_stream: Option<Duration>,
+}
+
 /// The comment line ssegate sends as a heartbeat.
 const HEARTBEAT: &[u8] = b":\n\n";
 
@@ -164,19 +183,22 @@ pub struct UpstreamBody {
     inner: Incoming,
     coalesce: Option<Coalescer>,
     timers: Option<Timers>,
-    /// Set for event streams that get heartbeats.
+    /// Set for event streams with heartbeats or a maximum duration.
     events: Option<EventBoundary>,
+    /// Ended by ssegate at an event boundary (maximum duration reached).
+    finished: bool,
     /// Bytes handed to the client so far.
     pub sent: u64,
 }
 
 impl UpstreamBody {
     /// `buffer`: `Some(bufferSize)` to coalesce, `None` to stream.
-    /// `heartbeat`: for a streamed event stream, the heartbeat interval.
-    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>, heartbeat: Option<Duration>) -> Self {
-        // Heartbeats only go into streamed responses: a coalesced body has no
-        // idle client to keep awake until it ends.
-        let heartbeat = heartbeat.filter(|_| buffer.is_none());
+    /// `sse`: lifecycle settings, for a streamed event stream only.
+    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>, sse: Option<SseLimits>) -> Self {
+        // Heartbeats and event-boundary endings only apply to streamed
+        // responses: a coalesced body is not a live stream.
+        let sse = sse.filter(|_| buffer.is_none()).unwrap_or_default();
+        let tracked = sse.heartbeat.is_some() || sse.max_stream.is_some();
         UpstreamBody {
             inner,
             coalesce: buffer.map(|capacity| Coalescer {
@@ -184,13 +206,17 @@ impl UpstreamBody {
                 capacity,
                 held: None,
             }),
-            timers: Timers::new(idle, heartbeat),
-            events: heartbeat.map(|_| EventBoundary::default()),
+            timers: Timers::new(idle, sse),
+            events: tracked.then(EventBoundary::default),
+            finished: false,
             sent: 0,
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
         let out = ready!(self.poll_inner(cx));
         if let Some(Ok(frame)) = &out {
             if let Some(data) = frame.data_ref() {
@@ -208,6 +234,10 @@ impl UpstreamBody {
                 }
                 if let (Some(events), Some(data)) = (&mut self.events, frame.data_ref()) {
                     events.feed(data);
+                    if events.at_boundary() && self.timers.as_ref().is_some_and(Timers::past_end) {
+                        // This frame completes an event after the deadline: it is the last.
+                        self.finished = true;
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -221,6 +251,10 @@ impl UpstreamBody {
                 match timers.poll_due(cx, at_boundary) {
                     Due::Nothing => Poll::Pending,
                     Due::Heartbeat => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT))))),
+                    Due::End => {
+                        self.finished = true;
+                        Poll::Ready(None)
+                    }
                     Due::IdleTimeout(limit) => Poll::Ready(Some(Err(IdleTimeout(limit).into()))),
                 }
             }
@@ -284,6 +318,9 @@ impl UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.finished {
+            return true;
+        }
         let drained = self
             .coalesce
             .as_ref()

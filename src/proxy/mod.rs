@@ -5,7 +5,7 @@ mod body;
 mod headers;
 pub mod sse;
 
-pub use body::{BoxError, IdleTimeout, ProxyBody, UpstreamBody};
+pub use body::{BoxError, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 
 use crate::api::ProxyBuffering;
@@ -244,8 +244,11 @@ impl Proxy {
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
         debug!(%endpoint, status = parts.status.as_u16(), buffered = buffer.is_some(), "upstream responded");
-        let heartbeat = target.heartbeat.filter(|_| is_event_stream(&parts.headers));
-        let body = UpstreamBody::new(body, buffer, target.timeouts.idle, heartbeat);
+        let sse = is_event_stream(&parts.headers).then_some(SseLimits {
+            heartbeat: target.heartbeat,
+            max_stream: target.max_stream,
+        });
+        let body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
     }
 }
