@@ -121,3 +121,69 @@ async fn max_stream_duration_waits_for_a_split_event_to_finish() {
     let body = resp.text().await.expect("clean end");
     assert_eq!(body, "data: one\n\ndata: part two\r\n\r", "ended mid-event or too late");
 }
+
+#[tokio::test]
+async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write(
+        "route.yaml",
+        &route_yaml("r", "  proxyBuffering: Disabled\n  maxConcurrentStreams: 2\n", "svc"),
+    );
+    let open = |tag: &str| client().get(gw.url(&format!("/sse?tag={tag}&n=0&every=50"))).send();
+    let mut first = open("s1").await.unwrap();
+    let mut second = open("s2").await.unwrap();
+    assert!(first.chunk().await.unwrap().is_some() && second.chunk().await.unwrap().is_some());
+
+    // Full: a third stream, and any other request, gets 503 with Retry-After.
+    let third = open("s3").await.unwrap();
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "5");
+    assert!(third.text().await.unwrap().contains("maximum of 2 open streams"));
+
+    // A client that leaves gives its place back.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut again = loop {
+        let resp = open("s4").await.unwrap();
+        if resp.status() == 200 {
+            break resp;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place of a closed stream was never given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(again.chunk().await.unwrap().is_some());
+    drop(second);
+    drop(again);
+
+    // A stream the upstream ends gives its place back, and plain replies keep none.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let short = client()
+            .get(gw.url(&format!("/sse?tag=short{i}&n=2&every=10")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(short.status(), 200);
+        assert_eq!(read_stream(short, usize::MAX).await.events.len(), 2);
+        let plain = client()
+            .get(gw.url(&format!("/json?tag=p{i}&n=1")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), 200);
+        plain.text().await.unwrap();
+    }
+    let mut held = Vec::new();
+    for tag in ["f1", "f2"] {
+        let mut resp = open(tag).await.unwrap();
+        assert_eq!(resp.status(), 200, "places leaked");
+        resp.chunk().await.unwrap();
+        held.push(resp);
+    }
+    assert_eq!(open("f3").await.unwrap().status(), 503);
+}

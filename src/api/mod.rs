@@ -96,6 +96,11 @@ pub struct RouteSpec {
     /// Settings for `text/event-stream` responses; rules may override single fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseSettings>,
+    /// Most event streams this Route keeps open at once, per ssegate replica.
+    /// Past it, new requests get 503 with `Retry-After`. Unlimited by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::max_streams")]
+    pub max_concurrent_streams: Option<i64>,
 }
 
 /// Settings that apply to `text/event-stream` responses only.

@@ -144,3 +144,11 @@ pub fn heartbeat(_: &mut SchemaGenerator) -> Schema {
     ));
     json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": rules})
 }
+
+pub fn max_streams(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "integer",
+        "format": "int64",
+        "x-kubernetes-validations": [rule("self >= 1 && self <= 10000000", "maxConcurrentStreams must be between 1 and 10000000")]
+    })
+}

@@ -89,6 +89,8 @@ pub struct ValidRoute {
     /// Lower-case host patterns; empty means any host.
     pub hostnames: Vec<String>,
     pub rules: Vec<ValidRule>,
+    /// Most event streams open at once on this Route; `None` when unlimited.
+    pub max_streams: Option<usize>,
 }
 
 #[derive(Default)]
@@ -224,8 +226,20 @@ impl RouteSpec {
             });
         }
 
+        let max_streams = match self.max_concurrent_streams {
+            None => None,
+            Some(n) if (1..=10_000_000).contains(&n) => Some(n as usize),
+            Some(_) => {
+                errors.add("spec.maxConcurrentStreams", "must be between 1 and 10000000");
+                None
+            }
+        };
         if errors.0.is_empty() {
-            Ok(ValidRoute { hostnames, rules })
+            Ok(ValidRoute {
+                hostnames,
+                rules,
+                max_streams,
+            })
         } else {
             Err(errors.0)
         }

@@ -78,7 +78,14 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                     }
                 }
             }
-            let target = Arc::new(Target::new(name.clone(), index, rule, backends, problems));
+            let target = Arc::new(Target::new(
+                name.clone(),
+                index,
+                rule,
+                valid.max_streams,
+                backends,
+                problems,
+            ));
 
             for host in &hosts {
                 for path in &rule.paths {

@@ -52,6 +52,8 @@ pub struct Target {
     pub heartbeat: Option<std::time::Duration>,
     /// Longest life of an event stream; `None` when unlimited.
     pub max_stream: Option<std::time::Duration>,
+    /// Most event streams open at once on the Route; `None` when unlimited.
+    pub max_streams: Option<usize>,
     pub backends: Vec<ResolvedBackend>,
     total_weight: u64,
     cursor: AtomicU64,
@@ -64,6 +66,7 @@ impl Target {
         route: Arc<str>,
         rule_index: usize,
         rule: &crate::api::ValidRule,
+        max_streams: Option<usize>,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
     ) -> Self {
@@ -83,6 +86,7 @@ impl Target {
             timeouts: rule.timeouts,
             heartbeat: rule.heartbeat,
             max_stream: rule.max_stream,
+            max_streams,
             backends,
             total_weight,
             cursor: AtomicU64::new(0),

@@ -187,6 +187,8 @@ pub struct UpstreamBody {
     events: Option<EventBoundary>,
     /// Ended by ssegate at an event boundary (maximum duration reached).
     finished: bool,
+    /// The Route's stream place, given back when this body is dropped.
+    slot: Option<super::StreamSlot>,
     /// Bytes handed to the client so far.
     pub sent: u64,
 }
@@ -209,8 +211,14 @@ impl UpstreamBody {
             timers: Timers::new(idle, sse),
             events: tracked.then(EventBoundary::default),
             finished: false,
+            slot: None,
             sent: 0,
         }
+    }
+
+    /// Keeps a stream place for as long as this body lives.
+    pub fn hold(&mut self, slot: Option<super::StreamSlot>) {
+        self.slot = slot;
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -64,10 +65,54 @@ fn new_client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
+/// Open event streams per Route, kept across table swaps: a swap must not
+/// reset the count of streams that are still open.
+#[derive(Default)]
+struct StreamCounts(ArcSwap<HashMap<Arc<str>, Arc<AtomicUsize>>>);
+
+impl StreamCounts {
+    fn counter(&self, route: &Arc<str>) -> Arc<AtomicUsize> {
+        if let Some(c) = self.0.load().get(route) {
+            return c.clone();
+        }
+        self.0.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(route.clone()).or_default();
+            map
+        });
+        self.0.load()[route].clone()
+    }
+}
+
+/// One place among a Route's `maxConcurrentStreams`, given back on drop:
+/// when the stream ends, the client leaves, the upstream fails, or a drain
+/// ends it.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn reserve(counter: Arc<AtomicUsize>, max: usize) -> Option<StreamSlot> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(StreamSlot(counter))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Seconds a client is asked to wait when a Route is full.
+const FULL_RETRY_AFTER: u32 = 5;
+
 /// Everything a request handler needs.
 pub struct Proxy {
     table: SharedTable,
     clients: Clients,
+    streams: StreamCounts,
 }
 
 impl Proxy {
@@ -75,6 +120,7 @@ impl Proxy {
         Arc::new(Proxy {
             table,
             clients: Clients::default(),
+            streams: StreamCounts::default(),
         })
     }
 
@@ -181,6 +227,26 @@ impl Proxy {
         local_port: u16,
         host: Option<&str>,
     ) -> Response<ProxyBody> {
+        // A place is held while the response headers are awaited, so that a
+        // burst of new requests cannot overshoot; only event streams keep it.
+        let slot = match target.max_streams {
+            None => None,
+            Some(max) => match StreamSlot::reserve(self.streams.counter(&target.route), max) {
+                Some(slot) => Some(slot),
+                None => {
+                    let mut resp = local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "ssegate: route {} has its maximum of {max} open streams\n",
+                            target.route
+                        ),
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
+                    return resp;
+                }
+            },
+        };
         let endpoint = match target.pick() {
             Ok(e) => e,
             Err(why) => {
@@ -248,7 +314,10 @@ impl Proxy {
             heartbeat: target.heartbeat,
             max_stream: target.max_stream,
         });
-        let body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
+        let mut body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
+        if sse.is_some() {
+            body.hold(slot);
+        }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
     }
 }
