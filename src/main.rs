@@ -47,7 +47,12 @@ struct ProxyArgs {
     /// Address of the admin listener (/healthz, /readyz, /debug/routes).
     #[arg(long, default_value = "127.0.0.1:9090", env = "SSEGATE_ADMIN")]
     admin: SocketAddr,
-    /// How long open connections may take to finish after SIGTERM.
+    /// After SIGTERM, how long to keep serving (already unready) so that
+    /// load balancers and endpoints stop sending new traffic first.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    drain_delay: Duration,
+    /// Then, how long event streams (ended at their next event boundary)
+    /// and requests in flight may take before ssegate exits anyway.
     #[arg(long, default_value = "10s", value_parser = duration)]
     drain_timeout: Duration,
 }
@@ -281,10 +286,11 @@ async fn serve(
     let proxy_task = tokio::spawn(Proxy::new(table).serve(proxy_listener, wait_stop(stop_rx), args.drain_timeout));
 
     tokio::select! {
-        _ = shutdown_signal() => info!("shutting down"),
+        _ = shutdown_signal() => info!(delay = ?args.drain_delay, "shutting down: unready, then draining"),
         res = source => res?,
     }
     admin_state.set_ready(false);
+    tokio::time::sleep(args.drain_delay).await;
     let _ = stop_tx.send(true);
     proxy_task.await??;
     let _ = admin_task.await;

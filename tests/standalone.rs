@@ -150,3 +150,73 @@ async fn demo_command_serves_the_example_stream() {
     assert_eq!(sizes.iter().sum::<usize>(), 600 * 16);
     assert!(sizes[..sizes.len() - 1].iter().all(|s| *s == 4096), "{sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        route_yaml("r", "  proxyBuffering: Disabled\n", "svc"),
+    )
+    .unwrap();
+    let args = [
+        "standalone",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--drain-delay",
+        "600ms",
+        "--drain-timeout",
+        "5s",
+    ];
+    let mut gw = Ssegate::start(&args, dir.path()).await;
+
+    let stream = client()
+        .get(format!("{}/sse?tag=drain&n=0&every=100", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let stream = tokio::spawn(read_stream(stream, usize::MAX));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = tokio::spawn(client().get(format!("{}/slow?delay=1500", gw.proxy)).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    gw.terminate();
+    let termed = Instant::now();
+    // Unready at once, still serving during the delay.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = client().get(format!("{}/readyz", gw.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let during = client()
+        .get(format!("{}/json?tag=during&n=1", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(during.status(), 200, "new requests are served during the drain delay");
+
+    // The stream ends cleanly, at an event boundary, after the delay.
+    let got = stream.await.unwrap();
+    let ended = termed.elapsed();
+    assert!(got.error.is_none(), "the stream was cut: {:?}", got.error);
+    assert!(
+        ended >= Duration::from_millis(550) && ended < Duration::from_secs(4),
+        "{ended:?}"
+    );
+    assert!(got.events.len() >= 5);
+    for (i, (event, _)) in got.events.iter().enumerate() {
+        assert!(event.starts_with(&format!("id: {}\n", i + 1)) && event.ends_with("\n\n"));
+    }
+
+    // The plain request in flight is not lost.
+    let slow = slow.await.unwrap().expect("the request in flight was dropped");
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text().await.unwrap(), "slow");
+
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("ssegate did not exit after draining");
+    assert!(status.success(), "{status:?}");
+    assert!(termed.elapsed() < Duration::from_secs(6));
+}

@@ -175,6 +175,25 @@ pub struct SseLimits {
     pub max_stream: Option<Duration>,
 }
 
+/// Tells open event streams that ssegate is draining: each ends at its
+/// next event boundary.
+#[derive(Default)]
+pub struct DrainSignal {
+    started: std::sync::atomic::AtomicBool,
+    notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl DrainSignal {
+    pub fn start(&self) {
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// The comment line ssegate sends as a heartbeat.
 const HEARTBEAT: &[u8] = b":\n\n";
 
@@ -189,6 +208,10 @@ pub struct UpstreamBody {
     finished: bool,
     /// The Route's stream place, given back when this body is dropped.
     slot: Option<super::StreamSlot>,
+    /// Wakes this stream when a drain starts.
+    drain_wait: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
+    /// A drain has started: end at the next event boundary.
+    draining: bool,
     /// Bytes handed to the client so far.
     pub sent: u64,
 }
@@ -212,8 +235,37 @@ impl UpstreamBody {
             events: tracked.then(EventBoundary::default),
             finished: false,
             slot: None,
+            drain_wait: None,
+            draining: false,
             sent: 0,
         }
+    }
+
+    /// Makes this event stream end at its next event boundary once `signal`
+    /// starts a drain.
+    pub fn end_on_drain(&mut self, signal: &DrainSignal) {
+        if self.coalesce.is_some() {
+            return;
+        }
+        self.events.get_or_insert_with(EventBoundary::default);
+        let mut wait = Box::pin(signal.notify.clone().notified_owned());
+        // Registered now, so a drain that starts before the first poll still wakes it.
+        wait.as_mut().enable();
+        self.drain_wait = Some(wait);
+        self.draining = signal.started();
+    }
+
+    /// Whether a drain asks this stream to end now.
+    fn drain_due(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.draining {
+            if let Some(wait) = &mut self.drain_wait {
+                if wait.as_mut().poll(cx).is_ready() {
+                    self.draining = true;
+                    self.drain_wait = None;
+                }
+            }
+        }
+        self.draining && self.events.as_ref().is_some_and(EventBoundary::at_boundary)
     }
 
     /// Keeps a stream place for as long as this body lives.
@@ -242,8 +294,9 @@ impl UpstreamBody {
                 }
                 if let (Some(events), Some(data)) = (&mut self.events, frame.data_ref()) {
                     events.feed(data);
-                    if events.at_boundary() && self.timers.as_ref().is_some_and(Timers::past_end) {
-                        // This frame completes an event after the deadline: it is the last.
+                    if events.at_boundary() && (self.draining || self.timers.as_ref().is_some_and(Timers::past_end)) {
+                        // This frame completes an event after the deadline or during a
+                        // drain: it is the last.
                         self.finished = true;
                     }
                 }
@@ -252,6 +305,10 @@ impl UpstreamBody {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
+                if self.drain_due(cx) {
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
                 let Some(timers) = &mut self.timers else {
                     return Poll::Pending;
                 };

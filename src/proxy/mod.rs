@@ -5,7 +5,7 @@ mod body;
 mod headers;
 pub mod sse;
 
-pub use body::{BoxError, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
+pub use body::{BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 
 use crate::api::ProxyBuffering;
@@ -113,6 +113,7 @@ pub struct Proxy {
     table: SharedTable,
     clients: Clients,
     streams: StreamCounts,
+    drain: DrainSignal,
 }
 
 impl Proxy {
@@ -121,11 +122,13 @@ impl Proxy {
             table,
             clients: Clients::default(),
             streams: StreamCounts::default(),
+            drain: DrainSignal::default(),
         })
     }
 
-    /// Accepts connections until `shutdown` resolves, then lets open
-    /// connections finish for at most `drain` before returning.
+    /// Accepts connections until `shutdown` resolves. Then it drains: open
+    /// event streams end at their next event boundary, requests in flight
+    /// finish, and after at most `drain` it returns regardless.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -160,6 +163,11 @@ impl Proxy {
             }
         }
         drop(listener);
+        info!(
+            open = tracker.count(),
+            "draining: no new connections; event streams end at their next boundary"
+        );
+        self.drain.start();
         let _ = stop_tx.send(true);
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             info!(open = tracker.count(), "drain deadline passed with connections open");
@@ -317,6 +325,7 @@ impl Proxy {
         let mut body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
         if sse.is_some() {
             body.hold(slot);
+            body.end_on_drain(&self.drain);
         }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
     }
