@@ -187,3 +187,110 @@ async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends()
     }
     assert_eq!(open("f3").await.unwrap().status(), 503);
 }
+
+#[tokio::test]
+async fn least_connections_sends_new_streams_away_from_a_loaded_endpoint() {
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
+    let gw = Gateway::start().await;
+    gw.write(
+        "backend.yaml",
+        &backend_yaml("svc", &[(a.addr, true), (b.addr, true), (c.addr, true)]),
+    );
+    // Round robin first, to load endpoint a with streams.
+    gw.write(
+        "route.yaml",
+        &route_yaml("r", "  proxyBuffering: Disabled\n  loadBalancing: RoundRobin\n", "svc"),
+    );
+    let mut open = Vec::new();
+    let served_by = |resp: &str| resp.contains("data: a ") as usize;
+    let mut on_a = 0;
+    while on_a < 12 {
+        assert!(open.len() < 60, "round robin never reached endpoint a 12 times");
+        let mut resp = client()
+            .get(gw.url("/sse?tag=load&n=1000&every=200"))
+            .send()
+            .await
+            .unwrap();
+        let first = resp.chunk().await.unwrap().unwrap();
+        on_a += served_by(std::str::from_utf8(&first).unwrap());
+        open.push(resp);
+    }
+    // Now 12 streams sit on a and about as many on b and c. Close those on b and c.
+    let mut kept = Vec::new();
+    for mut resp in open {
+        let chunk = resp.chunk().await.unwrap().unwrap();
+        if std::str::from_utf8(&chunk).unwrap().contains("data: a ") {
+            kept.push(resp);
+        }
+    }
+    assert_eq!(kept.len(), 12);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // With LeastConnections, new streams avoid a.
+    gw.write(
+        "route.yaml",
+        &route_yaml(
+            "r",
+            "  proxyBuffering: Disabled\n  loadBalancing: LeastConnections\n",
+            "svc",
+        ),
+    );
+    let mut counts = std::collections::HashMap::new();
+    let mut fresh = Vec::new();
+    for _ in 0..12 {
+        let mut resp = client()
+            .get(gw.url("/sse?tag=new&n=1000&every=200"))
+            .send()
+            .await
+            .unwrap();
+        let chunk = resp.chunk().await.unwrap().unwrap();
+        let who = std::str::from_utf8(&chunk)
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_owned();
+        *counts.entry(who).or_insert(0) += 1;
+        fresh.push(resp);
+    }
+    assert!(
+        counts.get("a").copied().unwrap_or(0) <= 1,
+        "new streams went to the loaded endpoint: {counts:?}"
+    );
+    let (on_b, on_c) = (
+        counts.get("b").copied().unwrap_or(0),
+        counts.get("c").copied().unwrap_or(0),
+    );
+    assert!(on_b >= 4 && on_c >= 4, "streams should spread over b and c: {counts:?}");
+}
+
+#[tokio::test]
+async fn a_failed_connect_ejects_the_endpoint_and_retries_elsewhere() {
+    let up = Upstream::start("alive").await;
+    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(dead, true), (up.addr, true)]));
+    gw.write("route.yaml", &route_yaml("r", "  loadBalancing: RoundRobin\n", "svc"));
+    // Every GET succeeds: the dead endpoint is retried past, then ejected.
+    for i in 0..10 {
+        let resp = client()
+            .get(gw.url(&format!("/json?tag=r{i}&n=1")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+    // A request with a body cannot be replayed: it gets the 502 if it meets the dead endpoint,
+    // but the ejection keeps it away for a while, so it succeeds too.
+    let resp = client()
+        .post(gw.url("/json?tag=post&n=1"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

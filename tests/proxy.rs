@@ -314,6 +314,7 @@ async fn weighted_round_robin_across_endpoints() {
 kind: Route
 metadata: {name: split}
 spec:
+  loadBalancing: RoundRobin
   rules: [{backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}]}]
 ",
     );

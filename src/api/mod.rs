@@ -50,6 +50,19 @@ impl ProxyBuffering {
     }
 }
 
+/// How a rule spreads requests over its endpoints.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum LoadBalancing {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Of two endpoints drawn by weighted round robin, the one with fewer
+    /// open requests and streams. The default: streams live for hours, so
+    /// arrival order alone leaves a restarted or added endpoint idle while
+    /// the others carry every old stream.
+    #[default]
+    LeastConnections,
+}
+
 /// Routes HTTP traffic for some hostnames and paths to backend Services,
 /// with SSE-aware buffering.
 // clippy reads the repeated `type_` keys of `printcolumn(...)` as duplicated attributes.
@@ -96,6 +109,9 @@ pub struct RouteSpec {
     /// Settings for `text/event-stream` responses; rules may override single fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseSettings>,
+    /// `RoundRobin` or `LeastConnections` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancing>,
     /// Most event streams this Route keeps open at once, per ssegate replica.
     /// Past it, new requests get 503 with `Retry-After`. Unlimited by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +158,9 @@ pub struct RouteRule {
     /// Overrides single fields of the Route's `sse` settings for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseSettings>,
+    /// Overrides the Route's `loadBalancing` for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancing>,
 }
 
 /// A request match. Only path matching exists today.

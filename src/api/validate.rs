@@ -81,6 +81,7 @@ pub struct ValidRule {
     pub heartbeat: Option<Duration>,
     /// Longest life of an event stream; `None` when unlimited.
     pub max_stream: Option<Duration>,
+    pub load_balancing: super::LoadBalancing,
 }
 
 /// A validated Route spec.
@@ -223,6 +224,7 @@ impl RouteSpec {
                 timeouts,
                 heartbeat: heartbeat(route_heartbeat, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
                 max_stream: max_stream(route_max_stream, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
+                load_balancing: rule.load_balancing.or(self.load_balancing).unwrap_or_default(),
             });
         }
 

@@ -208,6 +208,8 @@ pub struct UpstreamBody {
     finished: bool,
     /// The Route's stream place, given back when this body is dropped.
     slot: Option<super::StreamSlot>,
+    /// Counts this response on its endpoint until it is dropped.
+    load: Option<super::EndpointLoad>,
     /// Wakes this stream when a drain starts.
     drain_wait: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
     /// A drain has started: end at the next event boundary.
@@ -235,6 +237,7 @@ impl UpstreamBody {
             events: tracked.then(EventBoundary::default),
             finished: false,
             slot: None,
+            load: None,
             drain_wait: None,
             draining: false,
             sent: 0,
@@ -266,6 +269,11 @@ impl UpstreamBody {
             }
         }
         self.draining && self.events.as_ref().is_some_and(EventBoundary::at_boundary)
+    }
+
+    /// Keeps the endpoint's open-request count for as long as this body lives.
+    pub fn hold_load(&mut self, load: super::EndpointLoad) {
+        self.load = Some(load);
     }
 
     /// Keeps a stream place for as long as this body lives.

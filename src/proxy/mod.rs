@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use headers::X_ACCEL_BUFFERING;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -30,7 +31,83 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-type UpstreamClient = Client<HttpConnector, Incoming>;
+/// The upstream request body: the client's own, or none on a retry.
+type UpstreamRequestBody = Either<Incoming, Empty<bytes::Bytes>>;
+type UpstreamClient = Client<HttpConnector, UpstreamRequestBody>;
+
+/// How long an endpoint whose connect failed is passed over.
+const EJECTION: Duration = Duration::from_secs(10);
+
+/// Per-endpoint open requests and ejections, kept across table swaps.
+struct EndpointStates {
+    map: ArcSwap<HashMap<SocketAddr, Arc<EndpointState>>>,
+    epoch: std::time::Instant,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    /// Open requests and streams.
+    active: AtomicUsize,
+    /// Milliseconds since `epoch` until which the endpoint is passed over.
+    ejected_until: std::sync::atomic::AtomicU64,
+}
+
+impl EndpointStates {
+    fn new() -> Self {
+        EndpointStates {
+            map: ArcSwap::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn get(&self, e: SocketAddr) -> Arc<EndpointState> {
+        if let Some(s) = self.map.load().get(&e) {
+            return s.clone();
+        }
+        self.map.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(e).or_default();
+            map
+        });
+        self.map.load()[&e].clone()
+    }
+
+    fn load(&self, e: SocketAddr) -> usize {
+        self.map.load().get(&e).map_or(0, |s| s.active.load(Ordering::Relaxed))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn healthy(&self, e: SocketAddr) -> bool {
+        self.map
+            .load()
+            .get(&e)
+            .is_none_or(|s| s.ejected_until.load(Ordering::Relaxed) <= self.now_ms())
+    }
+
+    fn eject(&self, e: SocketAddr) {
+        let until = self.now_ms() + EJECTION.as_millis() as u64;
+        self.get(e).ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Counts a request on `e` until the returned guard is dropped.
+    fn track(&self, e: SocketAddr) -> EndpointLoad {
+        let state = self.get(e);
+        state.active.fetch_add(1, Ordering::Relaxed);
+        EndpointLoad(state)
+    }
+}
+
+/// One open request or stream on an endpoint, for LeastConnections.
+pub struct EndpointLoad(Arc<EndpointState>);
+
+impl Drop for EndpointLoad {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Pooled upstream clients, one per connect timeout in use.
 ///
@@ -114,6 +191,7 @@ pub struct Proxy {
     clients: Clients,
     streams: StreamCounts,
     drain: DrainSignal,
+    endpoints: EndpointStates,
 }
 
 impl Proxy {
@@ -123,6 +201,7 @@ impl Proxy {
             clients: Clients::default(),
             streams: StreamCounts::default(),
             drain: DrainSignal::default(),
+            endpoints: EndpointStates::new(),
         })
     }
 
@@ -255,21 +334,8 @@ impl Proxy {
                 }
             },
         };
-        let endpoint = match target.pick() {
-            Ok(e) => e,
-            Err(why) => {
-                return local_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
-                )
-            }
-        };
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.uri = match Uri::try_from(format!("http://{endpoint}{path_and_query}")) {
-            Ok(uri) => uri,
-            Err(_) => return local_reply(StatusCode::BAD_REQUEST, "ssegate: request path is not valid\n"),
-        };
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
         parts.version = http::Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         add_forwarded(
@@ -281,36 +347,69 @@ impl Proxy {
                 proto: "http",
             },
         );
-        let upstream_req = Request::from_parts(parts, body);
-
+        // Only a request without a body can go to a second endpoint: nothing
+        // of it has been consumed when the first connect fails.
+        let retry = http_body::Body::is_end_stream(&body).then(|| (parts.method.clone(), parts.headers.clone()));
+        let mut first = Some(Request::from_parts(parts, Either::Left(body)));
+        let mut avoid = None;
         let client = self.clients.get(target.timeouts.connect);
-        let response = match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await
-        {
-            Err(_) => {
-                warn!(%endpoint, "upstream response headers timed out");
-                return local_reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
-                        target.timeouts.response_headers
-                    ),
-                );
+        let (endpoint, load, response) = loop {
+            let endpoint = match target.choose(|e| self.endpoints.load(e), |e| self.endpoints.healthy(e), avoid) {
+                Ok(e) => e,
+                Err(why) => {
+                    return local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
+                    )
+                }
+            };
+            let mut upstream_req = match (first.take(), &retry) {
+                (Some(req), _) => req,
+                (None, Some((method, headers))) => {
+                    let mut req = Request::new(Either::Right(Empty::new()));
+                    *req.method_mut() = method.clone();
+                    *req.headers_mut() = headers.clone();
+                    req
+                }
+                (None, None) => unreachable!("only bodyless requests are retried"),
+            };
+            *upstream_req.uri_mut() = match Uri::try_from(format!("http://{endpoint}{path_and_query}")) {
+                Ok(uri) => uri,
+                Err(_) => return local_reply(StatusCode::BAD_REQUEST, "ssegate: request path is not valid\n"),
+            };
+            let load = self.endpoints.track(endpoint);
+            match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await {
+                Err(_) => {
+                    warn!(%endpoint, "upstream response headers timed out");
+                    return local_reply(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
+                            target.timeouts.response_headers
+                        ),
+                    );
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    self.endpoints.eject(endpoint);
+                    warn!(%endpoint, error = %error_chain(&e), "upstream connect failed; endpoint ejected for a while");
+                    if avoid.is_none() && retry.is_some() {
+                        avoid = Some(endpoint);
+                        continue;
+                    }
+                    return local_reply(
+                        StatusCode::BAD_GATEWAY,
+                        format!("ssegate: cannot connect to upstream {endpoint}: {}\n", error_chain(&e)),
+                    );
+                }
+                Ok(Err(e)) => {
+                    warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
+                    return local_reply(
+                        StatusCode::BAD_GATEWAY,
+                        format!("ssegate: upstream {endpoint} failed: {}\n", error_chain(&e)),
+                    );
+                }
+                Ok(Ok(resp)) => break (endpoint, load, resp),
             }
-            Ok(Err(e)) if e.is_connect() => {
-                warn!(%endpoint, error = %error_chain(&e), "upstream connect failed");
-                return local_reply(
-                    StatusCode::BAD_GATEWAY,
-                    format!("ssegate: cannot connect to upstream {endpoint}: {}\n", error_chain(&e)),
-                );
-            }
-            Ok(Err(e)) => {
-                warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
-                return local_reply(
-                    StatusCode::BAD_GATEWAY,
-                    format!("ssegate: upstream {endpoint} failed: {}\n", error_chain(&e)),
-                );
-            }
-            Ok(Ok(resp)) => resp,
         };
 
         let (mut parts, body) = response.into_parts();
@@ -323,6 +422,7 @@ impl Proxy {
             max_stream: target.max_stream,
         });
         let mut body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
+        body.hold_load(load);
         if sse.is_some() {
             body.hold(slot);
             body.end_on_drain(&self.drain);
