@@ -186,6 +186,26 @@ async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends()
         held.push(resp);
     }
     assert_eq!(open("f3").await.unwrap().status(), 503);
+    drop(held);
+
+    // A stream whose upstream fails (here: goes silent past the idle timeout) gives its place back.
+    gw.write(
+        "route.yaml",
+        &route_yaml(
+            "r",
+            "  proxyBuffering: Disabled\n  maxConcurrentStreams: 1\n  timeouts: {idle: 200ms}\n",
+            "svc",
+        ),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let failed = client().get(gw.url("/stall?tag=fail")).send().await.unwrap();
+    assert_eq!(failed.status(), 200);
+    assert!(
+        read_stream(failed, usize::MAX).await.error.is_some(),
+        "the idle timeout should cut it"
+    );
+    let after = client().get(gw.url("/sse?tag=after&n=1")).send().await.unwrap();
+    assert_eq!(after.status(), 200, "a failed stream kept its place");
 }
 
 #[tokio::test]
@@ -293,4 +313,45 @@ async fn a_failed_connect_ejects_the_endpoint_and_retries_elsewhere() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_departed_client_cancels_a_silent_upstream_with_or_without_heartbeats() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    let wait_closed = |tag: &'static str, limit_ms: u64| {
+        let up = &up;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(limit_ms);
+            while tokio::time::Instant::now() < deadline {
+                if up.closed(tag).is_some() {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+
+    // hyper sees the client's FIN even on a silent stream. (Heartbeats are
+    // for clients that vanish without one; their failed write ends the stream.)
+    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Disabled\n", "svc"));
+    let mut resp = client().get(gw.url("/stall?tag=quiet")).send().await.unwrap();
+    resp.chunk().await.unwrap();
+    drop(resp);
+    assert!(wait_closed("quiet", 2000).await, "the silent upstream was left open");
+
+    gw.write(
+        "route.yaml",
+        &route_yaml(
+            "r",
+            "  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 100ms}\n",
+            "svc",
+        ),
+    );
+    let mut resp = client().get(gw.url("/stall?tag=beat")).send().await.unwrap();
+    resp.chunk().await.unwrap();
+    drop(resp);
+    assert!(wait_closed("beat", 2000).await, "the upstream was left open");
 }

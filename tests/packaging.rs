@@ -194,7 +194,7 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     let ns = cp.namespace("chart-rbac");
     let backend = NetnsBackend::start("pod-rbac").await;
     cp.apply(&ns, &backend.service_yaml("demo"));
-    cp.apply(&ns, "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo}\nspec:\n  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n");
+    cp.apply(&ns, "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo}\nspec:\n  hostnames: [rbac.test]\n  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n");
     let args = [
         "controller",
         "--kubeconfig",
@@ -207,6 +207,8 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     let gw = Ssegate::start(&args, dir.path()).await;
     let resp = client()
         .get(format!("{}/.sse?interval=100ms&count=2", gw.proxy))
+        // Other tests' Routes (the examples) share this apiserver: pick ours by host.
+        .header("host", "rbac.test")
         .send()
         .await
         .unwrap();

@@ -127,7 +127,15 @@ fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, e
                 break;
             };
             if i > 0 {
-                tokio::time::sleep(every).await;
+                // Notice a departed client (the proxy closing this
+                // connection) even while silent.
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = tx.closed() => {
+                        journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
+                        return;
+                    }
+                }
             }
             journal
                 .lock()
