@@ -6,11 +6,7 @@ mod common;
 use common::*;
 
 async fn setup(mode: &str) -> (Upstream, Gateway) {
-    let up = Upstream::start("u1").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", mode, "svc"));
-    (up, gw)
+    one_backend(mode).await
 }
 
 #[tokio::test]

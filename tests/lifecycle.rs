@@ -44,10 +44,7 @@ async fn heartbeats_fill_silences_but_never_split_an_event() {
 
 #[tokio::test]
 async fn no_heartbeats_unless_asked_or_for_other_content() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Disabled\n", "svc"));
+    let (_up, gw) = one_backend("  proxyBuffering: Disabled\n").await;
     let resp = client().get(gw.url("/split?tag=none&pause=400")).send().await.unwrap();
     let text = resp.text().await.unwrap();
     assert_eq!(text, "data: one\n\ndata: part two\r\n\r\n");
@@ -67,13 +64,7 @@ async fn no_heartbeats_unless_asked_or_for_other_content() {
 
 #[tokio::test]
 async fn max_stream_duration_ends_at_an_event_boundary_and_frees_the_upstream() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write(
-        "route.yaml",
-        &route_yaml("r", "  sse: {maxStreamDuration: 500ms}\n", "svc"),
-    );
+    let (up, gw) = one_backend("  sse: {maxStreamDuration: 500ms}\n").await;
 
     let started = tokio::time::Instant::now();
     let resp = client().get(gw.url("/sse?tag=max&n=0&every=100")).send().await.unwrap();
@@ -107,13 +98,7 @@ async fn max_stream_duration_ends_at_an_event_boundary_and_frees_the_upstream() 
 
 #[tokio::test]
 async fn max_stream_duration_waits_for_a_split_event_to_finish() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write(
-        "route.yaml",
-        &route_yaml("r", "  sse: {maxStreamDuration: 1s}\n", "svc"),
-    );
+    let (_up, gw) = one_backend("  sse: {maxStreamDuration: 1s}\n").await;
     // "data: par" arrives at 0.7s and its end at 1.4s: the 1s deadline falls
     // inside the event, so the stream ends when the event does (the lone CR
     // already ends it), not before and not after.
@@ -124,13 +109,7 @@ async fn max_stream_duration_waits_for_a_split_event_to_finish() {
 
 #[tokio::test]
 async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write(
-        "route.yaml",
-        &route_yaml("r", "  proxyBuffering: Disabled\n  maxConcurrentStreams: 2\n", "svc"),
-    );
+    let (_up, gw) = one_backend("  proxyBuffering: Disabled\n  maxConcurrentStreams: 2\n").await;
     let open = |tag: &str| client().get(gw.url(&format!("/sse?tag={tag}&n=0&every=50"))).send();
     let mut first = open("s1").await.unwrap();
     let mut second = open("s2").await.unwrap();

@@ -180,10 +180,7 @@ spec:
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "", "svc"));
+    let (up, gw) = one_backend("").await;
 
     // A raw request, so nothing between the test and ssegate tidies headers.
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -233,10 +230,7 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
 
 #[tokio::test]
 async fn client_disconnect_closes_the_upstream_stream() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Disabled\n", "svc"));
+    let (up, gw) = one_backend("  proxyBuffering: Disabled\n").await;
 
     let resp = client().get(gw.url("/sse?tag=gone&n=0&every=50")).send().await.unwrap();
     let got = read_stream(resp, 2).await; // read two events, then drop the response
@@ -256,10 +250,7 @@ async fn client_disconnect_closes_the_upstream_stream() {
 
 #[tokio::test]
 async fn idle_timeout_cuts_a_silent_upstream() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "  timeouts: {idle: 300ms}\n", "svc"));
+    let (_up, gw) = one_backend("  timeouts: {idle: 300ms}\n").await;
     let started = tokio::time::Instant::now();
     let resp = client().get(gw.url("/stall?tag=idle")).send().await.unwrap();
     let got = read_stream(resp, usize::MAX).await;
@@ -274,10 +265,7 @@ async fn idle_timeout_cuts_a_silent_upstream() {
 
 #[tokio::test]
 async fn cleartext_http2_carries_many_streams_on_one_connection() {
-    let up = Upstream::start("u").await;
-    let gw = Gateway::start().await;
-    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "", "svc"));
+    let (up, gw) = one_backend("").await;
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()

@@ -290,6 +290,16 @@ impl Gateway {
     }
 }
 
+/// One upstream behind Service `svc`, and a Route `r` to it with the given
+/// spec lines (indented two spaces).
+pub async fn one_backend(route_spec: &str) -> (Upstream, Gateway) {
+    let up = Upstream::start("u1").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write("route.yaml", &route_yaml("r", route_spec, "svc"));
+    (up, gw)
+}
+
 /// A Service named `name` whose EndpointSlice lists `upstreams` (ready or not).
 pub fn backend_yaml(name: &str, upstreams: &[(SocketAddr, bool)]) -> String {
     let mut out = format!(
