@@ -40,7 +40,7 @@ const EJECTION: Duration = Duration::from_secs(10);
 
 /// Per-endpoint open requests and ejections, kept across table swaps.
 struct EndpointStates {
-    map: ArcSwap<HashMap<SocketAddr, Arc<EndpointState>>>,
+    map: SharedMap<SocketAddr, Arc<EndpointState>>,
     epoch: std::time::Instant,
 }
 
@@ -55,25 +55,17 @@ struct EndpointState {
 impl EndpointStates {
     fn new() -> Self {
         EndpointStates {
-            map: ArcSwap::default(),
+            map: SharedMap::default(),
             epoch: std::time::Instant::now(),
         }
     }
 
     fn get(&self, e: SocketAddr) -> Arc<EndpointState> {
-        if let Some(s) = self.map.load().get(&e) {
-            return s.clone();
-        }
-        self.map.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(e).or_default();
-            map
-        });
-        self.map.load()[&e].clone()
+        self.map.get_or_insert_with(&e, Arc::default)
     }
 
     fn load(&self, e: SocketAddr) -> usize {
-        self.map.load().get(&e).map_or(0, |s| s.active.load(Ordering::Relaxed))
+        self.map.peek(&e, |s| s.map_or(0, |s| s.active.load(Ordering::Relaxed)))
     }
 
     fn now_ms(&self) -> u64 {
@@ -81,10 +73,9 @@ impl EndpointStates {
     }
 
     fn healthy(&self, e: SocketAddr) -> bool {
-        self.map
-            .load()
-            .get(&e)
-            .is_none_or(|s| s.ejected_until.load(Ordering::Relaxed) <= self.now_ms())
+        self.map.peek(&e, |s| {
+            s.is_none_or(|s| s.ejected_until.load(Ordering::Relaxed) <= self.now_ms())
+        })
     }
 
     fn eject(&self, e: SocketAddr) {
@@ -109,25 +100,44 @@ impl Drop for EndpointLoad {
     }
 }
 
+/// A map read lock-free on the hot path (one `ArcSwap` load); a missing
+/// key is added once, copy-on-write. Entries are never removed: the keys
+/// (timeouts, Routes, endpoints) are few and bounded by what was ever seen.
+struct SharedMap<K, V>(ArcSwap<HashMap<K, V>>);
+
+impl<K, V> Default for SharedMap<K, V> {
+    fn default() -> Self {
+        SharedMap(ArcSwap::default())
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V: Clone> SharedMap<K, V> {
+    fn get_or_insert_with(&self, key: &K, make: impl Fn() -> V) -> V {
+        if let Some(v) = self.0.load().get(key) {
+            return v.clone();
+        }
+        self.0.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(key.clone()).or_insert_with(&make);
+            map
+        });
+        self.0.load()[key].clone()
+    }
+
+    /// Reads an entry without adding it.
+    fn peek<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
+        f(self.0.load().get(key))
+    }
+}
+
 /// Pooled upstream clients, one per connect timeout in use.
-///
-/// Reads are lock-free (an `ArcSwap` load); a new timeout value adds a
-/// client once with a copy-on-write update.
 #[derive(Default)]
-struct Clients(ArcSwap<HashMap<Duration, UpstreamClient>>);
+struct Clients(SharedMap<Duration, UpstreamClient>);
 
 impl Clients {
     fn get(&self, connect_timeout: Duration) -> UpstreamClient {
-        if let Some(client) = self.0.load().get(&connect_timeout) {
-            return client.clone();
-        }
-        let client = new_client(connect_timeout);
-        self.0.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(connect_timeout).or_insert_with(|| client.clone());
-            map
-        });
-        self.0.load()[&connect_timeout].clone()
+        self.0
+            .get_or_insert_with(&connect_timeout, || new_client(connect_timeout))
     }
 }
 
@@ -145,19 +155,11 @@ fn new_client(connect_timeout: Duration) -> UpstreamClient {
 /// Open event streams per Route, kept across table swaps: a swap must not
 /// reset the count of streams that are still open.
 #[derive(Default)]
-struct StreamCounts(ArcSwap<HashMap<Arc<str>, Arc<AtomicUsize>>>);
+struct StreamCounts(SharedMap<Arc<str>, Arc<AtomicUsize>>);
 
 impl StreamCounts {
     fn counter(&self, route: &Arc<str>) -> Arc<AtomicUsize> {
-        if let Some(c) = self.0.load().get(route) {
-            return c.clone();
-        }
-        self.0.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(route.clone()).or_default();
-            map
-        });
-        self.0.load()[route].clone()
+        self.0.get_or_insert_with(route, Arc::default)
     }
 }
 
