@@ -106,7 +106,7 @@ async fn x_accel_buffering_overrides_and_is_never_forwarded() {
     assert!(got.chunks[0].1 < emits[1]);
 
     // Auto + `yes`: an event stream is buffered.
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Auto\n", "svc"));
+    gw.set_route("  proxyBuffering: Auto\n");
     let resp = client()
         .get(gw.url("/sse?tag=yes&n=4&every=100&accel=yes"))
         .send()
@@ -119,7 +119,7 @@ async fn x_accel_buffering_overrides_and_is_never_forwarded() {
     assert!(got.chunks[0].1 >= emits[3]);
 
     // Disabled + `yes`: Disabled means every frame goes out at once.
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Disabled\n", "svc"));
+    gw.set_route("  proxyBuffering: Disabled\n");
     let resp = client()
         .get(gw.url("/sse?tag=dis&n=3&every=100&accel=yes"))
         .send()
@@ -139,7 +139,7 @@ async fn table_swap_leaves_an_open_stream_in_its_mode() {
         .unwrap();
     let reader = tokio::spawn(read_stream(resp, usize::MAX));
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Enabled\n", "svc"));
+    gw.set_route("  proxyBuffering: Enabled\n");
 
     // A new request follows the new mode...
     let resp = client().get(gw.url("/sse?tag=new&n=3&every=100")).send().await.unwrap();

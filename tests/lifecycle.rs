@@ -9,14 +9,7 @@ async fn heartbeats_fill_silences_but_never_split_an_event() {
     let up = Upstream::start("u").await;
     let gw = Gateway::start().await;
     gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
-    gw.write(
-        "route.yaml",
-        &route_yaml(
-            "r",
-            "  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 200ms}\n",
-            "svc",
-        ),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 200ms}\n");
 
     let resp = client().get(gw.url("/split?tag=hb&pause=700")).send().await.unwrap();
     let body = resp.text().await.expect("the stream ends cleanly");
@@ -50,14 +43,7 @@ async fn no_heartbeats_unless_asked_or_for_other_content() {
     assert_eq!(text, "data: one\n\ndata: part two\r\n\r\n");
 
     // JSON through a heartbeat Route gets none either.
-    gw.write(
-        "route.yaml",
-        &route_yaml(
-            "r",
-            "  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 100ms}\n",
-            "svc",
-        ),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 100ms}\n");
     let resp = client().get(gw.url("/json?tag=j&n=3&every=300")).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "[{\"n\":1},{\"n\":2},{\"n\":3}]");
 }
@@ -168,14 +154,7 @@ async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends()
     drop(held);
 
     // A stream whose upstream fails (here: goes silent past the idle timeout) gives its place back.
-    gw.write(
-        "route.yaml",
-        &route_yaml(
-            "r",
-            "  proxyBuffering: Disabled\n  maxConcurrentStreams: 1\n  timeouts: {idle: 200ms}\n",
-            "svc",
-        ),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  maxConcurrentStreams: 1\n  timeouts: {idle: 200ms}\n");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let failed = client().get(gw.url("/stall?tag=fail")).send().await.unwrap();
     assert_eq!(failed.status(), 200);
@@ -200,10 +179,7 @@ async fn least_connections_sends_new_streams_away_from_a_loaded_endpoint() {
         &backend_yaml("svc", &[(a.addr, true), (b.addr, true), (c.addr, true)]),
     );
     // Round robin first, to load endpoint a with streams.
-    gw.write(
-        "route.yaml",
-        &route_yaml("r", "  proxyBuffering: Disabled\n  loadBalancing: RoundRobin\n", "svc"),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  loadBalancing: RoundRobin\n");
     let mut open = Vec::new();
     let served_by = |resp: &str| resp.contains("data: a ") as usize;
     let mut on_a = 0;
@@ -230,14 +206,7 @@ async fn least_connections_sends_new_streams_away_from_a_loaded_endpoint() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     // With LeastConnections, new streams avoid a.
-    gw.write(
-        "route.yaml",
-        &route_yaml(
-            "r",
-            "  proxyBuffering: Disabled\n  loadBalancing: LeastConnections\n",
-            "svc",
-        ),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  loadBalancing: LeastConnections\n");
     let mut counts = std::collections::HashMap::new();
     let mut fresh = Vec::new();
     for _ in 0..12 {
@@ -273,7 +242,7 @@ async fn a_failed_connect_ejects_the_endpoint_and_retries_elsewhere() {
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = Gateway::start().await;
     gw.write("backend.yaml", &backend_yaml("svc", &[(dead, true), (up.addr, true)]));
-    gw.write("route.yaml", &route_yaml("r", "  loadBalancing: RoundRobin\n", "svc"));
+    gw.set_route("  loadBalancing: RoundRobin\n");
     // Every GET succeeds: the dead endpoint is retried past, then ejected.
     for i in 0..10 {
         let resp = client()
@@ -315,20 +284,13 @@ async fn a_departed_client_cancels_a_silent_upstream_with_or_without_heartbeats(
 
     // hyper sees the client's FIN even on a silent stream. (Heartbeats are
     // for clients that vanish without one; their failed write ends the stream.)
-    gw.write("route.yaml", &route_yaml("r", "  proxyBuffering: Disabled\n", "svc"));
+    gw.set_route("  proxyBuffering: Disabled\n");
     let mut resp = client().get(gw.url("/stall?tag=quiet")).send().await.unwrap();
     resp.chunk().await.unwrap();
     drop(resp);
     assert!(wait_closed("quiet", 2000).await, "the silent upstream was left open");
 
-    gw.write(
-        "route.yaml",
-        &route_yaml(
-            "r",
-            "  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 100ms}\n",
-            "svc",
-        ),
-    );
+    gw.set_route("  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 100ms}\n");
     let mut resp = client().get(gw.url("/stall?tag=beat")).send().await.unwrap();
     resp.chunk().await.unwrap();
     drop(resp);

@@ -112,6 +112,17 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Notes that the upstream emitted a chunk for `tag` now.
+fn record_emit(journal: &Mutex<Journal>, tag: &str) {
+    journal
+        .lock()
+        .unwrap()
+        .emits
+        .entry(tag.to_owned())
+        .or_default()
+        .push(Instant::now());
+}
+
 /// Sends `chunks` through a channel body, recording each emit time; stops
 /// and records `closed` when the receiving side is gone.
 fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, every: Duration, forever: bool) -> Body {
@@ -137,13 +148,7 @@ fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, e
                     }
                 }
             }
-            journal
-                .lock()
-                .unwrap()
-                .emits
-                .entry(tag.clone())
-                .or_default()
-                .push(Instant::now());
+            record_emit(&journal, &tag);
             if tx.send(Ok(Frame::data(chunk))).await.is_err() {
                 journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
                 return;
@@ -220,13 +225,7 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
             tokio::spawn(async move {
                 for (delay, chunk) in script {
                     tokio::time::sleep(delay).await;
-                    journal
-                        .lock()
-                        .unwrap()
-                        .emits
-                        .entry(tag.clone())
-                        .or_default()
-                        .push(Instant::now());
+                    record_emit(&journal, &tag);
                     if tx.send(Ok(Frame::data(chunk))).await.is_err() {
                         return;
                     }
@@ -272,6 +271,11 @@ impl Gateway {
             source,
             applier,
         }
+    }
+
+    /// Replaces Route `r` (to Service `svc`) with the given spec lines.
+    pub fn set_route(&self, spec: &str) {
+        self.write("route.yaml", &route_yaml("r", spec, "svc"));
     }
 
     /// Writes a file into the folder and reloads synchronously.
