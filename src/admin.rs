@@ -1,4 +1,4 @@
-//! Admin endpoints on their own port: `/healthz`, `/readyz`,
+//! Admin endpoints on their own port: `/healthz`, `/readyz`, `/metrics`,
 //! `/debug/routes` and `/debug/status`. Kept off the proxy port so that no Route can shadow them
 //! and they are never exposed through the proxy Service.
 
@@ -25,11 +25,13 @@ pub struct AdminState {
     pub status_writes: Arc<AtomicU64>,
     /// Whether this replica holds the status Lease (cluster mode).
     pub leader: AtomicBool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AdminState {
-    pub fn new(table: SharedTable) -> Arc<Self> {
+    pub fn new(table: SharedTable, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
         Arc::new(AdminState {
+            metrics,
             table,
             ready: AtomicBool::new(false),
             status_writes: Arc::default(),
@@ -52,6 +54,11 @@ impl AdminState {
                 "text/plain",
                 Bytes::from_static(b"not ready\n"),
             ),
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                Bytes::from(self.metrics.encode()),
+            ),
             "/debug/routes" => {
                 let table = self.table.load();
                 let json = serde_json::to_vec_pretty(&table.describe()).unwrap_or_default();
@@ -67,7 +74,7 @@ impl AdminState {
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                Bytes::from_static(b"admin endpoints: /healthz /readyz /debug/routes /debug/status\n"),
+                Bytes::from_static(b"admin endpoints: /healthz /readyz /metrics /debug/routes /debug/status\n"),
             ),
         };
         Response::builder()

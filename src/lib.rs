@@ -6,12 +6,14 @@
 //! - [`proxy`]: the hyper data plane that serves the current table;
 //! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
 //! - [`status`]: where Route status goes;
-//! - [`admin`]: health, readiness and debug endpoints;
+//! - [`admin`]: health, readiness, metrics and debug endpoints;
+//! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
 
 pub mod admin;
 pub mod api;
 pub mod demo;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod sources;

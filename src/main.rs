@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use ssegate::admin::{self, AdminState};
 use ssegate::demo::DemoBackend;
+use ssegate::metrics::Metrics;
 use ssegate::model::empty_table;
 use ssegate::proxy::Proxy;
 use ssegate::sources::file::{self, FolderSource};
@@ -44,7 +45,11 @@ struct ProxyArgs {
     /// Address of the proxy listener (HTTP/1.1 and cleartext HTTP/2).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SSEGATE_LISTEN")]
     listen: SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz, /debug/routes).
+    /// Address of the TLS listener (HTTP/2 and HTTP/1.1 by ALPN), with
+    /// certificates picked by SNI from Routes' `tls`. Off when unset.
+    #[arg(long, env = "SSEGATE_LISTEN_TLS")]
+    listen_tls: Option<SocketAddr>,
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /debug/routes).
     #[arg(long, default_value = "127.0.0.1:9090", env = "SSEGATE_ADMIN")]
     admin: SocketAddr,
     /// After SIGTERM, how long to keep serving (already unready) so that
@@ -55,6 +60,9 @@ struct ProxyArgs {
     /// and requests in flight may take before ssegate exits anyway.
     #[arg(long, default_value = "10s", value_parser = duration)]
     drain_timeout: Duration,
+    /// Log one line per finished request or stream (target `ssegate::access`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
+    access_log: bool,
 }
 
 #[derive(Subcommand)]
@@ -112,6 +120,11 @@ struct ControllerArgs {
     /// over status writing within this time after the holder dies.
     #[arg(long, default_value = "15s", value_parser = duration)]
     lease_duration: Duration,
+    /// Watch `kubernetes.io/tls` Secrets for the certificates Routes name
+    /// (needs get, list and watch on Secrets). Turn off to run without
+    /// any access to Secrets; Routes with `tls` then report the Secret missing.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_TLS_SECRETS")]
+    tls_secrets: bool,
     /// This replica's identity in the Lease; defaults to $POD_NAME, then host and pid.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -175,8 +188,9 @@ async fn main() -> anyhow::Result<()> {
 async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
     let table = empty_table();
-    let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())));
-    let admin_state = AdminState::new(table.clone());
+    let metrics = Arc::new(Metrics::new());
+    let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())).with_metrics(metrics.clone()));
+    let admin_state = AdminState::new(table.clone(), metrics);
     let source = FolderSource::new(&dir);
     info!(dir = %dir.display(), "standalone mode");
     let ready = admin_state.clone();
@@ -220,10 +234,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     });
 
     let table = empty_table();
+    let metrics = Arc::new(Metrics::new());
     let (status_sink, reports) = KubeStatus::new();
-    let applier = Arc::new(Applier::new(table.clone(), Arc::new(status_sink)));
-    let admin_state = AdminState::new(table.clone());
-    let (state, watchers) = ClusterState::start(client.clone(), &args.namespaces);
+    let applier = Arc::new(Applier::new(table.clone(), Arc::new(status_sink)).with_metrics(metrics.clone()));
+    let admin_state = AdminState::new(table.clone(), metrics.clone());
+    let (state, watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
     let lease_secs = args.lease_duration.as_secs().max(2);
@@ -238,6 +253,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (leader, _lease_task) = lease.watch().await;
     let mut writer = StatusWriter::new(client, state.clone(), identity);
     writer.writes = admin_state.status_writes.clone();
+    writer.metrics = Some(metrics);
     let mut leader_seen = leader.clone();
     let shown = admin_state.clone();
     tokio::spawn(async move {
@@ -275,15 +291,31 @@ async fn serve(
     let admin_listener = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("cannot listen on {} for admin", args.admin))?;
-    info!(listen = %args.listen, admin = %args.admin, "ssegate serving");
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
         wait_stop(stop_rx.clone()),
     ));
-    let proxy_task = tokio::spawn(Proxy::new(table).serve(proxy_listener, wait_stop(stop_rx), args.drain_timeout));
+    let tls_listener = match args.listen_tls {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for TLS"))?,
+        ),
+        None => None,
+    };
+    info!(listen = %args.listen, tls = ?args.listen_tls, admin = %args.admin, "ssegate serving");
+
+    let proxy = Proxy::with_metrics(table, admin_state.metrics.clone(), args.access_log);
+    let tls_task = tls_listener.map(|listener| {
+        tokio::spawn(
+            proxy
+                .clone()
+                .serve_tls(listener, wait_stop(stop_rx.clone()), args.drain_timeout),
+        )
+    });
+    let proxy_task = tokio::spawn(proxy.serve(proxy_listener, wait_stop(stop_rx), args.drain_timeout));
 
     tokio::select! {
         _ = shutdown_signal() => info!(delay = ?args.drain_delay, "shutting down: unready, then draining"),
@@ -293,6 +325,9 @@ async fn serve(
     tokio::time::sleep(args.drain_delay).await;
     let _ = stop_tx.send(true);
     proxy_task.await??;
+    if let Some(task) = tls_task {
+        task.await??;
+    }
     let _ = admin_task.await;
     Ok(())
 }

@@ -5,15 +5,17 @@
 //! [`RouteSpec`] knows about kube: it generates the [`Route`] object type and
 //! its CRD.
 
+mod cors;
 mod duration;
 mod quantity;
 mod schema;
 mod validate;
 
+pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use validate::{
-    EffectiveTimeouts, FieldError, ValidBackend, ValidPath, ValidRoute, ValidRule, DEFAULT_BUFFER_SIZE,
+    EffectiveTimeouts, FieldError, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls, DEFAULT_BUFFER_SIZE,
 };
 
 use kube::CustomResource;
@@ -117,6 +119,31 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::max_streams")]
     pub max_concurrent_streams: Option<i64>,
+    /// Cross-origin access for browsers. When set, ssegate answers
+    /// preflights itself and adds the CORS headers to every response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::cors")]
+    pub cors: Option<CorsSpec>,
+    /// Certificates for the TLS listener, chosen by server name (SNI).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::tls")]
+    pub tls: Vec<RouteTls>,
+}
+
+/// A certificate for some of the Route's hostnames.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTls {
+    /// Server names this certificate is used for, exact or `*.example.com`.
+    /// Defaults to the Route's `hostnames`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::hostnames")]
+    pub hostnames: Vec<String>,
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt` and `tls.key`) in the
+    /// Route's namespace. Standalone mode reads the same Secret from a YAML
+    /// file in its folder.
+    #[schemars(schema_with = "schema::secret_name")]
+    pub secret_name: String,
 }
 
 /// Settings that apply to `text/event-stream` responses only.

@@ -152,3 +152,75 @@ pub fn max_streams(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-validations": [rule("self >= 1 && self <= 10000000", "maxConcurrentStreams must be between 1 and 10000000")]
     })
 }
+
+const ORIGIN: &str = r"^(\*|[a-zA-Z][a-zA-Z0-9+.-]*://(\*\.)?[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*(:[0-9]{1,5})?)$";
+const TOKEN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+
+pub fn cors(g: &mut SchemaGenerator) -> Schema {
+    let mut schema = <super::CorsSpec as schemars::JsonSchema>::json_schema(g);
+    schema.insert(
+        "x-kubernetes-validations".into(),
+        json!([rule(
+            "!(has(self.allowCredentials) && self.allowCredentials && self.allowOrigins.exists(o, o == '*'))",
+            "allowOrigins '*' cannot be combined with allowCredentials: list the origins"
+        )]),
+    );
+    schema
+}
+
+pub fn cors_origins(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+            "type": "string",
+            "maxLength": 280,
+            "x-kubernetes-validations": [rule(
+                &format!("self.matches(r'{ORIGIN}')"),
+                "each origin is scheme://host[:port] (no path), such as https://app.example.com or https://*.example.com, or *"
+            )]
+        },
+        "x-kubernetes-validations": [rule("size(self) >= 1", "list at least one origin, or *")]
+    })
+}
+
+fn tokens(max_items: usize, message: &str) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": max_items,
+        "items": {
+            "type": "string",
+            "maxLength": 128,
+            "x-kubernetes-validations": [rule(&format!("self.matches(r\"{TOKEN}\")"), message)]
+        }
+    })
+}
+
+pub fn header_names(_: &mut SchemaGenerator) -> Schema {
+    tokens(64, "must be a header name such as Authorization, or *")
+}
+
+pub fn methods(_: &mut SchemaGenerator) -> Schema {
+    tokens(16, "must be a method name such as GET, or *")
+}
+
+pub fn secret_name(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 253,
+        "x-kubernetes-validations": [rule(
+            &format!("self.matches(r'{DNS_SUBDOMAIN}')"),
+            "secretName must be the name of a Secret in the Route's namespace"
+        )]
+    })
+}
+
+pub fn tls(g: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": g.subschema_for::<super::RouteTls>()
+    })
+}
+
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";

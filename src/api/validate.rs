@@ -92,6 +92,16 @@ pub struct ValidRoute {
     pub rules: Vec<ValidRule>,
     /// Most event streams open at once on this Route; `None` when unlimited.
     pub max_streams: Option<usize>,
+    pub cors: Option<std::sync::Arc<super::CorsPolicy>>,
+    pub tls: Vec<ValidTls>,
+}
+
+/// A certificate reference with its server names resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidTls {
+    /// Lower-case exact names or `*.` wildcards.
+    pub hostnames: Vec<String>,
+    pub secret_name: String,
 }
 
 #[derive(Default)]
@@ -236,11 +246,52 @@ impl RouteSpec {
                 None
             }
         };
+        let cors = match &self.cors {
+            None => None,
+            Some(spec) => match spec.validate() {
+                Ok(policy) => Some(std::sync::Arc::new(policy)),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        errors.add(format!("spec.cors.{field}"), message);
+                    }
+                    None
+                }
+            },
+        };
+        let mut tls = Vec::with_capacity(self.tls.len());
+        for (i, t) in self.tls.iter().enumerate() {
+            let field = format!("spec.tls[{i}]");
+            if let Err(msg) = check_dns_subdomain(&t.secret_name) {
+                errors.add(format!("{field}.secretName"), msg);
+            }
+            let names = if t.hostnames.is_empty() {
+                &self.hostnames
+            } else {
+                &t.hostnames
+            };
+            if names.is_empty() {
+                errors.add(
+                    format!("{field}.hostnames"),
+                    "certificates are chosen by server name: list hostnames here or in spec.hostnames",
+                );
+            }
+            for (h, host) in t.hostnames.iter().enumerate() {
+                if let Err(msg) = check_hostname(host) {
+                    errors.add(format!("{field}.hostnames[{h}]"), msg);
+                }
+            }
+            tls.push(ValidTls {
+                hostnames: names.clone(),
+                secret_name: t.secret_name.clone(),
+            });
+        }
         if errors.0.is_empty() {
             Ok(ValidRoute {
                 hostnames,
                 rules,
                 max_streams,
+                cors,
+                tls,
             })
         } else {
             Err(errors.0)
@@ -386,6 +437,13 @@ fn check_hostname(host: &str) -> Result<(), String> {
         check_dns_label(label).map_err(|msg| format!("{host:?} is not a valid hostname: {msg}"))?;
     }
     Ok(())
+}
+
+fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("{name:?} must be 1-253 characters"));
+    }
+    name.split('.').try_for_each(check_dns_label)
 }
 
 fn check_dns_label(label: &str) -> Result<(), String> {

@@ -83,6 +83,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 index,
                 rule,
                 valid.max_streams,
+                valid.cors.clone(),
                 backends,
                 problems,
             ));
@@ -108,6 +109,25 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             }
         }
 
+        let mut bad_certs = Vec::new();
+        for tls in &valid.tls {
+            let secret_key = ObjectKey::new(route.key.namespace.as_str(), tls.secret_name.as_str());
+            let Some(secret) = objects.secrets.get(&secret_key) else {
+                bad_certs.push(format!("Secret {secret_key} not found"));
+                continue;
+            };
+            if let Some(why) = &secret.problem {
+                bad_certs.push(format!("Secret {secret_key} {why}"));
+            }
+            if let Some(pair) = &secret.pair {
+                let pair = Arc::new(pair.clone());
+                for host in &tls.hostnames {
+                    // The oldest Route's certificate wins a server name.
+                    table.certificates.entry(host.clone()).or_insert_with(|| pair.clone());
+                }
+            }
+        }
+
         let accepted = if conflicts.is_empty() {
             Verdict::yes(reason::ACCEPTED, "Route is valid and serves traffic")
         } else {
@@ -121,7 +141,16 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             )
         };
         let resolved_refs = if !missing.is_empty() {
-            Verdict::no(reason::BACKEND_NOT_FOUND, missing.join("; "))
+            let all: Vec<String> = missing.into_iter().chain(bad_certs).collect();
+            Verdict::no(reason::BACKEND_NOT_FOUND, all.join("; "))
+        } else if !bad_certs.is_empty() {
+            Verdict::no(
+                reason::INVALID_CERTIFICATE_REF,
+                format!(
+                    "{}; plain HTTP is served, and other hosts' certificates are unaffected",
+                    bad_certs.join("; ")
+                ),
+            )
         } else if !unready.is_empty() {
             Verdict::no(reason::NO_READY_ENDPOINTS, unready.join("; "))
         } else {

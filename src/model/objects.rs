@@ -82,10 +82,69 @@ pub struct EndpointSliceObject {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// A certificate chain and its private key, PEM-encoded, already checked
+/// by the source that read them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsKeyPair {
+    /// A hash of both PEM texts: the TLS layer parses each pair once.
+    pub id: u64,
+    pub cert_pem: std::sync::Arc<[u8]>,
+    pub key_pem: std::sync::Arc<[u8]>,
+}
+
+impl fmt::Debug for TlsKeyPair {
+    // Never print the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TlsKeyPair({:016x})", self.id)
+    }
+}
+
+impl TlsKeyPair {
+    pub fn new(cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        cert_pem.hash(&mut h);
+        key_pem.hash(&mut h);
+        TlsKeyPair {
+            id: h.finish(),
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        }
+    }
+}
+
+/// A `kubernetes.io/tls` Secret as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretObject {
+    pub key: ObjectKey,
+    /// The key pair to serve: the Secret's own, or the last good one when
+    /// its current contents are broken.
+    pub pair: Option<TlsKeyPair>,
+    /// Why the current contents cannot be used.
+    pub problem: Option<String>,
+}
+
+impl SecretObject {
+    /// Keeps serving `last_good` (same Secret, earlier version) when this
+    /// version is broken.
+    pub fn or_last_good(mut self, last_good: Option<&SecretObject>) -> Self {
+        if self.pair.is_none() {
+            if let Some(pair) = last_good.filter(|g| g.key == self.key).and_then(|g| g.pair.clone()) {
+                self.pair = Some(pair);
+                if let Some(p) = &mut self.problem {
+                    p.push_str("; the last good certificate is still served");
+                }
+            }
+        }
+        self
+    }
+}
+
 /// Everything the routing table is built from, keyed for cheap updates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Objects {
     pub routes: BTreeMap<ObjectKey, RouteObject>,
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
+    pub secrets: BTreeMap<ObjectKey, SecretObject>,
 }

@@ -16,6 +16,7 @@ pub mod reason {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const NO_READY_ENDPOINTS: &str = "NoReadyEndpoints";
+    pub const INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
 }
 
 /// The model's verdict on one Route.

@@ -54,6 +54,8 @@ pub struct Target {
     pub max_stream: Option<std::time::Duration>,
     /// Most event streams open at once on the Route; `None` when unlimited.
     pub max_streams: Option<usize>,
+    /// The Route's CORS policy, shared by its rules.
+    pub cors: Option<Arc<crate::api::CorsPolicy>>,
     pub load_balancing: crate::api::LoadBalancing,
     pub backends: Vec<ResolvedBackend>,
     total_weight: u64,
@@ -68,6 +70,7 @@ impl Target {
         rule_index: usize,
         rule: &crate::api::ValidRule,
         max_streams: Option<usize>,
+        cors: Option<Arc<crate::api::CorsPolicy>>,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
     ) -> Self {
@@ -88,6 +91,7 @@ impl Target {
             heartbeat: rule.heartbeat,
             max_stream: rule.max_stream,
             max_streams,
+            cors,
             load_balancing: rule.load_balancing,
             backends,
             total_weight,
@@ -223,6 +227,8 @@ pub struct RoutingTable {
     pub(super) any_host: PathTable,
     /// Status of every Route, sorted by key.
     pub reports: Vec<RouteReport>,
+    /// Certificates by server name pattern (`events.example.com`, `*.example.com`).
+    pub certificates: HashMap<String, Arc<super::TlsKeyPair>>,
 }
 
 impl RoutingTable {
@@ -249,6 +255,23 @@ impl RoutingTable {
         self.any_host.lookup(path)
     }
 
+    /// The certificate for a TLS server name (lower-case): the exact name,
+    /// then the longest wildcard.
+    pub fn certificate_for(&self, server_name: &str) -> Option<&Arc<super::TlsKeyPair>> {
+        if let Some(c) = self.certificates.get(server_name) {
+            return Some(c);
+        }
+        let mut rest = server_name;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot..];
+            if let Some(c) = self.certificates.get(&format!("*{rest}")) {
+                return Some(c);
+            }
+            rest = &rest[1..];
+        }
+        None
+    }
+
     /// A JSON-friendly view for `/debug/routes`.
     pub fn describe(&self) -> TableView<'_> {
         let mut hosts: Vec<HostView> = self
@@ -270,9 +293,12 @@ impl RoutingTable {
                 matches: self.any_host.describe(),
             });
         }
+        let mut certificates: Vec<String> = self.certificates.keys().cloned().collect();
+        certificates.sort();
         TableView {
             generation: self.generation,
             hosts,
+            certificates,
             routes: &self.reports,
         }
     }
@@ -282,6 +308,8 @@ impl RoutingTable {
 pub struct TableView<'a> {
     pub generation: u64,
     pub hosts: Vec<HostView>,
+    /// Server names with a certificate.
+    pub certificates: Vec<String>,
     pub routes: &'a [RouteReport],
 }
 

@@ -216,6 +216,28 @@ pub struct UpstreamBody {
     draining: bool,
     /// Bytes handed to the client so far.
     pub sent: u64,
+    /// Events completed so far (event streams only).
+    events_sent: u64,
+    /// How the body ended, once it has; `client_gone` when dropped before.
+    outcome: Option<&'static str>,
+    observer: Option<super::access::Observer>,
+    /// The endpoint that answered, for the access log.
+    pub endpoint: Option<std::net::SocketAddr>,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer.take() {
+            // hyper stops polling a body that says it has ended, so the end
+            // may not have been seen by poll.
+            let outcome = match self.outcome {
+                Some(o) => o,
+                None if self.is_end_stream() => "complete",
+                None => "client_gone",
+            };
+            observer.finish(self.sent, self.events_sent, outcome);
+        }
+    }
 }
 
 impl UpstreamBody {
@@ -224,8 +246,8 @@ impl UpstreamBody {
     pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>, sse: Option<SseLimits>) -> Self {
         // Heartbeats and event-boundary endings only apply to streamed
         // responses: a coalesced body is not a live stream.
+        let is_sse = sse.is_some();
         let sse = sse.filter(|_| buffer.is_none()).unwrap_or_default();
-        let tracked = sse.heartbeat.is_some() || sse.max_stream.is_some();
         UpstreamBody {
             inner,
             coalesce: buffer.map(|capacity| Coalescer {
@@ -234,14 +256,34 @@ impl UpstreamBody {
                 held: None,
             }),
             timers: Timers::new(idle, sse),
-            events: tracked.then(EventBoundary::default),
+            // Every event stream is tracked: events are counted, and a drain
+            // ends streams at a boundary.
+            events: is_sse.then(EventBoundary::default),
             finished: false,
             slot: None,
             load: None,
             drain_wait: None,
             draining: false,
             sent: 0,
+            events_sent: 0,
+            outcome: None,
+            observer: None,
+            endpoint: None,
         }
+    }
+
+    /// Whether this is a `text/event-stream` response.
+    pub fn is_event_stream(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Records metrics and the access line for this body.
+    pub fn observe(&mut self, observer: super::access::Observer) {
+        self.observer = Some(observer);
+    }
+
+    fn end(&mut self, outcome: &'static str) {
+        self.outcome.get_or_insert(outcome);
     }
 
     /// Makes this event stream end at its next event boundary once `signal`
@@ -289,6 +331,9 @@ impl UpstreamBody {
         if let Some(Ok(frame)) = &out {
             if let Some(data) = frame.data_ref() {
                 self.sent += data.len() as u64;
+                if let Some(o) = &self.observer {
+                    o.metrics.bytes.inc_by(data.len() as u64);
+                }
             }
         }
         Poll::Ready(out)
@@ -301,20 +346,37 @@ impl UpstreamBody {
                     timers.touch();
                 }
                 if let (Some(events), Some(data)) = (&mut self.events, frame.data_ref()) {
-                    events.feed(data);
+                    let completed = events.feed(data) as u64;
+                    if completed > 0 {
+                        self.events_sent += completed;
+                        if let Some(o) = &self.observer {
+                            o.metrics.events.inc_by(completed);
+                        }
+                    }
                     if events.at_boundary() && (self.draining || self.timers.as_ref().is_some_and(Timers::past_end)) {
                         // This frame completes an event after the deadline or during a
                         // drain: it is the last.
                         self.finished = true;
+                        self.end(if self.draining { "drain" } else { "max_duration" });
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                self.end("upstream_error");
+                if let Some(o) = &self.observer {
+                    o.metrics.upstream_error(crate::metrics::UpstreamError::Failed);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.end("complete");
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if self.drain_due(cx) {
                     self.finished = true;
+                    self.end("drain");
                     return Poll::Ready(None);
                 }
                 let Some(timers) = &mut self.timers else {
@@ -326,9 +388,16 @@ impl UpstreamBody {
                     Due::Heartbeat => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT))))),
                     Due::End => {
                         self.finished = true;
+                        self.end("max_duration");
                         Poll::Ready(None)
                     }
-                    Due::IdleTimeout(limit) => Poll::Ready(Some(Err(IdleTimeout(limit).into()))),
+                    Due::IdleTimeout(limit) => {
+                        self.end("idle_timeout");
+                        if let Some(o) = &self.observer {
+                            o.metrics.upstream_error(crate::metrics::UpstreamError::IdleTimeout);
+                        }
+                        Poll::Ready(Some(Err(IdleTimeout(limit).into())))
+                    }
                 }
             }
         }

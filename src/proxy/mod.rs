@@ -1,12 +1,17 @@
 //! The data plane: a hyper server that proxies each request with the
 //! routing table it started with.
 
+mod access;
 mod body;
 mod headers;
 pub mod sse;
+pub mod tls;
 
+pub use access::{AccessRecord, ACCESS_TARGET};
 pub use body::{BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
+
+use crate::metrics::{Metrics, RouteMetrics, UpstreamError};
 
 use crate::api::ProxyBuffering;
 use crate::model::{normalize_host, SharedTable, Target};
@@ -27,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
@@ -184,6 +189,18 @@ impl Drop for StreamSlot {
     }
 }
 
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The listener's port, for `X-Forwarded-Port`.
+    pub local_port: u16,
+    pub tls: bool,
+}
+
 /// Seconds a client is asked to wait when a Route is full.
 const FULL_RETRY_AFTER: u32 = 5;
 
@@ -194,25 +211,70 @@ pub struct Proxy {
     streams: StreamCounts,
     drain: DrainSignal,
     endpoints: EndpointStates,
+    metrics: Arc<Metrics>,
+    /// Per-Route metric handles, fetched from the registry once per Route.
+    route_metrics: SharedMap<Arc<str>, Arc<RouteMetrics>>,
+    /// Whether each finished request or stream is logged.
+    access_log: bool,
 }
 
 impl Proxy {
+    /// A proxy with its own metrics and access logging on.
     pub fn new(table: SharedTable) -> Arc<Self> {
+        Proxy::with_metrics(table, Arc::new(Metrics::new()), true)
+    }
+
+    pub fn with_metrics(table: SharedTable, metrics: Arc<Metrics>, access_log: bool) -> Arc<Self> {
         Arc::new(Proxy {
             table,
             clients: Clients::default(),
             streams: StreamCounts::default(),
             drain: DrainSignal::default(),
             endpoints: EndpointStates::new(),
+            metrics,
+            route_metrics: SharedMap::default(),
+            access_log,
         })
     }
 
-    /// Accepts connections until `shutdown` resolves. Then it drains: open
-    /// event streams end at their next event boundary, requests in flight
-    /// finish, and after at most `drain` it returns regardless.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn route_metrics(&self, route: &Arc<str>) -> Arc<RouteMetrics> {
+        self.route_metrics
+            .get_or_insert_with(route, || Arc::new(self.metrics.route(route)))
+    }
+
+    /// Accepts plaintext connections (HTTP/1.1 and cleartext HTTP/2) until
+    /// `shutdown` resolves. Then it drains: open event streams end at their
+    /// next event boundary, requests in flight finish, and after at most
+    /// `drain` it returns regardless.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown, drain).await
+    }
+
+    /// As [`Proxy::serve`], for TLS: certificates by SNI from the table,
+    /// HTTP/2 or HTTP/1.1 by ALPN.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone()));
+        self.serve_with(listener, Some(acceptor), shutdown, drain).await
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
@@ -233,11 +295,30 @@ impl Proxy {
                             continue;
                         }
                     };
+                    self.metrics.connection_accepted(tls.is_some());
+                    let _ = stream.set_nodelay(true);
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
                     let guard = tracker.guard();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        proxy.serve_connection(stream, peer, local_port, stop).await;
+                        let conn = Conn { peer, local_port, tls: tls.is_some() };
+                        match tls {
+                            None => proxy.serve_connection(stream, conn, stop).await,
+                            Some(acceptor) => {
+                                match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => proxy.serve_connection(stream, conn, stop).await,
+                                    Ok(Err(e)) => {
+                                        proxy.metrics.tls_handshake_failed();
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        proxy.metrics.tls_handshake_failed();
+                                        debug!(%peer, "TLS handshake timed out");
+                                    }
+                                }
+                            }
+                        }
                         drop(guard);
                     });
                 }
@@ -246,6 +327,7 @@ impl Proxy {
         drop(listener);
         info!(
             open = tracker.count(),
+            tls = tls.is_some(),
             "draining: no new connections; event streams end at their next boundary"
         );
         self.drain.start();
@@ -256,17 +338,14 @@ impl Proxy {
         Ok(())
     }
 
-    async fn serve_connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local_port: u16,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let _ = stream.set_nodelay(true);
+    async fn serve_connection<S>(self: Arc<Self>, stream: S, conn_info: Conn, mut stop: watch::Receiver<bool>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = conn_info.peer;
         let service = hyper::service::service_fn(move |req| {
             let proxy = self.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, local_port).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -288,32 +367,93 @@ impl Proxy {
 
     /// Proxies one request. Never fails: every problem becomes a clear
     /// HTTP error response.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, local_port: u16) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         let host_raw = request_host(&req).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
         let target = self.table.load().lookup(&host, req.uri().path()).cloned();
-        let Some(target) = target else {
-            return local_reply(
+        let route: Arc<str> = target
+            .as_ref()
+            .map_or_else(|| Arc::from(crate::metrics::NO_ROUTE), |t| t.route.clone());
+        let metrics = self.route_metrics(&route);
+        let access = self.access_log.then(|| {
+            Box::new(AccessRecord {
+                route,
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+                client: conn.peer.ip(),
+                started,
+                status: 0,
+                endpoint: None,
+            })
+        });
+        let mut resp = match target {
+            None => local_reply(
                 StatusCode::NOT_FOUND,
                 format!(
                     "ssegate: no route for host {:?} and path {:?}\n",
                     host,
                     req.uri().path()
                 ),
-            );
+            ),
+            Some(target) => {
+                let cors = target.cors.clone().map(|policy| {
+                    let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+                    (policy, origin.map(str::to_owned))
+                });
+                let preflight = req.method() == http::Method::OPTIONS
+                    && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                let answered_preflight = preflight && matches!(&cors, Some((_, Some(_))));
+                let mut resp = match &cors {
+                    Some((policy, Some(origin))) if preflight => cors_preflight(&target.route, policy, origin, &req),
+                    _ => {
+                        let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
+                        self.forward(req, target, &metrics, started, conn, host_raw.as_deref())
+                            .instrument(span)
+                            .await
+                    }
+                };
+                if let Some((policy, origin)) = cors {
+                    if !answered_preflight {
+                        apply_cors(&policy, origin.as_deref(), resp.headers_mut());
+                    }
+                    resp.headers_mut()
+                        .append(http::header::VARY, HeaderValue::from_static("Origin"));
+                }
+                resp
+            }
         };
-        let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
-        self.forward(req, target, peer, local_port, host_raw.as_deref())
-            .instrument(span)
-            .await
+        let status = resp.status().as_u16();
+        metrics.request(status);
+        let access = access.map(|mut a| {
+            a.status = status;
+            a
+        });
+        match resp.body_mut() {
+            ProxyBody::Upstream(body) => {
+                let stream = body.is_event_stream();
+                let access = access.map(|mut a| {
+                    a.endpoint = body.endpoint;
+                    a
+                });
+                body.observe(access::Observer::new(metrics, access, stream));
+            }
+            ProxyBody::Local(text) => {
+                if let Some(a) = access {
+                    a.log(text.as_ref().map_or(0, |t| t.len() as u64), 0, "local");
+                }
+            }
+        }
+        resp
     }
 
     async fn forward(
         &self,
         req: Request<Incoming>,
         target: Arc<Target>,
-        peer: SocketAddr,
-        local_port: u16,
+        metrics: &RouteMetrics,
+        started: std::time::Instant,
+        conn: Conn,
         host: Option<&str>,
     ) -> Response<ProxyBody> {
         // A place is held while the response headers are awaited, so that a
@@ -343,10 +483,10 @@ impl Proxy {
         add_forwarded(
             &mut parts.headers,
             &Forwarded {
-                client_ip: peer.ip(),
+                client_ip: conn.peer.ip(),
                 host,
-                port: local_port,
-                proto: "http",
+                port: conn.local_port,
+                proto: if conn.tls { "https" } else { "http" },
             },
         );
         // Only a request without a body can go to a second endpoint: nothing
@@ -382,6 +522,7 @@ impl Proxy {
             let load = self.endpoints.track(endpoint);
             match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await {
                 Err(_) => {
+                    metrics.upstream_error(UpstreamError::ResponseTimeout);
                     warn!(%endpoint, "upstream response headers timed out");
                     return local_reply(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -392,6 +533,7 @@ impl Proxy {
                     );
                 }
                 Ok(Err(e)) if e.is_connect() => {
+                    metrics.upstream_error(UpstreamError::Connect);
                     self.endpoints.eject(endpoint);
                     warn!(%endpoint, error = %error_chain(&e), "upstream connect failed; endpoint ejected for a while");
                     if avoid.is_none() && retry.is_some() {
@@ -404,6 +546,7 @@ impl Proxy {
                     );
                 }
                 Ok(Err(e)) => {
+                    metrics.upstream_error(UpstreamError::Failed);
                     warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
                     return local_reply(
                         StatusCode::BAD_GATEWAY,
@@ -414,6 +557,7 @@ impl Proxy {
             }
         };
 
+        metrics.ttfb.observe(started.elapsed().as_secs_f64());
         let (mut parts, body) = response.into_parts();
         let buffer = buffer_for(target.buffering, &parts.headers).then_some(target.buffer_size);
         remove_hop_by_hop(&mut parts.headers);
@@ -424,12 +568,67 @@ impl Proxy {
             max_stream: target.max_stream,
         });
         let mut body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
+        body.endpoint = Some(endpoint);
         body.hold_load(load);
         if sse.is_some() {
             body.hold(slot);
             body.end_on_drain(&self.drain);
         }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
+    }
+}
+
+/// Answers a CORS preflight for a Route with a policy: 204 with the
+/// allowed methods and headers, or 403 for an origin the policy does not
+/// list (the browser then blocks the request).
+fn cors_preflight(
+    route: &str,
+    policy: &crate::api::CorsPolicy,
+    origin: &str,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    if !policy.allows(origin) {
+        return local_reply(
+            StatusCode::FORBIDDEN,
+            format!("ssegate: origin {origin:?} is not allowed by the CORS policy of route {route}\n"),
+        );
+    }
+    let requested = req
+        .headers()
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok());
+    let mut resp = Response::new(ProxyBody::Local(None));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let headers = resp.headers_mut();
+    for (name, value) in policy.preflight_headers(origin, requested) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    headers.append(
+        http::header::VARY,
+        HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+    );
+    resp
+}
+
+/// Puts the Route's CORS headers on a response (from the upstream or
+/// ssegate's own), replacing any the upstream sent.
+fn apply_cors(policy: &crate::api::CorsPolicy, origin: Option<&str>, headers: &mut HeaderMap) {
+    let upstream_cors: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-allow-") || k.as_str() == "access-control-expose-headers")
+        .cloned()
+        .collect();
+    for k in upstream_cors {
+        headers.remove(k);
+    }
+    if let Some(origin) = origin.filter(|o| policy.allows(o)) {
+        for (name, value) in policy.response_headers(origin) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
 }
 

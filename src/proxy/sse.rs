@@ -28,11 +28,16 @@ enum State {
 }
 
 impl EventBoundary {
-    /// Advances over `chunk`.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Advances over `chunk`; returns how many events (blocks of lines
+    /// ended by a blank line) it completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> usize {
+        let mut completed = 0;
         for &b in chunk {
+            let before = self.at_boundary();
             self.state = step(self.state, b);
+            completed += usize::from(!before && self.at_boundary());
         }
+        completed
     }
 
     /// Whether an extra SSE line may be inserted here without touching an event.
@@ -140,6 +145,18 @@ mod tests {
                     t.feed(&stream[b..]);
                     assert_eq!(t, whole, "split at {a},{b}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_completed_events_however_chunked() {
+        let expected = [2, 2, 2, 3, 1, 0];
+        for (stream, want) in streams().into_iter().zip(expected) {
+            for split in 0..=stream.len() {
+                let mut t = EventBoundary::default();
+                let n = t.feed(&stream[..split]) + t.feed(&stream[split..]);
+                assert_eq!(n, want, "{:?} split at {split}", String::from_utf8_lossy(stream));
             }
         }
     }

@@ -2,10 +2,16 @@
 //! Shared by the file source and the Kubernetes source.
 
 use crate::api::Route;
-use crate::model::{Endpoint, EndpointSliceObject, ObjectKey, RouteObject, ServiceObject, ServicePort, SlicePort};
-use k8s_openapi::api::core::v1::Service;
+use crate::model::{
+    Endpoint, EndpointSliceObject, ObjectKey, RouteObject, SecretObject, ServiceObject, ServicePort, SlicePort,
+    TlsKeyPair,
+};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// The only Secret type read: certificates for the TLS listener.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -22,6 +28,8 @@ pub enum ConvertError {
     BadAddress(String),
     #[error("port {0} is out of range")]
     BadPort(i32),
+    #[error("Secret type {0:?} is not read; only {TLS_SECRET_TYPE} Secrets hold certificates")]
+    SecretType(String),
 }
 
 fn key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
@@ -119,4 +127,35 @@ pub fn endpoint_slice(e: &EndpointSlice, default_namespace: &str) -> Result<Endp
         ports,
         endpoints,
     })
+}
+
+/// A `kubernetes.io/tls` Secret. A Secret whose certificate or key is
+/// missing or unusable still converts, carrying the reason, so the Routes
+/// that name it can say why.
+pub fn tls_secret(s: &Secret, default_namespace: &str) -> Result<SecretObject, ConvertError> {
+    let key = key(&s.metadata, default_namespace)?;
+    let type_ = s.type_.as_deref().unwrap_or("Opaque");
+    if type_ != TLS_SECRET_TYPE {
+        return Err(ConvertError::SecretType(type_.to_owned()));
+    }
+    // stringData is write-only in a cluster, but files may use it.
+    let field = |name: &str| -> Option<Vec<u8>> {
+        s.string_data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| s.data.as_ref().and_then(|d| d.get(name)).map(|b| b.0.clone()))
+    };
+    let tls = match (field("tls.crt"), field("tls.key")) {
+        (None, _) => Err("has no tls.crt".to_owned()),
+        (_, None) => Err("has no tls.key".to_owned()),
+        (Some(cert), Some(private)) => crate::proxy::tls::certified_key(&cert, &private)
+            .map(|_| TlsKeyPair::new(&cert, &private))
+            .map_err(|e| e.to_string()),
+    };
+    let (pair, problem) = match tls {
+        Ok(pair) => (Some(pair), None),
+        Err(why) => (None, Some(why)),
+    };
+    Ok(SecretObject { key, pair, problem })
 }

@@ -31,6 +31,7 @@ enum Doc {
     Route(Box<Route>),
     Service(crate::model::ServiceObject),
     Slice(crate::model::EndpointSliceObject),
+    Secret(crate::model::SecretObject),
 }
 
 /// A problem with one document (or a whole file).
@@ -133,6 +134,7 @@ impl FolderSource {
                     Doc::Route(r) => ("Route", route_key(r)),
                     Doc::Service(s) => ("Service", s.key.clone()),
                     Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
+                    Doc::Secret(s) => ("Secret", s.key.clone()),
                 };
                 if let Some((first_file, first_doc)) = origin.get(&(kind, key.clone())) {
                     errors.push(LoadError {
@@ -176,6 +178,17 @@ impl FolderSource {
                     }
                     Doc::Slice(s) => {
                         objects.slices.insert(key, s.clone());
+                    }
+                    Doc::Secret(s) => {
+                        if let Some(why) = &s.problem {
+                            errors.push(LoadError {
+                                file: file.clone(),
+                                document: Some(i + 1),
+                                message: format!("Secret {key} {why}"),
+                                kept_previous: false,
+                            });
+                        }
+                        objects.secrets.insert(key, s.clone());
                     }
                 }
             }
@@ -230,6 +243,14 @@ fn parse_file(file: &Path, text: &str, previous: &[Option<Doc>], errors: &mut Ve
             .map_err(|e| e.to_string())
             .and_then(parse_doc);
         match parsed {
+            // A broken certificate keeps serving the previous good one.
+            Ok(Some(Doc::Secret(secret))) => {
+                let last_good = match previous.get(i) {
+                    Some(Some(Doc::Secret(prev))) => Some(prev),
+                    _ => None,
+                };
+                docs.push(Some(Doc::Secret(secret.or_last_good(last_good))));
+            }
             Ok(doc) => docs.push(doc),
             Err(message) => {
                 let kept = previous.get(i).cloned().flatten();
@@ -292,9 +313,15 @@ fn parse_doc(value: serde_yaml::Value) -> Result<Option<Doc>, String> {
             let slice = convert::endpoint_slice(&slice, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?;
             Ok(Some(Doc::Slice(slice)))
         }
+        ("v1", "Secret") => {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                serde_yaml::from_value(value).map_err(|e| context(e.to_string()))?;
+            let secret = convert::tls_secret(&secret, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?;
+            Ok(Some(Doc::Secret(secret)))
+        }
         ("", _) | (_, "") => Err("apiVersion and kind are required".into()),
         _ => Err(format!(
-            "{api_version} {kind} is not supported here; use {} Route, v1 Service or discovery.k8s.io/v1 EndpointSlice",
+            "{api_version} {kind} is not supported here; use {} Route, v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Secret (kubernetes.io/tls)",
             crate::api::API_VERSION
         )),
     }
@@ -313,6 +340,7 @@ pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Du
     watcher.watch(source.dir(), RecursiveMode::NonRecursive)?;
     reload(&mut source, &applier);
     while let Some(event) = rx.recv().await {
+        let since = std::time::Instant::now();
         if let Err(e) = event {
             warn!(error = %e, "file watch error");
         }
@@ -328,19 +356,24 @@ pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Du
                 },
             }
         }
-        reload(&mut source, &applier);
+        reload_since(&mut source, &applier, Some(since));
     }
     Ok(())
 }
 
 /// Loads once and publishes; returns the load errors after logging them.
 pub fn reload(source: &mut FolderSource, applier: &Applier) -> Vec<LoadError> {
+    reload_since(source, applier, None)
+}
+
+/// As [`reload`]; `since` is when the first file event of the change came.
+fn reload_since(source: &mut FolderSource, applier: &Applier, since: Option<std::time::Instant>) -> Vec<LoadError> {
     let started = std::time::Instant::now();
     let (objects, errors) = source.load();
     for e in &errors {
         warn!(error = %e, "configuration problem");
     }
-    let generation = applier.apply(&objects);
+    let generation = applier.apply_since(&objects, since);
     debug!(generation, elapsed = ?started.elapsed(), "folder reloaded");
     if generation == 1 {
         info!(dir = %source.dir().display(), routes = objects.routes.len(), "configuration loaded");

@@ -11,12 +11,13 @@ use super::{convert, Applier};
 use crate::api::Route;
 use crate::model::{ObjectKey, Objects};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,12 @@ pub struct ClusterState {
     routes: Vec<Store<Route>>,
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
+    /// `kubernetes.io/tls` Secrets; empty when TLS Secrets are not watched.
+    secrets: Vec<Store<Secret>>,
+    /// Converted Secrets by key, with the resourceVersion they came from:
+    /// parsing a key pair is done once per version, and a broken update
+    /// keeps the last good pair in service.
+    secret_cache: Mutex<HashMap<ObjectKey, (Option<String>, crate::model::SecretObject)>>,
     changed: Notify,
     /// When the oldest unapplied watch event arrived.
     first_unapplied: Mutex<Option<Instant>>,
@@ -41,18 +48,22 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Starts the watchers: cluster-wide when `namespaces` is empty, else one
-    /// watcher per namespace and kind. The tasks run until dropped.
-    pub fn start(client: Client, namespaces: &[String]) -> (Arc<Self>, JoinSet<()>) {
+    /// watcher per namespace and kind. `tls_secrets` adds a watch on
+    /// Secrets, narrowed by a field selector to `type=kubernetes.io/tls`, so
+    /// no other Secret is ever sent to ssegate. The tasks run until dropped.
+    pub fn start(client: Client, namespaces: &[String], tls_secrets: bool) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        let mut writers = (Vec::new(), Vec::new(), Vec::new());
+        let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut state = ClusterState {
             routes: Vec::new(),
             services: Vec::new(),
             slices: Vec::new(),
+            secrets: Vec::new(),
+            secret_cache: Mutex::default(),
             changed: Notify::new(),
             first_unapplied: Mutex::new(None),
             routes_changed: Notify::new(),
@@ -67,6 +78,11 @@ impl ClusterState {
             let (r, w) = reflector::store();
             state.slices.push(r);
             writers.2.push((api::<EndpointSlice>(&client, *scope), w));
+            if tls_secrets {
+                let (r, w) = reflector::store();
+                state.secrets.push(r);
+                writers.3.push((api::<Secret>(&client, *scope), w));
+            }
         }
         let state = Arc::new(state);
         let mut tasks = JoinSet::new();
@@ -81,6 +97,10 @@ impl ClusterState {
         for (api, w) in writers.2 {
             tasks.spawn(watch(api, w, slices.clone(), state.clone(), "EndpointSlice"));
         }
+        let secrets = watcher::Config::default().fields(&format!("type={}", convert::TLS_SECRET_TYPE));
+        for (api, w) in writers.3 {
+            tasks.spawn(watch(api, w, secrets.clone(), state.clone(), "Secret"));
+        }
         (state, tasks)
     }
 
@@ -93,6 +113,9 @@ impl ClusterState {
             let _ = s.wait_until_ready().await;
         }
         for s in &self.slices {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.secrets {
             let _ = s.wait_until_ready().await;
         }
     }
@@ -125,7 +148,35 @@ impl ClusterState {
                 Err(e) => debug!(error = %e, name = ?slice.metadata.name, "skipping EndpointSlice"),
             }
         }
+        objects.secrets = self.secrets();
         objects
+    }
+
+    fn secrets(&self) -> std::collections::BTreeMap<ObjectKey, crate::model::SecretObject> {
+        let mut cache = self.secret_cache.lock().expect("lock");
+        let mut out = std::collections::BTreeMap::new();
+        for secret in self.secrets.iter().flat_map(Store::state) {
+            let version = secret.metadata.resource_version.clone();
+            let Some(name) = secret.metadata.name.clone() else {
+                continue;
+            };
+            let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let key = ObjectKey::new(namespace, name);
+            let converted = match cache.get(&key) {
+                Some((v, obj)) if *v == version => obj.clone(),
+                previous => match convert::tls_secret(&secret, "default") {
+                    Ok(obj) => obj.or_last_good(previous.map(|(_, o)| o)),
+                    Err(e) => {
+                        debug!(error = %e, secret = %key, "skipping Secret");
+                        continue;
+                    }
+                },
+            };
+            cache.insert(key.clone(), (version, converted.clone()));
+            out.insert(key, converted);
+        }
+        cache.retain(|k, _| out.contains_key(k));
+        out
     }
 
     /// The live Route object, as last seen by the watch.
@@ -208,7 +259,7 @@ pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl Fn
             // A status write or an unrelated field changed: nothing to route differently.
             continue;
         }
-        let generation = applier.apply(&objects);
+        let generation = applier.apply_since(&objects, since);
         last = objects;
         if let Some(since) = since {
             debug!(generation, elapsed = ?since.elapsed(), "watch event to table swap");

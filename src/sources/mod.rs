@@ -17,6 +17,7 @@ pub struct Applier {
     table: SharedTable,
     status: Arc<dyn StatusSink>,
     generation: AtomicU64,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Applier {
@@ -25,18 +26,36 @@ impl Applier {
             table,
             status,
             generation: AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// Records every swap in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Rebuilds and publishes. Requests already running keep the table they
     /// started with; new ones see this one.
     pub fn apply(&self, objects: &Objects) -> u64 {
+        self.apply_since(objects, None)
+    }
+
+    /// As [`Applier::apply`]; `since` is when the change was first seen
+    /// (a watch event, a file event), for the apply-latency metric.
+    pub fn apply_since(&self, objects: &Objects, since: Option<Instant>) -> u64 {
         let started = Instant::now();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let table = build_table(objects, generation);
         let built = started.elapsed();
         self.status.publish(&table.reports);
+        let accepted = table.reports.iter().filter(|r| r.accepted.is_true()).count();
+        let rejected = table.reports.len() - accepted;
         self.table.store(Arc::new(table));
+        if let Some(m) = &self.metrics {
+            m.table_swapped(generation, accepted, rejected, since);
+        }
         debug!(
             generation,
             routes = objects.routes.len(),

@@ -49,6 +49,8 @@ pub struct StatusWriter {
     pub recorder: Recorder,
     /// Status patches sent, for metrics and tests.
     pub writes: Arc<AtomicU64>,
+    /// Exported as `ssegate_status_writes_total`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// What was written lately, per Route: the watch may not have caught up
     /// with our own write yet, and writing the same status again is waste.
     recent: HashMap<ObjectKey, (RouteStatus, Instant)>,
@@ -68,6 +70,7 @@ impl StatusWriter {
             client,
             state,
             writes: Arc::default(),
+            metrics: None,
             recent: HashMap::new(),
         }
     }
@@ -129,6 +132,9 @@ impl StatusWriter {
                     self.recent
                         .insert(report.key.clone(), (desired.clone(), Instant::now()));
                     self.writes.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.status_write(true);
+                    }
                     debug!(route = %report.key, "status written");
                     if !report.accepted.is_true() {
                         self.announce_rejection(&live, report).await;
@@ -139,6 +145,9 @@ impl StatusWriter {
                 }
                 Err(e) => {
                     warn!(route = %report.key, error = %e, "status write failed; will retry");
+                    if let Some(m) = &self.metrics {
+                        m.status_write(false);
+                    }
                     ok = false;
                 }
             }

@@ -1,0 +1,319 @@
+//! Prometheus metrics (served on the admin port at `/metrics`).
+//!
+//! Label sets stay bounded: traffic is labelled by Route (`namespace/name`)
+//! and a small fixed set of kinds, never by path, host or client. The data
+//! plane fetches a Route's handles once per request ([`RouteMetrics`]);
+//! after that every update is one atomic operation, so no lock is taken
+//! per event.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Route label of requests that matched no Route.
+pub const NO_ROUTE: &str = "";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status_class: &'static str,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Kinds of upstream failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The TCP connect failed or timed out.
+    Connect,
+    /// No response headers within `timeouts.responseHeaders`.
+    ResponseTimeout,
+    /// The body went silent for longer than `timeouts.idle`.
+    IdleTimeout,
+    /// Any other failure after connecting (reset, protocol error).
+    Failed,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 4] = [
+        UpstreamError::Connect,
+        UpstreamError::ResponseTimeout,
+        UpstreamError::IdleTimeout,
+        UpstreamError::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::ResponseTimeout => "response_timeout",
+            UpstreamError::IdleTimeout => "idle_timeout",
+            UpstreamError::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+fn ttfb_histogram() -> Histogram {
+    // 0.5 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Every metric ssegate exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    open_streams: Family<RouteLabel, Gauge>,
+    events: Family<RouteLabel, Counter>,
+    bytes: Family<RouteLabel, Counter>,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    ttfb: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    connections: Family<ListenerLabel, Counter>,
+    tls_handshake_errors: Counter,
+    table_generation: Gauge,
+    last_swap: Gauge<f64, AtomicU64>,
+    apply_latency: Histogram,
+    routes: Family<StateLabel, Gauge>,
+    status_writes: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("ssegate"),
+            requests: Family::default(),
+            open_streams: Family::default(),
+            events: Family::default(),
+            bytes: Family::default(),
+            upstream_errors: Family::default(),
+            ttfb: Family::new_with_constructor(ttfb_histogram),
+            connections: Family::default(),
+            tls_handshake_errors: Counter::default(),
+            table_generation: Gauge::default(),
+            last_swap: Gauge::default(),
+            // 50 µs to about 26 s: a file debounce, a watch burst, a slow rebuild.
+            apply_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
+            routes: Family::default(),
+            status_writes: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "requests",
+            "Requests answered, by Route and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "open_streams",
+            "Event streams open now, by Route",
+            m.open_streams.clone(),
+        );
+        r.register(
+            "events",
+            "Server-sent events forwarded to clients, by Route",
+            m.events.clone(),
+        );
+        r.register(
+            "response_bytes",
+            "Response body bytes forwarded to clients, by Route",
+            m.bytes.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream failures: connect, response_timeout, idle_timeout, failed",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "upstream_ttfb_seconds",
+            "Time from a request's arrival to the upstream's response headers",
+            m.ttfb.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections accepted, by listener",
+            m.connections.clone(),
+        );
+        r.register(
+            "tls_handshake_errors",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            "table_generation",
+            "Generation of the routing table in use",
+            m.table_generation.clone(),
+        );
+        r.register(
+            "table_last_swap_timestamp_seconds",
+            "Unix time of the last routing table swap",
+            m.last_swap.clone(),
+        );
+        r.register(
+            "config_apply_seconds",
+            "Time from the first unapplied change (watch event or file write) to the table swap",
+            m.apply_latency.clone(),
+        );
+        r.register(
+            "routes",
+            "Routes in the current table: accepted or rejected",
+            m.routes.clone(),
+        );
+        r.register(
+            "status_writes",
+            "Route status patches sent to the apiserver, by result",
+            m.status_writes.clone(),
+        );
+        m
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// A Route's handles, to be cached by the caller.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let label = RouteLabel {
+            route: route.to_owned(),
+        };
+        let requests = CLASSES.map(|status_class| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                route: route.to_owned(),
+                status_class,
+            })
+        });
+        let error = |kind| {
+            self.upstream_errors.get_or_create_owned(&ErrorLabels {
+                route: route.to_owned(),
+                kind,
+            })
+        };
+        RouteMetrics {
+            requests,
+            open_streams: self.open_streams.get_or_create_owned(&label),
+            events: self.events.get_or_create_owned(&label),
+            bytes: self.bytes.get_or_create_owned(&label),
+            ttfb: self.ttfb.get_or_create_owned(&label),
+            errors: UpstreamError::ALL.map(|kind| error(kind.as_str())),
+        }
+    }
+
+    pub fn connection_accepted(&self, tls: bool) {
+        let listener = if tls { "https" } else { "http" };
+        self.connections.get_or_create(&ListenerLabel { listener }).inc();
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_errors.inc();
+    }
+
+    /// Records a table swap; `since` is when the change that caused it
+    /// was first seen.
+    pub fn table_swapped(&self, generation: u64, accepted: usize, rejected: usize, since: Option<std::time::Instant>) {
+        self.table_generation.set(generation as i64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        self.last_swap.set(now.as_secs_f64());
+        self.routes
+            .get_or_create(&StateLabel { state: "accepted" })
+            .set(accepted as i64);
+        self.routes
+            .get_or_create(&StateLabel { state: "rejected" })
+            .set(rejected as i64);
+        if let Some(since) = since {
+            self.apply_latency.observe(since.elapsed().as_secs_f64());
+        }
+    }
+
+    pub fn status_write(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.status_writes.get_or_create(&ResultLabel { result }).inc();
+    }
+}
+
+/// One Route's metric handles: clones that share the registry's atomics.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    requests: [Counter; 5],
+    pub open_streams: Gauge,
+    pub events: Counter,
+    pub bytes: Counter,
+    pub ttfb: Histogram,
+    errors: [Counter; 4],
+}
+
+impl RouteMetrics {
+    pub fn request(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.requests[class].inc();
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.errors[kind as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let m = Metrics::new();
+        let r = m.route("ns/a");
+        r.request(200);
+        r.request(503);
+        r.open_streams.inc();
+        r.events.inc_by(3);
+        r.upstream_error(UpstreamError::IdleTimeout);
+        m.table_swapped(7, 2, 1, None);
+        let text = m.encode();
+        for line in [
+            r#"ssegate_requests_total{route="ns/a",status_class="2xx"} 1"#,
+            r#"ssegate_requests_total{route="ns/a",status_class="5xx"} 1"#,
+            r#"ssegate_open_streams{route="ns/a"} 1"#,
+            r#"ssegate_events_total{route="ns/a"} 3"#,
+            r#"ssegate_upstream_errors_total{route="ns/a",kind="idle_timeout"} 1"#,
+            "ssegate_table_generation 7",
+            r#"ssegate_routes{state="rejected"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

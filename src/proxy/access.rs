@@ -1,0 +1,77 @@
+//! What is recorded about each response: per-Route metrics as it goes, and
+//! one access-log line when it has ended.
+
+use crate::metrics::RouteMetrics;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The access-log target; filter it with `RUST_LOG`, e.g. `ssegate::access=off`.
+pub const ACCESS_TARGET: &str = "ssegate::access";
+
+/// The fields of one access-log line, gathered when the request arrives.
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub route: Arc<str>,
+    pub method: http::Method,
+    pub path: String,
+    pub client: IpAddr,
+    pub started: Instant,
+    pub status: u16,
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl AccessRecord {
+    /// Writes the line. `outcome` says how the body ended: `complete`,
+    /// `client_gone`, `max_duration`, `drain`, `idle_timeout`,
+    /// `upstream_error`, or `local` for ssegate's own replies.
+    pub fn log(&self, bytes: u64, events: u64, outcome: &'static str) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let endpoint = self.endpoint.map(tracing::field::display);
+        tracing::info!(
+            target: ACCESS_TARGET,
+            route = %self.route,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            bytes,
+            events,
+            outcome,
+            client = %self.client,
+            endpoint,
+            "access"
+        );
+    }
+}
+
+/// Observes one upstream body: metrics as frames pass, the open-stream
+/// gauge while it lives, and the access line when it is dropped.
+pub struct Observer {
+    pub metrics: Arc<RouteMetrics>,
+    pub access: Option<Box<AccessRecord>>,
+    /// Whether this body counts in `open_streams`.
+    pub stream: bool,
+}
+
+impl Observer {
+    pub fn new(metrics: Arc<RouteMetrics>, access: Option<Box<AccessRecord>>, stream: bool) -> Self {
+        if stream {
+            metrics.open_streams.inc();
+        }
+        Observer {
+            metrics,
+            access,
+            stream,
+        }
+    }
+
+    pub fn finish(self, bytes: u64, events: u64, outcome: &'static str) {
+        if self.stream {
+            self.metrics.open_streams.dec();
+        }
+        if let Some(access) = &self.access {
+            access.log(bytes, events, outcome);
+        }
+    }
+}

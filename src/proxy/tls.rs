@@ -1,0 +1,116 @@
+//! TLS for the HTTPS listener: rustls with ALPN `h2` and `http/1.1`, and
+//! certificates picked by SNI from the routing table.
+//!
+//! The resolver reads the current table on each handshake, so a rotated
+//! Secret or file is used by the next handshake after the table swap.
+//! Connections already open keep the certificate they were made with.
+//! Each key pair is parsed once and cached by its content hash.
+
+use crate::model::{SharedTable, TlsKeyPair};
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why a key pair cannot be served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyPairError {
+    #[error("tls.crt holds no PEM certificate")]
+    NoCertificate,
+    #[error("tls.crt is not valid PEM: {0}")]
+    BadCertificate(String),
+    #[error("tls.key holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey,
+    #[error("tls.key cannot be used for signing: {0}")]
+    UnusableKey(String),
+    #[error("tls.key does not belong to the first certificate in tls.crt")]
+    Mismatch,
+}
+
+/// Parses and checks a PEM certificate chain and private key.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, KeyPairError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KeyPairError::BadCertificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(KeyPairError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| KeyPairError::NoKey)?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| KeyPairError::UnusableKey(e.to_string()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(certified),
+        // A key type rustls cannot compare (rare) is given the benefit of the doubt.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+        Err(_) => Err(KeyPairError::Mismatch),
+    }
+}
+
+/// Picks the certificate for a handshake from the current routing table.
+#[derive(Debug)]
+pub struct SniResolver {
+    table: SharedTable,
+    /// Parsed key pairs by [`TlsKeyPair::id`].
+    parsed: ArcSwap<HashMap<u64, Arc<CertifiedKey>>>,
+}
+
+impl SniResolver {
+    pub fn new(table: SharedTable) -> Self {
+        SniResolver {
+            table,
+            parsed: ArcSwap::default(),
+        }
+    }
+
+    fn parsed(&self, pair: &TlsKeyPair) -> Option<Arc<CertifiedKey>> {
+        if let Some(k) = self.parsed.load().get(&pair.id) {
+            return Some(k.clone());
+        }
+        // Sources checked the pair already; a failure here is unexpected.
+        let key = match certified_key(&pair.cert_pem, &pair.key_pem) {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate cannot be used");
+                return None;
+            }
+        };
+        let table = self.table.load();
+        let live: Vec<u64> = table.certificates.values().map(|p| p.id).collect();
+        self.parsed.rcu(|map| {
+            // Drop pairs the table no longer uses (rotated or deleted).
+            let mut map: HashMap<u64, Arc<CertifiedKey>> = map
+                .iter()
+                .filter(|(id, _)| live.contains(id))
+                .map(|(id, k)| (*id, k.clone()))
+                .collect();
+            map.insert(pair.id, key.clone());
+            map
+        });
+        Some(key)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        let table = self.table.load();
+        let pair = table.certificate_for(name.trim_end_matches('.'))?;
+        self.parsed(pair)
+    }
+}
+
+/// The server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
+pub fn server_config(table: SharedTable) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver::new(table)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
