@@ -57,6 +57,29 @@ fn helm_lint_is_clean() {
 }
 
 #[test]
+fn chart_without_secret_access_grants_none_and_says_so() {
+    let render = |set: &[&str]| {
+        let mut args = vec!["template", "t", "charts/ssegate"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        ok(helm(&args), "helm template")
+    };
+    let default = render(&[]);
+    assert!(default.contains("resources: [\"secrets\"]"));
+    assert!(default.contains("--tls-secrets=true"));
+    assert!(default.contains("--listen-tls=0.0.0.0:8443"));
+    assert!(!default.contains("kind: ServiceMonitor"));
+    let without = render(&["tls.secrets=false", "tls.enabled=false"]);
+    assert!(!without.contains("secrets\"]"), "{without}");
+    assert!(without.contains("--tls-secrets=false"));
+    assert!(!without.contains("--listen-tls"));
+    let monitored = render(&["metrics.serviceMonitor.enabled=true"]);
+    assert!(monitored.contains("kind: ServiceMonitor"));
+    assert!(monitored.contains("path: /metrics"));
+}
+
+#[test]
 fn install_manifest_is_rendered_from_the_chart() {
     let out = Command::new(format!("{ROOT}/scripts/render-install.sh"))
         .output()
@@ -162,16 +185,29 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
             .unwrap()
     };
 
-    // Not broader than it should be: a real call, then the API's own verdicts.
-    let out = as_sa(&["get", "secrets", "-A"]);
-    assert!(!out.status.success(), "the chart's ServiceAccount may list Secrets");
+    // Not broader than it should be: real calls, then the API's own verdicts.
+    // Secrets are readable (TLS certificates), never writable.
+    let out = as_sa(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "-n",
+        release_ns,
+        "--from-literal=a=b",
+    ]);
+    assert!(!out.status.success(), "the chart's ServiceAccount may create Secrets");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("forbidden"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = as_sa(&["get", "secrets", "-A", "--field-selector", "type=kubernetes.io/tls"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (args, expected) in [
-        (vec!["get", "secrets", "-n", release_ns], "no"),
+        (vec!["update", "secrets", "-n", release_ns], "no"),
+        (vec!["delete", "secrets", "-n", "default"], "no"),
+        (vec!["watch", "secrets", "-A"], "yes"),
         (vec!["create", "services", "-n", "default"], "no"),
         (vec!["update", "services", "-n", "default"], "no"),
         (vec!["delete", "routes.ssegate.dev", "-n", "default"], "no"),

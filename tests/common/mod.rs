@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod process;
+pub mod tls;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -251,6 +252,9 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
 /// ssegate in-process, fed from a temporary folder that the test rewrites.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The TLS listener (certificates by SNI from the folder's Secrets).
+    pub tls_addr: SocketAddr,
+    pub proxy: Arc<Proxy>,
     pub dir: tempfile::TempDir,
     source: Mutex<FolderSource>,
     applier: Arc<Applier>,
@@ -263,10 +267,20 @@ impl Gateway {
         let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(Proxy::new(table).serve(listener, std::future::pending(), Duration::ZERO));
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_addr = tls_listener.local_addr().unwrap();
+        let proxy = Proxy::new(table);
+        tokio::spawn(proxy.clone().serve(listener, std::future::pending(), Duration::ZERO));
+        tokio::spawn(
+            proxy
+                .clone()
+                .serve_tls(tls_listener, std::future::pending(), Duration::ZERO),
+        );
         let source = Mutex::new(FolderSource::new(dir.path()));
         Gateway {
             addr,
+            tls_addr,
+            proxy,
             dir,
             source,
             applier,
@@ -283,6 +297,15 @@ impl Gateway {
         std::fs::write(self.dir.path().join(name), yaml).unwrap();
         let errors = reload(&mut self.source.lock().unwrap(), &self.applier);
         assert!(errors.is_empty(), "config errors: {errors:?}");
+    }
+
+    /// Writes a file and reloads; returns the configuration problems found.
+    pub fn write_allowing_errors(&self, name: &str, yaml: &str) -> Vec<String> {
+        std::fs::write(self.dir.path().join(name), yaml).unwrap();
+        reload(&mut self.source.lock().unwrap(), &self.applier)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
