@@ -48,7 +48,8 @@ pub struct Journal {
 /// - `/stall?tag=` one event, then silence.
 /// - anything else: `upstream <id>` as text.
 ///
-/// `accel=yes|no` adds `X-Accel-Buffering`; `hop=1` adds hop-by-hop headers.
+/// `accel=yes|no` adds `X-Accel-Buffering`; `hop=1` adds hop-by-hop headers;
+/// `cors=1` adds the upstream's own CORS headers.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub id: String,
@@ -179,6 +180,11 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
     let mut resp = Response::builder();
     if let Some(a) = q.get("accel") {
         resp = resp.header("x-accel-buffering", a.as_str());
+    }
+    if q.contains_key("cors") {
+        resp = resp
+            .header("access-control-allow-origin", "*")
+            .header("access-control-expose-headers", "x-upstream-own");
     }
     if q.contains_key("hop") {
         resp = resp
