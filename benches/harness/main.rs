@@ -4,7 +4,8 @@
 //!
 //! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
 //! stream (10), `--idle N` idle streams (10000), `--seconds S` per
-//! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`.
+//! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`, `--smoke`
+//! (CI: about a second per scenario, results in target/bench-smoke).
 
 mod load;
 mod peers;
@@ -22,6 +23,8 @@ struct Options {
     seconds: u64,
     flips: usize,
     only: Option<Vec<String>>,
+    /// Where results go, under target/.
+    out: &'static str,
 }
 
 fn options() -> Options {
@@ -32,6 +35,7 @@ fn options() -> Options {
         seconds: 10,
         flips: 50,
         only: None,
+        out: "bench",
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut i = 0;
@@ -46,6 +50,12 @@ fn options() -> Options {
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
             "--quick" => {
                 (o.streams, o.idle, o.seconds, o.flips) = (200, 2000, 3, 20);
+                i -= 1;
+            }
+            // For CI: every scenario and target, about a second each, so the
+            // harness cannot rot; results go to target/bench-smoke.
+            "--smoke" => {
+                (o.streams, o.idle, o.seconds, o.flips, o.out) = (20, 100, 1, 5, "bench-smoke");
                 i -= 1;
             }
             other => panic!("unknown option {other}"),
@@ -140,8 +150,8 @@ async fn run() {
         "route_change": flips,
         "table_rebuild": rebuild,
     });
-    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
-    std::fs::create_dir_all(out).unwrap();
+    let out = format!("{}/target/{}", env!("CARGO_MANIFEST_DIR"), o.out);
+    std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         format!("{out}/results.json"),
         serde_json::to_string_pretty(&report).unwrap(),

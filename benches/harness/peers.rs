@@ -128,6 +128,8 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
                     addr.to_string(),
                     "--admin".into(),
                     format!("127.0.0.1:{admin}"),
+                    // As the peers are configured: no access log.
+                    "--access-log=false".into(),
                 ],
                 vec![("RUST_LOG", "warn")],
             )
