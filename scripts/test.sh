@@ -4,7 +4,8 @@
 # kube-apiserver (built from Go modules on first use and cached; see
 # scripts/control-plane.sh). The Kubernetes tests need root for network
 # namespaces, openssl, iproute2, kubectl and Go; the image check needs buildah,
-# musl-tools and shellcheck.
+# musl-tools and shellcheck; the benchmark smoke installs its peers itself
+# (bench/setup.sh: apt and PyPI) and skips, with the reason, any it cannot get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,5 @@ echo "== cargo test"
 cargo test --locked
 echo "== container image (buildah)"
 scripts/image.sh export
+echo "== benchmark smoke (every scenario and peer, about a second each)"
+bench/run.sh --smoke

@@ -87,6 +87,21 @@ async fn cel_rejects_invalid_routes_at_admission() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = cp.kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&route(
+            "cors-star",
+            "  cors: {allowOrigins: [\"*\", \"app.test\"], allowCredentials: true}\n  tls: [{secretName: Bad_Name}]\n  rules: [{backendRefs: [{name: a, port: 80}]}]\n",
+        )),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "allowOrigins '*' cannot be combined with allowCredentials",
+        "spec.cors.allowOrigins[1]: Invalid value: \"app.test\": each origin is scheme://host[:port]",
+        "secretName must be the name of a Secret",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
     cp.apply(
         &ns,
         &route(
