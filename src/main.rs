@@ -7,7 +7,7 @@ use ssegate::admin::{self, AdminState};
 use ssegate::demo::DemoBackend;
 use ssegate::metrics::Metrics;
 use ssegate::model::empty_table;
-use ssegate::proxy::Proxy;
+use ssegate::proxy::{Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
@@ -60,6 +60,10 @@ struct ProxyArgs {
     /// and requests in flight may take before ssegate exits anyway.
     #[arg(long, default_value = "10s", value_parser = duration)]
     drain_timeout: Duration,
+    /// Data-plane threads, each with its own single-threaded runtime and
+    /// upstream pools; defaults to the CPUs this process may use.
+    #[arg(long, env = "SSEGATE_WORKERS")]
+    workers: Option<usize>,
     /// Log one line per finished request or stream (target `ssegate::access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
     access_log: bool,
@@ -307,7 +311,12 @@ async fn serve(
     };
     info!(listen = %args.listen, tls = ?args.listen_tls, admin = %args.admin, "ssegate serving");
 
-    let proxy = Proxy::with_metrics(table, admin_state.metrics.clone(), args.access_log);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = Workers::start(workers).context("cannot start the data-plane threads")?;
+    info!(workers = workers.len(), "data plane started");
+    let proxy = Proxy::with_metrics(table, admin_state.metrics.clone(), args.access_log).with_workers(workers);
     let tls_task = tls_listener.map(|listener| {
         tokio::spawn(
             proxy

@@ -135,15 +135,21 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> SharedMap<K, V> {
     }
 }
 
-/// Pooled upstream clients, one per connect timeout in use.
-#[derive(Default)]
-struct Clients(SharedMap<Duration, UpstreamClient>);
+thread_local! {
+    /// Pooled upstream clients, one per connect timeout in use, per thread.
+    /// A pooled connection is driven by a task on the runtime that opened
+    /// it, so each data-plane thread keeps its own pool: a request never
+    /// waits on another thread to reach its upstream.
+    static CLIENTS: std::cell::RefCell<HashMap<Duration, UpstreamClient>> = std::cell::RefCell::default();
+}
 
-impl Clients {
-    fn get(&self, connect_timeout: Duration) -> UpstreamClient {
-        self.0
-            .get_or_insert_with(&connect_timeout, || new_client(connect_timeout))
-    }
+fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    CLIENTS.with(|c| {
+        c.borrow_mut()
+            .entry(connect_timeout)
+            .or_insert_with(|| new_client(connect_timeout))
+            .clone()
+    })
 }
 
 fn new_client(connect_timeout: Duration) -> UpstreamClient {
@@ -189,6 +195,46 @@ impl Drop for StreamSlot {
     }
 }
 
+/// Data-plane threads, each running a single-threaded tokio runtime, like
+/// NGINX's worker processes: a connection and its upstream connections stay
+/// on one thread, with no work stealing or cross-thread wake-ups per request.
+/// Connections are dealt out in turn by the accept loop.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `n` threads (at least one). They run until the process exits.
+    pub fn start(n: usize) -> std::io::Result<Arc<Workers>> {
+        let mut handles = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("ssegate-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Arc::new(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    fn pick(&self) -> tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
 /// How long a client may take to complete its TLS handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -207,7 +253,9 @@ const FULL_RETRY_AFTER: u32 = 5;
 /// Everything a request handler needs.
 pub struct Proxy {
     table: SharedTable,
-    clients: Clients,
+    /// Data-plane threads that serve accepted connections; `None` serves
+    /// them on the runtime that accepted them.
+    workers: Option<Arc<Workers>>,
     streams: StreamCounts,
     drain: DrainSignal,
     endpoints: EndpointStates,
@@ -227,7 +275,7 @@ impl Proxy {
     pub fn with_metrics(table: SharedTable, metrics: Arc<Metrics>, access_log: bool) -> Arc<Self> {
         Arc::new(Proxy {
             table,
-            clients: Clients::default(),
+            workers: None,
             streams: StreamCounts::default(),
             drain: DrainSignal::default(),
             endpoints: EndpointStates::new(),
@@ -235,6 +283,13 @@ impl Proxy {
             route_metrics: SharedMap::default(),
             access_log,
         })
+    }
+
+    /// Serves accepted connections on `workers` instead of the accepting runtime.
+    pub fn with_workers(self: Arc<Self>, workers: Arc<Workers>) -> Arc<Self> {
+        let mut proxy = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_workers before the proxy is shared"));
+        proxy.workers = Some(workers);
+        Arc::new(proxy)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -301,7 +356,18 @@ impl Proxy {
                     let stop = stop_rx.clone();
                     let guard = tracker.guard();
                     let tls = tls.clone();
-                    tokio::spawn(async move {
+                    let placed = match &self.workers {
+                        // Handed over to a data-plane thread, whose reactor takes the socket over.
+                        Some(workers) => match stream.into_std() {
+                            Ok(std_stream) => Err((workers.pick(), std_stream)),
+                            Err(e) => {
+                                warn!(error = %e, "cannot hand a connection over");
+                                continue;
+                            }
+                        },
+                        None => Ok(stream),
+                    };
+                    let serve = move |stream: tokio::net::TcpStream| async move {
                         let conn = Conn { peer, local_port, tls: tls.is_some() };
                         match tls {
                             None => proxy.serve_connection(stream, conn, stop).await,
@@ -320,7 +386,20 @@ impl Proxy {
                             }
                         }
                         drop(guard);
-                    });
+                    };
+                    match placed {
+                        Ok(stream) => {
+                            tokio::spawn(serve(stream));
+                        }
+                        Err((handle, std_stream)) => {
+                            handle.spawn(async move {
+                                match tokio::net::TcpStream::from_std(std_stream) {
+                                    Ok(stream) => serve(stream).await,
+                                    Err(e) => warn!(error = %e, "cannot register a connection"),
+                                }
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -494,7 +573,7 @@ impl Proxy {
         let retry = http_body::Body::is_end_stream(&body).then(|| (parts.method.clone(), parts.headers.clone()));
         let mut first = Some(Request::from_parts(parts, Either::Left(body)));
         let mut avoid = None;
-        let client = self.clients.get(target.timeouts.connect);
+        let client = upstream_client(target.timeouts.connect);
         let (endpoint, load, response) = loop {
             let endpoint = match target.choose(|e| self.endpoints.load(e), |e| self.endpoints.healthy(e), avoid) {
                 Ok(e) => e,
