@@ -100,6 +100,15 @@ impl Target {
         }
     }
 
+    /// How many endpoints requests can go to.
+    pub fn endpoint_count(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.usable())
+            .map(|b| b.endpoints.len())
+            .sum()
+    }
+
     /// Picks an endpoint by weighted round robin: the backend by weight,
     /// then the endpoint within it in turn. Lock-free: two atomic increments.
     pub fn pick(&self) -> Result<SocketAddr, &str> {

@@ -143,6 +143,33 @@ thread_local! {
     static CLIENTS: std::cell::RefCell<HashMap<Duration, UpstreamClient>> = std::cell::RefCell::default();
 }
 
+thread_local! {
+    /// `host:port` of each endpoint, formatted and parsed once per thread.
+    static AUTHORITIES: std::cell::RefCell<HashMap<SocketAddr, http::uri::Authority>> = std::cell::RefCell::default();
+}
+
+/// `http://endpoint/path?query`, built from parts: no formatting or
+/// parsing per request.
+fn upstream_uri(endpoint: SocketAddr, path_and_query: http::uri::PathAndQuery) -> Uri {
+    let authority = AUTHORITIES.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.len() > 4096 {
+            // Endpoints come and go; the cache only needs the current ones.
+            a.clear();
+        }
+        a.entry(endpoint)
+            .or_insert_with(|| {
+                http::uri::Authority::try_from(endpoint.to_string()).expect("a socket address is a valid authority")
+            })
+            .clone()
+    });
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
+}
+
 fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     CLIENTS.with(|c| {
         c.borrow_mut()
@@ -556,7 +583,11 @@ impl Proxy {
             },
         };
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.version = http::Version::HTTP_11;
         remove_hop_by_hop(&mut parts.headers);
         add_forwarded(
@@ -570,7 +601,9 @@ impl Proxy {
         );
         // Only a request without a body can go to a second endpoint: nothing
         // of it has been consumed when the first connect fails.
-        let retry = http_body::Body::is_end_stream(&body).then(|| (parts.method.clone(), parts.headers.clone()));
+        // The headers are copied for that only when there is another endpoint to try.
+        let retry = (http_body::Body::is_end_stream(&body) && target.endpoint_count() > 1)
+            .then(|| (parts.method.clone(), parts.headers.clone()));
         let mut first = Some(Request::from_parts(parts, Either::Left(body)));
         let mut avoid = None;
         let client = upstream_client(target.timeouts.connect);
@@ -594,10 +627,7 @@ impl Proxy {
                 }
                 (None, None) => unreachable!("only bodyless requests are retried"),
             };
-            *upstream_req.uri_mut() = match Uri::try_from(format!("http://{endpoint}{path_and_query}")) {
-                Ok(uri) => uri,
-                Err(_) => return local_reply(StatusCode::BAD_REQUEST, "ssegate: request path is not valid\n"),
-            };
+            *upstream_req.uri_mut() = upstream_uri(endpoint, path_and_query.clone());
             let load = self.endpoints.track(endpoint);
             match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await {
                 Err(_) => {
