@@ -139,13 +139,14 @@ async fn metrics_follow_open_streams_and_access_lines_describe_each_request() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     let text = scrape(&gw).await;
-    // Two connect attempts: a bodyless request is retried once.
+    // One attempt: a bodyless request is retried only when the Route has
+    // another endpoint to try.
     assert_eq!(
         sample(
             &text,
             r#"ssegate_upstream_errors_total{route="default/gone",kind="connect"}"#
         ),
-        Some(2.0),
+        Some(1.0),
         "{text}"
     );
     assert_eq!(
