@@ -398,7 +398,9 @@ impl Proxy {
                         let conn = Conn { peer, local_port, tls: tls.is_some() };
                         match tls {
                             None => proxy.serve_connection(stream, conn, stop).await,
-                            Some(acceptor) => {
+                            // Boxed: the TLS state is large, and plaintext
+                            // connections should not carry room for it.
+                            Some(acceptor) => Box::pin(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                                     Ok(Ok(stream)) => proxy.serve_connection(stream, conn, stop).await,
                                     Ok(Err(e)) => {
@@ -410,7 +412,8 @@ impl Proxy {
                                         debug!(%peer, "TLS handshake timed out");
                                     }
                                 }
-                            }
+                            })
+                            .await,
                         }
                         drop(guard);
                     };
