@@ -16,5 +16,6 @@ pub mod demo;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+mod shared_map;
 pub mod sources;
 pub mod status;

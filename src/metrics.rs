@@ -104,6 +104,8 @@ pub struct Metrics {
     apply_latency: Histogram,
     routes: Family<StateLabel, Gauge>,
     status_writes: Family<ResultLabel, Counter>,
+    /// Each Route's handles, so a request fetches them with one lookup.
+    route_handles: crate::shared_map::SharedMap<std::sync::Arc<str>, std::sync::Arc<RouteMetrics>>,
 }
 
 impl Default for Metrics {
@@ -130,6 +132,7 @@ impl Metrics {
             apply_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
             routes: Family::default(),
             status_writes: Family::default(),
+            route_handles: Default::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -207,8 +210,43 @@ impl Metrics {
         out
     }
 
-    /// A Route's handles, to be cached by the caller.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// A Route's handles: one lock-free lookup once the Route has been seen.
+    pub fn route(&self, route: &std::sync::Arc<str>) -> std::sync::Arc<RouteMetrics> {
+        self.route_handles
+            .get_or_insert_with(route, || std::sync::Arc::new(self.new_route(route)))
+    }
+
+    /// Drops the series of Routes that are no longer in `live` and have no
+    /// stream open, so deleted Routes do not leave series behind. A Route
+    /// with streams still open is dropped at a later swap.
+    pub fn forget_routes(&self, live: &std::collections::HashSet<String>) {
+        let gone = self.route_handles.remove_where(|name, handles| {
+            !name.is_empty() && !live.contains(&**name) && handles.open_streams.get() == 0
+        });
+        for (name, _) in gone {
+            let label = RouteLabel {
+                route: name.to_string(),
+            };
+            for status_class in CLASSES {
+                self.requests.remove(&RequestLabels {
+                    route: name.to_string(),
+                    status_class,
+                });
+            }
+            for kind in UpstreamError::ALL {
+                self.upstream_errors.remove(&ErrorLabels {
+                    route: name.to_string(),
+                    kind: kind.as_str(),
+                });
+            }
+            self.open_streams.remove(&label);
+            self.events.remove(&label);
+            self.bytes.remove(&label);
+            self.ttfb.remove(&label);
+        }
+    }
+
+    fn new_route(&self, route: &str) -> RouteMetrics {
         let label = RouteLabel {
             route: route.to_owned(),
         };
@@ -295,7 +333,7 @@ mod tests {
     #[test]
     fn exposition_names_and_labels() {
         let m = Metrics::new();
-        let r = m.route("ns/a");
+        let r = m.route(&std::sync::Arc::from("ns/a"));
         r.request(200);
         r.request(503);
         r.open_streams.inc();
@@ -315,5 +353,13 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+
+        // A deleted Route's series go once its streams have ended.
+        let live = std::collections::HashSet::new();
+        m.forget_routes(&live);
+        assert!(m.encode().contains(r#"route="ns/a""#), "an open stream keeps them");
+        r.open_streams.dec();
+        m.forget_routes(&live);
+        assert!(!m.encode().contains(r#"route="ns/a""#), "{}", m.encode());
     }
 }

@@ -175,6 +175,15 @@ async fn metrics_follow_open_streams_and_access_lines_describe_each_request() {
         "{text}"
     );
 
+    // A deleted Route's series go with it.
+    std::fs::remove_file(dir.path().join("route-dead.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scrape(&gw).await.contains(r#"route="default/gone""#) {
+        assert!(Instant::now() < deadline, "series of a deleted Route stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(scrape(&gw).await.contains(r#"route="default/r""#));
+
     // /debug/routes lists the rejected Route with its reason.
     let routes = gw.admin_json("/debug/routes").await;
     let broken = routes["routes"]

@@ -12,10 +12,10 @@ pub use body::{BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, Upstrea
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 
 use crate::metrics::{Metrics, RouteMetrics, UpstreamError};
+use crate::shared_map::SharedMap;
 
 use crate::api::ProxyBuffering;
 use crate::model::{normalize_host, SharedTable, Target};
-use arc_swap::ArcSwap;
 use headers::X_ACCEL_BUFFERING;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -102,36 +102,6 @@ pub struct EndpointLoad(Arc<EndpointState>);
 impl Drop for EndpointLoad {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A map read lock-free on the hot path (one `ArcSwap` load); a missing
-/// key is added once, copy-on-write. Entries are never removed: the keys
-/// (timeouts, Routes, endpoints) are few and bounded by what was ever seen.
-struct SharedMap<K, V>(ArcSwap<HashMap<K, V>>);
-
-impl<K, V> Default for SharedMap<K, V> {
-    fn default() -> Self {
-        SharedMap(ArcSwap::default())
-    }
-}
-
-impl<K: Eq + std::hash::Hash + Clone, V: Clone> SharedMap<K, V> {
-    fn get_or_insert_with(&self, key: &K, make: impl Fn() -> V) -> V {
-        if let Some(v) = self.0.load().get(key) {
-            return v.clone();
-        }
-        self.0.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.entry(key.clone()).or_insert_with(&make);
-            map
-        });
-        self.0.load()[key].clone()
-    }
-
-    /// Reads an entry without adding it.
-    fn peek<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
-        f(self.0.load().get(key))
     }
 }
 
@@ -287,8 +257,6 @@ pub struct Proxy {
     drain: DrainSignal,
     endpoints: EndpointStates,
     metrics: Arc<Metrics>,
-    /// Per-Route metric handles, fetched from the registry once per Route.
-    route_metrics: SharedMap<Arc<str>, Arc<RouteMetrics>>,
     /// Whether each finished request or stream is logged.
     access_log: bool,
 }
@@ -307,7 +275,6 @@ impl Proxy {
             drain: DrainSignal::default(),
             endpoints: EndpointStates::new(),
             metrics,
-            route_metrics: SharedMap::default(),
             access_log,
         })
     }
@@ -324,8 +291,7 @@ impl Proxy {
     }
 
     fn route_metrics(&self, route: &Arc<str>) -> Arc<RouteMetrics> {
-        self.route_metrics
-            .get_or_insert_with(route, || Arc::new(self.metrics.route(route)))
+        self.metrics.route(route)
     }
 
     /// Accepts plaintext connections (HTTP/1.1 and cleartext HTTP/2) until

@@ -55,6 +55,8 @@ impl Applier {
         self.table.store(Arc::new(table));
         if let Some(m) = &self.metrics {
             m.table_swapped(generation, accepted, rejected, since);
+            let live = self.table.load().reports.iter().map(|r| r.key.to_string()).collect();
+            m.forget_routes(&live);
         }
         debug!(
             generation,
