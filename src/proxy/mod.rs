@@ -290,10 +290,6 @@ impl Proxy {
         &self.metrics
     }
 
-    fn route_metrics(&self, route: &Arc<str>) -> Arc<RouteMetrics> {
-        self.metrics.route(route)
-    }
-
     /// Accepts plaintext connections (HTTP/1.1 and cleartext HTTP/2) until
     /// `shutdown` resolves. Then it drains: open event streams end at their
     /// next event boundary, requests in flight finish, and after at most
@@ -450,8 +446,8 @@ impl Proxy {
         let route: Arc<str> = target
             .as_ref()
             .map_or_else(|| Arc::from(crate::metrics::NO_ROUTE), |t| t.route.clone());
-        let metrics = self.route_metrics(&route);
-        let access = self.access_log.then(|| {
+        let metrics = self.metrics.route(&route);
+        let mut access = self.access_log.then(|| {
             Box::new(AccessRecord {
                 route,
                 method: req.method().clone(),
@@ -478,14 +474,17 @@ impl Proxy {
                 });
                 let preflight = req.method() == http::Method::OPTIONS
                     && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-                let answered_preflight = preflight && matches!(&cors, Some((_, Some(_))));
-                let mut resp = match &cors {
-                    Some((policy, Some(origin))) if preflight => cors_preflight(&target.route, policy, origin, &req),
+                let (mut resp, answered_preflight) = match &cors {
+                    Some((policy, Some(origin))) if preflight => {
+                        (cors_preflight(&target.route, policy, origin, &req), true)
+                    }
                     _ => {
                         let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
-                        self.forward(req, target, &metrics, started, conn, host_raw.as_deref())
+                        let resp = self
+                            .forward(req, target, &metrics, started, conn, host_raw.as_deref())
                             .instrument(span)
-                            .await
+                            .await;
+                        (resp, false)
                     }
                 };
                 if let Some((policy, origin)) = cors {
@@ -500,17 +499,15 @@ impl Proxy {
         };
         let status = resp.status().as_u16();
         metrics.request(status);
-        let access = access.map(|mut a| {
+        if let Some(a) = &mut access {
             a.status = status;
-            a
-        });
+        }
         match resp.body_mut() {
             ProxyBody::Upstream(body) => {
-                let stream = body.is_event_stream();
-                let access = access.map(|mut a| {
+                if let Some(a) = &mut access {
                     a.endpoint = body.endpoint;
-                    a
-                });
+                }
+                let stream = body.is_event_stream();
                 body.observe(access::Observer::new(metrics, access, stream));
             }
             ProxyBody::Local(text) => {
@@ -678,11 +675,7 @@ fn cors_preflight(
     let mut resp = Response::new(ProxyBody::Local(None));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let headers = resp.headers_mut();
-    for (name, value) in policy.preflight_headers(origin, requested) {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    }
+    insert_all(headers, policy.preflight_headers(origin, requested));
     headers.append(
         http::header::VARY,
         HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
@@ -702,10 +695,16 @@ fn apply_cors(policy: &crate::api::CorsPolicy, origin: Option<&str>, headers: &m
         headers.remove(k);
     }
     if let Some(origin) = origin.filter(|o| policy.allows(o)) {
-        for (name, value) in policy.response_headers(origin) {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
+        insert_all(headers, policy.response_headers(origin));
+    }
+}
+
+/// Sets each CORS header; a value that is not a valid header value (an
+/// origin echoed from a strange request) is left out.
+fn insert_all(headers: &mut HeaderMap, pairs: crate::api::CorsHeaders) {
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
         }
     }
 }
