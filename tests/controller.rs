@@ -510,5 +510,21 @@ async fn tls_certificates_come_from_secrets_and_rotate_live() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("Secret rotation to new handshakes: {:?}", started.elapsed());
+    // The status writes above are counted.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok_writes: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"ssegate_status_writes_total{result="ok"} "#))
+        .unwrap_or_else(|| panic!("no status write counted:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(ok_writes >= 2.0, "{metrics}");
     assert!(!gw.logs().contains("secure-cert-opaque"), "{}", gw.logs());
 }

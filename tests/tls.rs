@@ -160,6 +160,8 @@ async fn alpn_and_tls_versions_are_negotiated_as_offered() {
     let other = cert(&["nobody.test"]);
     assert!(connect(gw.tls_addr, "nobody.test", &[&other], &[b"h2"]).await.is_err());
     assert!(connect(gw.tls_addr, HOST, &[&cert_a], &[b"h2"]).await.is_ok());
+    let metrics = gw.proxy.metrics().encode();
+    assert!(metrics.contains("ssegate_tls_handshake_errors_total 1\n"), "{metrics}");
 
     // X-Forwarded-Proto says https.
     let stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"h2"]).await.unwrap();
