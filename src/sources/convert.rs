@@ -32,7 +32,8 @@ pub enum ConvertError {
     SecretType(String),
 }
 
-fn key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
+/// `namespace/name` of an object, in `default_namespace` when it names none.
+pub(crate) fn key(meta: &ObjectMeta, default_namespace: &str) -> Result<ObjectKey, ConvertError> {
     let name = meta
         .name
         .clone()

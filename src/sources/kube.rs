@@ -157,11 +157,9 @@ impl ClusterState {
         let mut out = std::collections::BTreeMap::new();
         for secret in self.secrets.iter().flat_map(Store::state) {
             let version = secret.metadata.resource_version.clone();
-            let Some(name) = secret.metadata.name.clone() else {
+            let Ok(key) = convert::key(&secret.metadata, "default") else {
                 continue;
             };
-            let namespace = secret.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            let key = ObjectKey::new(namespace, name);
             let converted = match cache.get(&key) {
                 Some((v, obj)) if *v == version => obj.clone(),
                 previous => match convert::tls_secret(&secret, "default") {
