@@ -2,20 +2,28 @@
 //! routing table it started with.
 
 mod access;
+mod authority;
 mod body;
+mod client_conn;
 mod headers;
+pub mod normalize;
+mod request_body;
 pub mod sse;
 pub mod tls;
 
 pub use access::{AccessRecord, ACCESS_TARGET};
+pub use authority::{request_authority, AuthorityError};
 pub use body::{BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
+pub use client_conn::ClientLimits;
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 
+use crate::listener::AcceptErrors;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamError};
 use crate::shared_map::SharedMap;
 
 use crate::api::ProxyBuffering;
 use crate::model::{normalize_host, SharedTable, Target};
+use client_conn::{Activity, InFlight, Watchdog, Watched};
 use headers::X_ACCEL_BUFFERING;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -23,21 +31,25 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use normalize::normalize_path;
+use request_body::{ClientBody, Upload};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-/// The upstream request body: the client's own, or none on a retry.
-type UpstreamRequestBody = Either<Incoming, Empty<bytes::Bytes>>;
+/// The upstream request body: the client's own, or none (a bodyless
+/// request, or a retry).
+type UpstreamRequestBody = Either<ClientBody, Empty<bytes::Bytes>>;
 type UpstreamClient = Client<HttpConnector, UpstreamRequestBody>;
 
 /// How long an endpoint whose connect failed is passed over.
@@ -244,6 +256,50 @@ pub struct Conn {
     pub tls: bool,
 }
 
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// Cleartext: HTTP/2 by its preface, else HTTP/1.1.
+    Detect,
+    /// As agreed by ALPN on TLS.
+    Http1,
+    Http2,
+}
+
+/// What ended the first phase of serving a connection.
+enum Next<E> {
+    Done(Result<(), E>),
+    Stop,
+    Expired(client_conn::Expired),
+}
+
+/// A response body that keeps its request counted as in flight (so the
+/// connection is not idle) until the body is done or dropped.
+pub struct Counted {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Seconds a client is asked to wait when a Route is full.
 const FULL_RETRY_AFTER: u32 = 5;
 
@@ -259,31 +315,74 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Whether each finished request or stream is logged.
     access_log: bool,
+    limits: ClientLimits,
+    /// One permit per open client connection, over every listener: when
+    /// none is left, accepting waits (the kernel's backlog holds newcomers)
+    /// and the descriptors kept back serve the admin port.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
-impl Proxy {
-    /// A proxy with its own metrics and access logging on.
-    pub fn new(table: SharedTable) -> Arc<Self> {
-        Proxy::with_metrics(table, Arc::new(Metrics::new()), true)
+/// Builds a [`Proxy`]: the table is required, the rest has defaults
+/// (fresh metrics, access log on, default limits, no worker threads).
+pub struct ProxyBuilder {
+    table: SharedTable,
+    metrics: Option<Arc<Metrics>>,
+    access_log: bool,
+    workers: Option<Arc<Workers>>,
+    limits: ClientLimits,
+}
+
+impl ProxyBuilder {
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
-    pub fn with_metrics(table: SharedTable, metrics: Arc<Metrics>, access_log: bool) -> Arc<Self> {
-        Arc::new(Proxy {
-            table,
-            workers: None,
-            streams: StreamCounts::default(),
-            drain: DrainSignal::default(),
-            endpoints: EndpointStates::new(),
-            metrics,
-            access_log,
-        })
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 
     /// Serves accepted connections on `workers` instead of the accepting runtime.
-    pub fn with_workers(self: Arc<Self>, workers: Arc<Workers>) -> Arc<Self> {
-        let mut proxy = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("with_workers before the proxy is shared"));
-        proxy.workers = Some(workers);
-        Arc::new(proxy)
+    pub fn workers(mut self, workers: Arc<Workers>) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    pub fn limits(mut self, limits: ClientLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn build(self) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            table: self.table,
+            workers: self.workers,
+            streams: StreamCounts::default(),
+            drain: DrainSignal::default(),
+            endpoints: EndpointStates::new(),
+            metrics: self.metrics.unwrap_or_default(),
+            access_log: self.access_log,
+            connections: Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1))),
+            limits: self.limits,
+        })
+    }
+}
+
+impl Proxy {
+    /// A proxy with its own metrics, access logging on and default limits.
+    pub fn new(table: SharedTable) -> Arc<Self> {
+        Proxy::builder(table).build()
+    }
+
+    pub fn builder(table: SharedTable) -> ProxyBuilder {
+        ProxyBuilder {
+            table,
+            metrics: None,
+            access_log: true,
+            workers: None,
+            limits: ClientLimits::default(),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -326,16 +425,25 @@ impl Proxy {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         let tracker = tokio_util_tracker::Tracker::default();
+        let mut errors = AcceptErrors::new(if tls.is_some() { "https" } else { "http" });
         loop {
+            // A permit first: at the connection limit, wait for one to close.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = self.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            errors.succeeded();
+                            a
+                        }
                         Err(e) => {
                             // Out of file descriptors and the like: back off, keep serving.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let wait = errors.failed(&e, &self.metrics);
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                     };
@@ -359,12 +467,19 @@ impl Proxy {
                     let serve = move |stream: tokio::net::TcpStream| async move {
                         let conn = Conn { peer, local_port, tls: tls.is_some() };
                         match tls {
-                            None => proxy.serve_connection(stream, conn, stop).await,
+                            None => proxy.serve_connection(stream, conn, Protocol::Detect, stop).await,
                             // Boxed: the TLS state is large, and plaintext
                             // connections should not carry room for it.
                             Some(acceptor) => Box::pin(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => proxy.serve_connection(stream, conn, stop).await,
+                                    Ok(Ok(stream)) => {
+                                        // Serve what ALPN agreed on, and nothing else.
+                                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                                            Some(b"h2") => Protocol::Http2,
+                                            _ => Protocol::Http1,
+                                        };
+                                        proxy.serve_connection(stream, conn, protocol, stop).await
+                                    }
                                     Ok(Err(e)) => {
                                         proxy.metrics.tls_handshake_failed();
                                         debug!(%peer, error = %e, "TLS handshake failed");
@@ -378,6 +493,7 @@ impl Proxy {
                             .await,
                         }
                         drop(guard);
+                        drop(permit);
                     };
                     match placed {
                         Ok(stream) => {
@@ -409,38 +525,120 @@ impl Proxy {
         Ok(())
     }
 
-    async fn serve_connection<S>(self: Arc<Self>, stream: S, conn_info: Conn, mut stop: watch::Receiver<bool>)
-    where
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        conn_info: Conn,
+        protocol: Protocol,
+        mut stop: watch::Receiver<bool>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let peer = conn_info.peer;
+        let limits = self.limits;
+        let metrics = self.metrics.clone();
+        let activity = Activity::new();
+        let requests = activity.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = self.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
+            let in_flight = requests.begin();
+            async move {
+                let resp = proxy.handle(req, conn_info).await;
+                Ok::<_, Infallible>(resp.map(|body| Counted {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The read buffer holds at most one request head; a longer head gets 431.
+        builder.http1().max_buf_size(limits.max_head_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.h2_ping_interval)
+            .keep_alive_timeout(limits.h2_ping_timeout)
+            .max_header_list_size(limits.max_head_bytes.try_into().unwrap_or(u32::MAX));
+        let builder = match protocol {
+            Protocol::Detect => builder,
+            Protocol::Http1 => builder.http1_only(),
+            Protocol::Http2 => builder.http2_only(),
+        };
+        let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
         let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => {
+        let mut watchdog = Watchdog::new(activity, limits);
+        let next = {
+            let mut stopping = std::pin::pin!(stop.wait_for(|s| *s));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Next::Done(res));
+                }
+                if stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Next::Stop);
+                }
+                watchdog.poll_expired(cx).map(Next::Expired)
+            })
+            .await
+        };
+        match next {
+            Next::Done(res) => {
                 if let Err(e) = res {
                     debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = stop.wait_for(|s| *s) => {}
+            Next::Expired(why) => {
+                metrics.connection_closed(why.as_str());
+                debug!(%peer, reason = why.as_str(), "closing client connection");
+                if why != client_conn::Expired::KeepAlive {
+                    return; // dropped: the socket closes now
+                }
+                // Idle: HTTP/1.1 closes at once, HTTP/2 says GOAWAY first.
+            }
+            Next::Stop => {}
         }
         conn.as_mut().graceful_shutdown();
-        if let Err(e) = conn.await {
-            debug!(%peer, error = %e, "client connection ended with an error during drain");
+        // Requests in flight finish (event streams end at their next event
+        // boundary); the drain deadline bounds the wait for a stop, the
+        // header timeout the wait for an HTTP/2 GOAWAY to go out.
+        let res = match next {
+            Next::Stop => Some(conn.await),
+            _ => tokio::time::timeout(limits.header_timeout, conn).await.ok(),
+        };
+        if let Some(Err(e)) = res {
+            debug!(%peer, error = %e, "client connection ended with an error while closing");
         }
     }
 
     /// Proxies one request. Never fails: every problem becomes a clear
     /// HTTP error response.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
-        let host_raw = request_host(&req).map(str::to_owned);
+        if let Err(refusal) = self.settle_target(&mut req) {
+            self.metrics.bad_request(refusal.reason);
+            let resp = refusal.into_response();
+            let status = resp.status().as_u16();
+            self.metrics.route(&Arc::from(crate::metrics::NO_ROUTE)).request(status);
+            if self.access_log {
+                let text_len = match resp.body() {
+                    ProxyBody::Local(t) => t.as_ref().map_or(0, |t| t.len() as u64),
+                    ProxyBody::Upstream(_) => 0,
+                };
+                AccessRecord {
+                    route: Arc::from(crate::metrics::NO_ROUTE),
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    client: conn.peer.ip(),
+                    started,
+                    status,
+                    endpoint: None,
+                }
+                .log(text_len, 0, "refused");
+            }
+            return resp;
+        }
+        // From here on, Host holds the one authority the request names.
+        let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
         let target = self.table.load().lookup(&host, req.uri().path()).cloned();
         let route: Arc<str> = target
@@ -519,6 +717,57 @@ impl Proxy {
         resp
     }
 
+    /// Settles what the request is for before it is routed: one authority
+    /// (written to `Host`, which is what the upstream will see) and a
+    /// normalised path (written to the URI, which is what the upstream will
+    /// be asked for). Refuses, with the metric reason and a reply, what
+    /// cannot be settled.
+    fn settle_target(&self, req: &mut Request<Incoming>) -> Result<(), Refusal> {
+        if req.method() == http::Method::CONNECT {
+            return Err(Refusal {
+                reason: "method",
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "CONNECT is not supported: ssegate is a reverse proxy".into(),
+            });
+        }
+        let authority = match request_authority(req) {
+            Ok(a) => a.map(HeaderValue::from_str),
+            Err(e) => return Err(Refusal::bad("host", e.to_string())),
+        };
+        let authority = match authority {
+            Some(Ok(v)) => Some(v),
+            None => None,
+            Some(Err(_)) => unreachable!("a valid authority is a valid header value"),
+        };
+        let path = match normalize_path(req.uri().path(), self.limits.encoded_slashes) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(p)) => Some(p),
+            Err(e) => return Err(Refusal::bad("path", e.to_string())),
+        };
+        if let Some(mut path) = path {
+            if let Some(q) = req.uri().query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            match http::uri::PathAndQuery::try_from(path) {
+                Ok(pq) => *req.uri_mut() = Uri::from(pq),
+                Err(_) => return Err(Refusal::bad("path", "invalid request path".into())),
+            }
+        } else if req.uri().authority().is_some() {
+            // Absolute form: the authority now lives in Host alone.
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        if let Some(v) = authority {
+            req.headers_mut().insert(HOST, v);
+        }
+        Ok(())
+    }
+
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -565,12 +814,19 @@ impl Proxy {
                 proto: if conn.tls { "https" } else { "http" },
             },
         );
+        // A body goes up wrapped, to learn when (and how) the upload ended.
+        let (body, upload) = if http_body::Body::is_end_stream(&body) {
+            (Either::Right(Empty::new()), None)
+        } else {
+            let (body, upload) = ClientBody::new(body, self.limits.body_timeout);
+            (Either::Left(body), Some(upload))
+        };
         // Only a request without a body can go to a second endpoint: nothing
         // of it has been consumed when the first connect fails.
         // The headers are copied for that only when there is another endpoint to try.
-        let retry = (http_body::Body::is_end_stream(&body) && target.endpoint_count() > 1)
-            .then(|| (parts.method.clone(), parts.headers.clone()));
-        let mut first = Some(Request::from_parts(parts, Either::Left(body)));
+        let retry =
+            (upload.is_none() && target.endpoint_count() > 1).then(|| (parts.method.clone(), parts.headers.clone()));
+        let mut first = Some(Request::from_parts(parts, body));
         let mut avoid = None;
         let client = upstream_client(target.timeouts.connect);
         let (endpoint, load, response) = loop {
@@ -595,7 +851,8 @@ impl Proxy {
             };
             *upstream_req.uri_mut() = upstream_uri(endpoint, path_and_query.clone());
             let load = self.endpoints.track(endpoint);
-            match tokio::time::timeout(target.timeouts.response_headers, client.request(upstream_req)).await {
+            let response = client.request(upstream_req);
+            match wait_response(response, upload.as_deref(), target.timeouts.response_headers).await {
                 Err(_) => {
                     metrics.upstream_error(UpstreamError::ResponseTimeout);
                     warn!(%endpoint, "upstream response headers timed out");
@@ -620,6 +877,23 @@ impl Proxy {
                         format!("ssegate: cannot connect to upstream {endpoint}: {}\n", error_chain(&e)),
                     );
                 }
+                Ok(Err(e)) if upload.as_ref().is_some_and(|u| u.outcome() == Upload::Malformed) => {
+                    // The client's body broke (bad chunked framing, a cut
+                    // connection): its fault, not the upstream's.
+                    self.metrics.bad_request("body");
+                    debug!(error = %error_chain(&e), "malformed request body");
+                    return local_reply(StatusCode::BAD_REQUEST, "ssegate: malformed request body\n");
+                }
+                Ok(Err(_)) if upload.as_ref().is_some_and(|u| u.outcome() == Upload::TimedOut) => {
+                    self.metrics.bad_request("body_timeout");
+                    let mut resp = local_reply(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    return resp;
+                }
                 Ok(Err(e)) => {
                     metrics.upstream_error(UpstreamError::Failed);
                     warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
@@ -633,7 +907,23 @@ impl Proxy {
         };
 
         metrics.ttfb.observe(started.elapsed().as_secs_f64());
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // ssegate asked for no upgrade; a 101 would leave the client
+            // talking an unknown protocol to a connection it cannot use.
+            metrics.upstream_error(UpstreamError::Failed);
+            warn!(%endpoint, "upstream switched protocols without being asked to");
+            return local_reply(
+                StatusCode::BAD_GATEWAY,
+                format!("ssegate: upstream {endpoint} answered 101 to a request that asked for no upgrade\n"),
+            );
+        }
         let (mut parts, body) = response.into_parts();
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and
+            // an intermediary must drop the latter. The body was de-chunked;
+            // left alone, the length would cut it short.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
         let buffer = buffer_for(target.buffering, &parts.headers).then_some(target.buffer_size);
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
@@ -733,13 +1023,52 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// The host the client asked for: `:authority` (HTTP/2, absolute form)
-/// first, then the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+/// A request refused before routing, as the client's fault.
+struct Refusal {
+    /// The `reason` label of `ssegate_bad_requests_total`.
+    reason: &'static str,
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn bad(reason: &'static str, message: String) -> Self {
+        Refusal {
+            reason,
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = local_reply(self.status, format!("ssegate: {}\n", self.message));
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        resp
+    }
+}
+
+/// Waits for the upstream's response headers. The response timeout starts
+/// once the request body (if any) has been sent: a slow upload is the
+/// client's business, bounded by the body timeout.
+async fn wait_response<F: Future>(
+    response: F,
+    upload: Option<&request_body::UploadState>,
+    limit: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut response = std::pin::pin!(response);
+    if let Some(upload) = upload {
+        tokio::select! {
+            biased;
+            res = &mut response => return Ok(res),
+            _ = upload.finished() => {}
+        }
+    }
+    tokio::time::timeout(limit, response).await
 }
 
 fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
