@@ -142,7 +142,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // kube-client logs every failed request at ERROR, many a second during
+    // an apiserver outage; ssegate logs each failure once, with context.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_client::client::builder=off".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -14,9 +14,14 @@
 //! version re-lists at once; an unreachable or overloaded apiserver is
 //! retried quickly and often (200 ms doubling to a 1 s cap, with jitter); a
 //! refusal (401, 403, 404 and the like, a configuration problem that fast
-//! retries will not fix) backs off from 1 s to 30 s. Any success resets it.
-//! [`resilient`] applies it to a `watcher` stream and logs one warning per
-//! outage, not one per retry.
+//! retries will not fix) backs off from 1 s to 30 s. During an outage, a
+//! retried watch that stays silent for 2 s (4 s, 8 s, ... up to 30 s) is
+//! started over with a fresh list, since silence then proves nothing (see
+//! [`Retry::quiet_window`]). Only an answer from the apiserver (a listed
+//! object, the end of a list, a watch event) ends the outage and resets
+//! the delays. [`resilient`] applies the policy to a `watcher` stream and
+//! logs one warning per outage, a reminder a minute while it lasts, and
+//! one line when the watch recovers, not one per retry.
 
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use kube::runtime::watcher::{self, watcher, Event};
@@ -73,6 +78,11 @@ pub struct Policy {
     pub rejected_max: Duration,
     /// How often an outage that goes on is reported again.
     pub reminder: Duration,
+    /// During an outage, how long a retried watch may go without any
+    /// answer before it is started over with a fresh list (doubling each
+    /// time, up to [`Policy::max_quiet`]).
+    pub quiet: Duration,
+    pub max_quiet: Duration,
 }
 
 impl Default for Policy {
@@ -83,6 +93,8 @@ impl Default for Policy {
             rejected_initial: Duration::from_secs(1),
             rejected_max: Duration::from_secs(30),
             reminder: Duration::from_secs(60),
+            quiet: Duration::from_secs(2),
+            max_quiet: Duration::from_secs(30),
         }
     }
 }
@@ -135,6 +147,8 @@ pub struct Retry {
     /// an apiserver that keeps answering 410 to fresh lists is not hammered.
     expired: u32,
     outage: Option<Outage>,
+    /// Fresh starts after a quiet spell, in this outage.
+    quiet_restarts: u32,
 }
 
 impl Retry {
@@ -144,13 +158,39 @@ impl Retry {
             attempts: 0,
             expired: 0,
             outage: None,
+            quiet_restarts: 0,
         }
     }
 
-    /// Whether an outage is open: the next quiet stretch may mean the
-    /// watch has resumed.
+    /// Whether an outage is open.
     pub fn in_outage(&self) -> bool {
         self.outage.is_some()
+    }
+
+    /// How long the watch may stay silent before [`Retry::quiet`] is due;
+    /// `None` outside an outage, where silence is normal.
+    ///
+    /// After an outage nothing proves a resumed watch works: the watcher
+    /// sends nothing when it resumes from its resource version, and an
+    /// apiserver that is still starting can hold a request for seconds
+    /// (seen: 6 s for a watch of a custom resource sent just before
+    /// `/readyz` passed, while a new request was answered at once). A
+    /// fresh list settles it either way.
+    pub fn quiet_window(&self) -> Option<Duration> {
+        self.outage?;
+        let doubled = self.policy.quiet.saturating_mul(1u32 << self.quiet_restarts.min(16));
+        Some(doubled.min(self.policy.max_quiet))
+    }
+
+    /// The watch stayed silent for [`Retry::quiet_window`]: start over
+    /// with a fresh list. The outage stays open until that list succeeds.
+    pub fn quiet(&mut self) -> Step {
+        self.quiet_restarts = self.quiet_restarts.saturating_add(1);
+        Step {
+            delay: Duration::ZERO,
+            relist: true,
+            report: Report::Quiet,
+        }
     }
 
     /// Decides the next step after `failure`. `jitter` in `[0, 1)` spreads
@@ -214,17 +254,13 @@ impl Retry {
     pub fn succeeded(&mut self, now: Instant) -> Option<Recovery> {
         self.attempts = 0;
         self.expired = 0;
+        self.quiet_restarts = 0;
         self.outage.take().map(|o| Recovery {
             lasted: now.saturating_duration_since(o.since),
             failures: o.failures,
         })
     }
 }
-
-/// After an outage, how long a retried watch must run without an error
-/// before it counts as resumed: a watch that resumes from its resource
-/// version sends nothing until an object changes.
-const QUIET: Duration = Duration::from_secs(3);
 
 /// A jitter in `[0, 1)` without a random-number dependency: std's
 /// `RandomState` is freshly keyed per call.
@@ -263,18 +299,21 @@ where
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
-            let next = if st.retry.in_outage() {
-                match tokio::time::timeout(QUIET, st.inner.next()).await {
+            let next = match st.retry.quiet_window() {
+                Some(window) => match tokio::time::timeout(window, st.inner.next()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        if let Some(r) = st.retry.succeeded(Instant::now()) {
-                            info!(kind = st.kind, outage = ?r.lasted, failures = r.failures, "watch resumed");
-                        }
+                        debug!(
+                            kind = st.kind,
+                            ?window,
+                            "no answer since reconnecting; re-listing to be sure"
+                        );
+                        st.retry.quiet();
+                        st.inner = watcher(st.api.clone(), st.config.clone()).boxed();
                         continue;
                     }
-                }
-            } else {
-                st.inner.next().await
+                },
+                None => st.inner.next().await,
             };
             match next? {
                 Ok(event) => {
@@ -407,6 +446,28 @@ mod tests {
         assert!(!r.in_outage());
         assert_eq!(r.succeeded(t), None, "only one recovery per outage");
         assert_eq!(r.failed(Failure::Unavailable, t, 0.999_999).delay.as_millis(), 199);
+    }
+
+    #[test]
+    fn silence_after_reconnecting_relists_with_doubling_patience() {
+        let mut r = Retry::new(Policy::default());
+        let t = Instant::now();
+        assert_eq!(r.quiet_window(), None, "a quiet watch is normal outside an outage");
+        r.failed(Failure::Unavailable, t, 0.5);
+        assert_eq!(r.quiet_window(), Some(Duration::from_secs(2)));
+        let step = r.quiet();
+        assert!(step.relist);
+        assert_eq!(step.delay, Duration::ZERO);
+        assert!(r.in_outage(), "only a list that succeeds ends the outage");
+        assert_eq!(r.quiet_window(), Some(Duration::from_secs(4)));
+        for _ in 0..10 {
+            r.quiet();
+        }
+        assert_eq!(r.quiet_window(), Some(Duration::from_secs(30)));
+        r.succeeded(t);
+        assert_eq!(r.quiet_window(), None);
+        r.failed(Failure::Unavailable, t, 0.5);
+        assert_eq!(r.quiet_window(), Some(Duration::from_secs(2)));
     }
 
     #[test]
