@@ -156,13 +156,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
                 "leader again at {:?} without an apiserver (false at {at:?})",
                 killed.elapsed()
             ),
-            (true, None) => assert!(
-                killed.elapsed() < LEASE + Duration::from_secs(1),
-                "still claims leadership {:?} after the apiserver died, with a {LEASE:?} Lease:\n{}",
-                killed.elapsed(),
-                gw.logs()
-            ),
-            (false, Some(_)) => {}
+            _ => {}
         }
         if Instant::now() >= next_request {
             assert_eq!(
@@ -175,8 +169,14 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let leader_false_after = leader_false_after.expect("leadership never ended");
     assert!(served >= 15, "only {served} requests during the outage");
+    // The other checks run on, so that one run shows every shortfall.
+    let mut shortfalls = Vec::new();
+    if !leader_false_after.is_some_and(|at| at < LEASE + Duration::from_secs(1)) {
+        shortfalls.push(format!(
+            "leader=false only {leader_false_after:?} after the apiserver died, with a {LEASE:?} Lease"
+        ));
+    }
 
     // 2. It comes back on the same etcd (the script waits for /readyz).
     let out = cp.script("start-apiserver");
@@ -194,7 +194,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
     let patched = Instant::now();
     while gw.buffering_of("demo").await != "Enabled" {
         assert!(
-            patched.elapsed() < Duration::from_secs(5),
+            patched.elapsed() < Duration::from_secs(60),
             "patch not live {:?} after the apiserver came back:\n{}",
             patched.elapsed(),
             gw.logs()
@@ -202,6 +202,11 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let patch_to_live = patched.elapsed();
+    if patch_to_live > Duration::from_secs(5) {
+        shortfalls.push(format!(
+            "patch live only {patch_to_live:?} after the apiserver came back"
+        ));
+    }
 
     // 4. Leadership and status writing resume.
     loop {
@@ -212,13 +217,17 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
             break;
         }
         assert!(
-            ready.elapsed() < Duration::from_secs(15),
+            ready.elapsed() < Duration::from_secs(60),
             "leadership or status writing did not resume (leader {leader}, writes {writes}, generation {generation}, observed {observed}):\n{}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let leader_back = ready.elapsed();
+    if leader_back > Duration::from_secs(5) {
+        shortfalls.push(format!("leader with a status write only {leader_back:?} after /readyz"));
+    }
+    assert!(shortfalls.is_empty(), "{shortfalls:#?}\n{}", gw.logs());
 
     // The scenario really happened: the watches were told their resource
     // versions had expired after the restart, and re-listed at once.
