@@ -173,7 +173,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
     assert!(served >= 15, "only {served} requests during the outage");
     // The other checks run on, so that one run shows every shortfall.
     let mut shortfalls = Vec::new();
-    if !leader_false_after.is_some_and(|at| at < LEASE + Duration::from_secs(1)) {
+    if leader_false_after.is_none_or(|at| at >= LEASE + Duration::from_secs(1)) {
         shortfalls.push(format!(
             "leader=false only {leader_false_after:?} after the apiserver died, with a {LEASE:?} Lease"
         ));
