@@ -208,7 +208,7 @@ pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool
         let held_until = elector.held_until();
         // Leadership ends on time even if the request hangs.
         let result = {
-            let attempt = tokio::time::timeout(timeout, attempt(&api, &config, &mut elector, sent));
+            let attempt = tokio::time::timeout(timeout, attempt(&api, &config, &mut elector));
             let mut attempt = std::pin::pin!(attempt);
             let mut expiry = held_until.filter(|_| *leader.borrow());
             loop {
@@ -280,12 +280,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Reads the Lease and creates, takes or renews it as the elector decides.
-async fn attempt(
-    api: &Api<Lease>,
-    config: &LeaseConfig,
-    elector: &mut Elector,
-    sent: Instant,
-) -> kube::Result<Outcome> {
+async fn attempt(api: &Api<Lease>, config: &LeaseConfig, elector: &mut Elector) -> kube::Result<Outcome> {
     let params = PostParams {
         field_manager: Some(super::kube::FIELD_MANAGER.into()),
         ..Default::default()
@@ -314,7 +309,9 @@ async fn attempt(
         };
     };
     let record = Record::of(&lease);
-    let claim = elector.observe(record.clone(), sent);
+    // Seen when the answer arrived, which is after the holder sent what it
+    // shows: measuring from here keeps our wait past the holder's own end.
+    let claim = elector.observe(record.clone(), Instant::now());
     let mut spec = lease.spec.take().unwrap_or_default();
     match claim {
         Claim::Wait(_) => return Ok(Outcome::Other(claim, record.holder)),
