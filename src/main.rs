@@ -13,6 +13,7 @@ use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
 use ssegate::status::kube::{KubeStatus, StatusWriter};
+use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -210,7 +211,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // kube-client logs every failed request at ERROR, many a second during
+    // an apiserver outage; ssegate logs each failure once, with context.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_client::client::builder=off".into());
     // Colour only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -316,16 +320,16 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (state, watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
-    let lease_secs = args.lease_duration.as_secs().max(2);
-    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(lease_secs)
-        .with_grace((lease_secs / 3).max(1))
-        .build()
-        .await
-        .with_context(|| format!("cannot set up Lease {}/{}", args.lease_namespace, args.lease_name))?;
-    let (leader, _lease_task) = lease.watch().await;
+    // Leadership ends when the Lease is not renewed in time (see status::lease).
+    let leader = ssegate::status::lease::start(
+        client.clone(),
+        LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_duration.as_secs().max(2)),
+        },
+    );
     let mut writer = StatusWriter::new(client, state.clone(), identity);
     writer.writes = admin_state.status_writes.clone();
     writer.metrics = Some(metrics);
