@@ -102,6 +102,24 @@ pub fn default_max_connections(nofile: u64) -> usize {
     (nofile.saturating_sub(RESERVED_FDS) / 2).max(16) as usize
 }
 
+/// Connections the kernel queues for a listener before ssegate accepts
+/// them (capped by `net.core.somaxconn`). Deep, because at the connection
+/// limit this queue is where newcomers wait.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, so a
+/// restarted process can bind while old connections linger in TIME_WAIT.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

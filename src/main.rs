@@ -364,12 +364,10 @@ async fn serve(
     args: ProxyArgs,
     source: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let proxy_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let admin_listener = TcpListener::bind(args.admin)
-        .await
-        .with_context(|| format!("cannot listen on {} for admin", args.admin))?;
+    let proxy_listener =
+        ssegate::listener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener =
+        ssegate::listener::bind(args.admin).with_context(|| format!("cannot listen on {} for admin", args.admin))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -377,11 +375,7 @@ async fn serve(
         wait_stop(stop_rx.clone()),
     ));
     let tls_listener = match args.listen_tls {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for TLS"))?,
-        ),
+        Some(addr) => Some(ssegate::listener::bind(addr).with_context(|| format!("cannot listen on {addr} for TLS"))?),
         None => None,
     };
     info!(listen = %args.listen, tls = ?args.listen_tls, admin = %args.admin, "ssegate serving");
