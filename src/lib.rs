@@ -2,6 +2,7 @@
 //!
 //! The crate is laid out the way requests and objects flow:
 //! - [`api`]: the `Route` custom resource and its validation;
+//! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
 //! - [`proxy`]: the hyper data plane that serves the current table;
 //! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod certs;
 pub mod demo;
 pub mod listener;
 pub mod metrics;

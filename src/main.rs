@@ -12,7 +12,7 @@ use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
-use ssegate::status::kube::{KubeStatus, StatusWriter};
+use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
 use std::net::SocketAddr;
@@ -330,9 +330,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(args.lease_duration.as_secs().max(2)),
         },
     );
-    let mut writer = StatusWriter::new(client, state.clone(), identity);
-    writer.writes = admin_state.status_writes.clone();
-    writer.metrics = Some(metrics);
+    let live = {
+        let (state, changed) = (state.clone(), state.routes_changed.clone());
+        LiveRoutes::new(move |key| state.route(key), changed)
+    };
+    let writer = StatusWriter::new(client, live, identity, metrics);
     let mut leader_seen = leader.clone();
     let shown = admin_state.clone();
     tokio::spawn(async move {
