@@ -5,7 +5,7 @@
 //! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
 //! - [`proxy`]: the hyper data plane that serves the current table;
-//! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
+//! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
 //! - [`status`]: where Route status goes;
 //! - [`listener`]: accept back-off and the file-descriptor budget;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
