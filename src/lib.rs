@@ -7,7 +7,8 @@
 //! - [`proxy`]: the hyper data plane that serves the current table;
 //! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
 //! - [`status`]: where Route status goes;
-//! - [`listener`]: accept back-off and the file-descriptor budget;
+//! - [`listener`]: binding, accept back-off and the connection budget;
+//! - [`process`]: the open-file limit and the host name;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod proxy;
 mod shared_map;
 pub mod sources;

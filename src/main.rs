@@ -119,7 +119,7 @@ enum EncodedSlashesArg {
 
 impl ClientArgs {
     fn limits(&self) -> ClientLimits {
-        let nofile = ssegate::listener::raise_fd_limit();
+        let nofile = ssegate::process::raise_fd_limit();
         ClientLimits {
             header_timeout: self.client_header_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -199,7 +199,8 @@ struct ControllerArgs {
     /// any access to Secrets; Routes with `tls` then report the Secret missing.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_TLS_SECRETS")]
     tls_secrets: bool,
-    /// This replica's identity in the Lease; defaults to $POD_NAME, then host and pid.
+    /// This replica's identity in the Lease; defaults to $POD_NAME, then
+    /// `<host name>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     #[command(flatten)]
@@ -307,7 +308,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "ssegate".into()),
+            ssegate::process::host_name().unwrap_or_else(|| "ssegate".into()),
             std::process::id()
         )
     });
