@@ -7,6 +7,7 @@
 //! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`, `--smoke`
 //! (CI: about a second per scenario, results in target/bench-smoke).
 
+mod controller;
 mod load;
 mod peers;
 mod upstream;
@@ -25,6 +26,8 @@ struct Options {
     only: Option<Vec<String>>,
     /// Where results go, under target/.
     out: &'static str,
+    /// CI's smoke run: any failure found exits non-zero.
+    smoke: bool,
 }
 
 fn options() -> Options {
@@ -36,6 +39,7 @@ fn options() -> Options {
         flips: 50,
         only: None,
         out: "bench",
+        smoke: false,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut i = 0;
@@ -56,6 +60,7 @@ fn options() -> Options {
             // harness cannot rot; results go to target/bench-smoke.
             "--smoke" => {
                 (o.streams, o.idle, o.seconds, o.flips, o.out) = (20, 100, 1, 5, "bench-smoke");
+                o.smoke = true;
                 i -= 1;
             }
             other => panic!("unknown option {other}"),
@@ -161,6 +166,76 @@ async fn run() {
     std::fs::write(format!("{out}/results.md"), &md).unwrap();
     println!("{md}");
     eprintln!("wrote {out}/results.json and {out}/results.md");
+    if o.smoke {
+        let failures = smoke_failures(&report);
+        if !failures.is_empty() {
+            eprintln!("benchmark smoke FAILED:");
+            for f in &failures {
+                eprintln!("  - {f}");
+            }
+            std::process::exit(1);
+        }
+        eprintln!("benchmark smoke: every scenario ran without errors");
+    }
+}
+
+/// What makes a smoke run fail: a target that should have run and did not
+/// (only a peer that is not installed may be skipped), a scenario that
+/// errored, a failed stream or request, an idle scenario that opened no
+/// stream, and a route-change series that errored.
+fn smoke_failures(report: &Value) -> Vec<String> {
+    let mut failures = Vec::new();
+    for row in report["targets"].as_array().into_iter().flatten() {
+        let name = row["target"].as_str().unwrap_or("?");
+        if let Some(why) = row["skipped"].as_str() {
+            if !why.contains("not installed") {
+                failures.push(format!("{name}: did not run: {why}"));
+            }
+            continue;
+        }
+        let check = |failures: &mut Vec<String>, what: &str, ok: bool| {
+            if !ok {
+                failures.push(format!("{name}: {what}: {}", row));
+            }
+        };
+        if !row["plain"].is_null() {
+            check(&mut failures, "plain requests failed", row["plain"]["errors"].as_u64() == Some(0));
+        }
+        if !row["latency_ms"].is_null() {
+            check(
+                &mut failures,
+                "event streams failed",
+                row["latency_ms"]["failed_streams"].as_u64() == Some(0)
+                    && row["latency_ms"]["events"].as_u64().unwrap_or(0) > 0,
+            );
+        }
+        if !row["throughput"].is_null() {
+            check(&mut failures, "throughput errored", row["throughput"]["error"].is_null());
+        }
+        if !row["memory"].is_null() {
+            check(
+                &mut failures,
+                "no idle stream opened",
+                row["memory"]["streams"].as_u64().unwrap_or(0) > 0,
+            );
+        }
+    }
+    for (series, v) in report["route_change"].as_object().into_iter().flatten() {
+        if let Some(e) = v["error"].as_str() {
+            failures.push(format!("route change, {series}: {e}"));
+        }
+    }
+    for name in ["direct", "ssegate (Disabled)", "ssegate (Enabled)"] {
+        let ran = report["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["target"] == name && r["skipped"].is_null());
+        if !ran {
+            failures.push(format!("{name} did not run"));
+        }
+    }
+    failures
 }
 
 async fn measure(o: &Options, target: &peers::Target) -> Value {
@@ -263,7 +338,7 @@ async fn route_flips(o: &Options) -> Value {
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let write = |to: &str| std::fs::write(&file, peers::ssegate_config("Disabled", &services, to)).unwrap();
-    out["ssegate standalone"] = flip_series(addr, o.flips, write).await;
+    out["ssegate standalone"] = flip_series("ssegate standalone", addr, o.flips, write).await;
     let _ = child.kill();
     let _ = child.wait();
 
@@ -288,18 +363,17 @@ async fn route_flips(o: &Options) -> Value {
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let write = |to: &str| std::fs::write(&dynamic, peers::traefik_dynamic(if to == "a" { a } else { b })).unwrap();
-        out["traefik file provider"] = flip_series(addr, o.flips, write).await;
+        out["traefik file provider"] = flip_series("traefik file provider", addr, o.flips, write).await;
         let _ = child.kill();
         let _ = child.wait();
     } else {
         out["traefik file provider"] = json!({"skipped": "traefik not installed"});
     }
-    out["ssegate controller (kubectl patch)"] =
-        json!({"skipped": "measured by tests/controller.rs against the real apiserver; see the README"});
+    out["ssegate controller (kubectl patch)"] = controller::patch_to_live(o.flips.min(20)).await;
     out
 }
 
-async fn flip_series(addr: SocketAddr, flips: usize, write: impl Fn(&str)) -> Value {
+async fn flip_series(name: &str, addr: SocketAddr, flips: usize, write: impl Fn(&str)) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !load::fetch(addr, "/plain")
         .await
@@ -331,7 +405,7 @@ async fn flip_series(addr: SocketAddr, flips: usize, write: impl Fn(&str)) -> Va
     times.sort_by(f64::total_cmp);
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     eprintln!(
-        "   route change to live: p50 {:.1} ms, p99 {:.1} ms",
+        "   route change to live ({name}): p50 {:.1} ms, p99 {:.1} ms",
         pick(0.5),
         pick(0.99)
     );
