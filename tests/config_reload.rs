@@ -231,3 +231,60 @@ async fn a_hostile_file_is_refused_in_milliseconds_and_the_rest_keeps_serving() 
         .unwrap();
     assert!(status.contains("200"), "{status}");
 }
+
+/// Resident memory of the ssegate process serving `dir`, in KiB.
+fn rss_kib(dir: &Path) -> u64 {
+    let needle = dir.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            return kib;
+        }
+    }
+    panic!("no ssegate process for {needle}");
+}
+
+async fn wait_accepted(gw: &Ssegate, wanted: u64, limit: Duration) {
+    let started = Instant::now();
+    while metric(gw, "ssegate_routes{state=\"accepted\"} ").await != wanted {
+        assert!(started.elapsed() < limit, "never {wanted} Routes:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_returns_when_routes_go_away() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
+    std::fs::write(dir.path().join("route.yaml"), route_yaml("r", "", "svc")).unwrap();
+    let gw = start(dir.path(), logs.path()).await;
+    let idle = rss_kib(dir.path());
+
+    replace(dir.path(), "many.yaml", &many_routes(20_000));
+    wait_accepted(&gw, 20_001, Duration::from_secs(60)).await;
+    let loaded = rss_kib(dir.path());
+    std::fs::remove_file(dir.path().join("many.yaml")).unwrap();
+    wait_accepted(&gw, 1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_kib(dir.path());
+    eprintln!("RSS: {idle} KiB idle, {loaded} KiB with 20,000 Routes, {after} KiB after removing them");
+    assert!(
+        loaded > idle + 50 * 1024,
+        "20,000 Routes should take room: {idle} -> {loaded} KiB"
+    );
+    // glibc kept all of it before the heap was trimmed after large applies.
+    assert!(
+        after < idle + (loaded - idle) / 4,
+        "memory did not return: {idle} -> {loaded} -> {after} KiB"
+    );
+}
