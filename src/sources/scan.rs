@@ -164,12 +164,8 @@ pub fn check_depth(doc: &str, limit: usize) -> Result<(), usize> {
                     node_start = false;
                 }
                 b',' if flow > 0 => node_start = true,
-                b':' if bytes
-                    .get(i)
-                    .is_none_or(|b| matches!(b, b' ' | b'\t' | b',' | b'[' | b']' | b'{' | b'}')) =>
-                {
-                    node_start = true
-                }
+                // In flow context JSON's `"key":"value"` needs no space.
+                b':' if flow > 0 || bytes.get(i).is_none_or(|b| matches!(b, b' ' | b'\t')) => node_start = true,
                 b'|' | b'>' if node_start && flow == 0 => {
                     block_scalar = Some(indent);
                     break;
@@ -234,6 +230,7 @@ mod tests {
         assert_eq!(depth("a: |\n  [[[[[[\n  {{{{\nb: 1\n"), 1);
         assert_eq!(depth("a: \"multi\n  line [[[[\"\nb: [x]\n"), 2);
         assert_eq!(depth("a: &x [1]\nb: !!seq [2]\n"), 2);
+        assert_eq!(depth("{\"a\":\"[[[[\",\"b\":{\"c\":[\"]]\"]}}\n"), 4);
     }
 
     #[test]
