@@ -694,10 +694,15 @@ fn reload_since(source: &mut FolderSource, applier: &Applier, since: Option<std:
     log_problems(&errors);
     let loaded = started.elapsed();
     let generation = applier.apply_since(&objects, since);
-    debug!(generation, parsed = source.parsed(), ?loaded, elapsed = ?started.elapsed(), "folder reloaded");
     if generation == 1 {
         info!(dir = %source.dir().display(), routes = objects.routes.len(), "configuration loaded");
     }
+    // The objects are rebuilt from the parsed documents on every load:
+    // free them before the heap is trimmed.
+    let size = super::object_count(&objects);
+    drop(objects);
+    applier.trim_after_apply(size);
+    debug!(generation, parsed = source.parsed(), ?loaded, elapsed = ?started.elapsed(), "folder reloaded");
     errors
 }
 

@@ -73,10 +73,6 @@ impl Applier {
             });
         }
         self.table.store(Arc::new(table));
-        let size = objects.routes.len() + objects.services.len() + objects.slices.len() + objects.secrets.len();
-        if self.last_size.swap(size, Ordering::Relaxed).max(size) >= TRIM_FROM_OBJECTS {
-            release_memory();
-        }
         debug!(
             generation,
             routes = objects.routes.len(),
@@ -86,9 +82,23 @@ impl Applier {
         generation
     }
 
+    /// Gives freed memory back to the system when this apply or the one
+    /// before it was large (`size` is [`object_count`] of this one). Call
+    /// it once the apply's inputs that are not kept have been dropped.
+    pub fn trim_after_apply(&self, size: usize) {
+        if self.last_size.swap(size, Ordering::Relaxed).max(size) >= TRIM_FROM_OBJECTS {
+            release_memory();
+        }
+    }
+
     pub fn table(&self) -> &SharedTable {
         &self.table
     }
+}
+
+/// How many objects a table is built from.
+pub fn object_count(objects: &Objects) -> usize {
+    objects.routes.len() + objects.services.len() + objects.slices.len() + objects.secrets.len()
 }
 
 /// Hands freed heap memory back to the operating system. glibc keeps what a
