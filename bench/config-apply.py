@@ -5,11 +5,11 @@
 
 Writes ROUTES Routes (one Service and EndpointSlice behind them) into FILES
 files of a fresh folder, starts `BINARY standalone` on it, and prints:
-  - load: start to /readyz (parse, build, first swap) and RSS then;
+  - load: start to /readyz (parse, build, first swap);
   - one-line change: a port edited in the small backend file, to the next
-    table generation (ssegate_table_generation in /metrics), and RSS;
-  - removal: every Route file deleted, to the next generation, and RSS a
-    second later (memory given back).
+    table generation (ssegate_table_generation in /metrics);
+  - removal: every Route file deleted, to the next generation;
+each with RSS a second later (memory given back?) and peak RSS so far.
 Everything runs on loopback; every wait has a deadline (LIMIT, 900 s).
 """
 import os
@@ -64,11 +64,16 @@ def main():
     started = time.time()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
-    def rss():
+    def rss(field="VmRSS"):
         with open(f"/proc/{proc.pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS"):
+                if line.startswith(field):
                     return int(line.split()[1]) // 1024
+
+    def memory():
+        # A second after the swap: the heap is trimmed after it.
+        time.sleep(1)
+        return f"RSS {rss()} MiB (peak {rss('VmHWM')} MiB) a second later"
 
     def generation():
         text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=60).read().decode()
@@ -89,22 +94,21 @@ def main():
 
     try:
         took = wait("load", ready, started)
-        print(f"{routes} Routes in {files} file(s): load {took:.2f} s, RSS {rss()} MiB", flush=True)
+        print(f"{routes} Routes in {files} file(s): load {took:.2f} s, {memory()}", flush=True)
         g = generation()
         backend = os.path.join(folder, "backend.yaml")
         text = open(backend).read().replace("port: 9}", "port: 10}")
         since = time.time()
         open(backend, "w").write(text)
         took = wait("one-line change", lambda: generation() > g, since)
-        print(f"  one-line change in another file: {took:.2f} s, RSS {rss()} MiB", flush=True)
+        print(f"  one-line change in another file: {took:.2f} s, {memory()}", flush=True)
         g = generation()
         since = time.time()
         for name in os.listdir(folder):
             if name.startswith("routes-"):
                 os.remove(os.path.join(folder, name))
         took = wait("removal", lambda: generation() > g, since)
-        time.sleep(1)
-        print(f"  every Route removed: {took:.2f} s, RSS {rss()} MiB a second later", flush=True)
+        print(f"  every Route removed: {took:.2f} s, {memory()}", flush=True)
     finally:
         proc.kill()
         proc.wait()
