@@ -2,19 +2,19 @@
 //! `/debug/routes` and `/debug/status`. Kept off the proxy port so that no Route can shadow them
 //! and they are never exposed through the proxy Service.
 
+use crate::listener::AcceptErrors;
 use crate::model::SharedTable;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tracing::warn;
 
 /// State the admin endpoints report on.
 pub struct AdminState {
@@ -85,17 +85,29 @@ impl AdminState {
     }
 }
 
+/// How long an admin connection may sit idle or take to send a request head.
+const ADMIN_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest an admin connection is kept, busy or not.
+const ADMIN_MAX_CONNECTION: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut errors = AcceptErrors::new("admin");
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    errors.succeeded();
+                    a
+                }
                 Err(e) => {
-                    warn!(error = %e, "admin accept failed");
-                    continue;
+                    let wait = errors.failed(&e, &state.metrics);
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             },
         };
@@ -105,9 +117,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
                 let resp = state.respond(&req);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            // hyper's header-read timer runs from the end of one response to
+            // the end of the next request head, so it also closes idle
+            // keep-alive connections; probes and scrapes need no more.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(ADMIN_IDLE);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(ADMIN_IDLE)
+                .keep_alive_timeout(ADMIN_IDLE);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            // An HTTP/2 client that keeps its connection open but idle is
+            // still let go after a while.
+            let _ = tokio::time::timeout(ADMIN_MAX_CONNECTION, conn).await;
         });
     }
 }

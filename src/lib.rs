@@ -6,6 +6,7 @@
 //! - [`proxy`]: the hyper data plane that serves the current table;
 //! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
 //! - [`status`]: where Route status goes;
+//! - [`listener`]: accept back-off and the file-descriptor budget;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod api;
 pub mod demo;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -7,11 +7,13 @@ use ssegate::admin::{self, AdminState};
 use ssegate::demo::DemoBackend;
 use ssegate::metrics::Metrics;
 use ssegate::model::empty_table;
-use ssegate::proxy::{Proxy, Workers};
+use ssegate::proxy::normalize::EncodedSlashes;
+use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
 use ssegate::status::kube::{KubeStatus, StatusWriter};
+use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +69,74 @@ struct ProxyArgs {
     /// Log one line per finished request or stream (target `ssegate::access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
     access_log: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Limits and timeouts on client connections (README: Limits and timeouts).
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Time a client has to send a whole request head, from the moment the
+    /// connection opens or the first byte of a new request arrives.
+    #[arg(long, default_value = "30s", value_parser = duration, env = "SSEGATE_CLIENT_HEADER_TIMEOUT")]
+    client_header_timeout: Duration,
+    /// How long a connection with no request in flight stays open. Open
+    /// event streams are never idle: only `timeouts.idle` ends them.
+    #[arg(long, default_value = "75s", value_parser = duration, env = "SSEGATE_KEEPALIVE_TIMEOUT")]
+    keepalive_timeout: Duration,
+    /// A client that takes no response byte for this long is disconnected.
+    #[arg(long, default_value = "60s", value_parser = duration, env = "SSEGATE_CLIENT_SEND_TIMEOUT")]
+    client_send_timeout: Duration,
+    /// Longest pause while a client uploads a request body (then 408).
+    #[arg(long, default_value = "60s", value_parser = duration, env = "SSEGATE_CLIENT_BODY_TIMEOUT")]
+    client_body_timeout: Duration,
+    /// Largest request head in bytes (request line and headers, or an
+    /// HTTP/2 header list); a larger one gets 431. At least 8192.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(8192..), env = "SSEGATE_MAX_REQUEST_HEAD")]
+    max_request_head: u32,
+    /// HTTP/2: interval between PINGs on a connection.
+    #[arg(long, default_value = "60s", value_parser = duration, env = "SSEGATE_H2_PING_INTERVAL")]
+    h2_ping_interval: Duration,
+    /// HTTP/2: a connection whose PING is not answered within this is closed.
+    #[arg(long, default_value = "20s", value_parser = duration, env = "SSEGATE_H2_PING_TIMEOUT")]
+    h2_ping_timeout: Duration,
+    /// Open client connections at most, over all listeners; further clients
+    /// wait in the kernel's backlog. Default: (open-file limit - 128) / 2,
+    /// after raising the soft open-file limit to the hard one.
+    #[arg(long, env = "SSEGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// `%2F` or `%5C` in a request path: `reject` (400) or `keep` (encoded,
+    /// part of its segment).
+    #[arg(long, value_enum, default_value_t = EncodedSlashesArg::Reject, env = "SSEGATE_ENCODED_SLASHES")]
+    encoded_slashes: EncodedSlashesArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodedSlashesArg {
+    Reject,
+    Keep,
+}
+
+impl ClientArgs {
+    fn limits(&self) -> ClientLimits {
+        let nofile = ssegate::listener::raise_fd_limit();
+        ClientLimits {
+            header_timeout: self.client_header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            send_timeout: self.client_send_timeout,
+            body_timeout: self.client_body_timeout,
+            max_head_bytes: self.max_request_head as usize,
+            h2_ping_interval: self.h2_ping_interval,
+            h2_ping_timeout: self.h2_ping_timeout,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| ssegate::listener::default_max_connections(nofile)),
+            encoded_slashes: match self.encoded_slashes {
+                EncodedSlashesArg::Reject => EncodedSlashes::Reject,
+                EncodedSlashesArg::Keep => EncodedSlashes::Keep,
+            },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,9 +211,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // kube-client logs every failed request at ERROR, many a second during
+    // an apiserver outage; ssegate logs each failure once, with context.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_client::client::builder=off".into());
+    // Colour only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -244,16 +319,16 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let admin_state = AdminState::new(table.clone(), metrics.clone());
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
-    let lease_secs = args.lease_duration.as_secs().max(2);
-    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(lease_secs)
-        .with_grace((lease_secs / 3).max(1))
-        .build()
-        .await
-        .with_context(|| format!("cannot set up Lease {}/{}", args.lease_namespace, args.lease_name))?;
-    let (leader, _lease_task) = lease.watch().await;
+    // Leadership ends when the Lease is not renewed in time (see status::lease).
+    let leader = ssegate::status::lease::start(
+        client.clone(),
+        LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_duration.as_secs().max(2)),
+        },
+    );
     let mut leader_seen = leader.clone();
     let shown = admin_state.clone();
     tokio::spawn(async move {
@@ -348,7 +423,14 @@ async fn serve(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let workers = Workers::start(workers).context("cannot start the data-plane threads")?;
     info!(workers = workers.len(), "data plane started");
-    let proxy = Proxy::with_metrics(table, admin_state.metrics.clone(), args.access_log).with_workers(workers);
+    let limits = args.client.limits();
+    info!(?limits, "client limits");
+    let proxy = Proxy::builder(table)
+        .metrics(admin_state.metrics.clone())
+        .access_log(args.access_log)
+        .workers(workers)
+        .limits(limits)
+        .build();
     let tls_task = tls_listener.map(|listener| {
         tokio::spawn(
             proxy

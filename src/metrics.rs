@@ -79,6 +79,11 @@ struct ListenerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -99,6 +104,9 @@ pub struct Metrics {
     ttfb: Family<RouteLabel, Histogram, fn() -> Histogram>,
     connections: Family<ListenerLabel, Counter>,
     tls_handshake_errors: Counter,
+    accept_errors: Family<ListenerLabel, Counter>,
+    connections_closed: Family<ReasonLabel, Counter>,
+    bad_requests: Family<ReasonLabel, Counter>,
     table_generation: Gauge,
     last_swap: Gauge<f64, AtomicU64>,
     apply_latency: Histogram,
@@ -126,6 +134,9 @@ impl Metrics {
             ttfb: Family::new_with_constructor(ttfb_histogram),
             connections: Family::default(),
             tls_handshake_errors: Counter::default(),
+            accept_errors: Family::default(),
+            connections_closed: Family::default(),
+            bad_requests: Family::default(),
             table_generation: Gauge::default(),
             last_swap: Gauge::default(),
             // 50 µs to about 26 s: a file debounce, a watch burst, a slow rebuild.
@@ -174,6 +185,21 @@ impl Metrics {
             "tls_handshake_errors",
             "TLS handshakes that failed or timed out",
             m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accepts (out of file descriptors and the like), by listener: admin, http, https",
+            m.accept_errors.clone(),
+        );
+        r.register(
+            "client_connections_closed",
+            "Client connections closed by a limit: header_timeout, keepalive_timeout, send_timeout",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "bad_requests",
+            "Requests refused as the client's fault (400, 408): host, path, body, body_timeout",
+            m.bad_requests.clone(),
         );
         r.register(
             "table_generation",
@@ -275,6 +301,21 @@ impl Metrics {
     pub fn connection_accepted(&self, tls: bool) {
         let listener = if tls { "https" } else { "http" };
         self.connections.get_or_create(&ListenerLabel { listener }).inc();
+    }
+
+    /// An `accept` failed on `listener` (`admin`, `http` or `https`).
+    pub fn accept_failed(&self, listener: &'static str) {
+        self.accept_errors.get_or_create(&ListenerLabel { listener }).inc();
+    }
+
+    /// A client connection was closed by a timeout (`reason`).
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A request was refused as malformed or too slow (`reason`).
+    pub fn bad_request(&self, reason: &'static str) {
+        self.bad_requests.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn tls_handshake_failed(&self) {

@@ -126,44 +126,6 @@ impl Target {
         }
         unreachable!("slot is below the total weight of usable backends")
     }
-
-    /// Picks with the rule's policy, lock-free. `load` gives the open
-    /// requests and streams of an endpoint; `healthy` is false for endpoints
-    /// ejected after failures, which are passed over unless all are; `avoid`
-    /// is an endpoint that just failed this request.
-    pub fn choose(
-        &self,
-        load: impl Fn(SocketAddr) -> usize,
-        healthy: impl Fn(SocketAddr) -> bool,
-        avoid: Option<SocketAddr>,
-    ) -> Result<SocketAddr, &str> {
-        let tries = self
-            .backends
-            .iter()
-            .map(|b| b.endpoints.len())
-            .sum::<usize>()
-            .clamp(1, 16);
-        let draw = || -> Result<SocketAddr, &str> {
-            let mut fallback = None;
-            for _ in 0..tries {
-                let e = self.pick()?;
-                if Some(e) != avoid && healthy(e) {
-                    return Ok(e);
-                }
-                if Some(e) != avoid {
-                    fallback.get_or_insert(e);
-                }
-            }
-            // Every endpoint drawn is unhealthy: better one of them than none.
-            fallback.map_or_else(|| self.pick(), Ok)
-        };
-        let first = draw()?;
-        if self.load_balancing == crate::api::LoadBalancing::RoundRobin {
-            return Ok(first);
-        }
-        let second = draw()?;
-        Ok(if load(second) < load(first) { second } else { first })
-    }
 }
 
 /// Path matches of one host pattern.

@@ -217,18 +217,15 @@ async fn watch<K>(
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let stream = watcher(api, config).default_backoff().reflect(writer);
+    // Retries and their logging live in `resilient`, which yields no errors.
+    let stream = super::watch_retry::resilient(api, config, kind).reflect(writer);
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                state.mark_changed();
-                if kind == "Route" {
-                    state.routes_changed.notify_waiters();
-                }
+        if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) = event {
+            state.mark_changed();
+            if kind == "Route" {
+                state.routes_changed.notify_waiters();
             }
-            Ok(_) => {}
-            Err(e) => warn!(kind, error = %e, "watch failed; retrying with backoff"),
         }
     }
 }

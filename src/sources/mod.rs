@@ -5,6 +5,7 @@ pub mod convert;
 pub mod file;
 pub mod kube;
 pub mod scan;
+pub mod watch_retry;
 
 use crate::model::{build_table, Objects, SharedTable};
 use crate::status::StatusSink;

@@ -83,7 +83,7 @@ impl StatusWriter {
             let is_leader = *leader.borrow_and_update();
             if is_leader {
                 let current = reports.borrow_and_update().clone();
-                retry_soon = !self.sync(&current).await;
+                retry_soon = !self.sync(&current, &leader).await;
             }
             let wait = if retry_soon {
                 Duration::from_secs(1)
@@ -104,10 +104,14 @@ impl StatusWriter {
 
     /// Writes every status that differs from the live one. Returns false
     /// when a write failed and should be retried.
-    async fn sync(&mut self, reports: &[RouteReport]) -> bool {
+    async fn sync(&mut self, reports: &[RouteReport], leader: &watch::Receiver<bool>) -> bool {
         let mut ok = true;
         self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
         for report in reports {
+            if !*leader.borrow() {
+                // The Lease ran out mid-sync: another replica may hold it now.
+                break;
+            }
             let Some(live) = self.state.route(&report.key) else {
                 continue;
             };

@@ -50,3 +50,4 @@ fn log_report(r: &RouteReport) {
 }
 
 pub mod kube;
+pub mod lease;

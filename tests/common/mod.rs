@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod process;
+pub mod raw;
 pub mod tls;
 
 use bytes::Bytes;

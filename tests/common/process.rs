@@ -22,9 +22,17 @@ impl Drop for Ssegate {
 impl Ssegate {
     /// Starts `ssegate ARGS --listen .. --admin ..` and waits for `/readyz`.
     pub async fn start(args: &[&str], log_dir: &Path) -> Ssegate {
+        Ssegate::start_with(args, log_dir, |_| {}).await
+    }
+
+    /// As [`Ssegate::start`], letting the caller adjust the command first
+    /// (resource limits, environment).
+    pub async fn start_with(args: &[&str], log_dir: &Path, configure: impl FnOnce(&mut Command)) -> Ssegate {
         let (proxy, admin) = (free_port(), free_port());
         let log = log_dir.join(format!("ssegate-{proxy}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ssegate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ssegate"));
+        configure(&mut command);
+        let child = command
             .args(args)
             .args([
                 "--listen",
@@ -45,6 +53,11 @@ impl Ssegate {
         };
         running.wait_ready(Duration::from_secs(30)).await;
         running
+    }
+
+    /// `127.0.0.1:PORT` of the proxy listener, for raw sockets.
+    pub fn proxy_addr(&self) -> String {
+        self.proxy.trim_start_matches("http://").to_owned()
     }
 
     pub async fn wait_ready(&self, limit: Duration) {

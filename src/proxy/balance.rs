@@ -1,0 +1,120 @@
+//! Endpoint choice, health and load, together.
+//!
+//! The routing table says which endpoints a rule may use and with what
+//! weight, and keeps each rule's round-robin position (an atomic, so picking
+//! needs no lock and no lookup). This module decides among those picks by
+//! the rule's policy: endpoints ejected after a failed connect are passed
+//! over for a while, and `LeastConnections` takes the less loaded of two
+//! random draws. Health and load outlive table swaps: they belong to the
+//! endpoint, not to the table that happened to list it.
+
+use crate::api::LoadBalancing;
+use crate::model::Target;
+use crate::shared_map::SharedMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an endpoint whose connect failed is passed over.
+const EJECTION: Duration = Duration::from_secs(10);
+
+/// Per-endpoint open requests and ejections, kept across table swaps.
+pub(super) struct EndpointStates {
+    map: SharedMap<SocketAddr, Arc<EndpointState>>,
+    epoch: std::time::Instant,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    /// Open requests and streams.
+    active: AtomicUsize,
+    /// Milliseconds since `epoch` until which the endpoint is passed over.
+    ejected_until: std::sync::atomic::AtomicU64,
+}
+
+impl EndpointStates {
+    pub(super) fn new() -> Self {
+        EndpointStates {
+            map: SharedMap::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn get(&self, e: SocketAddr) -> Arc<EndpointState> {
+        self.map.get_or_insert_with(&e, Arc::default)
+    }
+
+    pub(super) fn load(&self, e: SocketAddr) -> usize {
+        self.map.peek(&e, |s| s.map_or(0, |s| s.active.load(Ordering::Relaxed)))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn healthy(&self, e: SocketAddr) -> bool {
+        self.map.peek(&e, |s| {
+            s.is_none_or(|s| s.ejected_until.load(Ordering::Relaxed) <= self.now_ms())
+        })
+    }
+
+    pub(super) fn eject(&self, e: SocketAddr) {
+        let until = self.now_ms() + EJECTION.as_millis() as u64;
+        self.get(e).ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Counts a request on `e` until the returned guard is dropped.
+    pub(super) fn track(&self, e: SocketAddr) -> EndpointLoad {
+        let state = self.get(e);
+        state.active.fetch_add(1, Ordering::Relaxed);
+        EndpointLoad(state)
+    }
+}
+
+/// One open request or stream on an endpoint, for LeastConnections.
+pub struct EndpointLoad(Arc<EndpointState>);
+
+impl Drop for EndpointLoad {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EndpointStates {
+    /// Picks an endpoint for `target` by its rule's policy, lock-free.
+    /// Ejected endpoints are passed over unless every one drawn is;
+    /// `avoid` is an endpoint that just failed this request.
+    pub(super) fn choose<'t>(&self, target: &'t Target, avoid: Option<SocketAddr>) -> Result<SocketAddr, &'t str> {
+        let tries = target
+            .backends
+            .iter()
+            .map(|b| b.endpoints.len())
+            .sum::<usize>()
+            .clamp(1, 16);
+        let draw = || -> Result<SocketAddr, &'t str> {
+            let mut fallback = None;
+            for _ in 0..tries {
+                let e = target.pick()?;
+                if Some(e) != avoid && self.healthy(e) {
+                    return Ok(e);
+                }
+                if Some(e) != avoid {
+                    fallback.get_or_insert(e);
+                }
+            }
+            // Every endpoint drawn is unhealthy: better one of them than none.
+            fallback.map_or_else(|| target.pick(), Ok)
+        };
+        let first = draw()?;
+        if target.load_balancing == LoadBalancing::RoundRobin {
+            return Ok(first);
+        }
+        let second = draw()?;
+        Ok(if self.load(second) < self.load(first) {
+            second
+        } else {
+            first
+        })
+    }
+}

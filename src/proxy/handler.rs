@@ -1,0 +1,222 @@
+//! One request: settle what it is for (authority, path), route it, apply
+//! the Route's CORS policy, forward it, and account for it.
+
+use super::access::{self, AccessRecord};
+use super::authority::request_authority;
+use super::cors::{apply_cors, cors_preflight};
+use super::normalize::normalize_path;
+use super::{Conn, Proxy, ProxyBody};
+use crate::model::normalize_host;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use tracing::Instrument;
+
+impl Proxy {
+    /// Proxies one request. Never fails: every problem becomes a clear
+    /// HTTP error response.
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
+        if let Err(refusal) = self.settle_target(&mut req) {
+            self.metrics.bad_request(refusal.reason);
+            let resp = refusal.into_response();
+            let status = resp.status().as_u16();
+            self.metrics.route(&Arc::from(crate::metrics::NO_ROUTE)).request(status);
+            if self.access_log {
+                let text_len = match resp.body() {
+                    ProxyBody::Local(t) => t.as_ref().map_or(0, |t| t.len() as u64),
+                    ProxyBody::Upstream(_) => 0,
+                };
+                AccessRecord {
+                    route: Arc::from(crate::metrics::NO_ROUTE),
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    client: conn.peer.ip(),
+                    started,
+                    status,
+                    endpoint: None,
+                }
+                .log(text_len, 0, "refused");
+            }
+            return resp;
+        }
+        // From here on, Host holds the one authority the request names.
+        let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let host = normalize_host(host_raw.as_deref().unwrap_or(""));
+        let target = self.table.load().lookup(&host, req.uri().path()).cloned();
+        let route: Arc<str> = target
+            .as_ref()
+            .map_or_else(|| Arc::from(crate::metrics::NO_ROUTE), |t| t.route.clone());
+        let metrics = self.metrics.route(&route);
+        let mut access = self.access_log.then(|| {
+            Box::new(AccessRecord {
+                route,
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+                client: conn.peer.ip(),
+                started,
+                status: 0,
+                endpoint: None,
+            })
+        });
+        let mut resp = match target {
+            None => local_reply(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "ssegate: no route for host {:?} and path {:?}\n",
+                    host,
+                    req.uri().path()
+                ),
+            ),
+            Some(target) => {
+                let cors = target.cors.clone().map(|policy| {
+                    let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+                    (policy, origin.map(str::to_owned))
+                });
+                let preflight = req.method() == http::Method::OPTIONS
+                    && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                let (mut resp, answered_preflight) = match &cors {
+                    Some((policy, Some(origin))) if preflight => {
+                        (cors_preflight(&target.route, policy, origin, &req), true)
+                    }
+                    _ => {
+                        let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
+                        let resp = self
+                            .forward(req, target, &metrics, started, conn, host_raw.as_deref())
+                            .instrument(span)
+                            .await;
+                        (resp, false)
+                    }
+                };
+                if let Some((policy, origin)) = cors {
+                    if !answered_preflight {
+                        apply_cors(&policy, origin.as_deref(), resp.headers_mut());
+                    }
+                    resp.headers_mut()
+                        .append(http::header::VARY, HeaderValue::from_static("Origin"));
+                }
+                resp
+            }
+        };
+        let status = resp.status().as_u16();
+        metrics.request(status);
+        if let Some(a) = &mut access {
+            a.status = status;
+        }
+        match resp.body_mut() {
+            ProxyBody::Upstream(body) => {
+                if let Some(a) = &mut access {
+                    a.endpoint = body.endpoint;
+                }
+                let stream = body.is_event_stream();
+                body.observe(access::Observer::new(metrics, access, stream));
+            }
+            ProxyBody::Local(text) => {
+                if let Some(a) = access {
+                    a.log(text.as_ref().map_or(0, |t| t.len() as u64), 0, "local");
+                }
+            }
+        }
+        resp
+    }
+
+    /// Settles what the request is for before it is routed: one authority
+    /// (written to `Host`, which is what the upstream will see) and a
+    /// normalised path (written to the URI, which is what the upstream will
+    /// be asked for). Refuses, with the metric reason and a reply, what
+    /// cannot be settled.
+    fn settle_target(&self, req: &mut Request<Incoming>) -> Result<(), Refusal> {
+        if req.method() == http::Method::CONNECT {
+            return Err(Refusal {
+                reason: "method",
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: "CONNECT is not supported: ssegate is a reverse proxy".into(),
+            });
+        }
+        let authority = match request_authority(req) {
+            Ok(a) => a.map(HeaderValue::from_str),
+            Err(e) => return Err(Refusal::bad("host", e.to_string())),
+        };
+        let authority = match authority {
+            Some(Ok(v)) => Some(v),
+            None => None,
+            Some(Err(_)) => unreachable!("a valid authority is a valid header value"),
+        };
+        let path = match normalize_path(req.uri().path(), self.limits.encoded_slashes) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(p)) => Some(p),
+            Err(e) => return Err(Refusal::bad("path", e.to_string())),
+        };
+        if let Some(mut path) = path {
+            if let Some(q) = req.uri().query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            match http::uri::PathAndQuery::try_from(path) {
+                Ok(pq) => *req.uri_mut() = Uri::from(pq),
+                Err(_) => return Err(Refusal::bad("path", "invalid request path".into())),
+            }
+        } else if req.uri().authority().is_some() {
+            // Absolute form: the authority now lives in Host alone.
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        if let Some(v) = authority {
+            req.headers_mut().insert(HOST, v);
+        }
+        Ok(())
+    }
+}
+
+/// A request refused before routing, as the client's fault.
+struct Refusal {
+    /// The `reason` label of `ssegate_bad_requests_total`.
+    reason: &'static str,
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn bad(reason: &'static str, message: String) -> Self {
+        Refusal {
+            reason,
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = local_reply(self.status, format!("ssegate: {}\n", self.message));
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        resp
+    }
+}
+
+pub(super) fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,337 @@
+//! Serving connections: data-plane threads, the accept loops (plaintext
+//! and TLS), per-connection limits, and the drain.
+
+use super::client_conn::{self, Activity, InFlight, Watchdog, Watched};
+use super::{tls, BoxError, Conn, Proxy, ProxyBody};
+use crate::listener::AcceptErrors;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Data-plane threads, each running a single-threaded tokio runtime, like
+/// NGINX's worker processes: a connection and its upstream connections stay
+/// on one thread, with no work stealing or cross-thread wake-ups per request.
+/// Connections are dealt out in turn by the accept loop.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `n` threads (at least one). They run until the process exits.
+    pub fn start(n: usize) -> std::io::Result<Arc<Workers>> {
+        let mut handles = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("ssegate-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Arc::new(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    fn pick(&self) -> tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
+/// How long a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Where an accepted connection is served.
+enum Placement {
+    /// On the accepting runtime (no worker threads).
+    Here(tokio::net::TcpStream),
+    /// On a data-plane thread, whose reactor takes the socket over.
+    Worker(tokio::runtime::Handle, std::net::TcpStream),
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// Cleartext: HTTP/2 by its preface, else HTTP/1.1.
+    Detect,
+    /// As agreed by ALPN on TLS.
+    Http1,
+    Http2,
+}
+
+/// What ended the first phase of serving a connection.
+enum Next<E> {
+    Done(Result<(), E>),
+    Stop,
+    Expired(client_conn::Expired),
+}
+
+/// A response body that keeps its request counted as in flight (so the
+/// connection is not idle) until the body is done or dropped.
+pub struct Counted {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Proxy {
+    /// Accepts plaintext connections (HTTP/1.1 and cleartext HTTP/2) until
+    /// `shutdown` resolves. Then it drains: open event streams end at their
+    /// next event boundary, requests in flight finish, and after at most
+    /// `drain` it returns regardless.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown, drain).await
+    }
+
+    /// As [`Proxy::serve`], for TLS: certificates by SNI from the table,
+    /// HTTP/2 or HTTP/1.1 by ALPN.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone()));
+        self.serve_with(listener, Some(acceptor), shutdown, drain).await
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let local_port = listener.local_addr()?.port();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let tracker = TaskTracker::new();
+        let mut errors = AcceptErrors::new(if tls.is_some() { "https" } else { "http" });
+        loop {
+            // A permit first: at the connection limit, wait for one to close.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = self.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => {
+                            errors.succeeded();
+                            a
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            let wait = errors.failed(&e, &self.metrics);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    };
+                    self.metrics.connection_accepted(tls.is_some());
+                    let _ = stream.set_nodelay(true);
+                    let proxy = self.clone();
+                    let stop = stop_rx.clone();
+                    let guard = tracker.token();
+                    let tls = tls.clone();
+                    let placed = match &self.workers {
+                        // Handed over to a data-plane thread, whose reactor takes the socket over.
+                        Some(workers) => match stream.into_std() {
+                            Ok(std_stream) => Placement::Worker(workers.pick(), std_stream),
+                            Err(e) => {
+                                warn!(error = %e, "cannot hand a connection over");
+                                continue;
+                            }
+                        },
+                        None => Placement::Here(stream),
+                    };
+                    let serve = move |stream: tokio::net::TcpStream| async move {
+                        let conn = Conn { peer, local_port, tls: tls.is_some() };
+                        match tls {
+                            None => proxy.serve_connection(stream, conn, Protocol::Detect, stop).await,
+                            // Boxed: the TLS state is large, and plaintext
+                            // connections should not carry room for it.
+                            Some(acceptor) => Box::pin(async move {
+                                match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => {
+                                        // Serve what ALPN agreed on, and nothing else.
+                                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                                            Some(b"h2") => Protocol::Http2,
+                                            _ => Protocol::Http1,
+                                        };
+                                        proxy.serve_connection(stream, conn, protocol, stop).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        proxy.metrics.tls_handshake_failed();
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        proxy.metrics.tls_handshake_failed();
+                                        debug!(%peer, "TLS handshake timed out");
+                                    }
+                                }
+                            })
+                            .await,
+                        }
+                        drop(guard);
+                        drop(permit);
+                    };
+                    match placed {
+                        Placement::Here(stream) => {
+                            tokio::spawn(serve(stream));
+                        }
+                        Placement::Worker(handle, std_stream) => {
+                            handle.spawn(async move {
+                                match tokio::net::TcpStream::from_std(std_stream) {
+                                    Ok(stream) => serve(stream).await,
+                                    Err(e) => warn!(error = %e, "cannot register a connection"),
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        drop(listener);
+        info!(
+            open = tracker.len(),
+            tls = tls.is_some(),
+            "draining: no new connections; event streams end at their next boundary"
+        );
+        self.drain.start();
+        let _ = stop_tx.send(true);
+        tracker.close();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            info!(open = tracker.len(), "drain deadline passed with connections open");
+        }
+        Ok(())
+    }
+
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        conn_info: Conn,
+        protocol: Protocol,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = conn_info.peer;
+        let limits = self.limits;
+        let metrics = self.metrics.clone();
+        let activity = Activity::new();
+        let requests = activity.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            let in_flight = requests.begin();
+            async move {
+                let resp = proxy.handle(req, conn_info).await;
+                Ok::<_, Infallible>(resp.map(|body| Counted {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The read buffer holds at most one request head; a longer head gets 431.
+        builder.http1().max_buf_size(limits.max_head_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.h2_ping_interval)
+            .keep_alive_timeout(limits.h2_ping_timeout)
+            .max_header_list_size(limits.max_head_bytes.try_into().unwrap_or(u32::MAX));
+        let builder = match protocol {
+            Protocol::Detect => builder,
+            Protocol::Http1 => builder.http1_only(),
+            Protocol::Http2 => builder.http2_only(),
+        };
+        let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
+        let mut conn = std::pin::pin!(conn);
+        let mut watchdog = Watchdog::new(activity, limits);
+        let next = {
+            let mut stopping = std::pin::pin!(stop.wait_for(|s| *s));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Next::Done(res));
+                }
+                if stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Next::Stop);
+                }
+                watchdog.poll_expired(cx).map(Next::Expired)
+            })
+            .await
+        };
+        match next {
+            Next::Done(res) => {
+                if let Err(e) = res {
+                    debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            Next::Expired(why) => {
+                metrics.connection_closed(why.as_str());
+                debug!(%peer, reason = why.as_str(), "closing client connection");
+                if why != client_conn::Expired::KeepAlive {
+                    return; // dropped: the socket closes now
+                }
+                // Idle: HTTP/1.1 closes at once, HTTP/2 says GOAWAY first.
+            }
+            Next::Stop => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        // Requests in flight finish (event streams end at their next event
+        // boundary); the drain deadline bounds the wait for a stop, the
+        // header timeout the wait for an HTTP/2 GOAWAY to go out.
+        let res = match next {
+            Next::Stop => Some(conn.await),
+            _ => tokio::time::timeout(limits.header_timeout, conn).await.ok(),
+        };
+        if let Some(Err(e)) = res {
+            debug!(%peer, error = %e, "client connection ended with an error while closing");
+        }
+    }
+}
