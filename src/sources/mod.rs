@@ -88,7 +88,9 @@ impl Applier {
     /// it once the apply's inputs that are not kept have been dropped.
     pub fn trim_after_apply(&self, size: usize) {
         if self.last_size.swap(size, Ordering::Relaxed).max(size) >= TRIM_FROM_OBJECTS {
+            let started = Instant::now();
             release_memory();
+            debug!(objects = size, elapsed = ?started.elapsed(), "heap trimmed");
         }
     }
 
