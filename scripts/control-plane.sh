@@ -4,7 +4,9 @@
 #   scripts/control-plane.sh build   build kube-apiserver, etcd and helm if missing
 #   scripts/control-plane.sh start   start etcd + kube-apiserver, write a kubeconfig
 #   scripts/control-plane.sh stop    stop them and remove their state
-#   scripts/control-plane.sh env     print the export line for KUBECONFIG
+#   scripts/control-plane.sh env     print the export lines for KUBECONFIG and PATH (helm)
+#   scripts/control-plane.sh stop-apiserver    stop only kube-apiserver (etcd keeps the data)
+#   scripts/control-plane.sh start-apiserver   start it again (does nothing if it runs)
 #
 # Binaries are built from Go modules and cached outside the checkout, in
 # ${SSEGATE_BIN:-${XDG_CACHE_HOME:-~/.cache}/ssegate/bin}, so CI runs on the same
@@ -160,7 +162,16 @@ EOK
       >/dev/null 2>&1 < /dev/null &
   fi
   say "ready. Use it with:"
+  cmd_env
+}
+
+cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export PATH=\"$BIN:\$PATH\"   # helm, etcd, kube-apiserver"
+}
+
+apiserver_running() {
+  [ -f "$STATE/apiserver.pid" ] && kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null
 }
 
 # Separate so tests can stop and restart the apiserver alone (etcd keeps the data).
@@ -205,9 +216,10 @@ case "${1:-}" in
   stop) cmd_stop ;;
   stop-apiserver) stop_pid apiserver ;;
   start-apiserver)
+    if apiserver_running; then say "kube-apiserver already runs"; exit 0; fi
     start_apiserver
     wait_for 90 kube-apiserver kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz \
       || fail "kube-apiserver did not become ready; see $STATE/apiserver.log" ;;
-  env) echo "export KUBECONFIG=$STATE/kubeconfig" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  env) cmd_env ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -2,12 +2,16 @@
 # Runs every check and test: formatting, clippy, unit tests, and integration
 # tests against real HTTP clients, real ssegate processes and a real
 # kube-apiserver (built from Go modules on first use and cached; see
-# scripts/control-plane.sh). The Kubernetes tests need root for network
-# namespaces, openssl, iproute2, kubectl and Go; the image check needs buildah,
-# musl-tools and shellcheck; the benchmark smoke installs its peers itself
+# scripts/control-plane.sh). It first installs what is missing
+# (scripts/prereqs.sh: Debian packages, kubectl, rustup components); it needs
+# Go, a Rust toolchain, and root (apt-get, and network namespaces for the
+# Kubernetes tests). The benchmark smoke installs its peers itself
 # (bench/setup.sh: apt and PyPI) and skips, with the reason, any it cannot get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== prerequisites"
+scripts/prereqs.sh
 
 echo "== control-plane binaries"
 scripts/control-plane.sh build

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -21,8 +21,6 @@ pub struct AdminState {
     pub table: SharedTable,
     /// True once every source has loaded once, false again while draining.
     pub ready: AtomicBool,
-    /// Status patches sent by this replica (cluster mode).
-    pub status_writes: Arc<AtomicU64>,
     /// Whether this replica holds the status Lease (cluster mode).
     pub leader: AtomicBool,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -34,7 +32,6 @@ impl AdminState {
             metrics,
             table,
             ready: AtomicBool::new(false),
-            status_writes: Arc::default(),
             leader: AtomicBool::new(false),
         })
     }
@@ -67,7 +64,7 @@ impl AdminState {
             "/debug/status" => {
                 let json = serde_json::json!({
                     "leader": self.leader.load(Ordering::Relaxed),
-                    "statusWrites": self.status_writes.load(Ordering::Relaxed),
+                    "statusWrites": self.metrics.status_writes_ok(),
                 });
                 (StatusCode::OK, "application/json", Bytes::from(json.to_string()))
             }

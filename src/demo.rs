@@ -81,10 +81,12 @@ impl DemoBackend {
             ),
             "chatty" => (
                 "text/plain",
+                // 64 KiB over about five seconds by default: enough for a
+                // 4 KiB coalescing buffer to show its blocks.
                 chatty(
-                    number("chunks", Some(100)).unwrap_or(100),
-                    number("size", Some(16)).unwrap_or(16) as usize,
-                    duration("interval", Duration::from_millis(10)),
+                    number("chunks", Some(1024)).unwrap_or(1024),
+                    number("size", Some(64)).unwrap_or(64) as usize,
+                    duration("interval", Duration::from_millis(5)),
                 ),
             ),
             _ => {

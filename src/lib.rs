@@ -2,21 +2,25 @@
 //!
 //! The crate is laid out the way requests and objects flow:
 //! - [`api`]: the `Route` custom resource and its validation;
+//! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
 //! - [`proxy`]: the hyper data plane that serves the current table;
-//! - [`sources`]: what feeds objects in (the YAML folder; Kubernetes later);
+//! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
 //! - [`status`]: where Route status goes;
-//! - [`listener`]: accept back-off and the file-descriptor budget;
+//! - [`listener`]: binding, accept back-off and the connection budget;
+//! - [`process`]: the open-file limit and the host name;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
 
 pub mod admin;
 pub mod api;
+pub mod certs;
 pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod model;
+pub mod process;
 pub mod proxy;
 mod shared_map;
 pub mod sources;

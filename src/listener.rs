@@ -67,39 +67,30 @@ impl AcceptErrors {
 /// and the apiserver connection.
 pub const RESERVED_FDS: u64 = 128;
 
-/// Raises the soft limit on open files to the hard limit (as Go's runtime
-/// and NGINX's `worker_rlimit_nofile` do) and returns the resulting limit.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-        let limit = lim.rlim_cur as u64;
-        limit
-    }
-}
-
 /// The default cap on open client connections for a descriptor limit of
 /// `nofile`: each proxied request may hold two descriptors (the client's
 /// and the upstream's), and [`RESERVED_FDS`] stay free so that probes and
 /// `/metrics` answer however many clients arrive.
 pub fn default_max_connections(nofile: u64) -> usize {
     (nofile.saturating_sub(RESERVED_FDS) / 2).max(16) as usize
+}
+
+/// Connections the kernel queues for a listener before ssegate accepts
+/// them (capped by `net.core.somaxconn`). Deep, because at the connection
+/// limit this queue is where newcomers wait.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, so a
+/// restarted process can bind while old connections linger in TIME_WAIT.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 #[cfg(test)]

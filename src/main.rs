@@ -12,7 +12,7 @@ use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::Applier;
-use ssegate::status::kube::{KubeStatus, StatusWriter};
+use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
 use std::net::SocketAddr;
@@ -119,7 +119,7 @@ enum EncodedSlashesArg {
 
 impl ClientArgs {
     fn limits(&self) -> ClientLimits {
-        let nofile = ssegate::listener::raise_fd_limit();
+        let nofile = ssegate::process::raise_fd_limit();
         ClientLimits {
             header_timeout: self.client_header_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -199,7 +199,8 @@ struct ControllerArgs {
     /// any access to Secrets; Routes with `tls` then report the Secret missing.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_TLS_SECRETS")]
     tls_secrets: bool,
-    /// This replica's identity in the Lease; defaults to $POD_NAME, then host and pid.
+    /// This replica's identity in the Lease; defaults to $POD_NAME, then
+    /// `<host name>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     #[command(flatten)]
@@ -307,7 +308,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "ssegate".into()),
+            ssegate::process::host_name().unwrap_or_else(|| "ssegate".into()),
             std::process::id()
         )
     });
@@ -348,9 +349,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let run_source = spawn_control(move || async move {
         let client = kube::Client::try_from(config)?;
         let (state, _watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
-        let mut writer = StatusWriter::new(client, state.clone(), identity);
-        writer.writes = ready.status_writes.clone();
-        writer.metrics = Some(metrics);
+        let live = {
+            let (state, changed) = (state.clone(), state.routes_changed.clone());
+            LiveRoutes::new(move |key| state.route(key), changed)
+        };
+        let writer = StatusWriter::new(client, live, identity, metrics);
         tokio::spawn(writer.run(reports, leader));
         kube_source::run(state, applier, move || ready.set_ready(true)).await;
         Ok(())
@@ -396,12 +399,10 @@ async fn serve(
     args: ProxyArgs,
     source: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let proxy_listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let admin_listener = TcpListener::bind(args.admin)
-        .await
-        .with_context(|| format!("cannot listen on {} for admin", args.admin))?;
+    let proxy_listener =
+        ssegate::listener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener =
+        ssegate::listener::bind(args.admin).with_context(|| format!("cannot listen on {} for admin", args.admin))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -409,11 +410,7 @@ async fn serve(
         wait_stop(stop_rx.clone()),
     ));
     let tls_listener = match args.listen_tls {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for TLS"))?,
-        ),
+        Some(addr) => Some(ssegate::listener::bind(addr).with_context(|| format!("cannot listen on {addr} for TLS"))?),
         None => None,
     };
     info!(listen = %args.listen, tls = ?args.listen_tls, admin = %args.admin, "ssegate serving");

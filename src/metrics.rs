@@ -343,6 +343,11 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.status_writes.get_or_create(&ResultLabel { result }).inc();
     }
+
+    /// Status patches that succeeded, for `/debug/status`.
+    pub fn status_writes_ok(&self) -> u64 {
+        self.status_writes.get_or_create(&ResultLabel { result: "ok" }).get()
+    }
 }
 
 /// One Route's metric handles: clones that share the registry's atomics.

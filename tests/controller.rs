@@ -187,7 +187,10 @@ async fn routes_flow_and_buffering_flips_live_with_kubectl() {
         whole.push(started.elapsed());
     }
     cp.set_buffering(&ns, "demo", "Enabled");
-    while gw.buffering_of("demo").await != "Enabled" {}
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.buffering_of("demo").await != "Enabled" {
+        assert!(Instant::now() < deadline, "Enabled never applied:\n{}", gw.logs());
+    }
     eprintln!("kubectl patch to live, from kubectl's exit: {after_exit:?}; including kubectl: {whole:?}");
 
     // A new request follows the new mode: everything arrives at the end.

@@ -280,14 +280,16 @@ async fn admin_answers_and_does_not_spin_when_clients_use_up_descriptors() {
         },
     )
     .await;
-    // More idle clients than the process has descriptors.
+    // More idle clients than the process has descriptors (those past the
+    // connection limit wait in the listen queue).
     let mut idle = Vec::new();
     for _ in 0..300 {
-        match TcpStream::connect(r.gw.proxy_addr()).await {
-            Ok(s) => idle.push(s),
-            Err(_) => break,
+        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(r.gw.proxy_addr())).await {
+            Ok(Ok(s)) => idle.push(s),
+            _ => break,
         }
     }
+    assert_eq!(idle.len(), 300, "the listen queue should hold every client");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for probe in ["/healthz", "/readyz", "/metrics"] {
         let started = Instant::now();

@@ -53,7 +53,13 @@ async fn max_stream_duration_ends_at_an_event_boundary_and_frees_the_upstream() 
     let (up, gw) = one_backend("  sse: {maxStreamDuration: 500ms}\n").await;
 
     let started = tokio::time::Instant::now();
-    let resp = client().get(gw.url("/sse?tag=max&n=0&every=100")).send().await.unwrap();
+    // Each event in two frames 60 ms apart, so the deadline often falls
+    // inside one: the stream must still end at a boundary.
+    let resp = client()
+        .get(gw.url("/sse?tag=max&n=0&every=100&split=60"))
+        .send()
+        .await
+        .unwrap();
     let got = read_stream(resp, usize::MAX).await;
     let took = started.elapsed();
     assert!(
@@ -61,6 +67,7 @@ async fn max_stream_duration_ends_at_an_event_boundary_and_frees_the_upstream() 
         "the stream must end cleanly, not be cut: {:?}",
         got.error
     );
+    assert_eq!(got.tail, "", "the stream ended inside an event");
     assert!(
         (4..=8).contains(&got.events.len()),
         "{} events in {took:?}",

@@ -226,6 +226,72 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "can-i {args:?}");
     }
 
+    // The whole grant, not a sample: every rule the token has, in the release
+    // namespace (where the Lease Role adds its verbs) and in any other.
+    let listing = |ns: &str| -> Vec<String> {
+        let out = as_sa(&["auth", "can-i", "--list", "-n", ns]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut rules: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect();
+        rules.sort();
+        rules
+    };
+    let cluster_wide = [
+        "endpointslices.discovery.k8s.io [] [] [get list watch]",
+        "events.events.k8s.io [] [] [create patch]",
+        "routes.ssegate.dev/status [] [] [patch]",
+        "routes.ssegate.dev [] [] [get list watch]",
+        "secrets [] [] [get list watch]",
+        "services [] [] [get list watch]",
+    ];
+    // What every authenticated identity gets from the apiserver's defaults.
+    let discovery = [
+        "clustertrustbundles.certificates.k8s.io [] [] [get list watch]",
+        "selfsubjectreviews.authentication.k8s.io [] [] [create]",
+        "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]",
+        "selfsubjectrulesreviews.authorization.k8s.io [] [] [create]",
+        "[/.well-known/openid-configuration/] [] [get]",
+        "[/.well-known/openid-configuration] [] [get]",
+        "[/api/*] [] [get]",
+        "[/api] [] [get]",
+        "[/apis/*] [] [get]",
+        "[/apis] [] [get]",
+        "[/healthz] [] [get]",
+        "[/healthz] [] [get]",
+        "[/livez] [] [get]",
+        "[/livez] [] [get]",
+        "[/openapi/*] [] [get]",
+        "[/openapi] [] [get]",
+        "[/openid/v1/jwks/] [] [get]",
+        "[/openid/v1/jwks] [] [get]",
+        "[/readyz] [] [get]",
+        "[/readyz] [] [get]",
+        "[/version/] [] [get]",
+        "[/version/] [] [get]",
+        "[/version] [] [get]",
+        "[/version] [] [get]",
+    ];
+    let expect = |extra: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = cluster_wide
+            .iter()
+            .chain(discovery.iter())
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(
+        listing(release_ns),
+        expect(&["leases.coordination.k8s.io [] [] [get create update]"]),
+        "the chart's grant in its own namespace"
+    );
+    assert_eq!(listing("default"), expect(&[]), "the chart's grant elsewhere");
+
     // Enough: the controller runs on that token alone, serves SSE and writes status.
     let ns = cp.namespace("chart-rbac");
     let backend = NetnsBackend::start("pod-rbac").await;

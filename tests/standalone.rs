@@ -172,8 +172,10 @@ async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() 
     ];
     let mut gw = Ssegate::start(&args, dir.path()).await;
 
+    // Each event in two frames 80 ms apart: the drain most likely starts
+    // inside an event, which must then be finished, not torn.
     let stream = client()
-        .get(format!("{}/sse?tag=drain&n=0&every=100", gw.proxy))
+        .get(format!("{}/sse?tag=drain&n=0&every=100&split=80", gw.proxy))
         .send()
         .await
         .unwrap();
@@ -204,9 +206,15 @@ async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() 
         "{ended:?}"
     );
     assert!(got.events.len() >= 5);
+    assert_eq!(got.tail, "", "the drain tore an event");
     for (i, (event, _)) in got.events.iter().enumerate() {
         assert!(event.starts_with(&format!("id: {}\n", i + 1)) && event.ends_with("\n\n"));
     }
+    // Past the drain delay the listener is closed: new connections are refused.
+    assert!(
+        std::net::TcpStream::connect(gw.proxy.trim_start_matches("http://")).is_err(),
+        "a new connection was accepted after the drain delay"
+    );
 
     // The plain request in flight is not lost.
     let slow = slow.await.unwrap().expect("the request in flight was dropped");
@@ -219,4 +227,48 @@ async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() 
         .expect("ssegate did not exit after draining");
     assert!(status.success(), "{status:?}");
     assert!(termed.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_ends_a_stream_that_never_reaches_a_boundary() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
+    std::fs::write(dir.path().join("route.yaml"), route_yaml("r", "", "svc")).unwrap();
+    let args = [
+        "standalone",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--drain-delay",
+        "0s",
+        "--drain-timeout",
+        "1s",
+    ];
+    let mut gw = Ssegate::start(&args, dir.path()).await;
+    // Half an event, then a minute of silence: no boundary comes.
+    let stream = client()
+        .get(format!("{}/sse?tag=stuck&n=1&split=60000", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    let stream = tokio::spawn(read_stream(stream, usize::MAX));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.terminate();
+    let termed = Instant::now();
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("ssegate did not exit at the drain timeout");
+    let exited = termed.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        exited >= Duration::from_millis(900) && exited < Duration::from_millis(2500),
+        "exited {exited:?} after SIGTERM, not at the 1 s drain timeout"
+    );
+    let got = stream.await.unwrap();
+    assert_eq!(got.events.len(), 0);
+    assert!(
+        got.error.is_some() || !got.tail.is_empty(),
+        "the unfinished event should show as cut"
+    );
 }

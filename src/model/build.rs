@@ -134,9 +134,14 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             Verdict::no(
                 reason::CONFLICTED,
                 format!(
-                    "{} of {total} matches conflict with older Routes and are not served ({}); the other {claimed} are served",
+                    "{} of {total} matches conflict with older Routes and are not served ({}); {} served",
                     conflicts.len(),
-                    conflicts.join("; ")
+                    conflicts.join("; "),
+                    match claimed {
+                        0 => "none is".to_owned(),
+                        1 => "the other one is".to_owned(),
+                        n => format!("the other {n} are"),
+                    }
                 ),
             )
         };

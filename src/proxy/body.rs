@@ -168,8 +168,32 @@ impl Timers {
     }
 }
 
+/// How an upstream body goes to the client, decided once per response from
+/// the rule and the upstream's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Each frame passes on as it comes.
+    Stream,
+    /// A `text/event-stream`, streamed: heartbeats, a maximum duration and
+    /// a drain end it at an event boundary.
+    EventStream(SseLimits),
+    /// Frames coalesced into blocks of up to `capacity` bytes. A coalesced
+    /// event stream is not live (no heartbeats or boundary endings), but its
+    /// events are still counted.
+    Coalesce { capacity: usize, event_stream: bool },
+}
+
+impl BodyMode {
+    pub fn is_event_stream(self) -> bool {
+        matches!(
+            self,
+            BodyMode::EventStream(_) | BodyMode::Coalesce { event_stream: true, .. }
+        )
+    }
+}
+
 /// Lifecycle settings for a streamed `text/event-stream` response.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SseLimits {
     pub heartbeat: Option<Duration>,
     pub max_stream: Option<Duration>,
@@ -241,13 +265,14 @@ impl Drop for UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// `buffer`: `Some(bufferSize)` to coalesce, `None` to stream.
-    /// `sse`: lifecycle settings, for a streamed event stream only.
-    pub fn new(inner: Incoming, buffer: Option<usize>, idle: Option<Duration>, sse: Option<SseLimits>) -> Self {
-        // Heartbeats and event-boundary endings only apply to streamed
-        // responses: a coalesced body is not a live stream.
-        let is_sse = sse.is_some();
-        let sse = sse.filter(|_| buffer.is_none()).unwrap_or_default();
+    /// A body sent as `mode` says, ended after `idle` without upstream data.
+    pub fn new(inner: Incoming, mode: BodyMode, idle: Option<Duration>) -> Self {
+        let (buffer, sse) = match mode {
+            BodyMode::Stream => (None, SseLimits::default()),
+            BodyMode::EventStream(limits) => (None, limits),
+            BodyMode::Coalesce { capacity, .. } => (Some(capacity), SseLimits::default()),
+        };
+        let is_sse = mode.is_event_stream();
         UpstreamBody {
             inner,
             coalesce: buffer.map(|capacity| Coalescer {

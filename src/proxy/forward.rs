@@ -8,7 +8,7 @@ use super::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFER
 use super::request_body::{ClientBody, Upload};
 use super::stream_limit::StreamSlot;
 use super::upstream::{upstream_client, upstream_uri, wait_response};
-use super::{Conn, Proxy, ProxyBody, SseLimits, UpstreamBody};
+use super::{BodyMode, Conn, Proxy, ProxyBody, SseLimits, UpstreamBody};
 use crate::api::ProxyBuffering;
 use crate::metrics::{RouteMetrics, UpstreamError};
 use crate::model::Target;
@@ -179,22 +179,36 @@ impl Proxy {
             // left alone, the length would cut it short.
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
-        let buffer = buffer_for(target.buffering, &parts.headers).then_some(target.buffer_size);
+        let mode = body_mode(&target, &parts.headers);
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
-        debug!(%endpoint, status = parts.status.as_u16(), buffered = buffer.is_some(), "upstream responded");
-        let sse = is_event_stream(&parts.headers).then_some(SseLimits {
-            heartbeat: target.heartbeat,
-            max_stream: target.max_stream,
-        });
-        let mut body = UpstreamBody::new(body, buffer, target.timeouts.idle, sse);
+        debug!(%endpoint, status = parts.status.as_u16(), ?mode, "upstream responded");
+        let mut body = UpstreamBody::new(body, mode, target.timeouts.idle);
         body.endpoint = Some(endpoint);
         body.hold_load(load);
-        if sse.is_some() {
+        if mode.is_event_stream() {
             body.hold(slot);
             body.end_on_drain(&self.drain);
         }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
+    }
+}
+
+/// Decides once how a response body goes to the client.
+fn body_mode(target: &Target, headers: &HeaderMap) -> BodyMode {
+    let event_stream = is_event_stream(headers);
+    if buffer_for(target.buffering, headers) {
+        BodyMode::Coalesce {
+            capacity: target.buffer_size,
+            event_stream,
+        }
+    } else if event_stream {
+        BodyMode::EventStream(SseLimits {
+            heartbeat: target.heartbeat,
+            max_stream: target.max_stream,
+        })
+    } else {
+        BodyMode::Stream
     }
 }
 

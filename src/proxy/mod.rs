@@ -28,7 +28,7 @@ mod upstream;
 pub use access::{AccessRecord, ACCESS_TARGET};
 pub use authority::{request_authority, AuthorityError};
 pub use balance::EndpointLoad;
-pub use body::{BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
+pub use body::{BodyMode, BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
 pub use client_conn::ClientLimits;
 pub use forward::buffer_for;
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};

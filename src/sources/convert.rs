@@ -150,7 +150,7 @@ pub fn tls_secret(s: &Secret, default_namespace: &str) -> Result<SecretObject, C
     let tls = match (field("tls.crt"), field("tls.key")) {
         (None, _) => Err("has no tls.crt".to_owned()),
         (_, None) => Err("has no tls.key".to_owned()),
-        (Some(cert), Some(private)) => crate::proxy::tls::certified_key(&cert, &private)
+        (Some(cert), Some(private)) => crate::certs::certified_key(&cert, &private)
             .map(|_| TlsKeyPair::new(&cert, &private))
             .map_err(|e| e.to_string()),
     };

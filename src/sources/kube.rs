@@ -43,7 +43,7 @@ pub struct ClusterState {
     /// When the oldest unapplied watch event arrived.
     first_unapplied: Mutex<Option<Instant>>,
     /// Fires on every Route change, for the status writer.
-    pub routes_changed: Notify,
+    pub routes_changed: Arc<Notify>,
 }
 
 impl ClusterState {
@@ -66,7 +66,7 @@ impl ClusterState {
             secret_cache: Mutex::default(),
             changed: Notify::new(),
             first_unapplied: Mutex::new(None),
-            routes_changed: Notify::new(),
+            routes_changed: Arc::new(Notify::new()),
         };
         for scope in &scopes {
             let (r, w) = reflector::store();

@@ -10,15 +10,13 @@
 use super::StatusSink;
 use crate::api::{Condition, Route, RouteStatus};
 use crate::model::{ObjectKey, RouteReport};
-use crate::sources::kube::ClusterState;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 /// Field manager of every status write.
@@ -42,15 +40,36 @@ impl StatusSink for KubeStatus {
     }
 }
 
-/// The writer task's dependencies.
+/// Finds a Route's live object by key.
+type LookupRoute = dyn Fn(&ObjectKey) -> Option<Arc<Route>> + Send + Sync;
+
+/// What the status writer reads of the cluster, and no more: a Route's
+/// live object (to write only what differs) and a signal when any Route
+/// changes (to put a hand edit right).
+pub struct LiveRoutes {
+    lookup: Box<LookupRoute>,
+    changed: Arc<Notify>,
+}
+
+impl LiveRoutes {
+    pub fn new(
+        lookup: impl Fn(&ObjectKey) -> Option<Arc<Route>> + Send + Sync + 'static,
+        changed: Arc<Notify>,
+    ) -> Self {
+        LiveRoutes {
+            lookup: Box::new(lookup),
+            changed,
+        }
+    }
+}
+
+/// The writer task.
 pub struct StatusWriter {
-    pub client: Client,
-    pub state: Arc<ClusterState>,
-    pub recorder: Recorder,
-    /// Status patches sent, for metrics and tests.
-    pub writes: Arc<AtomicU64>,
-    /// Exported as `ssegate_status_writes_total`.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    client: Client,
+    live: LiveRoutes,
+    recorder: Recorder,
+    /// Exported as `ssegate_status_writes_total` and at `/debug/status`.
+    metrics: Arc<crate::metrics::Metrics>,
     /// What was written lately, per Route: the watch may not have caught up
     /// with our own write yet, and writing the same status again is waste.
     recent: HashMap<ObjectKey, (RouteStatus, Instant)>,
@@ -60,7 +79,7 @@ pub struct StatusWriter {
 const ECHO_WINDOW: Duration = Duration::from_secs(2);
 
 impl StatusWriter {
-    pub fn new(client: Client, state: Arc<ClusterState>, instance: String) -> Self {
+    pub fn new(client: Client, live: LiveRoutes, instance: String, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let reporter = Reporter {
             controller: "ssegate".into(),
             instance: Some(instance),
@@ -68,9 +87,8 @@ impl StatusWriter {
         StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            state,
-            writes: Arc::default(),
-            metrics: None,
+            live,
+            metrics,
             recent: HashMap::new(),
         }
     }
@@ -96,7 +114,7 @@ impl StatusWriter {
                     if l.is_err() { return }
                     info!(leader = *leader.borrow(), "status leadership changed");
                 }
-                _ = self.state.routes_changed.notified() => {}
+                _ = self.live.changed.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -112,7 +130,7 @@ impl StatusWriter {
                 // The Lease ran out mid-sync: another replica may hold it now.
                 break;
             }
-            let Some(live) = self.state.route(&report.key) else {
+            let Some(live) = (self.live.lookup)(&report.key) else {
                 continue;
             };
             if live.metadata.generation != report.generation {
@@ -135,10 +153,7 @@ impl StatusWriter {
                 Ok(()) => {
                     self.recent
                         .insert(report.key.clone(), (desired.clone(), Instant::now()));
-                    self.writes.fetch_add(1, Ordering::Relaxed);
-                    if let Some(m) = &self.metrics {
-                        m.status_write(true);
-                    }
+                    self.metrics.status_write(true);
                     debug!(route = %report.key, "status written");
                     if !report.accepted.is_true() {
                         self.announce_rejection(&live, report).await;
@@ -149,9 +164,7 @@ impl StatusWriter {
                 }
                 Err(e) => {
                     warn!(route = %report.key, error = %e, "status write failed; will retry");
-                    if let Some(m) = &self.metrics {
-                        m.status_write(false);
-                    }
+                    self.metrics.status_write(false);
                     ok = false;
                 }
             }

@@ -43,7 +43,8 @@ pub struct Journal {
 }
 
 /// A scriptable upstream. Paths:
-/// - `/sse?tag=&n=&every=&size=` SSE events; `n=0` streams until the client goes.
+/// - `/sse?tag=&n=&every=&size=&split=` SSE events; `n=0` streams until the
+///   client goes; `split=MS` sends each event in two frames, MS apart.
 /// - `/json?tag=&n=&every=` a JSON array in n chunks.
 /// - `/slow?delay=` headers after `delay`.
 /// - `/stall?tag=` one event, then silence.
@@ -128,7 +129,14 @@ fn record_emit(journal: &Mutex<Journal>, tag: &str) {
 
 /// Sends `chunks` through a channel body, recording each emit time; stops
 /// and records `closed` when the receiving side is gone.
-fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, every: Duration, forever: bool) -> Body {
+fn channel_body(
+    journal: Arc<Mutex<Journal>>,
+    tag: String,
+    chunks: Vec<Bytes>,
+    every: Duration,
+    forever: bool,
+    split: Option<Duration>,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     tokio::spawn(async move {
         let mut i = 0usize;
@@ -152,9 +160,26 @@ fn channel_body(journal: Arc<Mutex<Journal>>, tag: String, chunks: Vec<Bytes>, e
                 }
             }
             record_emit(&journal, &tag);
-            if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-                journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
-                return;
+            let frames = match split {
+                // Half an event, a pause, the rest: a proxy that ends a
+                // stream between the two leaves a torn event behind.
+                Some(_) if chunk.len() > 1 => vec![chunk.slice(..chunk.len() / 2), chunk.slice(chunk.len() / 2..)],
+                _ => vec![chunk],
+            };
+            for (n, frame) in frames.into_iter().enumerate() {
+                if n > 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(split.unwrap_or_default()) => {}
+                        _ = tx.closed() => {
+                            journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
+                            return;
+                        }
+                    }
+                }
+                if tx.send(Ok(Frame::data(frame))).await.is_err() {
+                    journal.lock().unwrap().closed.insert(tag.clone(), Instant::now());
+                    return;
+                }
             }
             i += 1;
         }
@@ -178,6 +203,7 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
     let n: usize = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(5);
     let every = Duration::from_millis(q.get("every").and_then(|v| v.parse().ok()).unwrap_or(100));
     let size: usize = q.get("size").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let split = q.get("split").and_then(|v| v.parse().ok()).map(Duration::from_millis);
     let mut resp = Response::builder();
     if let Some(a) = q.get("accel") {
         resp = resp.header("x-accel-buffering", a.as_str());
@@ -201,7 +227,7 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
             let chunks = (1..=n)
                 .map(|i| Bytes::from(format!("id: {i}\ndata: {id} {pad}\n\n")))
                 .collect();
-            channel_body(journal, tag, chunks, every, n == 0)
+            channel_body(journal, tag, chunks, every, n == 0, split)
         }
         "/json" => {
             resp = resp.header("content-type", "application/json");
@@ -212,7 +238,7 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
                     Bytes::from(format!("{open}{{\"n\":{i}}}{close}"))
                 })
                 .collect();
-            channel_body(journal, tag, chunks, every, false)
+            channel_body(journal, tag, chunks, every, false, None)
         }
         "/slow" => {
             let delay = q.get("delay").and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -249,6 +275,7 @@ async fn respond(req: Request<Incoming>, journal: Arc<Mutex<Journal>>, id: Strin
                 vec![Bytes::from("data: first\n\n"), Bytes::new()],
                 Duration::from_secs(30),
                 false,
+                None,
             )
         }
         _ => BodyExt::boxed(Full::new(Bytes::from(format!("upstream {id}")))),
@@ -276,7 +303,10 @@ impl Gateway {
         let addr = listener.local_addr().unwrap();
         let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls_addr = tls_listener.local_addr().unwrap();
-        let proxy = Proxy::new(table);
+        // Built as the binary builds it: connections served on data-plane
+        // threads with single-threaded runtimes, not on the test's runtime.
+        let workers = ssegate::proxy::Workers::start(2).unwrap();
+        let proxy = Proxy::builder(table).workers(workers).build();
         tokio::spawn(proxy.clone().serve(listener, std::future::pending(), Duration::ZERO));
         tokio::spawn(
             proxy
@@ -363,6 +393,8 @@ pub struct Received {
     /// an upstream in another process.
     pub events_wall: Vec<std::time::SystemTime>,
     pub chunks: Vec<(usize, Instant)>,
+    /// What came after the last complete event: a torn event, if any.
+    pub tail: String,
     pub error: Option<String>,
 }
 
@@ -374,6 +406,7 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
         events: Vec::new(),
         events_wall: Vec::new(),
         chunks: Vec::new(),
+        tail: String::new(),
         error: None,
     };
     let mut pending = String::new();
@@ -389,12 +422,17 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
                     out.events_wall.push(std::time::SystemTime::now());
                 }
                 if out.events.len() >= limit {
+                    out.tail = pending;
                     return out;
                 }
             }
-            Ok(None) => return out,
+            Ok(None) => {
+                out.tail = pending;
+                return out;
+            }
             Err(e) => {
                 out.error = Some(format!("{e:?}"));
+                out.tail = pending;
                 return out;
             }
         }

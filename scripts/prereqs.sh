@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the test command needs and the machine lacks, and says what
+# it did. Needs root for apt-get; everything else goes to the user's caches.
+#   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv
+#   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target.
+# Go and a Rust toolchain (rustup) must already be there.
+set -euo pipefail
+
+say() { printf 'prereqs: %s\n' "$*" >&2; }
+
+command -v go >/dev/null || { say "Go is needed (to build kube-apiserver, etcd, helm and kubectl)"; exit 1; }
+command -v cargo >/dev/null || { say "a Rust toolchain (cargo) is needed"; exit 1; }
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+command -v file >/dev/null || need_apt+=(file)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]} (apt-get)"
+  [ "$(id -u)" = 0 ] || { say "not root: install these yourself: ${need_apt[*]}"; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v kubectl >/dev/null; then
+  say "building kubectl from the Go module proxy"
+  GOBIN=/usr/local/bin go install k8s.io/kubectl/cmd/kubectl@latest 2>/dev/null \
+    || { say "kubectl is missing and could not be built"; exit 1; }
+fi
+if command -v rustup >/dev/null; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  # For a fully static image binary; scripts/image.sh falls back to glibc static without it.
+  rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+fi
