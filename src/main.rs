@@ -274,7 +274,7 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
     let source = FolderSource::new(&dir);
     info!(dir = %dir.display(), "standalone mode");
     let ready = admin_state.clone();
-    let run_source = async move {
+    let run_source = spawn_control(move || async move {
         let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(10)));
         // The watcher publishes the first table before it waits for changes.
         while applier.table().load().generation == 0 {
@@ -289,7 +289,7 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
             .await
             .context("folder watcher panicked")?
             .context("folder watcher failed")
-    };
+    });
     serve(table, admin_state, args, run_source).await
 }
 
@@ -304,7 +304,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
-    let client = kube::Client::try_from(config)?;
+    let client = kube::Client::try_from(config.clone())?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -318,7 +318,6 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (status_sink, reports) = KubeStatus::new();
     let applier = Arc::new(Applier::new(table.clone(), Arc::new(status_sink)).with_metrics(metrics.clone()));
     let admin_state = AdminState::new(table.clone(), metrics.clone());
-    let (state, watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
     // Leadership ends when the Lease is not renewed in time (see status::lease).
@@ -331,11 +330,6 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(args.lease_duration.as_secs().max(2)),
         },
     );
-    let live = {
-        let (state, changed) = (state.clone(), state.routes_changed.clone());
-        LiveRoutes::new(move |key| state.route(key), changed)
-    };
-    let writer = StatusWriter::new(client, live, identity, metrics);
     let mut leader_seen = leader.clone();
     let shown = admin_state.clone();
     tokio::spawn(async move {
@@ -348,15 +342,53 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::spawn(writer.run(reports, leader));
 
+    // Watches, table builds and status writes run on the control runtime
+    // with a client of their own; the Lease stays here, on time.
     let ready = admin_state.clone();
-    let run_source = async move {
-        let _watchers = watchers;
+    let run_source = spawn_control(move || async move {
+        let client = kube::Client::try_from(config)?;
+        let (state, _watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
+        let live = {
+            let (state, changed) = (state.clone(), state.routes_changed.clone());
+            LiveRoutes::new(move |key| state.route(key), changed)
+        };
+        let writer = StatusWriter::new(client, live, identity, metrics);
+        tokio::spawn(writer.run(reports, leader));
         kube_source::run(state, applier, move || ready.set_ready(true)).await;
         Ok(())
-    };
+    });
     serve(table, admin_state, args.proxy, run_source).await
+}
+
+/// Runs the configuration side (watching sources, parsing, table builds,
+/// status publishing) on a thread with a tokio runtime of its own, so that
+/// a long parse or build never delays accepting connections or answering
+/// `/healthz` on the main runtime. `make` builds the work on that thread.
+/// The returned future ends when the work does, with its error, or when
+/// the thread panics.
+fn spawn_control<F, Fut>(make: F) -> impl std::future::Future<Output = anyhow::Result<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("ssegate-control".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the control runtime")
+                .and_then(|runtime| runtime.block_on(make()));
+            let _ = done_tx.send(result);
+        });
+    async move {
+        spawned.context("cannot start the control thread")?;
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the control thread panicked")))
+    }
 }
 
 /// Serves the proxy and admin listeners while `source` keeps the table up

@@ -73,6 +73,25 @@ async fn cel_rejects_invalid_routes_at_admission() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    // Gateway API's path rules: no dot segments, no encoded slash, same words as standalone.
+    let out = cp.kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&route(
+            "dots",
+            "  rules:\n  - matches: [{path: {value: /a/../b}}, {path: {type: Exact, value: /a/.}}, {path: {value: /a%2Fb}}, {path: {value: /a/./b}}]\n    backendRefs: [{name: svc, port: 80}]\n",
+        )),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let dots = "path value must not contain the dot segments /./ or /../, nor end with /. or /..";
+    for expected in [
+        format!("spec.rules[0].matches[0].path.value: Invalid value: \"/a/../b\": {dots}"),
+        format!("spec.rules[0].matches[1].path.value: Invalid value: \"/a/.\": {dots}"),
+        "spec.rules[0].matches[2].path.value: Invalid value: \"/a%2Fb\": path value must not contain %2f or %2F (an encoded /)".to_owned(),
+        format!("spec.rules[0].matches[3].path.value: Invalid value: \"/a/./b\": {dots}"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
     let out = cp.kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&route("empty", "  rules: []\n")));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a Route needs at least one rule"));
     let out = cp.kubectl(

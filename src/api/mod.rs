@@ -10,6 +10,7 @@ mod duration;
 mod quantity;
 mod schema;
 mod validate;
+mod words;
 
 pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
@@ -31,7 +32,7 @@ pub const API_VERSION: &str = "ssegate.dev/v1alpha1";
 ///
 /// The variants are words, never On/Off: YAML 1.1 reads `on` and `off` as
 /// booleans, which would turn a typo-free manifest into a schema error.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ProxyBuffering {
     /// Coalesce upstream bytes up to `bufferSize`, as NGINX's `proxy_buffering on`.
     Enabled,
@@ -41,6 +42,18 @@ pub enum ProxyBuffering {
     #[default]
     Auto,
 }
+
+// Hand-written so a wrong value says what is allowed (see `words`).
+words::word_enum!(ProxyBuffering {
+    Enabled,
+    Disabled,
+    Auto
+});
+words::word_enum!(LoadBalancing {
+    RoundRobin,
+    LeastConnections
+});
+words::word_enum!(PathMatchType { Exact, PathPrefix });
 
 impl ProxyBuffering {
     pub fn as_str(self) -> &'static str {
@@ -53,7 +66,7 @@ impl ProxyBuffering {
 }
 
 /// How a rule spreads requests over its endpoints.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum LoadBalancing {
     /// Weighted round robin.
     RoundRobin,
@@ -226,7 +239,7 @@ fn root_path() -> String {
 }
 
 /// Kind of path comparison.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub enum PathMatchType {
     /// The whole path equals the value.
     Exact,

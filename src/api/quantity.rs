@@ -1,6 +1,8 @@
 //! Kubernetes quantities for byte sizes (`64Ki`, `1Mi`, `65536`, `1M`).
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 
 /// A quantity as written by the user. It accepts a YAML string or integer,
 /// like Kubernetes' own `resource.Quantity`; its CRD schema is in `schema.rs`.
@@ -14,19 +16,46 @@ impl Serialize for Quantity {
 }
 
 impl<'de> Deserialize<'de> for Quantity {
+    /// Hand-written so that a wrong value says what a quantity looks like,
+    /// not which serde variant failed.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Int(u64),
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Quantity;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_owned()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Quantity, E> {
+                match u64::try_from(v) {
+                    Ok(n) => Ok(Quantity(n.to_string())),
+                    Err(_) => Err(E::custom(format!("must be {EXPECTED}, got {v}"))),
+                }
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Err(E::custom(format!("must be {EXPECTED} (whole bytes), got {v}")))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Quantity, E> {
+                Err(E::custom(format!("must be {EXPECTED}, got a boolean {v}")))
+            }
         }
-        Ok(match Raw::deserialize(d)? {
-            Raw::Text(s) => Quantity(s),
-            Raw::Int(n) => Quantity(n.to_string()),
-        })
+        d.deserialize_any(Visit)
     }
 }
+
+/// What a byte quantity looks like, for error messages.
+const EXPECTED: &str = "a positive quantity such as 64Ki or 1Mi";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a byte quantity: use a whole number with an optional suffix Ki, Mi, Gi, k, M or G, such as 64Ki")]
@@ -80,5 +109,23 @@ mod tests {
         assert_eq!(q.0, "65536");
         let q: Quantity = serde_yaml::from_str("64Ki").unwrap();
         assert_eq!(q.0, "64Ki");
+    }
+
+    #[test]
+    fn wrong_values_say_what_a_quantity_is() {
+        let err = |yaml: &str| {
+            let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            serde_yaml::from_value::<Quantity>(value).unwrap_err().to_string()
+        };
+        assert_eq!(err("-5"), "must be a positive quantity such as 64Ki or 1Mi, got -5");
+        assert_eq!(
+            err("1.5"),
+            "must be a positive quantity such as 64Ki or 1Mi (whole bytes), got 1.5"
+        );
+        assert_eq!(
+            err("true"),
+            "must be a positive quantity such as 64Ki or 1Mi, got a boolean true"
+        );
+        assert!(err("[1]").contains("expected a positive quantity such as 64Ki or 1Mi"));
     }
 }

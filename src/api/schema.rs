@@ -7,7 +7,7 @@
 //! from those bounds, and an unbounded field makes the apiserver refuse the
 //! CRD.
 
-use super::{BackendRef, RouteMatch, RouteRule};
+use super::{validate, BackendRef, RouteMatch, RouteRule};
 use schemars::{json_schema, Schema, SchemaGenerator};
 use serde_json::{json, Value};
 
@@ -68,7 +68,12 @@ pub fn path_value(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-validations": [
             rule("self.startsWith('/')", "path value must start with /"),
             rule(r"!self.matches(r'[?#\s]')", "path value must not contain '?', '#' or whitespace: match the path only"),
-            rule("!self.contains('//')", "path value must not contain //")
+            rule("!self.contains('//')", validate::PATH_DOUBLE_SLASH),
+            rule(
+                "!self.contains('/./') && !self.contains('/../') && !self.endsWith('/.') && !self.endsWith('/..')",
+                validate::PATH_DOT_SEGMENTS
+            ),
+            rule("!self.contains('%2f') && !self.contains('%2F')", validate::PATH_ENCODED_SLASH)
         ]
     })
 }

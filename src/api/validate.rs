@@ -21,6 +21,16 @@ const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_HEADERS: Duration = Duration::from_secs(60);
 const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 
+// Path rules shared word for word with the CRD's CEL rules (`schema.rs`), so
+// a Route is refused with the same message by the apiserver and in
+// standalone mode. They are Gateway API's rules for Exact and PathPrefix
+// values: a path with dot segments or an encoded slash names a different
+// resource once a backend normalises or decodes it.
+pub(super) const PATH_DOUBLE_SLASH: &str = "path value must not contain //";
+pub(super) const PATH_DOT_SEGMENTS: &str =
+    "path value must not contain the dot segments /./ or /../, nor end with /. or /..";
+pub(super) const PATH_ENCODED_SLASH: &str = "path value must not contain %2f or %2F (an encoded /)";
+
 /// One problem in a Route, located by its field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -407,7 +417,13 @@ fn check_path(value: &str) -> Result<(), String> {
         return Err("must be at most 1024 characters".into());
     }
     if value.contains("//") {
-        return Err(format!("{value:?} must not contain //"));
+        return Err(PATH_DOUBLE_SLASH.into());
+    }
+    if value.contains("/./") || value.contains("/../") || value.ends_with("/.") || value.ends_with("/..") {
+        return Err(PATH_DOT_SEGMENTS.into());
+    }
+    if value.contains("%2f") || value.contains("%2F") {
+        return Err(PATH_ENCODED_SLASH.into());
     }
     if let Some(c) = value
         .chars()
@@ -587,6 +603,35 @@ rules:
         assert_eq!(normalize(PathMatchType::PathPrefix, "/foo/").value, "/foo");
         assert_eq!(normalize(PathMatchType::PathPrefix, "/").value, "/");
         assert_eq!(normalize(PathMatchType::Exact, "/foo/").value, "/foo/");
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_refused_as_gateway_api_does() {
+        for (bad, message) in [
+            ("/a//b", PATH_DOUBLE_SLASH),
+            ("/a/./b", PATH_DOT_SEGMENTS),
+            ("/a/../b", PATH_DOT_SEGMENTS),
+            ("/a/..", PATH_DOT_SEGMENTS),
+            ("/a/.", PATH_DOT_SEGMENTS),
+            ("/..", PATH_DOT_SEGMENTS),
+            ("/.", PATH_DOT_SEGMENTS),
+            ("/a%2fb", PATH_ENCODED_SLASH),
+            ("/a%2Fb", PATH_ENCODED_SLASH),
+        ] {
+            assert_eq!(check_path(bad), Err(message.to_owned()), "{bad}");
+        }
+        assert!(check_path("/a#b").unwrap_err().contains("'#'"));
+        // Dots inside a segment are ordinary characters.
+        for good in ["/", "/a.b", "/.well-known/x", "/a/..b", "/a/b.", "/a/...", "/a%2e"] {
+            assert_eq!(check_path(good), Ok(()), "{good}");
+        }
+        let errors = spec("rules: [{matches: [{path: {value: /a/../b}}], backendRefs: [{name: a, port: 80}]}]")
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            format!("spec.rules[0].matches[0].path.value: {PATH_DOT_SEGMENTS}")
+        );
     }
 
     #[test]

@@ -237,6 +237,7 @@ pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl Fn
     let mut last = state.objects();
     state.take_first_unapplied();
     let generation = applier.apply(&last);
+    applier.trim_after_apply(super::object_count(&last));
     info!(
         generation,
         routes = last.routes.len(),
@@ -256,6 +257,7 @@ pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl Fn
         }
         let generation = applier.apply_since(&objects, since);
         last = objects;
+        applier.trim_after_apply(super::object_count(&last));
         if let Some(since) = since {
             debug!(generation, elapsed = ?since.elapsed(), "watch event to table swap");
         }

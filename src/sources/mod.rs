@@ -4,11 +4,12 @@
 pub mod convert;
 pub mod file;
 pub mod kube;
+pub mod scan;
 pub mod watch_retry;
 
 use crate::model::{build_table, Objects, SharedTable};
 use crate::status::StatusSink;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
@@ -19,7 +20,13 @@ pub struct Applier {
     status: Arc<dyn StatusSink>,
     generation: AtomicU64,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Objects the last table was built from, to notice large applies.
+    last_size: AtomicUsize,
 }
+
+/// Objects in a table (before or after a swap) from which the heap is
+/// trimmed after the swap.
+const TRIM_FROM_OBJECTS: usize = 1000;
 
 impl Applier {
     pub fn new(table: SharedTable, status: Arc<dyn StatusSink>) -> Self {
@@ -28,6 +35,7 @@ impl Applier {
             status,
             generation: AtomicU64::new(0),
             metrics: None,
+            last_size: AtomicUsize::new(0),
         }
     }
 
@@ -75,7 +83,35 @@ impl Applier {
         generation
     }
 
+    /// Gives freed memory back to the system when this apply or the one
+    /// before it was large (`size` is [`object_count`] of this one). Call
+    /// it once the apply's inputs that are not kept have been dropped.
+    pub fn trim_after_apply(&self, size: usize) {
+        if self.last_size.swap(size, Ordering::Relaxed).max(size) >= TRIM_FROM_OBJECTS {
+            let started = Instant::now();
+            release_memory();
+            debug!(objects = size, elapsed = ?started.elapsed(), "heap trimmed");
+        }
+    }
+
     pub fn table(&self) -> &SharedTable {
         &self.table
+    }
+}
+
+/// How many objects a table is built from.
+pub fn object_count(objects: &Objects) -> usize {
+    objects.routes.len() + objects.services.len() + objects.slices.len() + objects.secrets.len()
+}
+
+/// Hands freed heap memory back to the operating system. glibc keeps what a
+/// large apply freed (the old table, parse trees) in its arenas, so without
+/// this the process's RSS stays at its peak after most objects are gone.
+/// musl (the release image) returns large frees by itself.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and releases the allocator's free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
