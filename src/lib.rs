@@ -5,6 +5,7 @@
 //! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
 //! - [`proxy`]: the hyper data plane that serves the current table;
+//! - [`apply`]: the hub that builds, publishes and swaps each table;
 //! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
 //! - [`status`]: where Route status goes;
 //! - [`listener`]: binding, accept back-off and the connection budget;
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod apply;
 pub mod certs;
 pub mod demo;
 pub mod listener;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use ssegate::admin::{self, AdminState};
+use ssegate::apply::Applier;
 use ssegate::demo::DemoBackend;
 use ssegate::metrics::Metrics;
 use ssegate::model::empty_table;
@@ -11,7 +12,6 @@ use ssegate::proxy::normalize::EncodedSlashes;
 use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
-use ssegate::sources::Applier;
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
@@ -275,20 +275,11 @@ async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
     info!(dir = %dir.display(), "standalone mode");
     let ready = admin_state.clone();
     let run_source = spawn_control(move || async move {
-        let watcher = tokio::spawn(file::watch(source, applier.clone(), Duration::from_millis(10)));
-        // The watcher publishes the first table before it waits for changes.
-        while applier.table().load().generation == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            anyhow::ensure!(
-                !watcher.is_finished(),
-                "the folder watcher stopped before the first load"
-            );
-        }
-        ready.set_ready(true);
-        watcher
-            .await
-            .context("folder watcher panicked")?
-            .context("folder watcher failed")
+        file::watch(source, applier, Duration::from_millis(10), move || {
+            ready.set_ready(true)
+        })
+        .await
+        .context("folder watcher failed")
     });
     serve(table, admin_state, args, run_source).await
 }

@@ -80,10 +80,11 @@ async fn live_mode(admin: std::net::SocketAddr) -> Option<String> {
 /// `flips` patches, each timed from kubectl's exit, and from its start, to
 /// the first `/debug/routes` that shows it.
 pub async fn patch_to_live(flips: usize) -> Value {
-    let bin = std::env::var("SSEGATE_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ssegate/bin")
-    });
-    if !bin.join("kube-apiserver").exists() || Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+    let bin = std::env::var("SSEGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ssegate/bin"));
+    if !bin.join("kube-apiserver").exists() || Command::new("kubectl").arg("version").arg("--client").output().is_err()
+    {
         return json!({"skipped": "kube-apiserver not installed (scripts/control-plane.sh build)"});
     }
     match run(flips).await {
@@ -108,8 +109,18 @@ async fn run(flips: usize) -> Result<Value, String> {
     if !out.status.success() {
         return Err(format!("control plane: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    cp.kubectl(&["apply", "--server-side", "-f", &format!("{ROOT}/crds/routes.ssegate.dev.yaml")])?;
-    cp.kubectl(&["wait", "--for=condition=established", "crd/routes.ssegate.dev", "--timeout=60s"])?;
+    cp.kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &format!("{ROOT}/crds/routes.ssegate.dev.yaml"),
+    ])?;
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "crd/routes.ssegate.dev",
+        "--timeout=60s",
+    ])?;
     cp.kubectl(&["create", "namespace", "bench"])?;
     let route = "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: bench, namespace: bench}\nspec:\n  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: none, port: 80}]}]\n";
     let file = dir.join("route.yaml");
@@ -121,7 +132,13 @@ async fn run(flips: usize) -> Result<Value, String> {
         Command::new("taskset")
             .args(["-c", "0", env!("CARGO_BIN_EXE_ssegate"), "controller", "--kubeconfig"])
             .arg(&cp.kubeconfig)
-            .args(["--namespace", "bench", "--lease-namespace", "bench", "--tls-secrets=false"])
+            .args([
+                "--namespace",
+                "bench",
+                "--lease-namespace",
+                "bench",
+                "--tls-secrets=false",
+            ])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--admin", &admin.to_string()])
             .env("RUST_LOG", "warn")
@@ -156,7 +173,9 @@ async fn run(flips: usize) -> Result<Value, String> {
         exit["p50_ms"].as_f64().unwrap_or_default(),
         all["p50_ms"].as_f64().unwrap_or_default()
     );
-    Ok(json!({"flips": flips, "p50_ms": exit["p50_ms"], "p99_ms": exit["p99_ms"], "after_kubectl_exit": exit, "including_kubectl": all}))
+    Ok(
+        json!({"flips": flips, "p50_ms": exit["p50_ms"], "p99_ms": exit["p99_ms"], "after_kubectl_exit": exit, "including_kubectl": all}),
+    )
 }
 
 async fn wait_mode(admin: std::net::SocketAddr, mode: &str, limit: Duration) -> Result<(), String> {

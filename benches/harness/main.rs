@@ -199,7 +199,11 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             }
         };
         if !row["plain"].is_null() {
-            check(&mut failures, "plain requests failed", row["plain"]["errors"].as_u64() == Some(0));
+            check(
+                &mut failures,
+                "plain requests failed",
+                row["plain"]["errors"].as_u64() == Some(0),
+            );
         }
         if !row["latency_ms"].is_null() {
             check(
@@ -210,7 +214,11 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             );
         }
         if !row["throughput"].is_null() {
-            check(&mut failures, "throughput errored", row["throughput"]["error"].is_null());
+            check(
+                &mut failures,
+                "throughput errored",
+                row["throughput"]["error"].is_null(),
+            );
         }
         if !row["memory"].is_null() {
             check(

@@ -8,7 +8,7 @@
 
 use super::convert;
 use super::scan;
-use super::Applier;
+use super::ObjectSink;
 use crate::api::Route;
 use crate::model::{ObjectKey, Objects};
 use k8s_openapi::api::core::v1::Service;
@@ -648,9 +648,15 @@ fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) -> Result<Opt
     Ok(Some(doc))
 }
 
-/// Loads the folder, publishes, then watches it and republishes on every
-/// change, debounced. Runs until the watcher fails.
-pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Duration) -> anyhow::Result<()> {
+/// Loads the folder, delivers it, calls `ready` once that first table is
+/// live, then watches the folder and delivers again on every change,
+/// debounced. Runs until the watcher fails.
+pub async fn watch(
+    mut source: FolderSource,
+    sink: Arc<dyn ObjectSink>,
+    debounce: Duration,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Our own reads raise access events; reacting to them would loop.
@@ -659,7 +665,8 @@ pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Du
         }
     })?;
     watcher.watch(source.dir(), RecursiveMode::NonRecursive)?;
-    reload(&mut source, &applier);
+    reload(&mut source, &*sink);
+    ready();
     while let Some(event) = rx.recv().await {
         let since = std::time::Instant::now();
         if let Err(e) = event {
@@ -677,23 +684,23 @@ pub async fn watch(mut source: FolderSource, applier: Arc<Applier>, debounce: Du
                 },
             }
         }
-        reload_since(&mut source, &applier, Some(since));
+        reload_since(&mut source, &*sink, Some(since));
     }
     Ok(())
 }
 
 /// Loads once and publishes; returns the load errors after logging them.
-pub fn reload(source: &mut FolderSource, applier: &Applier) -> Vec<LoadError> {
-    reload_since(source, applier, None)
+pub fn reload(source: &mut FolderSource, sink: &dyn ObjectSink) -> Vec<LoadError> {
+    reload_since(source, sink, None)
 }
 
 /// As [`reload`]; `since` is when the first file event of the change came.
-fn reload_since(source: &mut FolderSource, applier: &Applier, since: Option<std::time::Instant>) -> Vec<LoadError> {
+fn reload_since(source: &mut FolderSource, sink: &dyn ObjectSink, since: Option<std::time::Instant>) -> Vec<LoadError> {
     let started = std::time::Instant::now();
     let (objects, errors) = source.load();
     log_problems(&errors);
     let loaded = started.elapsed();
-    let generation = applier.apply_since(&objects, since);
+    let generation = sink.deliver(&objects, since);
     if generation == 1 {
         info!(dir = %source.dir().display(), routes = objects.routes.len(), "configuration loaded");
     }
@@ -701,7 +708,7 @@ fn reload_since(source: &mut FolderSource, applier: &Applier, since: Option<std:
     // free them before the heap is trimmed.
     let size = super::object_count(&objects);
     drop(objects);
-    applier.trim_after_apply(size);
+    sink.delivered(size);
     debug!(generation, parsed = source.parsed(), ?loaded, elapsed = ?started.elapsed(), "folder reloaded");
     errors
 }

@@ -7,7 +7,7 @@
 //! contents, so the proxy keeps serving the last table; when it returns the
 //! watchers re-list and the next rebuild applies whatever changed.
 
-use super::{convert, Applier};
+use super::{convert, ObjectSink};
 use crate::api::Route;
 use crate::model::{ObjectKey, Objects};
 use futures_util::StreamExt;
@@ -232,12 +232,12 @@ async fn watch<K>(
 
 /// Rebuilds the table whenever the watched objects change. Calls `ready`
 /// once, after every kind has been listed and the first table is live.
-pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl FnOnce()) {
+pub async fn run(state: Arc<ClusterState>, sink: Arc<dyn ObjectSink>, ready: impl FnOnce()) {
     state.wait_ready().await;
     let mut last = state.objects();
     state.take_first_unapplied();
-    let generation = applier.apply(&last);
-    applier.trim_after_apply(super::object_count(&last));
+    let generation = sink.deliver(&last, None);
+    sink.delivered(super::object_count(&last));
     info!(
         generation,
         routes = last.routes.len(),
@@ -255,9 +255,9 @@ pub async fn run(state: Arc<ClusterState>, applier: Arc<Applier>, ready: impl Fn
             // A status write or an unrelated field changed: nothing to route differently.
             continue;
         }
-        let generation = applier.apply_since(&objects, since);
+        let generation = sink.deliver(&objects, since);
         last = objects;
-        applier.trim_after_apply(super::object_count(&last));
+        sink.delivered(super::object_count(&last));
         if let Some(since) = since {
             debug!(generation, elapsed = ?since.elapsed(), "watch event to table swap");
         }

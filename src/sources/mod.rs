@@ -7,111 +7,25 @@ pub mod kube;
 pub mod scan;
 pub mod watch_retry;
 
-use crate::model::{build_table, Objects, SharedTable};
-use crate::status::StatusSink;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use crate::model::Objects;
 use std::time::Instant;
-use tracing::debug;
 
-/// Builds a table from a full set of objects and swaps it in.
-pub struct Applier {
-    table: SharedTable,
-    status: Arc<dyn StatusSink>,
-    generation: AtomicU64,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Objects the last table was built from, to notice large applies.
-    last_size: AtomicUsize,
-}
+/// Where a source delivers each complete set of objects it has read. The
+/// applier (`crate::apply`) implements it; sources know nothing of what is
+/// done with their objects, so the data flows one way.
+pub trait ObjectSink: Send + Sync {
+    /// Delivers a full set of objects; `since` is when the change was first
+    /// seen (a watch event, a file event). Returns the table generation.
+    fn deliver(&self, objects: &Objects, since: Option<Instant>) -> u64;
 
-/// Objects in a table (before or after a swap) from which the heap is
-/// trimmed after the swap.
-const TRIM_FROM_OBJECTS: usize = 1000;
-
-impl Applier {
-    pub fn new(table: SharedTable, status: Arc<dyn StatusSink>) -> Self {
-        Applier {
-            table,
-            status,
-            generation: AtomicU64::new(0),
-            metrics: None,
-            last_size: AtomicUsize::new(0),
-        }
-    }
-
-    /// Records every swap in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Rebuilds and publishes. Requests already running keep the table they
-    /// started with; new ones see this one.
-    pub fn apply(&self, objects: &Objects) -> u64 {
-        self.apply_since(objects, None)
-    }
-
-    /// As [`Applier::apply`]; `since` is when the change was first seen
-    /// (a watch event, a file event), for the apply-latency metric.
-    pub fn apply_since(&self, objects: &Objects, since: Option<Instant>) -> u64 {
-        let started = Instant::now();
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let table = build_table(objects, generation);
-        let built = started.elapsed();
-        self.status.publish(&table.reports);
-        if let Some(m) = &self.metrics {
-            let accepted = table.reports.iter().filter(|r| r.accepted.is_true()).count();
-            m.table_swapped(generation, accepted, table.reports.len() - accepted, since);
-            // Reports are sorted by key: a binary search per Route that has
-            // series, with no set of every Route's name built per swap.
-            m.forget_routes(|name| {
-                name.split_once('/').is_some_and(|(ns, n)| {
-                    table
-                        .reports
-                        .binary_search_by(|r| (r.key.namespace.as_str(), r.key.name.as_str()).cmp(&(ns, n)))
-                        .is_ok()
-                })
-            });
-        }
-        self.table.store(Arc::new(table));
-        debug!(
-            generation,
-            routes = objects.routes.len(),
-            ?built,
-            "routing table swapped"
-        );
-        generation
-    }
-
-    /// Gives freed memory back to the system when this apply or the one
-    /// before it was large (`size` is [`object_count`] of this one). Call
-    /// it once the apply's inputs that are not kept have been dropped.
-    pub fn trim_after_apply(&self, size: usize) {
-        if self.last_size.swap(size, Ordering::Relaxed).max(size) >= TRIM_FROM_OBJECTS {
-            let started = Instant::now();
-            release_memory();
-            debug!(objects = size, elapsed = ?started.elapsed(), "heap trimmed");
-        }
-    }
-
-    pub fn table(&self) -> &SharedTable {
-        &self.table
+    /// Called once the source has dropped what it does not keep of the last
+    /// delivery, which held `objects` objects.
+    fn delivered(&self, objects: usize) {
+        let _ = objects;
     }
 }
 
 /// How many objects a table is built from.
 pub fn object_count(objects: &Objects) -> usize {
     objects.routes.len() + objects.services.len() + objects.slices.len() + objects.secrets.len()
-}
-
-/// Hands freed heap memory back to the operating system. glibc keeps what a
-/// large apply freed (the old table, parse trees) in its arenas, so without
-/// this the process's RSS stays at its peak after most objects are gone.
-/// musl (the release image) returns large frees by itself.
-pub fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks and releases the allocator's free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

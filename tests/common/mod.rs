@@ -14,10 +14,10 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use ssegate::apply::Applier;
 use ssegate::model::empty_table;
 use ssegate::proxy::Proxy;
 use ssegate::sources::file::{reload, FolderSource};
-use ssegate::sources::Applier;
 use ssegate::status::LogStatus;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -332,14 +332,14 @@ impl Gateway {
     /// Writes a file into the folder and reloads synchronously.
     pub fn write(&self, name: &str, yaml: &str) {
         std::fs::write(self.dir.path().join(name), yaml).unwrap();
-        let errors = reload(&mut self.source.lock().unwrap(), &self.applier);
+        let errors = reload(&mut self.source.lock().unwrap(), &*self.applier);
         assert!(errors.is_empty(), "config errors: {errors:?}");
     }
 
     /// Writes a file and reloads; returns the configuration problems found.
     pub fn write_allowing_errors(&self, name: &str, yaml: &str) -> Vec<String> {
         std::fs::write(self.dir.path().join(name), yaml).unwrap();
-        reload(&mut self.source.lock().unwrap(), &self.applier)
+        reload(&mut self.source.lock().unwrap(), &*self.applier)
             .iter()
             .map(ToString::to_string)
             .collect()
