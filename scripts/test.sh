@@ -16,13 +16,15 @@ scripts/prereqs.sh
 echo "== control-plane binaries"
 scripts/control-plane.sh build
 echo "== shellcheck"
-shellcheck scripts/*.sh tests/e2e/*.sh .ci/run
+shellcheck scripts/*.sh tests/e2e/*.sh bench/*.sh .ci/run
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== fuzz targets (built with stable Rust, a few seconds each)"
+scripts/fuzz-smoke.sh 5
 echo "== container image (buildah)"
 scripts/image.sh export
 echo "== benchmark smoke (every scenario and peer, about a second each)"
