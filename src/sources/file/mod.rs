@@ -1,0 +1,377 @@
+//! Standalone mode's source: a folder of YAML files, watched for changes.
+//!
+//! Files hold Routes, Services and `discovery.k8s.io/v1` EndpointSlices in
+//! the shape a cluster stores them, several documents per file allowed.
+//! A document that fails to parse is reported (file, document number,
+//! error) and the last good object from that position stays in force, so a
+//! typo never takes a working Route down.
+
+use super::convert;
+use super::scan;
+use super::ObjectSink;
+use crate::api::Route;
+use crate::model::{ObjectKey, Objects};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use notify::{RecursiveMode, Watcher};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+mod parse;
+mod read;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+use parse::parse_document;
+use read::{read_file, yaml_files};
+pub use watch::{reload, watch};
+
+/// Namespace given to objects that name none, as kubectl would.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Bounds on what the folder source reads. A file or document past one is
+/// refused with an error naming the file and the limit, and the last good
+/// version of it stays in force; nothing past a limit reaches the YAML
+/// parser, so a huge or hostile file costs milliseconds, not minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// YAML files read from the folder. Past it the whole change is refused
+    /// and the configuration loaded before stays.
+    pub max_files: usize,
+    /// Bytes of one file.
+    pub max_file_bytes: u64,
+    /// Documents in one file.
+    pub max_documents: usize,
+    /// Bytes of one document: etcd's limit for one object, so a file never
+    /// holds what a cluster could not store.
+    pub max_document_bytes: usize,
+    /// Nesting levels of one document (flow brackets and block indentation),
+    /// checked by a linear scan before parsing.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_files: 10_000,
+            max_file_bytes: 64 << 20,
+            max_documents: 100_000,
+            max_document_bytes: 1536 << 10,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Problems logged per file per change; the rest are counted in one line.
+const LOGGED_PER_FILE: usize = 20;
+
+/// One object read from a document.
+#[derive(Debug, Clone)]
+enum Doc {
+    Route(Box<Route>),
+    Service(crate::model::ServiceObject),
+    Slice(crate::model::EndpointSliceObject),
+    Secret(crate::model::SecretObject),
+}
+
+/// A problem with one document (or a whole file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// 1-based document number; `None` when the whole file failed.
+    pub document: Option<usize>,
+    pub message: String,
+    /// Whether an earlier good version of this document is still used.
+    pub kept_previous: bool,
+    /// The document loaded anyway: this only warns (an unknown field).
+    pub warning: bool,
+    /// First seen at this load: its file changed, or the problem is new.
+    /// Only these are logged, so one problem is one log line per change.
+    pub new: bool,
+}
+
+impl LoadError {
+    fn new(file: &Path, document: Option<usize>, message: String, kept_previous: bool) -> Self {
+        LoadError {
+            file: file.to_owned(),
+            document,
+            message,
+            kept_previous,
+            warning: false,
+            new: true,
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(n) = self.document {
+            write!(f, ": document {n}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if self.kept_previous {
+            write!(f, " (keeping the last good version)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies a document's text: its length and a hash of it. An unchanged
+/// document is not parsed again, so a one-line change in a file of 100,000
+/// Routes parses one document.
+type DocKey = (usize, u64);
+
+pub(super) fn doc_key(text: &str) -> DocKey {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    (text.len(), h.finish())
+}
+
+/// What became of one document position of a file.
+#[derive(Debug)]
+enum Outcome {
+    /// Parsed; `warnings` are unknown fields that were ignored.
+    Good { doc: Option<Doc>, warnings: Vec<String> },
+    /// Failed; `kept` is the last good object from this position.
+    Bad { message: String, kept: Option<Doc> },
+    /// A position past the end of a file that has failing documents: its
+    /// last good object stays until the file is fixed.
+    Leftover(Option<Doc>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: DocKey,
+    outcome: Outcome,
+}
+
+impl Entry {
+    fn doc(&self) -> Option<&Doc> {
+        match &self.outcome {
+            Outcome::Good { doc, .. } | Outcome::Leftover(doc) | Outcome::Bad { kept: doc, .. } => doc.as_ref(),
+        }
+    }
+
+    fn into_doc(self) -> Option<Doc> {
+        match self.outcome {
+            Outcome::Good { doc, .. } | Outcome::Leftover(doc) | Outcome::Bad { kept: doc, .. } => doc,
+        }
+    }
+}
+
+/// What is known of one file.
+#[derive(Debug, Default)]
+struct FileState {
+    /// Length and hash of the text last read; `None` when it could not be read.
+    fingerprint: Option<DocKey>,
+    entries: Vec<Entry>,
+    /// Problems of the last read, reported again on every load.
+    problems: Vec<LoadError>,
+}
+
+/// Reads a folder into [`Objects`], remembering the last good documents.
+pub struct FolderSource {
+    dir: PathBuf,
+    limits: Limits,
+    /// Documents parsed by the last load (unchanged ones are not).
+    parsed: usize,
+    /// Every file read, by path (so in name order).
+    files: BTreeMap<PathBuf, FileState>,
+    /// Problems reported by the previous load, as displayed.
+    reported: HashSet<String>,
+    /// First time each Route was seen, standing in for creationTimestamp.
+    first_seen: HashMap<ObjectKey, i64>,
+    /// Per Route: last spec and a generation bumped when it changes.
+    generations: HashMap<ObjectKey, (crate::api::RouteSpec, i64)>,
+}
+
+impl FolderSource {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FolderSource {
+            dir: dir.into(),
+            limits: Limits::default(),
+            parsed: 0,
+            files: BTreeMap::new(),
+            reported: HashSet::new(),
+            first_seen: HashMap::new(),
+            generations: HashMap::new(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many documents the last [`FolderSource::load`] parsed.
+    pub fn parsed(&self) -> usize {
+        self.parsed
+    }
+
+    /// Reads every `*.yaml` and `*.yml` file in the folder (not its
+    /// subfolders), in name order. Files and documents unchanged since the
+    /// last load are not parsed again. Every current problem is returned;
+    /// those first seen now are marked [`LoadError::new`].
+    pub fn load(&mut self) -> (Objects, Vec<LoadError>) {
+        let mut errors = Vec::new();
+        let mut changed = HashSet::new();
+        self.parsed = 0;
+        match yaml_files(&self.dir) {
+            Err(e) => errors.push(LoadError::new(
+                &self.dir,
+                None,
+                format!("cannot list folder: {e}"),
+                !self.files.is_empty(),
+            )),
+            Ok(files) if files.len() > self.limits.max_files => errors.push(LoadError::new(
+                &self.dir,
+                None,
+                format!(
+                    "holds {} YAML files; at most {} are read (limit max_files), so this change is not applied",
+                    files.len(),
+                    self.limits.max_files
+                ),
+                !self.files.is_empty(),
+            )),
+            Ok(files) => {
+                let listed: HashSet<&PathBuf> = files.iter().collect();
+                self.files.retain(|path, _| listed.contains(path));
+                for file in &files {
+                    let state = self.files.entry(file.clone()).or_default();
+                    if let Some(parsed) = read_file(file, state, &self.limits) {
+                        self.parsed += parsed;
+                        changed.insert(file.clone());
+                    }
+                }
+            }
+        }
+        for state in self.files.values() {
+            errors.extend(state.problems.iter().cloned());
+        }
+        let objects = self.assemble(&mut errors);
+        let mut reported = HashSet::with_capacity(errors.len());
+        for e in &mut errors {
+            let text = e.to_string();
+            e.new = changed.contains(&e.file) || !self.reported.contains(&text);
+            reported.insert(text);
+        }
+        self.reported = reported;
+        (objects, errors)
+    }
+
+    fn assemble(&mut self, errors: &mut Vec<LoadError>) -> Objects {
+        let mut objects = Objects::default();
+        let mut origin: HashMap<(&'static str, ObjectKey), (&Path, usize)> = HashMap::new();
+        let now = unix_millis();
+        for (file, state) in &self.files {
+            for (i, entry) in state.entries.iter().enumerate() {
+                let Some(doc) = entry.doc() else { continue };
+                let (kind, key) = match doc {
+                    Doc::Route(r) => ("Route", route_key(r)),
+                    Doc::Service(s) => ("Service", s.key.clone()),
+                    Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
+                    Doc::Secret(s) => ("Secret", s.key.clone()),
+                };
+                match origin.entry((kind, key.clone())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let (first_file, first_doc) = first.get();
+                        errors.push(LoadError::new(
+                            file,
+                            Some(i + 1),
+                            format!(
+                                "{kind} {key} is already defined in {} document {}; this copy is ignored",
+                                first_file.display(),
+                                first_doc + 1
+                            ),
+                            false,
+                        ));
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert((file, i));
+                    }
+                }
+                match doc {
+                    Doc::Route(r) => {
+                        let created = *self.first_seen.entry(key.clone()).or_insert(now);
+                        let generation = match self.generations.get_mut(&key) {
+                            Some((spec, gen)) if *spec != r.spec => {
+                                *spec = r.spec.clone();
+                                *gen += 1;
+                                *gen
+                            }
+                            Some((_, gen)) => *gen,
+                            None => {
+                                self.generations.insert(key.clone(), (r.spec.clone(), 1));
+                                1
+                            }
+                        };
+                        match convert::route(r, DEFAULT_NAMESPACE, created) {
+                            Ok(mut obj) => {
+                                obj.generation = Some(r.metadata.generation.unwrap_or(generation));
+                                objects.routes.insert(key, obj);
+                            }
+                            Err(e) => unreachable!("parsed routes have names: {e}"),
+                        }
+                    }
+                    Doc::Service(s) => {
+                        objects.services.insert(key, s.clone());
+                    }
+                    Doc::Slice(s) => {
+                        objects.slices.insert(key, s.clone());
+                    }
+                    Doc::Secret(s) => {
+                        if let Some(why) = &s.problem {
+                            errors.push(LoadError::new(file, Some(i + 1), format!("Secret {key} {why}"), false));
+                        }
+                        objects.secrets.insert(key, s.clone());
+                    }
+                }
+            }
+        }
+        // Forget Routes that are gone: a lookup per entry (this was a list
+        // scan per entry, quadratic in the number of Routes), and give the
+        // memory back when most of them went away.
+        self.first_seen.retain(|k, _| objects.routes.contains_key(k));
+        self.generations.retain(|k, _| objects.routes.contains_key(k));
+        shrink(&mut self.first_seen);
+        shrink(&mut self.generations);
+        objects
+    }
+}
+
+/// Frees a map's spare room once it is mostly empty.
+pub(super) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.capacity() > 4 * map.len() {
+        map.shrink_to_fit();
+    }
+}
+
+pub(super) fn route_key(r: &Route) -> ObjectKey {
+    ObjectKey::new(
+        r.metadata
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE),
+        r.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+pub(super) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
