@@ -91,7 +91,7 @@ async fn conflicting_routes_older_one_serves() {
     let table = gw.table();
     let second = table.reports.iter().find(|r| r.key.name == "second").unwrap();
     assert_eq!(
-        (second.accepted.status, second.accepted.reason),
+        (second.accepted.status.as_str(), second.accepted.reason),
         ("False", "Conflicted")
     );
     // Same age: `default/first` < `default/second` decides even if "second" was seen first.

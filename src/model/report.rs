@@ -29,11 +29,28 @@ pub struct RouteReport {
     pub resolved_refs: Verdict,
 }
 
+/// A condition's status, as Kubernetes spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
 /// One condition without its timestamps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// `True`, `False` or `Unknown`.
-    pub status: &'static str,
+    pub status: ConditionStatus,
     pub reason: &'static str,
     pub message: String,
 }
@@ -41,27 +58,27 @@ pub struct Verdict {
 impl Verdict {
     pub fn yes(reason: &'static str, message: impl Into<String>) -> Self {
         Verdict {
-            status: "True",
+            status: ConditionStatus::True,
             reason,
             message: message.into(),
         }
     }
     pub fn no(reason: &'static str, message: impl Into<String>) -> Self {
         Verdict {
-            status: "False",
+            status: ConditionStatus::False,
             reason,
             message: message.into(),
         }
     }
     pub fn unknown(reason: &'static str, message: impl Into<String>) -> Self {
         Verdict {
-            status: "Unknown",
+            status: ConditionStatus::Unknown,
             reason,
             message: message.into(),
         }
     }
     pub fn is_true(&self) -> bool {
-        self.status == "True"
+        self.status == ConditionStatus::True
     }
 }
 
@@ -70,7 +87,7 @@ impl RouteReport {
     pub fn status(&self) -> RouteStatus {
         let condition = |type_: &str, v: &Verdict| Condition {
             type_: type_.to_owned(),
-            status: v.status.to_owned(),
+            status: v.status.as_str().to_owned(),
             reason: v.reason.to_owned(),
             message: v.message.clone(),
             observed_generation: self.generation,

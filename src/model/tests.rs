@@ -178,7 +178,7 @@ rules:
     assert_eq!(route_of(&t, "a.test", "/shared").as_deref(), Some("default/old#0"));
     assert_eq!(route_of(&t, "a.test", "/mine").as_deref(), Some("default/young#0"));
     let young = report(&t, "young");
-    assert_eq!(young.accepted.status, "False");
+    assert_eq!(young.accepted.status, crate::model::report::ConditionStatus::False);
     assert_eq!(young.accepted.reason, "Conflicted");
     assert!(young
         .accepted

@@ -1,6 +1,9 @@
 //! Conversion of Kubernetes API objects into the model's plain objects.
 //! Shared by the file source and the Kubernetes source.
 
+/// Namespace given to objects that name none, as kubectl would.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 use crate::api::Route;
 use crate::model::{
     Endpoint, EndpointSliceObject, ObjectKey, RouteObject, SecretObject, ServiceObject, ServicePort, SlicePort,

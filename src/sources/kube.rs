@@ -87,19 +87,33 @@ impl ClusterState {
         let state = Arc::new(state);
         let mut tasks = JoinSet::new();
         for (api, w) in writers.0 {
-            tasks.spawn(watch(api, w, watcher::Config::default(), state.clone(), "Route"));
+            tasks.spawn(watch(
+                api,
+                w,
+                watcher::Config::default(),
+                state.clone(),
+                "Route",
+                Some(state.routes_changed.clone()),
+            ));
         }
         for (api, w) in writers.1 {
-            tasks.spawn(watch(api, w, watcher::Config::default(), state.clone(), "Service"));
+            tasks.spawn(watch(
+                api,
+                w,
+                watcher::Config::default(),
+                state.clone(),
+                "Service",
+                None,
+            ));
         }
         // Only slices that belong to a Service matter for routing.
         let slices = watcher::Config::default().labels(convert::SERVICE_NAME_LABEL);
         for (api, w) in writers.2 {
-            tasks.spawn(watch(api, w, slices.clone(), state.clone(), "EndpointSlice"));
+            tasks.spawn(watch(api, w, slices.clone(), state.clone(), "EndpointSlice", None));
         }
         let secrets = watcher::Config::default().fields(&format!("type={}", convert::TLS_SECRET_TYPE));
         for (api, w) in writers.3 {
-            tasks.spawn(watch(api, w, secrets.clone(), state.clone(), "Secret"));
+            tasks.spawn(watch(api, w, secrets.clone(), state.clone(), "Secret", None));
         }
         (state, tasks)
     }
@@ -125,7 +139,7 @@ impl ClusterState {
     pub fn objects(&self) -> Objects {
         let mut objects = Objects::default();
         for route in self.routes.iter().flat_map(Store::state) {
-            match convert::route(&route, "default", 0) {
+            match convert::route(&route, convert::DEFAULT_NAMESPACE, 0) {
                 Ok(r) => {
                     objects.routes.insert(r.key.clone(), r);
                 }
@@ -133,7 +147,7 @@ impl ClusterState {
             }
         }
         for svc in self.services.iter().flat_map(Store::state) {
-            match convert::service(&svc, "default") {
+            match convert::service(&svc, convert::DEFAULT_NAMESPACE) {
                 Ok(s) => {
                     objects.services.insert(s.key.clone(), s);
                 }
@@ -141,7 +155,7 @@ impl ClusterState {
             }
         }
         for slice in self.slices.iter().flat_map(Store::state) {
-            match convert::endpoint_slice(&slice, "default") {
+            match convert::endpoint_slice(&slice, convert::DEFAULT_NAMESPACE) {
                 Ok(s) => {
                     objects.slices.insert(s.key.clone(), s);
                 }
@@ -157,12 +171,12 @@ impl ClusterState {
         let mut out = std::collections::BTreeMap::new();
         for secret in self.secrets.iter().flat_map(Store::state) {
             let version = secret.metadata.resource_version.clone();
-            let Ok(key) = convert::key(&secret.metadata, "default") else {
+            let Ok(key) = convert::key(&secret.metadata, convert::DEFAULT_NAMESPACE) else {
                 continue;
             };
             let converted = match cache.get(&key) {
                 Some((v, obj)) if *v == version => obj.clone(),
-                previous => match convert::tls_secret(&secret, "default") {
+                previous => match convert::tls_secret(&secret, convert::DEFAULT_NAMESPACE) {
                     Ok(obj) => obj.or_last_good(previous.map(|(_, o)| o)),
                     Err(e) => {
                         debug!(error = %e, secret = %key, "skipping Secret");
@@ -213,6 +227,8 @@ async fn watch<K>(
     config: watcher::Config,
     state: Arc<ClusterState>,
     kind: &'static str,
+    // Told of every change too (the status writer, for Routes).
+    also_notify: Option<Arc<Notify>>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -223,8 +239,8 @@ async fn watch<K>(
     while let Some(event) = stream.next().await {
         if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) = event {
             state.mark_changed();
-            if kind == "Route" {
-                state.routes_changed.notify_waiters();
+            if let Some(notify) = &also_notify {
+                notify.notify_waiters();
             }
         }
     }

@@ -32,8 +32,7 @@ use parse::parse_document;
 use read::{read_file, yaml_files};
 pub use watch::{reload, watch};
 
-/// Namespace given to objects that name none, as kubectl would.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use super::convert::DEFAULT_NAMESPACE;
 
 /// Bounds on what the folder source reads. A file or document past one is
 /// refused with an error naming the file and the limit, and the last good
