@@ -247,7 +247,11 @@ async fn broken_certificates_are_reported_and_harm_no_other_host() {
     let report = |name: &str| {
         let table = gw.table();
         let r = table.reports.iter().find(|r| r.key.name == name).unwrap().clone();
-        (r.accepted.status.as_str(), r.resolved_refs.reason, r.resolved_refs.message)
+        (
+            r.accepted.status.as_str(),
+            r.resolved_refs.reason,
+            r.resolved_refs.message,
+        )
     };
     let (accepted, reason, message) = report("b");
     assert_eq!((accepted, reason), ("True", "InvalidCertificateRef"));

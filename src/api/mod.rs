@@ -16,7 +16,8 @@ pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use validate::{
-    EffectiveTimeouts, FieldError, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls, DEFAULT_BUFFER_SIZE,
+    EffectiveTimeouts, FieldError, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls,
+    DEFAULT_BUFFER_SIZE,
 };
 
 use kube::CustomResource;

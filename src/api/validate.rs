@@ -79,19 +79,80 @@ pub struct ValidBackend {
     pub weight: u32,
 }
 
-/// A validated rule with the Route-level settings folded in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidRule {
-    pub paths: Vec<ValidPath>,
-    pub backends: Vec<ValidBackend>,
+/// How a rule's traffic is carried, resolved once: the Route's settings
+/// with the rule's own laid over them. The table keeps it as one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
     pub buffering: ProxyBuffering,
     pub buffer_size: usize,
     pub timeouts: EffectiveTimeouts,
     /// Heartbeat interval for event streams; `None` when off.
     pub heartbeat: Option<Duration>,
-    /// Longest life of an event stream; `None` when unlimited.
-    pub max_stream: Option<Duration>,
+    /// Longest life of one event stream; `None` when unlimited.
+    pub max_stream_duration: Option<Duration>,
     pub load_balancing: super::LoadBalancing,
+}
+
+impl StreamSettings {
+    /// What a Route that sets nothing gets.
+    pub const DEFAULT: StreamSettings = StreamSettings {
+        buffering: ProxyBuffering::Auto,
+        buffer_size: DEFAULT_BUFFER_SIZE,
+        timeouts: EffectiveTimeouts {
+            connect: DEFAULT_CONNECT,
+            response_headers: DEFAULT_RESPONSE_HEADERS,
+            idle: Some(DEFAULT_IDLE),
+        },
+        heartbeat: None,
+        max_stream_duration: None,
+        load_balancing: super::LoadBalancing::LeastConnections,
+    };
+}
+
+/// The settings one level (the Route, or one rule) writes, as given.
+struct GivenSettings<'a> {
+    buffering: Option<ProxyBuffering>,
+    buffer_size: Option<&'a super::Quantity>,
+    timeouts: Option<&'a Timeouts>,
+    sse: Option<&'a super::SseSettings>,
+    load_balancing: Option<super::LoadBalancing>,
+}
+
+impl GivenSettings<'_> {
+    /// The one merge: `given` laid over `parent`, each problem reported
+    /// under `base` (`spec` or `spec.rules[N]`).
+    fn over(&self, parent: StreamSettings, base: &str, errors: &mut Errors) -> StreamSettings {
+        let buffer_size = match self.buffer_size {
+            None => parent.buffer_size,
+            Some(q) => match parse_quantity(&q.0) {
+                Ok(n) if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&n) => n as usize,
+                Ok(_) => {
+                    errors.add(format!("{base}.bufferSize"), "must be between 1Ki and 16Mi");
+                    parent.buffer_size
+                }
+                Err(e) => {
+                    errors.add(format!("{base}.bufferSize"), e.to_string());
+                    parent.buffer_size
+                }
+            },
+        };
+        StreamSettings {
+            buffering: self.buffering.unwrap_or(parent.buffering),
+            buffer_size,
+            timeouts: apply_timeouts(parent.timeouts, self.timeouts, &format!("{base}.timeouts"), errors),
+            heartbeat: heartbeat(parent.heartbeat, self.sse, &format!("{base}.sse"), errors),
+            max_stream_duration: max_stream(parent.max_stream_duration, self.sse, &format!("{base}.sse"), errors),
+            load_balancing: self.load_balancing.unwrap_or(parent.load_balancing),
+        }
+    }
+}
+
+/// A validated rule with the Route-level settings folded in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRule {
+    pub paths: Vec<ValidPath>,
+    pub backends: Vec<ValidBackend>,
+    pub settings: StreamSettings,
 }
 
 /// A validated Route spec.
@@ -101,7 +162,7 @@ pub struct ValidRoute {
     pub hostnames: Vec<String>,
     pub rules: Vec<ValidRule>,
     /// Most event streams open at once on this Route; `None` when unlimited.
-    pub max_streams: Option<usize>,
+    pub max_concurrent_streams: Option<usize>,
     pub cors: Option<std::sync::Arc<super::CorsPolicy>>,
     pub tls: Vec<ValidTls>,
 }
@@ -145,29 +206,14 @@ impl RouteSpec {
             }
         }
 
-        let buffer_size = match &self.buffer_size {
-            None => DEFAULT_BUFFER_SIZE,
-            Some(q) => match parse_quantity(&q.0) {
-                Ok(n) if (MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&n) => n as usize,
-                Ok(_) => {
-                    errors.add("spec.bufferSize", "must be between 1Ki and 16Mi");
-                    DEFAULT_BUFFER_SIZE
-                }
-                Err(e) => {
-                    errors.add("spec.bufferSize", e.to_string());
-                    DEFAULT_BUFFER_SIZE
-                }
-            },
-        };
-
-        let defaults = EffectiveTimeouts {
-            connect: DEFAULT_CONNECT,
-            response_headers: DEFAULT_RESPONSE_HEADERS,
-            idle: Some(DEFAULT_IDLE),
-        };
-        let route_timeouts = apply_timeouts(defaults, self.timeouts.as_ref(), "spec.timeouts", &mut errors);
-        let route_heartbeat = heartbeat(None, self.sse.as_ref(), "spec.sse", &mut errors);
-        let route_max_stream = max_stream(None, self.sse.as_ref(), "spec.sse", &mut errors);
+        let route_settings = GivenSettings {
+            buffering: Some(self.proxy_buffering),
+            buffer_size: self.buffer_size.as_ref(),
+            timeouts: self.timeouts.as_ref(),
+            sse: self.sse.as_ref(),
+            load_balancing: self.load_balancing,
+        }
+        .over(StreamSettings::DEFAULT, "spec", &mut errors);
 
         if self.rules.is_empty() {
             errors.add("spec.rules", "at least one rule is required");
@@ -230,25 +276,22 @@ impl RouteSpec {
                 }
             }
 
-            let timeouts = apply_timeouts(
-                route_timeouts,
-                rule.timeouts.as_ref(),
-                &format!("{base}.timeouts"),
-                &mut errors,
-            );
+            let settings = GivenSettings {
+                buffering: rule.proxy_buffering,
+                buffer_size: None,
+                timeouts: rule.timeouts.as_ref(),
+                sse: rule.sse.as_ref(),
+                load_balancing: rule.load_balancing,
+            }
+            .over(route_settings, &base, &mut errors);
             rules.push(ValidRule {
                 paths,
                 backends,
-                buffering: rule.proxy_buffering.unwrap_or(self.proxy_buffering),
-                buffer_size,
-                timeouts,
-                heartbeat: heartbeat(route_heartbeat, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
-                max_stream: max_stream(route_max_stream, rule.sse.as_ref(), &format!("{base}.sse"), &mut errors),
-                load_balancing: rule.load_balancing.or(self.load_balancing).unwrap_or_default(),
+                settings,
             });
         }
 
-        let max_streams = match self.max_concurrent_streams {
+        let max_concurrent_streams = match self.max_concurrent_streams {
             None => None,
             Some(n) if (1..=10_000_000).contains(&n) => Some(n as usize),
             Some(_) => {
@@ -299,7 +342,7 @@ impl RouteSpec {
             Ok(ValidRoute {
                 hostnames,
                 rules,
-                max_streams,
+                max_concurrent_streams,
                 cors,
                 tls,
             })

@@ -14,13 +14,13 @@ fn applies_defaults() {
         .unwrap();
     let rule = &route.rules[0];
     assert_eq!(rule.paths, vec![normalize(PathMatchType::PathPrefix, "/")]);
-    assert_eq!(rule.buffering, ProxyBuffering::Auto);
-    assert_eq!(rule.buffer_size, 64 * 1024);
-    assert_eq!(rule.timeouts.connect, Duration::from_secs(5));
-    assert_eq!(rule.timeouts.response_headers, Duration::from_secs(60));
-    assert_eq!(rule.timeouts.idle, Some(Duration::from_secs(3600)));
+    assert_eq!(rule.settings.buffering, ProxyBuffering::Auto);
+    assert_eq!(rule.settings.buffer_size, 64 * 1024);
+    assert_eq!(rule.settings.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(rule.settings.timeouts.response_headers, Duration::from_secs(60));
+    assert_eq!(rule.settings.timeouts.idle, Some(Duration::from_secs(3600)));
     assert_eq!(rule.backends[0].weight, 1);
-    assert_eq!(rule.heartbeat, None);
+    assert_eq!(rule.settings.heartbeat, None);
 }
 
 #[test]
@@ -34,8 +34,8 @@ rules:
     )
     .validate()
     .unwrap();
-    assert_eq!(route.rules[0].heartbeat, Some(Duration::from_secs(15)));
-    assert_eq!(route.rules[1].heartbeat, Some(Duration::from_millis(500)));
+    assert_eq!(route.rules[0].settings.heartbeat, Some(Duration::from_secs(15)));
+    assert_eq!(route.rules[1].settings.heartbeat, Some(Duration::from_millis(500)));
     let errors = spec("sse: {heartbeatInterval: 10ms}\nrules: [{backendRefs: [{name: a, port: 80}]}]")
         .validate()
         .unwrap_err();
@@ -55,11 +55,11 @@ rules:
     )
     .validate()
     .unwrap();
-    assert_eq!(route.rules[0].buffering, ProxyBuffering::Disabled);
-    assert_eq!(route.rules[0].timeouts.connect, Duration::from_secs(2));
-    assert_eq!(route.rules[0].timeouts.idle, None);
-    assert_eq!(route.rules[1].buffering, ProxyBuffering::Enabled);
-    assert_eq!(route.rules[1].timeouts.idle, Some(Duration::from_secs(600)));
+    assert_eq!(route.rules[0].settings.buffering, ProxyBuffering::Disabled);
+    assert_eq!(route.rules[0].settings.timeouts.connect, Duration::from_secs(2));
+    assert_eq!(route.rules[0].settings.timeouts.idle, None);
+    assert_eq!(route.rules[1].settings.buffering, ProxyBuffering::Enabled);
+    assert_eq!(route.rules[1].settings.timeouts.idle, Some(Duration::from_secs(600)));
 }
 
 #[test]

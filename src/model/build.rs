@@ -1,7 +1,7 @@
 //! Builds a [`RoutingTable`] from [`Objects`]. Pure: no I/O, no clock.
 
 use super::report::{reason, RouteReport, Verdict};
-use super::table::{PathTable, ResolvedBackend, RoutingTable, Target};
+use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
 use super::{EndpointSliceObject, ObjectKey, Objects, RouteObject};
 use crate::api::{ValidBackend, ValidPath};
 use std::collections::HashMap;
@@ -78,11 +78,11 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                     }
                 }
             }
-            let target = Arc::new(Target::new(
+            let target = Arc::new(ResolvedRule::new(
                 name.clone(),
                 index,
                 rule,
-                valid.max_streams,
+                valid.max_concurrent_streams,
                 valid.cors.clone(),
                 backends,
                 problems,

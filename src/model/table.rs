@@ -1,6 +1,6 @@
 //! The immutable routing table and request lookup.
 
-use crate::api::{EffectiveTimeouts, ProxyBuffering, ValidPath};
+use crate::api::{StreamSettings, ValidPath};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,27 +36,21 @@ impl ResolvedBackend {
     }
 }
 
-/// What a matched request is proxied with: one rule of one Route.
+/// What a matched request is proxied with: one rule of one Route, its
+/// backends resolved to endpoints and its settings resolved.
 ///
-/// A request holds an `Arc<Target>` for its whole life, so a table swap
-/// never changes the settings of a request or stream already under way.
+/// A request holds an `Arc<ResolvedRule>` for its whole life, so a table
+/// swap never changes the settings of a request or stream already under way.
 #[derive(Debug)]
-pub struct Target {
+pub struct ResolvedRule {
     /// `namespace/name` of the Route, for logs and metrics.
     pub route: Arc<str>,
     pub rule_index: usize,
-    pub buffering: ProxyBuffering,
-    pub buffer_size: usize,
-    pub timeouts: EffectiveTimeouts,
-    /// Heartbeat interval for event streams; `None` when off.
-    pub heartbeat: Option<std::time::Duration>,
-    /// Longest life of an event stream; `None` when unlimited.
-    pub max_stream: Option<std::time::Duration>,
+    pub settings: StreamSettings,
     /// Most event streams open at once on the Route; `None` when unlimited.
-    pub max_streams: Option<usize>,
+    pub max_concurrent_streams: Option<usize>,
     /// The Route's CORS policy, shared by its rules.
     pub cors: Option<Arc<crate::api::CorsPolicy>>,
-    pub load_balancing: crate::api::LoadBalancing,
     pub backends: Vec<ResolvedBackend>,
     total_weight: u64,
     cursor: AtomicU64,
@@ -64,12 +58,12 @@ pub struct Target {
     unavailable: Option<String>,
 }
 
-impl Target {
+impl ResolvedRule {
     pub fn new(
         route: Arc<str>,
         rule_index: usize,
         rule: &crate::api::ValidRule,
-        max_streams: Option<usize>,
+        max_concurrent_streams: Option<usize>,
         cors: Option<Arc<crate::api::CorsPolicy>>,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
@@ -82,17 +76,12 @@ impl Target {
                 problems.join("; ")
             }
         });
-        Target {
+        ResolvedRule {
             route,
             rule_index,
-            buffering: rule.buffering,
-            buffer_size: rule.buffer_size,
-            timeouts: rule.timeouts,
-            heartbeat: rule.heartbeat,
-            max_stream: rule.max_stream,
-            max_streams,
+            settings: rule.settings,
+            max_concurrent_streams,
             cors,
-            load_balancing: rule.load_balancing,
             backends,
             total_weight,
             cursor: AtomicU64::new(0),
@@ -131,13 +120,13 @@ impl Target {
 /// Path matches of one host pattern.
 #[derive(Debug, Default)]
 pub struct PathTable {
-    exact: HashMap<String, Arc<Target>>,
+    exact: HashMap<String, Arc<ResolvedRule>>,
     /// Prefixes without a trailing slash (`/` itself excepted).
-    prefix: HashMap<String, Arc<Target>>,
+    prefix: HashMap<String, Arc<ResolvedRule>>,
 }
 
 impl PathTable {
-    pub(super) fn insert(&mut self, path: &ValidPath, target: Arc<Target>) {
+    pub(super) fn insert(&mut self, path: &ValidPath, target: Arc<ResolvedRule>) {
         let map = match path.kind {
             crate::api::PathMatchType::Exact => &mut self.exact,
             crate::api::PathMatchType::PathPrefix => &mut self.prefix,
@@ -148,7 +137,7 @@ impl PathTable {
     /// Exact beats prefix; the longest prefix wins. Walks the path's segment
     /// boundaries from the longest down, one hash lookup each, so the cost
     /// depends on the path's depth, not on how many Routes exist.
-    fn lookup(&self, path: &str) -> Option<&Arc<Target>> {
+    fn lookup(&self, path: &str) -> Option<&Arc<ResolvedRule>> {
         if let Some(t) = self.exact.get(path) {
             return Some(t);
         }
@@ -207,7 +196,7 @@ impl RoutingTable {
     /// (see [`super::normalize_host`]). The most specific host pattern that
     /// has a matching path wins: exact name, then the longest wildcard,
     /// then Routes without hostnames.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<ResolvedRule>> {
         if let Some(t) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
             return Some(t);
         }
@@ -308,13 +297,13 @@ pub struct BackendView {
 }
 
 impl MatchView {
-    fn new(kind: &'static str, path: &str, t: &Target) -> Self {
+    fn new(kind: &'static str, path: &str, t: &ResolvedRule) -> Self {
         MatchView {
             kind,
             path: path.to_owned(),
             route: t.route.to_string(),
             rule: t.rule_index,
-            buffering: t.buffering.as_str(),
+            buffering: t.settings.buffering.as_str(),
             backends: t
                 .backends
                 .iter()

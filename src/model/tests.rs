@@ -295,8 +295,8 @@ fn rule_settings_reach_the_target() {
         )
         .table();
     let target = t.lookup("h", "/").unwrap();
-    assert_eq!(target.buffering, ProxyBuffering::Disabled);
-    assert_eq!(target.buffer_size, 1024);
+    assert_eq!(target.settings.buffering, ProxyBuffering::Disabled);
+    assert_eq!(target.settings.buffer_size, 1024);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! endpoint, not to the table that happened to list it.
 
 use crate::api::LoadBalancing;
-use crate::model::Target;
+use crate::model::ResolvedRule;
 use crate::shared_map::SharedMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,7 +85,11 @@ impl EndpointStates {
     /// Picks an endpoint for `target` by its rule's policy, lock-free.
     /// Ejected endpoints are passed over unless every one drawn is;
     /// `avoid` is an endpoint that just failed this request.
-    pub(super) fn choose<'t>(&self, target: &'t Target, avoid: Option<SocketAddr>) -> Result<SocketAddr, &'t str> {
+    pub(super) fn choose<'t>(
+        &self,
+        target: &'t ResolvedRule,
+        avoid: Option<SocketAddr>,
+    ) -> Result<SocketAddr, &'t str> {
         let tries = target
             .backends
             .iter()
@@ -107,7 +111,7 @@ impl EndpointStates {
             fallback.map_or_else(|| target.pick(), Ok)
         };
         let first = draw()?;
-        if target.load_balancing == LoadBalancing::RoundRobin {
+        if target.settings.load_balancing == LoadBalancing::RoundRobin {
             return Ok(first);
         }
         let second = draw()?;

@@ -98,14 +98,14 @@ enum Due {
 
 impl Timers {
     fn new(idle: Option<Duration>, sse: SseLimits) -> Option<Self> {
-        if idle.is_none() && sse.heartbeat.is_none() && sse.max_stream.is_none() {
+        if idle.is_none() && sse.heartbeat.is_none() && sse.max_duration.is_none() {
             return None;
         }
         let now = Instant::now();
         let mut timers = Timers {
             idle,
             heartbeat: sse.heartbeat,
-            end_at: sse.max_stream.map(|d| now + d),
+            end_at: sse.max_duration.map(|d| now + d),
             last_upstream: now,
             last_heartbeat: now,
             sleep: Box::pin(tokio::time::sleep_until(now)),
@@ -196,7 +196,7 @@ impl BodyMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SseLimits {
     pub heartbeat: Option<Duration>,
-    pub max_stream: Option<Duration>,
+    pub max_duration: Option<Duration>,
 }
 
 /// Tells open event streams that ssegate is draining: each ends at its
@@ -339,12 +339,12 @@ impl UpstreamBody {
     }
 
     /// Keeps the endpoint's open-request count for as long as this body lives.
-    pub fn hold_load(&mut self, load: super::EndpointLoad) {
+    pub fn hold_endpoint_load(&mut self, load: super::EndpointLoad) {
         self.load = Some(load);
     }
 
     /// Keeps a stream place for as long as this body lives.
-    pub fn hold(&mut self, slot: Option<super::StreamSlot>) {
+    pub fn hold_stream_slot(&mut self, slot: Option<super::StreamSlot>) {
         self.slot = slot;
     }
 

@@ -11,7 +11,7 @@ use super::upstream::{upstream_client, upstream_uri, wait_response};
 use super::{BodyMode, Conn, Proxy, ProxyBody, SseLimits, UpstreamBody};
 use crate::api::ProxyBuffering;
 use crate::metrics::{RouteMetrics, UpstreamError};
-use crate::model::Target;
+use crate::model::ResolvedRule;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
@@ -26,7 +26,7 @@ impl Proxy {
     pub(super) async fn forward(
         &self,
         req: Request<Incoming>,
-        target: Arc<Target>,
+        target: Arc<ResolvedRule>,
         metrics: &RouteMetrics,
         started: std::time::Instant,
         conn: Conn,
@@ -34,7 +34,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         // A place is held while the response headers are awaited, so that a
         // burst of new requests cannot overshoot; only event streams keep it.
-        let slot = match target.max_streams {
+        let slot = match target.max_concurrent_streams {
             None => None,
             Some(max) => match StreamSlot::reserve(self.streams.counter(&target.route), max) {
                 Some(slot) => Some(slot),
@@ -83,7 +83,7 @@ impl Proxy {
             (upload.is_none() && target.endpoint_count() > 1).then(|| (parts.method.clone(), parts.headers.clone()));
         let mut first = Some(Request::from_parts(parts, body));
         let mut avoid = None;
-        let client = upstream_client(target.timeouts.connect);
+        let client = upstream_client(target.settings.timeouts.connect);
         let (endpoint, load, response) = loop {
             let endpoint = match self.endpoints.choose(&target, avoid) {
                 Ok(e) => e,
@@ -107,7 +107,7 @@ impl Proxy {
             *upstream_req.uri_mut() = upstream_uri(endpoint, path_and_query.clone());
             let load = self.endpoints.track(endpoint);
             let response = client.request(upstream_req);
-            match wait_response(response, upload.as_deref(), target.timeouts.response_headers).await {
+            match wait_response(response, upload.as_deref(), target.settings.timeouts.response_headers).await {
                 Err(_) => {
                     metrics.upstream_error(UpstreamError::ResponseTimeout);
                     warn!(%endpoint, "upstream response headers timed out");
@@ -115,7 +115,7 @@ impl Proxy {
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
                             "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
-                            target.timeouts.response_headers
+                            target.settings.timeouts.response_headers
                         ),
                     );
                 }
@@ -183,11 +183,11 @@ impl Proxy {
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
         debug!(%endpoint, status = parts.status.as_u16(), ?mode, "upstream responded");
-        let mut body = UpstreamBody::new(body, mode, target.timeouts.idle);
+        let mut body = UpstreamBody::new(body, mode, target.settings.timeouts.idle);
         body.endpoint = Some(endpoint);
-        body.hold_load(load);
+        body.hold_endpoint_load(load);
         if mode.is_event_stream() {
-            body.hold(slot);
+            body.hold_stream_slot(slot);
             body.end_on_drain(&self.drain);
         }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
@@ -195,17 +195,17 @@ impl Proxy {
 }
 
 /// Decides once how a response body goes to the client.
-fn body_mode(target: &Target, headers: &HeaderMap) -> BodyMode {
+fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode {
     let event_stream = is_event_stream(headers);
-    if buffer_for(target.buffering, headers) {
+    if buffer_for(target.settings.buffering, headers) {
         BodyMode::Coalesce {
-            capacity: target.buffer_size,
+            capacity: target.settings.buffer_size,
             event_stream,
         }
     } else if event_stream {
         BodyMode::EventStream(SseLimits {
-            heartbeat: target.heartbeat,
-            max_stream: target.max_stream,
+            heartbeat: target.settings.heartbeat,
+            max_duration: target.settings.max_stream_duration,
         })
     } else {
         BodyMode::Stream
