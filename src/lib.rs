@@ -4,6 +4,7 @@
 //! - [`api`]: the `Route` custom resource and its validation;
 //! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
+//! - [`translate`]: each input kind translated into the one internal route model;
 //! - [`proxy`]: the hyper data plane that serves the current table;
 //! - [`apply`]: the hub that builds, publishes and swaps each table;
 //! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
@@ -27,3 +28,4 @@ pub mod proxy;
 mod shared_map;
 pub mod sources;
 pub mod status;
+pub mod translate;

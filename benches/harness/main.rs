@@ -437,18 +437,13 @@ fn rebuild_cost() -> Value {
     );
     for i in 0..10_000 {
         let key = ObjectKey::new("default", format!("r{i}"));
-        let spec = serde_yaml::from_str(&format!(
+        let spec: ssegate::api::RouteSpec = serde_yaml::from_str(&format!(
             "hostnames: [h{i}.example.com]\nrules: [{{matches: [{{path: {{value: /p{i}}}}}], backendRefs: [{{name: svc, port: 80}}]}}]"
         ))
         .unwrap();
         objects.routes.insert(
             key.clone(),
-            RouteObject {
-                key,
-                generation: Some(1),
-                created_millis: i,
-                spec,
-            },
+            ssegate::translate::route::translate(key, Some(1), i, &spec),
         );
     }
     let time = |objects: &Objects| {
@@ -464,7 +459,10 @@ fn rebuild_cost() -> Value {
     };
     let full = time(&objects);
     let key = ObjectKey::new("default", "r5000");
-    objects.routes.get_mut(&key).unwrap().spec.proxy_buffering = ssegate::api::ProxyBuffering::Enabled;
+    let changed = objects.routes.get_mut(&key).unwrap();
+    for rule in &mut changed.translated.as_mut().unwrap().rules {
+        rule.settings.buffering = ssegate::api::ProxyBuffering::Enabled;
+    }
     let one = time(&objects);
     eprintln!("== table rebuild: 10k routes {full:.1} ms, after one change {one:.1} ms (median of 7)");
     json!({"routes": 10_000, "full_ms": full, "one_change_ms": one})

@@ -2,7 +2,7 @@
 
 use super::report::{reason, RouteReport, Verdict};
 use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
-use super::{EndpointSliceObject, ObjectKey, Objects, RouteObject};
+use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition};
 use crate::api::{ValidBackend, ValidPath};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         ..Default::default()
     };
 
-    let mut routes: Vec<&RouteObject> = objects.routes.values().collect();
+    let mut routes: Vec<&RouteDefinition> = objects.routes.values().collect();
     routes.sort_by(|a, b| (a.created_millis, &a.key).cmp(&(b.created_millis, &b.key)));
 
     // Who owns each (host pattern, path match).
@@ -27,7 +27,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     let mut resolved: HashMap<(String, String, u16), Resolution> = HashMap::new();
 
     for route in routes {
-        let valid = match route.spec.validate() {
+        let valid = match &route.translated {
             Ok(v) => v,
             Err(errors) => {
                 let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");

@@ -3,7 +3,7 @@
 //! Sources (the Kubernetes watch, the file folder) convert API objects into
 //! these, so the model needs neither a kube client nor k8s-openapi.
 
-use crate::api::RouteSpec;
+use crate::api::{FieldError, ValidRoute};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -30,15 +30,34 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// A Route as the model sees it.
+/// The kinds of object that are translated into route definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// `ssegate.dev/v1alpha1` Route.
+    Route,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Route => "Route",
+        }
+    }
+}
+
+/// One object's routing in the internal model that every input kind is
+/// translated into (see `crate::translate`): hosts, matches, backends and
+/// settings, and where they came from, for conflicts and status.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RouteObject {
+pub struct RouteDefinition {
+    pub kind: SourceKind,
     pub key: ObjectKey,
     /// `metadata.generation`, echoed into status as `observedGeneration`.
     pub generation: Option<i64>,
-    /// Creation time in Unix milliseconds; the older Route wins a conflict.
+    /// Creation time in Unix milliseconds; the older object wins a conflict.
     pub created_millis: i64,
-    pub spec: RouteSpec,
+    /// The translation, or every reason the object could not be translated.
+    pub translated: Result<ValidRoute, Vec<FieldError>>,
 }
 
 /// One port of a Service.
@@ -143,7 +162,7 @@ impl SecretObject {
 /// Everything the routing table is built from, keyed for cheap updates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Objects {
-    pub routes: BTreeMap<ObjectKey, RouteObject>,
+    pub routes: BTreeMap<ObjectKey, RouteDefinition>,
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
     pub secrets: BTreeMap<ObjectKey, SecretObject>,

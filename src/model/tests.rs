@@ -50,11 +50,12 @@ impl World {
         let key = ObjectKey::new("default", name);
         self.0.routes.insert(
             key.clone(),
-            RouteObject {
+            RouteDefinition {
+                kind: SourceKind::Route,
                 key,
                 generation: Some(3),
                 created_millis: created,
-                spec,
+                translated: spec.validate(),
             },
         );
         self

@@ -6,7 +6,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 use crate::api::Route;
 use crate::model::{
-    Endpoint, EndpointSliceObject, ObjectKey, RouteObject, SecretObject, ServiceObject, ServicePort, SlicePort,
+    Endpoint, EndpointSliceObject, ObjectKey, RouteDefinition, SecretObject, ServiceObject, ServicePort, SlicePort,
     TlsKeyPair,
 };
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -55,19 +55,21 @@ fn port(p: i32) -> Result<u16, ConvertError> {
 }
 
 /// `created_millis` is used when the object carries no creationTimestamp.
-pub fn route(r: &Route, default_namespace: &str, created_millis: i64) -> Result<RouteObject, ConvertError> {
+/// A Route translated into the internal model. `created_millis` stands in
+/// for a missing `creationTimestamp`.
+pub fn route(r: &Route, default_namespace: &str, created_millis: i64) -> Result<RouteDefinition, ConvertError> {
     let created = r
         .metadata
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.as_millisecond())
         .unwrap_or(created_millis);
-    Ok(RouteObject {
-        key: key(&r.metadata, default_namespace)?,
-        generation: r.metadata.generation,
-        created_millis: created,
-        spec: r.spec.clone(),
-    })
+    Ok(crate::translate::route::translate(
+        key(&r.metadata, default_namespace)?,
+        r.metadata.generation,
+        created,
+        &r.spec,
+    ))
 }
 
 pub fn service(s: &Service, default_namespace: &str) -> Result<ServiceObject, ConvertError> {

@@ -70,13 +70,26 @@ impl Default for Limits {
 /// Problems logged per file per change; the rest are counted in one line.
 const LOGGED_PER_FILE: usize = 20;
 
-/// One object read from a document.
+/// One object read from a document, already converted: a Route is
+/// translated into the internal route model as the document is parsed.
 #[derive(Debug, Clone)]
 enum Doc {
-    Route(Box<Route>),
+    Route(Box<ParsedRoute>),
     Service(crate::model::ServiceObject),
     Slice(crate::model::EndpointSliceObject),
     Secret(crate::model::SecretObject),
+}
+
+/// What a Route translated to: compared to tell when to bump a generation.
+type Translation = Result<crate::api::ValidRoute, Vec<crate::api::FieldError>>;
+
+/// A Route's definition as parsed; its creation time and generation are
+/// settled when the folder is assembled, from what was seen before.
+#[derive(Debug, Clone)]
+struct ParsedRoute {
+    definition: crate::model::RouteDefinition,
+    /// Whether the file set `metadata.creationTimestamp`.
+    stamped: bool,
 }
 
 /// A problem with one document (or a whole file).
@@ -189,7 +202,7 @@ pub struct FolderSource {
     /// First time each Route was seen, standing in for creationTimestamp.
     first_seen: HashMap<ObjectKey, i64>,
     /// Per Route: last spec and a generation bumped when it changes.
-    generations: HashMap<ObjectKey, (crate::api::RouteSpec, i64)>,
+    generations: HashMap<ObjectKey, (Translation, i64)>,
 }
 
 impl FolderSource {
@@ -278,7 +291,7 @@ impl FolderSource {
             for (i, entry) in state.entries.iter().enumerate() {
                 let Some(doc) = entry.doc() else { continue };
                 let (kind, key) = match doc {
-                    Doc::Route(r) => ("Route", route_key(r)),
+                    Doc::Route(r) => ("Route", r.definition.key.clone()),
                     Doc::Service(s) => ("Service", s.key.clone()),
                     Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
                     Doc::Secret(s) => ("Secret", s.key.clone()),
@@ -304,26 +317,26 @@ impl FolderSource {
                 }
                 match doc {
                     Doc::Route(r) => {
+                        let mut definition = r.definition.clone();
                         let created = *self.first_seen.entry(key.clone()).or_insert(now);
+                        if !r.stamped {
+                            definition.created_millis = created;
+                        }
+                        // A generation of our own, bumped when the translation changes.
                         let generation = match self.generations.get_mut(&key) {
-                            Some((spec, gen)) if *spec != r.spec => {
-                                *spec = r.spec.clone();
+                            Some((seen, gen)) if *seen != definition.translated => {
+                                *seen = definition.translated.clone();
                                 *gen += 1;
                                 *gen
                             }
                             Some((_, gen)) => *gen,
                             None => {
-                                self.generations.insert(key.clone(), (r.spec.clone(), 1));
+                                self.generations.insert(key.clone(), (definition.translated.clone(), 1));
                                 1
                             }
                         };
-                        match convert::route(r, DEFAULT_NAMESPACE, created) {
-                            Ok(mut obj) => {
-                                obj.generation = Some(r.metadata.generation.unwrap_or(generation));
-                                objects.routes.insert(key, obj);
-                            }
-                            Err(e) => unreachable!("parsed routes have names: {e}"),
-                        }
+                        definition.generation = Some(definition.generation.unwrap_or(generation));
+                        objects.routes.insert(key, definition);
                     }
                     Doc::Service(s) => {
                         objects.services.insert(key, s.clone());
@@ -356,17 +369,6 @@ pub(super) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     if map.capacity() > 1024 && map.capacity() > 4 * map.len() {
         map.shrink_to_fit();
     }
-}
-
-pub(super) fn route_key(r: &Route) -> ObjectKey {
-    ObjectKey::new(
-        r.metadata
-            .namespace
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(DEFAULT_NAMESPACE),
-        r.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 pub(super) fn unix_millis() -> i64 {

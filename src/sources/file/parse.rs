@@ -121,7 +121,11 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
             if route.metadata.name.as_deref().unwrap_or("").is_empty() {
                 return Err(context("metadata.name is required".into()));
             }
-            Doc::Route(Box::new(route))
+            let definition = convert::route(&route, DEFAULT_NAMESPACE, 0).map_err(|e| context(e.to_string()))?;
+            Doc::Route(Box::new(ParsedRoute {
+                definition,
+                stamped: route.metadata.creation_timestamp.is_some(),
+            }))
         }
         ("v1", "Service") => {
             let svc: Service = typed(value, warnings).map_err(context)?;

@@ -379,7 +379,10 @@ fn unchanged_documents_are_not_parsed_again() {
     assert_eq!(source.parsed(), 1);
     assert_eq!(objects.routes.len(), 3);
     let r1 = &objects.routes[&ObjectKey::new("default", "r1")];
-    assert_eq!(r1.spec.proxy_buffering, crate::api::ProxyBuffering::Enabled);
+    assert_eq!(
+        r1.translated.as_ref().unwrap().rules[0].settings.buffering,
+        crate::api::ProxyBuffering::Enabled
+    );
     assert_eq!(r1.generation, Some(2));
     // Removing a file forgets its objects.
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();

@@ -1,0 +1,8 @@
+//! Translations of each input kind into the one internal route model
+//! ([`RouteDefinition`](crate::model::RouteDefinition)): hosts, matches,
+//! backends and settings, plus where they came from. The table builder
+//! neither knows nor cares which kind a definition came from, so a new
+//! input kind (Ingress, Gateway API's HTTPRoute) is a new translation here,
+//! not a change to routing. Pure: no I/O, no kube client.
+
+pub mod route;
