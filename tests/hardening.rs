@@ -32,6 +32,19 @@ struct Running {
     _logs: tempfile::TempDir,
 }
 
+/// A standalone ssegate with one Route (extra spec lines `route_spec`) to
+/// one upstream at `addr`, with extra flags.
+async fn one_route(addr: std::net::SocketAddr, route_spec: &str, flags: &[&str]) -> Running {
+    start(
+        &[
+            ("b.yaml", backend_yaml("svc", &[(addr, true)])),
+            ("r.yaml", route_yaml("r", route_spec, "svc")),
+        ],
+        flags,
+    )
+    .await
+}
+
 /// A standalone ssegate over a folder holding `files`, with extra flags.
 async fn start(files: &[(&str, String)], flags: &[&str]) -> Running {
     start_with(files, flags, |_| {}).await
@@ -66,11 +79,9 @@ fn head_of(response: &str) -> &str {
 #[tokio::test]
 async fn unfinished_and_silent_connections_are_closed_after_the_header_timeout() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
+    let r = one_route(
+        up.addr,
+        "",
         &["--client-header-timeout", "1s", "--keepalive-timeout", "3s"],
     )
     .await;
@@ -121,11 +132,9 @@ async fn unfinished_and_silent_connections_are_closed_after_the_header_timeout()
 #[tokio::test]
 async fn idle_keepalive_connections_close_but_open_streams_do_not() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
+    let r = one_route(
+        up.addr,
+        "",
         &["--client-header-timeout", "1s", "--keepalive-timeout", "2s"],
     )
     .await;
@@ -166,14 +175,7 @@ async fn idle_keepalive_connections_close_but_open_streams_do_not() {
 #[tokio::test]
 async fn idle_cleartext_http2_connections_are_closed() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &["--keepalive-timeout", "1s"],
-    )
-    .await;
+    let r = one_route(up.addr, "", &["--keepalive-timeout", "1s"]).await;
     let tcp = TcpStream::connect(r.gw.proxy_addr()).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
@@ -195,14 +197,7 @@ async fn idle_cleartext_http2_connections_are_closed() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &["--client-send-timeout", "1s"],
-    )
-    .await;
+    let r = one_route(up.addr, "", &["--client-send-timeout", "1s"]).await;
     let mut reader = TcpStream::connect(r.gw.proxy_addr()).await.unwrap();
     // 24 MB of events, more than the socket buffers on both sides hold,
     // and a client that never reads.
@@ -231,14 +226,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
 #[tokio::test]
 async fn request_heads_are_capped_but_32k_of_cookies_pass() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "", &[]).await;
     let addr = r.gw.proxy_addr();
     let cookie = "c".repeat(32 * 1024);
     let ok = format!("GET /plain HTTP/1.1\r\nHost: h.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
@@ -483,14 +471,7 @@ async fn transfer_encoding_overrides_content_length_from_upstream() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
     .await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "", &[]).await;
     let resp = exchange(
         &r.gw.proxy_addr(),
         b"GET /x HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
@@ -510,14 +491,7 @@ async fn transfer_encoding_overrides_content_length_from_upstream() {
 async fn an_unrequested_101_becomes_502() {
     let up =
         RawUpstream::start(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "", &[]).await;
     let resp = exchange(
         &r.gw.proxy_addr(),
         b"GET /x HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
@@ -532,14 +506,7 @@ async fn an_unrequested_101_becomes_502() {
 #[tokio::test]
 async fn a_malformed_chunked_body_is_the_clients_400_not_an_upstream_502() {
     let up = RawUpstream::start(OK).await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "", &[]).await;
     let resp = exchange(
         &r.gw.proxy_addr(),
         b"POST /x HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nnot a chunk\r\n0\r\n\r\n",
@@ -569,14 +536,7 @@ async fn a_malformed_chunked_body_is_the_clients_400_not_an_upstream_502() {
 async fn the_response_timeout_starts_after_a_slow_upload() {
     // The upstream answers once it has the whole body.
     let up = RawUpstream::start(OK).await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "  timeouts: {responseHeaders: 1s}\n", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "  timeouts: {responseHeaders: 1s}\n", &[]).await;
     let mut s = TcpStream::connect(r.gw.proxy_addr()).await.unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: h.test\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
         .await
@@ -600,14 +560,7 @@ async fn the_response_timeout_starts_after_a_slow_upload() {
 #[tokio::test]
 async fn a_stalled_upload_gets_408_after_the_body_timeout() {
     let up = RawUpstream::start(OK).await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &["--client-body-timeout", "1s"],
-    )
-    .await;
+    let r = one_route(up.addr, "", &["--client-body-timeout", "1s"]).await;
     let started = Instant::now();
     let resp = exchange(
         &r.gw.proxy_addr(),
@@ -671,14 +624,7 @@ async fn tls_serves_the_protocol_alpn_agreed_on() {
 #[tokio::test]
 async fn logs_written_to_a_file_carry_no_colour_codes() {
     let up = Upstream::start("u").await;
-    let r = start(
-        &[
-            ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
-            ("r.yaml", route_yaml("r", "", "svc")),
-        ],
-        &[],
-    )
-    .await;
+    let r = one_route(up.addr, "", &[]).await;
     let resp = client().get(format!("{}/plain", r.gw.proxy)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let logs = r.gw.logs();
