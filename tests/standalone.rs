@@ -44,6 +44,15 @@ async fn flipping_buffering_in_a_file_applies_live_without_dropping_streams() {
         flips.push(written.elapsed());
     }
     eprintln!("file change to live: {flips:?}");
+    // Each flip is logged with what the Route now serves with.
+    let logs = gw.logs();
+    for mode in ["Disabled", "Enabled", "Auto"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("route accepted") && l.contains(&format!("settings={mode}, bufferSize 65536"))),
+            "no 'route accepted' line with {mode}:\n{logs}"
+        );
+    }
 
     // New requests follow the new mode.
     let fresh = client()

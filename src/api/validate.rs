@@ -109,6 +109,34 @@ impl StreamSettings {
     };
 }
 
+impl fmt::Display for StreamSettings {
+    /// One line for logs: `Disabled, bufferSize 65536, connect 5s, responseHeaders 60s, idle 3600s, heartbeat off, maxStreamDuration none, LeastConnections`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.timeouts;
+        write!(
+            f,
+            "{}, bufferSize {}, connect {:?}, responseHeaders {:?}, idle ",
+            self.buffering.as_str(),
+            self.buffer_size,
+            t.connect,
+            t.response_headers
+        )?;
+        match t.idle {
+            Some(d) => write!(f, "{d:?}")?,
+            None => f.write_str("off")?,
+        }
+        match self.heartbeat {
+            Some(d) => write!(f, ", heartbeat {d:?}")?,
+            None => f.write_str(", heartbeat off")?,
+        }
+        match self.max_stream_duration {
+            Some(d) => write!(f, ", maxStreamDuration {d:?}")?,
+            None => f.write_str(", maxStreamDuration none")?,
+        }
+        write!(f, ", {:?}", self.load_balancing)
+    }
+}
+
 /// The settings one level (the Route, or one rule) writes, as given.
 struct GivenSettings<'a> {
     buffering: Option<ProxyBuffering>,

@@ -36,6 +36,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                     generation: route.generation,
                     accepted: Verdict::no(reason::INVALID, message),
                     resolved_refs: Verdict::unknown(reason::INVALID, "not resolved: the Route is invalid"),
+                    settings: Vec::new(),
                 });
                 continue;
             }
@@ -166,6 +167,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             generation: route.generation,
             accepted,
             resolved_refs,
+            settings: valid.rules.iter().map(|r| r.settings.to_string()).collect(),
         });
     }
 

@@ -27,6 +27,9 @@ pub struct RouteReport {
     pub generation: Option<i64>,
     pub accepted: Verdict,
     pub resolved_refs: Verdict,
+    /// The settings each rule serves with, one line per rule (empty when
+    /// the Route is invalid): a change to them is a change worth logging.
+    pub settings: Vec<String>,
 }
 
 /// A condition's status, as Kubernetes spells it.

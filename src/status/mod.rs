@@ -45,7 +45,9 @@ fn log_report(r: &RouteReport) {
     } else if !r.resolved_refs.is_true() {
         warn!(%route, reason = r.resolved_refs.reason, message = %r.resolved_refs.message, "route accepted, backends unresolved");
     } else {
-        info!(%route, "route accepted");
+        // Say what it now serves with: a flip of proxyBuffering or a new
+        // timeout shows here, not just "accepted".
+        info!(%route, settings = %r.settings.join("; "), "route accepted");
     }
 }
 
