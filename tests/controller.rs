@@ -550,3 +550,110 @@ async fn tls_certificates_come_from_secrets_and_rotate_live() {
     assert!(ok_writes >= 2.0, "{metrics}");
     assert!(!gw.logs().contains("secure-cert-opaque"), "{}", gw.logs());
 }
+
+/// The CRD's CEL rules (what `kubectl apply` refuses) and `validate.rs`
+/// (what standalone mode refuses, and what the table builder trusts) must
+/// agree: each bad Route below is refused by both, naming the same field,
+/// and each good one is accepted by both.
+#[tokio::test]
+async fn cel_and_standalone_validation_agree() {
+    let cp = control_plane();
+    let ns = cp.namespace("agree");
+    let backend = "    backendRefs: [{name: svc, port: 80}]\n";
+    let one_rule = format!("  rules:\n  - matches: [{{path: {{value: /x}}}}]\n{backend}");
+    let with_rule = |extra: &str| format!("{extra}{one_rule}");
+    let with_path = |path: &str| format!("  rules:\n  - matches: [{{path: {{value: \"{path}\"}}}}]\n{backend}");
+    let with_backend = |b: &str| format!("  rules:\n  - backendRefs: [{b}]\n");
+    let bad: Vec<(String, &str)> = vec![
+        (with_rule("  hostnames: [Bad_Host]\n"), "spec.hostnames[0]"),
+        (with_rule("  hostnames: [\"a.*.test\"]\n"), "spec.hostnames[0]"),
+        (with_rule("  bufferSize: 1.5Mi\n"), "spec.bufferSize"),
+        (with_rule("  bufferSize: 32Mi\n"), "spec.bufferSize"),
+        (with_rule("  bufferSize: 512\n"), "spec.bufferSize"),
+        (with_rule("  timeouts: {connect: 0s}\n"), "spec.timeouts.connect"),
+        (
+            with_rule("  timeouts: {responseHeaders: 0s}\n"),
+            "spec.timeouts.responseHeaders",
+        ),
+        (with_rule("  timeouts: {idle: 5 minutes}\n"), "spec.timeouts.idle"),
+        (
+            with_rule("  sse: {maxStreamDuration: 0s}\n"),
+            "spec.sse.maxStreamDuration",
+        ),
+        (with_rule("  maxConcurrentStreams: 0\n"), "spec.maxConcurrentStreams"),
+        (
+            with_rule("  tls: [{secretName: Bad_Name, hostnames: [a.test]}]\n"),
+            "spec.tls[0].secretName",
+        ),
+        ("  rules: []\n".to_owned(), "spec.rules"),
+        (with_path("events"), "spec.rules[0].matches[0].path.value"),
+        (with_path("/a/../b"), "spec.rules[0].matches[0].path.value"),
+        (with_path("/a/."), "spec.rules[0].matches[0].path.value"),
+        (with_path("/a%2Fb"), "spec.rules[0].matches[0].path.value"),
+        (with_path("/a//b"), "spec.rules[0].matches[0].path.value"),
+        (
+            "  rules:\n  - backendRefs: []\n".to_owned(),
+            "spec.rules[0].backendRefs",
+        ),
+        (
+            with_backend("{name: Bad_Svc, port: 80}"),
+            "spec.rules[0].backendRefs[0].name",
+        ),
+        (
+            with_backend("{name: svc, port: 0}"),
+            "spec.rules[0].backendRefs[0].port",
+        ),
+        (
+            with_backend("{name: svc, port: 70000}"),
+            "spec.rules[0].backendRefs[0].port",
+        ),
+        (
+            with_backend("{name: svc, port: 80, weight: -1}"),
+            "spec.rules[0].backendRefs[0].weight",
+        ),
+        (
+            format!("  rules:\n  - timeouts: {{idle: soon}}\n{backend}"),
+            "spec.rules[0].timeouts.idle",
+        ),
+    ];
+    let mut disagreements = Vec::new();
+    for (i, (spec, field)) in bad.iter().enumerate() {
+        let yaml = route(&format!("bad-{i}"), spec);
+        let out = cp.kubectl(&["apply", "--dry-run=server", "-n", &ns, "-f", "-"], Some(&yaml));
+        let cel = String::from_utf8_lossy(&out.stderr).into_owned();
+        let cel_refused = !out.status.success() && cel.contains(field);
+        let local = serde_yaml::from_str::<ssegate::api::Route>(&yaml)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.spec.validate().map(|_| ()).map_err(|errors| format!("{errors:?}")));
+        let local_refused = local.as_ref().is_err_and(|e| e.contains(field));
+        if !(cel_refused && local_refused) {
+            disagreements.push(format!(
+                "{field} in\n{spec}  apiserver refused: {cel_refused} ({})\n  standalone refused: {local_refused} ({local:?})",
+                cel.trim()
+            ));
+        }
+    }
+    for (i, spec) in [
+        with_rule("  hostnames: [\"*.a.test\", b.test]\n  bufferSize: 4Ki\n"),
+        with_rule("  timeouts: {connect: 2s, responseHeaders: 1m, idle: 0s}\n  sse: {heartbeatInterval: 15s, maxStreamDuration: 1h}\n"),
+        with_path("/a.b/..c/%20"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let yaml = route(&format!("good-{i}"), spec);
+        let out = cp.kubectl(&["apply", "--dry-run=server", "-n", &ns, "-f", "-"], Some(&yaml));
+        let local = serde_yaml::from_str::<ssegate::api::Route>(&yaml)
+            .unwrap()
+            .spec
+            .validate()
+            .map(|_| ());
+        if !out.status.success() || local.is_err() {
+            disagreements.push(format!(
+                "good Route\n{spec}  apiserver: {}\n  standalone: {local:?}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));
+}
