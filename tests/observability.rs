@@ -226,3 +226,141 @@ async fn metrics_follow_open_streams_and_access_lines_describe_each_request() {
     let missing = fields.iter().find(|f| f["route"] == "").unwrap();
     assert_eq!(missing["status"], 404);
 }
+
+/// Every way a request can end, each seen in its access line and, for the
+/// upstream's failures, in `ssegate_upstream_errors_total` by kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_and_upstream_error_kind_is_logged_and_counted() {
+    use common::raw::RawUpstream;
+    let up = Upstream::start("u").await;
+    // Closes every connection at once: the upstream fails before its headers.
+    let slammer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slam = slammer.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = slammer.accept().await {
+            drop(s);
+        }
+    });
+    // Promises 100 bytes, sends 3, and closes: the body fails midway.
+    let short = RawUpstream::start(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let files = [
+        ("b.yaml", backend_yaml("svc", &[(up.addr, true)])),
+        ("slam.yaml", backend_yaml("slam", &[(slam, true)])),
+        ("short.yaml", backend_yaml("short", &[(short.addr, true)])),
+        (
+            "complete.yaml",
+            route_yaml("complete", "  hostnames: [complete.test]\n", "svc"),
+        ),
+        (
+            "slow.yaml",
+            route_yaml(
+                "slow",
+                "  hostnames: [slow.test]\n  timeouts: {responseHeaders: 300ms}\n",
+                "svc",
+            ),
+        ),
+        (
+            "idle.yaml",
+            route_yaml("idle", "  hostnames: [idle.test]\n  timeouts: {idle: 300ms}\n", "svc"),
+        ),
+        (
+            "max.yaml",
+            route_yaml(
+                "max",
+                "  hostnames: [max.test]\n  sse: {maxStreamDuration: 300ms}\n",
+                "svc",
+            ),
+        ),
+        (
+            "failed.yaml",
+            route_yaml("failed", "  hostnames: [failed.test]\n", "slam"),
+        ),
+        ("cut.yaml", route_yaml("cut", "  hostnames: [cut.test]\n", "short")),
+    ];
+    for (name, yaml) in &files {
+        std::fs::write(dir.path().join(name), yaml).unwrap();
+    }
+    let args = [
+        "--log-format",
+        "json",
+        "standalone",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let gw = Ssegate::start(&args, logs.path()).await;
+    let get = |host: &'static str, path: &'static str| {
+        let url = format!("{}{path}", gw.proxy);
+        async move { client().get(url).header("host", host).send().await.unwrap() }
+    };
+
+    let r = get("complete.test", "/json?n=2&every=10").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.is_ok());
+    assert_eq!(get("slow.test", "/slow?delay=1500").await.status(), 504);
+    let r = get("idle.test", "/stall?tag=idle").await;
+    assert!(
+        read_stream(r, usize::MAX).await.error.is_some(),
+        "the idle stream was not cut"
+    );
+    let r = get("max.test", "/sse?tag=max&n=0&every=50").await;
+    assert!(read_stream(r, usize::MAX).await.error.is_none());
+    assert_eq!(get("failed.test", "/").await.status(), 502);
+    let r = get("cut.test", "/").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "a body cut short must not look complete");
+    let raw = common::raw::exchange(
+        &gw.proxy_addr(),
+        b"GET /a%2fb HTTP/1.1\r\nHost: complete.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+
+    // The access lines: one per request, with its outcome.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let outcome_of = |route: &str| -> Option<String> {
+        gw.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "ssegate::access" && v["fields"]["route"] == route)
+            .map(|v| v["fields"]["outcome"].as_str().unwrap_or("").to_owned())
+            .next()
+    };
+    let expected = [
+        ("default/complete", "complete"),
+        ("default/slow", "local"),
+        ("default/idle", "idle_timeout"),
+        ("default/max", "max_duration"),
+        ("default/failed", "local"),
+        ("default/cut", "upstream_error"),
+        ("", "refused"),
+    ];
+    loop {
+        let seen: Vec<(&str, Option<String>)> = expected.iter().map(|(r, _)| (*r, outcome_of(r))).collect();
+        if expected
+            .iter()
+            .zip(&seen)
+            .all(|((_, want), (_, got))| got.as_deref() == Some(want))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "access outcomes {seen:?}, wanted {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let text = scrape(&gw).await;
+    for (route, kind) in [
+        ("default/slow", "response_timeout"),
+        ("default/idle", "idle_timeout"),
+        ("default/failed", "failed"),
+    ] {
+        let series = format!("ssegate_upstream_errors_total{{route=\"{route}\",kind=\"{kind}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{series} in\n{text}");
+    }
+    assert_eq!(sample(&text, r#"ssegate_bad_requests_total{reason="path"}"#), Some(1.0));
+}

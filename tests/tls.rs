@@ -281,3 +281,47 @@ async fn broken_certificates_are_reported_and_harm_no_other_host() {
     let stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"h2"]).await.unwrap();
     assert_eq!(presented(&stream), cert_a.der);
 }
+
+/// A wildcard certificate serves every name one label under it (not the
+/// bare domain, not two labels deep), an exact certificate beats it, and a
+/// client that sends no server name fails its handshake without harming
+/// anyone else's.
+#[tokio::test]
+async fn wildcard_names_and_clients_without_sni() {
+    let up = Upstream::start("u1").await;
+    let gw = Gateway::start().await;
+    let wild = cert(&["*.w.test"]);
+    let exact = cert(&["exact.w.test"]);
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write("secret-wild.yaml", &secret_yaml("wild", None, &wild));
+    gw.write("secret-exact.yaml", &secret_yaml("exact", None, &exact));
+    gw.write(
+        "route.yaml",
+        &route_yaml("r", "  hostnames: [\"*.w.test\"]\n  tls: [{secretName: wild}]\n", "svc"),
+    );
+    gw.write(
+        "route-exact.yaml",
+        &route_yaml(
+            "e",
+            "  hostnames: [exact.w.test]\n  tls: [{secretName: exact}]\n",
+            "svc",
+        ),
+    );
+    let roots = [&wild, &exact];
+    for (name, want) in [("a.w.test", &wild), ("b.w.test", &wild), ("exact.w.test", &exact)] {
+        let s = connect(gw.tls_addr, name, &roots, &[b"h2"]).await.unwrap();
+        assert!(presented(&s) == want.der, "{name} got the wrong certificate");
+    }
+    for name in ["w.test", "x.y.w.test"] {
+        assert!(
+            connect(gw.tls_addr, name, &roots, &[b"h2"]).await.is_err(),
+            "{name} should have no certificate"
+        );
+    }
+    // An IP address as server name: rustls sends no SNI at all.
+    let no_sni = connect(gw.tls_addr, "127.0.0.1", &roots, &[b"h2"]).await;
+    assert!(no_sni.is_err(), "a client without SNI has no certificate to get");
+    // The listener is unharmed.
+    let s = connect(gw.tls_addr, "a.w.test", &roots, &[b"h2"]).await.unwrap();
+    assert!(presented(&s) == wild.der);
+}
