@@ -158,6 +158,13 @@ async fn max_concurrent_streams_answers_503_and_counts_every_way_a_stream_ends()
         held.push(resp);
     }
     assert_eq!(open("f3").await.unwrap().status(), 503);
+    // A table swap while both places are held keeps the count: still full.
+    gw.set_route("  proxyBuffering: Disabled\n  maxConcurrentStreams: 2\n  sse: {heartbeatInterval: 10s}\n");
+    assert_eq!(
+        open("f4").await.unwrap().status(),
+        503,
+        "a table swap reset the count of open streams"
+    );
     drop(held);
 
     // A stream whose upstream fails (here: goes silent past the idle timeout) gives its place back.
