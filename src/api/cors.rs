@@ -77,9 +77,10 @@ const DEFAULT_METHODS: &str = "GET, HEAD, POST";
 const MAX_AGE_LIMIT: u64 = 86_400;
 
 impl CorsSpec {
-    /// Checks the policy; errors are (field under `spec.cors`, message).
-    pub fn validate(&self) -> Result<CorsPolicy, Vec<(String, String)>> {
-        let mut errors = Vec::new();
+    /// Checks the policy; each error's field is relative to the policy
+    /// (`allowOrigins[0]`), for the caller to place (`spec.cors.`...).
+    pub fn validate(&self) -> Result<CorsPolicy, Vec<super::FieldError>> {
+        let mut errors: Vec<(String, String)> = Vec::new();
         if self.allow_origins.is_empty() {
             errors.push(("allowOrigins".into(), "list at least one origin, or *".into()));
         }
@@ -135,7 +136,10 @@ impl CorsSpec {
             },
         };
         if !errors.is_empty() {
-            return Err(errors);
+            return Err(errors
+                .into_iter()
+                .map(|(field, message)| super::FieldError { field, message })
+                .collect());
         }
         let any_header = allow_headers.iter().any(|h| h == "*");
         if !any_header && !allow_headers.iter().any(|h| h == "last-event-id") {
@@ -363,7 +367,7 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
             [
@@ -376,6 +380,6 @@ mod tests {
                 "maxAge"
             ]
         );
-        assert!(errors[0].1.contains("allowCredentials"), "{}", errors[0].1);
+        assert!(errors[0].message.contains("allowCredentials"), "{}", errors[0].message);
     }
 }

@@ -332,8 +332,8 @@ impl RouteSpec {
             Some(spec) => match spec.validate() {
                 Ok(policy) => Some(std::sync::Arc::new(policy)),
                 Err(problems) => {
-                    for (field, message) in problems {
-                        errors.add(format!("spec.cors.{field}"), message);
+                    for problem in problems {
+                        errors.add(format!("spec.cors.{}", problem.field), problem.message);
                     }
                     None
                 }
