@@ -180,9 +180,10 @@ async fn run() {
 }
 
 /// What makes a smoke run fail: a target that should have run and did not
-/// (only a peer that is not installed may be skipped), a scenario that
-/// errored, a failed stream or request, an idle scenario that opened no
-/// stream, and a route-change series that errored.
+/// (only a peer that is not installed may be skipped); and, for direct and
+/// ssegate, a scenario that errored, a failed stream or request, or an idle
+/// scenario that opened no stream; and a route-change series that errored.
+/// A peer's own errors are its measured behaviour, printed but not failed.
 fn smoke_failures(report: &Value) -> Vec<String> {
     let mut failures = Vec::new();
     for row in report["targets"].as_array().into_iter().flatten() {
@@ -193,9 +194,12 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             }
             continue;
         }
+        let ours = name == "direct" || name.starts_with("ssegate");
         let check = |failures: &mut Vec<String>, what: &str, ok: bool| {
-            if !ok {
+            if !ok && ours {
                 failures.push(format!("{name}: {what}: {}", row));
+            } else if !ok {
+                eprintln!("   note: {name}: {what} (a peer's own behaviour; not a smoke failure)");
             }
         };
         if !row["plain"].is_null() {

@@ -143,8 +143,11 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
 events {{ worker_connections 200000; }}
 http {{
   access_log off;
+  # Like every other target, no cap on requests per keep-alive connection
+  # (nginx closes one after 1000 by default, which the load counts as errors).
+  keepalive_requests 100000000;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  upstream up {{ server 127.0.0.1:{up}; keepalive 1024; }}
+  upstream up {{ server 127.0.0.1:{up}; keepalive 1024; keepalive_requests 100000000; }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
