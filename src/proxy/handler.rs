@@ -4,6 +4,7 @@
 use super::access::{self, AccessRecord};
 use super::authority::request_authority;
 use super::cors::{apply_cors, cors_preflight};
+use super::framing;
 use super::normalize::normalize_path;
 use super::{Conn, Proxy, ProxyBody};
 use crate::model::normalize_host;
@@ -127,6 +128,9 @@ impl Proxy {
     /// be asked for). Refuses, with the metric reason and a reply, what
     /// cannot be settled.
     fn settle_target(&self, req: &mut Request<Incoming>) -> Result<(), Refusal> {
+        if let Err(why) = framing::check_request_framing(req.headers()) {
+            return Err(Refusal::bad("framing", why.to_string()));
+        }
         if req.method() == http::Method::CONNECT {
             return Err(Refusal {
                 reason: "method",
@@ -192,6 +196,12 @@ impl Refusal {
 
     fn into_response(self) -> Response<ProxyBody> {
         let mut resp = local_reply(self.status, format!("ssegate: {}\n", self.message));
+        if self.reason == "framing" {
+            // The body's extent is in doubt: nothing after this head on the
+            // connection can be trusted to start a request.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(
                 http::header::ALLOW,

@@ -15,6 +15,7 @@ mod body;
 mod client_conn;
 mod cors;
 mod forward;
+mod framing;
 mod handler;
 mod headers;
 pub mod normalize;
