@@ -23,22 +23,16 @@ impl Proxy {
             self.metrics.bad_request(refusal.reason);
             let resp = refusal.into_response();
             let status = resp.status().as_u16();
-            self.metrics.route(&Arc::from(crate::metrics::NO_ROUTE)).request(status);
+            let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
+            self.metrics.route(&route).request(status);
             if self.access_log {
-                let text_len = match resp.body() {
-                    ProxyBody::Local(t) => t.as_ref().map_or(0, |t| t.len() as u64),
+                let mut record = access_record(route, &req, conn, started);
+                record.status = status;
+                let sent = match resp.body() {
+                    ProxyBody::Local(text) => local_len(text),
                     ProxyBody::Upstream(_) => 0,
                 };
-                AccessRecord {
-                    route: Arc::from(crate::metrics::NO_ROUTE),
-                    method: req.method().clone(),
-                    path: req.uri().path().to_owned(),
-                    client: conn.peer.ip(),
-                    started,
-                    status,
-                    endpoint: None,
-                }
-                .log(text_len, 0, "refused");
+                record.log(sent, 0, "refused");
             }
             return resp;
         }
@@ -50,17 +44,9 @@ impl Proxy {
             .as_ref()
             .map_or_else(|| Arc::from(crate::metrics::NO_ROUTE), |t| t.route.clone());
         let metrics = self.metrics.route(&route);
-        let mut access = self.access_log.then(|| {
-            Box::new(AccessRecord {
-                route,
-                method: req.method().clone(),
-                path: req.uri().path().to_owned(),
-                client: conn.peer.ip(),
-                started,
-                status: 0,
-                endpoint: None,
-            })
-        });
+        let mut access = self
+            .access_log
+            .then(|| Box::new(access_record(route, &req, conn, started)));
         let mut resp = match target {
             None => local_reply(
                 StatusCode::NOT_FOUND,
@@ -115,7 +101,7 @@ impl Proxy {
             }
             ProxyBody::Local(text) => {
                 if let Some(a) = access {
-                    a.log(text.as_ref().map_or(0, |t| t.len() as u64), 0, "local");
+                    a.log(local_len(text), 0, "local");
                 }
             }
         }
@@ -138,15 +124,9 @@ impl Proxy {
                 message: "CONNECT is not supported: ssegate is a reverse proxy".into(),
             });
         }
-        let authority = match request_authority(req) {
-            Ok(a) => a.map(HeaderValue::from_str),
-            Err(e) => return Err(Refusal::bad("host", e.to_string())),
-        };
-        let authority = match authority {
-            Some(Ok(v)) => Some(v),
-            None => None,
-            Some(Err(_)) => unreachable!("a valid authority is a valid header value"),
-        };
+        let authority = request_authority(req)
+            .map_err(|e| Refusal::bad("host", e.to_string()))?
+            .map(|a| HeaderValue::from_str(a).expect("a valid authority is a valid header value"));
         let path = match normalize_path(req.uri().path(), self.limits.encoded_slashes) {
             Ok(std::borrow::Cow::Borrowed(_)) => None,
             Ok(std::borrow::Cow::Owned(p)) => Some(p),
@@ -175,6 +155,24 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// The access-log fields known when a request arrives.
+fn access_record(route: Arc<str>, req: &Request<Incoming>, conn: Conn, started: std::time::Instant) -> AccessRecord {
+    AccessRecord {
+        route,
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        client: conn.peer.ip(),
+        started,
+        status: 0,
+        endpoint: None,
+    }
+}
+
+/// Bytes of a reply ssegate wrote itself.
+fn local_len(text: &Option<bytes::Bytes>) -> u64 {
+    text.as_ref().map_or(0, |t| t.len() as u64)
 }
 
 /// A request refused before routing, as the client's fault.
