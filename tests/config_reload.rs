@@ -34,14 +34,7 @@ fn probe(base: &str, path: &str) -> (Duration, String) {
 
 /// A value from `/metrics`: the first sample line starting with `prefix`.
 async fn metric(gw: &Ssegate, prefix: &str) -> u64 {
-    let text = client()
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|n| n.trim().parse().ok())

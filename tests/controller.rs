@@ -533,14 +533,7 @@ async fn tls_certificates_come_from_secrets_and_rotate_live() {
     }
     eprintln!("Secret rotation to new handshakes: {:?}", started.elapsed());
     // The status writes above are counted.
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     let ok_writes: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"ssegate_status_writes_total{result="ok"} "#))

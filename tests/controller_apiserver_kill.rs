@@ -36,17 +36,6 @@ async fn sigkill_apiserver(cp: &ControlPlane) {
     }
 }
 
-async fn status_of(gw: &Ssegate, host: &str) -> u16 {
-    client()
-        .get(format!("{}/.sse?count=0", gw.proxy))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn leader_and_writes(gw: &Ssegate) -> (bool, u64) {
     let v = gw.admin_json("/debug/status").await;
     (v["leader"].as_bool().unwrap(), v["statusWrites"].as_u64().unwrap())
@@ -161,7 +150,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
         }
         if Instant::now() >= next_request {
             assert_eq!(
-                status_of(&gw, "demo.test").await,
+                gw.status_of("demo.test").await,
                 200,
                 "new requests are served from the last table"
             );

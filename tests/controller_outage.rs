@@ -51,17 +51,6 @@ impl Forwarder {
     }
 }
 
-async fn status_of(gw: &Ssegate, host: &str) -> u16 {
-    client()
-        .get(format!("{}/.sse?count=0", gw.proxy))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_outlives_the_apiserver_and_resyncs_when_it_returns() {
     let cp = control_plane();
@@ -113,8 +102,8 @@ async fn proxy_outlives_the_apiserver_and_resyncs_when_it_returns() {
     let out = cp.script("stop-apiserver");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(status_of(&gw, "demo.test").await, 200);
-    assert_eq!(status_of(&gw, "gone.test").await, 200);
+    assert_eq!(gw.status_of("demo.test").await, 200);
+    assert_eq!(gw.status_of("gone.test").await, 200);
     let fresh = client()
         .get(format!("{}/.sse?interval=50ms&count=2", gw.proxy))
         .header("host", "demo.test")
@@ -139,12 +128,12 @@ async fn proxy_outlives_the_apiserver_and_resyncs_when_it_returns() {
         "Disabled",
         "the controller cannot have seen the patch"
     );
-    assert_eq!(status_of(&gw, "gone.test").await, 200, "the last table keeps serving");
+    assert_eq!(gw.status_of("gone.test").await, 200, "the last table keeps serving");
 
     // 3. Let it back: it re-lists and applies both changes.
     forwarder.set_cut(false);
     let back = Instant::now();
-    while !(gw.buffering_of("demo").await == "Enabled" && status_of(&gw, "gone.test").await == 404) {
+    while !(gw.buffering_of("demo").await == "Enabled" && gw.status_of("gone.test").await == 404) {
         assert!(
             back.elapsed() < Duration::from_secs(60),
             "no resync after the apiserver returned:\n{}",

@@ -117,12 +117,7 @@ async fn unfinished_and_silent_connections_are_closed_after_the_header_timeout()
         "closed after {waited:?}, not at the 1 s header timeout"
     );
     assert!(trickling.await.unwrap(), "a trickling head outlived the header timeout");
-    let metrics = reqwest::get(format!("{}/metrics", r.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.gw.metrics_text().await;
     assert!(
         metrics.contains("ssegate_client_connections_closed_total{reason=\"header_timeout\"} 3"),
         "{metrics}"
@@ -213,12 +208,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = reqwest::get(format!("{}/metrics", r.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.gw.metrics_text().await;
     assert!(metrics.contains("ssegate_client_connections_closed_total{reason=\"send_timeout\"} 1"));
     drop(reader);
 }
@@ -514,12 +504,7 @@ async fn a_malformed_chunked_body_is_the_clients_400_not_an_upstream_502() {
     )
     .await;
     assert_eq!(head_of(&resp), "HTTP/1.1 400 Bad Request", "{resp}");
-    let metrics = reqwest::get(format!("{}/metrics", r.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.gw.metrics_text().await;
     assert!(
         metrics.contains("ssegate_bad_requests_total{reason=\"body\"} 1"),
         "{metrics}"

@@ -5,20 +5,13 @@
 //! The Route needs no reachable backend: the change is read from
 //! `/debug/routes`, which shows each match's buffering mode.
 
+use super::peers::free_port;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct ControlPlane {
     env: Vec<(&'static str, String)>,

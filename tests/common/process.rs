@@ -55,6 +55,30 @@ impl Ssegate {
         running
     }
 
+    /// The status of a zero-event stream request through the proxy for `host`.
+    pub async fn status_of(&self, host: &str) -> u16 {
+        client()
+            .get(format!("{}/.sse?count=0", self.proxy))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// The admin port's `/metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `127.0.0.1:PORT` of the proxy listener, for raw sockets.
     pub fn proxy_addr(&self) -> String {
         self.proxy.trim_start_matches("http://").to_owned()
