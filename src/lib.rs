@@ -5,7 +5,8 @@
 //! - [`certs`]: PEM key pairs parsed and checked, for sources and the TLS listener;
 //! - [`model`]: the pure routing table, built from objects with no I/O;
 //! - [`translate`]: each input kind translated into the one internal route model;
-//! - [`proxy`]: the hyper data plane that serves the current table;
+//! - [`http1`]: HTTP/1.1 framing ssegate owns: head parsing and the chunked coding, pure;
+//! - [`proxy`]: the data plane that serves the current table;
 //! - [`apply`]: the hub that builds, publishes and swaps each table;
 //! - [`sources`]: what feeds objects in (the YAML folder, the Kubernetes API);
 //! - [`status`]: where Route status goes;
@@ -20,6 +21,7 @@ pub mod api;
 pub mod apply;
 pub mod certs;
 pub mod demo;
+pub mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod model;

@@ -216,6 +216,11 @@ impl DrainSignal {
     pub fn started(&self) -> bool {
         self.started.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// Resolves when a drain starts (enable it before checking [`started`](Self::started)).
+    pub fn notified(&self) -> tokio::sync::futures::OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
 }
 
 /// The comment line ssegate sends as a heartbeat.

@@ -6,16 +6,15 @@ use super::body::ProxyBody;
 use super::handler::local_reply;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 /// Answers a CORS preflight for a Route with a policy: 204 with the
 /// allowed methods and headers, or 403 for an origin the policy does not
 /// list (the browser then blocks the request).
-pub(super) fn cors_preflight(
+pub(super) fn cors_preflight<B>(
     route: &str,
     policy: &crate::api::CorsPolicy,
     origin: &str,
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Response<ProxyBody> {
     if !policy.allows(origin) {
         return local_reply(

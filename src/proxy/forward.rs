@@ -195,7 +195,7 @@ impl Proxy {
 }
 
 /// Decides once how a response body goes to the client.
-fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode {
+pub(super) fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode {
     let event_stream = is_event_stream(headers);
     if buffer_for(target.settings.buffering, headers) {
         BodyMode::Coalesce {

@@ -7,103 +7,164 @@ use super::cors::{apply_cors, cors_preflight};
 use super::framing;
 use super::normalize::normalize_path;
 use super::{Conn, Proxy, ProxyBody};
-use crate::model::normalize_host;
+use crate::metrics::RouteMetrics;
+use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tracing::Instrument;
 
+/// What admission decided about a request.
+pub(super) enum Admitted {
+    /// Answered here (refused, no route, or a CORS preflight), and already
+    /// counted and logged.
+    Reply(Response<ProxyBody>),
+    /// To be forwarded to one of the rule's endpoints.
+    Forward(Routed),
+}
+
+/// A request routed to a rule, with what is needed to account for its answer.
+pub(super) struct Routed {
+    pub target: Arc<ResolvedRule>,
+    pub metrics: Arc<RouteMetrics>,
+    pub access: Option<Box<AccessRecord>>,
+    /// The Route's CORS policy and the request's Origin.
+    cors: Option<(Arc<crate::api::CorsPolicy>, Option<String>)>,
+    /// The Host the client used, for `X-Forwarded-Host`.
+    pub host: Option<String>,
+    pub started: std::time::Instant,
+}
+
+impl Routed {
+    /// Accounts for the answer's head: the CORS headers, the status metric
+    /// and the access record's status.
+    pub fn answered(&mut self, status: StatusCode, headers: &mut http::HeaderMap) {
+        if let Some((policy, origin)) = &self.cors {
+            apply_cors(policy, origin.as_deref(), headers);
+            headers.append(http::header::VARY, HeaderValue::from_static("Origin"));
+        }
+        self.metrics.request(status.as_u16());
+        if let Some(a) = &mut self.access {
+            a.status = status.as_u16();
+        }
+    }
+}
+
 impl Proxy {
-    /// Proxies one request. Never fails: every problem becomes a clear
-    /// HTTP error response.
+    /// Proxies one request that came over HTTP/2 (hyper's server, hyper's
+    /// client upstream). Never fails: every problem becomes a clear HTTP
+    /// error response.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let mut routed = match self.admit(&mut req, conn) {
+            Admitted::Reply(resp) => return resp,
+            Admitted::Forward(routed) => routed,
+        };
+        let span = tracing::info_span!("request", route = %routed.target.route, rule = routed.target.rule_index);
+        let mut resp = self
+            .forward(
+                req,
+                routed.target.clone(),
+                &routed.metrics,
+                routed.started,
+                conn,
+                routed.host.as_deref(),
+            )
+            .instrument(span)
+            .await;
+        let status = resp.status();
+        routed.answered(status, resp.headers_mut());
+        match resp.body_mut() {
+            ProxyBody::Upstream(body) => {
+                if let Some(a) = &mut routed.access {
+                    a.endpoint = body.endpoint;
+                }
+                let stream = body.is_event_stream();
+                body.observe(access::Observer::new(routed.metrics, routed.access, stream));
+            }
+            ProxyBody::Local(text) => {
+                if let Some(a) = routed.access {
+                    a.log(local_len(text), 0, "local");
+                }
+            }
+        }
+        resp
+    }
+
+    /// Settles and routes a request, whatever protocol it came by: refused
+    /// requests, unrouted ones and CORS preflights are answered (and
+    /// counted, and logged) here; the rest are to be forwarded.
+    pub(super) fn admit<B>(&self, req: &mut Request<B>, conn: Conn) -> Admitted {
         let started = std::time::Instant::now();
-        if let Err(refusal) = self.settle_target(&mut req) {
+        if let Err(refusal) = self.settle_target(req) {
             self.metrics.bad_request(refusal.reason);
             let resp = refusal.into_response();
-            let status = resp.status().as_u16();
             let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
-            self.metrics.route(&route).request(status);
-            if self.access_log {
-                let mut record = access_record(route, &req, conn, started);
-                record.status = status;
-                let sent = match resp.body() {
-                    ProxyBody::Local(text) => local_len(text),
-                    ProxyBody::Upstream(_) => 0,
-                };
-                record.log(sent, 0, "refused");
-            }
-            return resp;
+            return Admitted::Reply(self.answer_locally(route, req, conn, started, resp, "refused"));
         }
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
-        let target = self.table.load().lookup(&host, req.uri().path()).cloned();
-        let route: Arc<str> = target
-            .as_ref()
-            .map_or_else(|| Arc::from(crate::metrics::NO_ROUTE), |t| t.route.clone());
-        let metrics = self.metrics.route(&route);
-        let mut access = self
-            .access_log
-            .then(|| Box::new(access_record(route, &req, conn, started)));
-        let mut resp = match target {
-            None => local_reply(
+        let Some(target) = self.table.load().lookup(&host, req.uri().path()).cloned() else {
+            let resp = local_reply(
                 StatusCode::NOT_FOUND,
                 format!(
                     "ssegate: no route for host {:?} and path {:?}\n",
                     host,
                     req.uri().path()
                 ),
-            ),
-            Some(target) => {
-                let cors = target.cors.clone().map(|policy| {
-                    let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
-                    (policy, origin.map(str::to_owned))
-                });
-                let preflight = req.method() == http::Method::OPTIONS
-                    && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-                let (mut resp, answered_preflight) = match &cors {
-                    Some((policy, Some(origin))) if preflight => {
-                        (cors_preflight(&target.route, policy, origin, &req), true)
-                    }
-                    _ => {
-                        let span = tracing::info_span!("request", route = %target.route, rule = target.rule_index);
-                        let resp = self
-                            .forward(req, target, &metrics, started, conn, host_raw.as_deref())
-                            .instrument(span)
-                            .await;
-                        (resp, false)
-                    }
-                };
-                if let Some((policy, origin)) = cors {
-                    if !answered_preflight {
-                        apply_cors(&policy, origin.as_deref(), resp.headers_mut());
-                    }
-                    resp.headers_mut()
-                        .append(http::header::VARY, HeaderValue::from_static("Origin"));
-                }
-                resp
-            }
+            );
+            let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
+            return Admitted::Reply(self.answer_locally(route, req, conn, started, resp, "local"));
         };
-        let status = resp.status().as_u16();
-        metrics.request(status);
-        if let Some(a) = &mut access {
-            a.status = status;
+        let cors = target.cors.clone().map(|policy| {
+            let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
+            (policy, origin.map(str::to_owned))
+        });
+        let preflight = req.method() == http::Method::OPTIONS
+            && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+        if let Some((policy, Some(origin))) = &cors {
+            if preflight {
+                let mut resp = cors_preflight(&target.route, policy, origin, req);
+                resp.headers_mut()
+                    .append(http::header::VARY, HeaderValue::from_static("Origin"));
+                return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
+            }
         }
-        match resp.body_mut() {
-            ProxyBody::Upstream(body) => {
-                if let Some(a) = &mut access {
-                    a.endpoint = body.endpoint;
-                }
-                let stream = body.is_event_stream();
-                body.observe(access::Observer::new(metrics, access, stream));
-            }
-            ProxyBody::Local(text) => {
-                if let Some(a) = access {
-                    a.log(local_len(text), 0, "local");
-                }
-            }
+        let metrics = self.metrics.route(&target.route);
+        let access = self
+            .access_log
+            .then(|| Box::new(access_record(target.route.clone(), req, conn, started)));
+        Admitted::Forward(Routed {
+            target,
+            metrics,
+            access,
+            cors,
+            host: host_raw,
+            started,
+        })
+    }
+
+    /// Counts and logs a reply ssegate makes itself.
+    fn answer_locally<B>(
+        &self,
+        route: Arc<str>,
+        req: &Request<B>,
+        conn: Conn,
+        started: std::time::Instant,
+        resp: Response<ProxyBody>,
+        outcome: &'static str,
+    ) -> Response<ProxyBody> {
+        let status = resp.status().as_u16();
+        self.metrics.route(&route).request(status);
+        if self.access_log {
+            let mut record = access_record(route, req, conn, started);
+            record.status = status;
+            let sent = match resp.body() {
+                ProxyBody::Local(text) => local_len(text),
+                ProxyBody::Upstream(_) => 0,
+            };
+            record.log(sent, 0, outcome);
         }
         resp
     }
@@ -113,7 +174,7 @@ impl Proxy {
     /// normalised path (written to the URI, which is what the upstream will
     /// be asked for). Refuses, with the metric reason and a reply, what
     /// cannot be settled.
-    fn settle_target(&self, req: &mut Request<Incoming>) -> Result<(), Refusal> {
+    fn settle_target<B>(&self, req: &mut Request<B>) -> Result<(), Refusal> {
         if let Err(why) = framing::check_request_framing(req.headers()) {
             return Err(Refusal::bad("framing", why.to_string()));
         }
@@ -158,7 +219,7 @@ impl Proxy {
 }
 
 /// The access-log fields known when a request arrives.
-fn access_record(route: Arc<str>, req: &Request<Incoming>, conn: Conn, started: std::time::Instant) -> AccessRecord {
+fn access_record<B>(route: Arc<str>, req: &Request<B>, conn: Conn, started: std::time::Instant) -> AccessRecord {
     AccessRecord {
         route,
         method: req.method().clone(),
@@ -171,7 +232,7 @@ fn access_record(route: Arc<str>, req: &Request<Incoming>, conn: Conn, started: 
 }
 
 /// Bytes of a reply ssegate wrote itself.
-fn local_len(text: &Option<bytes::Bytes>) -> u64 {
+pub(super) fn local_len(text: &Option<bytes::Bytes>) -> u64 {
     text.as_ref().map_or(0, |t| t.len() as u64)
 }
 

@@ -16,6 +16,7 @@ mod client_conn;
 mod cors;
 mod forward;
 mod framing;
+mod h1;
 mod handler;
 mod headers;
 pub mod normalize;

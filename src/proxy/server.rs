@@ -5,7 +5,6 @@ use super::client_conn::{self, Activity, InFlight, Watchdog, Watched};
 use super::{tls, BoxError, Conn, Proxy, ProxyBody};
 use crate::listener::AcceptErrors;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,16 +65,6 @@ enum Placement {
     Here(tokio::net::TcpStream),
     /// On a data-plane thread, whose reactor takes the socket over.
     Worker(tokio::runtime::Handle, std::net::TcpStream),
-}
-
-/// Which HTTP a connection speaks.
-#[derive(Debug, Clone, Copy)]
-enum Protocol {
-    /// Cleartext: HTTP/2 by its preface, else HTTP/1.1.
-    Detect,
-    /// As agreed by ALPN on TLS.
-    Http1,
-    Http2,
 }
 
 /// What ended the first phase of serving a connection.
@@ -191,18 +180,17 @@ impl Proxy {
                     let serve = move |stream: tokio::net::TcpStream| async move {
                         let conn = Conn { peer, local_port, tls: tls.is_some() };
                         match tls {
-                            None => proxy.serve_connection(stream, conn, Protocol::Detect, stop).await,
+                            None => super::h1::serve(proxy, stream, conn, true, stop).await,
                             // Boxed: the TLS state is large, and plaintext
                             // connections should not carry room for it.
                             Some(acceptor) => Box::pin(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                                     Ok(Ok(stream)) => {
                                         // Serve what ALPN agreed on, and nothing else.
-                                        let protocol = match stream.get_ref().1.alpn_protocol() {
-                                            Some(b"h2") => Protocol::Http2,
-                                            _ => Protocol::Http1,
-                                        };
-                                        proxy.serve_connection(stream, conn, protocol, stop).await
+                                        match stream.get_ref().1.alpn_protocol() {
+                                            Some(b"h2") => proxy.serve_h2(stream, conn, stop).await,
+                                            _ => super::h1::serve(proxy, stream, conn, false, stop).await,
+                                        }
                                     }
                                     Ok(Err(e)) => {
                                         proxy.metrics.tls_handshake_failed();
@@ -250,13 +238,10 @@ impl Proxy {
         Ok(())
     }
 
-    async fn serve_connection<S>(
-        self: Arc<Self>,
-        stream: S,
-        conn_info: Conn,
-        protocol: Protocol,
-        mut stop: watch::Receiver<bool>,
-    ) where
+    /// Serves an HTTP/2 connection (cleartext after its preface, or by
+    /// ALPN) with hyper. HTTP/1.1 is served by [`super::h1`].
+    pub(super) async fn serve_h2<S>(self: Arc<Self>, stream: S, conn_info: Conn, mut stop: watch::Receiver<bool>)
+    where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let peer = conn_info.peer;
@@ -275,20 +260,12 @@ impl Proxy {
                 }))
             }
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The read buffer holds at most one request head; a longer head gets 431.
-        builder.http1().max_buf_size(limits.max_head_bytes.max(8192));
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
-            .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(limits.h2_ping_interval)
             .keep_alive_timeout(limits.h2_ping_timeout)
             .max_header_list_size(limits.max_head_bytes.try_into().unwrap_or(u32::MAX));
-        let builder = match protocol {
-            Protocol::Detect => builder,
-            Protocol::Http1 => builder.http1_only(),
-            Protocol::Http2 => builder.http2_only(),
-        };
         let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
         let mut conn = std::pin::pin!(conn);
         let mut watchdog = Watchdog::new(activity, limits);
@@ -318,7 +295,7 @@ impl Proxy {
                 if why != client_conn::Expired::KeepAlive {
                     return; // dropped: the socket closes now
                 }
-                // Idle: HTTP/1.1 closes at once, HTTP/2 says GOAWAY first.
+                // Idle: GOAWAY first.
             }
             Next::Stop => {}
         }

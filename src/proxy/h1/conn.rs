@@ -1,0 +1,282 @@
+//! One HTTP/1.1 client connection: request heads read and checked, each
+//! request admitted (routed, or answered here) and exchanged upstream, and
+//! the connection kept alive between requests within its limits:
+//! - **header timeout**: from the connection's start, or a new head's
+//!   first byte, until the head is complete (slowloris);
+//! - **keep-alive timeout**: no request in flight and no byte of a new one;
+//! - **head size**: `max_head_bytes` (431 past it), [`MAX_HEADERS`] fields;
+//! - the send and body timeouts are kept by the exchange and the pump.
+//!
+//! Between requests a connection holds no buffer: the head is read into a
+//! vector that is freed as soon as the head is parsed, unless the client
+//! already sent what follows.
+//!
+//! [`MAX_HEADERS`]: crate::http1::head::MAX_HEADERS
+
+use super::exchange::ClientRequest;
+use super::prefixed::Prefixed;
+use crate::http1::head::{self, Framing, HeadError, Version};
+use crate::http1::write;
+use crate::proxy::handler::Admitted;
+use crate::proxy::{Conn, Proxy, ProxyBody};
+use http::{Request, Response, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::debug;
+
+/// The cleartext HTTP/2 connection preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+/// How long a closing connection is read (and the bytes dropped) after a
+/// refusal, so that the refusal is not lost to a reset.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Serves an HTTP/1.1 connection (plaintext, or TLS after ALPN). With
+/// `detect_h2`, a connection that opens with the HTTP/2 preface is handed
+/// to hyper's HTTP/2 server instead.
+pub(in crate::proxy) async fn serve<S>(
+    proxy: Arc<Proxy>,
+    mut io: S,
+    conn: Conn,
+    detect_h2: bool,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = proxy.limits;
+    let metrics = proxy.metrics.clone();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first = true;
+    let started = Instant::now();
+    loop {
+        // Between requests: wait for a byte of the next head.
+        if carry.is_empty() {
+            let (wait, reason) = if first {
+                (started + limits.header_timeout, "header_timeout")
+            } else {
+                (Instant::now() + limits.keepalive_timeout, "keepalive_timeout")
+            };
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                read = tokio::time::timeout_at(wait, read_more(&mut io, &mut carry)) => match read {
+                    Ok(Ok(true)) => {}
+                    Ok(_) => return,
+                    Err(_) => {
+                        metrics.connection_closed(reason);
+                        debug!(peer = %conn.peer, reason, "closing client connection");
+                        return;
+                    }
+                },
+            }
+        }
+        let deadline = if first { started } else { Instant::now() } + limits.header_timeout;
+        let parsed = loop {
+            if first && detect_h2 && H2_PREFACE.starts_with(&carry[..carry.len().min(H2_PREFACE.len())]) {
+                if carry.len() >= H2_PREFACE.len() {
+                    let io = Prefixed::new(std::mem::take(&mut carry), io);
+                    Box::pin(proxy.serve_h2(io, conn, stop)).await;
+                    return;
+                }
+            } else {
+                match parse(&carry, limits.max_head_bytes) {
+                    Ok(Some(p)) => break Ok(p),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            match tokio::time::timeout_at(deadline, read_more(&mut io, &mut carry)).await {
+                Ok(Ok(true)) => {}
+                Ok(_) => return,
+                Err(_) => {
+                    metrics.connection_closed("header_timeout");
+                    debug!(peer = %conn.peer, "closing client connection: header timeout");
+                    return;
+                }
+            }
+        };
+        first = false;
+        let (req, len, keep_alive) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                refuse(&proxy, &mut io, &e).await;
+                return;
+            }
+        };
+        carry.drain(..len);
+        if carry.is_empty() {
+            // Nothing read ahead: hold no buffer while the request runs.
+            carry = Vec::new();
+        }
+        let close = !keep_alive || req.parts.version == http::Version::HTTP_10 || *stop.borrow();
+        let has_body = req.body != Framing::Empty;
+        let ClientRequest {
+            parts,
+            body,
+            expect_continue,
+        } = req;
+        let mut request = Request::from_parts(parts, ());
+        let keep = match proxy.admit(&mut request, conn) {
+            Admitted::Reply(resp) => {
+                // The body (if any) is not read: the connection ends after this.
+                let close = close || has_body || resp.headers().contains_key(http::header::CONNECTION);
+                let head_request = request.method() == http::Method::HEAD;
+                let ok = write_local(&mut io, resp, head_request, close, limits.send_timeout).await;
+                if close && ok {
+                    linger(&mut io).await;
+                }
+                ok && !close
+            }
+            Admitted::Forward(routed) => {
+                let (parts, ()) = request.into_parts();
+                let req = ClientRequest {
+                    parts,
+                    body,
+                    expect_continue,
+                };
+                Box::pin(proxy.exchange(req, routed, &mut io, &mut carry, conn, close)).await
+            }
+        };
+        if !keep || *stop.borrow() {
+            let _ = io.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// A parsed request, the length of its head, and whether the client
+/// keeps the connection.
+type Parsed = (ClientRequest, usize, bool);
+
+/// Parses and checks a request head at the start of `buf`.
+fn parse(buf: &[u8], max: usize) -> Result<Option<Parsed>, HeadError> {
+    let mut slots = head::header_slots();
+    let Some(h) = head::parse_request(buf, max, &mut slots)? else {
+        return Ok(None);
+    };
+    let method = http::Method::from_bytes(h.method.as_bytes()).map_err(|_| HeadError::Malformed("invalid method"))?;
+    let uri: http::Uri = h
+        .target
+        .parse()
+        .map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = match h.version {
+        Version::Http10 => http::Version::HTTP_10,
+        Version::Http11 => http::Version::HTTP_11,
+    };
+    let headers = request.headers_mut();
+    headers.reserve(h.headers.len());
+    for f in h.headers {
+        let name =
+            http::HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let value = http::HeaderValue::from_bytes(f.value).map_err(|_| HeadError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let (parts, ()) = request.into_parts();
+    Ok(Some((
+        ClientRequest {
+            parts,
+            body: h.body,
+            expect_continue: h.expect_continue,
+        },
+        h.len,
+        h.keep_alive,
+    )))
+}
+
+/// Reads what the client sent into `carry`. `Ok(false)`: the client closed.
+async fn read_more<S: AsyncRead + Unpin>(io: &mut S, carry: &mut Vec<u8>) -> std::io::Result<bool> {
+    carry.reserve(4096);
+    Ok(io.read_buf(carry).await? > 0)
+}
+
+/// Answers a head that cannot be served (400, or 431 when too large) and
+/// closes: nothing after it on the connection can be trusted.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(proxy: &Proxy, io: &mut S, e: &HeadError) {
+    let (status, reason) = match e {
+        e if e.is_too_large() => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head_too_large"),
+        HeadError::Malformed(_) => (StatusCode::BAD_REQUEST, "head"),
+        _ => (StatusCode::BAD_REQUEST, "framing"),
+    };
+    proxy.metrics.bad_request(reason);
+    debug!(error = %e, "refused a request head");
+    let resp = crate::proxy::handler::local_reply(status, format!("ssegate: {e}\n"));
+    if write_local(io, resp, false, true, proxy.limits.send_timeout).await {
+        linger(io).await;
+    }
+}
+
+/// Ends the sending side, then reads and drops what the client still
+/// sends for a moment, so that closing with unread bytes does not reset
+/// the connection before the client has read the answer.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Writes a reply of ssegate's own. Returns whether it was written.
+pub(super) async fn write_local<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    resp: Response<ProxyBody>,
+    head_request: bool,
+    close: bool,
+    send_timeout: Duration,
+) -> bool {
+    let (parts, body) = resp.into_parts();
+    let text = match body {
+        ProxyBody::Local(text) => text.unwrap_or_default(),
+        ProxyBody::Upstream(_) => bytes::Bytes::new(),
+    };
+    let mut out = Vec::with_capacity(256 + text.len());
+    if head_request {
+        write::response_head(
+            &mut out,
+            parts.status,
+            &parts.headers,
+            Framing::Empty,
+            Some(text.len() as u64),
+            close,
+        );
+    } else {
+        write::response_head(
+            &mut out,
+            parts.status,
+            &parts.headers,
+            Framing::Length(text.len() as u64),
+            None,
+            close,
+        );
+        out.extend_from_slice(&text);
+    }
+    write_all_timed(io, &out, send_timeout).await
+}
+
+/// Writes all of `bytes`, giving up when the client takes none of them
+/// for `limit`.
+pub(super) async fn write_all_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8], limit: Duration) -> bool {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match tokio::time::timeout(limit, io.write(rest)).await {
+            Ok(Ok(n)) if n > 0 => rest = &rest[n..],
+            _ => return false,
+        }
+    }
+    matches!(tokio::time::timeout(limit, io.flush()).await, Ok(Ok(())))
+}

@@ -1,0 +1,685 @@
+//! A routed request on its way upstream, and the head of its answer.
+//!
+//! The request head is written once, from what ssegate parsed and settled
+//! (never the client's bytes), so the upstream always receives framing
+//! ssegate itself applies: a request body is forwarded with its
+//! Content-Length, or re-chunked from the decoded chunks, with extensions
+//! and trailers dropped. The body goes up while the answer is awaited (an
+//! upstream may answer before the upload ends); the response-header
+//! timeout starts once the whole request is sent, and a client that goes
+//! silent mid-body gets 408 after the body timeout.
+
+use super::pool;
+use super::pump::{Ended, Input, Output, Pump, PumpParts, Shape};
+use super::{with_scratch, HEADROOM, READ_MAX};
+use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+use crate::http1::head::{self, Framing, HeadError};
+use crate::http1::write;
+use crate::metrics::UpstreamError;
+use crate::proxy::access::Observer;
+use crate::proxy::forward::body_mode;
+use crate::proxy::handler::{local_reply, Routed};
+use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
+use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
+use http::header::HeaderValue;
+use http::{HeaderMap, HeaderName, Response, StatusCode};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, warn, Instrument};
+
+/// Seconds a client is asked to wait when a Route is full.
+const FULL_RETRY_AFTER: u32 = 5;
+/// Largest upstream response head.
+pub(super) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
+/// Times a request is re-sent because a pooled connection turned out closed.
+const STALE_RETRIES: usize = 3;
+
+/// A client's request, parsed and settled.
+pub(super) struct ClientRequest {
+    pub parts: http::request::Parts,
+    pub body: Framing,
+    pub expect_continue: bool,
+}
+
+/// What the upstream answered, up to its body.
+struct Answered {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Framing,
+    /// The Content-Length of a body that is not sent (HEAD, 304).
+    declared: Option<u64>,
+    keep_alive: bool,
+    /// Body bytes that came with the head.
+    leftover: Vec<u8>,
+    stream: TcpStream,
+}
+
+/// Why an exchange with one upstream connection failed.
+enum Failure {
+    /// A pooled connection was closed before any answer: send again.
+    Stale,
+    Timeout,
+    Upstream(String),
+    BadResponse(HeadError),
+    ClientBody,
+    BodyTimeout,
+}
+
+/// The client's request body as it goes up.
+struct Upload {
+    input: UploadInput,
+    /// When the client last sent body bytes.
+    last: Instant,
+}
+
+enum UploadInput {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl Upload {
+    fn new(body: Framing) -> Self {
+        let input = match body {
+            Framing::Length(n) => UploadInput::Length(n),
+            Framing::Chunked => UploadInput::Chunked(ChunkedDecoder::new()),
+            Framing::Empty | Framing::UntilClose => UploadInput::Done,
+        };
+        Upload {
+            input,
+            last: Instant::now(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.input, UploadInput::Done)
+    }
+
+    /// Takes body bytes from `data[..n]` into `to_up`, framed for the
+    /// upstream; returns how many bytes were body (the rest follows it).
+    fn take(&mut self, data: &mut [u8], n: usize, to_up: &mut Vec<u8>) -> Result<usize, ()> {
+        self.last = Instant::now();
+        match &mut self.input {
+            UploadInput::Done => Ok(0),
+            UploadInput::Length(rest) => {
+                let take = (n as u64).min(*rest) as usize;
+                to_up.extend_from_slice(&data[..take]);
+                *rest -= take as u64;
+                if *rest == 0 {
+                    self.input = UploadInput::Done;
+                }
+                Ok(take)
+            }
+            UploadInput::Chunked(decoder) => {
+                let p = decoder.decode_in_place(data, n).map_err(|e| {
+                    debug!(error = %e, "malformed chunked request body");
+                })?;
+                if p.payload > 0 {
+                    let mut line = [0u8; 18];
+                    let l = chunk_header(p.payload, &mut line);
+                    to_up.extend_from_slice(&line[..l]);
+                    to_up.extend_from_slice(&data[..p.payload]);
+                    to_up.extend_from_slice(CHUNK_END);
+                }
+                if p.done {
+                    to_up.extend_from_slice(LAST_CHUNK);
+                    self.input = UploadInput::Done;
+                }
+                Ok(p.consumed)
+            }
+        }
+    }
+}
+
+/// A reply of ssegate's own, or an upstream's answer to carry.
+enum Outcome {
+    Local(Response<ProxyBody>),
+    Upstream(Box<Answered>, SocketAddr, EndpointLoad, Option<StreamSlot>),
+}
+
+impl Proxy {
+    /// Sends a routed request upstream and carries the answer to the
+    /// client. Returns whether the client connection may serve another
+    /// request.
+    pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        req: ClientRequest,
+        mut routed: Routed,
+        io: &mut S,
+        carry: &mut Vec<u8>,
+        conn: Conn,
+        mut close: bool,
+    ) -> bool {
+        let head_request = req.parts.method == http::Method::HEAD;
+        let http10 = req.parts.version == http::Version::HTTP_10;
+        let span = tracing::info_span!("request", route = %routed.target.route, rule = routed.target.rule_index);
+        let mut upload = Upload::new(req.body);
+        let outcome = self
+            .call_upstream(req, &routed, &mut upload, io, carry, conn)
+            .instrument(span.clone())
+            .await;
+        // A body the client has not finished sending leaves the connection
+        // out of step: it closes after this answer.
+        close |= !upload.done();
+        let (answer, endpoint, load, slot) = match outcome {
+            Outcome::Local(mut resp) => {
+                let status = resp.status();
+                close |= resp.headers().contains_key(http::header::CONNECTION);
+                routed.answered(status, resp.headers_mut());
+                let sent = match resp.body() {
+                    ProxyBody::Local(t) => crate::proxy::handler::local_len(t),
+                    ProxyBody::Upstream(_) => 0,
+                };
+                if let Some(a) = &routed.access {
+                    a.log(sent, 0, "local");
+                }
+                let ok = super::conn::write_local(io, resp, head_request, close, self.limits.send_timeout).await;
+                return ok && !close;
+            }
+            Outcome::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
+        };
+        let Answered {
+            status,
+            mut headers,
+            body,
+            declared,
+            keep_alive,
+            leftover,
+            stream,
+        } = *answer;
+        let target = routed.target.clone();
+        let mode = body_mode(&target, &headers);
+        remove_hop_by_hop(&mut headers);
+        headers.remove(&X_ACCEL_BUFFERING);
+        debug!(parent: &span, %endpoint, status = status.as_u16(), ?mode, "upstream responded");
+        routed.answered(status, &mut headers);
+        if let Some(a) = &mut routed.access {
+            a.endpoint = Some(endpoint);
+        }
+        let output = match body {
+            Framing::Empty => None,
+            Framing::Length(_) => Some(Output::Length),
+            Framing::Chunked | Framing::UntilClose if http10 => Some(Output::UntilClose),
+            Framing::Chunked | Framing::UntilClose => Some(Output::Chunked),
+        };
+        close |= output == Some(Output::UntilClose) || http10;
+        let client_framing = match (output, body) {
+            (None, _) => Framing::Empty,
+            (Some(Output::Length), Framing::Length(n)) => Framing::Length(n),
+            (Some(Output::Chunked), _) => Framing::Chunked,
+            _ => Framing::UntilClose,
+        };
+        let mut head = Vec::with_capacity(256);
+        write::response_head(&mut head, status, &headers, client_framing, declared, close);
+        drop(headers);
+        let Some(output) = output else {
+            // No body: the head is all there is.
+            let observer = Observer::new(routed.metrics.clone(), routed.access.take(), false);
+            let ok = super::conn::write_all_timed(io, &head, self.limits.send_timeout).await;
+            observer.finish(0, 0, if ok { "complete" } else { "client_gone" });
+            if ok && keep_alive && upload.done() {
+                pool::checkin(endpoint, stream);
+            }
+            drop(load);
+            return ok && !close;
+        };
+        let input = match body {
+            Framing::Length(n) => Input::Length(n),
+            Framing::Chunked => Input::Chunked(ChunkedDecoder::new()),
+            _ => Input::UntilClose,
+        };
+        let event_stream = mode.is_event_stream();
+        let shape = match mode {
+            BodyMode::Stream => Shape::Stream,
+            BodyMode::EventStream(limits) => Shape::Events(limits),
+            BodyMode::Coalesce { capacity, event_stream } => Shape::Coalesce {
+                capacity,
+                held: Vec::new(),
+                events: event_stream,
+            },
+        };
+        let pump = Pump::new(
+            stream,
+            PumpParts {
+                input,
+                output,
+                shape,
+                head,
+                pending_in: leftover,
+                idle: target.settings.timeouts.idle,
+                send_timeout: self.limits.send_timeout,
+                upstream_keep_alive: keep_alive && upload.done(),
+                observer: Observer::new(routed.metrics.clone(), routed.access.take(), event_stream),
+                slot: if event_stream { slot } else { None },
+                load,
+            },
+            Some(&self.drain),
+        );
+        drop(target);
+        drop(routed);
+        let Ended {
+            outcome,
+            clean,
+            upstream,
+        } = pump.run(io, carry).await;
+        if outcome == "send_timeout" {
+            self.metrics.connection_closed("send_timeout");
+        }
+        if let Some(up) = upstream {
+            pool::checkin(endpoint, up);
+        }
+        clean && !close
+    }
+
+    /// Finds an endpoint, sends the request and reads the answer's head;
+    /// every failure becomes a reply of ssegate's own.
+    async fn call_upstream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        req: ClientRequest,
+        routed: &Routed,
+        upload: &mut Upload,
+        io: &mut S,
+        carry: &mut Vec<u8>,
+        conn: Conn,
+    ) -> Outcome {
+        let target = &routed.target;
+        let metrics = &routed.metrics;
+        // A place is held while the response headers are awaited, so that a
+        // burst of new requests cannot overshoot; only event streams keep it.
+        let slot = match target.max_concurrent_streams {
+            None => None,
+            Some(max) => match StreamSlot::reserve(self.streams.counter(&target.route), max) {
+                Some(slot) => Some(slot),
+                None => {
+                    let mut resp = local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "ssegate: route {} has its maximum of {max} open streams\n",
+                            target.route
+                        ),
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
+                    return Outcome::Local(resp);
+                }
+            },
+        };
+        let ClientRequest {
+            mut parts,
+            body,
+            expect_continue,
+        } = req;
+        remove_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(http::header::EXPECT);
+        add_forwarded(
+            &mut parts.headers,
+            &Forwarded {
+                client_ip: conn.peer.ip(),
+                host: routed.host.as_deref(),
+                port: conn.local_port,
+                proto: if conn.tls { "https" } else { "http" },
+            },
+        );
+        let parts_method_is_head = parts.method == http::Method::HEAD;
+        let mut head = Vec::with_capacity(512);
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        write::request_head(&mut head, &parts.method, path, &parts.headers, body);
+        drop(parts);
+        let bodyless = upload.done();
+        let head_request = parts_method_is_head;
+        // Only a request without a body can go to a second endpoint: nothing
+        // of it has been consumed when the first connect fails.
+        let retry_elsewhere = bodyless && target.endpoint_count() > 1;
+        let mut avoid = None;
+        let mut stale = 0;
+        let mut continued = !expect_continue || bodyless;
+        loop {
+            let endpoint = match self.endpoints.choose(target, avoid) {
+                Ok(e) => e,
+                Err(why) => {
+                    return Outcome::Local(local_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
+                    ))
+                }
+            };
+            let load = self.endpoints.track(endpoint);
+            let (stream, reused) = match pool::checkout(endpoint) {
+                Some(s) => (s, true),
+                None => match pool::connect(endpoint, target.settings.timeouts.connect).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        metrics.upstream_error(UpstreamError::Connect);
+                        self.endpoints.eject(endpoint);
+                        warn!(%endpoint, error = %e, "upstream connect failed; endpoint ejected for a while");
+                        if avoid.is_none() && retry_elsewhere {
+                            avoid = Some(endpoint);
+                            continue;
+                        }
+                        return Outcome::Local(local_reply(
+                            StatusCode::BAD_GATEWAY,
+                            format!("ssegate: cannot connect to upstream {endpoint}: {e}\n"),
+                        ));
+                    }
+                },
+            };
+            if !continued {
+                // The client waits for a go-ahead before its body.
+                continued = true;
+                if !super::conn::write_all_timed(io, b"HTTP/1.1 100 Continue\r\n\r\n", self.limits.send_timeout).await {
+                    return Outcome::Local(local_reply(StatusCode::BAD_REQUEST, "ssegate: client went away\n"));
+                }
+            }
+            let limits = Limits {
+                response: target.settings.timeouts.response_headers,
+                body: self.limits.body_timeout,
+                head_request,
+            };
+            let failure = match send(stream, &head, upload, io, carry, limits).await {
+                Ok(answer) => {
+                    metrics.ttfb.observe(routed.started.elapsed().as_secs_f64());
+                    if answer.status == StatusCode::SWITCHING_PROTOCOLS {
+                        // ssegate asked for no upgrade; a 101 would leave the client
+                        // talking an unknown protocol to a connection it cannot use.
+                        metrics.upstream_error(UpstreamError::Failed);
+                        warn!(%endpoint, "upstream switched protocols without being asked to");
+                        return Outcome::Local(local_reply(
+                            StatusCode::BAD_GATEWAY,
+                            format!(
+                                "ssegate: upstream {endpoint} answered 101 to a request that asked for no upgrade\n"
+                            ),
+                        ));
+                    }
+                    return Outcome::Upstream(answer, endpoint, load, slot);
+                }
+                Err(f) => f,
+            };
+            let reply = match failure {
+                Failure::Stale if reused && bodyless && stale < STALE_RETRIES => {
+                    stale += 1;
+                    continue;
+                }
+                Failure::Stale => {
+                    metrics.upstream_error(UpstreamError::Failed);
+                    warn!(%endpoint, "upstream closed the connection before answering");
+                    local_reply(
+                        StatusCode::BAD_GATEWAY,
+                        format!("ssegate: upstream {endpoint} closed the connection before answering\n"),
+                    )
+                }
+                Failure::Timeout => {
+                    metrics.upstream_error(UpstreamError::ResponseTimeout);
+                    warn!(%endpoint, "upstream response headers timed out");
+                    local_reply(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
+                            target.settings.timeouts.response_headers
+                        ),
+                    )
+                }
+                Failure::Upstream(why) => {
+                    metrics.upstream_error(UpstreamError::Failed);
+                    warn!(%endpoint, error = %why, "upstream request failed");
+                    local_reply(
+                        StatusCode::BAD_GATEWAY,
+                        format!("ssegate: upstream {endpoint} failed: {why}\n"),
+                    )
+                }
+                Failure::BadResponse(e) => {
+                    metrics.upstream_error(UpstreamError::Failed);
+                    warn!(%endpoint, error = %e, "upstream sent a malformed response head");
+                    local_reply(
+                        StatusCode::BAD_GATEWAY,
+                        format!("ssegate: upstream {endpoint} sent a malformed response: {e}\n"),
+                    )
+                }
+                Failure::ClientBody => {
+                    // The client's body broke (bad chunked framing, a cut
+                    // connection): its fault, not the upstream's.
+                    self.metrics.bad_request("body");
+                    let mut resp = local_reply(StatusCode::BAD_REQUEST, "ssegate: malformed request body\n");
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    resp
+                }
+                Failure::BodyTimeout => {
+                    self.metrics.bad_request("body_timeout");
+                    let mut resp = local_reply(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    resp
+                }
+            };
+            return Outcome::Local(reply);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    response: Duration,
+    body: Duration,
+    /// The request is HEAD: the answer has no body, whatever it says.
+    head_request: bool,
+}
+
+/// An answer's head, parsed and checked, and where its body starts.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Framing,
+    declared: Option<u64>,
+    keep_alive: bool,
+    len: usize,
+}
+
+/// Sends the head and the body on `stream`, and reads the answer's head.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: TcpStream,
+    head: &[u8],
+    upload: &mut Upload,
+    io: &mut S,
+    carry: &mut Vec<u8>,
+    limits: Limits,
+) -> Result<Box<Answered>, Failure> {
+    let mut to_up = head.to_vec();
+    let mut received: Vec<u8> = Vec::new();
+    let far = Instant::now() + Duration::from_secs(86_400);
+    // The body timeout while uploading, then the response timeout.
+    let mut timer = Box::pin(tokio::time::sleep_until(far));
+    let mut armed = far;
+    let mut response_deadline: Option<Instant> = None;
+    let parsed = std::future::poll_fn(|cx| loop {
+        let mut progressed = false;
+        // 1. What is queued for the upstream.
+        while !to_up.is_empty() {
+            match Pin::new(&mut stream).poll_write(cx, &to_up) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    to_up.drain(..n);
+                    progressed = true;
+                    response_deadline = None;
+                }
+                Poll::Ready(_) if received.is_empty() => return Poll::Ready(Err(Failure::Stale)),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Err(Failure::Upstream("connection closed".into()))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Upstream(e.to_string()))),
+                Poll::Pending => break,
+            }
+        }
+        // 2. More of the body, once the upstream took what it had.
+        if to_up.is_empty() && !upload.done() {
+            match pull_body(cx, upload, io, carry, &mut to_up) {
+                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
+                Poll::Pending => {}
+            }
+        }
+        // 3. The answer.
+        match read_answer(cx, &mut stream, &mut received, limits.head_request) {
+            Poll::Ready(Ok(Some(head))) => return Poll::Ready(Ok(head)),
+            Poll::Ready(Ok(None)) => progressed = true,
+            Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
+            Poll::Pending => {}
+        }
+        if progressed {
+            continue;
+        }
+        // 4. Nothing moved: the body timeout while the client owes body
+        // bytes, else the response timeout (which also covers an upstream
+        // that takes no more of the request).
+        let now = Instant::now();
+        let due = if to_up.is_empty() && !upload.done() {
+            let at = upload.last + limits.body;
+            if now >= at {
+                return Poll::Ready(Err(Failure::BodyTimeout));
+            }
+            at
+        } else {
+            let at = *response_deadline.get_or_insert(now + limits.response);
+            if now >= at {
+                return Poll::Ready(Err(Failure::Timeout));
+            }
+            at
+        };
+        if due != armed {
+            timer.as_mut().reset(due);
+            armed = due;
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+    })
+    .await?;
+    let leftover = received.split_off(parsed.len);
+    Ok(Box::new(Answered {
+        status: parsed.status,
+        headers: parsed.headers,
+        body: parsed.body,
+        declared: parsed.declared,
+        keep_alive: parsed.keep_alive,
+        leftover,
+        stream,
+    }))
+}
+
+/// Takes the next body bytes the client has (those read ahead with its
+/// head first) and queues them for the upstream, framed.
+fn pull_body<S: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    upload: &mut Upload,
+    io: &mut S,
+    carry: &mut Vec<u8>,
+    to_up: &mut Vec<u8>,
+) -> Poll<Result<(), Failure>> {
+    with_scratch(|buf| {
+        let data = &mut buf[HEADROOM..HEADROOM + READ_MAX];
+        let n = if !carry.is_empty() {
+            let n = carry.len().min(READ_MAX);
+            data[..n].copy_from_slice(&carry[..n]);
+            carry.drain(..n);
+            n
+        } else {
+            let mut rb = ReadBuf::new(&mut *data);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                // Gone mid-body: the body is incomplete.
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::ClientBody)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Err(Failure::ClientBody)),
+                Poll::Ready(Ok(())) => rb.filled().len(),
+            }
+        };
+        let used = upload.take(data, n, to_up).map_err(|()| Failure::ClientBody)?;
+        if used < n {
+            // What follows the body is the client's next request.
+            carry.splice(0..0, data[used..n].iter().copied());
+        }
+        Poll::Ready(Ok(()))
+    })
+}
+
+/// Reads what the upstream sent and parses its answer's head when
+/// complete; interim (1xx) answers other than 101 are passed over.
+/// `Ready(Ok(None))`: bytes came, the head is not complete yet.
+fn read_answer(
+    cx: &mut Context<'_>,
+    stream: &mut TcpStream,
+    received: &mut Vec<u8>,
+    head_request: bool,
+) -> Poll<Result<Option<Head>, Failure>> {
+    let read = with_scratch(|buf| {
+        let mut rb = ReadBuf::new(&mut buf[..READ_MAX]);
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) if received.is_empty() => {
+                debug!(error = %e, "upstream connection failed before answering");
+                Poll::Ready(Err(Failure::Stale))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Failure::Upstream(e.to_string()))),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() && received.is_empty() => Poll::Ready(Err(Failure::Stale)),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Err(Failure::Upstream(
+                "connection closed in the middle of the response head".into(),
+            ))),
+            Poll::Ready(Ok(())) => {
+                received.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(()))
+            }
+        }
+    });
+    match read {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
+        Poll::Ready(Ok(())) => {}
+    }
+    loop {
+        let mut slots = head::header_slots();
+        let parsed = match head::parse_response(received, MAX_RESPONSE_HEAD, &mut slots) {
+            Ok(None) => return Poll::Ready(Ok(None)),
+            Err(e) => return Poll::Ready(Err(Failure::BadResponse(e))),
+            Ok(Some(h)) => h,
+        };
+        if parsed.status < 200 && parsed.status != 101 {
+            // 100 Continue, 102, 103: ssegate answers Expect itself and does
+            // not relay hints.
+            let len = parsed.len;
+            received.drain(..len);
+            if received.is_empty() {
+                return Poll::Ready(Ok(None));
+            }
+            continue;
+        }
+        let status = StatusCode::from_u16(parsed.status)
+            .map_err(|_| Failure::BadResponse(HeadError::Malformed("invalid status")))?;
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for f in parsed.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name.as_bytes()),
+                HeaderValue::from_bytes(f.value),
+            ) else {
+                return Poll::Ready(Err(Failure::BadResponse(HeadError::Malformed("invalid header field"))));
+            };
+            headers.append(name, value);
+        }
+        let body = parsed.body(head_request);
+        let declared = match (body, parsed.framing) {
+            (Framing::Empty, Framing::Length(n)) => Some(n),
+            _ => None,
+        };
+        return Poll::Ready(Ok(Some(Head {
+            status,
+            headers,
+            body,
+            declared,
+            keep_alive: parsed.keep_alive,
+            len: parsed.len,
+        })));
+    }
+}
