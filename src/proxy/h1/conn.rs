@@ -46,110 +46,184 @@ pub(in crate::proxy) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = proxy.limits;
-    let metrics = proxy.metrics.clone();
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
     let started = Instant::now();
     loop {
-        // Between requests: wait for a byte of the next head.
-        if carry.is_empty() {
-            let (wait, reason) = if first {
-                (started + limits.header_timeout, "header_timeout")
-            } else {
-                (Instant::now() + limits.keepalive_timeout, "keepalive_timeout")
-            };
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => return,
-                read = tokio::time::timeout_at(wait, read_more(&mut io, &mut carry)) => match read {
-                    Ok(Ok(true)) => {}
-                    Ok(_) => return,
-                    Err(_) => {
-                        metrics.connection_closed(reason);
-                        debug!(peer = %conn.peer, reason, "closing client connection");
-                        return;
-                    }
-                },
-            }
-        }
-        let deadline = if first { started } else { Instant::now() } + limits.header_timeout;
-        let parsed = loop {
-            if first && detect_h2 && H2_PREFACE.starts_with(&carry[..carry.len().min(H2_PREFACE.len())]) {
-                if carry.len() >= H2_PREFACE.len() {
-                    let io = Prefixed::new(std::mem::take(&mut carry), io);
-                    Box::pin(proxy.serve_h2(io, conn, stop)).await;
-                    return;
-                }
-            } else {
-                match parse(&carry, limits.max_head_bytes) {
-                    Ok(Some(p)) => break Ok(p),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                }
-            }
-            match tokio::time::timeout_at(deadline, read_more(&mut io, &mut carry)).await {
-                Ok(Ok(true)) => {}
-                Ok(_) => return,
-                Err(_) => {
-                    metrics.connection_closed("header_timeout");
-                    debug!(peer = %conn.peer, "closing client connection: header timeout");
-                    return;
-                }
-            }
-        };
-        first = false;
-        let (req, len, keep_alive) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                refuse(&proxy, &mut io, &e).await;
+        // Boxed: the connection's task is only as large as the state it
+        // keeps between requests; each request's own is freed after it.
+        let next = Box::pin(one_request(
+            &proxy, &mut io, &mut carry, first, started, conn, detect_h2, &mut stop,
+        ))
+        .await;
+        match next {
+            After::Continue => first = false,
+            After::Close => {
+                let _ = io.shutdown().await;
                 return;
             }
-        };
-        carry.drain(..len);
-        if carry.is_empty() {
-            // Nothing read ahead: hold no buffer while the request runs.
-            carry = Vec::new();
-        }
-        let close = !keep_alive || req.parts.version == http::Version::HTTP_10 || *stop.borrow();
-        let has_body = req.body != Framing::Empty;
-        let ClientRequest {
-            parts,
-            body,
-            expect_continue,
-        } = req;
-        let mut request = Request::from_parts(parts, ());
-        let keep = match proxy.admit(&mut request, conn) {
-            Admitted::Reply(resp) => {
-                // The body (if any) is not read: the connection ends after this.
-                let close = close || has_body || resp.headers().contains_key(http::header::CONNECTION);
-                let head_request = request.method() == http::Method::HEAD;
-                let ok = write_local(&mut io, resp, head_request, close, limits.send_timeout).await;
-                if close && ok {
-                    linger(&mut io).await;
-                }
-                ok && !close
+            After::Http2 => {
+                let io = Prefixed::new(std::mem::take(&mut carry), io);
+                Box::pin(proxy.serve_h2(io, conn, stop)).await;
+                return;
             }
-            Admitted::Forward(routed) => {
-                let (parts, ()) = request.into_parts();
-                let req = ClientRequest {
-                    parts,
-                    body,
-                    expect_continue,
-                };
-                Box::pin(proxy.exchange(req, routed, &mut io, &mut carry, conn, close)).await
-            }
-        };
-        if !keep || *stop.borrow() {
-            let _ = io.shutdown().await;
-            return;
         }
+    }
+}
+
+/// What a connection does after a request.
+enum After {
+    Continue,
+    Close,
+    /// The HTTP/2 preface came: the connection is hyper's.
+    Http2,
+}
+
+/// Reads, admits and answers one request.
+#[allow(clippy::too_many_arguments)]
+async fn one_request<S>(
+    proxy: &Arc<Proxy>,
+    io: &mut S,
+    carry: &mut Vec<u8>,
+    first: bool,
+    started: Instant,
+    conn: Conn,
+    detect_h2: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> After
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = proxy.limits;
+    // Boxed too: its timers are not kept while the request runs.
+    let parsed = match Box::pin(next_head(io, carry, first, started, proxy, conn, detect_h2, stop)).await {
+        NextHead::Request(parsed) => parsed,
+        NextHead::Closed => return After::Close,
+        NextHead::Http2 => return After::Http2,
+    };
+    let (req, len, keep_alive) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            refuse(proxy, io, &e).await;
+            return After::Close;
+        }
+    };
+    carry.drain(..len);
+    if carry.is_empty() {
+        // Nothing read ahead: hold no buffer while the request runs.
+        *carry = Vec::new();
+    }
+    let close = !keep_alive || req.parts.version == http::Version::HTTP_10 || *stop.borrow();
+    let has_body = req.body != Framing::Empty;
+    let ClientRequest {
+        parts,
+        body,
+        expect_continue,
+    } = req;
+    let mut request = Request::from_parts(parts, ());
+    let keep = match proxy.admit(&mut request, conn) {
+        Admitted::Reply(resp) => {
+            // The body (if any) is not read: the connection ends after this.
+            let close = close || has_body || resp.headers().contains_key(http::header::CONNECTION);
+            let head_request = request.method() == http::Method::HEAD;
+            drop(request);
+            let ok = write_local(io, resp, head_request, close, limits.send_timeout).await;
+            if close && ok {
+                linger(io).await;
+            }
+            ok && !close
+        }
+        Admitted::Forward(routed) => {
+            let (parts, ()) = request.into_parts();
+            let req = ClientRequest {
+                parts,
+                body,
+                expect_continue,
+            };
+            // Boxed: the request's head is not kept while its body streams.
+            Box::pin(proxy.exchange(req, routed, io, carry, conn, close)).await
+        }
+    };
+    if keep && !*stop.borrow() {
+        After::Continue
+    } else {
+        After::Close
     }
 }
 
 /// A parsed request, the length of its head, and whether the client
 /// keeps the connection.
 type Parsed = (ClientRequest, usize, bool);
+
+/// What came next on a connection.
+enum NextHead {
+    Request(Result<Parsed, HeadError>),
+    /// Closed by the client, a timeout or a drain.
+    Closed,
+    /// The HTTP/2 preface: the connection is hyper's.
+    Http2,
+}
+
+/// Waits for the next request head (within the keep-alive timeout, or the
+/// header timeout for a new connection), then reads it whole within the
+/// header timeout.
+#[allow(clippy::too_many_arguments)]
+async fn next_head<S: AsyncRead + Unpin>(
+    io: &mut S,
+    carry: &mut Vec<u8>,
+    first: bool,
+    started: Instant,
+    proxy: &Proxy,
+    conn: Conn,
+    detect_h2: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> NextHead {
+    let limits = proxy.limits;
+    let metrics = &proxy.metrics;
+    if carry.is_empty() {
+        let (wait, reason) = if first {
+            (started + limits.header_timeout, "header_timeout")
+        } else {
+            (Instant::now() + limits.keepalive_timeout, "keepalive_timeout")
+        };
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return NextHead::Closed,
+            read = tokio::time::timeout_at(wait, read_more(io, carry)) => match read {
+                Ok(Ok(true)) => {}
+                Ok(_) => return NextHead::Closed,
+                Err(_) => {
+                    metrics.connection_closed(reason);
+                    debug!(peer = %conn.peer, reason, "closing client connection");
+                    return NextHead::Closed;
+                }
+            },
+        }
+    }
+    let deadline = if first { started } else { Instant::now() } + limits.header_timeout;
+    loop {
+        if first && detect_h2 && H2_PREFACE.starts_with(&carry[..carry.len().min(H2_PREFACE.len())]) {
+            if carry.len() >= H2_PREFACE.len() {
+                return NextHead::Http2;
+            }
+        } else {
+            match parse(carry, limits.max_head_bytes) {
+                Ok(Some(p)) => return NextHead::Request(Ok(p)),
+                Ok(None) => {}
+                Err(e) => return NextHead::Request(Err(e)),
+            }
+        }
+        match tokio::time::timeout_at(deadline, read_more(io, carry)).await {
+            Ok(Ok(true)) => {}
+            Ok(_) => return NextHead::Closed,
+            Err(_) => {
+                metrics.connection_closed("header_timeout");
+                debug!(peer = %conn.peer, "closing client connection: header timeout");
+                return NextHead::Closed;
+            }
+        }
+    }
+}
 
 /// Parses and checks a request head at the start of `buf`.
 fn parse(buf: &[u8], max: usize) -> Result<Option<Parsed>, HeadError> {
@@ -219,7 +293,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
         return;
     }
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match io.read(&mut sink).await {
@@ -279,4 +353,31 @@ pub(super) async fn write_all_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[
         }
     }
     matches!(tokio::time::timeout(limit, io.flush()).await, Ok(Ok(())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task is allocated once at the size of its future:
+    /// everything a request needs lives in boxes that are freed after it,
+    /// so an idle connection (or one whose stream is open) pays only this.
+    #[tokio::test]
+    async fn an_idle_connection_is_small() {
+        let proxy = Proxy::new(crate::model::empty_table());
+        let (_tx, rx) = watch::channel(false);
+        let (io, _peer) = tokio::io::duplex(64);
+        let conn = Conn {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local_port: 80,
+            tls: false,
+        };
+        let fut = serve(proxy, io, conn, true, rx);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!(
+            "serve future: {size} bytes; pump: {}",
+            std::mem::size_of::<super::super::pump::Pump>()
+        );
+        assert!(size <= 1024, "the connection future is {size} bytes");
+    }
 }

@@ -160,10 +160,13 @@ impl Proxy {
         let http10 = req.parts.version == http::Version::HTTP_10;
         let span = tracing::info_span!("request", route = %routed.target.route, rule = routed.target.rule_index);
         let mut upload = Upload::new(req.body);
-        let outcome = self
-            .call_upstream(req, &routed, &mut upload, io, carry, conn)
-            .instrument(span.clone())
-            .await;
+        // Boxed: what finding an endpoint and waiting for the answer needs
+        // is freed before the body, which may stream for hours, starts.
+        let outcome = Box::pin(
+            self.call_upstream(req, &routed, &mut upload, io, carry, conn)
+                .instrument(span.clone()),
+        )
+        .await;
         // A body the client has not finished sending leaves the connection
         // out of step: it closes after this answer.
         close |= !upload.done();

@@ -22,7 +22,7 @@ mod conn;
 mod exchange;
 mod pool;
 mod prefixed;
-mod pump;
+pub(super) mod pump;
 
 pub(super) use conn::serve;
 
