@@ -54,6 +54,9 @@ struct Answered {
     body: Framing,
     /// The Content-Length of a body that is not sent (HEAD, 304).
     declared: Option<u64>,
+    /// A bodiless answer (to HEAD, a 304) that the upstream framed as
+    /// chunked or close-delimited: it has no length to declare, not even 0.
+    length_unknown: bool,
     keep_alive: bool,
     /// Body bytes that came with the head.
     leftover: Vec<u8>,
@@ -192,6 +195,7 @@ impl Proxy {
             mut headers,
             body,
             declared,
+            length_unknown,
             keep_alive,
             leftover,
             stream,
@@ -213,6 +217,9 @@ impl Proxy {
         };
         close |= output == Some(Output::UntilClose) || http10;
         let client_framing = match (output, body) {
+            // No framing field at all: `content-length: 0` would say the
+            // resource is empty.
+            (None, _) if length_unknown => Framing::UntilClose,
             (None, _) => Framing::Empty,
             (Some(Output::Length), Framing::Length(n)) => Framing::Length(n),
             (Some(Output::Chunked), _) => Framing::Chunked,
@@ -482,6 +489,7 @@ struct Head {
     headers: HeaderMap,
     body: Framing,
     declared: Option<u64>,
+    length_unknown: bool,
     keep_alive: bool,
     len: usize,
 }
@@ -568,6 +576,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         headers: parsed.headers,
         body: parsed.body,
         declared: parsed.declared,
+        length_unknown: parsed.length_unknown,
         keep_alive: parsed.keep_alive,
         leftover,
         stream,
@@ -676,11 +685,15 @@ fn read_answer(
             (Framing::Empty, Framing::Length(n)) => Some(n),
             _ => None,
         };
+        let length_unknown = body == Framing::Empty
+            && declared.is_none()
+            && matches!(parsed.framing, Framing::Chunked | Framing::UntilClose);
         return Poll::Ready(Ok(Some(Head {
             status,
             headers,
             body,
             declared,
+            length_unknown,
             keep_alive: parsed.keep_alive,
             len: parsed.len,
         })));
