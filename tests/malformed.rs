@@ -485,7 +485,7 @@ fn request_corpus(port: u16) -> Vec<Case> {
         ),
         (
             "32 KiB of cookies",
-            get(format!("GET /x HTTP/1.1\r\nHost: h.test\r\nCookie: {cookie}\r\n\r\n").as_bytes()),
+            get(format!("GET /x HTTP/1.1\r\nHost: h.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n").as_bytes()),
             Forwarded(
                 format!(
                     "GET /x HTTP/1.1\r\nhost: h.test\r\ncookie: {cookie}\r\n{}\r\n",
@@ -598,13 +598,22 @@ fn request_corpus(port: u16) -> Vec<Case> {
         ),
         (
             "valid chunked request with extensions and trailers",
-            chunked(b"5;ext=1\r\nhello\r\n6 ; a=\"b c\";d\r\n world\r\n0;last=1\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n"),
+            with_body(
+                "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+                b"5;ext=1\r\nhello\r\n6 ; a=\"b c\";d\r\n world\r\n0;last=1\r\nX-Trailer: t\r\nX-Other: o\r\n\r\n",
+            ),
             // One read, so one re-chunked piece; extensions and trailers dropped.
             Forwarded(cat(&[&up_chunked, b"b\r\nhello world\r\n0\r\n\r\n"])),
         ),
         (
             "valid chunked request in two reads",
-            chunked_then(b"5\r\nhello\r\n", b"6\r\n world\r\n0\r\n\r\n"),
+            vec![
+                cat(&[
+                    &head("Transfer-Encoding: chunked\r\nConnection: close\r\n"),
+                    b"5\r\nhello\r\n",
+                ]),
+                b"6\r\n world\r\n0\r\n\r\n".to_vec(),
+            ],
             Forwarded(cat(&[&up_chunked, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"])),
         ),
     ]
