@@ -222,6 +222,13 @@ enum Expect {
     Cut(Vec<u8>),
     /// A 200, and one upstream connection that received exactly these bytes.
     Forwarded(Vec<u8>),
+    /// Bytes after a body are the next request, never more of the body:
+    /// a 200 for each, and one upstream connection for each (the upstream
+    /// closes after answering) that received exactly these bytes.
+    Pipelined(Vec<Vec<u8>>),
+    /// Bytes after a body that are no request: a 200 for the request, then
+    /// a 400 for what follows it, and only the request upstream.
+    ThenRefused(Vec<u8>),
 }
 
 /// A request case: its name, the parts it is sent in, what it must get.
@@ -264,6 +271,9 @@ fn request_corpus(port: u16) -> Vec<Case> {
     let head_only = || Cut(up_chunked.clone());
     // "5\r\nhello\r\n" went up as one re-chunked piece before the bad part came.
     let hello_then_cut = || Cut(cat(&[&up_chunked, b"5\r\nhello\r\n"]));
+    let up_get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nhost: h.test\r\n{}\r\n", forwarded_fields(port)).into_bytes();
+    let (up_get_x, up_get_y) = (up_get("/x"), up_get("/y"));
     let cookie = format!("k={}", "c".repeat(32 * 1024));
     let many_fields: String = (0..129).map(|i| format!("X-F{i}: v\r\n")).collect();
     vec![
@@ -616,8 +626,41 @@ fn request_corpus(port: u16) -> Vec<Case> {
             ],
             Forwarded(cat(&[&up_chunked, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"])),
         ),
+        // Pipelining: what follows a body is parsed as a request of its
+        // own, and goes up under a head ssegate writes.
+        (
+            "request after a Content-Length body",
+            with_body("Content-Length: 5\r\n", &cat(&[b"hello", GET_Y])),
+            Pipelined(vec![
+                cat(&[&up_post(port, "content-length: 5\r\n"), b"hello"]),
+                up_get_y.clone(),
+            ]),
+        ),
+        (
+            "request after Content-Length: 0",
+            with_body("Content-Length: 0\r\n", GET_Y),
+            Pipelined(vec![up_post(port, "content-length: 0\r\n"), up_get_y.clone()]),
+        ),
+        (
+            "request after a chunked body with trailers",
+            chunked(&cat(&[b"5\r\nhello\r\n0\r\nX-T: t\r\n\r\n", GET_Y])),
+            Pipelined(vec![cat(&[&up_chunked, b"5\r\nhello\r\n0\r\n\r\n"]), up_get_y.clone()]),
+        ),
+        (
+            "request after a GET with no framing fields",
+            get(&cat(&[b"GET /x HTTP/1.1\r\nHost: h.test\r\n\r\n", GET_Y])),
+            Pipelined(vec![up_get_x.clone(), up_get_y.clone()]),
+        ),
+        (
+            "body bytes after a GET with no framing fields",
+            get(b"GET /x HTTP/1.1\r\nHost: h.test\r\n\r\nhello\r\n\r\n"),
+            ThenRefused(up_get_x.clone()),
+        ),
     ]
 }
+
+/// A request that ends the connection, pipelined after another.
+const GET_Y: &[u8] = b"GET /y HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n";
 
 #[tokio::test]
 async fn malformed_requests_are_refused_and_reach_no_upstream_beyond_a_well_formed_prefix() {
@@ -656,6 +699,30 @@ async fn malformed_requests_are_refused_and_reach_no_upstream_beyond_a_well_form
                 if status != Some(200) || seen.len() != 1 || seen[0].bytes != want {
                     problems.push(format!(
                         "{name}: want 200, upstream {:?}; got {reply:?}, upstream {upstream:?}",
+                        lossy(&want)
+                    ));
+                }
+            }
+            Expect::Pipelined(want) => {
+                let answers = String::from_utf8_lossy(&reply.bytes)
+                    .matches("HTTP/1.1 200 OK\r\n")
+                    .count();
+                let got: Vec<&[u8]> = seen.iter().map(|s| s.bytes.as_slice()).collect();
+                if answers != want.len() || got != want || !reply.closed {
+                    problems.push(format!(
+                        "{name}: want {} answers of 200, upstream {:?}; got {reply:?}, upstream {upstream:?}",
+                        want.len(),
+                        want.iter().map(|w| lossy(w)).collect::<Vec<_>>()
+                    ));
+                }
+            }
+            Expect::ThenRefused(want) => {
+                let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+                let first_ok = text.starts_with("HTTP/1.1 200 OK\r\n");
+                let then_400 = text.matches("HTTP/1.1 400 Bad Request\r\n").count() == 1;
+                if !first_ok || !then_400 || !reply.closed || seen.len() != 1 || seen[0].bytes != want {
+                    problems.push(format!(
+                        "{name}: want 200 then 400, upstream {:?}; got {reply:?}, upstream {upstream:?}",
                         lossy(&want)
                     ));
                 }
@@ -759,6 +826,24 @@ fn response_corpus() -> Vec<ResponseCase> {
             "Transfer-Encoding gzip, chunked",
             GET_CLOSE,
             one("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"),
+            BadGateway,
+        ),
+        (
+            "Transfer-Encoding identity",
+            GET_CLOSE,
+            one("Transfer-Encoding: identity\r\n", b"ok"),
+            BadGateway,
+        ),
+        (
+            "Content-Length with +",
+            GET_CLOSE,
+            one("Content-Length: +2\r\n", b"ok"),
+            BadGateway,
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            GET_CLOSE,
+            vec![b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec()],
             BadGateway,
         ),
         (
