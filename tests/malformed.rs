@@ -6,7 +6,8 @@
 //! chunked body that turns bad after its head went up gets a 400, and the
 //! upstream has received exactly ssegate's own head and the well-formed
 //! prefix, re-chunked, never a byte of the malformed part. Valid requests
-//! reach the upstream as the exact bytes ssegate writes.
+//! reach the upstream as the exact bytes ssegate writes, and bytes after a
+//! body are the next request, under a head of ssegate's own.
 //!
 //! Responses: an upstream answer ssegate cannot frame is a 502; a body cut
 //! or broken mid-way ends the client's connection without the framing that
@@ -67,6 +68,27 @@ impl Recorder {
 
     fn count(&self) -> usize {
         self.conns.lock().unwrap().len()
+    }
+
+    /// Bytes received so far, on all connections.
+    fn received(&self) -> usize {
+        self.conns.lock().unwrap().iter().map(|s| s.bytes.len()).sum()
+    }
+
+    /// Waits (up to [`LIMIT`]) until more than `before` bytes came and then
+    /// none for 100 ms.
+    async fn settle(&self, before: usize) {
+        let deadline = Instant::now() + LIMIT;
+        let mut last = (self.received(), Instant::now());
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = self.received();
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if now > before && last.1.elapsed() >= Duration::from_millis(100) {
+                return;
+            }
+        }
     }
 
     /// The connections accepted since the first `before`, once each is done
@@ -179,10 +201,21 @@ fn lossy(b: &[u8]) -> String {
 /// Sends `parts` ([`PAUSE`] between them), then reads until ssegate closes
 /// the connection or [`LIMIT`] passes.
 async fn talk(addr: &str, parts: &[Vec<u8>]) -> Reply {
+    talk_settled(addr, parts, None).await
+}
+
+/// As [`talk`]; with `up`, each part after the first waits until what the
+/// one before it made ssegate forward has reached the upstream (bytes came
+/// and then none for 100 ms), so that each part is surely read on its own.
+async fn talk_settled(addr: &str, parts: &[Vec<u8>], up: Option<&Recorder>) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let before = up.map(Recorder::received);
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             tokio::time::sleep(PAUSE).await;
+            if let (Some(up), Some(before)) = (up, before) {
+                up.settle(before).await;
+            }
         }
         if stream.write_all(part).await.is_err() {
             break;
@@ -673,7 +706,7 @@ async fn malformed_requests_are_refused_and_reach_no_upstream_beyond_a_well_form
     let cases = corpus.len();
     for (name, parts, expect) in corpus {
         let before = up.count();
-        let reply = talk(&addr, &parts).await;
+        let reply = talk_settled(&addr, &parts, Some(&up)).await;
         // Let a forwarded request (if any) land before looking.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let seen = up.since(before).await;
