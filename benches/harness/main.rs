@@ -4,8 +4,11 @@
 //!
 //! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
 //! stream (10), `--idle N` idle streams (10000), `--seconds S` per
-//! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`, `--smoke`
-//! (CI: about a second per scenario, results in target/bench-smoke).
+//! measurement (10), `--flips N` (50), `--only a,b` target names,
+//! `--out NAME` (results in target/NAME), `--scenarios a,b` (of plain, latency, throughput, idle, tls, routes; all
+//! by default), `--busy` (a spinning process on each core throughout, to
+//! measure a busy machine), `--quick`, `--smoke` (CI: about a second per
+//! scenario, results in target/bench-smoke).
 
 mod controller;
 mod load;
@@ -24,6 +27,10 @@ struct Options {
     seconds: u64,
     flips: usize,
     only: Option<Vec<String>>,
+    /// Scenarios to run; all when `None`.
+    scenarios: Option<Vec<String>>,
+    /// A spinning process on each core while measuring.
+    busy: bool,
     /// Where results go, under target/.
     out: &'static str,
     /// CI's smoke run: any failure found exits non-zero.
@@ -38,6 +45,8 @@ fn options() -> Options {
         seconds: 10,
         flips: 50,
         only: None,
+        scenarios: None,
+        busy: false,
         out: "bench",
         smoke: false,
     };
@@ -52,6 +61,13 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().unwrap(),
             "--flips" => o.flips = value().parse().unwrap(),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--scenarios" => o.scenarios = Some(value().split(',').map(str::to_owned).collect()),
+            // Results to target/NAME instead of target/bench.
+            "--out" => o.out = Box::leak(value().into_boxed_str()),
+            "--busy" => {
+                o.busy = true;
+                i -= 1;
+            }
             "--quick" => {
                 (o.streams, o.idle, o.seconds, o.flips) = (200, 2000, 3, 20);
                 i -= 1;
@@ -69,6 +85,54 @@ fn options() -> Options {
     }
     o
 }
+
+impl Options {
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.as_ref().is_none_or(|s| s.iter().any(|x| x == scenario))
+    }
+}
+
+/// One process spinning on each core, at normal priority, for as long as
+/// this lives: a busy machine, reproducibly.
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn start(on: bool) -> Busy {
+        let cores = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        Busy(
+            (0..if on { cores } else { 0 })
+                .filter_map(|core| {
+                    Command::new("taskset")
+                        .args(["-c", &core.to_string(), "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .ok()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The TLS idle scenarios: HTTP/1.1, and HTTP/2 with one stream per
+/// connection and with 100 (one browser's connection to an origin carries
+/// all its streams).
+const TLS_TRANSPORTS: [load::Transport; 3] = [
+    load::Transport::TlsH1,
+    load::Transport::TlsH2 { per_conn: 1 },
+    load::Transport::TlsH2 { per_conn: 100 },
+];
 
 /// 10,000 idle streams, unless the descriptor limit cannot hold them: a
 /// proxy needs two descriptors per stream (client and upstream side).
@@ -122,6 +186,7 @@ fn main() {
 async fn run() {
     let o = options();
     let started = jiff::Timestamp::now();
+    let _busy = Busy::start(o.busy);
     let mut rows: Vec<Value> = Vec::new();
     for kind in Kind::ALL {
         if let Some(only) = &o.only {
@@ -139,18 +204,27 @@ async fn run() {
                 continue;
             }
         };
-        rows.push(measure(&o, &target).await);
+        let mut row = measure(&o, &target).await;
+        let has_tls = target.tls_addr.is_some();
         drop(target);
-        drop(up);
         // Let the kernel finish tearing down the last target's sockets.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if has_tls && o.wants("tls") {
+            row["memory_tls"] = idle_over_tls(&o, kind, up.addr).await;
+        }
+        rows.push(row);
+        drop(up);
     }
-    let flips = route_flips(&o).await;
-    let rebuild = rebuild_cost();
+    let flips = if o.wants("routes") {
+        route_flips(&o).await
+    } else {
+        json!({})
+    };
+    let rebuild = if o.wants("routes") { rebuild_cost() } else { json!({}) };
     let report = json!({
         "date": started.to_string(),
         "machine": machine(),
-        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips},
+        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips, "busy": o.busy, "scenarios": o.scenarios},
         "targets": rows,
         "route_change": flips,
         "table_rebuild": rebuild,
@@ -232,6 +306,14 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             );
         }
     }
+    for row in report["targets"].as_array().into_iter().flatten() {
+        let name = row["target"].as_str().unwrap_or("?");
+        for (key, v) in row["memory_tls"].as_object().into_iter().flatten() {
+            if name.starts_with("ssegate") && v["streams"].as_u64().unwrap_or(0) == 0 {
+                failures.push(format!("{name}: no idle stream opened over {key}: {v}"));
+            }
+        }
+    }
     for (series, v) in report["route_change"].as_object().into_iter().flatten() {
         if let Some(e) = v["error"].as_str() {
             failures.push(format!("route change, {series}: {e}"));
@@ -258,7 +340,7 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
 
     // Plain requests first: the idle-stream test leaves thousands of
     // sockets for the kernel to tear down, which would weigh on what follows.
-    if target.kind != Kind::SsegateDisabled {
+    if target.kind != Kind::SsegateDisabled && o.wants("plain") {
         let closed = load::plain(addr, 32, None, Duration::from_secs(o.seconds.min(5))).await;
         let fixed_rate = 5000.0;
         let fixed = load::plain(addr, 32, Some(fixed_rate), Duration::from_secs(o.seconds.min(5))).await;
@@ -277,7 +359,7 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "errors": closed.errors + fixed.errors,
         });
     }
-    if !is_buffered {
+    if !is_buffered && o.wants("latency") {
         let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
         eprintln!(
             "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
@@ -294,7 +376,8 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "events": lat.events,
             "failed_streams": lat.failed_streams,
         });
-
+    }
+    if !is_buffered && o.wants("throughput") {
         match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
             Ok((eps, bps)) => {
                 eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
@@ -302,10 +385,11 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             }
             Err(e) => row["throughput"] = json!({"error": e.to_string()}),
         }
-
+    }
+    if !is_buffered && o.wants("idle") {
         if let Some(pid) = target.pid() {
             let before = peers::tree_rss(pid);
-            let (opened, after) = load::hold_idle(addr, o.idle, || peers::tree_rss(pid)).await;
+            let (opened, after) = load::hold_idle(addr, load::Transport::Plain, o.idle, || peers::tree_rss(pid)).await;
             let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
             eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
             row["memory"] =
@@ -314,6 +398,38 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
     }
 
     row
+}
+
+/// RSS growth per idle stream over TLS, each transport on a freshly started
+/// target: a process that already held (and freed) thousands of streams
+/// would serve the next ones from its allocator's free lists and look
+/// cheaper than it is.
+async fn idle_over_tls(o: &Options, kind: Kind, upstream: SocketAddr) -> Value {
+    let mut out = json!({});
+    for transport in TLS_TRANSPORTS {
+        let key = transport.key();
+        let target = match peers::start(kind, upstream).await {
+            Ok(t) => t,
+            Err(why) => {
+                out[&key] = json!({"error": why});
+                continue;
+            }
+        };
+        let (Some(pid), Some(tls)) = (target.pid(), target.tls_addr) else {
+            continue;
+        };
+        let before = peers::tree_rss(pid);
+        let (opened, after) = load::hold_idle(tls, transport, o.idle, || peers::tree_rss(pid)).await;
+        let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+        eprintln!(
+            "   memory over TLS ({key}): {opened} idle streams, {:.1} KiB per stream",
+            per / 1024.0
+        );
+        out[&key] = json!({"streams": opened, "bytes_per_stream": per, "rss_before": before, "rss_after": after});
+        drop(target);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    out
 }
 
 /// Time from a config change to the first request that sees it: ssegate's
@@ -553,8 +669,26 @@ fn markdown(r: &Value) -> String {
             f(get(t, &["plain", "fixed_p99_ms"]), 3),
         ));
     }
-    out.push_str("\nRoute change to live (config write to first request that sees it):\n\n| source | p50 ms | p99 ms |\n|---|---|---|\n");
-    if let Some(flips) = r["route_change"].as_object() {
+    if targets.iter().any(|t| !t["memory_tls"].is_null()) {
+        out.push_str("\nMemory per idle stream, KiB (RSS growth ÷ streams), cleartext and over TLS:\n\n| target | HTTP/1.1 | TLS HTTP/1.1 | TLS h2, 1 stream/conn | TLS h2, 100 streams/conn |\n|---|---|---|---|---|\n");
+        for t in targets.iter().filter(|t| !t["memory_tls"].is_null()) {
+            let kib = |v: &Value| {
+                v["bytes_per_stream"].as_f64().map_or("–".to_owned(), |b| {
+                    format!("{:.1} ({} streams)", b / 1024.0, v["streams"])
+                })
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                t["target"].as_str().unwrap_or(""),
+                kib(&t["memory"]),
+                kib(&t["memory_tls"]["tls_h1"]),
+                kib(&t["memory_tls"]["tls_h2_1"]),
+                kib(&t["memory_tls"]["tls_h2_100"]),
+            ));
+        }
+    }
+    if let Some(flips) = r["route_change"].as_object().filter(|f| !f.is_empty()) {
+        out.push_str("\nRoute change to live (config write to first request that sees it):\n\n| source | p50 ms | p99 ms |\n|---|---|---|\n");
         for (name, v) in flips {
             match (
                 v.get("p50_ms").and_then(Value::as_f64),
@@ -571,10 +705,13 @@ fn markdown(r: &Value) -> String {
             }
         }
     }
-    out.push_str(&format!(
-        "\nTable rebuild, 10,000 Routes: {:.1} ms; after one change: {:.1} ms (every change rebuilds the whole table).\n",
-        r["table_rebuild"]["full_ms"].as_f64().unwrap_or(0.0),
-        r["table_rebuild"]["one_change_ms"].as_f64().unwrap_or(0.0)
-    ));
+    if let (Some(full), Some(one)) = (
+        r["table_rebuild"]["full_ms"].as_f64(),
+        r["table_rebuild"]["one_change_ms"].as_f64(),
+    ) {
+        out.push_str(&format!(
+            "\nTable rebuild, 10,000 Routes: {full:.1} ms; after one change: {one:.1} ms (every change rebuilds the whole table).\n"
+        ));
+    }
     out
 }

@@ -47,6 +47,9 @@ impl Kind {
 pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// The TLS listener (ALPN `h2` and `http/1.1`, certificate for
+    /// [`TLS_NAME`]), for the targets that have one in the harness.
+    pub tls_addr: Option<SocketAddr>,
     child: Option<Child>,
     pub dir: Option<tempfile::TempDir>,
 }
@@ -99,6 +102,7 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
         return Ok(Target {
             kind,
             addr: upstream,
+            tls_addr: None,
             child: None,
             dir: None,
         });
@@ -109,6 +113,15 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let up = upstream.port();
     let write = |name: &str, text: String| std::fs::write(d.join(name), text).unwrap();
+    // A TLS listener beside the plaintext one, for the idle-over-TLS
+    // scenario: ssegate (Disabled), nginx and haproxy.
+    let tls_port = matches!(kind, Kind::SsegateDisabled | Kind::Nginx | Kind::Haproxy).then(free_port);
+    let cert = tls_port.map(|_| bench_cert());
+    if let Some(c) = &cert {
+        write("cert.pem", c.cert_pem.clone());
+        write("key.pem", c.key_pem.clone());
+        write("bundle.pem", format!("{}{}", c.cert_pem, c.key_pem));
+    }
     let (program, args, env): (PathBuf, Vec<String>, Vec<(&str, &str)>) = match kind {
         Kind::SsegateDisabled | Kind::SsegateEnabled => {
             let mode = if kind == Kind::SsegateDisabled {
@@ -118,19 +131,24 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
             };
             write("config.yaml", ssegate_config(mode, &[("bench", upstream)], "bench"));
             let admin = free_port();
+            let mut args: Vec<String> = vec![
+                "standalone".into(),
+                "--dir".into(),
+                d.display().to_string(),
+                "--listen".into(),
+                addr.to_string(),
+                "--admin".into(),
+                format!("127.0.0.1:{admin}"),
+                // As the peers are configured: no access log.
+                "--access-log=false".into(),
+            ];
+            if let (Some(port), Some(c)) = (tls_port, &cert) {
+                write("tls.yaml", ssegate_tls_config(mode, c));
+                args.push(format!("--listen-tls=127.0.0.1:{port}"));
+            }
             (
                 PathBuf::from(env!("CARGO_BIN_EXE_ssegate")),
-                vec![
-                    "standalone".into(),
-                    "--dir".into(),
-                    d.display().to_string(),
-                    "--listen".into(),
-                    addr.to_string(),
-                    "--admin".into(),
-                    format!("127.0.0.1:{admin}"),
-                    // As the peers are configured: no access log.
-                    "--access-log=false".into(),
-                ],
+                args,
                 vec![("RUST_LOG", "warn")],
             )
         }
@@ -150,6 +168,7 @@ http {{
   upstream up {{ server 127.0.0.1:{up}; keepalive 1024; keepalive_requests 100000000; }}
   server {{
     listen 127.0.0.1:{port};
+    {tls}
     location / {{
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -160,7 +179,11 @@ http {{
   }}
 }}
 ",
-                    d = d.display()
+                    d = d.display(),
+                    tls = tls_port.map_or(String::new(), |p| format!(
+                        "listen 127.0.0.1:{p} ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;",
+                        d = d.display()
+                    )),
                 ),
             );
             (
@@ -180,9 +203,13 @@ http {{
                 "haproxy.cfg",
                 format!(
                     "global\n  maxconn {maxconn}\n  nbthread 1\ndefaults\n  mode http\n  option http-no-delay\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
-                     frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
+                     frontend f\n  bind 127.0.0.1:{port}\n{tls}  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
                     // Two descriptors per proxied connection, within the process limit.
-                    maxconn = super::idle_default() + 100
+                    maxconn = super::idle_default() + 100,
+                    tls = tls_port.map_or(String::new(), |p| format!(
+                        "  bind 127.0.0.1:{p} ssl crt {}/bundle.pem alpn h2,http/1.1\n",
+                        d.display()
+                    )),
                 ),
             );
             (
@@ -269,6 +296,7 @@ http {{
     let target = Target {
         kind,
         addr,
+        tls_addr: tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
         child: Some(child),
         dir: Some(dir),
     };
@@ -290,6 +318,42 @@ http {{
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The server name the TLS listeners hold a certificate for.
+pub const TLS_NAME: &str = "bench.test";
+
+/// A self-signed certificate for [`TLS_NAME`] (ECDSA P-256, rcgen's
+/// default), the same for every target in a run.
+pub struct BenchCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+pub fn bench_cert() -> &'static BenchCert {
+    static CERT: std::sync::OnceLock<BenchCert> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let c = rcgen::generate_simple_self_signed(vec![TLS_NAME.to_owned()]).unwrap();
+        BenchCert {
+            cert_pem: c.cert.pem(),
+            key_pem: c.signing_key.serialize_pem(),
+            der: c.cert.der().to_vec(),
+        }
+    })
+}
+
+/// ssegate's TLS side: a Route for [`TLS_NAME`] with the certificate's
+/// Secret (the plaintext Route without hostnames would route the requests
+/// too, but only a Route's `tls` puts a certificate on the listener).
+pub fn ssegate_tls_config(mode: &str, cert: &BenchCert) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench-tls}}\nspec:\n  hostnames: [{TLS_NAME}]\n  tls: [{{secretName: bench-cert}}]\n  proxyBuffering: {mode}\n  rules: [{{backendRefs: [{{name: bench, port: 80}}]}}]\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-cert}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&cert.cert_pem),
+        indent(&cert.key_pem)
+    )
 }
 
 /// Standalone ssegate files: one Service per upstream, a Route to `route_to`.
