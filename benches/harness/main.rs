@@ -360,7 +360,21 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
         });
     }
     if !is_buffered && o.wants("latency") {
+        // The proxy's threads, read when the streams are open and warm
+        // (sse_latency's ramp and warm-up take 2 s) and again at the end:
+        // which of them ran while events were being measured.
+        let threads_before = target.pid().map(|pid| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peers::thread_times(pid)
+            })
+        });
         let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
+        if let (Some(before), Some(pid)) = (threads_before, target.pid()) {
+            let threads = peers::thread_delta(&before.await.unwrap(), &peers::thread_times(pid));
+            eprintln!("   threads that ran: {threads}");
+            row["latency_threads"] = threads;
+        }
         eprintln!(
             "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
             ms(lat.hist.value_at_quantile(0.5)),

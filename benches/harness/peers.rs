@@ -454,3 +454,80 @@ fn rss_of(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// One thread's counters: id, name, CPU time (clock ticks), context
+/// switches (voluntary, involuntary), and nanoseconds spent runnable but
+/// waiting for a CPU (schedstat).
+pub type ThreadTimes = (u32, String, u64, u64, u64, u64);
+
+/// Per thread of `pid`: its [`ThreadTimes`] so far. Read before and after a scenario, it
+/// shows which of a proxy's threads ran during it.
+pub fn thread_times(pid: u32) -> Vec<ThreadTimes> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = t.path();
+        let name = std::fs::read_to_string(dir.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat; fields[0] is field 3.
+        let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let waited = std::fs::read_to_string(dir.join("schedstat"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        out.push((
+            tid,
+            name,
+            ticks,
+            switches("voluntary_ctxt_switches:"),
+            switches("nonvoluntary_ctxt_switches:"),
+            waited,
+        ));
+    }
+    out
+}
+
+/// What each thread did between two [`thread_times`] readings, as JSON:
+/// CPU ms and context switches, for the threads that ran.
+pub fn thread_delta(before: &[ThreadTimes], after: &[ThreadTimes]) -> serde_json::Value {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = Vec::new();
+    for (tid, name, ticks, vol, invol, waited) in after {
+        let (t0, v0, i0, w0) = before
+            .iter()
+            .find(|b| b.0 == *tid)
+            .map_or((0, 0, 0, 0), |b| (b.2, b.3, b.4, b.5));
+        if ticks > &t0 || vol > &v0 || invol > &i0 {
+            out.push(serde_json::json!({
+                "thread": name,
+                "cpu_ms": (ticks - t0) as f64 * 1000.0 / hz,
+                "voluntary_switches": vol - v0,
+                "involuntary_switches": invol - i0,
+                "runqueue_wait_ms": (waited - w0) as f64 / 1e6,
+            }));
+        }
+    }
+    serde_json::Value::Array(out)
+}
