@@ -57,10 +57,65 @@ pub struct Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
+            // Under a profiler (SSEGATE_BENCH_WRAP), ssegate is a child of
+            // the profiler's script: SIGTERM it so that the profile is
+            // written out, and give it a few seconds.
+            if std::env::var_os(WRAP).is_some() && self.kind != Kind::Direct {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                // Only ssegate: the profiler's own processes finish the file.
+                let ssegate = |pid: &u32| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|n| n.trim() == "ssegate")
+                };
+                for pid in descendants(c.id()).into_iter().filter(ssegate) {
+                    // SAFETY: kill only sends a signal.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// A command that ssegate runs under, split at spaces (for example
+/// `heaptrack -o /tmp/ssegate`), for a heap profile of a scenario. The
+/// RSS figures of such a run include the profiler's own.
+pub const WRAP: &str = "SSEGATE_BENCH_WRAP";
+
+/// Every process below `pid`, children first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let p = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let ppid = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u32>()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, pp) in &parents {
+            if *pp == parent {
+                out.push(*p);
+                frontier.push(*p);
+            }
+        }
+    }
+    out
 }
 
 impl Target {
@@ -281,12 +336,13 @@ http {{
     };
     let log = std::fs::File::create(d.join("stderr.log")).unwrap();
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg("0")
-        .arg(&program)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.arg("-c").arg("0");
+    if matches!(kind, Kind::SsegateDisabled | Kind::SsegateEnabled) {
+        if let Ok(wrap) = std::env::var(WRAP) {
+            cmd.args(wrap.split_whitespace());
+        }
+    }
+    cmd.arg(&program).args(&args).stdout(Stdio::null()).stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
     }
