@@ -5,6 +5,9 @@
 //! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
 //! stream (10), `--idle N` idle streams (10000), `--seconds S` per
 //! measurement (10), `--flips N` (50), `--only a,b` target names,
+//! `--rounds N` (the latency scenario N times per target, interleaved
+//! across targets, reported as the median of the rounds: background load
+//! that comes and goes then weighs on every target alike),
 //! `--out NAME` (results in target/NAME), `--scenarios a,b` (of plain, latency, throughput, idle, tls, routes; all
 //! by default), `--busy` (a spinning process on each core throughout, to
 //! measure a busy machine), `--quick`, `--smoke` (CI: about a second per
@@ -31,6 +34,8 @@ struct Options {
     scenarios: Option<Vec<String>>,
     /// A spinning process on each core while measuring.
     busy: bool,
+    /// Latency rounds per target, interleaved across targets.
+    rounds: usize,
     /// Where results go, under target/.
     out: &'static str,
     /// CI's smoke run: any failure found exits non-zero.
@@ -47,6 +52,7 @@ fn options() -> Options {
         only: None,
         scenarios: None,
         busy: false,
+        rounds: 1,
         out: "bench",
         smoke: false,
     };
@@ -61,6 +67,7 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().unwrap(),
             "--flips" => o.flips = value().parse().unwrap(),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--rounds" => o.rounds = value().parse::<usize>().unwrap().max(1),
             "--scenarios" => o.scenarios = Some(value().split(',').map(str::to_owned).collect()),
             // Results to target/NAME instead of target/bench.
             "--out" => o.out = Box::leak(value().into_boxed_str()),
@@ -188,6 +195,11 @@ async fn run() {
     let started = jiff::Timestamp::now();
     let _busy = Busy::start(o.busy);
     let mut rows: Vec<Value> = Vec::new();
+    let mut interleaved = if o.rounds > 1 && o.wants("latency") {
+        interleaved_latency(&o).await
+    } else {
+        std::collections::HashMap::new()
+    };
     for kind in Kind::ALL {
         if let Some(only) = &o.only {
             if !only.iter().any(|n| kind.name().starts_with(n.as_str())) {
@@ -204,7 +216,7 @@ async fn run() {
                 continue;
             }
         };
-        let mut row = measure(&o, &target).await;
+        let mut row = measure(&o, &target, interleaved.remove(kind.name())).await;
         let has_tls = target.tls_addr.is_some();
         drop(target);
         // Let the kernel finish tearing down the last target's sockets.
@@ -332,7 +344,68 @@ fn smoke_failures(report: &Value) -> Vec<String> {
     failures
 }
 
-async fn measure(o: &Options, target: &peers::Target) -> Value {
+/// The latency scenario `o.rounds` times for every target, in turns (each
+/// round starting with the next target), all targets running throughout.
+/// Per target: the median of the rounds' p50, p99 and p99.9, and each round.
+async fn interleaved_latency(o: &Options) -> std::collections::HashMap<&'static str, Value> {
+    let mut running = Vec::new();
+    for kind in Kind::ALL {
+        let wanted = o
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| kind.name().starts_with(n.as_str())));
+        if !wanted || kind == Kind::SsegateEnabled {
+            continue;
+        }
+        let up = upstream::spawn("bench");
+        if let Ok(target) = peers::start(kind, up.addr).await {
+            running.push((kind, target, up, Vec::new()));
+        }
+    }
+    let secs = Duration::from_secs(o.seconds);
+    for round in 0..o.rounds {
+        for i in 0..running.len() {
+            let at = (round + i) % running.len();
+            let (kind, target, _, results) = &mut running[at];
+            let lat = load::sse_latency(target.addr, o.streams, o.rate, secs).await;
+            let q = |q: f64| ms(lat.hist.value_at_quantile(q));
+            eprintln!(
+                "   round {round}, {}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+                kind.name(),
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
+            results.push(json!({"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "events": lat.events, "failed_streams": lat.failed_streams}));
+            // The kernel tears the last streams' sockets down.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    running
+        .into_iter()
+        .map(|(kind, _target, _up, results)| {
+            let median = |key: &str| {
+                let mut v: Vec<f64> = results.iter().filter_map(|r| r[key].as_f64()).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied()
+            };
+            let sum = |key: &str| results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+            (
+                kind.name(),
+                json!({
+                    "p50": median("p50"),
+                    "p99": median("p99"),
+                    "p99.9": median("p99.9"),
+                    "events": sum("events"),
+                    "failed_streams": sum("failed_streams"),
+                    "rounds": results,
+                }),
+            )
+        })
+        .collect()
+}
+
+async fn measure(o: &Options, target: &peers::Target, latency: Option<Value>) -> Value {
     let addr = target.addr;
     let secs = Duration::from_secs(o.seconds);
     let is_buffered = target.kind == Kind::SsegateEnabled;
@@ -359,7 +432,10 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "errors": closed.errors + fixed.errors,
         });
     }
-    if !is_buffered && o.wants("latency") {
+    if let Some(latency) = latency {
+        eprintln!("   latency (median of {} interleaved rounds): {latency}", o.rounds);
+        row["latency_ms"] = latency;
+    } else if !is_buffered && o.wants("latency") {
         // The proxy's threads, read when the streams are open and warm
         // (sse_latency's ramp and warm-up take 2 s) and again at the end:
         // which of them ran while events were being measured.
