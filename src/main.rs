@@ -33,10 +33,12 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SSEGATE_LOG_FORMAT")]
     log_format: LogFormat,
     /// Scheduling slice, in microseconds, that ssegate's threads ask Linux
-    /// for (6.12+; 100 to 100000): on a busy core, a thread woken by an
-    /// event preempts a neighbour that has used more than this, instead of
-    /// waiting out the neighbour's slice. 0 keeps the kernel's default. The
-    /// control thread (config, table builds) always keeps the default.
+    /// for (6.12+; clamped to 100..100000). A woken thread with a shorter
+    /// slice than the one running may preempt it, so on a busy core an
+    /// event waits less behind a CPU-bound neighbour (whose default slice
+    /// is 0.7 to 3 ms); the CPU share is unchanged and no privilege is
+    /// needed. 0 keeps the kernel's default. The control thread (config,
+    /// table builds) always keeps the default.
     #[arg(long, global = true, default_value_t = 100, env = "SSEGATE_CPU_SLICE_US")]
     cpu_slice_us: u64,
     #[command(subcommand)]
