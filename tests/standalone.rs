@@ -281,3 +281,66 @@ async fn the_drain_timeout_ends_a_stream_that_never_reaches_a_boundary() {
         "the unfinished event should show as cut"
     );
 }
+
+/// The scheduling slice each thread asks the kernel for: the data plane,
+/// the accept loops and admin get `--cpu-slice-us` (so on a busy core an
+/// event preempts a neighbour instead of waiting out its slice); the
+/// control thread keeps the kernel's default; `0` leaves every thread at
+/// the default. Linux 6.12 or later only (older kernels ignore the slice).
+#[tokio::test]
+async fn data_plane_threads_get_the_short_slice_and_the_control_thread_the_default() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (
+        parts.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+        parts.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+    );
+    if version < (6, 12) {
+        eprintln!("skipped: Linux {release} has no custom scheduling slices");
+        return;
+    }
+    let slices = |pid: u32| -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+            let slice = sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            out.push((name.trim().to_owned(), slice));
+        }
+        out
+    };
+    let default = std::fs::read_to_string("/proc/thread-self/sched")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("se.slice"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let gw = Ssegate::start(&["standalone", "--dir", d, "--cpu-slice-us", "250"], logs.path()).await;
+    let threads = slices(gw.pid().unwrap());
+    let of = |prefix: &str| -> Vec<u64> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    assert!(!of("ssegate-worker").is_empty(), "{threads:?}");
+    assert!(of("ssegate-worker").iter().all(|s| *s == 250_000), "{threads:?}");
+    assert!(of("tokio-rt-worker").iter().all(|s| *s == 250_000), "{threads:?}");
+    assert_eq!(of("ssegate-control"), vec![default], "{threads:?}");
+    drop(gw);
+
+    let gw = Ssegate::start(&["standalone", "--dir", d, "--cpu-slice-us", "0"], logs.path()).await;
+    let threads = slices(gw.pid().unwrap());
+    assert!(threads.iter().all(|(_, s)| *s == default), "{threads:?}");
+}

@@ -117,30 +117,161 @@ pub async fn sse_latency(addr: SocketAddr, streams: usize, rate: u64, duration: 
     out
 }
 
-/// Opens `streams` idle SSE streams, waits for each first byte, and calls
-/// `measure` while they are all open. Returns how many opened.
-pub async fn hold_idle<F: FnOnce() -> T, T>(addr: SocketAddr, streams: usize, measure: F) -> (usize, T) {
-    let mut open = Vec::with_capacity(streams);
-    for batch in (0..streams).collect::<Vec<_>>().chunks(250) {
+/// How idle streams reach the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Cleartext HTTP/1.1, one stream per connection.
+    Plain,
+    /// TLS with ALPN `http/1.1`, one stream per connection.
+    TlsH1,
+    /// TLS with ALPN `h2`, this many streams per connection (a browser
+    /// opens one connection per origin and multiplexes its streams on it).
+    TlsH2 { per_conn: usize },
+}
+
+impl Transport {
+    /// The name in results.json.
+    pub fn key(self) -> String {
+        match self {
+            Transport::Plain => "h1".into(),
+            Transport::TlsH1 => "tls_h1".into(),
+            Transport::TlsH2 { per_conn } => format!("tls_h2_{per_conn}"),
+        }
+    }
+}
+
+/// A client that trusts only the harness's certificate and offers `alpn`.
+fn tls_connector(alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(super::peers::bench_cert().der.clone().into()).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(super::peers::TLS_NAME)?.to_owned();
+    let tls = connector.connect(name, tcp).await?;
+    anyhow::ensure!(
+        tls.get_ref().1.alpn_protocol() == Some(alpn),
+        "ALPN {:?} not agreed",
+        String::from_utf8_lossy(alpn)
+    );
+    Ok(tls)
+}
+
+/// Whatever keeps a stream (and its connection) open while it is held.
+type Held = Box<dyn std::any::Any + Send>;
+
+/// Opens the streams of one connection (one, or `per_conn` on HTTP/2) and
+/// waits for each one's first byte. Returns how many opened, and what to
+/// hold.
+async fn open_idle(
+    addr: SocketAddr,
+    transport: Transport,
+    connector: Option<tokio_rustls::TlsConnector>,
+) -> anyhow::Result<(usize, Held)> {
+    let first_byte = |mut body: hyper::body::Incoming| async move {
+        tokio::time::timeout(Duration::from_secs(10), body.frame()).await?;
+        Ok::<_, anyhow::Error>(body)
+    };
+    match transport {
+        Transport::Plain => {
+            let mut sender = connect(addr).await?;
+            let resp = sender.send_request(get(addr, "/idle")).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            let body = first_byte(resp.into_body()).await?;
+            Ok((1, Box::new((sender, body))))
+        }
+        Transport::TlsH1 => {
+            let tls = tls_connect(connector.as_ref().unwrap(), addr, b"http/1.1").await?;
+            let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            let req = http::Request::builder()
+                .uri("/idle")
+                .header("host", super::peers::TLS_NAME)
+                .body(Empty::<Bytes>::new())?;
+            let resp = sender.send_request(req).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            let body = first_byte(resp.into_body()).await?;
+            Ok((1, Box::new((sender, body))))
+        }
+        Transport::TlsH2 { per_conn } => {
+            let tls = tls_connect(connector.as_ref().unwrap(), addr, b"h2").await?;
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            let mut streams = Vec::with_capacity(per_conn);
+            for _ in 0..per_conn {
+                let mut sender = sender.clone();
+                streams.push(tokio::spawn(async move {
+                    let req = http::Request::builder()
+                        .uri(format!("https://{}/idle", super::peers::TLS_NAME))
+                        .body(Empty::<Bytes>::new())?;
+                    let resp = sender.send_request(req).await?;
+                    anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+                    first_byte(resp.into_body()).await
+                }));
+            }
+            let mut bodies = Vec::with_capacity(per_conn);
+            for s in streams {
+                if let Ok(Ok(body)) = s.await {
+                    bodies.push(body);
+                }
+            }
+            Ok((bodies.len(), Box::new((sender, bodies))))
+        }
+    }
+}
+
+/// Opens `streams` idle SSE streams over `transport`, waits for each first
+/// byte, and calls `measure` while they are all open. Returns how many
+/// opened.
+pub async fn hold_idle<F: FnOnce() -> T, T>(
+    addr: SocketAddr,
+    transport: Transport,
+    streams: usize,
+    measure: F,
+) -> (usize, T) {
+    let per_conn = match transport {
+        Transport::TlsH2 { per_conn } => per_conn.max(1),
+        _ => 1,
+    };
+    let connector = match transport {
+        Transport::Plain => None,
+        Transport::TlsH1 => Some(tls_connector(b"http/1.1")),
+        Transport::TlsH2 { .. } => Some(tls_connector(b"h2")),
+    };
+    let conns = streams.div_ceil(per_conn);
+    let mut open: Vec<Held> = Vec::with_capacity(conns);
+    let mut count = 0;
+    // About 250 streams opening at a time.
+    for batch in (0..conns).collect::<Vec<_>>().chunks((250 / per_conn).max(1)) {
         let mut pending = Vec::new();
         for _ in batch {
-            pending.push(tokio::spawn(async move {
-                let mut sender = connect(addr).await?;
-                let resp = sender.send_request(get(addr, "/idle")).await?;
-                let mut body = resp.into_body();
-                tokio::time::timeout(Duration::from_secs(10), body.frame()).await?;
-                Ok::<_, anyhow::Error>((sender, body))
-            }));
+            let connector = connector.clone();
+            pending.push(tokio::spawn(open_idle(addr, transport, connector)));
         }
         for p in pending {
-            if let Ok(Ok(held)) = p.await {
+            if let Ok(Ok((n, held))) = p.await {
+                count += n;
                 open.push(held);
             }
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let value = measure();
-    let count = open.len();
     drop(open);
     (count, value)
 }

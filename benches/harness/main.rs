@@ -4,8 +4,14 @@
 //!
 //! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
 //! stream (10), `--idle N` idle streams (10000), `--seconds S` per
-//! measurement (10), `--flips N` (50), `--only a,b` target names, `--quick`, `--smoke`
-//! (CI: about a second per scenario, results in target/bench-smoke).
+//! measurement (10), `--flips N` (50), `--only a,b` target names,
+//! `--rounds N` (the latency scenario N times per target, interleaved
+//! across targets, reported as the median of the rounds: background load
+//! that comes and goes then weighs on every target alike),
+//! `--out NAME` (results in target/NAME), `--scenarios a,b` (of plain, latency, throughput, idle, tls, routes; all
+//! by default), `--busy` (a spinning process on each core throughout, to
+//! measure a busy machine), `--quick`, `--smoke` (CI: about a second per
+//! scenario, results in target/bench-smoke).
 
 mod controller;
 mod load;
@@ -24,6 +30,12 @@ struct Options {
     seconds: u64,
     flips: usize,
     only: Option<Vec<String>>,
+    /// Scenarios to run; all when `None`.
+    scenarios: Option<Vec<String>>,
+    /// A spinning process on each core while measuring.
+    busy: bool,
+    /// Latency rounds per target, interleaved across targets.
+    rounds: usize,
     /// Where results go, under target/.
     out: &'static str,
     /// CI's smoke run: any failure found exits non-zero.
@@ -38,6 +50,9 @@ fn options() -> Options {
         seconds: 10,
         flips: 50,
         only: None,
+        scenarios: None,
+        busy: false,
+        rounds: 1,
         out: "bench",
         smoke: false,
     };
@@ -52,6 +67,14 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().unwrap(),
             "--flips" => o.flips = value().parse().unwrap(),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
+            "--rounds" => o.rounds = value().parse::<usize>().unwrap().max(1),
+            "--scenarios" => o.scenarios = Some(value().split(',').map(str::to_owned).collect()),
+            // Results to target/NAME instead of target/bench.
+            "--out" => o.out = Box::leak(value().into_boxed_str()),
+            "--busy" => {
+                o.busy = true;
+                i -= 1;
+            }
             "--quick" => {
                 (o.streams, o.idle, o.seconds, o.flips) = (200, 2000, 3, 20);
                 i -= 1;
@@ -69,6 +92,54 @@ fn options() -> Options {
     }
     o
 }
+
+impl Options {
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.as_ref().is_none_or(|s| s.iter().any(|x| x == scenario))
+    }
+}
+
+/// One process spinning on each core, at normal priority, for as long as
+/// this lives: a busy machine, reproducibly.
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn start(on: bool) -> Busy {
+        let cores = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        Busy(
+            (0..if on { cores } else { 0 })
+                .filter_map(|core| {
+                    Command::new("taskset")
+                        .args(["-c", &core.to_string(), "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .ok()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The TLS idle scenarios: HTTP/1.1, and HTTP/2 with one stream per
+/// connection and with 100 (one browser's connection to an origin carries
+/// all its streams).
+const TLS_TRANSPORTS: [load::Transport; 3] = [
+    load::Transport::TlsH1,
+    load::Transport::TlsH2 { per_conn: 1 },
+    load::Transport::TlsH2 { per_conn: 100 },
+];
 
 /// 10,000 idle streams, unless the descriptor limit cannot hold them: a
 /// proxy needs two descriptors per stream (client and upstream side).
@@ -122,7 +193,13 @@ fn main() {
 async fn run() {
     let o = options();
     let started = jiff::Timestamp::now();
+    let _busy = Busy::start(o.busy);
     let mut rows: Vec<Value> = Vec::new();
+    let mut interleaved = if o.rounds > 1 && o.wants("latency") {
+        interleaved_latency(&o).await
+    } else {
+        std::collections::HashMap::new()
+    };
     for kind in Kind::ALL {
         if let Some(only) = &o.only {
             if !only.iter().any(|n| kind.name().starts_with(n.as_str())) {
@@ -139,18 +216,27 @@ async fn run() {
                 continue;
             }
         };
-        rows.push(measure(&o, &target).await);
+        let mut row = measure(&o, &target, interleaved.remove(kind.name())).await;
+        let has_tls = target.tls_addr.is_some();
         drop(target);
-        drop(up);
         // Let the kernel finish tearing down the last target's sockets.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if has_tls && (o.wants("tls") || TLS_TRANSPORTS.iter().any(|t| o.wants(&t.key()))) {
+            row["memory_tls"] = idle_over_tls(&o, kind, up.addr).await;
+        }
+        rows.push(row);
+        drop(up);
     }
-    let flips = route_flips(&o).await;
-    let rebuild = rebuild_cost();
+    let flips = if o.wants("routes") {
+        route_flips(&o).await
+    } else {
+        json!({})
+    };
+    let rebuild = if o.wants("routes") { rebuild_cost() } else { json!({}) };
     let report = json!({
         "date": started.to_string(),
         "machine": machine(),
-        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips},
+        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips, "busy": o.busy, "scenarios": o.scenarios},
         "targets": rows,
         "route_change": flips,
         "table_rebuild": rebuild,
@@ -232,6 +318,14 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             );
         }
     }
+    for row in report["targets"].as_array().into_iter().flatten() {
+        let name = row["target"].as_str().unwrap_or("?");
+        for (key, v) in row["memory_tls"].as_object().into_iter().flatten() {
+            if name.starts_with("ssegate") && v["streams"].as_u64().unwrap_or(0) == 0 {
+                failures.push(format!("{name}: no idle stream opened over {key}: {v}"));
+            }
+        }
+    }
     for (series, v) in report["route_change"].as_object().into_iter().flatten() {
         if let Some(e) = v["error"].as_str() {
             failures.push(format!("route change, {series}: {e}"));
@@ -250,7 +344,68 @@ fn smoke_failures(report: &Value) -> Vec<String> {
     failures
 }
 
-async fn measure(o: &Options, target: &peers::Target) -> Value {
+/// The latency scenario `o.rounds` times for every target, in turns (each
+/// round starting with the next target), all targets running throughout.
+/// Per target: the median of the rounds' p50, p99 and p99.9, and each round.
+async fn interleaved_latency(o: &Options) -> std::collections::HashMap<&'static str, Value> {
+    let mut running = Vec::new();
+    for kind in Kind::ALL {
+        let wanted = o
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| kind.name().starts_with(n.as_str())));
+        if !wanted || kind == Kind::SsegateEnabled {
+            continue;
+        }
+        let up = upstream::spawn("bench");
+        if let Ok(target) = peers::start(kind, up.addr).await {
+            running.push((kind, target, up, Vec::new()));
+        }
+    }
+    let secs = Duration::from_secs(o.seconds);
+    for round in 0..o.rounds {
+        for i in 0..running.len() {
+            let at = (round + i) % running.len();
+            let (kind, target, _, results) = &mut running[at];
+            let lat = load::sse_latency(target.addr, o.streams, o.rate, secs).await;
+            let q = |q: f64| ms(lat.hist.value_at_quantile(q));
+            eprintln!(
+                "   round {round}, {}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+                kind.name(),
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
+            results.push(json!({"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "events": lat.events, "failed_streams": lat.failed_streams}));
+            // The kernel tears the last streams' sockets down.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    running
+        .into_iter()
+        .map(|(kind, _target, _up, results)| {
+            let median = |key: &str| {
+                let mut v: Vec<f64> = results.iter().filter_map(|r| r[key].as_f64()).collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied()
+            };
+            let sum = |key: &str| results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+            (
+                kind.name(),
+                json!({
+                    "p50": median("p50"),
+                    "p99": median("p99"),
+                    "p99.9": median("p99.9"),
+                    "events": sum("events"),
+                    "failed_streams": sum("failed_streams"),
+                    "rounds": results,
+                }),
+            )
+        })
+        .collect()
+}
+
+async fn measure(o: &Options, target: &peers::Target, latency: Option<Value>) -> Value {
     let addr = target.addr;
     let secs = Duration::from_secs(o.seconds);
     let is_buffered = target.kind == Kind::SsegateEnabled;
@@ -258,7 +413,7 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
 
     // Plain requests first: the idle-stream test leaves thousands of
     // sockets for the kernel to tear down, which would weigh on what follows.
-    if target.kind != Kind::SsegateDisabled {
+    if target.kind != Kind::SsegateDisabled && o.wants("plain") {
         let closed = load::plain(addr, 32, None, Duration::from_secs(o.seconds.min(5))).await;
         let fixed_rate = 5000.0;
         let fixed = load::plain(addr, 32, Some(fixed_rate), Duration::from_secs(o.seconds.min(5))).await;
@@ -277,8 +432,25 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "errors": closed.errors + fixed.errors,
         });
     }
-    if !is_buffered {
+    if let Some(latency) = latency {
+        eprintln!("   latency (median of {} interleaved rounds): {latency}", o.rounds);
+        row["latency_ms"] = latency;
+    } else if !is_buffered && o.wants("latency") {
+        // The proxy's threads, read when the streams are open and warm
+        // (sse_latency's ramp and warm-up take 2 s) and again at the end:
+        // which of them ran while events were being measured.
+        let threads_before = target.pid().map(|pid| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peers::thread_times(pid)
+            })
+        });
         let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
+        if let (Some(before), Some(pid)) = (threads_before, target.pid()) {
+            let threads = peers::thread_delta(&before.await.unwrap(), &peers::thread_times(pid));
+            eprintln!("   threads that ran: {threads}");
+            row["latency_threads"] = threads;
+        }
         eprintln!(
             "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
             ms(lat.hist.value_at_quantile(0.5)),
@@ -294,7 +466,8 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             "events": lat.events,
             "failed_streams": lat.failed_streams,
         });
-
+    }
+    if !is_buffered && o.wants("throughput") {
         match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
             Ok((eps, bps)) => {
                 eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
@@ -302,10 +475,11 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
             }
             Err(e) => row["throughput"] = json!({"error": e.to_string()}),
         }
-
+    }
+    if !is_buffered && o.wants("idle") {
         if let Some(pid) = target.pid() {
             let before = peers::tree_rss(pid);
-            let (opened, after) = load::hold_idle(addr, o.idle, || peers::tree_rss(pid)).await;
+            let (opened, after) = load::hold_idle(addr, load::Transport::Plain, o.idle, || peers::tree_rss(pid)).await;
             let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
             eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
             row["memory"] =
@@ -314,6 +488,43 @@ async fn measure(o: &Options, target: &peers::Target) -> Value {
     }
 
     row
+}
+
+/// RSS growth per idle stream over TLS, each transport on a freshly started
+/// target: a process that already held (and freed) thousands of streams
+/// would serve the next ones from its allocator's free lists and look
+/// cheaper than it is.
+async fn idle_over_tls(o: &Options, kind: Kind, upstream: SocketAddr) -> Value {
+    let mut out = json!({});
+    for transport in TLS_TRANSPORTS {
+        let key = transport.key();
+        // `--scenarios tls` runs all three; `--scenarios tls_h1` just one.
+        if o.scenarios.is_some() && !o.wants("tls") && !o.wants(&key) {
+            continue;
+        }
+        let target = match peers::start(kind, upstream).await {
+            Ok(t) => t,
+            Err(why) => {
+                out[&key] = json!({"error": why});
+                continue;
+            }
+        };
+        let (Some(pid), Some(tls)) = (target.pid(), target.tls_addr) else {
+            continue;
+        };
+        let before = peers::tree_rss(pid);
+        let (opened, after) = load::hold_idle(tls, transport, o.idle, || peers::tree_rss(pid)).await;
+        let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+        eprintln!(
+            "   memory over TLS ({key}): {opened} idle streams, {:.1} KiB per stream",
+            per / 1024.0
+        );
+        out[&key] = json!({"streams": opened, "bytes_per_stream": per, "rss_before": before, "rss_after": after});
+        drop(target);
+        // The kernel tears the streams' sockets down (less to wait for in CI's smoke).
+        tokio::time::sleep(Duration::from_millis(if o.smoke { 300 } else { 3000 })).await;
+    }
+    out
 }
 
 /// Time from a config change to the first request that sees it: ssegate's
@@ -553,8 +764,26 @@ fn markdown(r: &Value) -> String {
             f(get(t, &["plain", "fixed_p99_ms"]), 3),
         ));
     }
-    out.push_str("\nRoute change to live (config write to first request that sees it):\n\n| source | p50 ms | p99 ms |\n|---|---|---|\n");
-    if let Some(flips) = r["route_change"].as_object() {
+    if targets.iter().any(|t| !t["memory_tls"].is_null()) {
+        out.push_str("\nMemory per idle stream, KiB (RSS growth ÷ streams), cleartext and over TLS:\n\n| target | HTTP/1.1 | TLS HTTP/1.1 | TLS h2, 1 stream/conn | TLS h2, 100 streams/conn |\n|---|---|---|---|---|\n");
+        for t in targets.iter().filter(|t| !t["memory_tls"].is_null()) {
+            let kib = |v: &Value| {
+                v["bytes_per_stream"].as_f64().map_or("–".to_owned(), |b| {
+                    format!("{:.1} ({} streams)", b / 1024.0, v["streams"])
+                })
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                t["target"].as_str().unwrap_or(""),
+                kib(&t["memory"]),
+                kib(&t["memory_tls"]["tls_h1"]),
+                kib(&t["memory_tls"]["tls_h2_1"]),
+                kib(&t["memory_tls"]["tls_h2_100"]),
+            ));
+        }
+    }
+    if let Some(flips) = r["route_change"].as_object().filter(|f| !f.is_empty()) {
+        out.push_str("\nRoute change to live (config write to first request that sees it):\n\n| source | p50 ms | p99 ms |\n|---|---|---|\n");
         for (name, v) in flips {
             match (
                 v.get("p50_ms").and_then(Value::as_f64),
@@ -571,10 +800,13 @@ fn markdown(r: &Value) -> String {
             }
         }
     }
-    out.push_str(&format!(
-        "\nTable rebuild, 10,000 Routes: {:.1} ms; after one change: {:.1} ms (every change rebuilds the whole table).\n",
-        r["table_rebuild"]["full_ms"].as_f64().unwrap_or(0.0),
-        r["table_rebuild"]["one_change_ms"].as_f64().unwrap_or(0.0)
-    ));
+    if let (Some(full), Some(one)) = (
+        r["table_rebuild"]["full_ms"].as_f64(),
+        r["table_rebuild"]["one_change_ms"].as_f64(),
+    ) {
+        out.push_str(&format!(
+            "\nTable rebuild, 10,000 Routes: {full:.1} ms; after one change: {one:.1} ms (every change rebuilds the whole table).\n"
+        ));
+    }
     out
 }

@@ -47,6 +47,9 @@ impl Kind {
 pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// The TLS listener (ALPN `h2` and `http/1.1`, certificate for
+    /// [`TLS_NAME`]), for the targets that have one in the harness.
+    pub tls_addr: Option<SocketAddr>,
     child: Option<Child>,
     pub dir: Option<tempfile::TempDir>,
 }
@@ -54,10 +57,65 @@ pub struct Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
+            // Under a profiler (SSEGATE_BENCH_WRAP), ssegate is a child of
+            // the profiler's script: SIGTERM it so that the profile is
+            // written out, and give it a few seconds.
+            if std::env::var_os(WRAP).is_some() && self.kind != Kind::Direct {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                // Only ssegate: the profiler's own processes finish the file.
+                let ssegate = |pid: &u32| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|n| n.trim() == "ssegate")
+                };
+                for pid in descendants(c.id()).into_iter().filter(ssegate) {
+                    // SAFETY: kill only sends a signal.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// A command that ssegate runs under, split at spaces (for example
+/// `heaptrack -o /tmp/ssegate`), for a heap profile of a scenario. The
+/// RSS figures of such a run include the profiler's own.
+pub const WRAP: &str = "SSEGATE_BENCH_WRAP";
+
+/// Every process below `pid`, children first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let parents: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let p = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let ppid = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u32>()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, pp) in &parents {
+            if *pp == parent {
+                out.push(*p);
+                frontier.push(*p);
+            }
+        }
+    }
+    out
 }
 
 impl Target {
@@ -99,6 +157,7 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
         return Ok(Target {
             kind,
             addr: upstream,
+            tls_addr: None,
             child: None,
             dir: None,
         });
@@ -109,6 +168,15 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let up = upstream.port();
     let write = |name: &str, text: String| std::fs::write(d.join(name), text).unwrap();
+    // A TLS listener beside the plaintext one, for the idle-over-TLS
+    // scenario: ssegate (Disabled), nginx and haproxy.
+    let tls_port = matches!(kind, Kind::SsegateDisabled | Kind::Nginx | Kind::Haproxy).then(free_port);
+    let cert = tls_port.map(|_| bench_cert());
+    if let Some(c) = &cert {
+        write("cert.pem", c.cert_pem.clone());
+        write("key.pem", c.key_pem.clone());
+        write("bundle.pem", format!("{}{}", c.cert_pem, c.key_pem));
+    }
     let (program, args, env): (PathBuf, Vec<String>, Vec<(&str, &str)>) = match kind {
         Kind::SsegateDisabled | Kind::SsegateEnabled => {
             let mode = if kind == Kind::SsegateDisabled {
@@ -118,19 +186,24 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
             };
             write("config.yaml", ssegate_config(mode, &[("bench", upstream)], "bench"));
             let admin = free_port();
+            let mut args: Vec<String> = vec![
+                "standalone".into(),
+                "--dir".into(),
+                d.display().to_string(),
+                "--listen".into(),
+                addr.to_string(),
+                "--admin".into(),
+                format!("127.0.0.1:{admin}"),
+                // As the peers are configured: no access log.
+                "--access-log=false".into(),
+            ];
+            if let (Some(port), Some(c)) = (tls_port, &cert) {
+                write("tls.yaml", ssegate_tls_config(mode, c));
+                args.push(format!("--listen-tls=127.0.0.1:{port}"));
+            }
             (
                 PathBuf::from(env!("CARGO_BIN_EXE_ssegate")),
-                vec![
-                    "standalone".into(),
-                    "--dir".into(),
-                    d.display().to_string(),
-                    "--listen".into(),
-                    addr.to_string(),
-                    "--admin".into(),
-                    format!("127.0.0.1:{admin}"),
-                    // As the peers are configured: no access log.
-                    "--access-log=false".into(),
-                ],
+                args,
                 vec![("RUST_LOG", "warn")],
             )
         }
@@ -150,6 +223,7 @@ http {{
   upstream up {{ server 127.0.0.1:{up}; keepalive 1024; keepalive_requests 100000000; }}
   server {{
     listen 127.0.0.1:{port};
+    {tls}
     location / {{
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -160,7 +234,11 @@ http {{
   }}
 }}
 ",
-                    d = d.display()
+                    d = d.display(),
+                    tls = tls_port.map_or(String::new(), |p| format!(
+                        "listen 127.0.0.1:{p} ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;",
+                        d = d.display()
+                    )),
                 ),
             );
             (
@@ -180,9 +258,13 @@ http {{
                 "haproxy.cfg",
                 format!(
                     "global\n  maxconn {maxconn}\n  nbthread 1\ndefaults\n  mode http\n  option http-no-delay\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
-                     frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
+                     frontend f\n  bind 127.0.0.1:{port}\n{tls}  default_backend b\nbackend b\n  server s1 127.0.0.1:{up} maxconn {maxconn}\n",
                     // Two descriptors per proxied connection, within the process limit.
-                    maxconn = super::idle_default() + 100
+                    maxconn = super::idle_default() + 100,
+                    tls = tls_port.map_or(String::new(), |p| format!(
+                        "  bind 127.0.0.1:{p} ssl crt {}/bundle.pem alpn h2,http/1.1\n",
+                        d.display()
+                    )),
                 ),
             );
             (
@@ -254,12 +336,13 @@ http {{
     };
     let log = std::fs::File::create(d.join("stderr.log")).unwrap();
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg("0")
-        .arg(&program)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.arg("-c").arg("0");
+    if matches!(kind, Kind::SsegateDisabled | Kind::SsegateEnabled) {
+        if let Ok(wrap) = std::env::var(WRAP) {
+            cmd.args(wrap.split_whitespace());
+        }
+    }
+    cmd.arg(&program).args(&args).stdout(Stdio::null()).stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -269,6 +352,7 @@ http {{
     let target = Target {
         kind,
         addr,
+        tls_addr: tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
         child: Some(child),
         dir: Some(dir),
     };
@@ -290,6 +374,42 @@ http {{
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The server name the TLS listeners hold a certificate for.
+pub const TLS_NAME: &str = "bench.test";
+
+/// A self-signed certificate for [`TLS_NAME`] (ECDSA P-256, rcgen's
+/// default), the same for every target in a run.
+pub struct BenchCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+pub fn bench_cert() -> &'static BenchCert {
+    static CERT: std::sync::OnceLock<BenchCert> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let c = rcgen::generate_simple_self_signed(vec![TLS_NAME.to_owned()]).unwrap();
+        BenchCert {
+            cert_pem: c.cert.pem(),
+            key_pem: c.signing_key.serialize_pem(),
+            der: c.cert.der().to_vec(),
+        }
+    })
+}
+
+/// ssegate's TLS side: a Route for [`TLS_NAME`] with the certificate's
+/// Secret (the plaintext Route without hostnames would route the requests
+/// too, but only a Route's `tls` puts a certificate on the listener).
+pub fn ssegate_tls_config(mode: &str, cert: &BenchCert) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench-tls}}\nspec:\n  hostnames: [{TLS_NAME}]\n  tls: [{{secretName: bench-cert}}]\n  proxyBuffering: {mode}\n  rules: [{{backendRefs: [{{name: bench, port: 80}}]}}]\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-cert}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&cert.cert_pem),
+        indent(&cert.key_pem)
+    )
 }
 
 /// Standalone ssegate files: one Service per upstream, a Route to `route_to`.
@@ -389,4 +509,81 @@ fn rss_of(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// One thread's counters: id, name, CPU time (clock ticks), context
+/// switches (voluntary, involuntary), and nanoseconds spent runnable but
+/// waiting for a CPU (schedstat).
+pub type ThreadTimes = (u32, String, u64, u64, u64, u64);
+
+/// Per thread of `pid`: its [`ThreadTimes`] so far. Read before and after a scenario, it
+/// shows which of a proxy's threads ran during it.
+pub fn thread_times(pid: u32) -> Vec<ThreadTimes> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = t.path();
+        let name = std::fs::read_to_string(dir.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat; fields[0] is field 3.
+        let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let waited = std::fs::read_to_string(dir.join("schedstat"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        out.push((
+            tid,
+            name,
+            ticks,
+            switches("voluntary_ctxt_switches:"),
+            switches("nonvoluntary_ctxt_switches:"),
+            waited,
+        ));
+    }
+    out
+}
+
+/// What each thread did between two [`thread_times`] readings, as JSON:
+/// CPU ms and context switches, for the threads that ran.
+pub fn thread_delta(before: &[ThreadTimes], after: &[ThreadTimes]) -> serde_json::Value {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = Vec::new();
+    for (tid, name, ticks, vol, invol, waited) in after {
+        let (t0, v0, i0, w0) = before
+            .iter()
+            .find(|b| b.0 == *tid)
+            .map_or((0, 0, 0, 0), |b| (b.2, b.3, b.4, b.5));
+        if ticks > &t0 || vol > &v0 || invol > &i0 {
+            out.push(serde_json::json!({
+                "thread": name,
+                "cpu_ms": (ticks - t0) as f64 * 1000.0 / hz,
+                "voluntary_switches": vol - v0,
+                "involuntary_switches": invol - i0,
+                "runqueue_wait_ms": (waited - w0) as f64 / 1e6,
+            }));
+        }
+    }
+    serde_json::Value::Array(out)
 }

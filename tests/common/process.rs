@@ -55,6 +55,11 @@ impl Ssegate {
         running
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The status of a zero-event stream request through the proxy for `host`.
     pub async fn status_of(&self, host: &str) -> u16 {
         client()
