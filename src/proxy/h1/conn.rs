@@ -13,7 +13,7 @@
 //!
 //! [`MAX_HEADERS`]: crate::http1::head::MAX_HEADERS
 
-use super::exchange::ClientRequest;
+use super::exchange::{ClientRequest, Exchanged};
 use super::prefixed::Prefixed;
 use crate::http1::head::{self, Framing, HeadError, Version};
 use crate::http1::write;
@@ -56,24 +56,29 @@ pub(in crate::proxy) async fn serve<S>(
             &proxy, &mut io, &mut carry, first, started, conn, detect_h2, &mut stop,
         ))
         .await;
-        match next {
-            After::Continue => first = false,
-            After::Close => {
-                let _ = io.shutdown().await;
-                return;
-            }
+        let keep = match next {
+            After::Continue => true,
+            After::Stream(pump) => pump.run(&mut io, &mut carry, &proxy.metrics).await && !*stop.borrow(),
+            After::Close => false,
             After::Http2 => {
                 let io = Prefixed::new(std::mem::take(&mut carry), io);
                 Box::pin(proxy.serve_h2(io, conn, stop)).await;
                 return;
             }
+        };
+        if !keep {
+            let _ = io.shutdown().await;
+            return;
         }
+        first = false;
     }
 }
 
 /// What a connection does after a request.
 enum After {
     Continue,
+    /// An answer's body to carry; its head is queued in the pump.
+    Stream(Box<super::pump::Pump>),
     Close,
     /// The HTTP/2 preface came: the connection is hyper's.
     Http2,
@@ -140,8 +145,11 @@ where
                 body,
                 expect_continue,
             };
-            // Boxed: the request's head is not kept while its body streams.
-            Box::pin(proxy.exchange(req, routed, io, carry, conn, close)).await
+            match Box::pin(proxy.exchange(req, routed, io, carry, conn, close)).await {
+                Exchanged::Done(keep) => keep,
+                // Run by the connection, once this request's state is freed.
+                Exchanged::Stream(pump) => return After::Stream(pump),
+            }
         }
     };
     if keep && !*stop.borrow() {
@@ -156,6 +164,8 @@ where
 type Parsed = (ClientRequest, usize, bool);
 
 /// What came next on a connection.
+// A return value, moved once per request: not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum NextHead {
     Request(Result<Parsed, HeadError>),
     /// Closed by the client, a timeout or a drain.

@@ -10,7 +10,7 @@
 //! silent mid-body gets 408 after the body timeout.
 
 use super::pool;
-use super::pump::{Ended, Input, Output, Pump, PumpParts, Shape};
+use super::pump::{Input, Output, Pump, PumpParts, Shape};
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::http1::head::{self, Framing, HeadError};
@@ -140,6 +140,14 @@ impl Upload {
     }
 }
 
+/// What an exchange left to do.
+pub(super) enum Exchanged {
+    /// The answer is written; whether the connection may serve another request.
+    Done(bool),
+    /// The answer's head is queued and its body is to be carried.
+    Stream(Box<Pump>),
+}
+
 /// A reply of ssegate's own, or an upstream's answer to carry.
 enum Outcome {
     Local(Response<ProxyBody>),
@@ -147,9 +155,11 @@ enum Outcome {
 }
 
 impl Proxy {
-    /// Sends a routed request upstream and carries the answer to the
-    /// client. Returns whether the client connection may serve another
-    /// request.
+    /// Sends a routed request upstream and answers the client: a reply of
+    /// ssegate's own or an answer without a body is written here; an
+    /// answer with a body is returned as the [`Pump`] that carries it, for
+    /// the connection to run (so that nothing of this request's setup is
+    /// kept while its body streams).
     pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         req: ClientRequest,
@@ -158,7 +168,7 @@ impl Proxy {
         carry: &mut Vec<u8>,
         conn: Conn,
         mut close: bool,
-    ) -> bool {
+    ) -> Exchanged {
         let head_request = req.parts.method == http::Method::HEAD;
         let http10 = req.parts.version == http::Version::HTTP_10;
         let span = tracing::info_span!("request", route = %routed.target.route, rule = routed.target.rule_index);
@@ -186,7 +196,7 @@ impl Proxy {
                     a.log(sent, 0, "local");
                 }
                 let ok = super::conn::write_local(io, resp, head_request, close, self.limits.send_timeout).await;
-                return ok && !close;
+                return Exchanged::Done(ok && !close);
             }
             Outcome::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
         };
@@ -237,7 +247,7 @@ impl Proxy {
                 pool::checkin(endpoint, stream);
             }
             drop(load);
-            return ok && !close;
+            return Exchanged::Done(ok && !close);
         };
         let input = match body {
             Framing::Length(n) => Input::Length(n),
@@ -270,21 +280,10 @@ impl Proxy {
                 load,
             },
             Some(&self.drain),
+            endpoint,
+            close,
         );
-        drop(target);
-        drop(routed);
-        let Ended {
-            outcome,
-            clean,
-            upstream,
-        } = pump.run(io, carry).await;
-        if outcome == "send_timeout" {
-            self.metrics.connection_closed("send_timeout");
-        }
-        if let Some(up) = upstream {
-            pool::checkin(endpoint, up);
-        }
-        clean && !close
+        Exchanged::Stream(Box::new(pump))
     }
 
     /// Finds an endpoint, sends the request and reads the answer's head;

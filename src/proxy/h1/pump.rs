@@ -19,6 +19,7 @@ use crate::proxy::access::Observer;
 use crate::proxy::sse::EventBoundary;
 use crate::proxy::{EndpointLoad, SseLimits, StreamSlot};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -104,6 +105,10 @@ pub(super) struct Pump {
     observer: Option<Observer>,
     _slot: Option<StreamSlot>,
     _load: Option<EndpointLoad>,
+    /// Where the upstream connection goes back to, if it may.
+    endpoint: SocketAddr,
+    /// The client connection closes after this body.
+    close: bool,
 }
 
 /// What a [`Pump`] needs besides the upstream connection.
@@ -122,7 +127,13 @@ pub(super) struct PumpParts {
 }
 
 impl Pump {
-    pub fn new(upstream: TcpStream, p: PumpParts, drain: Option<&crate::proxy::DrainSignal>) -> Self {
+    pub fn new(
+        upstream: TcpStream,
+        p: PumpParts,
+        drain: Option<&crate::proxy::DrainSignal>,
+        endpoint: SocketAddr,
+        close: bool,
+    ) -> Self {
         let sse = match &p.shape {
             Shape::Events(limits) => *limits,
             _ => SseLimits::default(),
@@ -157,12 +168,28 @@ impl Pump {
             observer: Some(p.observer),
             _slot: p.slot,
             _load: Some(p.load),
+            endpoint,
+            close,
         }
     }
 
-    /// Runs the body to its end.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: &mut S, carry: &mut Vec<u8>) -> Ended {
-        std::future::poll_fn(|cx| self.poll(cx, io, carry)).await
+    /// Runs the body to its end; returns whether the client connection
+    /// may serve another request. The future is a few pointers: the
+    /// stream's state is this box.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self: Box<Self>,
+        io: &mut S,
+        carry: &mut Vec<u8>,
+        metrics: &crate::metrics::Metrics,
+    ) -> bool {
+        let ended = std::future::poll_fn(|cx| self.poll(cx, io, carry)).await;
+        if ended.outcome == "send_timeout" {
+            metrics.connection_closed("send_timeout");
+        }
+        if let Some(up) = ended.upstream {
+            super::pool::checkin(self.endpoint, up);
+        }
+        ended.clean && !self.close
     }
 
     fn finish(&mut self, outcome: &'static str, clean: bool) -> Ended {
