@@ -15,16 +15,21 @@
 
 use super::exchange::{ClientRequest, Exchanged};
 use super::prefixed::Prefixed;
+use super::{with_scratch, READ_MAX};
 use crate::http1::head::{self, Framing, HeadError, Version};
 use crate::http1::write;
 use crate::proxy::handler::Admitted;
 use crate::proxy::{Conn, Proxy, ProxyBody};
 use http::{Request, Response, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio::time::Sleep;
 use tracing::debug;
 
 /// The cleartext HTTP/2 connection preface's first line.
@@ -47,18 +52,26 @@ pub(in crate::proxy) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut carry: Vec<u8> = Vec::new();
+    let mut timer = Deadline::default();
     let mut first = true;
     let started = Instant::now();
     loop {
         // Boxed: the connection's task is only as large as the state it
         // keeps between requests; each request's own is freed after it.
         let next = Box::pin(one_request(
-            &proxy, &mut io, &mut carry, first, started, conn, detect_h2, &mut stop,
+            &proxy, &mut io, &mut carry, first, started, conn, detect_h2, &mut stop, &mut timer,
         ))
         .await;
         let keep = match next {
             After::Continue => true,
-            After::Stream(pump) => pump.run(&mut io, &mut carry, &proxy.metrics).await && !*stop.borrow(),
+            After::Stream(pump) => {
+                // A stream needs neither the keep-alive timer nor a buffer.
+                timer = Deadline::default();
+                if carry.is_empty() {
+                    carry = Vec::new();
+                }
+                pump.run(&mut io, &mut carry, &proxy.metrics).await && !*stop.borrow()
+            }
             After::Close => false,
             After::Http2 => {
                 let io = Prefixed::new(std::mem::take(&mut carry), io);
@@ -95,13 +108,13 @@ async fn one_request<S>(
     conn: Conn,
     detect_h2: bool,
     stop: &mut watch::Receiver<bool>,
+    timer: &mut Deadline,
 ) -> After
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = proxy.limits;
-    // Boxed too: its timers are not kept while the request runs.
-    let parsed = match Box::pin(next_head(io, carry, first, started, proxy, conn, detect_h2, stop)).await {
+    let parsed = match next_head(io, carry, first, started, proxy, conn, detect_h2, stop, timer).await {
         NextHead::Request(parsed) => parsed,
         NextHead::Closed => return After::Close,
         NextHead::Http2 => return After::Http2,
@@ -114,8 +127,8 @@ where
         }
     };
     carry.drain(..len);
-    if carry.is_empty() {
-        // Nothing read ahead: hold no buffer while the request runs.
+    if carry.is_empty() && carry.capacity() > 0 {
+        // A head that came in pieces: hold no buffer while the request runs.
         *carry = Vec::new();
     }
     let close = !keep_alive || req.parts.version == http::Version::HTTP_10 || *stop.borrow();
@@ -176,7 +189,9 @@ enum NextHead {
 
 /// Waits for the next request head (within the keep-alive timeout, or the
 /// header timeout for a new connection), then reads it whole within the
-/// header timeout.
+/// header timeout. A head that arrives in one read (the common case) is
+/// parsed where it was read, in the thread's scratch buffer; only what
+/// follows it, or a head that comes in pieces, is kept in `carry`.
 #[allow(clippy::too_many_arguments)]
 async fn next_head<S: AsyncRead + Unpin>(
     io: &mut S,
@@ -187,51 +202,137 @@ async fn next_head<S: AsyncRead + Unpin>(
     conn: Conn,
     detect_h2: bool,
     stop: &mut watch::Receiver<bool>,
+    timer: &mut Deadline,
 ) -> NextHead {
     let limits = proxy.limits;
-    let metrics = &proxy.metrics;
-    if carry.is_empty() {
-        let (wait, reason) = if first {
-            (started + limits.header_timeout, "header_timeout")
-        } else {
-            (Instant::now() + limits.keepalive_timeout, "keepalive_timeout")
-        };
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return NextHead::Closed,
-            read = tokio::time::timeout_at(wait, read_more(io, carry)) => match read {
-                Ok(Ok(true)) => {}
-                Ok(_) => return NextHead::Closed,
-                Err(_) => {
-                    metrics.connection_closed(reason);
-                    debug!(peer = %conn.peer, reason, "closing client connection");
-                    return NextHead::Closed;
-                }
-            },
+    let max = limits.max_head_bytes;
+    let head_deadline = |first: bool| if first { started } else { Instant::now() } + limits.header_timeout;
+    // A head's first byte starts the header timeout.
+    let mut head_due = None;
+    if !carry.is_empty() {
+        if let Some(next) = from_carry(carry, first && detect_h2, max) {
+            return next;
         }
+        head_due = Some(head_deadline(first));
     }
-    let deadline = if first { started } else { Instant::now() } + limits.header_timeout;
-    loop {
-        if first && detect_h2 && H2_PREFACE.starts_with(&carry[..carry.len().min(H2_PREFACE.len())]) {
-            if carry.len() >= H2_PREFACE.len() {
-                return NextHead::Http2;
+    let (idle_due, idle_reason) = if first {
+        (started + limits.header_timeout, "header_timeout")
+    } else {
+        (Instant::now() + limits.keepalive_timeout, "keepalive_timeout")
+    };
+    let mut stopping = std::pin::pin!(stop.wait_for(|s| *s));
+    std::future::poll_fn(|cx| loop {
+        // A drain closes a connection between requests, not inside a head.
+        if head_due.is_none() && stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(NextHead::Closed);
+        }
+        match read_step(cx, io, carry, first && detect_h2, max) {
+            Poll::Ready(Step::Next(next)) => return Poll::Ready(next),
+            Poll::Ready(Step::More) => {
+                head_due.get_or_insert_with(|| head_deadline(first));
             }
-        } else {
-            match parse(carry, limits.max_head_bytes) {
-                Ok(Some(p)) => return NextHead::Request(Ok(p)),
-                Ok(None) => {}
-                Err(e) => return NextHead::Request(Err(e)),
+            Poll::Pending => {
+                let (at, reason) = head_due.map_or((idle_due, idle_reason), |at| (at, "header_timeout"));
+                if timer.poll(cx, at).is_ready() {
+                    proxy.metrics.connection_closed(reason);
+                    debug!(peer = %conn.peer, reason, "closing client connection");
+                    return Poll::Ready(NextHead::Closed);
+                }
+                return Poll::Pending;
             }
         }
-        match tokio::time::timeout_at(deadline, read_more(io, carry)).await {
-            Ok(Ok(true)) => {}
-            Ok(_) => return NextHead::Closed,
-            Err(_) => {
-                metrics.connection_closed("header_timeout");
-                debug!(peer = %conn.peer, "closing client connection: header timeout");
-                return NextHead::Closed;
-            }
+    })
+    .await
+}
+
+/// What one read brought.
+enum Step {
+    Next(NextHead),
+    /// Part of a head, kept in `carry`.
+    More,
+}
+
+/// Reads once and parses what it can.
+fn read_step<S: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    io: &mut S,
+    carry: &mut Vec<u8>,
+    detect_h2: bool,
+    max: usize,
+) -> Poll<Step> {
+    with_scratch(|buf| {
+        let mut rb = ReadBuf::new(&mut buf[..READ_MAX]);
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Step::Next(NextHead::Closed)),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Step::Next(NextHead::Closed)),
+            Poll::Ready(Ok(())) => {}
         }
+        let data = rb.filled();
+        if carry.is_empty() && !(detect_h2 && is_preface_start(data)) {
+            return Poll::Ready(match parse(data, max) {
+                Ok(Some((req, len, keep_alive))) => {
+                    // What follows the head stays for the body or the next request.
+                    carry.extend_from_slice(&data[len..]);
+                    Step::Next(NextHead::Request(Ok((req, 0, keep_alive))))
+                }
+                Ok(None) => {
+                    carry.extend_from_slice(data);
+                    Step::More
+                }
+                Err(e) => Step::Next(NextHead::Request(Err(e))),
+            });
+        }
+        carry.extend_from_slice(data);
+        Poll::Ready(match from_carry(carry, detect_h2, max) {
+            Some(next) => Step::Next(next),
+            None => Step::More,
+        })
+    })
+}
+
+/// A complete (or refused) head at the start of `carry`, or the HTTP/2
+/// preface; `None` while more bytes are needed.
+fn from_carry(carry: &[u8], detect_h2: bool, max: usize) -> Option<NextHead> {
+    if detect_h2 && is_preface_start(carry) {
+        return (carry.len() >= H2_PREFACE.len()).then_some(NextHead::Http2);
+    }
+    match parse(carry, max) {
+        Ok(Some(p)) => Some(NextHead::Request(Ok(p))),
+        Ok(None) => None,
+        Err(e) => Some(NextHead::Request(Err(e))),
+    }
+}
+
+fn is_preface_start(data: &[u8]) -> bool {
+    H2_PREFACE.starts_with(&data[..data.len().min(H2_PREFACE.len())])
+}
+
+/// A connection's one timer for its keep-alive and header deadlines,
+/// created when first needed and moved only when it fires early: waiting
+/// for the next request costs no timer operation per request.
+#[derive(Default)]
+pub(super) struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
+        if Instant::now() >= at {
+            return Poll::Ready(());
+        }
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() > at {
+            sleep.as_mut().reset(at);
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= at {
+                return Poll::Ready(());
+            }
+            // Fired for an earlier deadline: on to this one.
+            sleep.as_mut().reset(at);
+        }
+        Poll::Pending
     }
 }
 
@@ -271,12 +372,6 @@ fn parse(buf: &[u8], max: usize) -> Result<Option<Parsed>, HeadError> {
         h.len,
         h.keep_alive,
     )))
-}
-
-/// Reads what the client sent into `carry`. `Ok(false)`: the client closed.
-async fn read_more<S: AsyncRead + Unpin>(io: &mut S, carry: &mut Vec<u8>) -> std::io::Result<bool> {
-    carry.reserve(4096);
-    Ok(io.read_buf(carry).await? > 0)
 }
 
 /// Answers a head that cannot be served (400, or 431 when too large) and

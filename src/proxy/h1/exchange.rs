@@ -175,11 +175,10 @@ impl Proxy {
         let mut upload = Upload::new(req.body);
         // Boxed: what finding an endpoint and waiting for the answer needs
         // is freed before the body, which may stream for hours, starts.
-        let outcome = Box::pin(
-            self.call_upstream(req, &routed, &mut upload, io, carry, conn)
-                .instrument(span.clone()),
-        )
-        .await;
+        let outcome = self
+            .call_upstream(req, &routed, &mut upload, io, carry, conn)
+            .instrument(span.clone())
+            .await;
         // A body the client has not finished sending leaves the connection
         // out of step: it closes after this answer.
         close |= !upload.done();
@@ -502,7 +501,10 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     carry: &mut Vec<u8>,
     limits: Limits,
 ) -> Result<Box<Answered>, Failure> {
-    let mut to_up = head.to_vec();
+    // The head is written from where it is (it is kept for a retry), then
+    // body bytes from `to_up`.
+    let mut head_sent = 0;
+    let mut to_up: Vec<u8> = Vec::new();
     let mut received: Vec<u8> = Vec::new();
     let far = Instant::now() + Duration::from_secs(86_400);
     // The body timeout while uploading, then the response timeout.
@@ -512,10 +514,19 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     let parsed = std::future::poll_fn(|cx| loop {
         let mut progressed = false;
         // 1. What is queued for the upstream.
-        while !to_up.is_empty() {
-            match Pin::new(&mut stream).poll_write(cx, &to_up) {
+        while head_sent < head.len() || !to_up.is_empty() {
+            let queued = if head_sent < head.len() {
+                &head[head_sent..]
+            } else {
+                &to_up[..]
+            };
+            match Pin::new(&mut stream).poll_write(cx, queued) {
                 Poll::Ready(Ok(n)) if n > 0 => {
-                    to_up.drain(..n);
+                    if head_sent < head.len() {
+                        head_sent += n;
+                    } else {
+                        to_up.drain(..n);
+                    }
                     progressed = true;
                     response_deadline = None;
                 }
@@ -526,7 +537,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         // 2. More of the body, once the upstream took what it had.
-        if to_up.is_empty() && !upload.done() {
+        if head_sent == head.len() && to_up.is_empty() && !upload.done() {
             match pull_body(cx, upload, io, carry, &mut to_up) {
                 Poll::Ready(Ok(())) => progressed = true,
                 Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
@@ -547,7 +558,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         // bytes, else the response timeout (which also covers an upstream
         // that takes no more of the request).
         let now = Instant::now();
-        let due = if to_up.is_empty() && !upload.done() {
+        let due = if head_sent == head.len() && to_up.is_empty() && !upload.done() {
             let at = upload.last + limits.body;
             if now >= at {
                 return Poll::Ready(Err(Failure::BodyTimeout));

@@ -12,6 +12,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint and thread.
 pub(super) const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Idle for longer than this, a connection is probed (one read) before reuse.
+const PROBE_AFTER: Duration = Duration::from_secs(2);
 /// How often the whole pool is swept for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -55,6 +57,11 @@ pub(super) fn checkout(endpoint: SocketAddr) -> Option<TcpStream> {
         while let Some(c) = list.pop() {
             if now >= c.since + IDLE_TIMEOUT {
                 continue;
+            }
+            if now < c.since + PROBE_AFTER {
+                // Just used: a close this recent is a race a probe would
+                // not win either (the request is sent again if so).
+                return Some(c.stream);
             }
             // Readable while idle means closed (0) or unasked-for bytes:
             // either way not a connection to send a request on.

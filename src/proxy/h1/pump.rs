@@ -546,8 +546,9 @@ enum Due {
 /// body, on one timer that is moved only when it fires (a busy stream
 /// costs no timer operation per event) or when a nearer deadline appears.
 struct Timers {
-    sleep: Pin<Box<Sleep>>,
-    armed: Instant,
+    /// Created when the body first has to wait: a short answer that is
+    /// complete at once never touches the timer wheel.
+    sleep: Option<Pin<Box<Sleep>>>,
     idle: Option<Duration>,
     heartbeat: Option<Duration>,
     end_at: Option<Instant>,
@@ -561,9 +562,8 @@ struct Timers {
 impl Timers {
     fn new(idle: Option<Duration>, sse: SseLimits, send_timeout: Duration) -> Self {
         let now = Instant::now();
-        let mut timers = Timers {
-            sleep: Box::pin(tokio::time::sleep_until(now)),
-            armed: now,
+        Timers {
+            sleep: None,
             idle,
             heartbeat: sse.heartbeat,
             end_at: sse.max_duration.map(|d| now + d),
@@ -571,11 +571,7 @@ impl Timers {
             last_upstream: now,
             last_heartbeat: now,
             blocked_since: None,
-        };
-        let first = timers.next_due(true, now);
-        timers.sleep.as_mut().reset(first);
-        timers.armed = first;
-        timers
+        }
     }
 
     fn touch(&mut self) {
@@ -626,11 +622,14 @@ impl Timers {
                 }
             }
             let next = self.next_due(at_boundary, now);
-            if next < self.armed || self.armed <= now {
-                self.sleep.as_mut().reset(next);
-                self.armed = next;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+            let armed = sleep.deadline();
+            if next < armed || armed <= now {
+                sleep.as_mut().reset(next);
             }
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            if sleep.as_mut().poll(cx).is_pending() {
                 return Due::Nothing;
             }
             now = Instant::now();
