@@ -246,6 +246,7 @@ async fn next_head<S: AsyncRead + Unpin>(
 }
 
 /// What one read brought.
+#[allow(clippy::large_enum_variant)] // a return value, as `NextHead`
 enum Step {
     Next(NextHead),
     /// Part of a head, kept in `carry`.
