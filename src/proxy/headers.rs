@@ -48,38 +48,64 @@ pub struct Forwarded<'a> {
     pub proto: &'static str,
 }
 
+thread_local! {
+    /// The last client address and listener port, formatted: most requests
+    /// on a thread come from the same few clients, so the header values are
+    /// shared (a reference count) instead of formatted for each request.
+    static FORMATTED: std::cell::RefCell<Option<(IpAddr, HeaderValue, u16, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn formatted(ip: IpAddr, port: u16) -> (HeaderValue, HeaderValue) {
+    FORMATTED.with(|f| {
+        let mut f = f.borrow_mut();
+        match &*f {
+            Some((i, iv, p, pv)) if *i == ip && *p == port => (iv.clone(), pv.clone()),
+            _ => {
+                let iv = HeaderValue::try_from(ip.to_string()).expect("an address is a valid header value");
+                let pv = HeaderValue::from(port);
+                *f = Some((ip, iv.clone(), port, pv.clone()));
+                (iv, pv)
+            }
+        }
+    })
+}
+
 /// Appends the client to `X-Forwarded-For` and sets the other forwarding
 /// headers, overwriting whatever the client claimed.
 pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
-    let ip = fwd.client_ip.to_string();
+    let (ip, port) = formatted(fwd.client_ip, fwd.port);
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let chain = if previous.is_empty() {
-        ip.clone()
+        Ok(ip.clone())
     } else {
-        format!("{}, {ip}", previous.join(", "))
+        let ip = ip.to_str().expect("formatted from an address");
+        HeaderValue::try_from(format!("{}, {ip}", previous.join(", ")))
     };
-    if let Ok(v) = HeaderValue::try_from(chain) {
+    if let Ok(v) = chain {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Some(host) = fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-        if !headers.contains_key(HOST) {
-            // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
-            headers.insert(
-                HOST,
-                HeaderValue::from_str(fwd.host.unwrap_or_default()).expect("checked"),
-            );
+    if let Some(host) = fwd.host {
+        // The Host field itself when it says the same: no copy.
+        let value = match headers.get(HOST) {
+            Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(host).ok(),
+        };
+        if let Some(value) = value {
+            if !headers.contains_key(HOST) {
+                // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
+                headers.insert(HOST, value.clone());
+            }
+            headers.insert(X_FORWARDED_HOST.clone(), value);
         }
     }
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(fwd.port));
+    headers.insert(X_FORWARDED_PORT.clone(), port);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(fwd.proto));
-    if let Ok(v) = HeaderValue::try_from(ip) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_REAL_IP.clone(), ip);
 }
 
 #[cfg(test)]

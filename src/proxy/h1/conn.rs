@@ -158,7 +158,7 @@ where
                 body,
                 expect_continue,
             };
-            match Box::pin(proxy.exchange(req, routed, io, carry, conn, close)).await {
+            match Box::pin(proxy.exchange(req, routed, io, carry, conn, close, timer)).await {
                 Exchanged::Done(keep) => keep,
                 // Run by the connection, once this request's state is freed.
                 Exchanged::Stream(pump) => return After::Stream(pump),
@@ -318,7 +318,7 @@ pub(super) struct Deadline {
 }
 
 impl Deadline {
-    fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
         if Instant::now() >= at {
             return Poll::Ready(());
         }

@@ -9,6 +9,7 @@
 //! timeout starts once the whole request is sent, and a client that goes
 //! silent mid-body gets 408 after the body timeout.
 
+use super::conn::Deadline;
 use super::pool;
 use super::pump::{Input, Output, Pump, PumpParts, Shape};
 use super::{with_scratch, HEADROOM, READ_MAX};
@@ -23,7 +24,6 @@ use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL
 use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -168,6 +168,7 @@ impl Proxy {
         carry: &mut Vec<u8>,
         conn: Conn,
         mut close: bool,
+        timer: &mut Deadline,
     ) -> Exchanged {
         let head_request = req.parts.method == http::Method::HEAD;
         let http10 = req.parts.version == http::Version::HTTP_10;
@@ -176,7 +177,7 @@ impl Proxy {
         // Boxed: what finding an endpoint and waiting for the answer needs
         // is freed before the body, which may stream for hours, starts.
         let outcome = self
-            .call_upstream(req, &routed, &mut upload, io, carry, conn)
+            .call_upstream(req, &routed, &mut upload, io, carry, conn, timer)
             .instrument(span.clone())
             .await;
         // A body the client has not finished sending leaves the connection
@@ -295,6 +296,7 @@ impl Proxy {
         io: &mut S,
         carry: &mut Vec<u8>,
         conn: Conn,
+        timer: &mut Deadline,
     ) -> Outcome {
         let target = &routed.target;
         let metrics = &routed.metrics;
@@ -389,7 +391,7 @@ impl Proxy {
                 body: self.limits.body_timeout,
                 head_request,
             };
-            let failure = match send(stream, &head, upload, io, carry, limits).await {
+            let failure = match send(stream, &head, upload, io, carry, limits, timer).await {
                 Ok(answer) => {
                     metrics.ttfb.observe(routed.started.elapsed().as_secs_f64());
                     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -500,16 +502,13 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     carry: &mut Vec<u8>,
     limits: Limits,
+    timer: &mut Deadline,
 ) -> Result<Box<Answered>, Failure> {
     // The head is written from where it is (it is kept for a retry), then
     // body bytes from `to_up`.
     let mut head_sent = 0;
     let mut to_up: Vec<u8> = Vec::new();
     let mut received: Vec<u8> = Vec::new();
-    let far = Instant::now() + Duration::from_secs(86_400);
-    // The body timeout while uploading, then the response timeout.
-    let mut timer = Box::pin(tokio::time::sleep_until(far));
-    let mut armed = far;
     let mut response_deadline: Option<Instant> = None;
     let parsed = std::future::poll_fn(|cx| loop {
         let mut progressed = false;
@@ -571,11 +570,8 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
             }
             at
         };
-        if due != armed {
-            timer.as_mut().reset(due);
-            armed = due;
-        }
-        if timer.as_mut().poll(cx).is_pending() {
+        // The connection's timer: woken at `due` (or earlier, and re-armed).
+        if timer.poll(cx, due).is_pending() {
             return Poll::Pending;
         }
     })
