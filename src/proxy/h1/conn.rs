@@ -478,6 +478,25 @@ mod tests {
             local_port: 80,
             tls: false,
         };
+        {
+            let (mut io, _peer) = tokio::io::duplex(64);
+            let (mut carry, mut timer) = (Vec::new(), Deadline::default());
+            let (_tx, mut rx) = watch::channel(false);
+            let req = one_request(
+                &proxy,
+                &mut io,
+                &mut carry,
+                true,
+                Instant::now(),
+                conn,
+                true,
+                &mut rx,
+                &mut timer,
+            );
+            // Freed before a body streams; a copy of it moves per request.
+            let size = std::mem::size_of_val(&req);
+            assert!(size <= 4096, "a request's future is {size} bytes");
+        }
         let fut = serve(proxy, io, conn, true, rx);
         let size = std::mem::size_of_val(&fut);
         eprintln!(

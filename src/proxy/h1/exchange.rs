@@ -160,6 +160,7 @@ impl Proxy {
     /// answer with a body is returned as the [`Pump`] that carries it, for
     /// the connection to run (so that nothing of this request's setup is
     /// kept while its body streams).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         req: ClientRequest,
@@ -288,6 +289,7 @@ impl Proxy {
 
     /// Finds an endpoint, sends the request and reads the answer's head;
     /// every failure becomes a reply of ssegate's own.
+    #[allow(clippy::too_many_arguments)]
     async fn call_upstream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         req: ClientRequest,
