@@ -44,12 +44,73 @@ pub fn response_head(
     declared: Option<u64>,
     close: bool,
 ) {
+    status_line(out, status);
+    fields(out, headers);
+    framing_fields(out, status, body, declared, close);
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, and the legacy `Proxy-Connection`),
+/// which a proxy never passes on, besides those `Connection` names.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Appends a response head from the upstream's fields as parsed (already
+/// checked: tokens for names, no CR, LF or NUL in values), leaving out the
+/// hop-by-hop fields, those `Connection` names, framing fields and the
+/// names in `drop`; then the framing fields for `body`, as
+/// [`response_head`] does. No header map is built on the way.
+pub fn response_head_from_fields(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: &[httparse::Header<'_>],
+    drop: &[&str],
+    body: Framing,
+    declared: Option<u64>,
+    close: bool,
+) {
+    status_line(out, status);
+    let named_by_connection = |name: &str| {
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|f| f.value.split(|&b| b == b','))
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let has_connection = fields.iter().any(|f| f.name.eq_ignore_ascii_case("connection"));
+    for f in fields {
+        let name = f.name;
+        if name.eq_ignore_ascii_case("content-length")
+            || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || drop.iter().any(|d| name.eq_ignore_ascii_case(d))
+            || (has_connection && named_by_connection(name))
+        {
+            continue;
+        }
+        // Lower case, as the header-map path (and HTTP/2) writes names.
+        out.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    framing_fields(out, status, body, declared, close);
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    fields(out, headers);
+}
+
+fn framing_fields(out: &mut Vec<u8>, status: StatusCode, body: Framing, declared: Option<u64>, close: bool) {
     match body {
         Framing::Length(n) => length(out, n),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -115,6 +176,58 @@ mod tests {
         assert_eq!(
             out,
             b"PUT / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n".as_slice()
+        );
+    }
+
+    #[test]
+    fn response_head_from_fields_drops_hop_by_hop_and_framing() {
+        let fields = [
+            httparse::Header {
+                name: "Content-Type",
+                value: b"text/event-stream",
+            },
+            httparse::Header {
+                name: "Connection",
+                value: b"keep-alive, X-Secret",
+            },
+            httparse::Header {
+                name: "X-Secret",
+                value: b"1",
+            },
+            httparse::Header {
+                name: "Keep-Alive",
+                value: b"timeout=5",
+            },
+            httparse::Header {
+                name: "Transfer-Encoding",
+                value: b"chunked",
+            },
+            httparse::Header {
+                name: "Content-Length",
+                value: b"5",
+            },
+            httparse::Header {
+                name: "X-Accel-Buffering",
+                value: b"no",
+            },
+            httparse::Header {
+                name: "Cache-Control",
+                value: b"no-cache",
+            },
+        ];
+        let mut out = Vec::new();
+        response_head_from_fields(
+            &mut out,
+            StatusCode::OK,
+            &fields,
+            &["x-accel-buffering"],
+            Framing::Chunked,
+            None,
+            false,
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n".as_slice()
         );
     }
 

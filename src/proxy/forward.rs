@@ -196,8 +196,18 @@ impl Proxy {
 
 /// Decides once how a response body goes to the client.
 pub(super) fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode {
-    let event_stream = is_event_stream(headers);
-    if buffer_for(target.settings.buffering, headers) {
+    body_mode_of(
+        target,
+        headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+        headers.get(&X_ACCEL_BUFFERING).map(HeaderValue::as_bytes),
+    )
+}
+
+/// [`body_mode`] from the two fields it depends on, as bytes (the HTTP/1.1
+/// path decides without building a header map).
+pub(super) fn body_mode_of(target: &ResolvedRule, content_type: Option<&[u8]>, accel: Option<&[u8]>) -> BodyMode {
+    let event_stream = is_event_stream_type(content_type);
+    if buffer_for_fields(target.settings.buffering, event_stream, accel) {
         BodyMode::Coalesce {
             capacity: target.settings.buffer_size,
             event_stream,
@@ -215,25 +225,33 @@ pub(super) fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode 
 /// Decides whether a response is coalesced, from the Route's mode and the
 /// upstream's headers.
 pub fn buffer_for(mode: ProxyBuffering, headers: &HeaderMap) -> bool {
-    let accel = headers
-        .get(&X_ACCEL_BUFFERING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    match (mode, accel.as_deref()) {
-        (ProxyBuffering::Disabled, _) => false,
-        (_, Some("no")) => false,
-        (ProxyBuffering::Enabled, _) => true,
-        (ProxyBuffering::Auto, Some("yes")) => true,
-        (ProxyBuffering::Auto, _) => !is_event_stream(headers),
+    buffer_for_fields(
+        mode,
+        is_event_stream(headers),
+        headers.get(&X_ACCEL_BUFFERING).map(HeaderValue::as_bytes),
+    )
+}
+
+fn buffer_for_fields(mode: ProxyBuffering, event_stream: bool, accel: Option<&[u8]>) -> bool {
+    let accel = accel.map(|v| v.trim_ascii());
+    let is = |word: &[u8]| accel.is_some_and(|v| v.eq_ignore_ascii_case(word));
+    match mode {
+        ProxyBuffering::Disabled => false,
+        _ if is(b"no") => false,
+        ProxyBuffering::Enabled => true,
+        ProxyBuffering::Auto if is(b"yes") => true,
+        ProxyBuffering::Auto => !event_stream,
     }
 }
 
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+    is_event_stream_type(headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes))
+}
+
+fn is_event_stream_type(content_type: Option<&[u8]>) -> bool {
+    content_type
+        .and_then(|v| v.split(|&b| b == b';').next())
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 #[cfg(test)]

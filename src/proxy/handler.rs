@@ -37,6 +37,11 @@ pub(super) struct Routed {
 }
 
 impl Routed {
+    /// Whether the Route has a CORS policy (which adds response headers).
+    pub fn has_cors(&self) -> bool {
+        self.cors.is_some()
+    }
+
     /// Accounts for the answer's head: the CORS headers, the status metric
     /// and the access record's status.
     pub fn answered(&mut self, status: StatusCode, headers: &mut http::HeaderMap) {

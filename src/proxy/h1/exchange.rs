@@ -18,7 +18,7 @@ use crate::http1::head::{self, Framing, HeadError};
 use crate::http1::write;
 use crate::metrics::UpstreamError;
 use crate::proxy::access::Observer;
-use crate::proxy::forward::body_mode;
+use crate::proxy::forward::body_mode_of;
 use crate::proxy::handler::{local_reply, Routed};
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
 use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
@@ -50,7 +50,9 @@ pub(super) struct ClientRequest {
 /// What the upstream answered, up to its body.
 struct Answered {
     status: StatusCode,
-    headers: HeaderMap,
+    /// The answer's head (`head_len` bytes) and the body bytes that came with it.
+    raw: Vec<u8>,
+    head_len: usize,
     body: Framing,
     /// The Content-Length of a body that is not sent (HEAD, 304).
     declared: Option<u64>,
@@ -58,8 +60,6 @@ struct Answered {
     /// chunked or close-delimited: it has no length to declare, not even 0.
     length_unknown: bool,
     keep_alive: bool,
-    /// Body bytes that came with the head.
-    leftover: Vec<u8>,
     stream: TcpStream,
 }
 
@@ -203,20 +203,15 @@ impl Proxy {
         };
         let Answered {
             status,
-            mut headers,
+            mut raw,
+            head_len,
             body,
             declared,
             length_unknown,
             keep_alive,
-            leftover,
             stream,
         } = *answer;
         let target = routed.target.clone();
-        let mode = body_mode(&target, &headers);
-        remove_hop_by_hop(&mut headers);
-        headers.remove(&X_ACCEL_BUFFERING);
-        debug!(parent: &span, %endpoint, status = status.as_u16(), ?mode, "upstream responded");
-        routed.answered(status, &mut headers);
         if let Some(a) = &mut routed.access {
             a.endpoint = Some(endpoint);
         }
@@ -236,9 +231,56 @@ impl Proxy {
             (Some(Output::Chunked), _) => Framing::Chunked,
             _ => Framing::UntilClose,
         };
-        let mut head = Vec::with_capacity(256);
-        write::response_head(&mut head, status, &headers, client_framing, declared, close);
-        drop(headers);
+        let mut head = Vec::with_capacity(head_len + 64);
+        let mode = {
+            // Parsed and checked once already; parsed again here rather
+            // than kept, because its fields point into `raw`.
+            let mut slots = head::header_slots();
+            let parsed = match head::parse_response(&raw[..head_len], MAX_RESPONSE_HEAD, &mut slots) {
+                Ok(Some(p)) => p,
+                _ => unreachable!("the head parsed before"),
+            };
+            let field = |name: &str| {
+                parsed
+                    .headers
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case(name))
+                    .map(|f| f.value)
+            };
+            let mode = body_mode_of(&target, field("content-type"), field("x-accel-buffering"));
+            if routed.has_cors() {
+                // CORS edits the fields: through a header map.
+                let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+                for f in parsed.headers {
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(f.name.as_bytes()),
+                        HeaderValue::from_bytes(f.value),
+                    ) {
+                        headers.append(name, value);
+                    }
+                }
+                remove_hop_by_hop(&mut headers);
+                headers.remove(&X_ACCEL_BUFFERING);
+                routed.answered(status, &mut headers);
+                write::response_head(&mut head, status, &headers, client_framing, declared, close);
+            } else {
+                routed.answered(status, &mut HeaderMap::new());
+                write::response_head_from_fields(
+                    &mut head,
+                    status,
+                    parsed.headers,
+                    &["x-accel-buffering"],
+                    client_framing,
+                    declared,
+                    close,
+                );
+            }
+            mode
+        };
+        debug!(parent: &span, %endpoint, status = status.as_u16(), ?mode, "upstream responded");
+        // What is left is the body's start.
+        raw.drain(..head_len);
+        let leftover = if raw.is_empty() { Vec::new() } else { raw };
         let Some(output) = output else {
             // No body: the head is all there is.
             let observer = Observer::new(routed.metrics.clone(), routed.access.take(), false);
@@ -488,7 +530,6 @@ struct Limits {
 /// An answer's head, parsed and checked, and where its body starts.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
     body: Framing,
     declared: Option<u64>,
     length_unknown: bool,
@@ -578,15 +619,14 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         }
     })
     .await?;
-    let leftover = received.split_off(parsed.len);
     Ok(Box::new(Answered {
         status: parsed.status,
-        headers: parsed.headers,
+        raw: received,
+        head_len: parsed.len,
         body: parsed.body,
         declared: parsed.declared,
         length_unknown: parsed.length_unknown,
         keep_alive: parsed.keep_alive,
-        leftover,
         stream,
     }))
 }
@@ -678,16 +718,8 @@ fn read_answer(
         }
         let status = StatusCode::from_u16(parsed.status)
             .map_err(|_| Failure::BadResponse(HeadError::Malformed("invalid status")))?;
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        for f in parsed.headers {
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(f.name.as_bytes()),
-                HeaderValue::from_bytes(f.value),
-            ) else {
-                return Poll::Ready(Err(Failure::BadResponse(HeadError::Malformed("invalid header field"))));
-            };
-            headers.append(name, value);
-        }
+        // Field names and values are as `httparse` checked them: tokens,
+        // and no CR, LF or NUL (the same rules as `http`'s types).
         let body = parsed.body(head_request);
         let declared = match (body, parsed.framing) {
             (Framing::Empty, Framing::Length(n)) => Some(n),
@@ -698,7 +730,6 @@ fn read_answer(
             && matches!(parsed.framing, Framing::Chunked | Framing::UntilClose);
         return Poll::Ready(Ok(Some(Head {
             status,
-            headers,
             body,
             declared,
             length_unknown,
