@@ -220,6 +220,12 @@ impl Pump {
         io: &mut S,
         carry: &mut Vec<u8>,
     ) -> Poll<Ended> {
+        if !self.pending_in.is_empty() {
+            // Body bytes that came with the head go out with it, in one write.
+            if let Step::Ended(end) = with_scratch(|buf| self.forward_some(cx, buf, io)) {
+                return Poll::Ready(end);
+            }
+        }
         loop {
             // Queued bytes first: the upstream is not read while the client
             // has not taken what it was given.
