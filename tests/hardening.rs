@@ -616,3 +616,34 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
     assert!(logs.contains("ssegate serving"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "ANSI escape codes in a log file:\n{logs}");
 }
+
+// --- Bursts (issue 13) ---------------------------------------------------------
+
+/// Events that reach ssegate together leave together: the upstream writes
+/// 50 events, each in a chunk of its own, in one write; the client gets the
+/// head and all 50 as one chunk, in the order sent (hyper's path wrote 50
+/// chunks, one write each).
+#[tokio::test]
+async fn a_burst_of_events_leaves_as_one_chunk() {
+    let mut response =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut events = String::new();
+    for i in 0..50 {
+        let event = format!("id: {i}\ndata: {i:02}\n\n");
+        response.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+        events.push_str(&event);
+    }
+    response.extend_from_slice(b"0\r\n\r\n");
+    let up = RawUpstream::start(Box::leak(response.into_boxed_slice())).await;
+    let r = one_route(up.addr, "  proxyBuffering: Disabled\n", &[]).await;
+    let got = exchange(
+        &r.gw.proxy_addr(),
+        b"GET /sse HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let (head, body) = got.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+    assert_eq!(body, format!("{:x}\r\n{events}\r\n0\r\n\r\n", events.len()));
+}
