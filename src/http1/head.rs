@@ -134,20 +134,10 @@ pub fn parse_request<'h, 'b>(
     slots: &'h mut [Header<'b>],
 ) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
     let mut req = httparse::Request::new(slots);
-    let len = match req.parse(buf) {
-        Ok(Status::Complete(len)) => len,
-        Ok(Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge(max)),
-        Ok(Status::Partial) => return Ok(None),
-        Err(e) => return Err(HeadError::from_httparse(e)),
+    let Some(len) = complete(req.parse(buf), buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge(max));
-    }
-    let version = match req.version {
-        Some(0) => Version::Http10,
-        Some(1) => Version::Http11,
-        _ => return Err(HeadError::Malformed("unsupported HTTP version")),
-    };
+    let version = version(req.version)?;
     let (method, target) = match (req.method, req.path) {
         (Some(m), Some(p)) => (m, p),
         _ => return Err(HeadError::Malformed("incomplete request line")),
@@ -177,20 +167,10 @@ pub fn parse_response<'h, 'b>(
     slots: &'h mut [Header<'b>],
 ) -> Result<Option<ResponseHead<'h, 'b>>, HeadError> {
     let mut resp = httparse::Response::new(slots);
-    let len = match resp.parse(buf) {
-        Ok(Status::Complete(len)) => len,
-        Ok(Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge(max)),
-        Ok(Status::Partial) => return Ok(None),
-        Err(e) => return Err(HeadError::from_httparse(e)),
+    let Some(len) = complete(resp.parse(buf), buf.len(), max)? else {
+        return Ok(None);
     };
-    if len > max {
-        return Err(HeadError::TooLarge(max));
-    }
-    let version = match resp.version {
-        Some(0) => Version::Http10,
-        Some(1) => Version::Http11,
-        _ => return Err(HeadError::Malformed("unsupported HTTP version")),
-    };
+    let version = version(resp.version)?;
     let status = resp.code.ok_or(HeadError::Malformed("no status"))?;
     if !(100..=999).contains(&status) {
         return Err(HeadError::Malformed("invalid status"));
@@ -206,6 +186,26 @@ pub fn parse_response<'h, 'b>(
         framing,
         keep_alive: fields.keep_alive(version),
     }))
+}
+
+/// The head's length once `httparse` found it complete within `max`;
+/// `None` while it is incomplete and `max` not yet reached.
+fn complete(parsed: httparse::Result<usize>, read: usize, max: usize) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(Status::Complete(len)) if len > max => Err(HeadError::TooLarge(max)),
+        Ok(Status::Complete(len)) => Ok(Some(len)),
+        Ok(Status::Partial) if read >= max => Err(HeadError::TooLarge(max)),
+        Ok(Status::Partial) => Ok(None),
+        Err(e) => Err(HeadError::from_httparse(e)),
+    }
+}
+
+fn version(minor: Option<u8>) -> Result<Version, HeadError> {
+    match minor {
+        Some(0) => Ok(Version::Http10),
+        Some(1) => Ok(Version::Http11),
+        _ => Err(HeadError::Malformed("unsupported HTTP version")),
+    }
 }
 
 /// What the framing and connection fields of a head say.

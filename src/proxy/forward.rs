@@ -32,25 +32,9 @@ impl Proxy {
         conn: Conn,
         host: Option<&str>,
     ) -> Response<ProxyBody> {
-        // A place is held while the response headers are awaited, so that a
-        // burst of new requests cannot overshoot; only event streams keep it.
-        let slot = match target.max_concurrent_streams {
-            None => None,
-            Some(max) => match StreamSlot::reserve(self.streams.counter(&target.route), max) {
-                Some(slot) => Some(slot),
-                None => {
-                    let mut resp = local_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "ssegate: route {} has its maximum of {max} open streams\n",
-                            target.route
-                        ),
-                    );
-                    resp.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
-                    return resp;
-                }
-            },
+        let slot = match self.reserve_stream(&target) {
+            Ok(slot) => slot,
+            Err(full) => return *full,
         };
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts
@@ -191,6 +175,33 @@ impl Proxy {
             body.end_on_drain(&self.drain);
         }
         Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
+    }
+}
+
+impl Proxy {
+    /// A place among the Route's `maxConcurrentStreams`, if it limits
+    /// them, or the 503 that says it is full. The place is held while the
+    /// response headers are awaited, so that a burst of new requests cannot
+    /// overshoot; only event streams keep it after.
+    pub(super) fn reserve_stream(&self, target: &ResolvedRule) -> Result<Option<StreamSlot>, Box<Response<ProxyBody>>> {
+        let Some(max) = target.max_concurrent_streams else {
+            return Ok(None);
+        };
+        match StreamSlot::reserve(self.streams.counter(&target.route), max) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                let mut resp = local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "ssegate: route {} has its maximum of {max} open streams\n",
+                        target.route
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
+                Err(Box::new(resp))
+            }
+        }
     }
 }
 

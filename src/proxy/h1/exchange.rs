@@ -33,8 +33,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
-/// Seconds a client is asked to wait when a Route is full.
-const FULL_RETRY_AFTER: u32 = 5;
 /// Largest upstream response head.
 pub(super) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
 /// Times a request is re-sent because a pooled connection turned out closed.
@@ -344,25 +342,9 @@ impl Proxy {
     ) -> Outcome {
         let target = &routed.target;
         let metrics = &routed.metrics;
-        // A place is held while the response headers are awaited, so that a
-        // burst of new requests cannot overshoot; only event streams keep it.
-        let slot = match target.max_concurrent_streams {
-            None => None,
-            Some(max) => match StreamSlot::reserve(self.streams.counter(&target.route), max) {
-                Some(slot) => Some(slot),
-                None => {
-                    let mut resp = local_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "ssegate: route {} has its maximum of {max} open streams\n",
-                            target.route
-                        ),
-                    );
-                    resp.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
-                    return Outcome::Local(resp);
-                }
-            },
+        let slot = match self.reserve_stream(target) {
+            Ok(slot) => slot,
+            Err(full) => return Outcome::Local(*full),
         };
         let ClientRequest {
             mut parts,
@@ -380,13 +362,12 @@ impl Proxy {
                 proto: if conn.tls { "https" } else { "http" },
             },
         );
-        let parts_method_is_head = parts.method == http::Method::HEAD;
+        let head_request = parts.method == http::Method::HEAD;
         let mut head = Vec::with_capacity(512);
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         write::request_head(&mut head, &parts.method, path, &parts.headers, body);
         drop(parts);
         let bodyless = upload.done();
-        let head_request = parts_method_is_head;
         // Only a request without a body can go to a second endpoint: nothing
         // of it has been consumed when the first connect fails.
         let retry_elsewhere = bodyless && target.endpoint_count() > 1;

@@ -241,14 +241,7 @@ impl Pump {
                         continue;
                     }
                     Poll::Ready(_) => return Poll::Ready(self.finish("client_gone", false)),
-                    Poll::Pending => {
-                        let now = Instant::now();
-                        self.timers.blocked_since.get_or_insert(now);
-                        if let Due::Send = self.timers.poll_due(cx, false, now) {
-                            return Poll::Ready(self.finish("send_timeout", false));
-                        }
-                        return Poll::Pending;
-                    }
+                    Poll::Pending => return self.blocked(cx),
                 }
             }
             if self.unflushed {
@@ -257,14 +250,7 @@ impl Pump {
                 match Pin::new(&mut *io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.unflushed = false,
                     Poll::Ready(Err(_)) => return Poll::Ready(self.finish("client_gone", false)),
-                    Poll::Pending => {
-                        let now = Instant::now();
-                        self.timers.blocked_since.get_or_insert(now);
-                        if let Due::Send = self.timers.poll_due(cx, false, now) {
-                            return Poll::Ready(self.finish("send_timeout", false));
-                        }
-                        return Poll::Pending;
-                    }
+                    Poll::Pending => return self.blocked(cx),
                 }
             }
             if let Some((outcome, clean)) = self.ending {
@@ -315,6 +301,16 @@ impl Pump {
                 Due::Idle => return Poll::Ready(self.fail_upstream(UpstreamError::IdleTimeout, "idle_timeout")),
             }
         }
+    }
+
+    /// The client takes nothing now: wait, up to the send timeout.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        let now = Instant::now();
+        self.timers.blocked_since.get_or_insert(now);
+        if let Due::Send = self.timers.poll_due(cx, false, now) {
+            return Poll::Ready(self.finish("send_timeout", false));
+        }
+        Poll::Pending
     }
 
     /// Ends the body now, at an event boundary, framed as complete.
