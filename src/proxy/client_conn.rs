@@ -1,8 +1,9 @@
-//! Limits and timeouts on client connections, whatever protocol they speak.
+//! Client limits ([`ClientLimits`], for both paths), and how HTTP/2
+//! connections, which hyper serves, are held to them. (The HTTP/1.1 path,
+//! `h1`, keeps its own deadlines, with the same meaning.)
 //!
-//! hyper keeps a connection as long as the client does: its own header-read
-//! timer needs a timer it is not given here, and it has no keep-alive idle
-//! timeout at all. So ssegate watches each connection itself, cheaply:
+//! hyper keeps a connection as long as the client does: it has no
+//! keep-alive idle timeout. So ssegate watches each connection itself, cheaply:
 //! [`Watched`] wraps the socket and notes (with one atomic load per read or
 //! write) when a request head starts and when writes stall; [`InFlight`]
 //! guards count requests between their head and the end of their response

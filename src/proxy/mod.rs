@@ -1,12 +1,14 @@
-//! The data plane: a hyper server that proxies each request with the
-//! routing table it started with.
+//! The data plane: proxies each request with the routing table it started
+//! with.
 //!
-//! By job: [`server`] accepts and serves connections (worker threads,
-//! drain), [`client_conn`] holds each client connection to its limits,
-//! [`handler`] settles and routes a request, [`forward`] sends it upstream
-//! through [`upstream`]'s pools with [`balance`]'s choice of endpoint, and
-//! [`body`] carries the answer back (streamed, coalesced, or as an event
-//! stream with [`sse`]'s boundaries).
+//! By job: [`server`] accepts connections (worker threads, drain) and
+//! serves HTTP/2 with hyper; [`h1`] is ssegate's own HTTP/1.1 path, client
+//! side and upstream side, which holds no buffer while a stream is idle;
+//! [`handler`] admits a request (authority, path, route, CORS) for both;
+//! over HTTP/2, [`client_conn`] holds each connection to its limits,
+//! [`forward`] sends a request upstream through [`upstream`]'s hyper pools
+//! and [`body`] carries the answer back. [`balance`] chooses endpoints for
+//! both paths, and [`sse`] finds event boundaries.
 
 mod access;
 mod authority;
