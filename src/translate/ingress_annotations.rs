@@ -1,0 +1,532 @@
+//! The annotations of an Ingress, read the way ingress-nginx reads them, as
+//! the Route settings they amount to (issue 14).
+//!
+//! The result is expressed in the Route's own spec types, so an Ingress is
+//! validated exactly as a Route with the same settings would be, and
+//! `ssegate convert` can print it as Route YAML. Every
+//! `nginx.ingress.kubernetes.io/*` annotation gets a [`Note`]: applied (and
+//! as what), unnecessary in ssegate (and why), ignored (and why) or
+//! invalid. Nothing is dropped silently, and snippets are never executed.
+//! Pure: no I/O, no kube client.
+
+use crate::api::{CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts};
+use std::collections::BTreeMap;
+
+/// The ingress-nginx annotation prefix.
+pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
+/// ssegate's own annotations, for what only ssegate has.
+pub const SSEGATE: &str = "ssegate.dev/";
+
+/// ingress-nginx's defaults for the CORS annotations.
+const CORS_ORIGIN: &str = "*";
+const CORS_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+const CORS_HEADERS: &str =
+    "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+/// ingress-nginx's default preflight cache (20 days); browsers cap it, and
+/// so does the Route's CORS policy.
+const CORS_MAX_AGE: u64 = 1_728_000;
+const CORS_MAX_AGE_LIMIT: u64 = 86_400;
+
+/// What the annotations of one Ingress amount to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnnotatedSettings {
+    pub proxy_buffering: Option<ProxyBuffering>,
+    pub buffer_size: Option<Quantity>,
+    pub timeouts: Timeouts,
+    pub sse: SseSettings,
+    pub load_balancing: Option<LoadBalancing>,
+    pub max_concurrent_streams: Option<i64>,
+    pub cors: Option<CorsSpec>,
+    /// `ssl-redirect`: `None` when absent (ingress-nginx then redirects
+    /// when the Ingress has TLS).
+    pub ssl_redirect: Option<bool>,
+    /// `force-ssl-redirect`: redirect even without TLS on the Ingress.
+    pub force_ssl_redirect: bool,
+    /// One note per annotation ssegate looked at, in name order.
+    pub notes: Vec<Note>,
+}
+
+/// What became of one annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub annotation: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Honoured, as the Route setting named here.
+    Applied(String),
+    /// Not needed in ssegate, for the reason given.
+    Unnecessary(String),
+    /// Not honoured, for the reason given.
+    Ignored(String),
+    /// Its value could not be read; the default applies.
+    Invalid(String),
+}
+
+impl Outcome {
+    /// Whether the annotation's owner should be warned (an Event).
+    pub fn warns(&self) -> bool {
+        !matches!(self, Outcome::Applied(_))
+    }
+}
+
+/// Reads an Ingress's annotations. Annotations outside the two prefixes
+/// are not looked at.
+pub fn read_annotations(annotations: &BTreeMap<String, String>) -> AnnotatedSettings {
+    let mut out = AnnotatedSettings::default();
+    let nginx = |name: &str| annotations.get(&format!("{NGINX}{name}")).map(|v| v.trim());
+    let note = |out: &mut AnnotatedSettings, name: &str, outcome: Outcome| {
+        out.notes.push(Note {
+            annotation: name.to_owned(),
+            outcome,
+        });
+    };
+    for (name, value) in annotations {
+        let value = value.trim();
+        if let Some(key) = name.strip_prefix(NGINX) {
+            let outcome = read_nginx(&mut out, key, value);
+            if let Some(outcome) = outcome {
+                note(&mut out, name, outcome);
+            }
+        } else if let Some(key) = name.strip_prefix(SSEGATE) {
+            let outcome = read_ssegate(&mut out, key, value);
+            note(&mut out, name, outcome);
+        }
+    }
+    // CORS is read as a whole: `enable-cors` turns it on, the others
+    // refine it, each with ingress-nginx's default when absent.
+    if nginx("enable-cors").is_some_and(is_true) {
+        let (cors, notes) = cors_policy(&nginx);
+        out.cors = Some(cors);
+        for (name, outcome) in notes {
+            note(&mut out, &format!("{NGINX}{name}"), outcome);
+        }
+    } else {
+        for name in CORS_REFINEMENTS {
+            if nginx(name).is_some() {
+                note(
+                    &mut out,
+                    &format!("{NGINX}{name}"),
+                    Outcome::Ignored("CORS is off: `enable-cors` is not \"true\"".into()),
+                );
+            }
+        }
+    }
+    out.notes.sort_by(|a, b| a.annotation.cmp(&b.annotation));
+    out
+}
+
+const CORS_REFINEMENTS: [&str; 6] = [
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+];
+
+/// One `nginx.ingress.kubernetes.io/` annotation; `None` for the CORS ones,
+/// which are noted together.
+fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Outcome> {
+    use Outcome::*;
+    Some(match key {
+        "proxy-buffering" => match value {
+            "on" => {
+                out.proxy_buffering = Some(ProxyBuffering::Enabled);
+                Applied("proxyBuffering: Enabled".into())
+            }
+            "off" => {
+                out.proxy_buffering = Some(ProxyBuffering::Disabled);
+                Applied("proxyBuffering: Disabled".into())
+            }
+            other => Invalid(format!("{other:?} is neither \"on\" nor \"off\"")),
+        },
+        "proxy-read-timeout" => match seconds(value) {
+            // NGINX's read timeout is the longest gap between two reads
+            // from the upstream: ssegate's idle timeout, not a cap on the
+            // whole response.
+            Ok(s) => {
+                out.timeouts.idle = Some(format!("{s}s"));
+                Applied(format!("timeouts.idle: {s}s (the longest silence between upstream bytes, not a cap on the stream)"))
+            }
+            Err(e) => Invalid(e),
+        },
+        "proxy-connect-timeout" => match seconds(value) {
+            Ok(0) => Invalid("a connect timeout of 0 would fail every connect".into()),
+            Ok(s) => {
+                out.timeouts.connect = Some(format!("{s}s"));
+                Applied(format!("timeouts.connect: {s}s"))
+            }
+            Err(e) => Invalid(e),
+        },
+        "proxy-send-timeout" => Ignored(
+            "no separate equivalent: ssegate's timeouts.responseHeaders also covers an upstream that stops taking the request"
+                .into(),
+        ),
+        "proxy-http-version" => Unnecessary("ssegate always speaks HTTP/1.1 to upstreams, with keep-alive".into()),
+        "proxy-request-buffering" => {
+            Ignored("ssegate streams request bodies to the upstream as they arrive".into())
+        }
+        "proxy-buffer-size" | "proxy-buffers-number" | "proxy-max-temp-file-size" => Unnecessary(
+            "ssegate buffers no more than it must; use ssegate.dev/buffer-size for proxyBuffering: Enabled".into(),
+        ),
+        "ssl-redirect" => match value {
+            "true" | "false" => {
+                out.ssl_redirect = Some(value == "true");
+                Applied(format!("ssl-redirect: {value} (308 to HTTPS)"))
+            }
+            other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
+        },
+        "force-ssl-redirect" => match value {
+            "true" | "false" => {
+                out.force_ssl_redirect = value == "true";
+                Applied(format!("force-ssl-redirect: {value} (308 to HTTPS)"))
+            }
+            other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
+        },
+        "enable-cors" => return None,
+        k if CORS_REFINEMENTS.contains(&k) => return None,
+        "configuration-snippet" | "server-snippet" => snippet(value),
+        _ => Ignored("not supported by ssegate".into()),
+    })
+}
+
+/// One `ssegate.dev/` annotation, in the Route's own formats.
+fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome {
+    use Outcome::*;
+    match key {
+        "heartbeat-interval" => {
+            out.sse.heartbeat_interval = Some(value.to_owned());
+            Applied(format!("sse.heartbeatInterval: {value}"))
+        }
+        "max-stream-duration" => {
+            out.sse.max_stream_duration = Some(value.to_owned());
+            Applied(format!("sse.maxStreamDuration: {value}"))
+        }
+        "max-concurrent-streams" => match value.parse::<i64>() {
+            Ok(n) if n > 0 => {
+                out.max_concurrent_streams = Some(n);
+                Applied(format!("maxConcurrentStreams: {n}"))
+            }
+            _ => Invalid(format!("{value:?} is not a positive whole number")),
+        },
+        "load-balancing" => match value {
+            "RoundRobin" => {
+                out.load_balancing = Some(LoadBalancing::RoundRobin);
+                Applied("loadBalancing: RoundRobin".into())
+            }
+            "LeastConnections" => {
+                out.load_balancing = Some(LoadBalancing::LeastConnections);
+                Applied("loadBalancing: LeastConnections".into())
+            }
+            other => Invalid(format!("{other:?} is neither RoundRobin nor LeastConnections")),
+        },
+        "buffer-size" => {
+            out.buffer_size = Some(Quantity(value.to_owned()));
+            Applied(format!("bufferSize: {value}"))
+        }
+        "proxy-buffering" => match value {
+            "Enabled" | "Disabled" | "Auto" => {
+                out.proxy_buffering = Some(match value {
+                    "Enabled" => ProxyBuffering::Enabled,
+                    "Disabled" => ProxyBuffering::Disabled,
+                    _ => ProxyBuffering::Auto,
+                });
+                Applied(format!("proxyBuffering: {value}"))
+            }
+            other => Invalid(format!("{other:?} is not Enabled, Disabled or Auto")),
+        },
+        _ => Ignored("not an ssegate annotation".into()),
+    }
+}
+
+/// Unitless seconds, as ingress-nginx writes every timeout.
+fn seconds(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(s) if s <= 31_536_000 => Ok(s),
+        Ok(_) => Err(format!("{value:?}: more than a year")),
+        Err(_) => Err(format!("{value:?} is not a whole number of seconds")),
+    }
+}
+
+fn is_true(value: &str) -> bool {
+    value.eq_ignore_ascii_case("true")
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The CORS policy the annotations describe, with ingress-nginx's defaults.
+fn cors_policy<'a>(nginx: &impl Fn(&str) -> Option<&'a str>) -> (CorsSpec, Vec<(&'static str, Outcome)>) {
+    let mut notes = vec![("enable-cors", Outcome::Applied("cors".into()))];
+    let origins = list(nginx("cors-allow-origin").unwrap_or(CORS_ORIGIN));
+    let mut credentials = nginx("cors-allow-credentials").is_none_or(is_true);
+    if credentials && origins.iter().any(|o| o == "*") {
+        // ingress-nginx sends `*` with credentials, which browsers refuse
+        // for credentialed requests; the Route's policy does not allow it.
+        credentials = false;
+        notes.push((
+            "cors-allow-credentials",
+            Outcome::Ignored(
+                "credentials are not allowed with origin `*` (browsers refuse it): list the origins to allow them"
+                    .into(),
+            ),
+        ));
+    } else if nginx("cors-allow-credentials").is_some() {
+        notes.push((
+            "cors-allow-credentials",
+            Outcome::Applied(format!("cors.allowCredentials: {credentials}")),
+        ));
+    }
+    let max_age = match nginx("cors-max-age").map(seconds) {
+        None => CORS_MAX_AGE,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            notes.push(("cors-max-age", Outcome::Invalid(e)));
+            CORS_MAX_AGE
+        }
+    };
+    if max_age > CORS_MAX_AGE_LIMIT {
+        notes.push((
+            "cors-max-age",
+            Outcome::Applied(format!(
+                "cors.maxAge: {CORS_MAX_AGE_LIMIT}s (from {max_age}s: browsers cap it at a day or less)"
+            )),
+        ));
+    }
+    for name in [
+        "cors-allow-origin",
+        "cors-allow-methods",
+        "cors-allow-headers",
+        "cors-expose-headers",
+    ] {
+        if nginx(name).is_some() {
+            notes.push((name, Outcome::Applied(format!("cors ({name})"))));
+        }
+    }
+    let spec = CorsSpec {
+        allow_origins: origins,
+        allow_credentials: credentials,
+        allow_headers: list(nginx("cors-allow-headers").unwrap_or(CORS_HEADERS)),
+        allow_methods: list(nginx("cors-allow-methods").unwrap_or(CORS_METHODS)),
+        expose_headers: list(nginx("cors-expose-headers").unwrap_or("")),
+        max_age: Some(format!("{}s", max_age.min(CORS_MAX_AGE_LIMIT))),
+    };
+    (spec, notes)
+}
+
+/// Snippets are never executed. The lines SSE guides tell people to paste
+/// are recognised and reported as unnecessary, with the reason.
+fn snippet(text: &str) -> Outcome {
+    const KNOWN: [(&str, &str); 5] = [
+        (
+            "proxy_set_header connection",
+            "ssegate keeps upstream connections alive and strips hop-by-hop headers itself",
+        ),
+        (
+            "x-accel-buffering",
+            "ssegate streams text/event-stream responses unbuffered (proxy-buffering, or proxyBuffering on a Route)",
+        ),
+        (
+            "chunked_transfer_encoding",
+            "ssegate frames streamed responses itself and never buffers an event stream",
+        ),
+        ("proxy_cache", "ssegate does not cache"),
+        (
+            "proxy_buffering",
+            "use the proxy-buffering annotation, which ssegate honours",
+        ),
+    ];
+    let lower = text.to_ascii_lowercase();
+    let reasons: Vec<&str> = KNOWN
+        .iter()
+        .filter(|(pattern, _)| lower.contains(pattern))
+        .map(|(_, why)| *why)
+        .collect();
+    let known_lines = lower
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .all(|l| KNOWN.iter().any(|(pattern, _)| l.contains(pattern)));
+    if !reasons.is_empty() && known_lines {
+        Outcome::Unnecessary(format!("snippet not executed, and not needed: {}", reasons.join("; ")))
+    } else {
+        Outcome::Ignored("snippets are never executed (raw NGINX configuration)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> AnnotatedSettings {
+        read_annotations(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn outcome<'a>(s: &'a AnnotatedSettings, name: &str) -> &'a Outcome {
+        &s.notes
+            .iter()
+            .find(|n| n.annotation == name)
+            .unwrap_or_else(|| panic!("no note for {name}: {:?}", s.notes))
+            .outcome
+    }
+
+    #[test]
+    fn buffering_and_timeouts_read_as_nginx_means_them() {
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", " 7 "),
+            ("nginx.ingress.kubernetes.io/proxy-send-timeout", "60"),
+            ("kubernetes.io/ingress.class", "ssegate"),
+        ]);
+        assert_eq!(s.proxy_buffering, Some(ProxyBuffering::Disabled));
+        // An idle timeout between upstream bytes, never a total cap.
+        assert_eq!(s.timeouts.idle.as_deref(), Some("3600s"));
+        assert_eq!(s.timeouts.connect.as_deref(), Some("7s"));
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/proxy-send-timeout"),
+            Outcome::Ignored(_)
+        ));
+        assert_eq!(s.notes.len(), 4, "annotations outside the two prefixes are not noted");
+        assert_eq!(
+            read(&[("nginx.ingress.kubernetes.io/proxy-buffering", "on")]).proxy_buffering,
+            Some(ProxyBuffering::Enabled)
+        );
+        assert_eq!(read(&[]).proxy_buffering, None, "absent: the Route default (Auto)");
+    }
+
+    #[test]
+    fn bad_values_are_reported_and_leave_the_default() {
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "yes"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "1h"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "0"),
+            ("ssegate.dev/max-concurrent-streams", "-3"),
+            ("ssegate.dev/load-balancing", "Random"),
+        ]);
+        assert_eq!(s.proxy_buffering, None);
+        assert_eq!(s.timeouts, Timeouts::default());
+        assert_eq!(s.max_concurrent_streams, None);
+        assert!(
+            s.notes.iter().all(|n| matches!(n.outcome, Outcome::Invalid(_))),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn ssegate_annotations_set_what_only_ssegate_has() {
+        let s = read(&[
+            ("ssegate.dev/heartbeat-interval", "15s"),
+            ("ssegate.dev/max-stream-duration", "1h"),
+            ("ssegate.dev/max-concurrent-streams", "500"),
+            ("ssegate.dev/load-balancing", "RoundRobin"),
+            ("ssegate.dev/buffer-size", "32Ki"),
+        ]);
+        assert_eq!(s.sse.heartbeat_interval.as_deref(), Some("15s"));
+        assert_eq!(s.sse.max_stream_duration.as_deref(), Some("1h"));
+        assert_eq!(s.max_concurrent_streams, Some(500));
+        assert_eq!(s.load_balancing, Some(LoadBalancing::RoundRobin));
+        assert_eq!(s.buffer_size, Some(Quantity("32Ki".into())));
+        assert!(s.notes.iter().all(|n| !n.outcome.warns()));
+    }
+
+    #[test]
+    fn cors_takes_ingress_nginx_defaults() {
+        let s = read(&[("nginx.ingress.kubernetes.io/enable-cors", "true")]);
+        let cors = s.cors.clone().expect("cors on");
+        assert_eq!(cors.allow_origins, vec!["*"]);
+        assert_eq!(
+            cors.allow_methods,
+            vec!["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+        );
+        assert!(cors.allow_headers.contains(&"Authorization".to_string()));
+        // ingress-nginx's credentials default cannot go with `*`: reported.
+        assert!(!cors.allow_credentials);
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/cors-allow-credentials"),
+            Outcome::Ignored(_)
+        ));
+        assert_eq!(cors.max_age.as_deref(), Some("86400s"));
+
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/cors-allow-origin",
+                "https://a.test, https://b.test",
+            ),
+            ("nginx.ingress.kubernetes.io/cors-allow-methods", "GET"),
+            ("nginx.ingress.kubernetes.io/cors-max-age", "600"),
+        ]);
+        let cors = s.cors.clone().expect("cors on");
+        assert_eq!(cors.allow_origins, vec!["https://a.test", "https://b.test"]);
+        assert!(cors.allow_credentials, "the default, with listed origins");
+        assert_eq!(cors.allow_methods, vec!["GET"]);
+        assert_eq!(cors.max_age.as_deref(), Some("600s"));
+        // The policy validates as a Route's would.
+        assert!(cors.validate().is_ok());
+
+        let off = read(&[("nginx.ingress.kubernetes.io/cors-allow-origin", "https://a.test")]);
+        assert!(off.cors.is_none());
+        assert!(matches!(
+            outcome(&off, "nginx.ingress.kubernetes.io/cors-allow-origin"),
+            Outcome::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn snippets_are_never_executed_and_the_sse_ones_are_called_unnecessary() {
+        let sse = read(&[(
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "proxy_set_header Connection \"\";\nadd_header X-Accel-Buffering no;\nchunked_transfer_encoding off;\nproxy_cache off;\n",
+        )]);
+        assert!(matches!(
+            outcome(&sse, "nginx.ingress.kubernetes.io/configuration-snippet"),
+            Outcome::Unnecessary(_)
+        ));
+        let other = read(&[(
+            "nginx.ingress.kubernetes.io/server-snippet",
+            "add_header X-Accel-Buffering no;\nlocation /admin { deny all; }",
+        )]);
+        assert!(matches!(
+            outcome(&other, "nginx.ingress.kubernetes.io/server-snippet"),
+            Outcome::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn every_other_nginx_annotation_is_reported() {
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
+        ]);
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/limit-rps"),
+            Outcome::Ignored(_)
+        ));
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/rewrite-target"),
+            Outcome::Ignored(_)
+        ));
+        assert_eq!(s.ssl_redirect, Some(false));
+        assert!(s.force_ssl_redirect);
+        let warned: Vec<_> = s
+            .notes
+            .iter()
+            .filter(|n| n.outcome.warns())
+            .map(|n| &n.annotation)
+            .collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+    }
+}
