@@ -647,3 +647,71 @@ async fn a_burst_of_events_leaves_as_one_chunk() {
     assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
     assert_eq!(body, format!("{:x}\r\n{events}\r\n0\r\n\r\n", events.len()));
 }
+
+// --- Upgrades (issue 14) --------------------------------------------------------
+
+/// A WebSocket upgrade goes through: the upstream receives the `Upgrade`
+/// and `Connection: upgrade` the client sent, its 101 reaches the client,
+/// and then bytes flow both ways (the upstream echoes them upper-cased).
+#[tokio::test]
+async fn an_upgrade_is_proxied_and_bytes_flow_both_ways() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await.unwrap() == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let _ = head_tx.send(String::from_utf8_lossy(&head).into_owned());
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n].to_ascii_uppercase()).await.unwrap();
+        }
+    });
+    let r = one_route(addr, "", &[]).await;
+    let mut c = TcpStream::connect(r.gw.proxy_addr()).await.unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: h.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout_at(deadline, c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    let up = head_rx.await.unwrap().to_ascii_lowercase();
+    assert!(up.contains("\r\nupgrade: websocket\r\n"), "{up}");
+    assert!(up.contains("\r\nconnection: upgrade\r\n"), "{up}");
+    for word in ["hello", "again"] {
+        c.write_all(word.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; word.len()];
+        tokio::time::timeout_at(deadline, c.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, word.to_ascii_uppercase().as_bytes());
+    }
+    drop(c);
+}

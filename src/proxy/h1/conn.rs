@@ -72,6 +72,11 @@ pub(in crate::proxy) async fn serve<S>(
                 }
                 pump.run(&mut io, &mut carry, &proxy.metrics).await && !*stop.borrow()
             }
+            After::Tunnel(tunnel) => {
+                timer = Deadline::default();
+                tunnel.run(&mut io).await;
+                false
+            }
             After::Close => false,
             After::Http2 => {
                 let io = Prefixed::new(std::mem::take(&mut carry), io);
@@ -92,6 +97,8 @@ enum After {
     Continue,
     /// An answer's body to carry; its head is queued in the pump.
     Stream(Box<super::pump::Pump>),
+    /// An upgraded connection: bytes both ways, then the end.
+    Tunnel(Box<super::tunnel::Tunnel>),
     Close,
     /// The HTTP/2 preface came: the connection is hyper's.
     Http2,
@@ -137,6 +144,7 @@ where
         parts,
         body,
         expect_continue,
+        upgrade,
     } = req;
     let mut request = Request::from_parts(parts, ());
     let keep = match proxy.admit(&mut request, conn) {
@@ -157,11 +165,13 @@ where
                 parts,
                 body,
                 expect_continue,
+                upgrade,
             };
             match Box::pin(proxy.exchange(req, routed, io, carry, conn, close, timer)).await {
                 Exchanged::Done(keep) => keep,
                 // Run by the connection, once this request's state is freed.
                 Exchanged::Stream(pump) => return After::Stream(pump),
+                Exchanged::Tunnel(tunnel) => return After::Tunnel(tunnel),
             }
         }
     };
@@ -364,15 +374,32 @@ fn parse(buf: &[u8], max: usize) -> Result<Option<Parsed>, HeadError> {
         headers.append(name, value);
     }
     let (parts, ()) = request.into_parts();
+    let upgrade = asks_upgrade(&parts, h.body)
+        .then(|| parts.headers.get(http::header::UPGRADE).cloned())
+        .flatten();
     Ok(Some((
         ClientRequest {
             parts,
             body: h.body,
             expect_continue: h.expect_continue,
+            upgrade,
         },
         h.len,
         h.keep_alive,
     )))
+}
+
+/// An HTTP/1.1 GET without a body whose `Connection` names `upgrade`.
+fn asks_upgrade(parts: &http::request::Parts, body: Framing) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts.method == http::Method::GET
+        && body == Framing::Empty
+        && parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Answers a head that cannot be served (400, or 431 when too large) and

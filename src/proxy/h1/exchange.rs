@@ -12,6 +12,7 @@
 use super::conn::Deadline;
 use super::pool;
 use super::pump::{Input, Output, Pump, PumpParts, Shape};
+use super::tunnel::Tunnel;
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::http1::head::{self, Framing, HeadError};
@@ -43,6 +44,9 @@ pub(super) struct ClientRequest {
     pub parts: http::request::Parts,
     pub body: Framing,
     pub expect_continue: bool,
+    /// The protocol a bodiless HTTP/1.1 GET asks to switch to (`Upgrade`
+    /// with `Connection: upgrade`), passed on to the upstream.
+    pub upgrade: Option<HeaderValue>,
 }
 
 /// What the upstream answered, up to its body.
@@ -144,12 +148,16 @@ pub(super) enum Exchanged {
     Done(bool),
     /// The answer's head is queued and its body is to be carried.
     Stream(Box<Pump>),
+    /// The upstream switched protocols: bytes both ways, then the end.
+    Tunnel(Box<Tunnel>),
 }
 
 /// A reply of ssegate's own, or an upstream's answer to carry.
 enum Outcome {
     Local(Response<ProxyBody>),
     Upstream(Box<Answered>, SocketAddr, EndpointLoad, Option<StreamSlot>),
+    /// The upstream switched protocols, as asked.
+    Upgraded(Box<Answered>, SocketAddr, EndpointLoad),
 }
 
 impl Proxy {
@@ -198,6 +206,26 @@ impl Proxy {
                 return Exchanged::Done(ok && !close);
             }
             Outcome::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
+            Outcome::Upgraded(answer, endpoint, load) => {
+                routed.answered(StatusCode::SWITCHING_PROTOCOLS, &mut HeaderMap::new());
+                if let Some(a) = &mut routed.access {
+                    a.endpoint = Some(endpoint);
+                }
+                debug!(parent: &span, %endpoint, "upstream switched protocols");
+                let Answered { raw, stream, .. } = *answer;
+                // The upstream's 101 head goes to the client as it came
+                // (its Upgrade and Connection fields are the point), with
+                // whatever followed it.
+                return Exchanged::Tunnel(Box::new(Tunnel::new(
+                    stream,
+                    std::mem::take(carry),
+                    raw,
+                    routed.target.settings.timeouts.idle,
+                    &self.drain,
+                    Observer::new(routed.metrics.clone(), routed.access.take(), false),
+                    load,
+                )));
+            }
         };
         let Answered {
             status,
@@ -350,9 +378,19 @@ impl Proxy {
             mut parts,
             body,
             expect_continue,
+            upgrade,
         } = req;
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(http::header::EXPECT);
+        let upgrading = upgrade.is_some();
+        if let Some(protocol) = upgrade {
+            // The one hop-by-hop exchange that is passed on: asked for by
+            // the client, answered by the upstream.
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(http::header::UPGRADE, protocol);
+        }
         add_forwarded(
             &mut parts.headers,
             &Forwarded {
@@ -419,6 +457,9 @@ impl Proxy {
             let failure = match send(stream, &head, upload, io, carry, limits, timer).await {
                 Ok(answer) => {
                     metrics.ttfb.observe(routed.started.elapsed().as_secs_f64());
+                    if answer.status == StatusCode::SWITCHING_PROTOCOLS && upgrading {
+                        return Outcome::Upgraded(answer, endpoint, load);
+                    }
                     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
                         // ssegate asked for no upgrade; a 101 would leave the client
                         // talking an unknown protocol to a connection it cannot use.

@@ -23,6 +23,7 @@ mod exchange;
 mod pool;
 mod prefixed;
 pub(super) mod pump;
+mod tunnel;
 
 pub(super) use conn::serve;
 
