@@ -715,3 +715,72 @@ async fn an_upgrade_is_proxied_and_bytes_flow_both_ways() {
     }
     drop(c);
 }
+
+/// A real WebSocket client (tungstenite) and a real WebSocket server talk
+/// through ssegate on `/ws` of a host while an event stream flows on `/sse`
+/// of the same host, as mixed ingress-nginx hosts do.
+#[tokio::test]
+async fn a_websocket_client_talks_through_while_an_event_stream_flows_on_the_same_host() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ws_listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(text) = msg {
+                        if ws.send(Message::text(text.as_str().to_uppercase())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let sse = Upstream::start("sse").await;
+    let route = "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: mixed}\nspec:\n  hostnames: [app.test]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /ws}}]\n    backendRefs: [{name: ws, port: 80}]\n  - backendRefs: [{name: sse, port: 80}]\n";
+    let r = start(
+        &[
+            ("ws.yaml", backend_yaml("ws", &[(ws_addr, true)])),
+            ("sse.yaml", backend_yaml("sse", &[(sse.addr, true)])),
+            ("r.yaml", route.to_owned()),
+        ],
+        &[],
+    )
+    .await;
+    let proxy = r.gw.proxy_addr();
+
+    // The event stream: 10 events, 100 ms apart.
+    let mut stream = TcpStream::connect(&proxy).await.unwrap();
+    stream
+        .write_all(b"GET /sse?tag=mixed&n=10&every=100 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let events = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all)).await;
+        String::from_utf8_lossy(&all).matches("data: sse").count()
+    });
+
+    let tcp = TcpStream::connect(&proxy).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://app.test/ws", tcp).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("message {i}"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo in time")
+            .expect("the connection open")
+            .unwrap();
+        assert_eq!(echo, Message::text(format!("MESSAGE {i}")));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ws.close(None).await.unwrap();
+    assert_eq!(events.await.unwrap(), 10, "the event stream flowed throughout");
+}
