@@ -124,14 +124,7 @@ impl Proxy {
                     return local_reply(StatusCode::BAD_REQUEST, "ssegate: malformed request body\n");
                 }
                 Ok(Err(_)) if upload.as_ref().is_some_and(|u| u.outcome() == Upload::TimedOut) => {
-                    self.metrics.bad_request("body_timeout");
-                    let mut resp = local_reply(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
-                    );
-                    resp.headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                    return resp;
+                    return self.body_stalled();
                 }
                 Ok(Err(e)) => {
                     metrics.upstream_error(UpstreamError::Failed);
@@ -179,6 +172,19 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// The 408 for a request body that stalled past the body timeout,
+    /// counted; the connection closes after it (the body's rest is unread).
+    pub(super) fn body_stalled(&self) -> Response<ProxyBody> {
+        self.metrics.bad_request("body_timeout");
+        let mut resp = local_reply(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+        );
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
     /// A place among the Route's `maxConcurrentStreams`, if it limits
     /// them, or the 503 that says it is full. The place is held while the
     /// response headers are awaited, so that a burst of new requests cannot

@@ -525,16 +525,7 @@ impl Proxy {
                         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                     resp
                 }
-                Failure::BodyTimeout => {
-                    self.metrics.bad_request("body_timeout");
-                    let mut resp = local_reply(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
-                    );
-                    resp.headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                    resp
-                }
+                Failure::BodyTimeout => self.body_stalled(),
             };
             return Outcome::Local(reply);
         }
