@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::sse::EventBoundary;
+use super::stream_clock::{StreamClock, StreamDue};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,17 +75,12 @@ struct Coalescer {
     held: Option<Frame<Bytes>>,
 }
 
-/// The idle timeout and the heartbeat, on one lazily armed timer.
+/// The body's deadlines ([`StreamClock`]) on one lazily armed timer.
 ///
 /// Receiving a frame only records the time; the timer is re-armed when it
 /// fires early, so a busy stream costs no timer operation per event.
 struct Timers {
-    idle: Option<Duration>,
-    heartbeat: Option<Duration>,
-    /// When the stream is to end, at the next event boundary.
-    end_at: Option<Instant>,
-    last_upstream: Instant,
-    last_heartbeat: Instant,
+    clock: StreamClock,
     sleep: Pin<Box<Sleep>>,
 }
 
@@ -98,44 +94,24 @@ enum Due {
 
 impl Timers {
     fn new(idle: Option<Duration>, sse: SseLimits) -> Option<Self> {
-        if idle.is_none() && sse.heartbeat.is_none() && sse.max_duration.is_none() {
+        let now = Instant::now();
+        let clock = StreamClock::new(idle, sse, now);
+        if clock.is_unset() {
             return None;
         }
-        let now = Instant::now();
-        let mut timers = Timers {
-            idle,
-            heartbeat: sse.heartbeat,
-            end_at: sse.max_duration.map(|d| now + d),
-            last_upstream: now,
-            last_heartbeat: now,
-            sleep: Box::pin(tokio::time::sleep_until(now)),
-        };
-        let first = timers.next_due(true);
-        timers.sleep.as_mut().reset(first);
-        Some(timers)
+        let first = clock.next_due(true, now);
+        Some(Timers {
+            clock,
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+        })
     }
 
     fn touch(&mut self) {
-        self.last_upstream = Instant::now();
-    }
-
-    /// The next time anything may be due. Mid-event (`at_boundary` false) a
-    /// heartbeat cannot go out, so it is looked at again one interval later.
-    fn next_due(&self, at_boundary: bool) -> Instant {
-        let now = Instant::now();
-        let far = now + Duration::from_secs(86_400);
-        let idle = self.idle.map_or(far, |d| self.last_upstream + d);
-        let heartbeat = match self.heartbeat {
-            Some(every) if at_boundary => self.last_upstream.max(self.last_heartbeat) + every,
-            Some(every) => now + every,
-            None => far,
-        };
-        let end = self.end_at.filter(|_| at_boundary).unwrap_or(far);
-        idle.min(heartbeat).min(end)
+        self.clock.touch(Instant::now());
     }
 
     fn past_end(&self) -> bool {
-        self.end_at.is_some_and(|end| Instant::now() >= end)
+        self.clock.past_end(Instant::now())
     }
 
     /// Polls the timer. `at_boundary` says whether a heartbeat may go out now.
@@ -145,25 +121,20 @@ impl Timers {
                 return Due::Nothing;
             }
             let now = Instant::now();
-            if let Some(limit) = self.idle {
-                if now >= self.last_upstream + limit {
-                    return Due::IdleTimeout(limit);
-                }
-            }
-            if at_boundary && self.past_end() {
-                return Due::End;
-            }
-            if let Some(every) = self.heartbeat {
-                if at_boundary && now >= self.last_upstream.max(self.last_heartbeat) + every {
-                    self.last_heartbeat = now;
-                    let next = self.next_due(true);
+            match self.clock.due(at_boundary, now) {
+                Some(StreamDue::Idle(limit)) => return Due::IdleTimeout(limit),
+                Some(StreamDue::End) => return Due::End,
+                Some(StreamDue::Heartbeat) => {
+                    let next = self.clock.next_due(true, now);
                     self.sleep.as_mut().reset(next);
                     return Due::Heartbeat;
                 }
+                None => {
+                    // Fired early (activity moved the deadlines) or mid-event: re-arm.
+                    let next = self.clock.next_due(at_boundary, now);
+                    self.sleep.as_mut().reset(next);
+                }
             }
-            // Fired early (activity moved the deadlines) or mid-event: re-arm.
-            let next = self.next_due(at_boundary);
-            self.sleep.as_mut().reset(next);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod normalize;
 mod request_body;
 mod server;
 pub mod sse;
+mod stream_clock;
 mod stream_limit;
 pub mod tls;
 mod upstream;

@@ -17,6 +17,7 @@ use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK}
 use crate::metrics::UpstreamError;
 use crate::proxy::access::Observer;
 use crate::proxy::sse::EventBoundary;
+use crate::proxy::stream_clock::{StreamClock, StreamDue};
 use crate::proxy::{EndpointLoad, SseLimits, StreamSlot};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -544,61 +545,44 @@ enum Due {
     Send,
 }
 
-/// The idle timeout, heartbeat, maximum duration and send timeout of one
-/// body, on one timer that is moved only when it fires (a busy stream
-/// costs no timer operation per event) or when a nearer deadline appears.
+/// The body's deadlines ([`StreamClock`]) and the send timeout, on one
+/// timer that is moved only when it fires (a busy stream costs no timer
+/// operation per event) or when a nearer deadline appears.
 struct Timers {
     /// Created when the body first has to wait: a short answer that is
     /// complete at once never touches the timer wheel.
     sleep: Option<Pin<Box<Sleep>>>,
-    idle: Option<Duration>,
-    heartbeat: Option<Duration>,
-    end_at: Option<Instant>,
+    clock: StreamClock,
     send_timeout: Duration,
-    last_upstream: Instant,
-    last_heartbeat: Instant,
     /// Since when the client has taken nothing.
     blocked_since: Option<Instant>,
 }
 
 impl Timers {
     fn new(idle: Option<Duration>, sse: SseLimits, send_timeout: Duration) -> Self {
-        let now = Instant::now();
         Timers {
             sleep: None,
-            idle,
-            heartbeat: sse.heartbeat,
-            end_at: sse.max_duration.map(|d| now + d),
+            clock: StreamClock::new(idle, sse, Instant::now()),
             send_timeout,
-            last_upstream: now,
-            last_heartbeat: now,
             blocked_since: None,
         }
     }
 
     fn touch(&mut self) {
-        self.last_upstream = Instant::now();
+        self.clock.touch(Instant::now());
     }
 
     fn past_end(&self) -> bool {
-        self.end_at.is_some_and(|end| Instant::now() >= end)
+        self.clock.past_end(Instant::now())
     }
 
-    /// The nearest time anything may be due. Mid-event a heartbeat cannot
-    /// go out, so it is looked at again one interval later.
+    /// The nearest time anything may be due: while the client takes
+    /// nothing, only the send timeout.
     fn next_due(&self, at_boundary: bool, now: Instant) -> Instant {
-        if let Some(since) = self.blocked_since {
-            return since + self.send_timeout;
+        match self.blocked_since {
+            Some(since) => since + self.send_timeout,
+            None => self.clock.next_due(at_boundary, now),
         }
-        let far = now + Duration::from_secs(86_400);
-        let idle = self.idle.map_or(far, |d| self.last_upstream + d);
-        let heartbeat = match self.heartbeat {
-            Some(every) if at_boundary => self.last_upstream.max(self.last_heartbeat) + every,
-            Some(every) => now + every,
-            None => far,
-        };
-        let end = self.end_at.filter(|_| at_boundary).unwrap_or(far);
-        idle.min(heartbeat).min(end)
     }
 
     fn poll_due(&mut self, cx: &mut Context<'_>, at_boundary: bool, mut now: Instant) -> Due {
@@ -608,19 +592,11 @@ impl Timers {
                     return Due::Send;
                 }
             } else {
-                if let Some(limit) = self.idle {
-                    if now >= self.last_upstream + limit {
-                        return Due::Idle;
-                    }
-                }
-                if at_boundary && self.end_at.is_some_and(|end| now >= end) {
-                    return Due::End;
-                }
-                if let Some(every) = self.heartbeat {
-                    if at_boundary && now >= self.last_upstream.max(self.last_heartbeat) + every {
-                        self.last_heartbeat = now;
-                        return Due::Heartbeat;
-                    }
+                match self.clock.due(at_boundary, now) {
+                    Some(StreamDue::Idle(_)) => return Due::Idle,
+                    Some(StreamDue::End) => return Due::End,
+                    Some(StreamDue::Heartbeat) => return Due::Heartbeat,
+                    None => {}
                 }
             }
             let next = self.next_due(at_boundary, now);
