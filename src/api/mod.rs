@@ -16,8 +16,8 @@ pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use validate::{
-    EffectiveTimeouts, FieldError, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls,
-    DEFAULT_BUFFER_SIZE,
+    route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, EffectiveTimeouts,
+    FieldError, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls, DEFAULT_BUFFER_SIZE,
 };
 
 use kube::CustomResource;

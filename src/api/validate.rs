@@ -75,8 +75,25 @@ impl fmt::Display for ValidPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidBackend {
     pub service: String,
-    pub port: u16,
+    pub port: BackendPort,
     pub weight: u32,
+}
+
+/// A Service port, by number or (for an Ingress, whose backends may name
+/// one) by name; a name is looked up among the Service's ports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendPort {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for BackendPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendPort::Number(n) => write!(f, "{n}"),
+            BackendPort::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 /// How a rule's traffic is carried, resolved once: the Route's settings
@@ -178,9 +195,15 @@ impl GivenSettings<'_> {
 /// A validated rule with the Route-level settings folded in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidRule {
+    /// The host patterns of this rule alone, when they differ from the
+    /// route's (an Ingress names a host per rule); `None` for a Route.
+    pub hostnames: Option<Vec<String>>,
     pub paths: Vec<ValidPath>,
     pub backends: Vec<ValidBackend>,
     pub settings: StreamSettings,
+    /// Plain-HTTP requests get a 308 to the same URL on HTTPS (an Ingress
+    /// with TLS, as ingress-nginx's `ssl-redirect`).
+    pub https_redirect: bool,
 }
 
 /// A validated Route spec.
@@ -298,7 +321,7 @@ impl RouteSpec {
                 if ok {
                     backends.push(ValidBackend {
                         service: backend.name.clone(),
-                        port: backend.port as u16,
+                        port: BackendPort::Number(backend.port as u16),
                         weight: backend.weight as u32,
                     });
                 }
@@ -313,9 +336,11 @@ impl RouteSpec {
             }
             .over(route_settings, &base, &mut errors);
             rules.push(ValidRule {
+                hostnames: None,
                 paths,
                 backends,
                 settings,
+                https_redirect: false,
             });
         }
 
@@ -466,6 +491,50 @@ fn max_stream(
             base
         }
     }
+}
+
+/// A path match checked as a Route's would be, for translations of other
+/// kinds.
+pub fn valid_path(kind: PathMatchType, value: &str) -> Result<ValidPath, String> {
+    check_path(value)?;
+    Ok(normalize(kind, value))
+}
+
+/// A host pattern checked as a Route's hostname would be.
+pub fn valid_hostname(host: &str) -> Result<(), String> {
+    check_hostname(host)
+}
+
+/// A Service name or port name: a DNS label.
+pub fn valid_dns_label(label: &str) -> Result<(), String> {
+    check_dns_label(label)
+}
+
+/// A Secret name: a DNS subdomain.
+pub fn valid_dns_subdomain(name: &str) -> Result<(), String> {
+    check_dns_subdomain(name)
+}
+
+/// The settings of a Route-level `spec` with these fields, for
+/// translations of other kinds. A value that cannot be used is reported
+/// (under `spec.<field>`) and its default applies.
+pub fn route_settings(
+    buffering: ProxyBuffering,
+    buffer_size: Option<&super::Quantity>,
+    timeouts: Option<&Timeouts>,
+    sse: Option<&super::SseSettings>,
+    load_balancing: Option<super::LoadBalancing>,
+) -> (StreamSettings, Vec<FieldError>) {
+    let mut errors = Errors::default();
+    let settings = GivenSettings {
+        buffering: Some(buffering),
+        buffer_size,
+        timeouts,
+        sse,
+        load_balancing,
+    }
+    .over(StreamSettings::DEFAULT, "spec", &mut errors);
+    (settings, errors.0)
 }
 
 fn normalize(kind: PathMatchType, value: &str) -> ValidPath {

@@ -2,15 +2,16 @@
 
 use super::report::{reason, RouteReport, Verdict};
 use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
-use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition};
-use crate::api::{ValidBackend, ValidPath};
+use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition, SourceKind};
+use crate::api::{BackendPort, ValidBackend, ValidPath};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Builds the table. Invalid Routes are left out with a report; they never
-/// affect valid ones. When two Routes claim the same host pattern and path
-/// match, the older Route (then the smaller `namespace/name`) keeps it.
+/// Builds the table. Invalid definitions are left out with a report; they
+/// never affect valid ones. When two definitions (Routes or Ingresses, in
+/// any mix) claim the same host pattern and path match, the older one
+/// (then the smaller `namespace/name`, then Route before Ingress) keeps it.
 pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     let slices = index_slices(objects);
     let mut table = RoutingTable {
@@ -18,13 +19,13 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         ..Default::default()
     };
 
-    let mut routes: Vec<&RouteDefinition> = objects.routes.values().collect();
-    routes.sort_by(|a, b| (a.created_millis, &a.key).cmp(&(b.created_millis, &b.key)));
+    let mut routes: Vec<&RouteDefinition> = objects.routes.values().chain(objects.ingresses.values()).collect();
+    routes.sort_by(|a, b| (a.created_millis, &a.key, a.kind).cmp(&(b.created_millis, &b.key, b.kind)));
 
     // Who owns each (host pattern, path match).
-    let mut owners: HashMap<(String, ValidPath), &ObjectKey> = HashMap::new();
+    let mut owners: HashMap<(String, ValidPath), (SourceKind, &ObjectKey)> = HashMap::new();
     let mut reports = Vec::with_capacity(routes.len());
-    let mut resolved: HashMap<(String, String, u16), Resolution> = HashMap::new();
+    let mut resolved: HashMap<(String, String, BackendPort), Resolution> = HashMap::new();
 
     for route in routes {
         let valid = match &route.translated {
@@ -32,21 +33,22 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             Err(errors) => {
                 let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                 reports.push(RouteReport {
+                    kind: route.kind,
                     key: route.key.clone(),
                     generation: route.generation,
                     accepted: Verdict::no(reason::INVALID, message),
-                    resolved_refs: Verdict::unknown(reason::INVALID, "not resolved: the Route is invalid"),
+                    resolved_refs: Verdict::unknown(
+                        reason::INVALID,
+                        format!("not resolved: the {} is invalid", route.kind.as_str()),
+                    ),
                     settings: Vec::new(),
+                    warnings: route.warnings.clone(),
                 });
                 continue;
             }
         };
         let name: Arc<str> = Arc::from(route.key.to_string());
-        let hosts: Vec<&str> = if valid.hostnames.is_empty() {
-            vec![""]
-        } else {
-            valid.hostnames.iter().map(String::as_str).collect()
-        };
+        let route_hosts: Vec<&str> = host_patterns(&valid.hostnames);
 
         let mut missing = Vec::new();
         let mut unready = Vec::new();
@@ -59,7 +61,11 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             let mut problems = Vec::new();
             for backend in &rule.backends {
                 // Many Routes share a Service: resolve each Service port once per build.
-                let cache_key = (route.key.namespace.clone(), backend.service.clone(), backend.port);
+                let cache_key = (
+                    route.key.namespace.clone(),
+                    backend.service.clone(),
+                    backend.port.clone(),
+                );
                 let resolution = resolved
                     .entry(cache_key)
                     .or_insert_with(|| resolve(objects, &slices, &route.key.namespace, backend))
@@ -89,19 +95,23 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 problems,
             ));
 
+            let hosts = match &rule.hostnames {
+                Some(own) => host_patterns(own),
+                None => route_hosts.clone(),
+            };
             for host in &hosts {
                 for path in &rule.paths {
                     total += 1;
                     let slot = (host.to_string(), path.clone());
                     match owners.get(&slot) {
-                        // An earlier rule of the same Route already has it.
-                        Some(owner) if **owner == route.key => {}
-                        Some(owner) => {
+                        // An earlier rule of the same object already has it.
+                        Some((kind, owner)) if *kind == route.kind && **owner == route.key => {}
+                        Some((kind, owner)) => {
                             let shown = if host.is_empty() { "any host" } else { host };
-                            conflicts.push(format!("{path} on {shown} is served by Route {owner}"));
+                            conflicts.push(format!("{path} on {shown} is served by {} {owner}", kind.as_str()));
                         }
                         None => {
-                            owners.insert(slot, &route.key);
+                            owners.insert(slot, (route.kind, &route.key));
                             paths_for(&mut table, host).insert(path, target.clone());
                             claimed += 1;
                         }
@@ -130,12 +140,15 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         }
 
         let accepted = if conflicts.is_empty() {
-            Verdict::yes(reason::ACCEPTED, "Route is valid and serves traffic")
+            Verdict::yes(
+                reason::ACCEPTED,
+                format!("{} is valid and serves traffic", route.kind.as_str()),
+            )
         } else {
             Verdict::no(
                 reason::CONFLICTED,
                 format!(
-                    "{} of {total} matches conflict with older Routes and are not served ({}); {} served",
+                    "{} of {total} matches conflict with older objects and are not served ({}); {} served",
                     conflicts.len(),
                     conflicts.join("; "),
                     match claimed {
@@ -163,17 +176,28 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             Verdict::yes(reason::RESOLVED_REFS, "all backends have ready endpoints")
         };
         reports.push(RouteReport {
+            kind: route.kind,
             key: route.key.clone(),
             generation: route.generation,
             accepted,
             resolved_refs,
             settings: valid.rules.iter().map(|r| r.settings.to_string()).collect(),
+            warnings: route.warnings.clone(),
         });
     }
 
-    reports.sort_by(|a, b| a.key.cmp(&b.key));
+    reports.sort_by(|a, b| (&a.key, a.kind).cmp(&(&b.key, b.kind)));
     table.reports = reports;
     table
+}
+
+/// Host patterns as table keys: `""` stands for any host.
+fn host_patterns(hostnames: &[String]) -> Vec<&str> {
+    if hostnames.is_empty() {
+        vec![""]
+    } else {
+        hostnames.iter().map(String::as_str).collect()
+    }
 }
 
 fn paths_for<'t>(table: &'t mut RoutingTable, host: &str) -> &'t mut PathTable {
@@ -213,8 +237,17 @@ fn resolve(objects: &Objects, slices: &SliceIndex<'_>, namespace: &str, backend:
     let port = service
         .ports
         .iter()
-        .find(|p| p.port == backend.port)
-        .ok_or_else(|| format!("Service {namespace}/{} has no port {}", backend.service, backend.port))?;
+        .find(|p| match &backend.port {
+            BackendPort::Number(n) => p.port == *n,
+            BackendPort::Name(name) => p.name == *name,
+        })
+        .ok_or_else(|| {
+            let which = match &backend.port {
+                BackendPort::Number(n) => format!("port {n}"),
+                BackendPort::Name(name) => format!("port named {name:?}"),
+            };
+            format!("Service {namespace}/{} has no {which}", backend.service)
+        })?;
     let mut endpoints: Vec<SocketAddr> = Vec::new();
     for slice in slices.get(&(namespace, backend.service.as_str())).into_iter().flatten() {
         let Some(slice_port) = slice.ports.iter().find(|p| p.name == port.name) else {

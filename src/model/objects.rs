@@ -35,12 +35,15 @@ impl fmt::Display for ObjectKey {
 pub enum SourceKind {
     /// `ssegate.dev/v1alpha1` Route.
     Route,
+    /// `networking.k8s.io/v1` Ingress of one of ssegate's classes.
+    Ingress,
 }
 
 impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Route => "Route",
+            SourceKind::Ingress => "Ingress",
         }
     }
 }
@@ -58,6 +61,10 @@ pub struct RouteDefinition {
     pub created_millis: i64,
     /// The translation, or every reason the object could not be translated.
     pub translated: Result<ValidRoute, Vec<FieldError>>,
+    /// What the translation could not honour in an otherwise usable object
+    /// (an unsupported annotation, an unreadable value that fell back to
+    /// its default): reported to the object's owner, never fatal.
+    pub warnings: Vec<String>,
 }
 
 /// One port of a Service.
@@ -163,6 +170,8 @@ impl SecretObject {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Objects {
     pub routes: BTreeMap<ObjectKey, RouteDefinition>,
+    /// Ingresses of ssegate's classes, translated.
+    pub ingresses: BTreeMap<ObjectKey, RouteDefinition>,
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
     pub secrets: BTreeMap<ObjectKey, SecretObject>,

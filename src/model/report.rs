@@ -3,7 +3,7 @@
 use crate::api::{Condition, RouteStatus};
 use serde::Serialize;
 
-use super::ObjectKey;
+use super::{ObjectKey, SourceKind};
 
 pub const ACCEPTED: &str = "Accepted";
 pub const RESOLVED_REFS: &str = "ResolvedRefs";
@@ -22,6 +22,8 @@ pub mod reason {
 /// The model's verdict on one Route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteReport {
+    #[serde(serialize_with = "kind_name")]
+    pub kind: SourceKind,
     #[serde(serialize_with = "as_display")]
     pub key: ObjectKey,
     pub generation: Option<i64>,
@@ -30,6 +32,10 @@ pub struct RouteReport {
     /// The settings each rule serves with, one line per rule (empty when
     /// the Route is invalid): a change to them is a change worth logging.
     pub settings: Vec<String>,
+    /// What the translation could not honour (see
+    /// [`RouteDefinition::warnings`](super::RouteDefinition::warnings)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A condition's status, as Kubernetes spells it.
@@ -104,6 +110,10 @@ impl RouteReport {
             ],
         }
     }
+}
+
+fn kind_name<S: serde::Serializer>(kind: &SourceKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.as_str())
 }
 
 fn as_display<S: serde::Serializer>(key: &ObjectKey, s: S) -> Result<S::Ok, S::Error> {

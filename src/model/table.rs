@@ -52,6 +52,8 @@ pub struct ResolvedRule {
     /// The Route's CORS policy, shared by its rules.
     pub cors: Option<Arc<crate::api::CorsPolicy>>,
     pub backends: Vec<ResolvedBackend>,
+    /// Plain-HTTP requests are answered with a 308 to HTTPS.
+    pub https_redirect: bool,
     total_weight: u64,
     cursor: AtomicU64,
     /// Why no endpoint can be picked, when that is so.
@@ -83,6 +85,7 @@ impl ResolvedRule {
             max_concurrent_streams,
             cors,
             backends,
+            https_redirect: rule.https_redirect,
             total_weight,
             cursor: AtomicU64::new(0),
             unavailable,

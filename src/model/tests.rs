@@ -56,6 +56,7 @@ impl World {
                 generation: Some(3),
                 created_millis: created,
                 translated: spec.validate(),
+                warnings: Vec::new(),
             },
         );
         self

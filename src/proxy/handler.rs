@@ -122,6 +122,10 @@ impl Proxy {
             let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
             return Admitted::Reply(self.answer_locally(route, req, conn, started, resp, "local"));
         };
+        if target.https_redirect && !conn.tls && !is_acme_challenge(req.uri().path()) {
+            let resp = https_redirect(&host, self.https_port, req.uri());
+            return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
+        }
         let cors = target.cors.clone().map(|policy| {
             let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
             (policy, origin.map(str::to_owned))
@@ -274,6 +278,32 @@ impl Refusal {
         }
         resp
     }
+}
+
+/// ACME HTTP-01 challenges must be answered over plain HTTP, so they are
+/// never redirected (as in ingress-nginx).
+fn is_acme_challenge(path: &str) -> bool {
+    path.starts_with("/.well-known/acme-challenge/")
+}
+
+/// A 308 to the same host, path and query on HTTPS: unlike 301, it keeps
+/// the method and body, as ingress-nginx's default redirect code does.
+fn https_redirect(host: &str, port: u16, uri: &http::Uri) -> Response<ProxyBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut resp = local_reply(StatusCode::PERMANENT_REDIRECT, format!("ssegate: see {location}\n"));
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            resp.headers_mut().insert(http::header::LOCATION, value);
+        }
+        // The host and path were checked when the request was settled.
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
 }
 
 pub(super) fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {

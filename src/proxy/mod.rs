@@ -69,6 +69,9 @@ pub struct Proxy {
     /// Whether each finished request or stream is logged.
     access_log: bool,
     limits: ClientLimits,
+    /// The port HTTPS redirects point at (the TLS listener as clients
+    /// reach it, usually through a Service on 443).
+    https_port: u16,
     /// One permit per open client connection, over every listener: when
     /// none is left, accepting waits (the kernel's backlog holds newcomers)
     /// and the descriptors kept back serve the admin port.
@@ -83,6 +86,7 @@ pub struct ProxyBuilder {
     access_log: bool,
     workers: Option<Arc<Workers>>,
     limits: ClientLimits,
+    https_port: u16,
 }
 
 impl ProxyBuilder {
@@ -107,6 +111,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// The port of `https://` redirects (default 443).
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
+    }
+
     pub fn build(self) -> Arc<Proxy> {
         Arc::new(Proxy {
             table: self.table,
@@ -118,6 +128,7 @@ impl ProxyBuilder {
             access_log: self.access_log,
             connections: Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1))),
             limits: self.limits,
+            https_port: self.https_port,
         })
     }
 }
@@ -135,6 +146,7 @@ impl Proxy {
             access_log: true,
             workers: None,
             limits: ClientLimits::default(),
+            https_port: 443,
         }
     }
 

@@ -9,7 +9,9 @@
 //! invalid. Nothing is dropped silently, and snippets are never executed.
 //! Pure: no I/O, no kube client.
 
-use crate::api::{CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts};
+use crate::api::{
+    parse_duration, parse_quantity, CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts,
+};
 use std::collections::BTreeMap;
 
 /// The ingress-nginx annotation prefix.
@@ -186,6 +188,24 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
             }
             other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
         },
+        "use-regex" => match value {
+            "true" => Ignored(
+                "paths are matched as Prefix or Exact, never as regular expressions: a path with regular-expression characters is refused"
+                    .into(),
+            ),
+            _ => Unnecessary("paths are never regular expressions in ssegate".into()),
+        },
+        "rewrite-target" | "app-root" | "upstream-vhost" | "x-forwarded-prefix" => {
+            Ignored("ssegate forwards the request's own host and path unchanged".into())
+        }
+        "backend-protocol" => match value.to_ascii_uppercase().as_str() {
+            "HTTP" => Unnecessary("ssegate speaks HTTP/1.1 to upstreams".into()),
+            _ => Ignored(format!("ssegate speaks plain HTTP/1.1 to upstreams, not {value}")),
+        },
+        "affinity" | "affinity-mode" | "session-cookie-name" | "upstream-hash-by" | "load-balance" => Ignored(
+            "no session affinity or hashing: ssegate balances by least connections (or ssegate.dev/load-balancing: RoundRobin), and event streams resume with Last-Event-ID"
+                .into(),
+        ),
         "enable-cors" => return None,
         k if CORS_REFINEMENTS.contains(&k) => return None,
         "configuration-snippet" | "server-snippet" => snippet(value),
@@ -197,14 +217,20 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
 fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome {
     use Outcome::*;
     match key {
-        "heartbeat-interval" => {
-            out.sse.heartbeat_interval = Some(value.to_owned());
-            Applied(format!("sse.heartbeatInterval: {value}"))
-        }
-        "max-stream-duration" => {
-            out.sse.max_stream_duration = Some(value.to_owned());
-            Applied(format!("sse.maxStreamDuration: {value}"))
-        }
+        "heartbeat-interval" => match parse_duration(value) {
+            Ok(_) => {
+                out.sse.heartbeat_interval = Some(value.to_owned());
+                Applied(format!("sse.heartbeatInterval: {value}"))
+            }
+            Err(e) => Invalid(format!("{value:?}: {e}")),
+        },
+        "max-stream-duration" => match parse_duration(value) {
+            Ok(_) => {
+                out.sse.max_stream_duration = Some(value.to_owned());
+                Applied(format!("sse.maxStreamDuration: {value}"))
+            }
+            Err(e) => Invalid(format!("{value:?}: {e}")),
+        },
         "max-concurrent-streams" => match value.parse::<i64>() {
             Ok(n) if n > 0 => {
                 out.max_concurrent_streams = Some(n);
@@ -223,10 +249,13 @@ fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome 
             }
             other => Invalid(format!("{other:?} is neither RoundRobin nor LeastConnections")),
         },
-        "buffer-size" => {
-            out.buffer_size = Some(Quantity(value.to_owned()));
-            Applied(format!("bufferSize: {value}"))
-        }
+        "buffer-size" => match parse_quantity(value) {
+            Ok(_) => {
+                out.buffer_size = Some(Quantity(value.to_owned()));
+                Applied(format!("bufferSize: {value}"))
+            }
+            Err(e) => Invalid(format!("{value:?}: {e}")),
+        },
         "proxy-buffering" => match value {
             "Enabled" | "Disabled" | "Auto" => {
                 out.proxy_buffering = Some(match value {

@@ -12,6 +12,7 @@ pub fn translate(key: ObjectKey, generation: Option<i64>, created_millis: i64, s
         generation,
         created_millis,
         translated: spec.validate(),
+        warnings: Vec::new(),
     }
 }
 
