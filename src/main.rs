@@ -15,6 +15,7 @@ use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
+use ssegate::translate::ingress_class::ClassPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +76,11 @@ struct ProxyArgs {
     /// upstream pools; defaults to the CPUs this process may use.
     #[arg(long, env = "SSEGATE_WORKERS")]
     workers: Option<usize>,
+    /// The port of the `https://` redirects Ingresses ask for (ssl-redirect):
+    /// the TLS listener as clients reach it. Defaults to --listen-tls's own
+    /// port, else 443; behind a Service, set the Service's port.
+    #[arg(long, env = "SSEGATE_HTTPS_REDIRECT_PORT")]
+    https_redirect_port: Option<u16>,
     /// Log one line per finished request or stream (target `ssegate::access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
     access_log: bool,
@@ -157,6 +163,8 @@ enum Command {
         #[arg(long, env = "SSEGATE_DIR")]
         dir: PathBuf,
         #[command(flatten)]
+        ingress: IngressArgs,
+        #[command(flatten)]
         proxy: ProxyArgs,
     },
     /// Run as a Kubernetes ingress controller: watch Routes, Services and
@@ -171,6 +179,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         backend: SocketAddr,
         #[command(flatten)]
+        ingress: IngressArgs,
+        #[command(flatten)]
         proxy: ProxyArgs,
     },
     /// Run only the demo SSE backend.
@@ -183,6 +193,31 @@ enum Command {
     },
     /// Print the Route CustomResourceDefinition as YAML.
     Crd,
+}
+
+/// Which Ingresses are ssegate's (README: Coming from ingress-nginx).
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// The IngressClass name ssegate answers to, besides every IngressClass
+    /// whose controller is `ssegate.dev/ingress-controller`. An Ingress
+    /// names it in spec.ingressClassName (or the legacy
+    /// kubernetes.io/ingress.class annotation).
+    #[arg(long, default_value = ssegate::translate::ingress_class::DEFAULT_CLASS, env = "SSEGATE_INGRESS_CLASS")]
+    ingress_class: String,
+    /// Also serve Ingresses that name no class (as ingress-nginx's flag).
+    /// They are served anyway when one of ssegate's IngressClasses is the
+    /// cluster default.
+    #[arg(long, default_value_t = false, env = "SSEGATE_WATCH_INGRESS_WITHOUT_CLASS")]
+    watch_ingress_without_class: bool,
+}
+
+impl IngressArgs {
+    fn policy(&self) -> ClassPolicy {
+        ClassPolicy {
+            class_name: self.ingress_class.clone(),
+            without_class: self.watch_ingress_without_class,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -212,6 +247,8 @@ struct ControllerArgs {
     /// `<host name>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    #[command(flatten)]
+    ingress: IngressArgs,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -256,9 +293,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Standalone { dir, proxy } => standalone(dir, proxy).await,
+        Command::Standalone { dir, ingress, proxy } => standalone(dir, ingress.policy(), proxy).await,
         Command::Controller(args) => controller(args).await,
-        Command::Demo { dir, backend, proxy } => {
+        Command::Demo {
+            dir,
+            backend,
+            ingress,
+            proxy,
+        } => {
             let listener = TcpListener::bind(backend)
                 .await
                 .with_context(|| format!("cannot listen on {backend} for the demo backend"))?;
@@ -271,7 +313,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 proxy.listen.port(),
                 dir.display()
             );
-            standalone(dir, proxy).await
+            standalone(dir, ingress.policy(), proxy).await
         }
         Command::DemoBackend { listen, server_id } => {
             let listener = TcpListener::bind(listen)
@@ -285,13 +327,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn standalone(dir: PathBuf, args: ProxyArgs) -> anyhow::Result<()> {
+async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
     let table = empty_table();
     let metrics = Arc::new(Metrics::new());
     let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())).with_metrics(metrics.clone()));
     let admin_state = AdminState::new(table.clone(), metrics);
-    let source = FolderSource::new(&dir);
+    let source = FolderSource::new(&dir).with_class_policy(classes);
     info!(dir = %dir.display(), "standalone mode");
     let ready = admin_state.clone();
     let run_source = spawn_control(move || async move {
@@ -359,7 +401,12 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let ready = admin_state.clone();
     let run_source = spawn_control(move || async move {
         let client = kube::Client::try_from(config)?;
-        let (state, _watchers) = ClusterState::start(client.clone(), &args.namespaces, args.tls_secrets);
+        let (state, _watchers) = ClusterState::start(
+            client.clone(),
+            &args.namespaces,
+            args.tls_secrets,
+            args.ingress.policy(),
+        );
         let live = {
             let (state, changed) = (state.clone(), state.routes_changed.clone());
             LiveRoutes::new(move |key| state.route(key), changed)
@@ -441,6 +488,10 @@ async fn serve(
         .access_log(args.access_log)
         .workers(workers)
         .limits(limits)
+        .https_port(
+            args.https_redirect_port
+                .unwrap_or_else(|| args.listen_tls.map_or(443, |a| a.port())),
+        )
         .build();
     let tls_task = tls_listener.map(|listener| {
         tokio::spawn(

@@ -9,8 +9,12 @@ use crate::model::{
     Endpoint, EndpointSliceObject, ObjectKey, RouteDefinition, SecretObject, ServiceObject, ServicePort, SlicePort,
     TlsKeyPair,
 };
+use crate::translate::ingress_class::{
+    IngressClassInfo, OurClasses, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION,
+};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The only Secret type read: certificates for the TLS listener.
@@ -70,6 +74,76 @@ pub fn route(r: &Route, default_namespace: &str, created_millis: i64) -> Result<
         created,
         &r.spec,
     ))
+}
+
+/// An Ingress translated into the internal model, with the class it names,
+/// to be kept or dropped once every IngressClass is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressCandidate {
+    pub definition: RouteDefinition,
+    /// `spec.ingressClassName`.
+    pub class_name: Option<String>,
+    /// The legacy `kubernetes.io/ingress.class` annotation.
+    pub legacy_class: Option<String>,
+}
+
+impl IngressCandidate {
+    /// Why ssegate does not serve it, or `None` when it does.
+    pub fn not_ours(&self, ours: &OurClasses) -> Option<String> {
+        if ours.serves(self.class_name.as_deref(), self.legacy_class.as_deref()) {
+            return None;
+        }
+        Some(match (&self.class_name, &self.legacy_class) {
+            (Some(c), _) if !c.is_empty() => format!("its ingressClassName {c:?} is not one of ssegate's classes"),
+            (_, Some(c)) if !c.is_empty() => {
+                format!("its {LEGACY_CLASS_ANNOTATION} annotation {c:?} is not one of ssegate's classes")
+            }
+            _ => "it names no class, and no class of ssegate's is the default (set spec.ingressClassName, or run with --watch-ingress-without-class)".to_owned(),
+        })
+    }
+}
+
+/// An Ingress translated into the internal model. `created_millis` stands
+/// in for a missing `creationTimestamp`.
+pub fn ingress(i: &Ingress, default_namespace: &str, created_millis: i64) -> Result<IngressCandidate, ConvertError> {
+    let created = i
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(created_millis);
+    let annotations = i.metadata.annotations.clone().unwrap_or_default();
+    let spec = i.spec.clone().unwrap_or_default();
+    Ok(IngressCandidate {
+        definition: crate::translate::ingress::translate(
+            key(&i.metadata, default_namespace)?,
+            i.metadata.generation,
+            created,
+            &spec,
+            &annotations,
+        ),
+        class_name: spec.ingress_class_name.clone(),
+        legacy_class: annotations.get(LEGACY_CLASS_ANNOTATION).cloned(),
+    })
+}
+
+/// An IngressClass, as class selection sees it.
+pub fn ingress_class(c: &IngressClass) -> Result<IngressClassInfo, ConvertError> {
+    Ok(IngressClassInfo {
+        name: c
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or(ConvertError::MissingName)?,
+        controller: c.spec.as_ref().and_then(|s| s.controller.clone()).unwrap_or_default(),
+        is_default: c
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+            .is_some_and(|v| v == "true"),
+    })
 }
 
 pub fn service(s: &Service, default_namespace: &str) -> Result<ServiceObject, ConvertError> {

@@ -1,5 +1,6 @@
-//! Cluster mode's source: reflectors over Routes, Services and
-//! EndpointSlices, feeding the same table builder as the file source.
+//! Cluster mode's source: reflectors over Routes, Ingresses,
+//! IngressClasses, Services, EndpointSlices and TLS Secrets, feeding the
+//! same table builder as the file source.
 //!
 //! Watch events only mark the state dirty; a single loop coalesces a burst
 //! of them for a few milliseconds, rebuilds from the reflector stores and
@@ -10,9 +11,11 @@
 use super::{convert, ObjectSink};
 use crate::api::Route;
 use crate::model::{ObjectKey, Objects};
+use crate::translate::ingress_class::{ClassPolicy, OurClasses};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -31,6 +34,13 @@ pub const COALESCE: Duration = Duration::from_millis(5);
 /// Reflector stores for every watched kind, and a dirty signal.
 pub struct ClusterState {
     routes: Vec<Store<Route>>,
+    ingresses: Vec<Store<Ingress>>,
+    /// Cluster-scoped: one store whatever the namespaces.
+    ingress_classes: Store<IngressClass>,
+    class_policy: ClassPolicy,
+    /// Ingresses that are not ssegate's, as last logged, so each is
+    /// logged once per change of mind.
+    skipped_ingresses: Mutex<HashMap<ObjectKey, String>>,
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
     /// `kubernetes.io/tls` Secrets; empty when TLS Secrets are not watched.
@@ -44,6 +54,8 @@ pub struct ClusterState {
     first_unapplied: Mutex<Option<Instant>>,
     /// Fires on every Route change, for the status writer.
     pub routes_changed: Arc<Notify>,
+    /// Fires on every Ingress change, for the Ingress status writer.
+    pub ingresses_changed: Arc<Notify>,
 }
 
 impl ClusterState {
@@ -51,15 +63,26 @@ impl ClusterState {
     /// watcher per namespace and kind. `tls_secrets` adds a watch on
     /// Secrets, narrowed by a field selector to `type=kubernetes.io/tls`, so
     /// no other Secret is ever sent to ssegate. The tasks run until dropped.
-    pub fn start(client: Client, namespaces: &[String], tls_secrets: bool) -> (Arc<Self>, JoinSet<()>) {
+    pub fn start(
+        client: Client,
+        namespaces: &[String],
+        tls_secrets: bool,
+        class_policy: ClassPolicy,
+    ) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (classes, classes_writer) = reflector::store();
         let mut state = ClusterState {
             routes: Vec::new(),
+            ingresses: Vec::new(),
+            ingress_classes: classes,
+            class_policy,
+            skipped_ingresses: Mutex::default(),
+            ingresses_changed: Arc::new(Notify::new()),
             services: Vec::new(),
             slices: Vec::new(),
             secrets: Vec::new(),
@@ -72,6 +95,9 @@ impl ClusterState {
             let (r, w) = reflector::store();
             state.routes.push(r);
             writers.0.push((api::<Route>(&client, *scope), w));
+            let (r, w) = reflector::store();
+            state.ingresses.push(r);
+            writers.4.push((api::<Ingress>(&client, *scope), w));
             let (r, w) = reflector::store();
             state.services.push(r);
             writers.1.push((api::<Service>(&client, *scope), w));
@@ -96,6 +122,24 @@ impl ClusterState {
                 Some(state.routes_changed.clone()),
             ));
         }
+        for (api, w) in writers.4 {
+            tasks.spawn(watch(
+                api,
+                w,
+                watcher::Config::default(),
+                state.clone(),
+                "Ingress",
+                Some(state.ingresses_changed.clone()),
+            ));
+        }
+        tasks.spawn(watch(
+            Api::<IngressClass>::all(client.clone()),
+            classes_writer,
+            watcher::Config::default(),
+            state.clone(),
+            "IngressClass",
+            None,
+        ));
         for (api, w) in writers.1 {
             tasks.spawn(watch(
                 api,
@@ -123,6 +167,10 @@ impl ClusterState {
         for s in &self.routes {
             let _ = s.wait_until_ready().await;
         }
+        for s in &self.ingresses {
+            let _ = s.wait_until_ready().await;
+        }
+        let _ = self.ingress_classes.wait_until_ready().await;
         for s in &self.services {
             let _ = s.wait_until_ready().await;
         }
@@ -146,6 +194,7 @@ impl ClusterState {
                 Err(e) => warn!(error = %e, "skipping Route"),
             }
         }
+        self.ingresses_into(&mut objects);
         for svc in self.services.iter().flat_map(Store::state) {
             match convert::service(&svc, convert::DEFAULT_NAMESPACE) {
                 Ok(s) => {
@@ -164,6 +213,46 @@ impl ClusterState {
         }
         objects.secrets = self.secrets();
         objects
+    }
+
+    /// The Ingresses of ssegate's classes, translated; each one skipped for
+    /// its class is logged once.
+    fn ingresses_into(&self, objects: &mut Objects) {
+        let classes: Vec<_> = self
+            .ingress_classes
+            .state()
+            .iter()
+            .filter_map(|c| convert::ingress_class(c).ok())
+            .collect();
+        let ours = OurClasses::new(&classes, &self.class_policy);
+        let mut skipped = HashMap::new();
+        for ingress in self.ingresses.iter().flat_map(Store::state) {
+            match convert::ingress(&ingress, convert::DEFAULT_NAMESPACE, 0) {
+                Ok(candidate) => match candidate.not_ours(&ours) {
+                    None => {
+                        let key = candidate.definition.key.clone();
+                        objects.ingresses.insert(key, candidate.definition);
+                    }
+                    Some(why) => {
+                        skipped.insert(candidate.definition.key, why);
+                    }
+                },
+                Err(e) => warn!(error = %e, "skipping Ingress"),
+            }
+        }
+        let mut last = self.skipped_ingresses.lock().expect("lock");
+        for (key, why) in &skipped {
+            if last.get(key) != Some(why) {
+                debug!(ingress = %key, reason = %why, "Ingress is not ssegate's; not served");
+            }
+        }
+        *last = skipped;
+    }
+
+    /// The live Ingress object, as last seen by the watch.
+    pub fn ingress(&self, key: &ObjectKey) -> Option<Arc<Ingress>> {
+        let r = ObjectRef::new(&key.name).within(&key.namespace);
+        self.ingresses.iter().find_map(|s| s.get(&r))
     }
 
     fn secrets(&self) -> std::collections::BTreeMap<ObjectKey, crate::model::SecretObject> {
@@ -257,6 +346,7 @@ pub async fn run(state: Arc<ClusterState>, sink: Arc<dyn ObjectSink>, ready: imp
     info!(
         generation,
         routes = last.routes.len(),
+        ingresses = last.ingresses.len(),
         services = last.services.len(),
         slices = last.slices.len(),
         "initial list complete; routing table live"

@@ -27,5 +27,9 @@ pub trait ObjectSink: Send + Sync {
 
 /// How many objects a table is built from.
 pub fn object_count(objects: &Objects) -> usize {
-    objects.routes.len() + objects.services.len() + objects.slices.len() + objects.secrets.len()
+    objects.routes.len()
+        + objects.ingresses.len()
+        + objects.services.len()
+        + objects.slices.len()
+        + objects.secrets.len()
 }

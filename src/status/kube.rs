@@ -125,7 +125,7 @@ impl StatusWriter {
     async fn sync(&mut self, reports: &[RouteReport], leader: &watch::Receiver<bool>) -> bool {
         let mut ok = true;
         self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
-        for report in reports {
+        for report in reports.iter().filter(|r| r.kind == crate::model::SourceKind::Route) {
             if !*leader.borrow() {
                 // The Lease ran out mid-sync: another replica may hold it now.
                 break;

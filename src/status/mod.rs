@@ -5,7 +5,7 @@
 //! shows the full set. The Kubernetes status writer implements the same
 //! trait.
 
-use crate::model::{ObjectKey, RouteReport};
+use crate::model::{ObjectKey, RouteReport, SourceKind};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tracing::{info, warn};
@@ -18,7 +18,7 @@ pub trait StatusSink: Send + Sync {
 /// Logs Route status changes; silent when nothing changed.
 #[derive(Default)]
 pub struct LogStatus {
-    last: Mutex<HashMap<ObjectKey, RouteReport>>,
+    last: Mutex<HashMap<(SourceKind, ObjectKey), RouteReport>>,
 }
 
 impl StatusSink for LogStatus {
@@ -26,13 +26,14 @@ impl StatusSink for LogStatus {
         let mut last = self.last.lock().expect("status log lock");
         let mut seen = HashMap::with_capacity(reports.len());
         for report in reports {
-            if last.get(&report.key) != Some(report) {
+            let id = (report.kind, report.key.clone());
+            if last.get(&id) != Some(report) {
                 log_report(report);
             }
-            seen.insert(report.key.clone(), report.clone());
+            seen.insert(id, report.clone());
         }
-        for gone in last.keys().filter(|k| !seen.contains_key(*k)) {
-            info!(route = %gone, "route removed");
+        for (kind, gone) in last.keys().filter(|k| !seen.contains_key(*k)) {
+            info!(route = %gone, kind = kind.as_str(), "route removed");
         }
         *last = seen;
     }
@@ -40,14 +41,18 @@ impl StatusSink for LogStatus {
 
 fn log_report(r: &RouteReport) {
     let route = r.key.to_string();
+    let kind = r.kind.as_str();
+    for warning in &r.warnings {
+        warn!(%route, kind, %warning, "not honoured as written");
+    }
     if !r.accepted.is_true() {
-        warn!(%route, reason = r.accepted.reason, message = %r.accepted.message, "route not accepted");
+        warn!(%route, kind, reason = r.accepted.reason, message = %r.accepted.message, "route not accepted");
     } else if !r.resolved_refs.is_true() {
-        warn!(%route, reason = r.resolved_refs.reason, message = %r.resolved_refs.message, "route accepted, backends unresolved");
+        warn!(%route, kind, reason = r.resolved_refs.reason, message = %r.resolved_refs.message, "route accepted, backends unresolved");
     } else {
         // Say what it now serves with: a flip of proxyBuffering or a new
         // timeout shows here, not just "accepted".
-        info!(%route, settings = %r.settings.join("; "), "route accepted");
+        info!(%route, kind, settings = %r.settings.join("; "), "route accepted");
     }
 }
 

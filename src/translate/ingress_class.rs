@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+/// The class name ssegate answers to by default.
+pub const DEFAULT_CLASS: &str = "ssegate";
 /// The controller name ssegate's IngressClasses carry in `spec.controller`.
 pub const CONTROLLER: &str = "ssegate.dev/ingress-controller";
 /// The legacy annotation that named a class before `spec.ingressClassName`.
@@ -31,6 +33,15 @@ pub struct ClassPolicy {
     /// `--watch-ingress-without-class`: also serve Ingresses naming no
     /// class at all, as ingress-nginx's flag of that name.
     pub without_class: bool,
+}
+
+impl Default for ClassPolicy {
+    fn default() -> Self {
+        ClassPolicy {
+            class_name: DEFAULT_CLASS.to_owned(),
+            without_class: false,
+        }
+    }
 }
 
 /// The classes ssegate serves, decided once per table build.

@@ -10,7 +10,8 @@ use super::convert;
 use super::scan;
 use super::ObjectSink;
 use crate::api::Route;
-use crate::model::{ObjectKey, Objects};
+use crate::model::{ObjectKey, Objects, RouteDefinition, SourceKind};
+use crate::translate::ingress_class::{ClassPolicy, OurClasses};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use notify::{RecursiveMode, Watcher};
@@ -75,6 +76,8 @@ const LOGGED_PER_FILE: usize = 20;
 #[derive(Debug, Clone)]
 enum Doc {
     Route(Box<ParsedRoute>),
+    Ingress(Box<ParsedIngress>),
+    IngressClass(crate::translate::ingress_class::IngressClassInfo),
     Service(crate::model::ServiceObject),
     Slice(crate::model::EndpointSliceObject),
     Secret(crate::model::SecretObject),
@@ -89,6 +92,14 @@ type Translation = Result<crate::api::ValidRoute, Vec<crate::api::FieldError>>;
 struct ParsedRoute {
     definition: crate::model::RouteDefinition,
     /// Whether the file set `metadata.creationTimestamp`.
+    stamped: bool,
+}
+
+/// An Ingress as parsed; whether it is ssegate's is settled when the
+/// folder is assembled, with every IngressClass known.
+#[derive(Debug, Clone)]
+struct ParsedIngress {
+    candidate: convert::IngressCandidate,
     stamped: bool,
 }
 
@@ -199,10 +210,9 @@ pub struct FolderSource {
     files: BTreeMap<PathBuf, FileState>,
     /// Problems reported by the previous load, as displayed.
     reported: HashSet<String>,
-    /// First time each Route was seen, standing in for creationTimestamp.
-    first_seen: HashMap<ObjectKey, i64>,
-    /// Per Route: last spec and a generation bumped when it changes.
-    generations: HashMap<ObjectKey, (Translation, i64)>,
+    history: History,
+    /// Which Ingresses are ssegate's.
+    class_policy: ClassPolicy,
 }
 
 impl FolderSource {
@@ -213,9 +223,16 @@ impl FolderSource {
             parsed: 0,
             files: BTreeMap::new(),
             reported: HashSet::new(),
-            first_seen: HashMap::new(),
-            generations: HashMap::new(),
+            history: History::default(),
+            class_policy: ClassPolicy::default(),
         }
+    }
+
+    /// Which Ingresses to serve (default: class `ssegate`, none without a
+    /// class unless an IngressClass of ssegate's is the default).
+    pub fn with_class_policy(mut self, policy: ClassPolicy) -> Self {
+        self.class_policy = policy;
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -287,11 +304,23 @@ impl FolderSource {
         let mut objects = Objects::default();
         let mut origin: HashMap<(&'static str, ObjectKey), (&Path, usize)> = HashMap::new();
         let now = unix_millis();
+        let classes: Vec<_> = self
+            .files
+            .values()
+            .flat_map(|state| state.entries.iter().filter_map(Entry::doc))
+            .filter_map(|doc| match doc {
+                Doc::IngressClass(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let ours = OurClasses::new(&classes, &self.class_policy);
         for (file, state) in &self.files {
             for (i, entry) in state.entries.iter().enumerate() {
                 let Some(doc) = entry.doc() else { continue };
                 let (kind, key) = match doc {
                     Doc::Route(r) => ("Route", r.definition.key.clone()),
+                    Doc::Ingress(i) => ("Ingress", i.candidate.definition.key.clone()),
+                    Doc::IngressClass(c) => ("IngressClass", ObjectKey::new("", c.name.as_str())),
                     Doc::Service(s) => ("Service", s.key.clone()),
                     Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
                     Doc::Secret(s) => ("Secret", s.key.clone()),
@@ -317,27 +346,21 @@ impl FolderSource {
                 }
                 match doc {
                     Doc::Route(r) => {
-                        let mut definition = r.definition.clone();
-                        let created = *self.first_seen.entry(key.clone()).or_insert(now);
-                        if !r.stamped {
-                            definition.created_millis = created;
-                        }
-                        // A generation of our own, bumped when the translation changes.
-                        let generation = match self.generations.get_mut(&key) {
-                            Some((seen, gen)) if *seen != definition.translated => {
-                                *seen = definition.translated.clone();
-                                *gen += 1;
-                                *gen
-                            }
-                            Some((_, gen)) => *gen,
-                            None => {
-                                self.generations.insert(key.clone(), (definition.translated.clone(), 1));
-                                1
-                            }
-                        };
-                        definition.generation = Some(definition.generation.unwrap_or(generation));
+                        let definition = self.history.settle(r.definition.clone(), r.stamped, now);
                         objects.routes.insert(key, definition);
                     }
+                    Doc::Ingress(ing) => {
+                        if let Some(why) = ing.candidate.not_ours(&ours) {
+                            let mut note =
+                                LoadError::new(file, Some(i + 1), format!("Ingress {key} is not served: {why}"), false);
+                            note.warning = true;
+                            errors.push(note);
+                            continue;
+                        }
+                        let definition = self.history.settle(ing.candidate.definition.clone(), ing.stamped, now);
+                        objects.ingresses.insert(key, definition);
+                    }
+                    Doc::IngressClass(_) => {}
                     Doc::Service(s) => {
                         objects.services.insert(key, s.clone());
                     }
@@ -356,11 +379,50 @@ impl FolderSource {
         // Forget Routes that are gone: a lookup per entry (this was a list
         // scan per entry, quadratic in the number of Routes), and give the
         // memory back when most of them went away.
-        self.first_seen.retain(|k, _| objects.routes.contains_key(k));
-        self.generations.retain(|k, _| objects.routes.contains_key(k));
-        shrink(&mut self.first_seen);
-        shrink(&mut self.generations);
+        let present = |(kind, k): &(SourceKind, ObjectKey)| match kind {
+            SourceKind::Route => objects.routes.contains_key(k),
+            SourceKind::Ingress => objects.ingresses.contains_key(k),
+        };
+        self.history.first_seen.retain(|k, _| present(k));
+        self.history.generations.retain(|k, _| present(k));
+        shrink(&mut self.history.first_seen);
+        shrink(&mut self.history.generations);
         objects
+    }
+}
+
+/// What a file cannot say of a Route or Ingress, remembered across loads.
+#[derive(Default)]
+struct History {
+    /// First time each was seen, standing in for creationTimestamp.
+    first_seen: HashMap<(SourceKind, ObjectKey), i64>,
+    /// The last translation and a generation bumped when it changes.
+    generations: HashMap<(SourceKind, ObjectKey), (Translation, i64)>,
+}
+
+impl History {
+    /// Settles the creation time (first seen here, unless stamped) and the
+    /// generation.
+    fn settle(&mut self, mut definition: RouteDefinition, stamped: bool, now: i64) -> RouteDefinition {
+        let id = (definition.kind, definition.key.clone());
+        let created = *self.first_seen.entry(id.clone()).or_insert(now);
+        if !stamped {
+            definition.created_millis = created;
+        }
+        let generation = match self.generations.get_mut(&id) {
+            Some((seen, gen)) if *seen != definition.translated => {
+                *seen = definition.translated.clone();
+                *gen += 1;
+                *gen
+            }
+            Some((_, gen)) => *gen,
+            None => {
+                self.generations.insert(id, (definition.translated.clone(), 1));
+                1
+            }
+        };
+        definition.generation = Some(definition.generation.unwrap_or(generation));
+        definition
     }
 }
 

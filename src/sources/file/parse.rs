@@ -127,6 +127,18 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
                 stamped: route.metadata.creation_timestamp.is_some(),
             }))
         }
+        ("networking.k8s.io/v1", "Ingress") => {
+            let ingress: k8s_openapi::api::networking::v1::Ingress = typed(value, warnings).map_err(context)?;
+            let candidate = convert::ingress(&ingress, DEFAULT_NAMESPACE, 0).map_err(|e| context(e.to_string()))?;
+            Doc::Ingress(Box::new(ParsedIngress {
+                candidate,
+                stamped: ingress.metadata.creation_timestamp.is_some(),
+            }))
+        }
+        ("networking.k8s.io/v1", "IngressClass") => {
+            let class: k8s_openapi::api::networking::v1::IngressClass = typed(value, warnings).map_err(context)?;
+            Doc::IngressClass(convert::ingress_class(&class).map_err(|e| context(e.to_string()))?)
+        }
         ("v1", "Service") => {
             let svc: Service = typed(value, warnings).map_err(context)?;
             Doc::Service(convert::service(&svc, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?)
@@ -142,7 +154,7 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
         ("", _) | (_, "") => return Err("apiVersion and kind are required".into()),
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not supported here; use {} Route, v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Secret (kubernetes.io/tls)",
+                "{api_version} {kind} is not supported here; use {} Route, networking.k8s.io/v1 Ingress or IngressClass, v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Secret (kubernetes.io/tls)",
                 crate::api::API_VERSION
             ))
         }

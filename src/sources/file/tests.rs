@@ -388,7 +388,7 @@ fn unchanged_documents_are_not_parsed_again() {
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     let (objects, _) = source.load();
     assert!(objects.routes.is_empty());
-    assert!(source.first_seen.is_empty() && source.generations.is_empty());
+    assert!(source.history.first_seen.is_empty() && source.history.generations.is_empty());
 }
 
 #[test]
@@ -401,4 +401,74 @@ fn generation_bumps_only_when_the_spec_changes() {
     assert_eq!(gen(&mut source), Some(1));
     write(dir.path(), "a.yaml", &ROUTE.replace("Disabled", "Enabled"));
     assert_eq!(gen(&mut source), Some(2));
+}
+
+const INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: demo
+  annotations: {nginx.ingress.kubernetes.io/proxy-buffering: \"off\"}
+spec:
+  ingressClassName: CLASS
+  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {name: http}}}}]}}]
+";
+
+#[test]
+fn ingresses_of_our_class_are_served_beside_a_route_of_the_same_name_and_others_are_named_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!(
+            "{SVC}---\n{ROUTE}---\n{}---\n{}",
+            INGRESS.replace("CLASS", "ssegate"),
+            INGRESS
+                .replace("name: demo\n", "name: theirs\n")
+                .replace("CLASS", "nginx")
+        ),
+    );
+    let mut source = FolderSource::new(dir.path());
+    let (objects, errors) = source.load();
+    assert_eq!(objects.routes.len(), 1);
+    assert_eq!(objects.ingresses.len(), 1, "{errors:?}");
+    let ingress = &objects.ingresses[&ObjectKey::new("default", "demo")];
+    assert_eq!(ingress.kind, SourceKind::Ingress);
+    assert_eq!(ingress.generation, Some(1));
+    let rule = &ingress.translated.as_ref().unwrap().rules[0];
+    assert_eq!(rule.settings.buffering, crate::api::ProxyBuffering::Disabled);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].warning);
+    assert_eq!(
+        errors[0].to_string(),
+        format!(
+            "{}: document 4: Ingress default/theirs is not served: its ingressClassName \"nginx\" is not one of ssegate's classes",
+            dir.path().join("a.yaml").display()
+        )
+    );
+
+    // An IngressClass of ours named nginx takes the other one in; changing
+    // the annotation bumps the Ingress's own generation.
+    write(
+        dir.path(),
+        "b.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: ssegate.dev/ingress-controller}\n",
+    );
+    write(
+        dir.path(),
+        "a.yaml",
+        &format!(
+            "{SVC}---\n{ROUTE}---\n{}---\n{}",
+            INGRESS.replace("CLASS", "ssegate").replace("\"off\"", "\"on\""),
+            INGRESS
+                .replace("name: demo\n", "name: theirs\n")
+                .replace("CLASS", "nginx")
+        ),
+    );
+    let (objects, errors) = source.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(objects.ingresses.len(), 2);
+    assert_eq!(
+        objects.ingresses[&ObjectKey::new("default", "demo")].generation,
+        Some(2)
+    );
 }
