@@ -219,6 +219,9 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         (vec!["patch", "routes.ssegate.dev", "--subresource=status", "-A"], "yes"),
         (vec!["patch", "routes.ssegate.dev", "-A"], "no"),
         (vec!["list", "endpointslices.discovery.k8s.io", "-A"], "yes"),
+        (vec!["watch", "ingresses.networking.k8s.io", "-A"], "yes"),
+        (vec!["update", "ingresses.networking.k8s.io", "-n", "default"], "no"),
+        (vec!["watch", "ingressclasses.networking.k8s.io"], "yes"),
     ] {
         let mut full = vec!["auth", "can-i"];
         full.extend(&args);
@@ -243,6 +246,8 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     let cluster_wide = [
         "endpointslices.discovery.k8s.io [] [] [get list watch]",
         "events.events.k8s.io [] [] [create patch]",
+        "ingressclasses.networking.k8s.io [] [] [get list watch]",
+        "ingresses.networking.k8s.io [] [] [get list watch]",
         "routes.ssegate.dev/status [] [] [patch]",
         "routes.ssegate.dev [] [] [get list watch]",
         "secrets [] [] [get list watch]",
