@@ -18,7 +18,9 @@ fn ingress(name: &str, class: &str, host: &str, annotations: &[(&str, &str)], ex
     for (k, v) in annotations {
         out.push_str(&format!("    {k}: {v:?}\n"));
     }
-    out.push_str(&format!("spec:\n  ingressClassName: {class}\n{extra_spec}  rules:\n  - "));
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: {class}\n{extra_spec}  rules:\n  - "
+    ));
     if !host.is_empty() {
         out.push_str(&format!("host: {host}\n    "));
     }
@@ -41,15 +43,28 @@ async fn proxy_buffering_on_coalesces_and_a_live_flip_to_off_leaves_the_open_str
     let resp = client().get(gw.url("/sse?tag=on&n=4&every=100")).send().await.unwrap();
     let got = read_stream(resp, usize::MAX).await;
     assert_eq!(got.events.len(), 4);
-    assert!(got.events[0].1 > up.emits("on")[3], "proxy-buffering: on must hold the events back");
+    assert!(
+        got.events[0].1 > up.emits("on")[3],
+        "proxy-buffering: on must hold the events back"
+    );
 
     // A stream opened under "on" that is still running when it flips.
-    let open = client().get(gw.url("/sse?tag=open&n=8&every=100")).send().await.unwrap();
+    let open = client()
+        .get(gw.url("/sse?tag=open&n=8&every=100"))
+        .send()
+        .await
+        .unwrap();
     let open = tokio::spawn(read_stream(open, usize::MAX));
     tokio::time::sleep(Duration::from_millis(150)).await;
     gw.write(
         "ingress.yaml",
-        &ingress("web", "ssegate", "", &[("nginx.ingress.kubernetes.io/proxy-buffering", "off")], ""),
+        &ingress(
+            "web",
+            "ssegate",
+            "",
+            &[("nginx.ingress.kubernetes.io/proxy-buffering", "off")],
+            "",
+        ),
     );
     let resp = client().get(gw.url("/sse?tag=off&n=4&every=100")).send().await.unwrap();
     let got = read_stream(resp, usize::MAX).await;
@@ -73,7 +88,11 @@ async fn proxy_read_timeout_ends_silence_but_never_caps_a_lively_stream() {
     // Ten events 300 ms apart: three seconds in all, three times the
     // "timeout", and never a second of silence.
     let started = tokio::time::Instant::now();
-    let resp = client().get(gw.url("/sse?tag=lively&n=10&every=300")).send().await.unwrap();
+    let resp = client()
+        .get(gw.url("/sse?tag=lively&n=10&every=300"))
+        .send()
+        .await
+        .unwrap();
     let got = read_stream(resp, usize::MAX).await;
     assert_eq!(got.events.len(), 10, "a lively stream was cut: {:?}", got.error);
     assert!(started.elapsed() > Duration::from_millis(2700));
@@ -181,7 +200,12 @@ async fn only_ingresses_of_our_class_are_served_and_the_others_are_named() {
         problems[0].contains("Ingress default/theirs is not served: its ingressClassName \"nginx\""),
         "{problems:?}"
     );
-    let resp = client().get(gw.url("/sse?n=1")).header("host", "a.test").send().await.unwrap();
+    let resp = client()
+        .get(gw.url("/sse?n=1"))
+        .header("host", "a.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 
     // Ours, on the same file: served at once.
