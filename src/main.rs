@@ -199,7 +199,7 @@ enum Command {
 #[derive(clap::Args)]
 struct IngressArgs {
     /// The IngressClass name ssegate answers to, besides every IngressClass
-    /// whose controller is `ssegate.dev/ingress-controller`. An Ingress
+    /// whose controller is `ssegate.dev/ingress`. An Ingress
     /// names it in spec.ingressClassName (or the legacy
     /// kubernetes.io/ingress.class annotation).
     #[arg(long, default_value = ssegate::translate::ingress_class::DEFAULT_CLASS, env = "SSEGATE_INGRESS_CLASS")]
@@ -209,6 +209,15 @@ struct IngressArgs {
     /// cluster default.
     #[arg(long, default_value_t = false, env = "SSEGATE_WATCH_INGRESS_WITHOUT_CLASS")]
     watch_ingress_without_class: bool,
+    /// Also serve Ingresses of this class though its IngressClass names
+    /// another controller (repeatable): `nginx`, to take over a team's
+    /// Ingresses unedited once ingress-nginx is switched off.
+    #[arg(
+        long = "claim-ingress-class",
+        env = "SSEGATE_CLAIM_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    claimed: Vec<String>,
 }
 
 impl IngressArgs {
@@ -216,6 +225,7 @@ impl IngressArgs {
         ClassPolicy {
             class_name: self.ingress_class.clone(),
             without_class: self.watch_ingress_without_class,
+            claimed: self.claimed.clone(),
         }
     }
 }

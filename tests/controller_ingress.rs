@@ -56,7 +56,7 @@ async fn ingresses_of_our_classes_are_served_and_their_buffering_flips_live_with
     cp.apply(&ns, &backend.service_yaml("demo"));
     cp.apply(
         &ns,
-        &format!("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: {class}}}\nspec: {{controller: ssegate.dev/ingress-controller}}\n"),
+        &format!("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: {class}}}\nspec: {{controller: ssegate.dev/ingress}}\n"),
     );
     let class_field = format!("  ingressClassName: {class}\n");
     cp.apply(&ns, &ingress("live", "", &class_field, "live.test", "off"));

@@ -209,7 +209,16 @@ async fn only_ingresses_of_our_class_are_served_and_the_others_are_named() {
     assert_eq!(resp.status(), 404);
 
     // Ours, on the same file: served at once.
-    gw.write("ingress.yaml", &ingress("ours", "ssegate", "a.test", &[], ""));
+    gw.write(
+        "ingress.yaml",
+        &ingress(
+            "ours",
+            "ssegate",
+            "a.test",
+            &[("nginx.ingress.kubernetes.io/limit-rps", "5")],
+            "",
+        ),
+    );
     let resp = client()
         .get(gw.url("/sse?tag=ours&n=1"))
         .header("host", "a.test")
@@ -221,4 +230,17 @@ async fn only_ingresses_of_our_class_are_served_and_the_others_are_named() {
     let report = report.reports.iter().find(|r| r.key.name == "ours").unwrap();
     assert_eq!(report.kind, ssegate::model::SourceKind::Ingress);
     assert!(report.accepted.is_true());
+    // What is not honoured is listed with the Ingress, as /debug/routes shows it.
+    let shown = serde_json::to_value(gw.table().describe()).unwrap();
+    let listed = shown["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "default/ours")
+        .unwrap();
+    assert_eq!(listed["kind"], "Ingress");
+    assert_eq!(
+        listed["warnings"],
+        serde_json::json!(["nginx.ingress.kubernetes.io/limit-rps: ignored: not supported by ssegate"])
+    );
 }
