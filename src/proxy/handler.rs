@@ -110,7 +110,8 @@ impl Proxy {
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
-        let Some(target) = self.table.load().lookup(&host, req.uri().path()).cloned() else {
+        let facts = Facts { req, tls: conn.tls };
+        let Some(target) = self.table.load().lookup(&host, req.uri().path(), &facts).cloned() else {
             let resp = local_reply(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -277,6 +278,37 @@ impl Refusal {
             );
         }
         resp
+    }
+}
+
+/// A request as route matching sees it.
+struct Facts<'a, B> {
+    req: &'a Request<B>,
+    tls: bool,
+}
+
+impl<B> crate::model::RequestFacts for Facts<'_, B> {
+    fn method(&self) -> &str {
+        self.req.method().as_str()
+    }
+
+    fn has_header(&self, name: &str, value: &str) -> bool {
+        self.req
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    }
+
+    fn query_param(&self, name: &str) -> Option<&str> {
+        self.req.uri().query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    fn tls(&self) -> bool {
+        self.tls
     }
 }
 

@@ -15,8 +15,8 @@
 use super::ingress_annotations::{read_annotations, AnnotatedSettings, Outcome, NGINX};
 use crate::api::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, CorsPolicy,
-    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule,
-    ValidTls,
+    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidBackend, ValidMatch, ValidPath, ValidRoute,
+    ValidRule, ValidTls,
 };
 use crate::model::{ObjectKey, RouteDefinition, SourceKind};
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
@@ -272,7 +272,7 @@ fn routes(
         } else {
             vec![host.to_owned()]
         }),
-        paths: vec![path],
+        matches: vec![ValidMatch::path(path)],
         backends: vec![backend],
         settings,
         https_redirect: redirects(host),
