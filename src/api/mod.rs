@@ -6,6 +6,7 @@
 //! its CRD.
 
 mod cors;
+pub mod filters;
 mod duration;
 mod quantity;
 mod schema;

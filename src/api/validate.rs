@@ -283,6 +283,8 @@ pub struct ValidRule {
     /// Plain-HTTP requests get a 308 to the same URL on HTTPS (an Ingress
     /// with TLS, as ingress-nginx's `ssl-redirect`).
     pub https_redirect: bool,
+    /// Header edits, a redirect or a rewrite (an HTTPRoute's filters).
+    pub filters: Option<std::sync::Arc<super::filters::RuleFilters>>,
 }
 
 /// A validated Route spec.
@@ -420,6 +422,7 @@ impl RouteSpec {
                 backends,
                 settings,
                 https_redirect: false,
+                filters: None,
             });
         }
 

@@ -54,6 +54,7 @@ pub struct ResolvedRule {
     pub backends: Vec<ResolvedBackend>,
     /// Plain-HTTP requests are answered with a 308 to HTTPS.
     pub https_redirect: bool,
+    pub filters: Option<Arc<crate::api::filters::RuleFilters>>,
     total_weight: u64,
     cursor: AtomicU64,
     /// Why no endpoint can be picked, when that is so.
@@ -86,6 +87,7 @@ impl ResolvedRule {
             cors,
             backends,
             https_redirect: rule.https_redirect,
+            filters: rule.filters.clone(),
             total_weight,
             cursor: AtomicU64::new(0),
             unavailable,

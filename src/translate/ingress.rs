@@ -276,6 +276,7 @@ fn routes(
         backends: vec![backend],
         settings,
         https_redirect: redirects(host),
+        filters: None,
     };
     let mut rules: Vec<ValidRule> = paths.into_iter().map(|(h, p, b)| rule(&h, p, b)).collect();
     if let Some(default) = default {
