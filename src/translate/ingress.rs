@@ -349,7 +349,12 @@ pub fn ingress_paths(spec: &IngressSpec, annotated: &AnnotatedSettings) -> Resul
             hosts.push(String::new());
         }
         for host in &hosts {
-            rules.push(rule(host.clone(), root.clone(), default.clone(), "spec.defaultBackend".into()));
+            rules.push(rule(
+                host.clone(),
+                root.clone(),
+                default.clone(),
+                "spec.defaultBackend".into(),
+            ));
         }
     }
     Ok(IngressLayout {
