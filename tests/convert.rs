@@ -132,7 +132,11 @@ fn what_cannot_be_converted_prints_nothing_and_exits_1() {
 
     let out = ssegate(&["convert", "/nonexistent/ingress.yaml"], "");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("/nonexistent/ingress.yaml cannot read"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/ingress.yaml cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Every match standalone mode serves, with the endpoints behind it, but
@@ -150,7 +154,13 @@ async fn served_matches(gw: &Ssegate) -> Vec<serde_json::Value> {
                     .flatten()
                     .map(|b| (b["weight"].clone(), b["endpoints"].clone()))
                     .collect();
-                out.push(serde_json::json!([host["host"], m["kind"], m["path"], m["buffering"], endpoints]));
+                out.push(serde_json::json!([
+                    host["host"],
+                    m["kind"],
+                    m["path"],
+                    m["buffering"],
+                    endpoints
+                ]));
             }
         }
         let accepted = table["routes"]
@@ -228,8 +238,16 @@ spec:
     assert_eq!(converted.matches("kind: EndpointSlice\n").count(), 3, "{converted}");
     write(as_routes.path(), "converted.yaml", &converted);
 
-    let by_ingress = Ssegate::start(&["standalone", "--dir", as_ingress.path().to_str().unwrap()], logs.path()).await;
-    let by_routes = Ssegate::start(&["standalone", "--dir", as_routes.path().to_str().unwrap()], logs.path()).await;
+    let by_ingress = Ssegate::start(
+        &["standalone", "--dir", as_ingress.path().to_str().unwrap()],
+        logs.path(),
+    )
+    .await;
+    let by_routes = Ssegate::start(
+        &["standalone", "--dir", as_routes.path().to_str().unwrap()],
+        logs.path(),
+    )
+    .await;
     let served = served_matches(&by_ingress).await;
     assert_eq!(served.len(), 6, "{served:?}");
     assert_eq!(served, served_matches(&by_routes).await);
