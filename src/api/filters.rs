@@ -195,11 +195,26 @@ mod tests {
             port,
             status: 302,
         };
-        assert_eq!(r(None, None, None).location(&origin), "http://example.com:8080/foo/bar?a=1");
-        assert_eq!(r(Some("https"), None, None).location(&origin), "https://example.com/foo/bar?a=1");
-        assert_eq!(r(Some("https"), None, Some(443)).location(&origin), "https://example.com/foo/bar?a=1");
-        assert_eq!(r(Some("https"), None, Some(8443)).location(&origin), "https://example.com:8443/foo/bar?a=1");
-        assert_eq!(r(None, Some("other.test"), Some(80)).location(&origin), "http://other.test/foo/bar?a=1");
+        assert_eq!(
+            r(None, None, None).location(&origin),
+            "http://example.com:8080/foo/bar?a=1"
+        );
+        assert_eq!(
+            r(Some("https"), None, None).location(&origin),
+            "https://example.com/foo/bar?a=1"
+        );
+        assert_eq!(
+            r(Some("https"), None, Some(443)).location(&origin),
+            "https://example.com/foo/bar?a=1"
+        );
+        assert_eq!(
+            r(Some("https"), None, Some(8443)).location(&origin),
+            "https://example.com:8443/foo/bar?a=1"
+        );
+        assert_eq!(
+            r(None, Some("other.test"), Some(80)).location(&origin),
+            "http://other.test/foo/bar?a=1"
+        );
         let mut with_path = r(None, Some("other.test"), None);
         with_path.path = Some(PathChange::Prefix("/x".into()));
         assert_eq!(with_path.location(&origin), "http://other.test:8080/x/bar?a=1");

@@ -6,8 +6,8 @@
 //! its CRD.
 
 mod cors;
-pub mod filters;
 mod duration;
+pub mod filters;
 mod quantity;
 mod schema;
 mod validate;
