@@ -56,7 +56,7 @@ spec:
 
 const SSE_ROUTES: &str = r#"---
 # Converted from Ingress prod/events by ssegate convert: host events.example.com (Route 1 of 2, one per host).
-# nginx.ingress.kubernetes.io/configuration-snippet: not needed: snippet not executed, and not needed: ssegate keeps upstream connections alive and strips hop-by-hop headers itself; ssegate frames streamed responses itself and never buffers an event stream
+# nginx.ingress.kubernetes.io/configuration-snippet: not needed: the snippet is not executed, and ssegate does what it asks: ssegate keeps upstream connections alive and strips hop-by-hop headers itself; ssegate frames streamed responses itself and never buffers an event stream
 # nginx.ingress.kubernetes.io/cors-allow-origin: applied as cors (cors-allow-origin)
 # nginx.ingress.kubernetes.io/cors-max-age: applied as cors.maxAge: 86400s (from 1728000s: browsers cap it at a day or less)
 # nginx.ingress.kubernetes.io/enable-cors: applied as cors
@@ -119,7 +119,7 @@ spec:
     secretName: example-tls
 ---
 # Converted from Ingress prod/events by ssegate convert: host api.example.com (Route 2 of 2, one per host).
-# nginx.ingress.kubernetes.io/configuration-snippet: not needed: snippet not executed, and not needed: ssegate keeps upstream connections alive and strips hop-by-hop headers itself; ssegate frames streamed responses itself and never buffers an event stream
+# nginx.ingress.kubernetes.io/configuration-snippet: not needed: the snippet is not executed, and ssegate does what it asks: ssegate keeps upstream connections alive and strips hop-by-hop headers itself; ssegate frames streamed responses itself and never buffers an event stream
 # nginx.ingress.kubernetes.io/cors-allow-origin: applied as cors (cors-allow-origin)
 # nginx.ingress.kubernetes.io/cors-max-age: applied as cors.maxAge: 86400s (from 1728000s: browsers cap it at a day or less)
 # nginx.ingress.kubernetes.io/enable-cors: applied as cors
