@@ -224,9 +224,9 @@ impl PathTable {
     /// Walks the path's segment boundaries from the longest down, one hash
     /// lookup each, so the cost depends on the path's depth, not on how
     /// many Routes exist.
-    fn lookup(&self, path: &str, req: &dyn RequestFacts) -> Option<&Arc<ResolvedRule>> {
+    fn lookup(&self, path: &str, req: &dyn RequestFacts) -> Option<(&Arc<ResolvedRule>, usize)> {
         if let Some(t) = self.exact.get(path).and_then(|c| c.pick(req)) {
-            return Some(t);
+            return Some((t, path.len()));
         }
         if self.prefix.is_empty() {
             return None;
@@ -234,7 +234,7 @@ impl PathTable {
         let mut candidate = path;
         loop {
             if let Some(t) = self.prefix.get(candidate).and_then(|c| c.pick(req)) {
-                return Some(t);
+                return Some((t, candidate.len()));
             }
             if candidate.len() <= 1 {
                 return None;
@@ -285,6 +285,18 @@ impl RoutingTable {
     /// has a matching path wins: exact name, then the longest wildcard,
     /// then Routes without hostnames.
     pub fn lookup(&self, host: &str, path: &str, req: &dyn RequestFacts) -> Option<&Arc<ResolvedRule>> {
+        self.lookup_matched(host, path, req).map(|(t, _)| t)
+    }
+
+    /// As [`RoutingTable::lookup`], with the length of the path match that
+    /// chose the rule (`path[..len]` is the matched prefix or the whole
+    /// exact path), which a prefix rewrite or redirect replaces.
+    pub fn lookup_matched(
+        &self,
+        host: &str,
+        path: &str,
+        req: &dyn RequestFacts,
+    ) -> Option<(&Arc<ResolvedRule>, usize)> {
         if let Some(t) = self.exact_hosts.get(host).and_then(|p| p.lookup(path, req)) {
             return Some(t);
         }
