@@ -7,6 +7,7 @@
 
 mod cors;
 mod duration;
+pub mod gateway;
 mod quantity;
 mod schema;
 mod validate;
