@@ -8,6 +8,7 @@
 mod cors;
 mod duration;
 pub mod filters;
+pub mod gateway;
 mod quantity;
 mod schema;
 mod validate;
