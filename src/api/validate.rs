@@ -154,8 +154,15 @@ impl fmt::Display for ValidMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidBackend {
     pub service: String,
+    /// The Service's namespace when not the object's own (an HTTPRoute's
+    /// cross-namespace reference, allowed by a ReferenceGrant).
+    pub namespace: Option<String>,
     pub port: BackendPort,
     pub weight: u32,
+    /// Why the reference may not be used (RefNotPermitted, InvalidKind),
+    /// decided at translation; it keeps its share of requests and answers
+    /// them 500.
+    pub refused: Option<String>,
 }
 
 /// A Service port, by number or (for an Ingress, whose backends may name
@@ -297,6 +304,11 @@ pub struct ValidRoute {
     pub max_concurrent_streams: Option<usize>,
     pub cors: Option<std::sync::Arc<super::CorsPolicy>>,
     pub tls: Vec<ValidTls>,
+    /// A backend that cannot be resolved keeps its share of requests and
+    /// answers them 500, and a rule with no usable backend answers 500 (an
+    /// HTTPRoute, as Gateway API requires); otherwise such backends are
+    /// passed over and an empty rule answers 503.
+    pub strict_backends: bool,
 }
 
 /// A certificate reference with its server names resolved.
@@ -402,8 +414,10 @@ impl RouteSpec {
                 if ok {
                     backends.push(ValidBackend {
                         service: backend.name.clone(),
+                        namespace: None,
                         port: BackendPort::Number(backend.port as u16),
                         weight: backend.weight as u32,
+                        refused: None,
                     });
                 }
             }
@@ -480,6 +494,7 @@ impl RouteSpec {
                 max_concurrent_streams,
                 cors,
                 tls,
+                strict_backends: false,
             })
         } else {
             Err(errors.0)

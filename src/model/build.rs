@@ -53,6 +53,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         let mut missing = Vec::new();
         let mut unready = Vec::new();
         let mut conflicts = Vec::new();
+        let mut refused = Vec::new();
         let mut claimed = 0usize;
         let mut total = 0usize;
 
@@ -60,15 +61,19 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             let mut backends = Vec::with_capacity(rule.backends.len());
             let mut problems = Vec::new();
             for backend in &rule.backends {
+                let namespace = backend.namespace.as_deref().unwrap_or(&route.key.namespace);
+                if let Some(why) = &backend.refused {
+                    problems.push(why.clone());
+                    refused.push(why.clone());
+                    let label: Arc<str> = Arc::from(format!("{namespace}/{}:{}", backend.service, backend.port));
+                    backends.push(ResolvedBackend::failing(label, backend.weight, Arc::from(why.as_str())));
+                    continue;
+                }
                 // Many Routes share a Service: resolve each Service port once per build.
-                let cache_key = (
-                    route.key.namespace.clone(),
-                    backend.service.clone(),
-                    backend.port.clone(),
-                );
+                let cache_key = (namespace.to_owned(), backend.service.clone(), backend.port.clone());
                 let resolution = resolved
                     .entry(cache_key)
-                    .or_insert_with(|| resolve(objects, &slices, &route.key.namespace, backend))
+                    .or_insert_with(|| resolve(objects, &slices, namespace, backend))
                     .clone();
                 match resolution.map(|(label, endpoints)| ResolvedBackend::new(label, backend.weight, endpoints)) {
                     Ok(resolved) => {
@@ -80,6 +85,11 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                         backends.push(resolved);
                     }
                     Err(msg) => {
+                        if valid.strict_backends {
+                            let label: Arc<str> =
+                                Arc::from(format!("{namespace}/{}:{}", backend.service, backend.port));
+                            backends.push(ResolvedBackend::failing(label, backend.weight, Arc::from(msg.as_str())));
+                        }
                         problems.push(msg.clone());
                         missing.push(msg);
                     }
@@ -93,6 +103,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 valid.cors.clone(),
                 backends,
                 problems,
+                valid.strict_backends,
             ));
 
             let hosts = match &rule.hostnames {
@@ -159,7 +170,9 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 ),
             )
         };
-        let resolved_refs = if !missing.is_empty() {
+        let resolved_refs = if !refused.is_empty() {
+            Verdict::no(reason::REF_NOT_PERMITTED, refused.join("; "))
+        } else if !missing.is_empty() {
             let all: Vec<String> = missing.into_iter().chain(bad_certs).collect();
             Verdict::no(reason::BACKEND_NOT_FOUND, all.join("; "))
         } else if !bad_certs.is_empty() {

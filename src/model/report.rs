@@ -17,6 +17,7 @@ pub mod reason {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const NO_READY_ENDPOINTS: &str = "NoReadyEndpoints";
     pub const INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
+    pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
 }
 
 /// The model's verdict on one Route.

@@ -17,6 +17,10 @@ pub struct ResolvedBackend {
     pub weight: u32,
     /// Shared by every rule that uses the same Service port.
     pub endpoints: Arc<[SocketAddr]>,
+    /// Why this backend cannot be used, when it keeps its share of
+    /// requests anyway and answers them 500 (an HTTPRoute's unresolved
+    /// backend, as Gateway API requires).
+    pub failure: Option<Arc<str>>,
     /// Round-robin position among `endpoints`.
     cursor: AtomicU64,
 }
@@ -27,13 +31,31 @@ impl ResolvedBackend {
             service,
             weight,
             endpoints,
+            failure: None,
             cursor: AtomicU64::new(0),
         }
     }
 
-    fn usable(&self) -> bool {
-        self.weight > 0 && !self.endpoints.is_empty()
+    /// A backend that takes its share of requests and answers them 500.
+    pub fn failing(service: Arc<str>, weight: u32, why: Arc<str>) -> Self {
+        ResolvedBackend {
+            failure: Some(why),
+            ..ResolvedBackend::new(service, weight, Arc::from([]))
+        }
     }
+
+    fn usable(&self) -> bool {
+        self.weight > 0 && (self.failure.is_some() || !self.endpoints.is_empty())
+    }
+}
+
+/// Why no endpoint was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpicked<'a> {
+    pub why: &'a str,
+    /// The route is misconfigured (500), rather than its backends being
+    /// down (503).
+    pub internal: bool,
 }
 
 /// What a matched request is proxied with: one rule of one Route, its
@@ -59,6 +81,8 @@ pub struct ResolvedRule {
     cursor: AtomicU64,
     /// Why no endpoint can be picked, when that is so.
     unavailable: Option<String>,
+    /// `unavailable` is the route's own fault (500), not its backends' (503).
+    unavailable_internal: bool,
 }
 
 impl ResolvedRule {
@@ -70,8 +94,10 @@ impl ResolvedRule {
         cors: Option<Arc<crate::api::CorsPolicy>>,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
+        strict: bool,
     ) -> Self {
         let total_weight = backends.iter().filter(|b| b.usable()).map(|b| b.weight as u64).sum();
+        let unavailable_internal = strict && total_weight == 0;
         let unavailable = (total_weight == 0).then(|| {
             if problems.is_empty() {
                 "every backend has weight 0".to_owned()
@@ -91,6 +117,7 @@ impl ResolvedRule {
             total_weight,
             cursor: AtomicU64::new(0),
             unavailable,
+            unavailable_internal,
         }
     }
 
@@ -105,14 +132,20 @@ impl ResolvedRule {
 
     /// Picks an endpoint by weighted round robin: the backend by weight,
     /// then the endpoint within it in turn. Lock-free: two atomic increments.
-    pub fn pick(&self) -> Result<SocketAddr, &str> {
+    pub fn pick(&self) -> Result<SocketAddr, Unpicked<'_>> {
         if let Some(why) = &self.unavailable {
-            return Err(why);
+            return Err(Unpicked {
+                why,
+                internal: self.unavailable_internal,
+            });
         }
         let mut slot = self.cursor.fetch_add(1, Ordering::Relaxed) % self.total_weight;
         for backend in self.backends.iter().filter(|b| b.usable()) {
             let weight = backend.weight as u64;
             if slot < weight {
+                if let Some(why) = &backend.failure {
+                    return Err(Unpicked { why, internal: true });
+                }
                 let n = backend.cursor.fetch_add(1, Ordering::Relaxed);
                 return Ok(backend.endpoints[(n % backend.endpoints.len() as u64) as usize]);
             }

@@ -262,7 +262,13 @@ fn missing_service_and_unready_endpoints_are_reported() {
     assert!(report(&t, "badport").resolved_refs.message.contains("has no port 81"));
     assert_eq!(report(&t, "down").resolved_refs.reason, "NoReadyEndpoints");
     let target = t.lookup("c.test", "/", &RequestSketch::default()).unwrap();
-    assert_eq!(target.pick(), Err("Service default/svc:80 has no ready endpoints"));
+    assert_eq!(
+        target.pick(),
+        Err(Unpicked {
+            why: "Service default/svc:80 has no ready endpoints",
+            internal: false
+        })
+    );
     assert_eq!(report(&t, "down").generation, Some(3));
 }
 

@@ -9,7 +9,7 @@
 //! endpoint, not to the table that happened to list it.
 
 use crate::api::LoadBalancing;
-use crate::model::ResolvedRule;
+use crate::model::{ResolvedRule, Unpicked};
 use crate::shared_map::SharedMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,14 +89,14 @@ impl EndpointStates {
         &self,
         target: &'t ResolvedRule,
         avoid: Option<SocketAddr>,
-    ) -> Result<SocketAddr, &'t str> {
+    ) -> Result<SocketAddr, Unpicked<'t>> {
         let tries = target
             .backends
             .iter()
             .map(|b| b.endpoints.len())
             .sum::<usize>()
             .clamp(1, 16);
-        let draw = || -> Result<SocketAddr, &'t str> {
+        let draw = || -> Result<SocketAddr, Unpicked<'t>> {
             let mut fallback = None;
             for _ in 0..tries {
                 let e = target.pick()?;

@@ -3,7 +3,7 @@
 //! request whose connect failed), the upstream's answer checked, and its
 //! body set up to stream, coalesce, or run as an event stream.
 
-use super::handler::{error_chain, local_reply};
+use super::handler::{error_chain, local_reply, no_endpoint};
 use super::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
 use super::request_body::{ClientBody, Upload};
 use super::stream_limit::StreamSlot;
@@ -71,12 +71,7 @@ impl Proxy {
         let (endpoint, load, response) = loop {
             let endpoint = match self.endpoints.choose(&target, avoid) {
                 Ok(e) => e,
-                Err(why) => {
-                    return local_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
-                    )
-                }
+                Err(unpicked) => return no_endpoint(&target.route, unpicked),
             };
             let mut upstream_req = match (first.take(), &retry) {
                 (Some(req), _) => req,

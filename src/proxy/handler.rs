@@ -410,6 +410,26 @@ fn https_redirect(host: &str, port: u16, uri: &http::Uri) -> Response<ProxyBody>
     resp
 }
 
+/// The answer when no endpoint could be picked: 503 when the backends are
+/// down, 500 when the route itself cannot be served (an HTTPRoute's
+/// unresolved backend).
+pub(super) fn no_endpoint(route: &str, unpicked: crate::model::Unpicked<'_>) -> Response<ProxyBody> {
+    if unpicked.internal {
+        local_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "ssegate: route {route} has a backend that cannot be used: {}\n",
+                unpicked.why
+            ),
+        )
+    } else {
+        local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ssegate: route {route} has no ready endpoints: {}\n", unpicked.why),
+        )
+    }
+}
+
 pub(super) fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::text(text));
     *resp.status_mut() = status;

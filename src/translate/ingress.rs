@@ -71,6 +71,7 @@ pub fn translate(
         max_concurrent_streams: settings.max_concurrent_streams,
         cors: settings.cors,
         tls: layout.tls,
+        strict_backends: false,
     });
     RouteDefinition {
         kind: SourceKind::Ingress,
@@ -414,6 +415,8 @@ fn backend(b: &IngressBackend, field: &str, error: &mut impl FnMut(String, Strin
     };
     match (ok, port) {
         (true, Some(port)) => Some(ValidBackend {
+            namespace: None,
+            refused: None,
             service: service.name.clone(),
             port,
             weight: 1,

@@ -20,7 +20,7 @@ use crate::http1::write;
 use crate::metrics::UpstreamError;
 use crate::proxy::access::Observer;
 use crate::proxy::forward::body_mode_of;
-use crate::proxy::handler::{local_reply, Routed};
+use crate::proxy::handler::{local_reply, no_endpoint, Routed};
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
 use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
@@ -415,12 +415,7 @@ impl Proxy {
         loop {
             let endpoint = match self.endpoints.choose(target, avoid) {
                 Ok(e) => e,
-                Err(why) => {
-                    return Outcome::Local(local_reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("ssegate: route {} has no ready endpoints: {why}\n", target.route),
-                    ))
-                }
+                Err(unpicked) => return Outcome::Local(no_endpoint(&target.route, unpicked)),
             };
             let load = self.endpoints.track(endpoint);
             let (stream, reused) = match pool::checkout(endpoint) {
