@@ -322,15 +322,30 @@ const ECHO_WINDOW: Duration = Duration::from_secs(2);
 /// Longest Event note the API takes is 1 KiB.
 const MAX_NOTE: usize = 1000;
 
+/// One recent write.
+struct Written {
+    addresses: Vec<Address>,
+    resource_version: Option<String>,
+    at: Instant,
+}
+
 /// The writer task.
 pub struct IngressStatusWriter {
     client: Client,
     live: LiveIngresses,
     publish: Publish,
-    recorder: Recorder,
+    /// Each Event is recorded by a fresh [`Recorder`]: a Recorder folds
+    /// every Event with the same reason on the same object into a series of
+    /// the first, keeping the first one's note, so two ignored annotations
+    /// (or a changed message) would show as one. [`Announced`] already keeps
+    /// each message to once per generation.
+    reporter: Reporter,
     metrics: Arc<crate::metrics::Metrics>,
-    /// What was written lately, per Ingress (empty: cleared).
-    recent: HashMap<ObjectKey, (Vec<Address>, Instant)>,
+    /// What was written lately, per Ingress (empty: cleared), with the
+    /// resourceVersion the write made: until the watch shows that version
+    /// the live object may predate the write, and writing the same again
+    /// is waste.
+    recent: HashMap<ObjectKey, Written>,
     announced: Announced,
 }
 
@@ -347,7 +362,7 @@ impl IngressStatusWriter {
             instance: Some(instance),
         };
         IngressStatusWriter {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             live,
             publish,
@@ -403,7 +418,9 @@ impl IngressStatusWriter {
     }
 
     /// Records new Events and writes every status that differs from the
-    /// live one. Returns false when something failed and should be retried.
+    /// live one. Returns false when something failed and should be retried,
+    /// or a write was held back while the watch catches up (a hand edit
+    /// just after our write is then put right within a second or two).
     async fn sync(
         &mut self,
         reports: &[RouteReport],
@@ -411,7 +428,7 @@ impl IngressStatusWriter {
         leader: &watch::Receiver<bool>,
     ) -> bool {
         let mut ok = true;
-        self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
+        self.recent.retain(|_, w| w.at.elapsed() < ECHO_WINDOW);
         let ingresses: Vec<&RouteReport> = reports.iter().filter(|r| r.kind == SourceKind::Ingress).collect();
         self.announced.retain(|k| ingresses.iter().any(|r| &r.key == k));
         for report in ingresses {
@@ -438,18 +455,27 @@ impl IngressStatusWriter {
                 Change::Write(addresses) => addresses,
                 Change::Clear => Vec::new(),
             };
-            if self
-                .recent
-                .get(&report.key)
-                .is_some_and(|(written, _)| *written == write)
-            {
-                continue;
+            if let Some(w) = self.recent.get(&report.key) {
+                if w.resource_version.is_some() && w.resource_version == live.metadata.resource_version {
+                    // The watch has caught up: the live object is the judge.
+                    self.recent.remove(&report.key);
+                } else if w.addresses == write {
+                    ok = false;
+                    continue;
+                }
             }
             match self.write(&report.key, &write).await {
-                Ok(()) => {
+                Ok(resource_version) => {
                     self.metrics.status_write(true);
                     debug!(ingress = %report.key, addresses = ?write, "Ingress status written");
-                    self.recent.insert(report.key.clone(), (write, Instant::now()));
+                    self.recent.insert(
+                        report.key.clone(),
+                        Written {
+                            addresses: write,
+                            resource_version,
+                            at: Instant::now(),
+                        },
+                    );
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     debug!(ingress = %report.key, "Ingress deleted before its status was written");
@@ -465,8 +491,9 @@ impl IngressStatusWriter {
     }
 
     /// Applies `status.loadBalancer.ingress` (none: gives up ssegate's
-    /// claim, which removes the addresses it had set).
-    async fn write(&self, key: &ObjectKey, addresses: &[Address]) -> Result<(), kube::Error> {
+    /// claim, which removes the addresses it had set). Returns the
+    /// resourceVersion it made.
+    async fn write(&self, key: &ObjectKey, addresses: &[Address]) -> Result<Option<String>, kube::Error> {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), &key.namespace);
         let status = if addresses.is_empty() {
             serde_json::json!({})
@@ -485,7 +512,7 @@ impl IngressStatusWriter {
             &Patch::Apply(&patch),
         )
         .await
-        .map(|_| ())
+        .map(|written| written.metadata.resource_version)
     }
 
     /// Records the Events of this generation not yet recorded. Returns
@@ -501,7 +528,8 @@ impl IngressStatusWriter {
                 action: "Ingress".into(),
                 secondary: None,
             };
-            match self.recorder.publish(&event, &ingress.object_ref(&())).await {
+            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+            match recorder.publish(&event, &ingress.object_ref(&())).await {
                 Ok(()) => self.announced.recorded(&report.key, report.generation, notice),
                 Err(e) => {
                     warn!(ingress = %report.key, error = %e, "cannot publish event");
