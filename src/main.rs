@@ -359,6 +359,12 @@ async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyh
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let publish = Publish::from_flags(
+        args.publish_status_address.as_deref(),
+        args.publish_service.as_deref(),
+        &args.lease_namespace,
+    )
+    .map_err(anyhow::Error::msg)?;
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -369,12 +375,6 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
-    let publish = Publish::from_flags(
-        args.publish_status_address.as_deref(),
-        args.publish_service.as_deref(),
-        &args.lease_namespace,
-    )
-    .map_err(anyhow::Error::msg)?;
     let client = kube::Client::try_from(config.clone())?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
