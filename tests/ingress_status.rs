@@ -122,13 +122,13 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
     );
     cp.apply(&ns, &ingress("mover", "sse-status", "", "/", "Prefix"));
     cp.apply(&ns, &ingress("theirs", "nginx-status", "", "/", "Prefix"));
-    let gw = controller(&ns, "ing-1", &["--publish-status-address", "192.0.2.10"], logs.path()).await;
+    let gw = &controller(&ns, "ing-1", &["--publish-status-address", "192.0.2.10"], logs.path()).await;
 
-    eventually(Duration::from_secs(15), "web's address", &gw, || {
+    eventually(Duration::from_secs(15), "web's address", gw, || {
         addresses(&ns, "web") == r#"[{"ip":"192.0.2.10"}]"#
     })
     .await;
-    eventually(Duration::from_secs(15), "mover's address", &gw, || {
+    eventually(Duration::from_secs(15), "mover's address", gw, || {
         addresses(&ns, "mover") == r#"[{"ip":"192.0.2.10"}]"#
     })
     .await;
@@ -138,7 +138,7 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
         eventually(
             Duration::from_secs(15),
             &format!("a Warning Event for {annotation}"),
-            &gw,
+            gw,
             || ignored(&ns, "web", annotation).len() == 1,
         )
         .await;
@@ -146,7 +146,7 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
 
     // A hand edit is put right.
     hand_edit(&ns, "web", "192.0.2.99");
-    eventually(Duration::from_secs(15), "the hand edit put right", &gw, || {
+    eventually(Duration::from_secs(15), "the hand edit put right", gw, || {
         addresses(&ns, "web") == r#"[{"ip":"192.0.2.10"}]"#
     })
     .await;
@@ -200,11 +200,11 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
     eventually(
         Duration::from_secs(15),
         "the refused Ingress's address cleared",
-        &gw,
+        gw,
         || addresses(&ns, "web").is_empty(),
     )
     .await;
-    eventually(Duration::from_secs(15), "a Warning Event for the refusal", &gw, || {
+    eventually(Duration::from_secs(15), "a Warning Event for the refusal", gw, || {
         events_about(&ns, "web").iter().any(|e| {
             e["type"] == "Warning"
                 && e["reason"] == "Invalid"
@@ -213,7 +213,7 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
     })
     .await;
     // The new generation announces its warning again: a second Event.
-    eventually(Duration::from_secs(15), "generation 2's warning", &gw, || {
+    eventually(Duration::from_secs(15), "generation 2's warning", gw, || {
         ignored(&ns, "web", "rewrite-target").len() == 2
     })
     .await;
@@ -228,7 +228,7 @@ async fn published_address_events_hand_edits_refusal_and_other_classes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn publish_service_external_ips_then_cluster_ip() {
+async fn publish_service_external_ips_then_cluster_ip_from_the_lease_holder_only() {
     let cp = control_plane();
     let ns = cp.namespace("ing-publish");
     let logs = tempfile::tempdir().unwrap();
@@ -239,9 +239,13 @@ async fn publish_service_external_ips_then_cluster_ip() {
     );
     cp.apply(&ns, &ingress("app", "sse-publish", "", "/", "Prefix"));
     let service = format!("{ns}/front");
-    let gw = controller(&ns, "pub-1", &["--publish-service", &service], logs.path()).await;
+    let replicas = [
+        controller(&ns, "pub-1", &["--publish-service", &service], logs.path()).await,
+        controller(&ns, "pub-2", &["--publish-service", &service], logs.path()).await,
+    ];
+    let gw = &replicas[0];
 
-    eventually(Duration::from_secs(15), "the Service's external IP", &gw, || {
+    eventually(Duration::from_secs(15), "the Service's external IP", gw, || {
         addresses(&ns, "app") == r#"[{"ip":"192.0.2.20"}]"#
     })
     .await;
@@ -256,7 +260,7 @@ async fn publish_service_external_ips_then_cluster_ip() {
         "-p",
         r#"{"spec":{"externalIPs":["192.0.2.21","192.0.2.22"]}}"#,
     ]);
-    eventually(Duration::from_secs(15), "the new external IPs", &gw, || {
+    eventually(Duration::from_secs(15), "the new external IPs", gw, || {
         addresses(&ns, "app") == r#"[{"ip":"192.0.2.21"},{"ip":"192.0.2.22"}]"#
     })
     .await;
@@ -273,7 +277,7 @@ async fn publish_service_external_ips_then_cluster_ip() {
     ]);
     let cluster_ip = cp.get(&ns, "service/front", "{.spec.clusterIP}");
     assert!(cluster_ip.starts_with("10.96."), "{cluster_ip}");
-    eventually(Duration::from_secs(15), "the cluster IP", &gw, || {
+    eventually(Duration::from_secs(15), "the cluster IP", gw, || {
         addresses(&ns, "app") == format!(r#"[{{"ip":"{cluster_ip}"}}]"#)
     })
     .await;
@@ -287,4 +291,17 @@ async fn publish_service_external_ips_then_cluster_ip() {
         "jsonpath={.metadata.managedFields[?(@.subresource==\"status\")].manager}",
     ]);
     assert_eq!(managers, "ssegate");
+
+    // Only the lease holder wrote (there are no Routes here: every write
+    // counted is an Ingress status write).
+    let holder = cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}");
+    for (i, replica) in replicas.iter().enumerate() {
+        let status = replica.admin_json("/debug/status").await;
+        let writes = status["statusWrites"].as_u64().unwrap();
+        if holder == format!("pub-{}", i + 1) {
+            assert!(writes >= 3, "{status}");
+        } else {
+            assert_eq!(writes, 0, "a replica without the lease wrote status: {status}");
+        }
+    }
 }
