@@ -194,13 +194,23 @@ enum Command {
     },
     /// Print the Route CustomResourceDefinition as YAML.
     Crd,
+    /// Print networking.k8s.io/v1 Ingresses (with their ingress-nginx
+    /// annotations) as equivalent Routes: one Route per host. Other
+    /// documents pass through unchanged; Services in the input resolve
+    /// named ports. Nothing is printed, and the exit status is 1, when any
+    /// Ingress cannot be converted.
+    Convert {
+        /// YAML files (several documents each, or `kubectl get -o yaml`
+        /// Lists); `-` or none reads stdin.
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Which Ingresses are ssegate's (README: Coming from ingress-nginx).
 #[derive(clap::Args)]
 struct IngressArgs {
     /// The IngressClass name ssegate answers to, besides every IngressClass
-    /// whose controller is `ssegate.dev/ingress-controller`. An Ingress
+    /// whose controller is `ssegate.dev/ingress`. An Ingress
     /// names it in spec.ingressClassName (or the legacy
     /// kubernetes.io/ingress.class annotation).
     #[arg(long, default_value = ssegate::translate::ingress_class::DEFAULT_CLASS, env = "SSEGATE_INGRESS_CLASS")]
@@ -210,6 +220,15 @@ struct IngressArgs {
     /// cluster default.
     #[arg(long, default_value_t = false, env = "SSEGATE_WATCH_INGRESS_WITHOUT_CLASS")]
     watch_ingress_without_class: bool,
+    /// Also serve Ingresses of this class though its IngressClass names
+    /// another controller (repeatable): `nginx`, to take over a team's
+    /// Ingresses unedited once ingress-nginx is switched off.
+    #[arg(
+        long = "claim-ingress-class",
+        env = "SSEGATE_CLAIM_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    claimed: Vec<String>,
 }
 
 impl IngressArgs {
@@ -217,6 +236,7 @@ impl IngressArgs {
         ClassPolicy {
             class_name: self.ingress_class.clone(),
             without_class: self.watch_ingress_without_class,
+            claimed: self.claimed.clone(),
         }
     }
 }
@@ -287,10 +307,14 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Crd = cli.command {
-        print!("{}", serde_yaml::to_string(&ssegate::api::Route::crd())?);
-        return Ok(());
-    }
+    let command = match cli.command {
+        Command::Crd => {
+            print!("{}", serde_yaml::to_string(&ssegate::api::Route::crd())?);
+            return Ok(());
+        }
+        Command::Convert { files } => return convert(files),
+        command => command,
+    };
     init_logging(cli.log_format);
     // Before any thread starts: every thread inherits the slice.
     if let Err(e) = ssegate::process::set_thread_slice(Duration::from_micros(cli.cpu_slice_us)) {
@@ -300,7 +324,49 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?
-        .block_on(run(cli.command))
+        .block_on(run(command))
+}
+
+/// `ssegate convert`: reads every input within the folder source's limits,
+/// prints the result, or every problem and no output.
+fn convert(files: Vec<PathBuf>) -> anyhow::Result<()> {
+    use ssegate::translate::ingress_to_route::convert_documents;
+    use std::io::Read;
+    let limits = file::Limits::default();
+    let max = limits.max_file_bytes;
+    let files = if files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        files
+    };
+    let mut inputs = Vec::with_capacity(files.len());
+    for f in files {
+        let shown = f.display().to_string();
+        let text = if shown == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(max + 1)
+                .read_to_string(&mut text)
+                .context("cannot read stdin")?;
+            anyhow::ensure!(text.len() as u64 <= max, "stdin: more than {max} bytes");
+            text
+        } else {
+            file::read_limited(&f, max).map_err(|e| anyhow::anyhow!("{shown} {e}"))?
+        };
+        inputs.push((shown, text));
+    }
+    let out = convert_documents(&inputs, &limits, file::DEFAULT_NAMESPACE).map_err(|errors| {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        anyhow::anyhow!("{} problem(s); nothing converted", errors.len())
+    })?;
+    print!("{}", out.yaml);
+    eprintln!(
+        "ssegate convert: {} Ingress(es) into {} Route(s); {} other document(s) passed through unchanged",
+        out.ingresses, out.routes, out.passed
+    );
+    Ok(())
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -335,7 +401,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             DemoBackend::new(server_id).serve(listener).await;
             Ok(())
         }
-        Command::Crd => unreachable!(),
+        Command::Crd | Command::Convert { .. } => unreachable!(),
     }
 }
 

@@ -161,6 +161,17 @@ async fn demo_command_serves_the_example_stream() {
     // does not fit beside it, so any two neighbours hold more than 4Ki.
     assert!(sizes.iter().all(|s| *s <= 4096), "{sizes:?}");
     assert!(sizes.windows(2).all(|w| w[0] + w[1] > 4096), "{sizes:?}");
+
+    // The example Ingress, with proxy-buffering "off": event by event.
+    let resp = client()
+        .get(format!("{}/legacy/.sse?interval=100ms&count=3", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = read_stream(resp, usize::MAX).await;
+    assert_eq!(got.events.len(), 5, "{:?}", got.events);
+    assert!(got.events[3].1 - got.events[2].1 >= Duration::from_millis(50));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 mod cors;
 mod duration;
+pub mod filters;
 mod quantity;
 mod schema;
 mod validate;
@@ -17,7 +18,8 @@ pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
 pub use validate::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, EffectiveTimeouts,
-    FieldError, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule, ValidTls, DEFAULT_BUFFER_SIZE,
+    FieldError, MatchConditions, StreamSettings, ValidBackend, ValidMatch, ValidPath, ValidRoute, ValidRule, ValidTls,
+    DEFAULT_BUFFER_SIZE,
 };
 
 use kube::CustomResource;

@@ -71,6 +71,85 @@ impl fmt::Display for ValidPath {
     }
 }
 
+/// What a match asks of a request besides its host and path: HTTPRoute's
+/// method, header and query-parameter matches, and which listener it came
+/// in on. Empty for Routes and Ingresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatchConditions {
+    /// Upper-case method, as sent.
+    pub method: Option<String>,
+    /// Lower-case names with the exact values they must carry.
+    pub headers: Vec<(String, String)>,
+    /// Query parameters (names compared exactly) with their exact values.
+    pub query: Vec<(String, String)>,
+    /// `Some(true)`: only requests that came over TLS; `Some(false)`: only
+    /// plain HTTP (a Gateway listener of one protocol).
+    pub tls: Option<bool>,
+}
+
+impl MatchConditions {
+    pub fn is_empty(&self) -> bool {
+        *self == MatchConditions::default()
+    }
+
+    /// How specific this is, for Gateway API's precedence among matches of
+    /// the same path: a method match, then more header matches, then more
+    /// query-parameter matches. Larger is more specific.
+    pub fn specificity(&self) -> (bool, usize, usize) {
+        (self.method.is_some(), self.headers.len(), self.query.len())
+    }
+}
+
+impl fmt::Display for MatchConditions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(m) = &self.method {
+            write!(f, "method {m}")?;
+            sep = ", ";
+        }
+        for (k, v) in &self.headers {
+            write!(f, "{sep}header {k}: {v}")?;
+            sep = ", ";
+        }
+        for (k, v) in &self.query {
+            write!(f, "{sep}query {k}={v}")?;
+            sep = ", ";
+        }
+        match self.tls {
+            Some(true) => write!(f, "{sep}over TLS"),
+            Some(false) => write!(f, "{sep}over plain HTTP"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One match of a rule: a path and what else the request must show.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValidMatch {
+    pub path: ValidPath,
+    pub conditions: MatchConditions,
+}
+
+impl ValidMatch {
+    /// A match on the path alone.
+    pub fn path(path: ValidPath) -> Self {
+        ValidMatch {
+            path,
+            conditions: MatchConditions::default(),
+        }
+    }
+}
+
+impl fmt::Display for ValidMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path)?;
+        if !self.conditions.is_empty() {
+            write!(f, " ({})", self.conditions)?;
+        }
+        Ok(())
+    }
+}
+
 /// A validated backend reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidBackend {
@@ -198,12 +277,14 @@ pub struct ValidRule {
     /// The host patterns of this rule alone, when they differ from the
     /// route's (an Ingress names a host per rule); `None` for a Route.
     pub hostnames: Option<Vec<String>>,
-    pub paths: Vec<ValidPath>,
+    pub matches: Vec<ValidMatch>,
     pub backends: Vec<ValidBackend>,
     pub settings: StreamSettings,
     /// Plain-HTTP requests get a 308 to the same URL on HTTPS (an Ingress
     /// with TLS, as ingress-nginx's `ssl-redirect`).
     pub https_redirect: bool,
+    /// Header edits, a redirect or a rewrite (an HTTPRoute's filters).
+    pub filters: Option<std::sync::Arc<super::filters::RuleFilters>>,
 }
 
 /// A validated Route spec.
@@ -337,10 +418,11 @@ impl RouteSpec {
             .over(route_settings, &base, &mut errors);
             rules.push(ValidRule {
                 hostnames: None,
-                paths,
+                matches: paths.into_iter().map(ValidMatch::path).collect(),
                 backends,
                 settings,
                 https_redirect: false,
+                filters: None,
             });
         }
 

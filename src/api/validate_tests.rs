@@ -13,7 +13,10 @@ fn applies_defaults() {
         .validate()
         .unwrap();
     let rule = &route.rules[0];
-    assert_eq!(rule.paths, vec![normalize(PathMatchType::PathPrefix, "/")]);
+    assert_eq!(
+        rule.matches,
+        vec![ValidMatch::path(normalize(PathMatchType::PathPrefix, "/"))]
+    );
     assert_eq!(rule.settings.buffering, ProxyBuffering::Auto);
     assert_eq!(rule.settings.buffer_size, 64 * 1024);
     assert_eq!(rule.settings.timeouts.connect, Duration::from_secs(5));

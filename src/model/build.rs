@@ -3,7 +3,7 @@
 use super::report::{reason, RouteReport, Verdict};
 use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
 use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition, SourceKind};
-use crate::api::{BackendPort, ValidBackend, ValidPath};
+use crate::api::{BackendPort, ValidBackend, ValidMatch};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     routes.sort_by(|a, b| (a.created_millis, &a.key, a.kind).cmp(&(b.created_millis, &b.key, b.kind)));
 
     // Who owns each (host pattern, path match).
-    let mut owners: HashMap<(String, ValidPath), (SourceKind, &ObjectKey)> = HashMap::new();
+    let mut owners: HashMap<(String, ValidMatch), (SourceKind, &ObjectKey)> = HashMap::new();
     let mut reports = Vec::with_capacity(routes.len());
     let mut resolved: HashMap<(String, String, BackendPort), Resolution> = HashMap::new();
 
@@ -100,7 +100,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 None => route_hosts.clone(),
             };
             for host in &hosts {
-                for path in &rule.paths {
+                for path in &rule.matches {
                     total += 1;
                     let slot = (host.to_string(), path.clone());
                     match owners.get(&slot) {

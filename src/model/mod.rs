@@ -15,7 +15,7 @@ pub use build::build_table;
 pub use host::normalize_host;
 pub use objects::*;
 pub use report::{RouteReport, Verdict};
-pub use table::{ResolvedBackend, ResolvedRule, RoutingTable, TableView};
+pub use table::{RequestFacts, RequestSketch, ResolvedBackend, ResolvedRule, RoutingTable, TableView};
 
 /// The table every request reads, swapped whole on each change.
 pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RoutingTable>>;

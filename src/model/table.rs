@@ -1,6 +1,6 @@
 //! The immutable routing table and request lookup.
 
-use crate::api::{StreamSettings, ValidPath};
+use crate::api::{MatchConditions, StreamSettings, ValidMatch};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,6 +54,7 @@ pub struct ResolvedRule {
     pub backends: Vec<ResolvedBackend>,
     /// Plain-HTTP requests are answered with a 308 to HTTPS.
     pub https_redirect: bool,
+    pub filters: Option<Arc<crate::api::filters::RuleFilters>>,
     total_weight: u64,
     cursor: AtomicU64,
     /// Why no endpoint can be picked, when that is so.
@@ -86,6 +87,7 @@ impl ResolvedRule {
             cors,
             backends,
             https_redirect: rule.https_redirect,
+            filters: rule.filters.clone(),
             total_weight,
             cursor: AtomicU64::new(0),
             unavailable,
@@ -120,37 +122,119 @@ impl ResolvedRule {
     }
 }
 
+/// What a request shows beyond its host and path, for matches that ask
+/// more of it (HTTPRoute's method, header and query matches, and the
+/// listener). The proxy implements it over its request type, so the model
+/// needs no HTTP library.
+pub trait RequestFacts {
+    fn method(&self) -> &str;
+    /// Whether a header `name` (lower-case) has exactly `value`, on any of
+    /// its lines.
+    fn has_header(&self, name: &str, value: &str) -> bool;
+    /// The first value of query parameter `name`.
+    fn query_param(&self, name: &str) -> Option<&str>;
+    fn tls(&self) -> bool;
+}
+
+/// A request described in plain values, for tests and tools: a GET over
+/// plain HTTP with no headers or query unless set.
+#[derive(Debug, Clone)]
+pub struct RequestSketch {
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub tls: bool,
+}
+
+impl Default for RequestSketch {
+    fn default() -> Self {
+        RequestSketch {
+            method: "GET".into(),
+            headers: Vec::new(),
+            query: Vec::new(),
+            tls: false,
+        }
+    }
+}
+
+impl RequestFacts for RequestSketch {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn has_header(&self, name: &str, value: &str) -> bool {
+        self.headers.iter().any(|(k, v)| k == name && v == value)
+    }
+    fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn tls(&self) -> bool {
+        self.tls
+    }
+}
+
+/// Whether `req` meets every condition (none: any request does, without a
+/// single call on `req`).
+fn admits(c: &MatchConditions, req: &dyn RequestFacts) -> bool {
+    c.tls.is_none_or(|tls| tls == req.tls())
+        && c.method.as_deref().is_none_or(|m| m == req.method())
+        && c.headers.iter().all(|(k, v)| req.has_header(k, v))
+        && c.query.iter().all(|(k, v)| req.query_param(k) == Some(v.as_str()))
+}
+
+/// The targets of one path match, most specific conditions first, then in
+/// build order (older objects first).
+#[derive(Debug, Default)]
+struct Candidates(Vec<(MatchConditions, Arc<ResolvedRule>)>);
+
+impl Candidates {
+    fn insert(&mut self, conditions: MatchConditions, target: Arc<ResolvedRule>) {
+        // After every candidate at least as specific: ties keep build order.
+        let rank = conditions.specificity();
+        let at = self.0.partition_point(|(c, _)| c.specificity() >= rank);
+        self.0.insert(at, (conditions, target));
+    }
+
+    fn pick(&self, req: &dyn RequestFacts) -> Option<&Arc<ResolvedRule>> {
+        self.0.iter().find(|(c, _)| admits(c, req)).map(|(_, t)| t)
+    }
+}
+
 /// Path matches of one host pattern.
 #[derive(Debug, Default)]
 pub struct PathTable {
-    exact: HashMap<String, Arc<ResolvedRule>>,
+    exact: HashMap<String, Candidates>,
     /// Prefixes without a trailing slash (`/` itself excepted).
-    prefix: HashMap<String, Arc<ResolvedRule>>,
+    prefix: HashMap<String, Candidates>,
 }
 
 impl PathTable {
-    pub(super) fn insert(&mut self, path: &ValidPath, target: Arc<ResolvedRule>) {
-        let map = match path.kind {
+    pub(super) fn insert(&mut self, m: &ValidMatch, target: Arc<ResolvedRule>) {
+        let map = match m.path.kind {
             crate::api::PathMatchType::Exact => &mut self.exact,
             crate::api::PathMatchType::PathPrefix => &mut self.prefix,
         };
-        map.insert(path.value.clone(), target);
+        map.entry(m.path.value.clone())
+            .or_default()
+            .insert(m.conditions.clone(), target);
     }
 
-    /// Exact beats prefix; the longest prefix wins. Walks the path's segment
-    /// boundaries from the longest down, one hash lookup each, so the cost
-    /// depends on the path's depth, not on how many Routes exist.
-    fn lookup(&self, path: &str) -> Option<&Arc<ResolvedRule>> {
-        if let Some(t) = self.exact.get(path) {
-            return Some(t);
+    /// Exact beats prefix; the longest prefix wins; among the matches of
+    /// one path, the most specific whose conditions the request meets. A
+    /// path whose conditions all fail falls through to shorter prefixes.
+    /// Walks the path's segment boundaries from the longest down, one hash
+    /// lookup each, so the cost depends on the path's depth, not on how
+    /// many Routes exist.
+    fn lookup(&self, path: &str, req: &dyn RequestFacts) -> Option<(&Arc<ResolvedRule>, usize)> {
+        if let Some(t) = self.exact.get(path).and_then(|c| c.pick(req)) {
+            return Some((t, path.len()));
         }
         if self.prefix.is_empty() {
             return None;
         }
         let mut candidate = path;
         loop {
-            if let Some(t) = self.prefix.get(candidate) {
-                return Some(t);
+            if let Some(t) = self.prefix.get(candidate).and_then(|c| c.pick(req)) {
+                return Some((t, candidate.len()));
             }
             if candidate.len() <= 1 {
                 return None;
@@ -168,12 +252,13 @@ impl PathTable {
     }
 
     fn describe(&self) -> Vec<MatchView> {
-        let mut out: Vec<MatchView> = self
-            .exact
-            .iter()
-            .map(|(p, t)| MatchView::new("Exact", p, t))
-            .chain(self.prefix.iter().map(|(p, t)| MatchView::new("PathPrefix", p, t)))
-            .collect();
+        let views = |kind: &'static str, map: &HashMap<String, Candidates>| -> Vec<MatchView> {
+            map.iter()
+                .flat_map(|(p, c)| c.0.iter().map(move |(cond, t)| MatchView::new(kind, p, cond, t)))
+                .collect()
+        };
+        let mut out = views("Exact", &self.exact);
+        out.extend(views("PathPrefix", &self.prefix));
         out.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
         out
     }
@@ -199,8 +284,20 @@ impl RoutingTable {
     /// (see [`super::normalize_host`]). The most specific host pattern that
     /// has a matching path wins: exact name, then the longest wildcard,
     /// then Routes without hostnames.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<ResolvedRule>> {
-        if let Some(t) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
+    pub fn lookup(&self, host: &str, path: &str, req: &dyn RequestFacts) -> Option<&Arc<ResolvedRule>> {
+        self.lookup_matched(host, path, req).map(|(t, _)| t)
+    }
+
+    /// As [`RoutingTable::lookup`], with the length of the path match that
+    /// chose the rule (`path[..len]` is the matched prefix or the whole
+    /// exact path), which a prefix rewrite or redirect replaces.
+    pub fn lookup_matched(
+        &self,
+        host: &str,
+        path: &str,
+        req: &dyn RequestFacts,
+    ) -> Option<(&Arc<ResolvedRule>, usize)> {
+        if let Some(t) = self.exact_hosts.get(host).and_then(|p| p.lookup(path, req)) {
             return Some(t);
         }
         if !self.wildcard_hosts.is_empty() {
@@ -208,14 +305,14 @@ impl RoutingTable {
             while let Some(dot) = host[from..].find('.') {
                 let at = from + dot;
                 if at > 0 {
-                    if let Some(t) = self.wildcard_hosts.get(&host[at..]).and_then(|p| p.lookup(path)) {
+                    if let Some(t) = self.wildcard_hosts.get(&host[at..]).and_then(|p| p.lookup(path, req)) {
                         return Some(t);
                     }
                 }
                 from = at + 1;
             }
         }
-        self.any_host.lookup(path)
+        self.any_host.lookup(path, req)
     }
 
     /// The certificate for a TLS server name (lower-case): the exact name,
@@ -286,6 +383,9 @@ pub struct HostView {
 pub struct MatchView {
     pub kind: &'static str,
     pub path: String,
+    /// Method, header, query and listener conditions, when there are any.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub conditions: String,
     pub route: String,
     pub rule: usize,
     pub buffering: &'static str,
@@ -300,10 +400,11 @@ pub struct BackendView {
 }
 
 impl MatchView {
-    fn new(kind: &'static str, path: &str, t: &ResolvedRule) -> Self {
+    fn new(kind: &'static str, path: &str, conditions: &MatchConditions, t: &ResolvedRule) -> Self {
         MatchView {
             kind,
             path: path.to_owned(),
+            conditions: conditions.to_string(),
             route: t.route.to_string(),
             rule: t.rule_index,
             buffering: t.settings.buffering.as_str(),

@@ -1,7 +1,7 @@
 //! Unit tests of matching, precedence, conflicts and invalid input.
 
 use super::*;
-use crate::api::{ProxyBuffering, RouteSpec};
+use crate::api::{MatchConditions, ProxyBuffering, RouteSpec, ValidMatch};
 use std::net::{IpAddr, SocketAddr};
 
 struct World(Objects);
@@ -69,7 +69,7 @@ impl World {
 
 fn route_of(table: &RoutingTable, host: &str, path: &str) -> Option<String> {
     table
-        .lookup(&normalize_host(host), path)
+        .lookup(&normalize_host(host), path, &RequestSketch::default())
         .map(|t| format!("{}#{}", t.route, t.rule_index))
 }
 
@@ -261,7 +261,7 @@ fn missing_service_and_unready_endpoints_are_reported() {
     );
     assert!(report(&t, "badport").resolved_refs.message.contains("has no port 81"));
     assert_eq!(report(&t, "down").resolved_refs.reason, "NoReadyEndpoints");
-    let target = t.lookup("c.test", "/").unwrap();
+    let target = t.lookup("c.test", "/", &RequestSketch::default()).unwrap();
     assert_eq!(target.pick(), Err("Service default/svc:80 has no ready endpoints"));
     assert_eq!(report(&t, "down").generation, Some(3));
 }
@@ -277,7 +277,7 @@ fn weighted_round_robin_spreads_by_weight_and_endpoint() {
             "rules: [{backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}, {name: b, port: 80, weight: 0}]}]",
         )
         .table();
-    let target = t.lookup("h", "/").unwrap();
+    let target = t.lookup("h", "/", &RequestSketch::default()).unwrap();
     let mut counts = std::collections::HashMap::<SocketAddr, usize>::new();
     for _ in 0..400 {
         *counts.entry(target.pick().unwrap()).or_default() += 1;
@@ -296,7 +296,7 @@ fn rule_settings_reach_the_target() {
             "proxyBuffering: Enabled\nbufferSize: 1Ki\nrules: [{backendRefs: [{name: svc, port: 80}], proxyBuffering: Disabled}]",
         )
         .table();
-    let target = t.lookup("h", "/").unwrap();
+    let target = t.lookup("h", "/", &RequestSketch::default()).unwrap();
     assert_eq!(target.settings.buffering, ProxyBuffering::Disabled);
     assert_eq!(target.settings.buffer_size, 1024);
 }
@@ -315,4 +315,124 @@ fn builds_ten_thousand_routes() {
     assert_eq!(t.reports.len(), 10_000);
     assert!(route_of(&t, "h9999.test", "/p9999/x").is_some());
     assert!(route_of(&t, "h9999.test", "/p9998").is_none());
+}
+
+/// A definition built directly in the model's terms, with conditions a
+/// Route cannot express (as an HTTPRoute's translation will give).
+fn conditioned(
+    name: &str,
+    created: i64,
+    rules: Vec<(crate::api::PathMatchType, &str, MatchConditions)>,
+) -> RouteDefinition {
+    let base: RouteSpec = serde_yaml::from_str("rules: [{backendRefs: [{name: svc, port: 80}]}]").unwrap();
+    let mut valid = base.validate().unwrap();
+    let template = valid.rules.remove(0);
+    for (kind, path, conditions) in rules {
+        let mut rule = template.clone();
+        rule.matches = vec![ValidMatch {
+            path: crate::api::valid_path(kind, path).unwrap(),
+            conditions,
+        }];
+        valid.rules.push(rule);
+    }
+    RouteDefinition {
+        kind: SourceKind::Route,
+        key: ObjectKey::new("default", name),
+        generation: None,
+        created_millis: created,
+        translated: Ok(valid),
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn method_header_query_and_listener_conditions_pick_the_most_specific_and_fall_through() {
+    use crate::api::PathMatchType::{Exact, PathPrefix};
+    let header = |k: &str, v: &str| MatchConditions {
+        headers: vec![(k.into(), v.into())],
+        ..Default::default()
+    };
+    let mut w = World::new();
+    let def = conditioned(
+        "c",
+        1,
+        vec![
+            (PathPrefix, "/a", MatchConditions::default()),
+            (PathPrefix, "/a", header("x-v", "2")),
+            (
+                PathPrefix,
+                "/a/b",
+                MatchConditions {
+                    method: Some("POST".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                Exact,
+                "/a",
+                MatchConditions {
+                    query: vec![("q".into(), "1".into())],
+                    tls: Some(true),
+                    ..Default::default()
+                },
+            ),
+        ],
+    );
+    w.0.routes.insert(def.key.clone(), def);
+    // Another object: the same path with two header conditions outranks
+    // one; the same path and conditions as an older rule lose to it.
+    let later = conditioned(
+        "d",
+        2,
+        vec![
+            (PathPrefix, "/a", header("x-v", "2")),
+            (
+                PathPrefix,
+                "/a",
+                MatchConditions {
+                    headers: vec![("x-v".into(), "2".into()), ("x-w".into(), "1".into())],
+                    ..Default::default()
+                },
+            ),
+        ],
+    );
+    w.0.routes.insert(later.key.clone(), later);
+    let t = w.table();
+    let at = |path: &str, req: RequestSketch| {
+        t.lookup("h", path, &req)
+            .map(|r| format!("{}#{}", r.route, r.rule_index))
+            .unwrap_or_default()
+    };
+    let with = |headers: &[(&str, &str)]| RequestSketch {
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    assert_eq!(at("/a", RequestSketch::default()), "default/c#0");
+    assert_eq!(at("/a/x", with(&[("x-v", "2")])), "default/c#1");
+    assert_eq!(at("/a", with(&[("x-v", "2"), ("x-w", "1")])), "default/d#1");
+    assert_eq!(at("/a", with(&[("x-v", "3")])), "default/c#0");
+    // /a/b asks for POST: a GET falls through to the /a prefix.
+    assert_eq!(at("/a/b", RequestSketch::default()), "default/c#0");
+    let post = RequestSketch {
+        method: "POST".into(),
+        ..Default::default()
+    };
+    assert_eq!(at("/a/b/c", post), "default/c#2");
+    let q = |tls: bool| RequestSketch {
+        query: vec![("q".into(), "1".into())],
+        tls,
+        ..Default::default()
+    };
+    assert_eq!(at("/a", q(false)), "default/c#0", "the exact match is for TLS only");
+    assert_eq!(at("/a", q(true)), "default/c#3");
+
+    let d = report(&t, "d");
+    assert!(!d.accepted.is_true());
+    assert!(
+        d.accepted
+            .message
+            .contains("PathPrefix /a (header x-v: 2) on any host is served by Route default/c"),
+        "{}",
+        d.accepted.message
+    );
 }

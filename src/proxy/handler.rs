@@ -7,6 +7,7 @@ use super::cors::{apply_cors, cors_preflight};
 use super::framing;
 use super::normalize::normalize_path;
 use super::{Conn, Proxy, ProxyBody};
+use crate::api::filters::{Origin, Rewrite};
 use crate::metrics::RouteMetrics;
 use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -31,15 +32,18 @@ pub(super) struct Routed {
     pub access: Option<Box<AccessRecord>>,
     /// The Route's CORS policy and the request's Origin.
     cors: Option<(Arc<crate::api::CorsPolicy>, Option<String>)>,
+    /// Edits to the answer's headers (an HTTPRoute's ResponseHeaderModifier).
+    response_edits: Option<Arc<crate::api::filters::RuleFilters>>,
     /// The Host the client used, for `X-Forwarded-Host`.
     pub host: Option<String>,
     pub started: std::time::Instant,
 }
 
 impl Routed {
-    /// Whether the Route has a CORS policy (which adds response headers).
-    pub fn has_cors(&self) -> bool {
-        self.cors.is_some()
+    /// Whether the answer's headers are edited (CORS, a response header
+    /// modifier), which needs them in a header map.
+    pub fn edits_response(&self) -> bool {
+        self.cors.is_some() || self.response_edits.is_some()
     }
 
     /// Accounts for the answer's head: the CORS headers, the status metric
@@ -48,6 +52,9 @@ impl Routed {
         if let Some((policy, origin)) = &self.cors {
             apply_cors(policy, origin.as_deref(), headers);
             headers.append(http::header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(edits) = self.response_edits.as_ref().and_then(|f| f.response_headers.as_ref()) {
+            edits.apply(headers);
         }
         self.metrics.request(status.as_u16());
         if let Some(a) = &mut self.access {
@@ -110,7 +117,13 @@ impl Proxy {
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
-        let Some(target) = self.table.load().lookup(&host, req.uri().path()).cloned() else {
+        let facts = Facts { req, tls: conn.tls };
+        let found = self
+            .table
+            .load()
+            .lookup_matched(&host, req.uri().path(), &facts)
+            .map(|(t, len)| (t.clone(), len));
+        let Some((target, matched)) = found else {
             let resp = local_reply(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -125,6 +138,26 @@ impl Proxy {
         if target.https_redirect && !conn.tls && !is_acme_challenge(req.uri().path()) {
             let resp = https_redirect(&host, self.https_port, req.uri());
             return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
+        }
+        if let Some(filters) = target.filters.clone() {
+            if let Some(redirect) = &filters.redirect {
+                let path = req.uri().path();
+                let origin = Origin {
+                    tls: conn.tls,
+                    host: host_raw.as_deref().unwrap_or(""),
+                    path,
+                    query: req.uri().query(),
+                    matched: path.get(..matched).unwrap_or("/"),
+                };
+                let resp = redirect_reply(redirect.status, &redirect.location(&origin));
+                return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
+            }
+            if let Some(edits) = &filters.request_headers {
+                edits.apply(req.headers_mut());
+            }
+            if let Some(rewrite) = &filters.rewrite {
+                rewrite_request(req, rewrite, matched);
+            }
         }
         let cors = target.cors.clone().map(|policy| {
             let origin = req.headers().get(http::header::ORIGIN).and_then(|o| o.to_str().ok());
@@ -144,7 +177,9 @@ impl Proxy {
         let access = self
             .access_log
             .then(|| Box::new(access_record(target.route.clone(), req, conn, started)));
+        let response_edits = target.filters.clone().filter(|f| f.response_headers.is_some());
         Admitted::Forward(Routed {
+            response_edits,
             target,
             metrics,
             access,
@@ -277,6 +312,75 @@ impl Refusal {
             );
         }
         resp
+    }
+}
+
+/// A redirect answered by ssegate (an HTTPRoute's RequestRedirect).
+fn redirect_reply(status: u16, location: &str) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    let mut resp = local_reply(status, format!("ssegate: see {location}\n"));
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            resp.headers_mut().insert(http::header::LOCATION, value);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    resp
+}
+
+/// Applies an URLRewrite: the path the upstream is asked for (the query
+/// kept) and the Host it is asked under.
+fn rewrite_request<B>(req: &mut Request<B>, rewrite: &Rewrite, matched: usize) {
+    if let Some(host) = &rewrite.hostname {
+        if let Ok(value) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(HOST, value);
+        }
+    }
+    let Some(change) = &rewrite.path else { return };
+    let uri = req.uri();
+    let path = uri.path();
+    let mut target = change.apply(path, path.get(..matched).unwrap_or("/"));
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(target) {
+        parts.path_and_query = Some(pq);
+        if let Ok(new) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = new;
+        }
+    }
+}
+
+/// A request as route matching sees it.
+struct Facts<'a, B> {
+    req: &'a Request<B>,
+    tls: bool,
+}
+
+impl<B> crate::model::RequestFacts for Facts<'_, B> {
+    fn method(&self) -> &str {
+        self.req.method().as_str()
+    }
+
+    fn has_header(&self, name: &str, value: &str) -> bool {
+        self.req
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    }
+
+    fn query_param(&self, name: &str) -> Option<&str> {
+        self.req.uri().query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    fn tls(&self) -> bool {
+        self.tls
     }
 }
 

@@ -10,13 +10,16 @@
 //! the Ingress, as in ingress-nginx; a rule ssegate cannot serve as
 //! written (a regular-expression path, a resource backend) rejects the
 //! Ingress with the field at fault, rather than serve something else.
+//! [`ingress_settings`] and [`ingress_paths`] are the reading itself, shared
+//! with `ssegate convert` ([`super::ingress_to_route`]) so that the Routes
+//! it prints serve what the Ingress does.
 //! Pure: no I/O, no kube client.
 
 use super::ingress_annotations::{read_annotations, AnnotatedSettings, Outcome, NGINX};
 use crate::api::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, CorsPolicy,
-    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidBackend, ValidPath, ValidRoute, ValidRule,
-    ValidTls,
+    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidBackend, ValidMatch, ValidPath, ValidRoute,
+    ValidRule, ValidTls,
 };
 use crate::model::{ObjectKey, RouteDefinition, SourceKind};
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
@@ -42,20 +45,32 @@ pub fn translate(
     spec: &IngressSpec,
     annotations: &BTreeMap<String, String>,
 ) -> RouteDefinition {
-    let annotated = read_annotations(annotations);
-    let mut warnings: Vec<String> = annotated
+    let settings = ingress_settings(annotations);
+    let mut warnings: Vec<String> = settings
+        .annotated
         .notes
         .iter()
         .filter(|n| n.outcome.warns())
         .map(|n| format!("{}: {}", n.annotation, describe(&n.outcome)))
         .collect();
-    let (settings, max_concurrent_streams, cors) = settings(&annotated, &mut warnings);
-    let translated = routes(spec, &annotated, settings).map(|(hostnames, rules, tls)| ValidRoute {
-        hostnames,
-        rules,
-        max_concurrent_streams,
-        cors,
-        tls,
+    warnings.extend(settings.problems.iter().cloned());
+    let translated = ingress_paths(spec, &settings.annotated).map(|layout| ValidRoute {
+        hostnames: Vec::new(),
+        rules: layout
+            .paths
+            .into_iter()
+            .map(|p| ValidRule {
+                hostnames: Some(if p.host.is_empty() { Vec::new() } else { vec![p.host] }),
+                matches: vec![ValidMatch::path(p.path)],
+                backends: vec![p.backend],
+                settings: settings.stream,
+                https_redirect: p.https_redirect,
+                filters: None,
+            })
+            .collect(),
+        max_concurrent_streams: settings.max_concurrent_streams,
+        cors: settings.cors,
+        tls: layout.tls,
     });
     RouteDefinition {
         kind: SourceKind::Ingress,
@@ -67,7 +82,8 @@ pub fn translate(
     }
 }
 
-fn describe(outcome: &Outcome) -> String {
+/// How a note reads in a warning or a comment: `ignored: why`.
+pub fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Applied(what) => format!("applied as {what}"),
         Outcome::Unnecessary(why) => format!("not needed: {why}"),
@@ -76,22 +92,48 @@ fn describe(outcome: &Outcome) -> String {
     }
 }
 
-/// The settings every rule of the Ingress serves with. A value the Route
-/// validation refuses is a warning, and its default applies.
-fn settings(
-    annotated: &AnnotatedSettings,
-    warnings: &mut Vec<String>,
-) -> (StreamSettings, Option<usize>, Option<Arc<CorsPolicy>>) {
-    let (settings, problems) = route_settings(
+/// The settings every rule of an Ingress serves with, read once for both
+/// serving ([`translate`]) and `ssegate convert`
+/// ([`super::ingress_to_route`]), so the two never differ.
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    /// The annotations as Route spec fields, with every value the Route
+    /// validation refuses removed: a Route with exactly these fields
+    /// validates and serves with [`Self::stream`].
+    pub annotated: AnnotatedSettings,
+    pub stream: StreamSettings,
+    pub max_concurrent_streams: Option<usize>,
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// One warning per value removed, saying that its default applies.
+    pub problems: Vec<String>,
+}
+
+/// Reads the annotations. A value the Route validation refuses is a
+/// warning, removed, and its default applies.
+pub fn ingress_settings(annotations: &BTreeMap<String, String>) -> IngressSettings {
+    let mut annotated = read_annotations(annotations);
+    let mut problems = Vec::new();
+    let (stream, refused) = route_settings(
         annotated.proxy_buffering.unwrap_or(ProxyBuffering::Auto),
         annotated.buffer_size.as_ref(),
         Some(&annotated.timeouts),
         Some(&annotated.sse),
         annotated.load_balancing,
     );
-    for p in problems {
+    for p in refused {
         let field = p.field.strip_prefix("spec.").unwrap_or(&p.field);
-        warnings.push(format!(
+        // The validation keeps the default for a refused value; so does
+        // the spec from now on.
+        match field {
+            "bufferSize" => annotated.buffer_size = None,
+            "timeouts.connect" => annotated.timeouts.connect = None,
+            "timeouts.responseHeaders" => annotated.timeouts.response_headers = None,
+            "timeouts.idle" => annotated.timeouts.idle = None,
+            "sse.heartbeatInterval" => annotated.sse.heartbeat_interval = None,
+            "sse.maxStreamDuration" => annotated.sse.max_stream_duration = None,
+            _ => {}
+        }
+        problems.push(format!(
             "annotations setting {field}: {}; the default applies",
             p.message
         ));
@@ -99,40 +141,68 @@ fn settings(
     let max_concurrent_streams = annotated.max_concurrent_streams.and_then(|n| {
         let ok = (1..=10_000_000).contains(&n);
         if !ok {
-            warnings.push(format!(
+            problems.push(format!(
                 "ssegate.dev/max-concurrent-streams: {n} is not between 1 and 10000000; unlimited"
             ));
         }
         ok.then_some(n as usize)
     });
+    annotated.max_concurrent_streams = max_concurrent_streams.map(|n| n as i64);
     let cors = annotated.cors.as_ref().and_then(|spec| match spec.validate() {
         Ok(policy) => Some(Arc::new(policy)),
-        Err(problems) => {
-            for p in problems {
-                warnings.push(format!("{NGINX}cors-*: {}: {}; CORS is off", p.field, p.message));
+        Err(errors) => {
+            for p in errors {
+                problems.push(format!("{NGINX}cors-*: {}: {}; CORS is off", p.field, p.message));
             }
             None
         }
     });
-    (settings, max_concurrent_streams, cors)
+    if cors.is_none() {
+        annotated.cors = None;
+    }
+    IngressSettings {
+        annotated,
+        stream,
+        max_concurrent_streams,
+        cors,
+        problems,
+    }
 }
 
-type Translated = (Vec<String>, Vec<ValidRule>, Vec<ValidTls>);
+/// One path of an Ingress, on its own host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressPath {
+    /// Lower-case host, or `""` for a rule without one (any host).
+    pub host: String,
+    pub path: ValidPath,
+    pub backend: ValidBackend,
+    /// Plain HTTP on this host gets a 308 to HTTPS (`ssl-redirect`).
+    pub https_redirect: bool,
+    /// Where it comes from: `spec.rules[0].http.paths[1]` or `spec.defaultBackend`.
+    pub field: String,
+}
 
-/// The Ingress's rules, TLS entries and host-wide fields, or every field
-/// at fault.
-fn routes(
-    spec: &IngressSpec,
-    annotated: &AnnotatedSettings,
-    settings: StreamSettings,
-) -> Result<Translated, Vec<FieldError>> {
+/// What an Ingress routes, in the order it is served: every path on its
+/// own host, then the `defaultBackend` as `/` on each host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressLayout {
+    /// Hosts in the order they first appear, `""` for a rule without one.
+    pub hosts: Vec<String>,
+    /// An earlier path wins over a later one with the same host and match.
+    pub paths: Vec<IngressPath>,
+    pub tls: Vec<ValidTls>,
+}
+
+/// The Ingress's paths, TLS entries and redirects, or every field at
+/// fault. Shared by serving and `ssegate convert`.
+pub fn ingress_paths(spec: &IngressSpec, annotated: &AnnotatedSettings) -> Result<IngressLayout, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut error = |field: String, message: String| errors.push(FieldError { field, message });
     let ingress_rules = spec.rules.as_deref().unwrap_or_default();
 
     // Hosts in the order they first appear; "" for a rule without one.
     let mut hosts: Vec<String> = Vec::new();
-    let mut paths: Vec<(String, ValidPath, ValidBackend)> = Vec::new();
+    let mut paths: Vec<(String, ValidPath, ValidBackend, String)> = Vec::new();
     let mut count = 0usize;
     for (r, rule) in ingress_rules.iter().enumerate() {
         let host = rule.host.as_deref().unwrap_or("").to_ascii_lowercase();
@@ -181,7 +251,7 @@ fn routes(
             });
             let backend = backend(&path.backend, &format!("{field}.backend"), &mut error);
             if let (Some(valid), Some(backend)) = (valid, backend) {
-                paths.push((host.clone(), valid, backend));
+                paths.push((host.clone(), valid, backend, field));
             }
         }
     }
@@ -266,33 +336,38 @@ fn routes(
                 && !host.is_empty()
                 && tls.iter().any(|t| t.hostnames.iter().any(|name| covers(name, host))))
     };
-    let rule = |host: &str, path: ValidPath, backend: ValidBackend| ValidRule {
-        hostnames: Some(if host.is_empty() {
-            Vec::new()
-        } else {
-            vec![host.to_owned()]
-        }),
-        paths: vec![path],
-        backends: vec![backend],
-        settings,
-        https_redirect: redirects(host),
+    let rule = |host: String, path: ValidPath, backend: ValidBackend, field: String| IngressPath {
+        https_redirect: redirects(&host),
+        host,
+        path,
+        backend,
+        field,
     };
-    let mut rules: Vec<ValidRule> = paths.into_iter().map(|(h, p, b)| rule(&h, p, b)).collect();
+    let mut rules: Vec<IngressPath> = paths.into_iter().map(|(h, p, b, f)| rule(h, p, b, f)).collect();
     if let Some(default) = default {
         let root = valid_path(PathMatchType::PathPrefix, "/").expect("/ is a valid path");
         if hosts.is_empty() {
             hosts.push(String::new());
         }
         for host in &hosts {
-            rules.push(rule(host, root.clone(), default.clone()));
+            rules.push(rule(
+                host.clone(),
+                root.clone(),
+                default.clone(),
+                "spec.defaultBackend".into(),
+            ));
         }
     }
-    Ok((Vec::new(), rules, tls))
+    Ok(IngressLayout {
+        hosts,
+        paths: rules,
+        tls,
+    })
 }
 
 /// Whether the certificate name `name` (exact or `*.` wildcard) serves
 /// `host`.
-fn covers(name: &str, host: &str) -> bool {
+pub(crate) fn covers(name: &str, host: &str) -> bool {
     match name.strip_prefix('*') {
         Some(suffix) => host.ends_with(suffix) && !host[..host.len() - suffix.len()].contains('.'),
         None => name == host,

@@ -386,7 +386,10 @@ fn snippet(text: &str) -> Outcome {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .all(|l| KNOWN.iter().any(|(pattern, _)| l.contains(pattern)));
     if !reasons.is_empty() && known_lines {
-        Outcome::Unnecessary(format!("snippet not executed, and not needed: {}", reasons.join("; ")))
+        Outcome::Unnecessary(format!(
+            "the snippet is not executed, and ssegate does what it asks: {}",
+            reasons.join("; ")
+        ))
     } else {
         Outcome::Ignored("snippets are never executed (raw NGINX configuration)".into())
     }

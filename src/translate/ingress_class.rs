@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 /// The class name ssegate answers to by default.
 pub const DEFAULT_CLASS: &str = "ssegate";
 /// The controller name ssegate's IngressClasses carry in `spec.controller`.
-pub const CONTROLLER: &str = "ssegate.dev/ingress-controller";
+pub const CONTROLLER: &str = "ssegate.dev/ingress";
 /// The legacy annotation that named a class before `spec.ingressClassName`.
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// The IngressClass annotation that makes a class the cluster's default.
@@ -33,6 +33,10 @@ pub struct ClassPolicy {
     /// `--watch-ingress-without-class`: also serve Ingresses naming no
     /// class at all, as ingress-nginx's flag of that name.
     pub without_class: bool,
+    /// `--claim-ingress-class`: classes served even though their
+    /// IngressClass names another controller: `nginx`, to move a team's
+    /// Ingresses over without editing them, while ingress-nginx is off.
+    pub claimed: Vec<String>,
 }
 
 impl Default for ClassPolicy {
@@ -40,6 +44,7 @@ impl Default for ClassPolicy {
         ClassPolicy {
             class_name: DEFAULT_CLASS.to_owned(),
             without_class: false,
+            claimed: Vec::new(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl OurClasses {
         if !classes.iter().any(|c| c.name == policy.class_name) {
             names.insert(policy.class_name.clone());
         }
+        names.extend(policy.claimed.iter().cloned());
         OurClasses {
             names,
             default,
@@ -103,6 +109,7 @@ mod tests {
         ClassPolicy {
             class_name: "ssegate".into(),
             without_class,
+            claimed: Vec::new(),
         }
     }
 
@@ -127,6 +134,20 @@ mod tests {
         // nginx is the default class, not ours: no-class Ingresses are nginx's.
         assert!(!ours.serves(None, None));
         assert!(!ours.serves(Some(""), Some("")));
+    }
+
+    #[test]
+    fn a_claimed_class_is_served_though_its_ingressclass_names_another_controller() {
+        let classes = [class("nginx", "k8s.io/ingress-nginx", true)];
+        let claiming = ClassPolicy {
+            claimed: vec!["nginx".into()],
+            ..policy(false)
+        };
+        let ours = OurClasses::new(&classes, &claiming);
+        assert!(ours.serves(Some("nginx"), None));
+        assert!(ours.serves(None, Some("nginx")));
+        assert!(!ours.serves(None, None), "the default class is still nginx's, not ours");
+        assert!(!OurClasses::new(&classes, &policy(false)).serves(Some("nginx"), None));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::api::{LoadBalancing, ProxyBuffering};
-use crate::model::{build_table, normalize_host, Objects, ServiceObject, ServicePort};
+use crate::model::{build_table, normalize_host, Objects, RequestSketch, ServiceObject, ServicePort};
 use k8s_openapi::api::networking::v1::Ingress;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ fn each_path_becomes_a_rule_on_its_own_host_with_the_annotated_settings() {
             format!(
                 "{:?} {} {}:{} redirect={}",
                 r.hostnames.as_deref().unwrap(),
-                r.paths[0],
+                r.matches[0],
                 r.backends[0].service,
                 r.backends[0].port,
                 r.https_redirect
@@ -130,7 +130,7 @@ fn in_the_table_the_ingress_serves_its_hosts_and_loses_a_conflict_to_an_older_ro
     let table = build_table(&objects, 1);
     let at = |host: &str, path: &str| {
         table
-            .lookup(&normalize_host(host), path)
+            .lookup(&normalize_host(host), path, &RequestSketch::default())
             .map(|t| format!("{}#{}", t.route, t.rule_index))
     };
     assert_eq!(at("a.example.com", "/events/x").as_deref(), Some("default/web#0"));

@@ -8,4 +8,5 @@
 pub mod ingress;
 pub mod ingress_annotations;
 pub mod ingress_class;
+pub mod ingress_to_route;
 pub mod route;

@@ -274,8 +274,8 @@ impl Proxy {
                     .map(|f| f.value)
             };
             let mode = body_mode_of(&target, field("content-type"), field("x-accel-buffering"));
-            if routed.has_cors() {
-                // CORS edits the fields: through a header map.
+            if routed.edits_response() {
+                // CORS and header modifiers edit the fields: through a header map.
                 let mut headers = HeaderMap::with_capacity(parsed.headers.len());
                 for f in parsed.headers {
                     if let (Ok(name), Ok(value)) = (

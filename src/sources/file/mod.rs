@@ -30,6 +30,7 @@ mod tests;
 mod watch;
 
 use parse::parse_document;
+pub use read::read_limited;
 use read::{read_file, yaml_files};
 pub use watch::{reload, watch};
 

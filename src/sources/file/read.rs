@@ -20,8 +20,8 @@ pub(super) fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads a file at most `max` bytes long.
-pub(super) fn read_limited(file: &Path, max: u64) -> Result<String, String> {
+/// Reads a file at most `max` bytes long (also `ssegate convert`'s input).
+pub fn read_limited(file: &Path, max: u64) -> Result<String, String> {
     use std::io::Read;
     let too_big = |len: u64| {
         format!(

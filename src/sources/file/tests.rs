@@ -451,7 +451,7 @@ fn ingresses_of_our_class_are_served_beside_a_route_of_the_same_name_and_others_
     write(
         dir.path(),
         "b.yaml",
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: ssegate.dev/ingress-controller}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: ssegate.dev/ingress}\n",
     );
     write(
         dir.path(),
