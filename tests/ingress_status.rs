@@ -13,7 +13,7 @@ use common::process::Ssegate;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const CONTROLLER: &str = "ssegate.dev/ingress-controller";
+use ssegate::translate::ingress_class::CONTROLLER;
 
 fn ingress_class(name: &str, controller: &str) -> String {
     format!("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: {name}}}\nspec: {{controller: {controller}}}\n")

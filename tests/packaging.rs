@@ -93,7 +93,10 @@ fn chart_ingress_class_and_ingress_flags_follow_values() {
         default.contains("kind: IngressClass\nmetadata:\n  name: ssegate\n"),
         "{default}"
     );
-    assert!(default.contains("controller: ssegate.dev/ingress-controller"));
+    assert!(default.contains(&format!(
+        "controller: {}\n",
+        ssegate::translate::ingress_class::CONTROLLER
+    )));
     assert!(!default.contains("is-default-class"));
     assert!(default.contains("- --ingress-class=ssegate\n"));
     assert!(default.contains("- --https-redirect-port=443\n"));
@@ -108,6 +111,7 @@ fn chart_ingress_class_and_ingress_flags_follow_values() {
         "controller.publishStatusAddress=192.0.2.1\\,lb.example.com",
         "controller.watchIngressWithoutClass=true",
         "service.httpsPort=8443",
+        "controller.claimIngressClasses={nginx,legacy}",
     ]);
     assert!(custom.contains("  name: sse\n"));
     assert!(custom.contains("ingressclass.kubernetes.io/is-default-class: \"true\""));
@@ -116,6 +120,8 @@ fn chart_ingress_class_and_ingress_flags_follow_values() {
     assert!(custom.contains("- --publish-status-address=192.0.2.1,lb.example.com\n"));
     assert!(!custom.contains("--publish-service"), "the fixed address wins");
     assert!(custom.contains("- --watch-ingress-without-class\n"));
+    assert!(custom.contains("- --claim-ingress-class=nginx,legacy\n"));
+    assert!(!default.contains("--claim-ingress-class"));
 
     let bare = render(&["ingressClass.create=false", "controller.publishService=false"]);
     assert!(!bare.contains("kind: IngressClass"));
@@ -360,7 +366,7 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     // An Ingress of the chart's IngressClass, with an annotation ssegate ignores.
     assert_eq!(
         cp.kubectl_ok(&["get", "ingressclass/ssegate", "-o", "jsonpath={.spec.controller}"]),
-        "ssegate.dev/ingress-controller"
+        ssegate::translate::ingress_class::CONTROLLER
     );
     cp.apply(&ns, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations: {nginx.ingress.kubernetes.io/rewrite-target: /}\nspec:\n  ingressClassName: ssegate\n  rules: [{host: ing.rbac.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}]}}]\n");
     let args = [
