@@ -12,6 +12,7 @@ use ssegate::proxy::normalize::EncodedSlashes;
 use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
+use ssegate::status::ingress::{IngressStatusWriter, LiveIngresses, Publish};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
 use ssegate::status::LogStatus;
@@ -267,6 +268,17 @@ struct ControllerArgs {
     /// `<host name>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// The Service whose addresses the lease holder writes into
+    /// status.loadBalancer of the Ingresses it serves (`namespace/name`, or
+    /// a name in --lease-namespace): its load balancer's ingress, else its
+    /// spec.externalIPs, else its cluster IPs. As ingress-nginx's flag.
+    #[arg(long, env = "SSEGATE_PUBLISH_SERVICE")]
+    publish_service: Option<String>,
+    /// Fixed addresses (comma-separated IPs or host names) for Ingresses'
+    /// status.loadBalancer; wins over --publish-service. With neither,
+    /// Ingress status is not written.
+    #[arg(long, env = "SSEGATE_PUBLISH_STATUS_ADDRESS")]
+    publish_status_address: Option<String>,
     #[command(flatten)]
     ingress: IngressArgs,
     #[command(flatten)]
@@ -413,6 +425,12 @@ async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyh
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let publish = Publish::from_flags(
+        args.publish_status_address.as_deref(),
+        args.publish_service.as_deref(),
+        &args.lease_namespace,
+    )
+    .map_err(anyhow::Error::msg)?;
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -477,6 +495,18 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             let (state, changed) = (state.clone(), state.routes_changed.clone());
             LiveRoutes::new(move |key| state.route(key), changed)
         };
+        let live_ingresses = {
+            let (state, changed) = (state.clone(), state.ingresses_changed.clone());
+            LiveIngresses::new(move |key| state.ingress(key), changed)
+        };
+        let ingress_writer = IngressStatusWriter::new(
+            client.clone(),
+            live_ingresses,
+            publish,
+            identity.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(ingress_writer.run(reports.clone(), leader.clone()));
         let writer = StatusWriter::new(client, live, identity, metrics);
         tokio::spawn(writer.run(reports, leader));
         kube_source::run(state, applier, move || ready.set_ready(true)).await;

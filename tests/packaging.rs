@@ -80,6 +80,56 @@ fn chart_without_secret_access_grants_none_and_says_so() {
 }
 
 #[test]
+fn chart_ingress_class_and_ingress_flags_follow_values() {
+    let render = |set: &[&str]| {
+        let mut args = vec!["template", "t", "charts/ssegate", "--namespace", "edge"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        ok(helm(&args), "helm template")
+    };
+    let default = render(&[]);
+    assert!(
+        default.contains("kind: IngressClass\nmetadata:\n  name: ssegate\n"),
+        "{default}"
+    );
+    assert!(default.contains(&format!(
+        "controller: {}\n",
+        ssegate::translate::ingress_class::CONTROLLER
+    )));
+    assert!(!default.contains("is-default-class"));
+    assert!(default.contains("- --ingress-class=ssegate\n"));
+    assert!(default.contains("- --https-redirect-port=443\n"));
+    assert!(default.contains("- --publish-service=edge/t-ssegate\n"));
+    assert!(!default.contains("--publish-status-address"));
+    assert!(!default.contains("--watch-ingress-without-class"));
+    assert!(default.contains("resources: [\"ingresses/status\"]\n    verbs: [\"patch\"]"));
+
+    let custom = render(&[
+        "ingressClass.name=sse",
+        "ingressClass.default=true",
+        "controller.publishStatusAddress=192.0.2.1\\,lb.example.com",
+        "controller.watchIngressWithoutClass=true",
+        "service.httpsPort=8443",
+        "controller.claimIngressClasses={nginx,legacy}",
+    ]);
+    assert!(custom.contains("  name: sse\n"));
+    assert!(custom.contains("ingressclass.kubernetes.io/is-default-class: \"true\""));
+    assert!(custom.contains("- --ingress-class=sse\n"));
+    assert!(custom.contains("- --https-redirect-port=8443\n"));
+    assert!(custom.contains("- --publish-status-address=192.0.2.1,lb.example.com\n"));
+    assert!(!custom.contains("--publish-service"), "the fixed address wins");
+    assert!(custom.contains("- --watch-ingress-without-class\n"));
+    assert!(custom.contains("- --claim-ingress-class=nginx,legacy\n"));
+    assert!(!default.contains("--claim-ingress-class"));
+
+    let bare = render(&["ingressClass.create=false", "controller.publishService=false"]);
+    assert!(!bare.contains("kind: IngressClass"));
+    assert!(!bare.contains("--publish-"));
+    assert!(bare.contains("- --ingress-class=ssegate\n"));
+}
+
+#[test]
 fn install_manifest_is_rendered_from_the_chart() {
     let out = Command::new(format!("{ROOT}/scripts/render-install.sh"))
         .output()
@@ -222,6 +272,16 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         (vec!["watch", "ingresses.networking.k8s.io", "-A"], "yes"),
         (vec!["update", "ingresses.networking.k8s.io", "-n", "default"], "no"),
         (vec!["watch", "ingressclasses.networking.k8s.io"], "yes"),
+        (vec!["create", "ingressclasses.networking.k8s.io"], "no"),
+        (
+            vec!["patch", "ingresses.networking.k8s.io", "--subresource=status", "-A"],
+            "yes",
+        ),
+        (
+            vec!["update", "ingresses.networking.k8s.io", "--subresource=status", "-A"],
+            "no",
+        ),
+        (vec!["patch", "ingresses.networking.k8s.io", "-A"], "no"),
     ] {
         let mut full = vec!["auth", "can-i"];
         full.extend(&args);
@@ -247,6 +307,7 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         "endpointslices.discovery.k8s.io [] [] [get list watch]",
         "events.events.k8s.io [] [] [create patch]",
         "ingressclasses.networking.k8s.io [] [] [get list watch]",
+        "ingresses.networking.k8s.io/status [] [] [patch]",
         "ingresses.networking.k8s.io [] [] [get list watch]",
         "routes.ssegate.dev/status [] [] [patch]",
         "routes.ssegate.dev [] [] [get list watch]",
@@ -302,6 +363,12 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     let backend = NetnsBackend::start("pod-rbac").await;
     cp.apply(&ns, &backend.service_yaml("demo"));
     cp.apply(&ns, "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo}\nspec:\n  hostnames: [rbac.test]\n  proxyBuffering: Disabled\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n");
+    // An Ingress of the chart's IngressClass, with an annotation ssegate ignores.
+    assert_eq!(
+        cp.kubectl_ok(&["get", "ingressclass/ssegate", "-o", "jsonpath={.spec.controller}"]),
+        ssegate::translate::ingress_class::CONTROLLER
+    );
+    cp.apply(&ns, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations: {nginx.ingress.kubernetes.io/rewrite-target: /}\nspec:\n  ingressClassName: ssegate\n  rules: [{host: ing.rbac.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}]}}]\n");
     let args = [
         "controller",
         "--kubeconfig",
@@ -310,6 +377,8 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         release_ns,
         "--lease-name",
         "ssegate-status",
+        // Data only, never connected to.
+        "--publish-status-address=192.0.2.30",
     ];
     let gw = Ssegate::start(&args, dir.path()).await;
     let resp = client()
@@ -331,6 +400,18 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         assert!(
             std::time::Instant::now() < deadline,
             "status never written with the chart's RBAC:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while cp.get(&ns, "ingress/web", "{.status.loadBalancer.ingress[0].ip}") != "192.0.2.30"
+        || !cp
+            .kubectl_ok(&["get", "events.events.k8s.io", "-n", &ns, "-o", "json"])
+            .contains("AnnotationIgnored")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ingress status or Event never written with the chart's RBAC:\n{}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

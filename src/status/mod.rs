@@ -56,5 +56,6 @@ fn log_report(r: &RouteReport) {
     }
 }
 
+pub mod ingress;
 pub mod kube;
 pub mod lease;
