@@ -95,16 +95,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                     }
                 }
             }
-            let target = Arc::new(ResolvedRule::new(
-                name.clone(),
-                index,
-                rule,
-                valid.max_concurrent_streams,
-                valid.cors.clone(),
-                backends,
-                problems,
-                valid.strict_backends,
-            ));
+            let target = Arc::new(ResolvedRule::new(name.clone(), index, valid, backends, problems));
 
             let hosts = match &rule.hostnames {
                 Some(own) => host_patterns(own),

@@ -86,16 +86,17 @@ pub struct ResolvedRule {
 }
 
 impl ResolvedRule {
+    /// Rule `rule_index` of `valid` (named `route`), with its backends
+    /// resolved and the `problems` that left some unusable.
     pub fn new(
         route: Arc<str>,
         rule_index: usize,
-        rule: &crate::api::ValidRule,
-        max_concurrent_streams: Option<usize>,
-        cors: Option<Arc<crate::api::CorsPolicy>>,
+        valid: &crate::api::ValidRoute,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
-        strict: bool,
     ) -> Self {
+        let rule = &valid.rules[rule_index];
+        let strict = valid.strict_backends;
         let total_weight = backends.iter().filter(|b| b.usable()).map(|b| b.weight as u64).sum();
         let unavailable_internal = strict && total_weight == 0;
         let unavailable = (total_weight == 0).then(|| {
@@ -109,8 +110,8 @@ impl ResolvedRule {
             route,
             rule_index,
             settings: rule.settings,
-            max_concurrent_streams,
-            cors,
+            max_concurrent_streams: valid.max_concurrent_streams,
+            cors: valid.cors.clone(),
             backends,
             https_redirect: rule.https_redirect,
             filters: rule.filters.clone(),
