@@ -317,6 +317,9 @@ pub struct ValidTls {
     /// Lower-case exact names or `*.` wildcards.
     pub hostnames: Vec<String>,
     pub secret_name: String,
+    /// The Secret's namespace when not the object's own (a Gateway
+    /// listener's certificateRef allowed by a ReferenceGrant).
+    pub namespace: Option<String>,
 }
 
 #[derive(Default)]
@@ -485,6 +488,7 @@ impl RouteSpec {
             tls.push(ValidTls {
                 hostnames: names.clone(),
                 secret_name: t.secret_name.clone(),
+                namespace: None,
             });
         }
         if errors.0.is_empty() {

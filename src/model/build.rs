@@ -19,7 +19,12 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         ..Default::default()
     };
 
-    let mut routes: Vec<&RouteDefinition> = objects.routes.values().chain(objects.ingresses.values()).collect();
+    let mut routes: Vec<&RouteDefinition> = objects
+        .routes
+        .values()
+        .chain(objects.ingresses.values())
+        .chain(objects.gateway_api.values())
+        .collect();
     routes.sort_by(|a, b| (a.created_millis, &a.key, a.kind).cmp(&(b.created_millis, &b.key, b.kind)));
 
     // Who owns each (host pattern, path match).
@@ -124,7 +129,8 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
 
         let mut bad_certs = Vec::new();
         for tls in &valid.tls {
-            let secret_key = ObjectKey::new(route.key.namespace.as_str(), tls.secret_name.as_str());
+            let namespace = tls.namespace.as_deref().unwrap_or(&route.key.namespace);
+            let secret_key = ObjectKey::new(namespace, tls.secret_name.as_str());
             let Some(secret) = objects.secrets.get(&secret_key) else {
                 bad_certs.push(format!("Secret {secret_key} not found"));
                 continue;

@@ -37,6 +37,11 @@ pub enum SourceKind {
     Route,
     /// `networking.k8s.io/v1` Ingress of one of ssegate's classes.
     Ingress,
+    /// `gateway.networking.k8s.io/v1` HTTPRoute attached to a Gateway of
+    /// ssegate's class.
+    HttpRoute,
+    /// A Gateway of ssegate's class: only its listeners' certificates.
+    Gateway,
 }
 
 impl SourceKind {
@@ -44,6 +49,8 @@ impl SourceKind {
         match self {
             SourceKind::Route => "Route",
             SourceKind::Ingress => "Ingress",
+            SourceKind::HttpRoute => "HTTPRoute",
+            SourceKind::Gateway => "Gateway",
         }
     }
 }
@@ -172,6 +179,9 @@ pub struct Objects {
     pub routes: BTreeMap<ObjectKey, RouteDefinition>,
     /// Ingresses of ssegate's classes, translated.
     pub ingresses: BTreeMap<ObjectKey, RouteDefinition>,
+    /// HTTPRoutes attached to Gateways of ssegate's class, and those
+    /// Gateways' certificates, translated (see `translate::gateway`).
+    pub gateway_api: BTreeMap<(SourceKind, ObjectKey), RouteDefinition>,
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
     pub secrets: BTreeMap<ObjectKey, SecretObject>,

@@ -29,6 +29,7 @@ pub trait ObjectSink: Send + Sync {
 pub fn object_count(objects: &Objects) -> usize {
     objects.routes.len()
         + objects.ingresses.len()
+        + objects.gateway_api.len()
         + objects.services.len()
         + objects.slices.len()
         + objects.secrets.len()

@@ -321,6 +321,7 @@ pub fn ingress_paths(spec: &IngressSpec, annotated: &AnnotatedSettings) -> Resul
             tls.push(ValidTls {
                 hostnames: names,
                 secret_name: secret.to_owned(),
+                namespace: None,
             });
         }
     }

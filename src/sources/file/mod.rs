@@ -383,6 +383,7 @@ impl FolderSource {
         let present = |(kind, k): &(SourceKind, ObjectKey)| match kind {
             SourceKind::Route => objects.routes.contains_key(k),
             SourceKind::Ingress => objects.ingresses.contains_key(k),
+            kind => objects.gateway_api.contains_key(&(*kind, k.clone())),
         };
         self.history.first_seen.retain(|k, _| present(k));
         self.history.generations.retain(|k, _| present(k));
