@@ -2,7 +2,8 @@
 # Installs what the test command needs and the machine lacks, and says what
 # it did. Needs root for apt-get; everything else goes to the user's caches.
 #   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv
-#   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target.
+#   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target,
+#   kopium (pinned, from crates.io, into ~/.cache/ssegate/tools: the Gateway API types' drift test).
 # Go and a Rust toolchain (rustup) must already be there.
 set -euo pipefail
 
@@ -35,3 +36,5 @@ if command -v rustup >/dev/null; then
   # For a fully static image binary; scripts/image.sh falls back to glibc static without it.
   rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
 fi
+# The Gateway API types' drift test regenerates them with this exact kopium.
+"$(dirname "$0")/gateway-api-types.sh" --install || { say "kopium could not be installed"; exit 1; }

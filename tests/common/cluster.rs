@@ -56,10 +56,18 @@ impl ControlPlane {
         );
         let crds = format!("{ROOT}/crds/routes.ssegate.dev.yaml");
         cp.kubectl_ok(&["apply", "--server-side", "-f", &crds]);
+        // The pinned Gateway API CRDs (crds/gateway-api/, standard channel).
+        // Server-side: the HTTPRoute CRD is too large for the last-applied annotation.
+        let gateway_api = format!("{ROOT}/crds/gateway-api/");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", &gateway_api]);
         cp.kubectl_ok(&[
             "wait",
             "--for=condition=established",
             "crd/routes.ssegate.dev",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "crd/referencegrants.gateway.networking.k8s.io",
             "--timeout=60s",
         ]);
         cp

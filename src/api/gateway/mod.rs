@@ -27,3 +27,30 @@ pub use reference_grant::{ReferenceGrant, ReferenceGrantSpec};
 pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The Gateway API release the CRDs and types come from.
 pub const BUNDLE_VERSION: &str = "v1.6.3";
+
+#[cfg(test)]
+mod tests {
+    use super::http_route::HttpRouteRulesFiltersRequestRedirect;
+    use super::*;
+    use kube::Resource;
+
+    #[test]
+    fn kinds_are_the_served_versions_of_the_gateway_api_group() {
+        assert_eq!(GatewayClass::api_version(&()), "gateway.networking.k8s.io/v1");
+        assert_eq!(Gateway::api_version(&()), "gateway.networking.k8s.io/v1");
+        assert_eq!(HttpRoute::api_version(&()), "gateway.networking.k8s.io/v1");
+        assert_eq!(HttpRoute::kind(&()), "HTTPRoute");
+        assert_eq!(HttpRoute::plural(&()), "httproutes");
+        assert_eq!(ReferenceGrant::api_version(&()), "gateway.networking.k8s.io/v1beta1");
+        assert_eq!(Gateway::group(&()), GROUP);
+    }
+
+    /// The one fix-up to kopium's output: statusCode is a JSON number.
+    #[test]
+    fn redirect_status_code_is_a_number() {
+        let redirect: HttpRouteRulesFiltersRequestRedirect =
+            serde_json::from_value(serde_json::json!({"statusCode": 301})).unwrap();
+        assert_eq!(redirect.status_code, Some(301));
+        assert_eq!(serde_json::to_string(&redirect).unwrap(), r#"{"statusCode":301}"#);
+    }
+}
