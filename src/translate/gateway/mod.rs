@@ -1,0 +1,153 @@
+//! Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) into the
+//! route model (issue 15).
+//!
+//! Unlike a Route or an Ingress, an HTTPRoute means nothing alone: where
+//! it serves depends on the Gateways it names, their listeners and which
+//! namespaces those take, and ReferenceGrants elsewhere. So the whole set
+//! is translated at once: the GatewayClasses naming ssegate's controller,
+//! then their Gateways' listeners, then every HTTPRoute against them. The
+//! outcome is one definition per attached HTTPRoute (and one per Gateway,
+//! carrying its certificates), plus what the status of each object should
+//! say. Pure: no I/O, no kube client.
+
+pub mod grants;
+pub mod http_route;
+pub mod listeners;
+#[cfg(test)]
+mod tests;
+
+use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::api::{StreamSettings, ValidRoute};
+use crate::model::report::Verdict;
+use crate::model::{ObjectKey, RouteDefinition, SecretObject, SourceKind};
+use http_route::RoutePlan;
+use listeners::{GatewayPlan, Listener};
+use std::collections::BTreeMap;
+
+pub use crate::api::gateway::GROUP;
+
+/// The `controllerName` of ssegate's GatewayClasses.
+pub const CONTROLLER: &str = "ssegate.dev/gateway-controller";
+
+/// Everything the translation reads.
+pub struct GatewayInputs<'a> {
+    pub classes: &'a [GatewayClass],
+    pub gateways: &'a [Gateway],
+    pub routes: &'a [HttpRoute],
+    pub grants: &'a [ReferenceGrant],
+    /// Labels of each namespace, for `allowedRoutes` selectors.
+    pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    pub secrets: &'a BTreeMap<ObjectKey, SecretObject>,
+    /// Namespace of objects that name none (files).
+    pub default_namespace: &'a str,
+}
+
+/// A GatewayClass of ssegate's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassPlan {
+    pub name: String,
+    pub generation: Option<i64>,
+    pub accepted: Verdict,
+}
+
+/// What the Gateway API objects amount to.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOutcome {
+    pub definitions: Vec<RouteDefinition>,
+    pub classes: Vec<ClassPlan>,
+    pub gateways: Vec<GatewayPlan>,
+    /// Every HTTPRoute with at least one parent of ssegate's.
+    pub routes: Vec<(ObjectKey, Option<i64>, RoutePlan)>,
+}
+
+fn key_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    default_namespace: &str,
+) -> Option<ObjectKey> {
+    let name = meta.name.clone().filter(|n| !n.is_empty())?;
+    let namespace = meta.namespace.clone().unwrap_or_else(|| default_namespace.to_owned());
+    Some(ObjectKey { namespace, name })
+}
+
+fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> i64 {
+    meta.creation_timestamp.as_ref().map_or(0, |t| t.0.as_millisecond())
+}
+
+/// Translates the whole set.
+pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
+    let mut out = GatewayOutcome::default();
+    let ours: Vec<&str> = inputs
+        .classes
+        .iter()
+        .filter(|c| c.spec.controller_name == CONTROLLER)
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    for class in inputs.classes.iter().filter(|c| c.spec.controller_name == CONTROLLER) {
+        out.classes.push(ClassPlan {
+            name: class.metadata.name.clone().unwrap_or_default(),
+            generation: class.metadata.generation,
+            accepted: Verdict::yes("Accepted", "ssegate serves Gateways of this class"),
+        });
+    }
+
+    let mut listeners: BTreeMap<ObjectKey, Vec<Listener>> = BTreeMap::new();
+    for gateway in inputs
+        .gateways
+        .iter()
+        .filter(|g| ours.contains(&g.spec.gateway_class_name.as_str()))
+    {
+        let Some(key) = key_of(&gateway.metadata, inputs.default_namespace) else {
+            continue;
+        };
+        let plan = listeners::plan(gateway, key.clone(), inputs.grants, inputs.secrets);
+        listeners.insert(key.clone(), plan.listeners.clone());
+        if !plan.tls.is_empty() {
+            out.definitions.push(RouteDefinition {
+                kind: SourceKind::Gateway,
+                key: key.clone(),
+                generation: plan.generation,
+                created_millis: created(&gateway.metadata),
+                translated: Ok(ValidRoute {
+                    hostnames: Vec::new(),
+                    rules: Vec::new(),
+                    max_concurrent_streams: None,
+                    cors: None,
+                    tls: plan.tls.clone(),
+                    strict_backends: true,
+                }),
+                warnings: Vec::new(),
+            });
+        }
+        out.gateways.push(plan);
+    }
+
+    for route in inputs.routes {
+        let Some(key) = key_of(&route.metadata, inputs.default_namespace) else {
+            continue;
+        };
+        let plan = http_route::plan(
+            route,
+            key.clone(),
+            created(&route.metadata),
+            &listeners,
+            inputs.grants,
+            inputs.namespace_labels,
+            StreamSettings::DEFAULT,
+        );
+        if plan.parents.is_empty() {
+            continue;
+        }
+        for (gateway, listener) in &plan.attached {
+            if let Some(g) = out.gateways.iter_mut().find(|g| g.key == *gateway) {
+                if let Some(v) = g.verdicts.iter_mut().find(|v| v.name == *listener) {
+                    v.attached_routes += 1;
+                }
+            }
+        }
+        if let Some(definition) = &plan.definition {
+            out.definitions.push(definition.clone());
+        }
+        out.routes.push((key, route.metadata.generation, plan));
+    }
+    out
+}

@@ -1,0 +1,238 @@
+//! The Gateway API translation on a realistic set of objects: which
+//! routes attach where, each parent's reason when one does not, listener
+//! status, and what the table then serves.
+
+use super::*;
+use crate::model::{build_table, Objects, RequestSketch, ServiceObject, ServicePort, TlsKeyPair};
+
+fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> Vec<T> {
+    yaml.split("\n---\n")
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect()
+}
+
+const CLASSES: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sse}
+spec: {controllerName: ssegate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}";
+
+const GATEWAYS: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: apps}
+spec:
+  gatewayClassName: sse
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: cert}]}
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {sse: \"yes\"}}}}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs, namespace: apps}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]";
+
+fn route(name: &str, ns: &str, spec: &str) -> HttpRoute {
+    serde_yaml::from_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+    ))
+    .unwrap()
+}
+
+fn outcome(routes: &[HttpRoute], labels: &[(&str, &str)]) -> GatewayOutcome {
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(GATEWAYS);
+    let mut namespace_labels = BTreeMap::new();
+    for (ns, label) in labels {
+        namespace_labels.insert(ns.to_string(), BTreeMap::from([(label.to_string(), "yes".to_string())]));
+    }
+    let mut secrets = BTreeMap::new();
+    let cert = rcgen_free_pair();
+    secrets.insert(
+        ObjectKey::new("apps", "cert"),
+        SecretObject {
+            key: ObjectKey::new("apps", "cert"),
+            pair: Some(cert),
+            problem: None,
+        },
+    );
+    translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes,
+        grants: &[],
+        namespace_labels: &namespace_labels,
+        secrets: &secrets,
+        default_namespace: "default",
+    })
+}
+
+/// A key pair object; the translation only asks whether one is there.
+fn rcgen_free_pair() -> TlsKeyPair {
+    TlsKeyPair::new(b"cert", b"key")
+}
+
+fn parent<'a>(o: &'a GatewayOutcome, name: &str) -> &'a http_route::ParentVerdict {
+    let (_, _, plan) = o.routes.iter().find(|(k, _, _)| k.name == name).unwrap();
+    &plan.parents[0]
+}
+
+#[test]
+fn routes_attach_by_listener_namespace_and_hostname_with_the_spec_reasons() {
+    let backend = "    backendRefs: [{name: svc, port: 80}]\n";
+    let routes = vec![
+        route(
+            "served",
+            "apps",
+            &format!("  parentRefs: [{{name: gw}}]\n  hostnames: [a.example.com, secure.example.com]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /sse}}, headers: [{{name: X-V, value: \"2\"}}]}}]\n{backend}"),
+        ),
+        route("elsewhere", "team", &format!("  parentRefs: [{{name: gw, namespace: apps, sectionName: http}}]\n  rules:\n  -{}", &backend[5..])),
+        route("nosection", "apps", &format!("  parentRefs: [{{name: gw, sectionName: nope}}]\n  rules:\n  -{}", &backend[5..])),
+        route("nohost", "apps", &format!("  parentRefs: [{{name: gw}}]\n  hostnames: [b.other.org]\n  rules:\n  -{}", &backend[5..])),
+        route(
+            "crossns",
+            "apps",
+            "  parentRefs: [{name: gw, sectionName: http}]\n  rules:\n  - backendRefs: [{name: svc, namespace: backends, port: 80}]\n",
+        ),
+        route(
+            "regex",
+            "apps",
+            &format!("  parentRefs: [{{name: gw}}]\n  rules:\n  - matches: [{{path: {{type: RegularExpression, value: \"/a.*\"}}}}]\n{backend}"),
+        ),
+        route("theirs", "apps", &format!("  parentRefs: [{{name: theirs}}]\n  rules:\n  -{}", &backend[5..])),
+        route("selected", "team", &format!("  parentRefs: [{{name: gw, namespace: apps, sectionName: https}}]\n  rules:\n  -{}", &backend[5..])),
+    ];
+    let o = outcome(&routes, &[("team", "sse"), ("apps", "sse")]);
+
+    assert_eq!(o.classes.len(), 1, "only the class naming ssegate's controller");
+    assert_eq!(parent(&o, "served").accepted.reason, "Accepted");
+    assert_eq!(parent(&o, "elsewhere").accepted.reason, "NotAllowedByListeners");
+    assert_eq!(parent(&o, "nosection").accepted.reason, "NoMatchingParent");
+    assert_eq!(parent(&o, "nohost").accepted.reason, "NoMatchingListenerHostname");
+    assert_eq!(parent(&o, "crossns").accepted.reason, "Accepted");
+    let (_, _, crossns) = o.routes.iter().find(|(k, _, _)| k.name == "crossns").unwrap();
+    assert_eq!(crossns.refused_refs.as_ref().unwrap().reason, "RefNotPermitted");
+    assert_eq!(parent(&o, "regex").accepted.reason, "UnsupportedValue");
+    assert!(
+        o.routes.iter().all(|(k, _, _)| k.name != "theirs"),
+        "another controller's parent"
+    );
+    assert_eq!(
+        parent(&o, "selected").accepted.reason,
+        "Accepted",
+        "the namespace selector admits team"
+    );
+
+    let gw = &o.gateways[0];
+    let listener = |name: &str| gw.verdicts.iter().find(|v| v.name == name).unwrap();
+    assert_eq!(listener("http").attached_routes, 2, "served and crossns");
+    assert_eq!(
+        listener("https").attached_routes,
+        2,
+        "served (secure.example.com) and selected"
+    );
+    assert_eq!(listener("tcp").accepted.reason, "UnsupportedProtocol");
+    assert!(listener("https").resolved_refs.is_true());
+    assert!(gw.accepted.is_true());
+
+    // The table: served answers on a.example.com over plain HTTP with the
+    // header, and on secure.example.com only over TLS.
+    let mut objects = Objects::default();
+    for d in &o.definitions {
+        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
+    }
+    for ns in ["apps", "backends"] {
+        objects.services.insert(
+            ObjectKey::new(ns, "svc"),
+            ServiceObject {
+                key: ObjectKey::new(ns, "svc"),
+                ports: vec![ServicePort {
+                    name: "".into(),
+                    port: 80,
+                }],
+            },
+        );
+    }
+    objects.secrets.insert(
+        ObjectKey::new("apps", "cert"),
+        SecretObject {
+            key: ObjectKey::new("apps", "cert"),
+            pair: Some(rcgen_free_pair()),
+            problem: None,
+        },
+    );
+    let table = build_table(&objects, 1);
+    let req = |headers: &[(&str, &str)], tls: bool| RequestSketch {
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        tls,
+        ..Default::default()
+    };
+    let at = |host: &str, path: &str, r: RequestSketch| {
+        table
+            .lookup(host, path, &r)
+            .map(|t| t.route.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        at("a.example.com", "/sse/x", req(&[("x-v", "2")], false)),
+        "apps/served"
+    );
+    assert_eq!(
+        at("a.example.com", "/sse/x", req(&[("x-v", "2")], true)),
+        "",
+        "not on HTTPS"
+    );
+    assert_eq!(
+        at("secure.example.com", "/sse", req(&[("x-v", "2")], true)),
+        "apps/served"
+    );
+    // Over plain HTTP too: the HTTP listener's *.example.com covers it.
+    assert_eq!(
+        at("secure.example.com", "/sse", req(&[("x-v", "2")], false)),
+        "apps/served"
+    );
+    assert_eq!(
+        at("a.example.com", "/sse/x", req(&[], false)),
+        "apps/crossns",
+        "falls through to /"
+    );
+    // The refused cross-namespace backend answers 500, though its Service exists.
+    let target = table.lookup("a.example.com", "/", &req(&[], false)).unwrap();
+    let unpicked = target.pick().unwrap_err();
+    assert!(unpicked.internal);
+    assert!(table.certificate_for("secure.example.com").is_some());
+}
+
+#[test]
+fn hostnames_intersect_with_wildcards_on_either_side() {
+    let routes = vec![
+        route(
+            "wild",
+            "apps",
+            "  parentRefs: [{name: gw, sectionName: http}]\n  hostnames: [\"*.example.com\", \"x.y.example.com\", other.org]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+        ),
+        route(
+            "any",
+            "apps",
+            "  parentRefs: [{name: gw, sectionName: http}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+        ),
+    ];
+    let o = outcome(&routes, &[]);
+    let hosts = |name: &str| {
+        let d = o.definitions.iter().find(|d| d.key.name == name).unwrap();
+        d.translated.as_ref().unwrap().rules[0].hostnames.clone().unwrap()
+    };
+    assert_eq!(hosts("wild"), ["*.example.com", "x.y.example.com"]);
+    assert_eq!(hosts("any"), ["*.example.com"], "no hostnames: the listener's");
+}
