@@ -485,11 +485,22 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let ready = admin_state.clone();
     let run_source = spawn_control(move || async move {
         let client = kube::Client::try_from(config)?;
+        let gateway_api = ssegate::sources::kube_gateway::served(&client).await;
+        info!(
+            gateway_api,
+            "Gateway API {}",
+            if gateway_api {
+                "served by the cluster: watching GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants"
+            } else {
+                "not served by the cluster (its CRDs are not installed): not watched; restart ssegate after installing them"
+            }
+        );
         let (state, _watchers) = ClusterState::start(
             client.clone(),
             &args.namespaces,
             args.tls_secrets,
             args.ingress.policy(),
+            gateway_api,
         );
         let live = {
             let (state, changed) = (state.clone(), state.routes_changed.clone());

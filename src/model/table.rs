@@ -47,6 +47,13 @@ impl ResolvedBackend {
     fn usable(&self) -> bool {
         self.weight > 0 && (self.failure.is_some() || !self.endpoints.is_empty())
     }
+
+    /// The next of its endpoints in turn. Only called on a backend
+    /// [`ResolvedRule::pick_backend`] returned, which has endpoints.
+    pub fn next_endpoint(&self) -> SocketAddr {
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.endpoints[(n % self.endpoints.len() as u64) as usize]
+    }
 }
 
 /// Why no endpoint was picked.
@@ -134,6 +141,13 @@ impl ResolvedRule {
     /// Picks an endpoint by weighted round robin: the backend by weight,
     /// then the endpoint within it in turn. Lock-free: two atomic increments.
     pub fn pick(&self) -> Result<SocketAddr, Unpicked<'_>> {
+        Ok(self.pick_backend()?.next_endpoint())
+    }
+
+    /// Picks a backend by weight (one step of the rule's cursor per call,
+    /// so each request is one draw and the weights hold exactly). A
+    /// backend that cannot be used answers its share: the error.
+    pub fn pick_backend(&self) -> Result<&ResolvedBackend, Unpicked<'_>> {
         if let Some(why) = &self.unavailable {
             return Err(Unpicked {
                 why,
@@ -147,8 +161,7 @@ impl ResolvedRule {
                 if let Some(why) = &backend.failure {
                     return Err(Unpicked { why, internal: true });
                 }
-                let n = backend.cursor.fetch_add(1, Ordering::Relaxed);
-                return Ok(backend.endpoints[(n % backend.endpoints.len() as u64) as usize]);
+                return Ok(backend);
             }
             slot -= weight;
         }

@@ -90,31 +90,36 @@ impl EndpointStates {
         target: &'t ResolvedRule,
         avoid: Option<SocketAddr>,
     ) -> Result<SocketAddr, Unpicked<'t>> {
-        let tries = target
-            .backends
-            .iter()
-            .map(|b| b.endpoints.len())
-            .sum::<usize>()
-            .clamp(1, 16);
-        let draw = || -> Result<SocketAddr, Unpicked<'t>> {
+        // The backend by weight, once per request; then endpoints within it.
+        // A retry whose backend has nothing but the endpoint that just
+        // failed draws the backend again (a few times at most).
+        let mut backend = target.pick_backend()?;
+        for _ in 0..3 {
+            if avoid.is_none() || backend.endpoints.iter().any(|e| Some(*e) != avoid) {
+                break;
+            }
+            backend = target.pick_backend()?;
+        }
+        let tries = backend.endpoints.len().clamp(1, 16);
+        let draw = || -> SocketAddr {
             let mut fallback = None;
             for _ in 0..tries {
-                let e = target.pick()?;
+                let e = backend.next_endpoint();
                 if Some(e) != avoid && self.healthy(e) {
-                    return Ok(e);
+                    return e;
                 }
                 if Some(e) != avoid {
                     fallback.get_or_insert(e);
                 }
             }
             // Every endpoint drawn is unhealthy: better one of them than none.
-            fallback.map_or_else(|| target.pick(), Ok)
+            fallback.unwrap_or_else(|| backend.next_endpoint())
         };
-        let first = draw()?;
+        let first = draw();
         if target.settings.load_balancing == LoadBalancing::RoundRobin {
             return Ok(first);
         }
-        let second = draw()?;
+        let second = draw();
         Ok(if self.load(second) < self.load(first) {
             second
         } else {

@@ -38,6 +38,8 @@ pub struct ClusterState {
     /// Cluster-scoped: one store whatever the namespaces.
     ingress_classes: Store<IngressClass>,
     class_policy: ClassPolicy,
+    /// Gateway API kinds, when the cluster serves them.
+    pub gateway: Option<super::kube_gateway::GatewayStores>,
     /// Ingresses that are not ssegate's, as last logged, so each is
     /// logged once per change of mind.
     skipped_ingresses: Mutex<HashMap<ObjectKey, String>>,
@@ -68,6 +70,7 @@ impl ClusterState {
         namespaces: &[String],
         tls_secrets: bool,
         class_policy: ClassPolicy,
+        gateway_api: bool,
     ) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
@@ -76,7 +79,14 @@ impl ClusterState {
         };
         let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (classes, classes_writer) = reflector::store();
+        let (gateway, gateway_writers) = if gateway_api {
+            let (stores, writers) = super::kube_gateway::GatewayStores::new(&client, &scopes);
+            (Some(stores), Some(writers))
+        } else {
+            (None, None)
+        };
         let mut state = ClusterState {
+            gateway,
             routes: Vec::new(),
             ingresses: Vec::new(),
             ingress_classes: classes,
@@ -159,6 +169,34 @@ impl ClusterState {
         for (api, w) in writers.3 {
             tasks.spawn(watch(api, w, secrets.clone(), state.clone(), "Secret", None));
         }
+        if let Some(g) = gateway_writers {
+            let all = watcher::Config::default;
+            tasks.spawn(watch(
+                Api::all(client.clone()),
+                g.classes,
+                all(),
+                state.clone(),
+                "GatewayClass",
+                None,
+            ));
+            tasks.spawn(watch(
+                Api::all(client.clone()),
+                g.namespaces,
+                all(),
+                state.clone(),
+                "Namespace",
+                None,
+            ));
+            for (api, w) in g.gateways {
+                tasks.spawn(watch(api, w, all(), state.clone(), "Gateway", None));
+            }
+            for (api, w) in g.routes {
+                tasks.spawn(watch(api, w, all(), state.clone(), "HTTPRoute", None));
+            }
+            for (api, w) in g.grants {
+                tasks.spawn(watch(api, w, all(), state.clone(), "ReferenceGrant", None));
+            }
+        }
         (state, tasks)
     }
 
@@ -171,6 +209,9 @@ impl ClusterState {
             let _ = s.wait_until_ready().await;
         }
         let _ = self.ingress_classes.wait_until_ready().await;
+        if let Some(g) = &self.gateway {
+            g.wait_ready().await;
+        }
         for s in &self.services {
             let _ = s.wait_until_ready().await;
         }
@@ -212,6 +253,11 @@ impl ClusterState {
             }
         }
         objects.secrets = self.secrets();
+        if let Some(g) = &self.gateway {
+            for d in g.translate(&objects.secrets).definitions {
+                objects.gateway_api.insert((d.kind, d.key.clone()), d);
+            }
+        }
         objects
     }
 
@@ -299,7 +345,7 @@ impl ClusterState {
     }
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(super) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     K::DynamicType: Default,

@@ -23,6 +23,11 @@ pub use gateway_class::{GatewayClass, GatewayClassSpec, GatewayClassStatus};
 pub use http_route::{HttpRoute, HttpRouteSpec, HttpRouteStatus};
 pub use reference_grant::{ReferenceGrant, ReferenceGrantSpec};
 
+/// apiVersion of GatewayClass, Gateway and HTTPRoute (and ReferenceGrant,
+/// also served as v1beta1).
+pub const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+pub const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
+
 /// API group of every Gateway API kind here.
 pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The Gateway API release the CRDs and types come from.

@@ -79,6 +79,9 @@ enum Doc {
     Route(Box<ParsedRoute>),
     Ingress(Box<ParsedIngress>),
     IngressClass(crate::translate::ingress_class::IngressClassInfo),
+    /// Gateway API objects (and Namespaces, for their labels), translated
+    /// together once the whole folder is read.
+    Gateway(Box<GatewayDoc>),
     Service(crate::model::ServiceObject),
     Slice(crate::model::EndpointSliceObject),
     Secret(crate::model::SecretObject),
@@ -94,6 +97,36 @@ struct ParsedRoute {
     definition: crate::model::RouteDefinition,
     /// Whether the file set `metadata.creationTimestamp`.
     stamped: bool,
+}
+
+/// A Gateway API object (or a Namespace) as parsed.
+#[derive(Debug, Clone)]
+enum GatewayDoc {
+    Class(crate::api::gateway::GatewayClass),
+    Gateway(crate::api::gateway::Gateway),
+    Route(crate::api::gateway::HttpRoute),
+    Grant(crate::api::gateway::ReferenceGrant),
+    Namespace(k8s_openapi::api::core::v1::Namespace),
+}
+
+impl GatewayDoc {
+    fn kind_and_key(&self) -> (&'static str, ObjectKey) {
+        let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, namespaced: bool| {
+            let ns = if namespaced {
+                m.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+            } else {
+                String::new()
+            };
+            ObjectKey::new(ns, m.name.clone().unwrap_or_default())
+        };
+        match self {
+            GatewayDoc::Class(c) => ("GatewayClass", key(&c.metadata, false)),
+            GatewayDoc::Gateway(g) => ("Gateway", key(&g.metadata, true)),
+            GatewayDoc::Route(r) => ("HTTPRoute", key(&r.metadata, true)),
+            GatewayDoc::Grant(g) => ("ReferenceGrant", key(&g.metadata, true)),
+            GatewayDoc::Namespace(n) => ("Namespace", key(&n.metadata, false)),
+        }
+    }
 }
 
 /// An Ingress as parsed; whether it is ssegate's is settled when the
@@ -315,6 +348,7 @@ impl FolderSource {
             })
             .collect();
         let ours = OurClasses::new(&classes, &self.class_policy);
+        let mut gateway_docs: Vec<(PathBuf, usize, GatewayDoc)> = Vec::new();
         for (file, state) in &self.files {
             for (i, entry) in state.entries.iter().enumerate() {
                 let Some(doc) = entry.doc() else { continue };
@@ -322,6 +356,7 @@ impl FolderSource {
                     Doc::Route(r) => ("Route", r.definition.key.clone()),
                     Doc::Ingress(i) => ("Ingress", i.candidate.definition.key.clone()),
                     Doc::IngressClass(c) => ("IngressClass", ObjectKey::new("", c.name.as_str())),
+                    Doc::Gateway(g) => g.kind_and_key(),
                     Doc::Service(s) => ("Service", s.key.clone()),
                     Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
                     Doc::Secret(s) => ("Secret", s.key.clone()),
@@ -362,6 +397,7 @@ impl FolderSource {
                         objects.ingresses.insert(key, definition);
                     }
                     Doc::IngressClass(_) => {}
+                    Doc::Gateway(g) => gateway_docs.push((file.clone(), i, (**g).clone())),
                     Doc::Service(s) => {
                         objects.services.insert(key, s.clone());
                     }
@@ -380,6 +416,7 @@ impl FolderSource {
         // Forget Routes that are gone: a lookup per entry (this was a list
         // scan per entry, quadratic in the number of Routes), and give the
         // memory back when most of them went away.
+        self.gateway_api(gateway_docs, &mut objects, errors, now);
         let present = |(kind, k): &(SourceKind, ObjectKey)| match kind {
             SourceKind::Route => objects.routes.contains_key(k),
             SourceKind::Ingress => objects.ingresses.contains_key(k),
@@ -390,6 +427,84 @@ impl FolderSource {
         shrink(&mut self.history.first_seen);
         shrink(&mut self.history.generations);
         objects
+    }
+}
+
+impl FolderSource {
+    /// Translates the folder's Gateway API objects as one set; a route
+    /// parent that does not accept it is reported as a warning on its file.
+    fn gateway_api(
+        &mut self,
+        docs: Vec<(PathBuf, usize, GatewayDoc)>,
+        objects: &mut Objects,
+        errors: &mut Vec<LoadError>,
+        now: i64,
+    ) {
+        if docs.is_empty() {
+            return;
+        }
+        let (mut classes, mut gateways, mut routes, mut grants) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut labels = BTreeMap::new();
+        let mut route_files = HashMap::new();
+        for (file, i, doc) in docs {
+            match doc {
+                GatewayDoc::Class(c) => classes.push(c),
+                GatewayDoc::Gateway(g) => gateways.push(g),
+                GatewayDoc::Route(r) => {
+                    let (_, key) = GatewayDoc::Route(r.clone()).kind_and_key();
+                    route_files.insert(key, (file, i));
+                    routes.push(r);
+                }
+                GatewayDoc::Grant(g) => grants.push(g),
+                GatewayDoc::Namespace(n) => {
+                    if let Some(name) = n.metadata.name.clone() {
+                        labels.insert(name, n.metadata.labels.clone().unwrap_or_default());
+                    }
+                }
+            }
+        }
+        let outcome = crate::translate::gateway::translate(&crate::translate::gateway::GatewayInputs {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            grants: &grants,
+            namespace_labels: &labels,
+            secrets: &objects.secrets,
+            default_namespace: DEFAULT_NAMESPACE,
+        });
+        for d in outcome.definitions {
+            let stamped = d.created_millis != 0;
+            let d = self.history.settle(d, stamped, now);
+            objects.gateway_api.insert((d.kind, d.key.clone()), d);
+        }
+        for (key, _, plan) in &outcome.routes {
+            let Some((file, i)) = route_files.get(key) else {
+                continue;
+            };
+            for p in plan.parents.iter().filter(|p| !p.accepted.is_true()) {
+                let mut note = LoadError::new(
+                    file,
+                    Some(i + 1),
+                    format!(
+                        "HTTPRoute {key} is not attached to Gateway {}: {} ({})",
+                        p.parent.name, p.accepted.message, p.accepted.reason
+                    ),
+                    false,
+                );
+                note.warning = true;
+                errors.push(note);
+            }
+            if let Some(refused) = &plan.refused_refs {
+                let mut note = LoadError::new(
+                    file,
+                    Some(i + 1),
+                    format!("HTTPRoute {key}: {} ({})", refused.message, refused.reason),
+                    false,
+                );
+                note.warning = true;
+                errors.push(note);
+            }
+        }
     }
 }
 

@@ -139,6 +139,13 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
             let class: k8s_openapi::api::networking::v1::IngressClass = typed(value, warnings).map_err(context)?;
             Doc::IngressClass(convert::ingress_class(&class).map_err(|e| context(e.to_string()))?)
         }
+        (crate::api::gateway::GATEWAY_V1, "GatewayClass") => Doc::Gateway(Box::new(GatewayDoc::Class(typed(value, warnings).map_err(context)?))),
+        (crate::api::gateway::GATEWAY_V1, "Gateway") => Doc::Gateway(Box::new(GatewayDoc::Gateway(typed(value, warnings).map_err(context)?))),
+        (crate::api::gateway::GATEWAY_V1, "HTTPRoute") => Doc::Gateway(Box::new(GatewayDoc::Route(typed(value, warnings).map_err(context)?))),
+        (crate::api::gateway::GATEWAY_V1 | crate::api::gateway::GATEWAY_V1BETA1, "ReferenceGrant") => {
+            Doc::Gateway(Box::new(GatewayDoc::Grant(typed(value, warnings).map_err(context)?)))
+        }
+        ("v1", "Namespace") => Doc::Gateway(Box::new(GatewayDoc::Namespace(typed(value, warnings).map_err(context)?))),
         ("v1", "Service") => {
             let svc: Service = typed(value, warnings).map_err(context)?;
             Doc::Service(convert::service(&svc, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?)
@@ -154,7 +161,7 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
         ("", _) | (_, "") => return Err("apiVersion and kind are required".into()),
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not supported here; use {} Route, networking.k8s.io/v1 Ingress or IngressClass, v1 Service, discovery.k8s.io/v1 EndpointSlice or v1 Secret (kubernetes.io/tls)",
+                "{api_version} {kind} is not supported here; use {} Route, networking.k8s.io/v1 Ingress or IngressClass, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute or ReferenceGrant, v1 Service, Namespace or Secret (kubernetes.io/tls), or discovery.k8s.io/v1 EndpointSlice",
                 crate::api::API_VERSION
             ))
         }

@@ -36,7 +36,7 @@ pub struct ParentVerdict {
 }
 
 /// An HTTPRoute, translated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutePlan {
     pub definition: Option<RouteDefinition>,
     pub parents: Vec<ParentVerdict>,

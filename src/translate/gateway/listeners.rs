@@ -17,7 +17,7 @@ use crate::model::{ObjectKey, SecretObject};
 use std::collections::BTreeMap;
 
 /// Which namespaces' routes a listener takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Namespaces {
     Same,
     All,
@@ -25,7 +25,7 @@ pub enum Namespaces {
 }
 
 /// One listener that can take HTTPRoutes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub gateway: ObjectKey,
     pub name: String,
@@ -66,7 +66,7 @@ pub struct ListenerVerdict {
 }
 
 /// What a Gateway of ssegate's class amounts to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayPlan {
     pub key: ObjectKey,
     pub generation: Option<i64>,

@@ -51,7 +51,7 @@ pub struct ClassPlan {
 }
 
 /// What the Gateway API objects amount to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GatewayOutcome {
     pub definitions: Vec<RouteDefinition>,
     pub classes: Vec<ClassPlan>,

@@ -1,0 +1,135 @@
+//! The Gateway API part of cluster mode: reflectors over GatewayClasses,
+//! Gateways, HTTPRoutes, ReferenceGrants and Namespaces (for their labels,
+//! which `allowedRoutes` selectors read), translated as one set on every
+//! rebuild (see `translate::gateway`).
+//!
+//! Watched only when the cluster serves the Gateway API (its CRDs are
+//! installed); ssegate checks once at start and says which.
+
+use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::model::{ObjectKey, SecretObject};
+use crate::translate::gateway::{translate, GatewayInputs, GatewayOutcome};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, Store};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Whether the apiserver serves the Gateway API kinds ssegate reads.
+pub async fn served(client: &Client) -> bool {
+    let probe = ListParams::default().limit(1);
+    Api::<GatewayClass>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+        .is_ok()
+        && Api::<HttpRoute>::all(client.clone())
+            .list_metadata(&probe)
+            .await
+            .is_ok()
+}
+
+/// The objects of a store, owned (the translation takes slices).
+fn owned<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
+    v.into_iter().map(|a| (*a).clone()).collect()
+}
+
+/// Stores of every Gateway API kind, and the latest outcome for status.
+pub struct GatewayStores {
+    pub(super) classes: Store<GatewayClass>,
+    pub(super) gateways: Vec<Store<Gateway>>,
+    pub(super) routes: Vec<Store<HttpRoute>>,
+    pub(super) grants: Vec<Store<ReferenceGrant>>,
+    pub(super) namespaces: Store<Namespace>,
+    /// The latest translation, for the Gateway API status writer.
+    pub outcome: watch::Sender<Arc<GatewayOutcome>>,
+}
+
+/// The writers that feed [`GatewayStores`], for the caller to spawn watches.
+pub struct GatewayWriters {
+    pub classes: reflector::store::Writer<GatewayClass>,
+    pub gateways: Vec<(Api<Gateway>, reflector::store::Writer<Gateway>)>,
+    pub routes: Vec<(Api<HttpRoute>, reflector::store::Writer<HttpRoute>)>,
+    pub grants: Vec<(Api<ReferenceGrant>, reflector::store::Writer<ReferenceGrant>)>,
+    pub namespaces: reflector::store::Writer<Namespace>,
+}
+
+impl GatewayStores {
+    pub fn new(client: &Client, scopes: &[Option<&str>]) -> (Self, GatewayWriters) {
+        let (classes, classes_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        let mut stores = GatewayStores {
+            classes,
+            gateways: Vec::new(),
+            routes: Vec::new(),
+            grants: Vec::new(),
+            namespaces,
+            outcome: watch::channel(Arc::new(GatewayOutcome::default())).0,
+        };
+        let mut writers = GatewayWriters {
+            classes: classes_w,
+            gateways: Vec::new(),
+            routes: Vec::new(),
+            grants: Vec::new(),
+            namespaces: namespaces_w,
+        };
+        for scope in scopes {
+            let (r, w) = reflector::store();
+            stores.gateways.push(r);
+            writers.gateways.push((super::kube::api(client, *scope), w));
+            let (r, w) = reflector::store();
+            stores.routes.push(r);
+            writers.routes.push((super::kube::api(client, *scope), w));
+            let (r, w) = reflector::store();
+            stores.grants.push(r);
+            writers.grants.push((super::kube::api(client, *scope), w));
+        }
+        (stores, writers)
+    }
+
+    pub async fn wait_ready(&self) {
+        let _ = self.classes.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        for s in &self.gateways {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.routes {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.grants {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+
+    /// Translates the current set; publishes the outcome when it changed.
+    pub fn translate(&self, secrets: &BTreeMap<ObjectKey, SecretObject>) -> GatewayOutcome {
+        let classes: Vec<GatewayClass> = owned(self.classes.state());
+        let gateways: Vec<Gateway> = self.gateways.iter().flat_map(|s| owned(s.state())).collect();
+        let routes: Vec<HttpRoute> = self.routes.iter().flat_map(|s| owned(s.state())).collect();
+        let grants: Vec<ReferenceGrant> = self.grants.iter().flat_map(|s| owned(s.state())).collect();
+        let namespace_labels = self
+            .namespaces
+            .state()
+            .iter()
+            .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default())))
+            .collect();
+        let outcome = translate(&GatewayInputs {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            grants: &grants,
+            namespace_labels: &namespace_labels,
+            secrets,
+            default_namespace: super::convert::DEFAULT_NAMESPACE,
+        });
+        self.outcome.send_if_modified(|current| {
+            let changed = **current != outcome;
+            if changed {
+                *current = Arc::new(outcome.clone());
+            }
+            changed
+        });
+        outcome
+    }
+}

@@ -1,0 +1,166 @@
+//! Gateway API objects served from a folder by the in-process gateway and
+//! read by a real HTTP client: an HTTPRoute streams events through a
+//! Gateway of ssegate's class, with header matches, header modifiers both
+//! ways, a prefix rewrite, a redirect, weighted backends where a missing
+//! Service answers its share with 500, and routes the Gateway refuses.
+
+mod common;
+
+use common::*;
+
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ssegate}
+spec: {controllerName: ssegate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: ssegate
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}
+";
+
+fn http_route(name: &str, spec: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: gw}}]\n{spec}")
+}
+
+async fn setup(route_spec: &str) -> (Upstream, Gateway) {
+    let up = Upstream::start("u1").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write("gateway.yaml", GATEWAY);
+    gw.write("route.yaml", &http_route("events", route_spec));
+    (up, gw)
+}
+
+#[tokio::test]
+async fn an_httproute_streams_events_with_its_matches_filters_and_rewrite() {
+    let (up, gw) = setup(
+        "  hostnames: [live.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /events}, headers: [{name: X-Tenant, value: a}]}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-from, value: gateway}], remove: [x-drop]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: x-served-by, value: ssegate}]}
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: svc, port: 80}]
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 301}
+",
+    )
+    .await;
+    let resp = client()
+        .get(gw.url("/events/sse?tag=gw&n=4&every=100"))
+        .header("host", "live.example.com")
+        .header("x-tenant", "a")
+        .header("x-drop", "secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-by"], "ssegate");
+    let got = read_stream(resp, usize::MAX).await;
+    assert_eq!(got.events.len(), 4, "{:?}", got.error);
+    // Event by event (Auto streams event streams) on the rewritten path.
+    let emits = up.emits("gw");
+    for i in 0..3 {
+        assert!(got.events[i].1 < emits[i + 1], "event {} was held back", i + 1);
+    }
+    let seen = up.headers("gw");
+    assert_eq!(seen["x-from"], "gateway");
+    assert!(seen.get("x-drop").is_none());
+
+    // Without the header the match fails: nothing else serves /events.
+    let resp = client()
+        .get(gw.url("/events/sse?tag=nohdr&n=1"))
+        .header("host", "live.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    // Another host under the listener's wildcard, but not the route's.
+    let resp = client()
+        .get(gw.url("/events/sse?n=1"))
+        .header("host", "other.example.com")
+        .header("x-tenant", "a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .get(gw.url("/old?q=1"))
+        .header("host", "live.example.com:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "https://new.example.com/old?q=1");
+}
+
+#[tokio::test]
+async fn a_missing_backend_answers_its_weighted_share_with_500() {
+    let (_up, gw) = setup(
+        "  hostnames: [w.example.com]
+  rules:
+  - backendRefs: [{name: svc, port: 80, weight: 1}, {name: missing, port: 80, weight: 1}]
+",
+    )
+    .await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let status = client()
+            .get(gw.url("/json?n=1"))
+            .header("host", "w.example.com")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(counts, std::collections::BTreeMap::from([(200, 10), (500, 10)]));
+    let report = gw.table();
+    let report = report.reports.iter().find(|r| r.key.name == "events").unwrap();
+    assert_eq!(report.resolved_refs.reason, "BackendNotFound");
+}
+
+#[tokio::test]
+async fn routes_the_gateway_refuses_are_reported_and_not_served() {
+    let up = Upstream::start("u1").await;
+    let gw = Gateway::start().await;
+    gw.write("backend.yaml", &backend_yaml("svc", &[(up.addr, true)]));
+    gw.write("gateway.yaml", GATEWAY);
+    let problems = gw.write_allowing_errors(
+        "route.yaml",
+        &http_route(
+            "elsewhere",
+            "  hostnames: [site.org]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+        ),
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("HTTPRoute default/elsewhere is not attached to Gateway gw")
+            && problems[0].contains("NoMatchingListenerHostname"),
+        "{problems:?}"
+    );
+    let resp = client()
+        .get(gw.url("/json?n=1"))
+        .header("host", "site.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
