@@ -164,3 +164,48 @@ async fn routes_the_gateway_refuses_are_reported_and_not_served() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn timeouts_request_cuts_even_a_lively_stream_and_0s_disables_it() {
+    let (_up, gw) = setup(
+        "  hostnames: [t.example.com]
+  rules:
+  - matches: [{path: {value: /capped}}]
+    timeouts: {request: 1s}
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+    backendRefs: [{name: svc, port: 80}]
+  - matches: [{path: {value: /free}}]
+    timeouts: {request: 0s}
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+    backendRefs: [{name: svc, port: 80}]
+",
+    )
+    .await;
+    // Ten events 300 ms apart: cut after about a second, mid-stream.
+    let started = tokio::time::Instant::now();
+    let resp = client()
+        .get(gw.url("/capped/sse?n=10&every=300"))
+        .header("host", "t.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = read_stream(resp, usize::MAX).await;
+    let took = started.elapsed();
+    assert!((3..=5).contains(&got.events.len()), "{} events", got.events.len());
+    assert!(got.error.is_some(), "a cut, not a clean end");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    let resp = client()
+        .get(gw.url("/free/sse?n=6&every=300"))
+        .header("host", "t.example.com")
+        .send()
+        .await
+        .unwrap();
+    let got = read_stream(resp, usize::MAX).await;
+    assert_eq!(got.events.len(), 6);
+    assert!(got.error.is_none());
+}

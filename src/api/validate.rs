@@ -51,6 +51,11 @@ pub struct EffectiveTimeouts {
     pub response_headers: Duration,
     /// `None` when idle timeouts are disabled (`0s`).
     pub idle: Option<Duration>,
+    /// The whole exchange, from the request to the response's last byte
+    /// (an HTTPRoute's `timeouts.request`/`backendRequest`): the headers
+    /// must come within it, and the body is cut when it passes. Cuts
+    /// streams too; `None` for Routes and Ingresses.
+    pub request: Option<Duration>,
 }
 
 /// A checked path match: prefixes are stored without a trailing slash
@@ -205,6 +210,7 @@ impl StreamSettings {
             connect: DEFAULT_CONNECT,
             response_headers: DEFAULT_RESPONSE_HEADERS,
             idle: Some(DEFAULT_IDLE),
+            request: None,
         },
         heartbeat: None,
         max_stream_duration: None,
@@ -235,6 +241,9 @@ impl fmt::Display for StreamSettings {
         match self.max_stream_duration {
             Some(d) => write!(f, ", maxStreamDuration {d:?}")?,
             None => f.write_str(", maxStreamDuration none")?,
+        }
+        if let Some(d) = t.request {
+            write!(f, ", request timeout {d:?}")?;
         }
         write!(f, ", {:?}", self.load_balancing)
     }

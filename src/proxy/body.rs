@@ -90,12 +90,13 @@ enum Due {
     Heartbeat,
     End,
     IdleTimeout(Duration),
+    Deadline,
 }
 
 impl Timers {
-    fn new(idle: Option<Duration>, sse: SseLimits) -> Option<Self> {
+    fn new(idle: Option<Duration>, sse: SseLimits, deadline: Option<Instant>) -> Option<Self> {
         let now = Instant::now();
-        let clock = StreamClock::new(idle, sse, now);
+        let clock = StreamClock::new(idle, sse, deadline, now);
         if clock.is_unset() {
             return None;
         }
@@ -123,6 +124,7 @@ impl Timers {
             let now = Instant::now();
             match self.clock.due(at_boundary, now) {
                 Some(StreamDue::Idle(limit)) => return Due::IdleTimeout(limit),
+                Some(StreamDue::Deadline) => return Due::Deadline,
                 Some(StreamDue::End) => return Due::End,
                 Some(StreamDue::Heartbeat) => {
                     let next = self.clock.next_due(true, now);
@@ -242,7 +244,9 @@ impl Drop for UpstreamBody {
 
 impl UpstreamBody {
     /// A body sent as `mode` says, ended after `idle` without upstream data.
-    pub fn new(inner: Incoming, mode: BodyMode, idle: Option<Duration>) -> Self {
+    /// `deadline`: when the response is cut whatever it is doing (an
+    /// HTTPRoute's request timeout).
+    pub fn new(inner: Incoming, mode: BodyMode, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
         let (buffer, sse) = match mode {
             BodyMode::Stream => (None, SseLimits::default()),
             BodyMode::EventStream(limits) => (None, limits),
@@ -256,7 +260,7 @@ impl UpstreamBody {
                 capacity,
                 held: None,
             }),
-            timers: Timers::new(idle, sse),
+            timers: Timers::new(idle, sse, deadline),
             // Every event stream is tracked: events are counted, and a drain
             // ends streams at a boundary.
             events: is_sse.then(EventBoundary::default),
@@ -398,6 +402,10 @@ impl UpstreamBody {
                             o.metrics.upstream_error(crate::metrics::UpstreamError::IdleTimeout);
                         }
                         Poll::Ready(Some(Err(IdleTimeout(limit).into())))
+                    }
+                    Due::Deadline => {
+                        self.end("request_timeout");
+                        Poll::Ready(Some(Err("the route's request timeout passed".into())))
                     }
                 }
             }

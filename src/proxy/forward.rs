@@ -155,7 +155,12 @@ impl Proxy {
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(&X_ACCEL_BUFFERING);
         debug!(%endpoint, status = parts.status.as_u16(), ?mode, "upstream responded");
-        let mut body = UpstreamBody::new(body, mode, target.settings.timeouts.idle);
+        let deadline = target
+            .settings
+            .timeouts
+            .request
+            .map(|t| tokio::time::Instant::from_std(started + t));
+        let mut body = UpstreamBody::new(body, mode, target.settings.timeouts.idle, deadline);
         body.endpoint = Some(endpoint);
         body.hold_endpoint_load(load);
         if mode.is_event_stream() {

@@ -14,6 +14,9 @@ pub(super) enum StreamDue {
     Idle(Duration),
     /// The maximum duration has passed (at an event boundary).
     End,
+    /// The request's deadline has passed (an HTTPRoute's `timeouts`): the
+    /// response is cut where it is.
+    Deadline,
     /// A heartbeat is to go out now (at an event boundary); recorded as sent.
     Heartbeat,
 }
@@ -23,16 +26,19 @@ pub(super) struct StreamClock {
     heartbeat: Option<Duration>,
     /// When the stream is to end, at the next event boundary.
     end_at: Option<Instant>,
+    /// When the response is cut, boundary or not.
+    deadline: Option<Instant>,
     last_upstream: Instant,
     last_heartbeat: Instant,
 }
 
 impl StreamClock {
-    pub fn new(idle: Option<Duration>, sse: SseLimits, now: Instant) -> Self {
+    pub fn new(idle: Option<Duration>, sse: SseLimits, deadline: Option<Instant>, now: Instant) -> Self {
         StreamClock {
             idle,
             heartbeat: sse.heartbeat,
             end_at: sse.max_duration.map(|d| now + d),
+            deadline,
             last_upstream: now,
             last_heartbeat: now,
         }
@@ -40,7 +46,7 @@ impl StreamClock {
 
     /// Whether nothing is ever due (no timer needed).
     pub fn is_unset(&self) -> bool {
-        self.idle.is_none() && self.heartbeat.is_none() && self.end_at.is_none()
+        self.idle.is_none() && self.heartbeat.is_none() && self.end_at.is_none() && self.deadline.is_none()
     }
 
     /// The upstream sent bytes.
@@ -64,12 +70,15 @@ impl StreamClock {
             None => far,
         };
         let end = self.end_at.filter(|_| at_boundary).unwrap_or(far);
-        idle.min(heartbeat).min(end)
+        idle.min(heartbeat).min(end).min(self.deadline.unwrap_or(far))
     }
 
     /// What is due at `now`: the idle timeout first, then the end, then a
     /// heartbeat (the last two only at an event boundary).
     pub fn due(&mut self, at_boundary: bool, now: Instant) -> Option<StreamDue> {
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Some(StreamDue::Deadline);
+        }
         if let Some(limit) = self.idle {
             if now >= self.last_upstream + limit {
                 return Some(StreamDue::Idle(limit));
@@ -103,7 +112,7 @@ mod tests {
             heartbeat: Some(secs(10)),
             max_duration: Some(secs(100)),
         };
-        let mut c = StreamClock::new(Some(secs(60)), sse, t0);
+        let mut c = StreamClock::new(Some(secs(60)), sse, None, t0);
         assert_eq!(c.next_due(true, t0), t0 + secs(10));
         assert_eq!(c.due(true, t0 + secs(9)), None);
         // Mid-event nothing but the idle timeout is due, and the heartbeat
@@ -125,12 +134,26 @@ mod tests {
             heartbeat: None,
             max_duration: Some(secs(5)),
         };
-        let mut c = StreamClock::new(Some(secs(5)), sse, t0);
+        let mut c = StreamClock::new(Some(secs(5)), sse, None, t0);
         assert!(!c.is_unset());
         assert_eq!(c.due(false, t0 + secs(6)), Some(StreamDue::Idle(secs(5))));
         c.touch(t0 + secs(4));
         assert_eq!(c.due(false, t0 + secs(6)), None, "the end waits for a boundary");
         assert_eq!(c.due(true, t0 + secs(6)), Some(StreamDue::End));
-        assert!(StreamClock::new(None, SseLimits::default(), t0).is_unset());
+        assert!(StreamClock::new(None, SseLimits::default(), None, t0).is_unset());
+    }
+
+    #[test]
+    fn a_deadline_cuts_anywhere_and_comes_first() {
+        let t0 = Instant::now();
+        let sse = SseLimits {
+            heartbeat: Some(secs(1)),
+            max_duration: Some(secs(100)),
+        };
+        let mut c = StreamClock::new(Some(secs(60)), sse, Some(t0 + secs(3)), t0);
+        assert!(!StreamClock::new(None, SseLimits::default(), Some(t0), t0).is_unset());
+        assert_eq!(c.next_due(false, t0 + secs(2)), t0 + secs(3), "mid-event too");
+        assert_eq!(c.due(false, t0 + secs(3)), Some(StreamDue::Deadline));
+        assert_eq!(c.due(true, t0 + secs(200)), Some(StreamDue::Deadline));
     }
 }

@@ -342,6 +342,11 @@ impl Proxy {
                 head,
                 pending_in: leftover,
                 idle: target.settings.timeouts.idle,
+                deadline: target
+                    .settings
+                    .timeouts
+                    .request
+                    .map(|t| tokio::time::Instant::from_std(routed.started + t)),
                 send_timeout: self.limits.send_timeout,
                 upstream_keep_alive: keep_alive && upload.done(),
                 observer: Observer::new(routed.metrics.clone(), routed.access.take(), event_stream),

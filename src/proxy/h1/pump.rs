@@ -120,6 +120,9 @@ pub(super) struct PumpParts {
     pub head: Vec<u8>,
     pub pending_in: Vec<u8>,
     pub idle: Option<Duration>,
+    /// When the response is cut whatever it is doing (an HTTPRoute's
+    /// request timeout).
+    pub deadline: Option<Instant>,
     pub send_timeout: Duration,
     pub upstream_keep_alive: bool,
     pub observer: Observer,
@@ -158,7 +161,12 @@ impl Pump {
             events: counts_events.then(EventBoundary::default),
             out: p.head,
             pending_in: p.pending_in,
-            timers: Timers::new(p.idle, if live { sse } else { SseLimits::default() }, p.send_timeout),
+            timers: Timers::new(
+                p.idle,
+                if live { sse } else { SseLimits::default() },
+                p.deadline,
+                p.send_timeout,
+            ),
             drain_wait,
             draining,
             ending: None,
@@ -300,6 +308,7 @@ impl Pump {
                 }
                 Due::End => self.end_early("max_duration"),
                 Due::Idle => return Poll::Ready(self.fail_upstream(UpstreamError::IdleTimeout, "idle_timeout")),
+                Due::Deadline => return Poll::Ready(self.fail_upstream(UpstreamError::IdleTimeout, "request_timeout")),
             }
         }
     }
@@ -542,6 +551,7 @@ enum Due {
     Heartbeat,
     End,
     Idle,
+    Deadline,
     Send,
 }
 
@@ -559,10 +569,10 @@ struct Timers {
 }
 
 impl Timers {
-    fn new(idle: Option<Duration>, sse: SseLimits, send_timeout: Duration) -> Self {
+    fn new(idle: Option<Duration>, sse: SseLimits, deadline: Option<Instant>, send_timeout: Duration) -> Self {
         Timers {
             sleep: None,
-            clock: StreamClock::new(idle, sse, Instant::now()),
+            clock: StreamClock::new(idle, sse, deadline, Instant::now()),
             send_timeout,
             blocked_since: None,
         }
@@ -594,6 +604,7 @@ impl Timers {
             } else {
                 match self.clock.due(at_boundary, now) {
                     Some(StreamDue::Idle(_)) => return Due::Idle,
+                    Some(StreamDue::Deadline) => return Due::Deadline,
                     Some(StreamDue::End) => return Due::End,
                     Some(StreamDue::Heartbeat) => return Due::Heartbeat,
                     None => {}

@@ -160,6 +160,7 @@ pub fn plan(
         let matches = rule_matches(rule, r, &mut unsupported);
         let filters = rule_filters(rule, r, &mut unsupported);
         let backends = rule_backends(rule, &key, grants, &mut refused);
+        let settings = rule_timeouts(rule, r, settings, &mut unsupported);
         for a in &attachments {
             let matches = matches
                 .iter()
@@ -256,6 +257,32 @@ fn covers(pattern: &str, host: &str) -> bool {
         Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
         None => false,
     }
+}
+
+/// `timeouts.request` and `timeouts.backendRequest`: both cap the whole
+/// exchange as ssegate proxies it (one backend request per client
+/// request), so the shorter one that is set applies; `0s` disables one.
+fn rule_timeouts(
+    rule: &HttpRouteRules,
+    r: usize,
+    mut settings: StreamSettings,
+    unsupported: &mut Vec<String>,
+) -> StreamSettings {
+    let Some(t) = &rule.timeouts else { return settings };
+    let mut cap: Option<std::time::Duration> = None;
+    for (name, value) in [("request", &t.request), ("backendRequest", &t.backend_request)] {
+        let Some(text) = value else { continue };
+        match crate::api::parse_duration(text) {
+            Ok(d) if d.is_zero() => {}
+            Ok(d) => cap = Some(cap.map_or(d, |c| c.min(d))),
+            Err(e) => unsupported.push(format!("spec.rules[{r}].timeouts.{name}: {e}")),
+        }
+    }
+    if let Some(cap) = cap {
+        settings.timeouts.request = Some(cap);
+        settings.timeouts.response_headers = settings.timeouts.response_headers.min(cap);
+    }
+    settings
 }
 
 fn rule_matches(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) -> Vec<ValidMatch> {
