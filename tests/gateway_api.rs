@@ -209,3 +209,37 @@ async fn timeouts_request_cuts_even_a_lively_stream_and_0s_disables_it() {
     assert_eq!(got.events.len(), 6);
     assert!(got.error.is_none());
 }
+
+#[tokio::test]
+async fn the_cors_filter_answers_preflights_for_its_rule_only() {
+    let (_up, gw) = setup(
+        "  hostnames: [c.example.com]
+  rules:
+  - matches: [{path: {value: /sse}}]
+    filters:
+    - type: CORS
+      cors: {allowOrigins: [\"https://app.example.com\"], allowMethods: [GET], maxAge: 600}
+    backendRefs: [{name: svc, port: 80}]
+  - matches: [{path: {value: /json}}]
+    backendRefs: [{name: svc, port: 80}]
+",
+    )
+    .await;
+    let preflight = |path: &str| {
+        client()
+            .request(reqwest::Method::OPTIONS, gw.url(path))
+            .header("host", "c.example.com")
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let resp = preflight("/sse").await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(resp.headers()["access-control-max-age"], "600");
+    let resp = preflight("/json").await.unwrap();
+    assert!(
+        resp.headers().get("access-control-allow-origin").is_none(),
+        "no CORS on the other rule"
+    );
+}

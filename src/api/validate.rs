@@ -301,6 +301,9 @@ pub struct ValidRule {
     pub https_redirect: bool,
     /// Header edits, a redirect or a rewrite (an HTTPRoute's filters).
     pub filters: Option<std::sync::Arc<super::filters::RuleFilters>>,
+    /// This rule's own CORS policy (an HTTPRoute's CORS filter), over the
+    /// route's.
+    pub cors: Option<std::sync::Arc<super::CorsPolicy>>,
 }
 
 /// A validated Route spec.
@@ -449,6 +452,7 @@ impl RouteSpec {
                 settings,
                 https_redirect: false,
                 filters: None,
+                cors: None,
             });
         }
 

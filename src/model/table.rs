@@ -118,7 +118,7 @@ impl ResolvedRule {
             rule_index,
             settings: rule.settings,
             max_concurrent_streams: valid.max_concurrent_streams,
-            cors: valid.cors.clone(),
+            cors: rule.cors.clone().or_else(|| valid.cors.clone()),
             backends,
             https_redirect: rule.https_redirect,
             filters: rule.filters.clone(),

@@ -66,6 +66,7 @@ pub fn translate(
                 settings: settings.stream,
                 https_redirect: p.https_redirect,
                 filters: None,
+                cors: None,
             })
             .collect(),
         max_concurrent_streams: settings.max_concurrent_streams,

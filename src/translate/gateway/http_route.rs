@@ -159,6 +159,7 @@ pub fn plan(
     for (r, rule) in route_rules.iter().enumerate() {
         let matches = rule_matches(rule, r, &mut unsupported);
         let filters = rule_filters(rule, r, &mut unsupported);
+        let cors = rule_cors(rule, r, &mut unsupported);
         let backends = rule_backends(rule, &key, grants, &mut refused);
         let settings = rule_timeouts(rule, r, settings, &mut unsupported);
         for a in &attachments {
@@ -179,6 +180,7 @@ pub fn plan(
                 settings,
                 https_redirect: false,
                 filters: filters.clone(),
+                cors: cors.clone(),
             });
         }
     }
@@ -431,7 +433,9 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
                     path,
                 });
             }
-            FilterType::Cors | FilterType::RequestMirror | FilterType::ExtensionRef => {
+            // Read by `rule_cors`.
+            FilterType::Cors => {}
+            FilterType::RequestMirror | FilterType::ExtensionRef => {
                 let name = serde_json::to_value(&filter.r#type)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -441,6 +445,34 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
         }
     }
     Some(Arc::new(out))
+}
+
+/// The CORS filter, as the Route's CORS policy (`maxAge` in seconds).
+fn rule_cors(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) -> Option<Arc<crate::api::CorsPolicy>> {
+    let (f, filter) = rule
+        .filters
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, f)| matches!(f.r#type, FilterType::Cors))?;
+    let c = filter.cors.clone().unwrap_or_default();
+    let spec = crate::api::CorsSpec {
+        allow_origins: c.allow_origins.unwrap_or_default(),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        allow_headers: c.allow_headers.unwrap_or_default(),
+        allow_methods: c.allow_methods.unwrap_or_default(),
+        expose_headers: c.expose_headers.unwrap_or_default(),
+        max_age: Some(format!("{}s", c.max_age.unwrap_or(5).max(0))),
+    };
+    match spec.validate() {
+        Ok(policy) => Some(Arc::new(policy)),
+        Err(problems) => {
+            for p in problems {
+                unsupported.push(format!("spec.rules[{r}].filters[{f}].cors.{}: {}", p.field, p.message));
+            }
+            None
+        }
+    }
 }
 
 fn rule_backends(
