@@ -38,12 +38,14 @@ fn ok(out: Output, what: &str) -> String {
 
 #[test]
 fn chart_crd_is_the_generated_crd() {
-    let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/crds/routes.ssegate.dev.yaml")).unwrap();
-    let generated = std::fs::read_to_string(format!("{ROOT}/crds/routes.ssegate.dev.yaml")).unwrap();
-    assert!(
-        chart == generated,
-        "charts/ssegate/crds is stale: cp crds/routes.ssegate.dev.yaml charts/ssegate/crds/"
-    );
+    for file in ["routes.ssegate.dev.yaml", "streampolicies.ssegate.dev.yaml"] {
+        let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/crds/{file}")).unwrap();
+        let generated = std::fs::read_to_string(format!("{ROOT}/crds/{file}")).unwrap();
+        assert!(
+            chart == generated,
+            "charts/ssegate/crds is stale: cp crds/{file} charts/ssegate/crds/"
+        );
+    }
 }
 
 #[test]
