@@ -72,6 +72,7 @@ fn outcome(routes: &[HttpRoute], labels: &[(&str, &str)]) -> GatewayOutcome {
         gateways: &gateways,
         routes,
         grants: &[],
+        policies: &[],
         namespace_labels: &namespace_labels,
         secrets: &secrets,
         default_namespace: "default",
