@@ -341,3 +341,369 @@ fn merge(ancestors: &mut Vec<AncestorVerdict>, ancestor: PolicyAncestorRef, verd
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EffectiveTimeouts, LoadBalancing, ProxyBuffering};
+    use std::time::Duration;
+
+    fn route(name: &str, yaml: &str) -> HttpRoute {
+        serde_yaml::from_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{yaml}"
+        ))
+        .unwrap()
+    }
+
+    /// A policy in `apps` created `second` seconds into the day.
+    fn policy(name: &str, second: u32, yaml: &str) -> StreamPolicy {
+        serde_yaml::from_str(&format!(
+            "apiVersion: ssegate.dev/v1alpha1\nkind: StreamPolicy\nmetadata: {{name: {name}, namespace: apps, creationTimestamp: \"2026-01-01T00:00:{second:02}Z\", generation: 3}}\nspec:\n{yaml}"
+        ))
+        .unwrap()
+    }
+
+    fn target(kind: &str, name: &str) -> String {
+        format!("  targetRefs: [{{group: gateway.networking.k8s.io, kind: {kind}, name: {name}}}]\n")
+    }
+
+    const RULES: &str = "  rules:\n  - name: stream\n    backendRefs: [{name: svc, port: 80}]\n  - backendRefs: [{name: svc, port: 80}]\n";
+
+    fn routes() -> Vec<HttpRoute> {
+        vec![
+            route("events", &format!("  parentRefs: [{{name: gw}}]\n{RULES}")),
+            route(
+                "plain",
+                "  parentRefs: [{name: gw, sectionName: http}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+            ),
+            route(
+                "lonely",
+                "  parentRefs: [{name: gw2}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+            ),
+            route(
+                "both",
+                "  parentRefs: [{name: gw2}, {name: gw}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+            ),
+            route(
+                "theirs",
+                "  parentRefs: [{name: other}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n",
+            ),
+        ]
+    }
+
+    fn run(policies: &[StreamPolicy]) -> PolicyOutcome {
+        let routes = routes();
+        let keyed: BTreeMap<ObjectKey, &HttpRoute> = routes
+            .iter()
+            .map(|r| (ObjectKey::new("apps", r.metadata.name.clone().unwrap()), r))
+            .collect();
+        let gateways = BTreeSet::from([ObjectKey::new("apps", "gw"), ObjectKey::new("apps", "gw2")]);
+        attach(policies, &keyed, &gateways, "default")
+    }
+
+    fn settings<'a>(o: &'a PolicyOutcome, route: &str) -> &'a RouteSettings {
+        &o.routes[&ObjectKey::new("apps", route)]
+    }
+
+    /// Each policy's ancestors as `kind/name reason: message`.
+    fn status(o: &PolicyOutcome, policy: &str) -> Vec<String> {
+        let v = o.verdicts.iter().find(|v| v.key.name == policy).unwrap();
+        v.ancestors
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{}{} {} {}: {}",
+                    a.ancestor.kind.as_deref().unwrap(),
+                    a.ancestor.name,
+                    a.ancestor
+                        .section_name
+                        .as_ref()
+                        .map(|s| format!("#{s}"))
+                        .unwrap_or_default(),
+                    if a.accepted.is_true() { "True" } else { "False" },
+                    a.accepted.reason,
+                    a.accepted.message
+                )
+            })
+            .collect()
+    }
+
+    fn gateway_policy() -> StreamPolicy {
+        policy(
+            "gw-defaults",
+            1,
+            &format!(
+                "{}  sse: {{heartbeatInterval: 15s}}\n  timeouts: {{idle: 10m}}\n  bufferSize: 128Ki\n  maxConcurrentStreams: 100\n  loadBalancing: RoundRobin\n",
+                target("Gateway", "gw")
+            ),
+        )
+    }
+
+    #[test]
+    fn rule_beats_route_beats_gateway_field_by_field() {
+        let policies = [
+            // Listed out of age order: age decides, not the list.
+            policy(
+                "rule",
+                3,
+                "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events, sectionName: stream}]\n  proxyBuffering: Disabled\n  sse: {maxStreamDuration: 1h}\n  timeouts: {idle: 0s}\n",
+            ),
+            policy(
+                "route",
+                2,
+                &format!(
+                    "{}  proxyBuffering: Enabled\n  timeouts: {{connect: 2s}}\n  maxConcurrentStreams: 50\n",
+                    target("HTTPRoute", "events")
+                ),
+            ),
+            gateway_policy(),
+        ];
+        let o = run(&policies);
+        let events = settings(&o, "events");
+        assert_eq!(
+            events.rules,
+            [
+                // The rule's policy over the route's over the Gateway's.
+                StreamSettings {
+                    buffering: ProxyBuffering::Disabled,
+                    buffer_size: 128 * 1024,
+                    timeouts: EffectiveTimeouts {
+                        connect: Duration::from_secs(2),
+                        response_headers: Duration::from_secs(60),
+                        idle: None,
+                    },
+                    heartbeat: Some(Duration::from_secs(15)),
+                    max_stream_duration: Some(Duration::from_secs(3600)),
+                    load_balancing: LoadBalancing::RoundRobin,
+                },
+                // The unnamed rule: the route's over the Gateway's.
+                StreamSettings {
+                    buffering: ProxyBuffering::Enabled,
+                    buffer_size: 128 * 1024,
+                    timeouts: EffectiveTimeouts {
+                        connect: Duration::from_secs(2),
+                        response_headers: Duration::from_secs(60),
+                        idle: Some(Duration::from_secs(600)),
+                    },
+                    heartbeat: Some(Duration::from_secs(15)),
+                    max_stream_duration: None,
+                    load_balancing: LoadBalancing::RoundRobin,
+                },
+            ]
+        );
+        assert_eq!(
+            events.max_concurrent_streams,
+            Some(50),
+            "the route's limit over the Gateway's"
+        );
+        // Attached through gw (by a listener), with no policy of its own.
+        let plain = settings(&o, "plain");
+        assert_eq!(
+            plain.rules,
+            [StreamSettings {
+                buffer_size: 128 * 1024,
+                timeouts: EffectiveTimeouts {
+                    idle: Some(Duration::from_secs(600)),
+                    ..StreamSettings::DEFAULT.timeouts
+                },
+                heartbeat: Some(Duration::from_secs(15)),
+                load_balancing: LoadBalancing::RoundRobin,
+                ..StreamSettings::DEFAULT
+            }]
+        );
+        assert_eq!(plain.max_concurrent_streams, Some(100));
+        assert_eq!(
+            settings(&o, "lonely"),
+            &RouteSettings {
+                rules: vec![StreamSettings::DEFAULT],
+                max_concurrent_streams: None
+            }
+        );
+        assert_eq!(
+            settings(&o, "lonely").rule(7),
+            StreamSettings::DEFAULT,
+            "past the rules: defaults"
+        );
+        assert_eq!(
+            settings(&o, "both").rules[0].heartbeat,
+            Some(Duration::from_secs(15)),
+            "through gw"
+        );
+
+        let names: Vec<&str> = o.verdicts.iter().map(|v| v.key.name.as_str()).collect();
+        assert_eq!(names, ["gw-defaults", "route", "rule"], "oldest first");
+        assert_eq!(o.verdicts[0].generation, Some(3));
+        assert_eq!(
+            status(&o, "gw-defaults"),
+            ["Gateway/gw True Accepted: the policy applies to Gateway gw"]
+        );
+        assert_eq!(
+            status(&o, "route"),
+            ["Gateway/gw True Accepted: the policy applies to HTTPRoute events"]
+        );
+        assert_eq!(
+            status(&o, "rule"),
+            ["Gateway/gw True Accepted: the policy applies to rule stream of HTTPRoute events"]
+        );
+        let ancestor = &o.verdicts[0].ancestors[0].ancestor;
+        assert_eq!(
+            (ancestor.group.as_deref(), ancestor.namespace.as_deref()),
+            (Some("gateway.networking.k8s.io"), Some("apps"))
+        );
+    }
+
+    #[test]
+    fn the_older_policy_holds_a_target_and_the_other_is_conflicted_and_ignored() {
+        let policies = [
+            // Younger: sets a field the winner leaves alone, which must not leak in.
+            policy(
+                "a-younger",
+                9,
+                &format!(
+                    "{}  proxyBuffering: Enabled\n  sse: {{heartbeatInterval: 5s}}\n",
+                    target("HTTPRoute", "events")
+                ),
+            ),
+            policy(
+                "older",
+                4,
+                &format!("{}  proxyBuffering: Disabled\n", target("HTTPRoute", "events")),
+            ),
+            // As old as `older`: then the name decides, and apps/older sorts first.
+            policy(
+                "z-same-age",
+                4,
+                &format!("{}  proxyBuffering: Auto\n", target("HTTPRoute", "events")),
+            ),
+        ];
+        let o = run(&policies);
+        let rule = settings(&o, "events").rule(1);
+        assert_eq!(rule.buffering, ProxyBuffering::Disabled);
+        assert_eq!(rule.heartbeat, None, "nothing of a Conflicted policy applies");
+        assert_eq!(
+            status(&o, "older"),
+            ["Gateway/gw True Accepted: the policy applies to HTTPRoute events"]
+        );
+        assert_eq!(
+            status(&o, "z-same-age"),
+            ["Gateway/gw False Conflicted: StreamPolicy apps/older is older and already targets HTTPRoute events"]
+        );
+        assert_eq!(
+            status(&o, "a-younger"),
+            ["Gateway/gw False Conflicted: StreamPolicy apps/older is older and already targets HTTPRoute events"]
+        );
+        // A rule target is another target than its route: no conflict.
+        let o = run(&[
+            policy("older", 4, &format!("{}  proxyBuffering: Disabled\n", target("HTTPRoute", "events"))),
+            policy(
+                "rule",
+                9,
+                "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events, sectionName: stream}]\n  proxyBuffering: Enabled\n",
+            ),
+        ]);
+        assert!(o.verdicts.iter().all(|v| v.ancestors[0].accepted.is_true()));
+        assert_eq!(settings(&o, "events").rule(0).buffering, ProxyBuffering::Enabled);
+    }
+
+    #[test]
+    fn missing_targets_are_reported_on_the_target_itself() {
+        let o = run(&[policy(
+            "lost",
+            1,
+            "  targetRefs:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: gone}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: events, sectionName: nope}\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: other}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: theirs}\n  proxyBuffering: Enabled\n",
+        )]);
+        assert_eq!(
+            status(&o, "lost"),
+            [
+                "HTTPRoute/gone False TargetNotFound: no HTTPRoute apps/gone",
+                "HTTPRoute/events#nope False TargetNotFound: HTTPRoute apps/events has no rule named nope",
+                "Gateway/other False TargetNotFound: no Gateway apps/other of a GatewayClass of ssegate's",
+                // Found, but served by no Gateway of ssegate's: accepted, the route is its own ancestor.
+                "HTTPRoute/theirs True Accepted: the policy applies to HTTPRoute theirs, which names no Gateway of ssegate's yet",
+            ]
+        );
+        assert_eq!(settings(&o, "events").rule(0), StreamSettings::DEFAULT);
+        assert_eq!(settings(&o, "theirs").rule(0).buffering, ProxyBuffering::Enabled);
+    }
+
+    #[test]
+    fn an_invalid_policy_applies_nowhere_names_its_fields_and_blocks_no_one() {
+        let o = run(&[
+            policy(
+                "bad",
+                1,
+                &format!(
+                    "{}  proxyBuffering: Enabled\n  bufferSize: 1Gi\n  sse: {{heartbeatInterval: 10ms}}\n",
+                    target("HTTPRoute", "events")
+                ),
+            ),
+            policy(
+                "good",
+                2,
+                &format!("{}  loadBalancing: RoundRobin\n", target("HTTPRoute", "events")),
+            ),
+        ]);
+        assert_eq!(
+            status(&o, "bad"),
+            ["HTTPRoute/events False Invalid: spec.bufferSize: must be between 1Ki and 16Mi; spec.sse.heartbeatInterval: must be at least 100ms"]
+        );
+        assert_eq!(
+            status(&o, "good"),
+            ["Gateway/gw True Accepted: the policy applies to HTTPRoute events"]
+        );
+        assert_eq!(
+            settings(&o, "events").rule(1),
+            StreamSettings {
+                load_balancing: LoadBalancing::RoundRobin,
+                ..StreamSettings::DEFAULT
+            },
+            "the invalid policy's valid fields do not apply either"
+        );
+    }
+
+    #[test]
+    fn a_route_through_two_policied_gateways_takes_the_older_gateway_policy() {
+        let o = run(&[
+            policy(
+                "gw2-later",
+                5,
+                &format!(
+                    "{}  proxyBuffering: Enabled\n  timeouts: {{connect: 1s}}\n",
+                    target("Gateway", "gw2")
+                ),
+            ),
+            policy(
+                "gw-first",
+                2,
+                &format!("{}  proxyBuffering: Disabled\n", target("Gateway", "gw")),
+            ),
+        ]);
+        let both = settings(&o, "both").rule(0);
+        assert_eq!(both.buffering, ProxyBuffering::Disabled);
+        assert_eq!(
+            both.timeouts.connect,
+            Duration::from_secs(5),
+            "one Gateway layer, not a merge of both"
+        );
+        assert_eq!(settings(&o, "lonely").rule(0).buffering, ProxyBuffering::Enabled);
+    }
+
+    #[test]
+    fn targets_sharing_an_ancestor_report_false_when_any_is() {
+        let o = run(&[
+            policy("holder", 1, &format!("{}  proxyBuffering: Disabled\n", target("HTTPRoute", "plain"))),
+            policy(
+                "two",
+                2,
+                "  targetRefs:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: events}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: plain}\n  proxyBuffering: Enabled\n",
+            ),
+        ]);
+        assert_eq!(
+            status(&o, "two"),
+            ["Gateway/gw False Conflicted: StreamPolicy apps/holder is older and already targets HTTPRoute plain"]
+        );
+        // Still applied where it holds the target.
+        assert_eq!(settings(&o, "events").rule(0).buffering, ProxyBuffering::Enabled);
+        assert_eq!(settings(&o, "plain").rule(0).buffering, ProxyBuffering::Disabled);
+    }
+}
