@@ -315,6 +315,8 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         "routes.ssegate.dev [] [] [get list watch]",
         "secrets [] [] [get list watch]",
         "services [] [] [get list watch]",
+        "streampolicies.ssegate.dev/status [] [] [patch]",
+        "streampolicies.ssegate.dev [] [] [get list watch]",
     ];
     // What every authenticated identity gets from the apiserver's defaults.
     let discovery = [
