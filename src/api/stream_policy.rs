@@ -55,8 +55,12 @@ pub struct StreamPolicySpec {
     /// Gateways (whole Gateways: a listener `sectionName` is not supported).
     #[schemars(schema_with = "target_refs")]
     pub target_refs: Vec<PolicyTargetRef>,
-    /// Buffering of upstream response bodies: `Enabled`, `Disabled` or `Auto`.
+    /// Buffering of upstream response bodies: `Enabled` (coalesce up to
+    /// `bufferSize`), `Disabled` (forward every frame at once) or `Auto`
+    /// (stream `text/event-stream`, buffer the rest). Never On/Off, which
+    /// YAML reads as booleans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "proxy_buffering")]
     pub proxy_buffering: Option<ProxyBuffering>,
     /// How much the proxy coalesces in buffered mode (a quantity such as `64Ki`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,8 +79,10 @@ pub struct StreamPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::max_streams")]
     pub max_concurrent_streams: Option<i64>,
-    /// `RoundRobin` or `LeastConnections`.
+    /// How requests are spread over endpoints: `RoundRobin` or
+    /// `LeastConnections`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "load_balancing")]
     pub load_balancing: Option<LoadBalancing>,
 }
 
@@ -285,6 +291,17 @@ fn spec_rules() -> Value {
         "!has(self.maxConcurrentStreams) || self.targetRefs.all(t, !has(t.sectionName))",
         RULE_STREAMS
     )])
+}
+
+// The enums' schemas used directly: through `Option`, the derived schema
+// would carry the enum type's description (which speaks of Routes) instead
+// of the field's.
+fn proxy_buffering(g: &mut SchemaGenerator) -> Schema {
+    ProxyBuffering::json_schema(g)
+}
+
+fn load_balancing(g: &mut SchemaGenerator) -> Schema {
+    LoadBalancing::json_schema(g)
 }
 
 fn target_refs(g: &mut SchemaGenerator) -> Schema {
