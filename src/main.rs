@@ -192,8 +192,12 @@ enum Command {
         #[arg(long, env = "HOSTNAME", default_value = "demo")]
         server_id: String,
     },
-    /// Print the Route CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: the Route's, or with
+    /// `--kind StreamPolicy` the StreamPolicy's.
+    Crd {
+        #[arg(long, default_value = "Route", value_parser = ["Route", "StreamPolicy"])]
+        kind: String,
+    },
     /// Print networking.k8s.io/v1 Ingresses (with their ingress-nginx
     /// annotations) as equivalent Routes: one Route per host. Other
     /// documents pass through unchanged; Services in the input resolve
@@ -308,8 +312,12 @@ fn init_logging(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Crd => {
-            print!("{}", serde_yaml::to_string(&ssegate::api::Route::crd())?);
+        Command::Crd { kind } => {
+            let crd = match kind.as_str() {
+                "StreamPolicy" => ssegate::api::StreamPolicy::crd(),
+                _ => ssegate::api::Route::crd(),
+            };
+            print!("{}", serde_yaml::to_string(&crd)?);
             return Ok(());
         }
         Command::Convert { files } => return convert(files),
@@ -401,7 +409,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             DemoBackend::new(server_id).serve(listener).await;
             Ok(())
         }
-        Command::Crd | Command::Convert { .. } => unreachable!(),
+        Command::Crd { .. } | Command::Convert { .. } => unreachable!(),
     }
 }
 

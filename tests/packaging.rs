@@ -38,12 +38,14 @@ fn ok(out: Output, what: &str) -> String {
 
 #[test]
 fn chart_crd_is_the_generated_crd() {
-    let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/crds/routes.ssegate.dev.yaml")).unwrap();
-    let generated = std::fs::read_to_string(format!("{ROOT}/crds/routes.ssegate.dev.yaml")).unwrap();
-    assert!(
-        chart == generated,
-        "charts/ssegate/crds is stale: cp crds/routes.ssegate.dev.yaml charts/ssegate/crds/"
-    );
+    for file in ["routes.ssegate.dev.yaml", "streampolicies.ssegate.dev.yaml"] {
+        let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/crds/{file}")).unwrap();
+        let generated = std::fs::read_to_string(format!("{ROOT}/crds/{file}")).unwrap();
+        assert!(
+            chart == generated,
+            "charts/ssegate/crds is stale: cp crds/{file} charts/ssegate/crds/"
+        );
+    }
 }
 
 #[test]
@@ -313,6 +315,8 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         "routes.ssegate.dev [] [] [get list watch]",
         "secrets [] [] [get list watch]",
         "services [] [] [get list watch]",
+        "streampolicies.ssegate.dev/status [] [] [patch]",
+        "streampolicies.ssegate.dev [] [] [get list watch]",
     ];
     // What every authenticated identity gets from the apiserver's defaults.
     let discovery = [

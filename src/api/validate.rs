@@ -249,16 +249,25 @@ impl fmt::Display for StreamSettings {
     }
 }
 
-/// The settings one level (the Route, or one rule) writes, as given.
-struct GivenSettings<'a> {
-    buffering: Option<ProxyBuffering>,
-    buffer_size: Option<&'a super::Quantity>,
-    timeouts: Option<&'a Timeouts>,
-    sse: Option<&'a super::SseSettings>,
-    load_balancing: Option<super::LoadBalancing>,
+/// The settings one level (the Route, one rule, or a StreamPolicy) writes,
+/// as given.
+pub(crate) struct GivenSettings<'a> {
+    pub(crate) buffering: Option<ProxyBuffering>,
+    pub(crate) buffer_size: Option<&'a super::Quantity>,
+    pub(crate) timeouts: Option<&'a Timeouts>,
+    pub(crate) sse: Option<&'a super::SseSettings>,
+    pub(crate) load_balancing: Option<super::LoadBalancing>,
 }
 
 impl GivenSettings<'_> {
+    /// [`GivenSettings::over`] for layers outside this file (StreamPolicy
+    /// attachment), so every layer merges field by field the same way.
+    pub(crate) fn layered(&self, parent: StreamSettings, base: &str) -> (StreamSettings, Vec<FieldError>) {
+        let mut errors = Errors::default();
+        let settings = self.over(parent, base, &mut errors);
+        (settings, errors.0)
+    }
+
     /// The one merge: `given` laid over `parent`, each problem reported
     /// under `base` (`spec` or `spec.rules[N]`).
     fn over(&self, parent: StreamSettings, base: &str, errors: &mut Errors) -> StreamSettings {

@@ -9,6 +9,7 @@
 
 use super::grants::permitted;
 use super::listeners::Listener;
+use super::policy::RouteSettings;
 use crate::api::filters::{HeaderEdits, PathChange, Redirect, Rewrite, RuleFilters};
 use crate::api::gateway::http_route::{
     HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
@@ -17,8 +18,7 @@ use crate::api::gateway::http_route::{
 };
 use crate::api::gateway::{HttpRoute, ReferenceGrant};
 use crate::api::{
-    valid_path, BackendPort, MatchConditions, PathMatchType, StreamSettings, ValidBackend, ValidMatch, ValidRoute,
-    ValidRule,
+    valid_path, BackendPort, MatchConditions, PathMatchType, ValidBackend, ValidMatch, ValidRoute, ValidRule,
 };
 use crate::model::report::Verdict;
 use crate::model::{ObjectKey, RouteDefinition, SourceKind};
@@ -55,7 +55,8 @@ struct Attachment {
 }
 
 /// Translates `route`. `gateways` holds the listeners of every Gateway of
-/// ssegate's class, by Gateway; `labels` the labels of namespaces.
+/// ssegate's class, by Gateway; `labels` the labels of namespaces;
+/// `settings` each rule's settings, from the StreamPolicies attached.
 pub fn plan(
     route: &HttpRoute,
     key: ObjectKey,
@@ -63,7 +64,7 @@ pub fn plan(
     gateways: &BTreeMap<ObjectKey, Vec<Listener>>,
     grants: &[ReferenceGrant],
     labels: &BTreeMap<String, BTreeMap<String, String>>,
-    settings: StreamSettings,
+    settings: &RouteSettings,
 ) -> RoutePlan {
     let route_hosts: Vec<String> = route
         .spec
@@ -177,7 +178,7 @@ pub fn plan(
                 hostnames: Some(a.hostnames.clone()),
                 matches,
                 backends: backends.clone(),
-                settings,
+                settings: settings.rule(r),
                 https_redirect: false,
                 filters: filters.clone(),
                 cors: cors.clone(),
@@ -200,7 +201,7 @@ pub fn plan(
         translated: Ok(ValidRoute {
             hostnames: Vec::new(),
             rules,
-            max_concurrent_streams: None,
+            max_concurrent_streams: settings.max_concurrent_streams,
             cors: None,
             tls: Vec::new(),
             strict_backends: true,

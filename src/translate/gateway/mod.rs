@@ -13,16 +13,17 @@
 pub mod grants;
 pub mod http_route;
 pub mod listeners;
+pub mod policy;
 #[cfg(test)]
 mod tests;
 
 use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
-use crate::api::{StreamSettings, ValidRoute};
+use crate::api::{StreamPolicy, ValidRoute};
 use crate::model::report::Verdict;
 use crate::model::{ObjectKey, RouteDefinition, SecretObject, SourceKind};
 use http_route::RoutePlan;
 use listeners::{GatewayPlan, Listener};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use crate::api::gateway::GROUP;
 
@@ -35,6 +36,8 @@ pub struct GatewayInputs<'a> {
     pub gateways: &'a [Gateway],
     pub routes: &'a [HttpRoute],
     pub grants: &'a [ReferenceGrant],
+    /// SSE settings attached to HTTPRoutes, their rules and Gateways.
+    pub policies: &'a [StreamPolicy],
     /// Labels of each namespace, for `allowedRoutes` selectors.
     pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
     pub secrets: &'a BTreeMap<ObjectKey, SecretObject>,
@@ -58,6 +61,8 @@ pub struct GatewayOutcome {
     pub gateways: Vec<GatewayPlan>,
     /// Every HTTPRoute with at least one parent of ssegate's.
     pub routes: Vec<(ObjectKey, Option<i64>, RoutePlan)>,
+    /// What each StreamPolicy's status should say, oldest policy first.
+    pub policies: Vec<policy::PolicyVerdict>,
 }
 
 fn key_of(
@@ -121,6 +126,16 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
         out.gateways.push(plan);
     }
 
+    let keyed: BTreeMap<ObjectKey, &HttpRoute> = inputs
+        .routes
+        .iter()
+        .filter_map(|r| Some((key_of(&r.metadata, inputs.default_namespace)?, r)))
+        .collect();
+    let ours: BTreeSet<ObjectKey> = listeners.keys().cloned().collect();
+    let attached = policy::attach(inputs.policies, &keyed, &ours, inputs.default_namespace);
+    out.policies = attached.verdicts;
+    let no_policy = policy::RouteSettings::default();
+
     for route in inputs.routes {
         let Some(key) = key_of(&route.metadata, inputs.default_namespace) else {
             continue;
@@ -132,7 +147,7 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
             &listeners,
             inputs.grants,
             inputs.namespace_labels,
-            StreamSettings::DEFAULT,
+            attached.routes.get(&key).unwrap_or(&no_policy),
         );
         if plan.parents.is_empty() {
             continue;

@@ -51,6 +51,10 @@ fn route(name: &str, ns: &str, spec: &str) -> HttpRoute {
 }
 
 fn outcome(routes: &[HttpRoute], labels: &[(&str, &str)]) -> GatewayOutcome {
+    outcome_with(routes, labels, &[])
+}
+
+fn outcome_with(routes: &[HttpRoute], labels: &[(&str, &str)], policies: &[StreamPolicy]) -> GatewayOutcome {
     let classes: Vec<GatewayClass> = parse(CLASSES);
     let gateways: Vec<Gateway> = parse(GATEWAYS);
     let mut namespace_labels = BTreeMap::new();
@@ -72,6 +76,7 @@ fn outcome(routes: &[HttpRoute], labels: &[(&str, &str)]) -> GatewayOutcome {
         gateways: &gateways,
         routes,
         grants: &[],
+        policies,
         namespace_labels: &namespace_labels,
         secrets: &secrets,
         default_namespace: "default",
@@ -235,4 +240,97 @@ fn hostnames_intersect_with_wildcards_on_either_side() {
     };
     assert_eq!(hosts("wild"), ["*.example.com", "x.y.example.com"]);
     assert_eq!(hosts("any"), ["*.example.com"], "no hostnames: the listener's");
+}
+
+#[test]
+fn stream_policies_reach_the_table_rule_over_route_over_gateway() {
+    let routes = vec![route(
+        "events",
+        "apps",
+        "  parentRefs: [{name: gw, sectionName: http}]\n  hostnames: [a.example.com]\n  rules:\n  - name: stream\n    matches: [{path: {type: PathPrefix, value: /sse}}]\n    backendRefs: [{name: svc, port: 80}]\n  - backendRefs: [{name: svc, port: 80}]\n",
+    )];
+    let policy = |name: &str, yaml: &str| -> StreamPolicy {
+        serde_yaml::from_str(&format!(
+            "apiVersion: ssegate.dev/v1alpha1\nkind: StreamPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n{yaml}"
+        ))
+        .unwrap()
+    };
+    let policies = [
+        policy(
+            "gateway",
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  timeouts: {idle: 0s}\n",
+        ),
+        policy(
+            "route",
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events}]\n  proxyBuffering: Enabled\n  maxConcurrentStreams: 7\n",
+        ),
+        policy(
+            "rule",
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events, sectionName: stream}]\n  proxyBuffering: Disabled\n  sse: {heartbeatInterval: 15s}\n",
+        ),
+    ];
+    let o = outcome_with(&routes, &[], &policies);
+    let accepted: Vec<(&str, &str)> = o
+        .policies
+        .iter()
+        .map(|v| (v.key.name.as_str(), v.ancestors[0].accepted.reason))
+        .collect();
+    assert_eq!(
+        accepted,
+        [("gateway", "Accepted"), ("route", "Accepted"), ("rule", "Accepted")]
+    );
+
+    let mut objects = Objects::default();
+    for d in &o.definitions {
+        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
+    }
+    objects.services.insert(
+        ObjectKey::new("apps", "svc"),
+        ServiceObject {
+            key: ObjectKey::new("apps", "svc"),
+            ports: vec![ServicePort {
+                name: "".into(),
+                port: 80,
+            }],
+        },
+    );
+    let table = build_table(&objects, 1);
+    let at = |path: &str| {
+        table
+            .lookup("a.example.com", path, &RequestSketch::default())
+            .unwrap()
+            .clone()
+    };
+    let stream = at("/sse/x");
+    assert_eq!(stream.rule_index, 0);
+    assert_eq!(
+        stream.settings.buffering,
+        crate::api::ProxyBuffering::Disabled,
+        "the rule's policy"
+    );
+    assert_eq!(stream.settings.heartbeat, Some(std::time::Duration::from_secs(15)));
+    assert_eq!(
+        stream.settings.timeouts.idle, None,
+        "the Gateway's policy, not overridden"
+    );
+    assert_eq!(stream.max_concurrent_streams, Some(7), "the route's limit");
+    let rest = at("/other");
+    assert_eq!(
+        rest.settings.buffering,
+        crate::api::ProxyBuffering::Enabled,
+        "the route's policy"
+    );
+    assert_eq!(rest.settings.heartbeat, None);
+    assert_eq!(rest.settings.timeouts.idle, None);
+
+    // Without policies: the defaults, as before.
+    let o = outcome(&routes, &[]);
+    let d = o.definitions.iter().find(|d| d.key.name == "events").unwrap();
+    let valid = d.translated.as_ref().unwrap();
+    assert!(valid
+        .rules
+        .iter()
+        .all(|r| r.settings == crate::api::StreamSettings::DEFAULT));
+    assert_eq!(valid.max_concurrent_streams, None);
+    assert!(o.policies.is_empty());
 }
