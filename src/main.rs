@@ -494,6 +494,10 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let run_source = spawn_control(move || async move {
         let client = kube::Client::try_from(config)?;
         let gateway_api = ssegate::sources::kube_gateway::served(&client).await;
+        let stream_policies = gateway_api && ssegate::sources::kube_gateway::policies_served(&client).await;
+        if gateway_api && !stream_policies {
+            tracing::warn!("the StreamPolicy CRD is not served: HTTPRoutes get default SSE settings; install crds/streampolicies.ssegate.dev.yaml and restart");
+        }
         info!(
             gateway_api,
             "Gateway API {}",
@@ -509,6 +513,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             args.tls_secrets,
             args.ingress.policy(),
             gateway_api,
+            stream_policies,
         );
         let live = {
             let (state, changed) = (state.clone(), state.routes_changed.clone());

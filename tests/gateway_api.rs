@@ -243,3 +243,58 @@ async fn the_cors_filter_answers_preflights_for_its_rule_only() {
         "no CORS on the other rule"
     );
 }
+
+#[tokio::test]
+async fn a_stream_policy_on_the_httproute_buffers_new_requests_and_detaching_it_streams_again() {
+    let (up, gw) = setup(
+        "  hostnames: [p.example.com]
+  rules:
+  - backendRefs: [{name: svc, port: 80}]
+",
+    )
+    .await;
+    let get = |tag: &str| {
+        client()
+            .get(gw.url(&format!("/sse?tag={tag}&n=6&every=100")))
+            .header("host", "p.example.com")
+            .send()
+    };
+    // A stream opened before the policy, still running when it attaches.
+    let open = tokio::spawn(read_stream(get("open").await.unwrap(), usize::MAX));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    gw.write(
+        "policy.yaml",
+        "apiVersion: ssegate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: buffered}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events}]
+  proxyBuffering: Enabled
+",
+    );
+    let got = read_stream(get("on").await.unwrap(), usize::MAX).await;
+    assert_eq!(got.events.len(), 6);
+    assert!(got.events[0].1 > up.emits("on")[4], "Enabled holds the events back");
+    let open = open.await.unwrap();
+    assert_eq!(open.events.len(), 6);
+    let emits = up.emits("open");
+    for i in 0..5 {
+        assert!(
+            open.events[i].1 < emits[i + 1],
+            "the open stream was held back at event {}",
+            i + 1
+        );
+    }
+
+    std::fs::remove_file(gw.dir.path().join("policy.yaml")).unwrap();
+    gw.write("touch.yaml", "");
+    let got = read_stream(get("off").await.unwrap(), usize::MAX).await;
+    let emits = up.emits("off");
+    for i in 0..5 {
+        assert!(
+            got.events[i].1 < emits[i + 1],
+            "detached: event {} was held back",
+            i + 1
+        );
+    }
+}

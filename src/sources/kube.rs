@@ -71,6 +71,7 @@ impl ClusterState {
         tls_secrets: bool,
         class_policy: ClassPolicy,
         gateway_api: bool,
+        stream_policies: bool,
     ) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
@@ -80,7 +81,7 @@ impl ClusterState {
         let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (classes, classes_writer) = reflector::store();
         let (gateway, gateway_writers) = if gateway_api {
-            let (stores, writers) = super::kube_gateway::GatewayStores::new(&client, &scopes);
+            let (stores, writers) = super::kube_gateway::GatewayStores::new(&client, &scopes, stream_policies);
             (Some(stores), Some(writers))
         } else {
             (None, None)
@@ -195,6 +196,9 @@ impl ClusterState {
             }
             for (api, w) in g.grants {
                 tasks.spawn(watch(api, w, all(), state.clone(), "ReferenceGrant", None));
+            }
+            for (api, w) in g.policies {
+                tasks.spawn(watch(api, w, all(), state.clone(), "StreamPolicy", None));
             }
         }
         (state, tasks)

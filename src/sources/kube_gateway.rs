@@ -7,6 +7,7 @@
 //! installed); ssegate checks once at start and says which.
 
 use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::api::StreamPolicy;
 use crate::model::{ObjectKey, SecretObject};
 use crate::translate::gateway::{translate, GatewayInputs, GatewayOutcome};
 use k8s_openapi::api::core::v1::Namespace;
@@ -16,6 +17,16 @@ use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Whether the apiserver serves ssegate's StreamPolicy (its CRD is
+/// installed and readable).
+pub async fn policies_served(client: &Client) -> bool {
+    let probe = ListParams::default().limit(1);
+    Api::<StreamPolicy>::all(client.clone())
+        .list_metadata(&probe)
+        .await
+        .is_ok()
+}
 
 /// Whether the apiserver serves the Gateway API kinds ssegate reads.
 pub async fn served(client: &Client) -> bool {
@@ -42,6 +53,8 @@ pub struct GatewayStores {
     pub(super) routes: Vec<Store<HttpRoute>>,
     pub(super) grants: Vec<Store<ReferenceGrant>>,
     pub(super) namespaces: Store<Namespace>,
+    /// Empty when the StreamPolicy CRD is not served.
+    pub(super) policies: Vec<Store<StreamPolicy>>,
     /// The latest translation, for the Gateway API status writer.
     pub outcome: watch::Sender<Arc<GatewayOutcome>>,
 }
@@ -53,10 +66,11 @@ pub struct GatewayWriters {
     pub routes: Vec<(Api<HttpRoute>, reflector::store::Writer<HttpRoute>)>,
     pub grants: Vec<(Api<ReferenceGrant>, reflector::store::Writer<ReferenceGrant>)>,
     pub namespaces: reflector::store::Writer<Namespace>,
+    pub policies: Vec<(Api<StreamPolicy>, reflector::store::Writer<StreamPolicy>)>,
 }
 
 impl GatewayStores {
-    pub fn new(client: &Client, scopes: &[Option<&str>]) -> (Self, GatewayWriters) {
+    pub fn new(client: &Client, scopes: &[Option<&str>], with_policies: bool) -> (Self, GatewayWriters) {
         let (classes, classes_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let mut stores = GatewayStores {
@@ -65,6 +79,7 @@ impl GatewayStores {
             routes: Vec::new(),
             grants: Vec::new(),
             namespaces,
+            policies: Vec::new(),
             outcome: watch::channel(Arc::new(GatewayOutcome::default())).0,
         };
         let mut writers = GatewayWriters {
@@ -73,6 +88,7 @@ impl GatewayStores {
             routes: Vec::new(),
             grants: Vec::new(),
             namespaces: namespaces_w,
+            policies: Vec::new(),
         };
         for scope in scopes {
             let (r, w) = reflector::store();
@@ -84,6 +100,11 @@ impl GatewayStores {
             let (r, w) = reflector::store();
             stores.grants.push(r);
             writers.grants.push((super::kube::api(client, *scope), w));
+            if with_policies {
+                let (r, w) = reflector::store();
+                stores.policies.push(r);
+                writers.policies.push((super::kube::api(client, *scope), w));
+            }
         }
         (stores, writers)
     }
@@ -100,6 +121,9 @@ impl GatewayStores {
         for s in &self.grants {
             let _ = s.wait_until_ready().await;
         }
+        for s in &self.policies {
+            let _ = s.wait_until_ready().await;
+        }
     }
 
     /// Translates the current set; publishes the outcome when it changed.
@@ -108,6 +132,7 @@ impl GatewayStores {
         let gateways: Vec<Gateway> = self.gateways.iter().flat_map(|s| owned(s.state())).collect();
         let routes: Vec<HttpRoute> = self.routes.iter().flat_map(|s| owned(s.state())).collect();
         let grants: Vec<ReferenceGrant> = self.grants.iter().flat_map(|s| owned(s.state())).collect();
+        let policies: Vec<StreamPolicy> = self.policies.iter().flat_map(|s| owned(s.state())).collect();
         let namespace_labels = self
             .namespaces
             .state()
@@ -119,6 +144,7 @@ impl GatewayStores {
             gateways: &gateways,
             routes: &routes,
             grants: &grants,
+            policies: &policies,
             namespace_labels: &namespace_labels,
             secrets,
             default_namespace: super::convert::DEFAULT_NAMESPACE,

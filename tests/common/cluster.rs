@@ -54,8 +54,10 @@ impl ControlPlane {
             "control plane did not start:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let crds = format!("{ROOT}/crds/routes.ssegate.dev.yaml");
-        cp.kubectl_ok(&["apply", "--server-side", "-f", &crds]);
+        for crd in ["routes.ssegate.dev", "streampolicies.ssegate.dev"] {
+            let crds = format!("{ROOT}/crds/{crd}.yaml");
+            cp.kubectl_ok(&["apply", "--server-side", "-f", &crds]);
+        }
         // The pinned Gateway API CRDs (crds/gateway-api/, standard channel).
         // Server-side: the HTTPRoute CRD is too large for the last-applied annotation.
         let gateway_api = format!("{ROOT}/crds/gateway-api/");
@@ -64,6 +66,7 @@ impl ControlPlane {
             "wait",
             "--for=condition=established",
             "crd/routes.ssegate.dev",
+            "crd/streampolicies.ssegate.dev",
             "crd/gatewayclasses.gateway.networking.k8s.io",
             "crd/gateways.gateway.networking.k8s.io",
             "crd/httproutes.gateway.networking.k8s.io",

@@ -109,6 +109,7 @@ enum GatewayDoc {
     Route(crate::api::gateway::HttpRoute),
     Grant(crate::api::gateway::ReferenceGrant),
     Namespace(k8s_openapi::api::core::v1::Namespace),
+    Policy(crate::api::StreamPolicy),
 }
 
 impl GatewayDoc {
@@ -127,6 +128,7 @@ impl GatewayDoc {
             GatewayDoc::Route(r) => ("HTTPRoute", key(&r.metadata, true)),
             GatewayDoc::Grant(g) => ("ReferenceGrant", key(&g.metadata, true)),
             GatewayDoc::Namespace(n) => ("Namespace", key(&n.metadata, false)),
+            GatewayDoc::Policy(p) => ("StreamPolicy", key(&p.metadata, true)),
         }
     }
 }
@@ -446,8 +448,10 @@ impl FolderSource {
             return;
         }
         let (mut classes, mut gateways, mut routes, mut grants) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut policies = Vec::new();
         let mut labels = BTreeMap::new();
         let mut route_files = HashMap::new();
+        let mut policy_files = HashMap::new();
         for (file, i, doc) in docs {
             match doc {
                 GatewayDoc::Class(c) => classes.push(c),
@@ -458,6 +462,11 @@ impl FolderSource {
                     routes.push(r);
                 }
                 GatewayDoc::Grant(g) => grants.push(g),
+                GatewayDoc::Policy(p) => {
+                    let (_, key) = GatewayDoc::Policy(p.clone()).kind_and_key();
+                    policy_files.insert(key, (file, i));
+                    policies.push(p);
+                }
                 GatewayDoc::Namespace(n) => {
                     if let Some(name) = n.metadata.name.clone() {
                         labels.insert(name, n.metadata.labels.clone().unwrap_or_default());
@@ -470,10 +479,29 @@ impl FolderSource {
             gateways: &gateways,
             routes: &routes,
             grants: &grants,
+            policies: &policies,
             namespace_labels: &labels,
             secrets: &objects.secrets,
             default_namespace: DEFAULT_NAMESPACE,
         });
+        for v in &outcome.policies {
+            let Some((file, i)) = policy_files.get(&v.key) else {
+                continue;
+            };
+            for a in v.ancestors.iter().filter(|a| !a.accepted.is_true()) {
+                let mut note = LoadError::new(
+                    file,
+                    Some(i + 1),
+                    format!(
+                        "StreamPolicy {} is not applied to {}: {} ({})",
+                        v.key, a.ancestor.name, a.accepted.message, a.accepted.reason
+                    ),
+                    false,
+                );
+                note.warning = true;
+                errors.push(note);
+            }
+        }
         for d in outcome.definitions {
             let stamped = d.created_millis != 0;
             let d = self.history.settle(d, stamped, now);

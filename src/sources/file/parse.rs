@@ -145,6 +145,7 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
         (crate::api::gateway::GATEWAY_V1 | crate::api::gateway::GATEWAY_V1BETA1, "ReferenceGrant") => {
             Doc::Gateway(Box::new(GatewayDoc::Grant(typed(value, warnings).map_err(context)?)))
         }
+        (crate::api::API_VERSION, "StreamPolicy") => Doc::Gateway(Box::new(GatewayDoc::Policy(typed(value, warnings).map_err(context)?))),
         ("v1", "Namespace") => Doc::Gateway(Box::new(GatewayDoc::Namespace(typed(value, warnings).map_err(context)?))),
         ("v1", "Service") => {
             let svc: Service = typed(value, warnings).map_err(context)?;

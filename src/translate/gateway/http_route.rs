@@ -17,6 +17,7 @@ use crate::api::gateway::http_route::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 use crate::api::gateway::{HttpRoute, ReferenceGrant};
+use crate::api::StreamSettings;
 use crate::api::{
     valid_path, BackendPort, MatchConditions, PathMatchType, ValidBackend, ValidMatch, ValidRoute, ValidRule,
 };
@@ -162,7 +163,7 @@ pub fn plan(
         let filters = rule_filters(rule, r, &mut unsupported);
         let cors = rule_cors(rule, r, &mut unsupported);
         let backends = rule_backends(rule, &key, grants, &mut refused);
-        let settings = rule_timeouts(rule, r, settings, &mut unsupported);
+        let rule_settings = rule_timeouts(rule, r, settings.rule(r), &mut unsupported);
         for a in &attachments {
             let matches = matches
                 .iter()
@@ -178,7 +179,7 @@ pub fn plan(
                 hostnames: Some(a.hostnames.clone()),
                 matches,
                 backends: backends.clone(),
-                settings: settings.rule(r),
+                settings: rule_settings,
                 https_redirect: false,
                 filters: filters.clone(),
                 cors: cors.clone(),
