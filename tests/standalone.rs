@@ -172,6 +172,18 @@ async fn demo_command_serves_the_example_stream() {
     let got = read_stream(resp, usize::MAX).await;
     assert_eq!(got.events.len(), 5, "{:?}", got.events);
     assert!(got.events[3].1 - got.events[2].1 >= Duration::from_millis(50));
+
+    // The example Gateway API objects, with the policy's Disabled.
+    let resp = client()
+        .get(format!("{}/gateway/.sse?interval=100ms&count=3", gw.proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-by"], "ssegate");
+    let got = read_stream(resp, usize::MAX).await;
+    assert_eq!(got.events.len(), 5, "{:?}", got.events);
+    assert!(got.events[3].1 - got.events[2].1 >= Duration::from_millis(50));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
