@@ -531,6 +531,14 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             metrics.clone(),
         );
         tokio::spawn(ingress_writer.run(reports.clone(), leader.clone()));
+        if state.gateway.as_ref().is_some_and(|g| g.has_policies()) {
+            let outcome = state.gateway.as_ref().map(|g| g.outcome.subscribe()).expect("checked");
+            let lookup_state = state.clone();
+            let policy_writer = ssegate::status::stream_policy::PolicyStatusWriter::new(client.clone(), move |key| {
+                lookup_state.gateway.as_ref().and_then(|g| g.policy(key))
+            });
+            tokio::spawn(policy_writer.run(outcome, leader.clone()));
+        }
         let writer = StatusWriter::new(client, live, identity, metrics);
         tokio::spawn(writer.run(reports, leader));
         kube_source::run(state, applier, move || ready.set_ready(true)).await;

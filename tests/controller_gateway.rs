@@ -81,6 +81,15 @@ async fn an_httproute_streams_and_a_stream_policy_flips_buffering_live() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     eprintln!("StreamPolicy apply to live: {:?}", started.elapsed());
+    // GEP-713 status: the Gateway it takes effect through, Accepted.
+    let accepted = "{.status.ancestors[?(@.controllerName==\"ssegate.dev/gateway-controller\")].conditions[?(@.type==\"Accepted\")].status}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cp.get(&ns, "streampolicy/buffered", accepted) != "True" {
+        assert!(Instant::now() < deadline, "no Accepted ancestor:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ancestor = cp.get(&ns, "streampolicy/buffered", "{.status.ancestors[0].ancestorRef.name}");
+    assert_eq!(ancestor, "gw");
     let fresh = read_stream(get().await.unwrap(), usize::MAX).await;
     assert_eq!(fresh.events.len(), 5);
     assert_eq!(

@@ -18,7 +18,7 @@ mod words;
 pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
-pub use stream_policy::{StreamPolicy, StreamPolicySpec, StreamPolicyStatus};
+pub use stream_policy::{PolicyAncestorRef, PolicyAncestorStatus, StreamPolicy, StreamPolicySpec, StreamPolicyStatus};
 pub(crate) use validate::GivenSettings;
 pub use validate::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, EffectiveTimeouts,

@@ -109,6 +109,17 @@ impl GatewayStores {
         (stores, writers)
     }
 
+    /// Whether StreamPolicies are watched (their CRD is served).
+    pub fn has_policies(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
+    /// The live StreamPolicy, as last seen by the watch.
+    pub fn policy(&self, key: &ObjectKey) -> Option<Arc<StreamPolicy>> {
+        let r = reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        self.policies.iter().find_map(|s| s.get(&r))
+    }
+
     pub async fn wait_ready(&self) {
         let _ = self.classes.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;

@@ -59,3 +59,4 @@ fn log_report(r: &RouteReport) {
 pub mod ingress;
 pub mod kube;
 pub mod lease;
+pub mod stream_policy;
