@@ -27,22 +27,7 @@ async fn an_httproute_streams_and_a_stream_policy_flips_buffering_live() {
              ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: events}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [gw.test]\n  rules: [{{backendRefs: [{{name: demo, port: 80}}]}}]\n"
         ),
     );
-    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
-    let gw = Ssegate::start(
-        &[
-            "controller",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--identity",
-            "gwapi-1",
-        ],
-        logs.path(),
-    )
-    .await;
+    let gw = Ssegate::controller(&ns, "gwapi-1", &[], logs.path()).await;
     let get = || {
         client()
             .get(format!("{}/.sse?interval=100ms&count=3", gw.proxy))

@@ -19,21 +19,10 @@ fn ingress(name: &str, annotation: &str, spec_line: &str, host: &str, buffering:
     )
 }
 
-async fn status_of(gw: &Ssegate, host: &str) -> u16 {
-    client()
-        .get(format!("{}/.sse?count=0", gw.proxy))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn wait_status(gw: &Ssegate, host: &str, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = status_of(gw, host).await;
+        let got = gw.status_of(host).await;
         if got == want {
             return;
         }
@@ -65,25 +54,10 @@ async fn ingresses_of_our_classes_are_served_and_their_buffering_flips_live_with
     let nginx = "  ingressClassName: nginx\n";
     cp.apply(&ns, &ingress("theirs", "", nginx, "theirs.test", "off"));
 
-    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
-    let gw = Ssegate::start(
-        &[
-            "controller",
-            "--kubeconfig",
-            &kubeconfig,
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--identity",
-            "ingress-1",
-        ],
-        logs.path(),
-    )
-    .await;
+    let gw = Ssegate::controller(&ns, "ingress-1", &[], logs.path()).await;
     wait_status(&gw, "live.test", 200).await;
     wait_status(&gw, "legacy.test", 200).await;
-    assert_eq!(status_of(&gw, "theirs.test").await, 404, "another controller's Ingress");
+    assert_eq!(gw.status_of("theirs.test").await, 404, "another controller's Ingress");
 
     // A stream opened under "off": event by event.
     let open = client()

@@ -20,6 +20,26 @@ impl Drop for Ssegate {
 }
 
 impl Ssegate {
+    /// Starts `ssegate controller` against the test control plane, watching
+    /// `namespace` (also the Lease's), as replica `identity`, with `extra`
+    /// arguments.
+    pub async fn controller(namespace: &str, identity: &str, extra: &[&str], log_dir: &Path) -> Ssegate {
+        let kubeconfig = super::cluster::control_plane().kubeconfig.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "controller",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+            "--identity",
+            identity,
+        ];
+        args.extend_from_slice(extra);
+        Ssegate::start(&args, log_dir).await
+    }
+
     /// Starts `ssegate ARGS --listen .. --admin ..` and waits for `/readyz`.
     pub async fn start(args: &[&str], log_dir: &Path) -> Ssegate {
         Ssegate::start_with(args, log_dir, |_| {}).await
