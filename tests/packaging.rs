@@ -285,17 +285,40 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         (vec!["watch", "httproutes.gateway.networking.k8s.io", "-A"], "yes"),
         (vec!["watch", "referencegrants.gateway.networking.k8s.io", "-A"], "yes"),
         (
-            vec!["patch", "httproutes.gateway.networking.k8s.io", "--subresource=status", "-A"],
+            vec![
+                "patch",
+                "httproutes.gateway.networking.k8s.io",
+                "--subresource=status",
+                "-A",
+            ],
             "yes",
         ),
         (
-            vec!["update", "httproutes.gateway.networking.k8s.io", "--subresource=status", "-A"],
+            vec![
+                "update",
+                "httproutes.gateway.networking.k8s.io",
+                "--subresource=status",
+                "-A",
+            ],
             "no",
         ),
         (vec!["patch", "httproutes.gateway.networking.k8s.io", "-A"], "no"),
-        (vec!["patch", "gatewayclasses.gateway.networking.k8s.io", "--subresource=status"], "yes"),
-        (vec!["update", "gateways.gateway.networking.k8s.io", "-n", "default"], "no"),
-        (vec!["create", "referencegrants.gateway.networking.k8s.io", "-n", "default"], "no"),
+        (
+            vec![
+                "patch",
+                "gatewayclasses.gateway.networking.k8s.io",
+                "--subresource=status",
+            ],
+            "yes",
+        ),
+        (
+            vec!["update", "gateways.gateway.networking.k8s.io", "-n", "default"],
+            "no",
+        ),
+        (
+            vec!["create", "referencegrants.gateway.networking.k8s.io", "-n", "default"],
+            "no",
+        ),
         (vec!["watch", "namespaces"], "yes"),
         (vec!["update", "namespaces"], "no"),
     ] {
