@@ -274,6 +274,40 @@ async fn gateway_api_status_is_written_and_other_controllers_entries_survive() {
     assert_eq!((s.as_str(), r.as_str()), ("False", "UnsupportedProtocol"));
     assert_eq!(condition(&tcp["conditions"], "Programmed").unwrap().0, "False");
 
+    // A hand edit is put right: status is ssegate's alone on its own
+    // class and Gateway, extra list entries included.
+    cp.kubectl_ok(&[
+        "patch",
+        "gatewayclass/gws-sse",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"supportedFeatures":[{"name":"HTTPRouteCORS"},{"name":"Gateway"}]}}"#,
+    ]);
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "gateway/gw",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"addresses":[{"type":"IPAddress","value":"192.0.2.99"}]}}"#,
+    ]);
+    eventually("hand edits put right", &gw, || {
+        let class = object("", "gatewayclass/gws-sse");
+        let names: Vec<&str> = class["status"]["supportedFeatures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        names == SUPPORTED_FEATURES
+            && object(&ns, "gateway/gw")["status"]["addresses"]
+                == serde_json::json!([{"type": "IPAddress", "value": "192.0.2.40"}])
+    })
+    .await;
+
     // HTTPRoutes: each parent of ssegate's, with its reason.
     for (route_ns, route, accepted, resolved) in [
         (&ns, "ok", pair("True", "Accepted"), pair("True", "ResolvedRefs")),

@@ -11,8 +11,11 @@
 //! a hand edit is put right; a failed write is retried within a second.
 //!
 //! GatewayClass and Gateway status are ssegate's alone (the class names
-//! ssegate's controller) and are written by server-side apply (field
-//! manager `ssegate`). An HTTPRoute's `status.parents` is shared with the
+//! ssegate's controller): each is written whole, by a merge patch (field
+//! manager `ssegate`) that replaces every list and removes every field
+//! ssegate does not set ([`replacing`]). A server-side apply would leave
+//! an entry someone else added to a keyed list (a condition, a feature)
+//! in place, and the status would never come out right. An HTTPRoute's `status.parents` is shared with the
 //! controllers of its other parents, and the CRD makes it an atomic list:
 //! an apply would replace their entries with ours. So it is read, merged
 //! (ssegate's entries replaced, dropped for parents no longer ssegate's,
@@ -28,7 +31,7 @@
 //! there is no such reason).
 //!
 //! The decisions ([`class_status`], [`gateway_status`], [`route_resolved_refs`],
-//! [`our_parents`], [`merge_parents`], [`same_status`]) are pure and
+//! [`our_parents`], [`merge_parents`], [`same_status`], [`replacing`]) are pure and
 //! unit-tested; the task around them does I/O.
 
 use super::addresses::{self, Address, Publish};
@@ -116,6 +119,19 @@ fn normalized<T: Serialize>(v: &T) -> serde_json::Value {
     let mut v = serde_json::to_value(v).unwrap_or_default();
     walk(&mut v);
     v
+}
+
+/// A merge patch of `status` that makes it exactly `want`: a merge patch
+/// replaces lists whole, and a field of `live` that `want` does not set is
+/// removed (null).
+pub fn replacing<T: Serialize>(want: &T, live: &T) -> serde_json::Value {
+    let mut patch = serde_json::to_value(want).unwrap_or_default();
+    if let (Some(fields), Ok(serde_json::Value::Object(before))) = (patch.as_object_mut(), serde_json::to_value(live)) {
+        for key in before.keys() {
+            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": patch })
 }
 
 /// The status of one of ssegate's GatewayClasses.
@@ -490,7 +506,7 @@ impl GatewayStatusWriter {
                 continue;
             }
             let api: Api<GatewayClass> = Api::all(self.client.clone());
-            match apply_status(&api, &plan.name, "GatewayClass", &want).await {
+            match patch_status(&api, &plan.name, &replacing(&want, &current)).await {
                 Ok(()) => self.written(id, value),
                 Err(e) => ok &= self.failed("GatewayClass", &key, e),
             }
@@ -531,7 +547,7 @@ impl GatewayStatusWriter {
                 continue;
             }
             let api: Api<Gateway> = Api::namespaced(self.client.clone(), &plan.key.namespace);
-            match apply_status(&api, &plan.key.name, "Gateway", &want).await {
+            match patch_status(&api, &plan.key.name, &replacing(&want, &current)).await {
                 Ok(()) => self.written(id, value),
                 Err(e) => ok &= self.failed("Gateway", &plan.key, e),
             }
@@ -612,13 +628,7 @@ impl GatewayStatusWriter {
             "metadata": { "resourceVersion": resource_version },
             "status": { "parents": parents },
         });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..Default::default()
-        };
-        api.patch_status(&key.name, &params, &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
+        patch_status(&api, &key.name, &patch).await
     }
 }
 
@@ -629,20 +639,16 @@ fn object_key(route: &HttpRoute) -> Option<ObjectKey> {
     ))
 }
 
-/// Server-side applies `status` of an object that is ssegate's alone.
-async fn apply_status<K, S>(api: &Api<K>, name: &str, kind: &str, status: &S) -> Result<(), kube::Error>
+/// Merge-patches the status of an object that is ssegate's alone.
+async fn patch_status<K>(api: &Api<K>, name: &str, patch: &serde_json::Value) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
 {
-    let patch = serde_json::json!({
-        "apiVersion": crate::api::gateway::GATEWAY_V1,
-        "kind": kind,
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(patch)).await.map(|_| ())
 }
 
 #[cfg(test)]

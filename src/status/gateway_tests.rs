@@ -387,3 +387,33 @@ fn long_messages_are_cut_to_what_the_api_takes() {
     assert!(c.message.len() <= MAX_MESSAGE);
     assert!(c.message.len() > MAX_MESSAGE - 4);
 }
+
+#[test]
+fn a_class_or_gateway_status_is_replaced_whole() {
+    let out = outcome(&[]);
+    let want = gateway_status(&out.gateways[0], Some(&[]), None);
+    // Someone added an address, a listener set count and a condition.
+    let mut live = gateway_status(&out.gateways[0], Some(&[Address::Ip("192.0.2.9".into())]), None);
+    live.attached_listener_sets = Some(4);
+    live.conditions
+        .as_mut()
+        .unwrap()
+        .push(condition("Extra", &Verdict::yes("Extra", "x"), None));
+    let patch = replacing(&want, &live);
+    let status = &patch["status"];
+    assert_eq!(status["addresses"], serde_json::Value::Null, "removed");
+    assert_eq!(status["attachedListenerSets"], serde_json::Value::Null, "removed");
+    assert!(status.as_object().unwrap().contains_key("addresses"));
+    let types: Vec<&str> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Accepted", "Programmed"],
+        "the whole list, without the extra one"
+    );
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 2);
+}
