@@ -15,9 +15,11 @@
 //! manager `ssegate`) that replaces every list and removes every field
 //! ssegate does not set ([`replacing`]). A server-side apply would leave
 //! an entry someone else added to a keyed list (a condition, a feature)
-//! in place, and the status would never come out right. An HTTPRoute's `status.parents` is shared with the
-//! controllers of its other parents, and the CRD makes it an atomic list:
-//! an apply would replace their entries with ours. So it is read, merged
+//! in place, and the status would never come out right.
+//!
+//! An HTTPRoute's `status.parents` is shared with the controllers of its
+//! other parents, and the CRD makes it an atomic list: an apply would
+//! replace their entries with ours. So it is read, merged
 //! (ssegate's entries replaced, dropped for parents no longer ssegate's,
 //! every other controller's entry kept as it is) and written back by a
 //! merge patch that carries the resourceVersion it was read at: if another
@@ -30,9 +32,10 @@
 //! resolved as far as the Gateway API is concerned (it answers 503 and
 //! there is no such reason).
 //!
-//! The decisions ([`class_status`], [`gateway_status`], [`route_resolved_refs`],
-//! [`our_parents`], [`merge_parents`], [`same_status`], [`replacing`]) are pure and
-//! unit-tested; the task around them does I/O.
+//! The decisions ([`class_status`], [`gateway_status`],
+//! [`route_resolved_refs`], [`our_parents`], [`merge_parents`],
+//! [`same_status`], [`replacing`]) are pure and unit-tested; the task
+//! around them does I/O.
 
 use super::addresses::{self, Address, Publish};
 use super::kube::FIELD_MANAGER;
