@@ -12,6 +12,7 @@ use ssegate::proxy::normalize::EncodedSlashes;
 use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
+use ssegate::status::gateway::{GatewayStatusWriter, LiveGatewayApi};
 use ssegate::status::ingress::{IngressStatusWriter, LiveIngresses, Publish};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::LeaseConfig;
@@ -523,6 +524,10 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             let (state, changed) = (state.clone(), state.ingresses_changed.clone());
             LiveIngresses::new(move |key| state.ingress(key), changed)
         };
+        if let Some(live) = LiveGatewayApi::from_cluster(&state) {
+            let writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), metrics.clone());
+            tokio::spawn(writer.run(reports.clone(), leader.clone()));
+        }
         let ingress_writer = IngressStatusWriter::new(
             client.clone(),
             live_ingresses,

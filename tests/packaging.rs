@@ -284,6 +284,45 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
             "no",
         ),
         (vec!["patch", "ingresses.networking.k8s.io", "-A"], "no"),
+        (vec!["watch", "httproutes.gateway.networking.k8s.io", "-A"], "yes"),
+        (vec!["watch", "referencegrants.gateway.networking.k8s.io", "-A"], "yes"),
+        (
+            vec![
+                "patch",
+                "httproutes.gateway.networking.k8s.io",
+                "--subresource=status",
+                "-A",
+            ],
+            "yes",
+        ),
+        (
+            vec![
+                "update",
+                "httproutes.gateway.networking.k8s.io",
+                "--subresource=status",
+                "-A",
+            ],
+            "no",
+        ),
+        (vec!["patch", "httproutes.gateway.networking.k8s.io", "-A"], "no"),
+        (
+            vec![
+                "patch",
+                "gatewayclasses.gateway.networking.k8s.io",
+                "--subresource=status",
+            ],
+            "yes",
+        ),
+        (
+            vec!["update", "gateways.gateway.networking.k8s.io", "-n", "default"],
+            "no",
+        ),
+        (
+            vec!["create", "referencegrants.gateway.networking.k8s.io", "-n", "default"],
+            "no",
+        ),
+        (vec!["watch", "namespaces"], "yes"),
+        (vec!["update", "namespaces"], "no"),
     ] {
         let mut full = vec!["auth", "can-i"];
         full.extend(&args);
@@ -308,9 +347,17 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     let cluster_wide = [
         "endpointslices.discovery.k8s.io [] [] [get list watch]",
         "events.events.k8s.io [] [] [create patch]",
+        "gatewayclasses.gateway.networking.k8s.io/status [] [] [patch]",
+        "gatewayclasses.gateway.networking.k8s.io [] [] [get list watch]",
+        "gateways.gateway.networking.k8s.io/status [] [] [patch]",
+        "gateways.gateway.networking.k8s.io [] [] [get list watch]",
+        "httproutes.gateway.networking.k8s.io/status [] [] [patch]",
+        "httproutes.gateway.networking.k8s.io [] [] [get list watch]",
         "ingressclasses.networking.k8s.io [] [] [get list watch]",
         "ingresses.networking.k8s.io/status [] [] [patch]",
         "ingresses.networking.k8s.io [] [] [get list watch]",
+        "namespaces [] [] [get list watch]",
+        "referencegrants.gateway.networking.k8s.io [] [] [get list watch]",
         "routes.ssegate.dev/status [] [] [patch]",
         "routes.ssegate.dev [] [] [get list watch]",
         "secrets [] [] [get list watch]",

@@ -172,13 +172,14 @@ impl ClusterState {
         }
         if let Some(g) = gateway_writers {
             let all = watcher::Config::default;
+            let status = state.gateway.as_ref().map(|s| s.changed.clone());
             tasks.spawn(watch(
                 Api::all(client.clone()),
                 g.classes,
                 all(),
                 state.clone(),
                 "GatewayClass",
-                None,
+                status.clone(),
             ));
             tasks.spawn(watch(
                 Api::all(client.clone()),
@@ -189,10 +190,10 @@ impl ClusterState {
                 None,
             ));
             for (api, w) in g.gateways {
-                tasks.spawn(watch(api, w, all(), state.clone(), "Gateway", None));
+                tasks.spawn(watch(api, w, all(), state.clone(), "Gateway", status.clone()));
             }
             for (api, w) in g.routes {
-                tasks.spawn(watch(api, w, all(), state.clone(), "HTTPRoute", None));
+                tasks.spawn(watch(api, w, all(), state.clone(), "HTTPRoute", status.clone()));
             }
             for (api, w) in g.grants {
                 tasks.spawn(watch(api, w, all(), state.clone(), "ReferenceGrant", None));

@@ -12,11 +12,11 @@ use crate::model::{ObjectKey, SecretObject};
 use crate::translate::gateway::{translate, GatewayInputs, GatewayOutcome};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Whether the apiserver serves ssegate's StreamPolicy (its CRD is
 /// installed and readable).
@@ -57,6 +57,9 @@ pub struct GatewayStores {
     pub(super) policies: Vec<Store<StreamPolicy>>,
     /// The latest translation, for the Gateway API status writer.
     pub outcome: watch::Sender<Arc<GatewayOutcome>>,
+    /// Fires on every GatewayClass, Gateway and HTTPRoute change, for the
+    /// status writer (to put a hand edit of their status right).
+    pub changed: Arc<Notify>,
 }
 
 /// The writers that feed [`GatewayStores`], for the caller to spawn watches.
@@ -81,6 +84,7 @@ impl GatewayStores {
             namespaces,
             policies: Vec::new(),
             outcome: watch::channel(Arc::new(GatewayOutcome::default())).0,
+            changed: Arc::new(Notify::new()),
         };
         let mut writers = GatewayWriters {
             classes: classes_w,
@@ -135,6 +139,28 @@ impl GatewayStores {
         for s in &self.policies {
             let _ = s.wait_until_ready().await;
         }
+    }
+
+    /// The live GatewayClass `name`, as last seen by the watch.
+    pub fn class(&self, name: &str) -> Option<Arc<GatewayClass>> {
+        self.classes.get(&ObjectRef::new(name))
+    }
+
+    /// The live Gateway, as last seen by the watch.
+    pub fn gateway(&self, key: &ObjectKey) -> Option<Arc<Gateway>> {
+        let r = ObjectRef::new(&key.name).within(&key.namespace);
+        self.gateways.iter().find_map(|s| s.get(&r))
+    }
+
+    /// The live HTTPRoute, as last seen by the watch.
+    pub fn http_route(&self, key: &ObjectKey) -> Option<Arc<HttpRoute>> {
+        let r = ObjectRef::new(&key.name).within(&key.namespace);
+        self.routes.iter().find_map(|s| s.get(&r))
+    }
+
+    /// Every live HTTPRoute.
+    pub fn http_routes(&self) -> Vec<Arc<HttpRoute>> {
+        self.routes.iter().flat_map(|s| s.state()).collect()
     }
 
     /// Translates the current set; publishes the outcome when it changed.

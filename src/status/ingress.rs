@@ -2,10 +2,9 @@
 //! a Warning Event for each thing their translation could not honour, from
 //! the lease holder only.
 //!
-//! The addresses come from `--publish-status-address` (fixed), else from
-//! `--publish-service` (that Service's load-balancer ingress, else its
-//! `spec.externalIPs`, else its cluster IPs), else nothing is written, as
-//! ingress-nginx's flags of the same names. An accepted Ingress gets them
+//! The addresses are those ssegate publishes ([`super::addresses`]: from
+//! `--publish-status-address` or `--publish-service`; with neither, nothing
+//! is written). An accepted Ingress gets them
 //! even while its backends are unresolved (the address is where clients
 //! reach ssegate, which answers for it); an Ingress ssegate refuses gets
 //! none, and an address ssegate had set on it is taken back.
@@ -20,143 +19,32 @@
 //! The decisions ([`desired`], [`service_addresses`], [`set_by_us`],
 //! [`Announced`]) are pure and unit-tested; the task around them does I/O.
 
+pub use super::addresses::{service_addresses, Address, Publish};
 use super::kube::FIELD_MANAGER;
 use crate::model::{ObjectKey, RouteReport, SourceKind};
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-/// One address of `status.loadBalancer.ingress`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Address {
-    Ip(String),
-    Hostname(String),
-}
-
-impl Address {
-    /// An IP address (v4 or v6), else a DNS host name.
-    pub fn parse(text: &str) -> Result<Address, String> {
-        let text = text.trim();
-        if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(Address::Ip(ip.to_string()));
-        }
-        let host = text.to_ascii_lowercase();
-        crate::api::valid_hostname(&host)
-            .map(|()| Address::Hostname(host))
-            .map_err(|e| format!("{text:?} is neither an IP address nor a host name: {e}"))
+/// One entry of `status.loadBalancer.ingress`.
+fn to_status(address: &Address) -> IngressLoadBalancerIngress {
+    match address {
+        Address::Ip(ip) => IngressLoadBalancerIngress {
+            ip: Some(ip.clone()),
+            ..Default::default()
+        },
+        Address::Hostname(h) => IngressLoadBalancerIngress {
+            hostname: Some(h.clone()),
+            ..Default::default()
+        },
     }
-
-    fn to_status(&self) -> IngressLoadBalancerIngress {
-        match self {
-            Address::Ip(ip) => IngressLoadBalancerIngress {
-                ip: Some(ip.clone()),
-                ..Default::default()
-            },
-            Address::Hostname(h) => IngressLoadBalancerIngress {
-                hostname: Some(h.clone()),
-                ..Default::default()
-            },
-        }
-    }
-}
-
-/// Where the addresses come from (the controller's flags).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Publish {
-    /// Neither flag: no Ingress status is written.
-    Nothing,
-    /// `--publish-status-address`.
-    Addresses(Vec<Address>),
-    /// `--publish-service`: the addresses of ssegate's own Service.
-    Service(ObjectKey),
-}
-
-impl Publish {
-    /// Reads the flags: `status_address` is a comma-separated list of IPs
-    /// or host names and wins; `service` is `namespace/name`, or a bare
-    /// name in `default_namespace` (the release's).
-    pub fn from_flags(
-        status_address: Option<&str>,
-        service: Option<&str>,
-        default_namespace: &str,
-    ) -> Result<Publish, String> {
-        if let Some(list) = status_address.filter(|s| !s.trim().is_empty()) {
-            let mut addresses = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Address::parse)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("--publish-status-address: {e}"))?;
-            addresses.sort();
-            addresses.dedup();
-            return Ok(Publish::Addresses(addresses));
-        }
-        let Some(service) = service.map(str::trim).filter(|s| !s.is_empty()) else {
-            return Ok(Publish::Nothing);
-        };
-        let (namespace, name) = service.split_once('/').unwrap_or((default_namespace, service));
-        for part in [namespace, name] {
-            crate::api::valid_dns_label(part)
-                .map_err(|e| format!("--publish-service {service:?}: expected namespace/name: {e}"))?;
-        }
-        Ok(Publish::Service(ObjectKey::new(namespace, name)))
-    }
-}
-
-/// The addresses a Service offers, in order of preference: its load
-/// balancer's (`status.loadBalancer.ingress`); else `spec.externalIPs`;
-/// else, for an ExternalName Service, that name; else its cluster IPs
-/// (reachable from inside the cluster only, but what a ClusterIP Service
-/// has, and what ingress-nginx publishes for one). Sorted, without repeats.
-pub fn service_addresses(service: &Service) -> Vec<Address> {
-    let from_lb: Vec<Address> = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| match (&i.ip, &i.hostname) {
-            (Some(ip), _) if !ip.is_empty() => Some(Address::Ip(ip.clone())),
-            (_, Some(h)) if !h.is_empty() => Some(Address::Hostname(h.clone())),
-            _ => None,
-        })
-        .collect();
-    let spec = service.spec.clone().unwrap_or_default();
-    let usable = |ip: &String| !ip.is_empty() && ip != "None";
-    let mut addresses = if !from_lb.is_empty() {
-        from_lb
-    } else if spec.external_ips.as_ref().is_some_and(|ips| ips.iter().any(usable)) {
-        spec.external_ips
-            .iter()
-            .flatten()
-            .filter(|ip| usable(ip))
-            .cloned()
-            .map(Address::Ip)
-            .collect()
-    } else if let Some(name) = spec.external_name.filter(|n| !n.is_empty()) {
-        vec![Address::Hostname(name)]
-    } else {
-        let ips = spec
-            .cluster_ips
-            .unwrap_or_else(|| spec.cluster_ip.into_iter().collect());
-        ips.into_iter().filter(usable).map(Address::Ip).collect()
-    };
-    addresses.sort();
-    addresses.dedup();
-    addresses
 }
 
 /// Whether `status.loadBalancer.ingress` is ssegate's, by the object's
@@ -205,7 +93,7 @@ pub fn desired(accepted: bool, publish: Option<&[Address]>, live: &[IngressLoadB
     let key = |i: &IngressLoadBalancerIngress| (i.ip.clone(), i.hostname.clone());
     let mut have = live.to_vec();
     have.sort_by_key(key);
-    let mut wanted: Vec<IngressLoadBalancerIngress> = want.iter().map(Address::to_status).collect();
+    let mut wanted: Vec<IngressLoadBalancerIngress> = want.iter().map(to_status).collect();
     wanted.sort_by_key(key);
     if have == wanted {
         Change::Keep
@@ -376,19 +264,7 @@ impl IngressStatusWriter {
     /// verdicts, every Ingress change, every change of the published
     /// addresses, and a periodic resync.
     pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
-        let (addresses_tx, mut addresses) = watch::channel(None);
-        let _service_watch = match &self.publish {
-            Publish::Nothing => None,
-            Publish::Addresses(list) => {
-                addresses_tx.send_replace(Some(list.clone()));
-                None
-            }
-            Publish::Service(key) => Some(AbortOnDrop(tokio::spawn(watch_service(
-                self.client.clone(),
-                key.clone(),
-                addresses_tx,
-            )))),
-        };
+        let (mut addresses, _service_watch) = super::addresses::feed(&self.client, &self.publish);
         let mut addresses_open = true;
         let mut retry_soon = false;
         let changed = self.live.changed.clone();
@@ -498,7 +374,7 @@ impl IngressStatusWriter {
         let status = if addresses.is_empty() {
             serde_json::json!({})
         } else {
-            let list: Vec<IngressLoadBalancerIngress> = addresses.iter().map(Address::to_status).collect();
+            let list: Vec<IngressLoadBalancerIngress> = addresses.iter().map(to_status).collect();
             serde_json::json!({ "loadBalancer": { "ingress": list } })
         };
         let patch = serde_json::json!({
@@ -547,45 +423,6 @@ fn truncate(text: &str, max: usize) -> String {
         cut -= 1;
     }
     text[..cut].to_owned()
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Keeps `tx` at the addresses of the Service `key`: one small watch,
-/// narrowed to that name (`None` while it does not exist).
-async fn watch_service(client: Client, key: ObjectKey, tx: watch::Sender<Option<Vec<Address>>>) {
-    let api: Api<Service> = Api::namespaced(client, &key.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
-    let stream = crate::sources::watch_retry::resilient(api, config, "Service");
-    let mut stream = std::pin::pin!(stream);
-    let mut listing: Option<Vec<Address>> = None;
-    let set = |addresses: Option<Vec<Address>>| {
-        tx.send_if_modified(|current| {
-            if *current == addresses {
-                return false;
-            }
-            info!(service = %key, ?addresses, "addresses for Ingress status");
-            *current = addresses;
-            true
-        });
-    };
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Init) => listing = None,
-            Ok(watcher::Event::InitApply(svc)) => listing = Some(service_addresses(&svc)),
-            Ok(watcher::Event::InitDone) => set(listing.take()),
-            Ok(watcher::Event::Apply(svc)) => set(Some(service_addresses(&svc))),
-            Ok(watcher::Event::Delete(_)) => set(None),
-            Err(_) => {}
-        }
-    }
 }
 
 #[cfg(test)]

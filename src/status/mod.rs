@@ -56,6 +56,8 @@ fn log_report(r: &RouteReport) {
     }
 }
 
+pub mod addresses;
+pub mod gateway;
 pub mod ingress;
 pub mod kube;
 pub mod lease;

@@ -30,6 +30,34 @@ pub use crate::api::gateway::GROUP;
 /// The `controllerName` of ssegate's GatewayClasses.
 pub const CONTROLLER: &str = "ssegate.dev/gateway-controller";
 
+/// The Gateway API features ssegate implements, by the conformance suite's
+/// names (gateway-api `pkg/features`), as its GatewayClasses'
+/// `status.supportedFeatures` announce them: sorted, as the API asks.
+/// Only what this translation and the proxy really do: core Gateway,
+/// HTTPRoute and ReferenceGrant; method and query-parameter matches;
+/// response header edits; redirects of scheme, host, port, path (full or
+/// prefix) with any of the redirect status codes; URL rewrites of host and
+/// path; `parentRef.port`. Not CORS or request mirrors (a route with
+/// either is refused), timeouts, filters on a backendRef, or regular
+/// expressions.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
 /// Everything the translation reads.
 pub struct GatewayInputs<'a> {
     pub classes: &'a [GatewayClass],
