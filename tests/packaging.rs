@@ -150,8 +150,20 @@ fn install_manifest_and_examples_pass_apiserver_validation() {
     let install = format!("{ROOT}/manifests/install.yaml");
     // A server dry run needs the namespace to exist for real.
     let _ = cp.kubectl(&["create", "namespace", "ssegate-system"], None);
+    // Cluster-scoped objects (the IngressClass) may already be owned by the
+    // chart another test installed: a dry run may take them over.
     ok(
-        cp.kubectl(&["apply", "--server-side", "--dry-run=server", "-f", &install], None),
+        cp.kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                &install,
+            ],
+            None,
+        ),
         "dry-run install.yaml",
     );
     let ns = cp.namespace("examples");
