@@ -232,7 +232,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
     // versions had expired after the restart, and re-listed at once.
     let expired = log_lines(&gw, &["watch resource version expired; re-listing"]);
     assert!(!expired.is_empty(), "no 410 Expired after the restart:\n{}", gw.logs());
-    let recovered = log_lines(&gw, &["watch recovered", "Route"]);
+    let recovered = log_lines(&gw, &["watch recovered", "kind=\"Route\""]);
     let (recovered_at, _) = recovered
         .first()
         .unwrap_or_else(|| panic!("no recovery line for Routes:\n{}", gw.logs()));
@@ -248,7 +248,7 @@ async fn sigkilled_apiserver_changes_apply_at_once_after_restart_and_leadership_
         "Routes re-listed {reconnect_ms} ms after the apiserver was ready:\n{}",
         gw.logs()
     );
-    let warnings = log_lines(&gw, &["watch failed; reconnecting", "Route"]);
+    let warnings = log_lines(&gw, &["watch failed; reconnecting", "kind=\"Route\""]);
     assert_eq!(warnings.len(), 1, "one warning per outage: {warnings:?}");
 
     // The stream opened before the outage never broke.
