@@ -298,3 +298,18 @@ spec:
         );
     }
 }
+
+#[test]
+fn the_readme_lists_exactly_the_supported_features_the_gatewayclass_reports() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("The GatewayClass status lists these as `supportedFeatures`")
+        .expect("the README's feature paragraph");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    let after_colon = &paragraph[paragraph.find("step):").expect("the list after 'step):'")..];
+    let mut listed: Vec<&str> = after_colon.split('`').skip(1).step_by(2).collect();
+    listed.sort_unstable();
+    let mut supported = ssegate::translate::gateway::SUPPORTED_FEATURES.to_vec();
+    supported.sort_unstable();
+    assert_eq!(listed, supported);
+}
