@@ -75,4 +75,9 @@ fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cp "$gen"/* "$OUT/"
-say "wrote $OUT from sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION ($src)"
+# The chart's copy, installed when gatewayAPI.installCRDs is true.
+CHART=charts/ssegate/gateway-api
+rm -rf "$CHART"
+mkdir -p "$CHART"
+cp "$gen"/*.yaml "$CHART/"
+say "wrote $OUT and $CHART from sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION ($src)"

@@ -481,3 +481,56 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
     }
     assert!(!gw.logs().contains("forbidden"), "{}", gw.logs());
 }
+
+#[test]
+fn the_chart_installs_the_pinned_gateway_api_crds_only_when_asked_and_keeps_them() {
+    let dir = format!("{ROOT}/crds/gateway-api");
+    let mut pinned: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    pinned.sort();
+    for name in &pinned {
+        let chart = std::fs::read_to_string(format!("{ROOT}/charts/ssegate/gateway-api/{name}")).unwrap();
+        let source = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        assert!(
+            chart == source,
+            "charts/ssegate/gateway-api/{name} is stale: cp crds/gateway-api/*.yaml charts/ssegate/gateway-api/"
+        );
+    }
+    let render = |set: &[&str]| {
+        let mut args = vec!["template", "t", "charts/ssegate"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        ok(helm(&args), "helm template")
+    };
+    let crds = |text: &str| -> Vec<serde_yaml::Value> {
+        text.split("\n---\n")
+            .filter_map(|d| serde_yaml::from_str::<serde_yaml::Value>(d).ok())
+            .filter(|v| v["kind"] == "CustomResourceDefinition")
+            .collect()
+    };
+    assert!(crds(&render(&[])).is_empty(), "not installed by default");
+    let installed = crds(&render(&["gatewayAPI.installCRDs=true"]));
+    assert_eq!(installed.len(), pinned.len());
+    for crd in &installed {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
+        let file = pinned
+            .iter()
+            .find(|f| f.contains(name.split('.').next().unwrap()))
+            .unwrap();
+        let source: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(format!("{dir}/{file}")).unwrap()).unwrap();
+        assert_eq!(crd["spec"], source["spec"], "{name}: the spec as pinned");
+        assert_eq!(
+            crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"],
+            "v1.6.3"
+        );
+    }
+}
