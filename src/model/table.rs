@@ -363,7 +363,8 @@ impl RoutingTable {
     }
 
     /// The certificate for a TLS server name (lower-case): the exact name,
-    /// then the longest wildcard.
+    /// then the longest wildcard, then the one for any name (`*`: a Gateway
+    /// HTTPS listener without a hostname).
     pub fn certificate_for(&self, server_name: &str) -> Option<&Arc<super::TlsKeyPair>> {
         if let Some(c) = self.certificates.get(server_name) {
             return Some(c);
@@ -376,7 +377,7 @@ impl RoutingTable {
             }
             rest = &rest[1..];
         }
-        None
+        self.certificates.get("*")
     }
 
     /// A JSON-friendly view for `/debug/routes`.

@@ -442,3 +442,16 @@ fn method_header_query_and_listener_conditions_pick_the_most_specific_and_fall_t
         d.accepted.message
     );
 }
+
+#[test]
+fn a_certificate_for_any_name_serves_names_without_one_of_their_own_and_no_sni() {
+    let mut t = RoutingTable::default();
+    let any = std::sync::Arc::new(TlsKeyPair::new(b"any", b"k"));
+    let own = std::sync::Arc::new(TlsKeyPair::new(b"own", b"k"));
+    t.certificates.insert("*.example.com".into(), own.clone());
+    assert!(t.certificate_for("other.org").is_none());
+    t.certificates.insert("*".into(), any.clone());
+    assert_eq!(t.certificate_for("a.example.com"), Some(&own));
+    assert_eq!(t.certificate_for("other.org"), Some(&any));
+    assert_eq!(t.certificate_for(""), Some(&any), "a client without SNI");
+}

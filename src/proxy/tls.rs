@@ -60,7 +60,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
+        // No SNI: only a certificate for any name (a Gateway HTTPS listener
+        // without a hostname) can serve.
+        let name = hello.server_name().unwrap_or_default().to_ascii_lowercase();
         let table = self.table.load();
         let pair = table.certificate_for(name.trim_end_matches('.'))?;
         self.parsed(pair)
