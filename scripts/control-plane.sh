@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, for tests and for developers.
 #
-#   scripts/control-plane.sh build   build kube-apiserver, etcd and helm if missing
+#   scripts/control-plane.sh build   build kube-apiserver, etcd, helm and kube-score if missing
 #   scripts/control-plane.sh start   start etcd + kube-apiserver, write a kubeconfig
 #   scripts/control-plane.sh stop    stop them and remove their state
 #   scripts/control-plane.sh env     print the export lines for KUBECONFIG and PATH (helm)
@@ -18,6 +18,8 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
+# The chart linter tests/packaging.rs runs on the rendered chart.
+KUBE_SCORE_VERSION=${KUBE_SCORE_VERSION:-v1.20.0}
 BIN=${SSEGATE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ssegate/bin}
 STATE=${SSEGATE_CP_DIR:-/tmp/ssegate-cp}
 ETCD_PORT=${ETCD_PORT:-23790}
@@ -75,16 +77,28 @@ build_helm() {
   rm -rf "$gobin"
 }
 
+build_kube_score() {
+  [ -x "$BIN/kube-score-$KUBE_SCORE_VERSION" ] && return
+  say "building kube-score $KUBE_SCORE_VERSION"
+  local gobin; gobin=$(mktemp -d)
+  GOBIN=$gobin go install -trimpath -ldflags="-s -w -X main.version=$KUBE_SCORE_VERSION" \
+    "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION" || fail "go install kube-score"
+  mv "$gobin/kube-score" "$BIN/kube-score-$KUBE_SCORE_VERSION"
+  rm -rf "$gobin"
+}
+
 cmd_build() {
   command -v go >/dev/null || fail "go is not installed"
   mkdir -p "$BIN"
   local started=$SECONDS
   build_etcd
   build_helm
+  build_kube_score
   build_apiserver
   ln -sf "kube-apiserver-$K8S_VERSION" "$BIN/kube-apiserver"
   ln -sf "etcd-$ETCD_VERSION" "$BIN/etcd"
   ln -sf "helm-$HELM_VERSION" "$BIN/helm"
+  ln -sf "kube-score-$KUBE_SCORE_VERSION" "$BIN/kube-score"
   say "binaries ready in $BIN ($((SECONDS - started))s)"
 }
 

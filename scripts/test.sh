@@ -2,7 +2,8 @@
 # Runs every check and test: formatting, clippy, unit tests, and integration
 # tests against real HTTP clients, real ssegate processes and a real
 # kube-apiserver (built from Go modules on first use and cached; see
-# scripts/control-plane.sh). It first installs what is missing
+# scripts/control-plane.sh, which also builds kube-score: tests/packaging.rs
+# lints the rendered chart with it). It first installs what is missing
 # (scripts/prereqs.sh: Debian packages, kubectl, rustup components); it needs
 # Go, a Rust toolchain, and root (apt-get, and network namespaces for the
 # Kubernetes tests). The benchmark smoke installs its peers itself
