@@ -27,3 +27,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "ssegate.serviceAccountName" -}}
 {{- default (include "ssegate.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
+
+{{- /*
+One NetworkPolicy egress rule, after "- ": to the peers in .to (none: any
+address) on the TCP ports in .ports (none: any port); both empty admit all.
+*/ -}}
+{{- define "ssegate.egressRule" -}}
+{{- $rule := dict }}
+{{- with .to }}
+{{- $_ := set $rule "to" . }}
+{{- end }}
+{{- with .ports }}
+{{- $ports := list }}
+{{- range . }}
+{{- $ports = append $ports (dict "port" (int .) "protocol" "TCP") }}
+{{- end }}
+{{- $_ := set $rule "ports" $ports }}
+{{- end }}
+{{- toYaml $rule | indent 6 | trim }}
+{{- end }}
