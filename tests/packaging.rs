@@ -798,6 +798,21 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
 
     // The apiserver accepts them as they are.
     let cp = control_plane();
+    // The notes say when Prometheus would be shut out of /metrics.
+    let notes = |set: &[&str]| {
+        let mut args = vec!["install", "np-notes", "charts/ssegate", "--dry-run=client"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        ok(helm(&args), "helm install --dry-run")
+    };
+    assert!(notes(&["networkPolicy.enabled=true"]).contains("Prometheus cannot scrape /metrics"));
+    assert!(!notes(&[
+        "networkPolicy.enabled=true",
+        "networkPolicy.adminFrom[0].podSelector.matchLabels.app=prometheus"
+    ])
+    .contains("cannot scrape"));
+    assert!(!notes(&[]).contains("cannot scrape"));
     for yaml in [&rendered, &custom] {
         let policy = yaml
             .split("\n---\n")
