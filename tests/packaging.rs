@@ -800,7 +800,15 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
     let cp = control_plane();
     // The notes say when Prometheus would be shut out of /metrics.
     let notes = |set: &[&str]| {
-        let mut args = vec!["install", "np-notes", "charts/ssegate", "--dry-run=client"];
+        // No IngressClass: the one cluster-scoped object another test's release may own.
+        let mut args = vec![
+            "install",
+            "np-notes",
+            "charts/ssegate",
+            "--dry-run=client",
+            "--set",
+            "ingressClass.create=false",
+        ];
         for s in set {
             args.extend(["--set", s]);
         }
