@@ -152,6 +152,11 @@ cmd_start() {
   command -v openssl >/dev/null || fail "openssl is needed to make certificates"
   if [ -f "$STATE/apiserver.pid" ] && kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
     say "already running; KUBECONFIG=$STATE/kubeconfig"
+    if [ "${SSEGATE_CP_CONTROLLERS:-0}" = 1 ]; then
+      [ -f "$STATE/with-controllers" ] \
+        || fail "it runs without controllers (and without the ServiceAccount admission plugin): stop it first"
+      start_controllers
+    fi
     return
   fi
   rm -rf "$STATE"
@@ -298,11 +303,15 @@ start_controllers() {
   kubeconfig_for kube-controller-manager system:kube-controller-manager
   kubeconfig_for kube-scheduler system:kube-scheduler
   local kcm=$STATE/kube-controller-manager.kubeconfig sched=$STATE/kube-scheduler.kubeconfig
+  # Both take the client CA from --client-ca-file (--authentication-skip-lookup):
+  # the apiserver has no front proxy, so the requestheader CA they would look up
+  # in kube-system/extension-apiserver-authentication does not exist.
   # --service-account-private-key-file signs legacy token Secrets with the key the
   # apiserver verifies (--service-account-key-file); --root-ca-file is what
   # kube-root-ca.crt and token Secrets carry; the cluster CA signs CSRs.
   "$BIN/kube-controller-manager" \
     --kubeconfig="$kcm" --authentication-kubeconfig="$kcm" --authorization-kubeconfig="$kcm" \
+    --authentication-skip-lookup \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
     --tls-cert-file="$pki/kube-controller-manager.crt" --tls-private-key-file="$pki/kube-controller-manager.key" \
     --client-ca-file="$pki/ca.crt" \
@@ -317,6 +326,7 @@ start_controllers() {
   echo $! > "$STATE/controller-manager.pid"
   "$BIN/kube-scheduler" \
     --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
+    --authentication-skip-lookup \
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" \
     --tls-cert-file="$pki/kube-scheduler.crt" --tls-private-key-file="$pki/kube-scheduler.key" \
     --client-ca-file="$pki/ca.crt" \
@@ -327,6 +337,10 @@ start_controllers() {
     || fail "kube-controller-manager did not become healthy; see $STATE/controller-manager.log"
   wait_for 60 kube-scheduler curl -sf --cacert "$pki/ca.crt" "https://127.0.0.1:$SCHEDULER_PORT/readyz" \
     || fail "kube-scheduler did not become ready; see $STATE/scheduler.log"
+  # /healthz answers before the controllers run: wait for the work of one.
+  wait_for 60 "controllers (kube-root-ca.crt published)" \
+    kubectl --kubeconfig "$STATE/kubeconfig" get -n default configmap kube-root-ca.crt \
+    || fail "kube-controller-manager published no kube-root-ca.crt; see $STATE/controller-manager.log"
 }
 
 stop_controllers() {
