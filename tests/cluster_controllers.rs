@@ -8,6 +8,8 @@
 mod common;
 
 use common::cluster::{control_plane_with_controllers, ControlPlane};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Polls `probe` every 200 ms until it returns `Some`, or fails with `what`
@@ -65,6 +67,69 @@ fn register_node(cp: &ControlPlane, name: &str, address: &str) {
     ]);
 }
 
+/// Renews the Node's Lease in kube-node-lease every 5 s while it lives, as a
+/// kubelet does: the node lifecycle controller otherwise marks the Node (and
+/// its Pods) not ready after its grace period (50 s), which a slow machine
+/// can reach before the test ends.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Heartbeat {
+    fn start(cp: &'static ControlPlane, node: &str) -> Heartbeat {
+        cp.apply(
+            "kube-node-lease",
+            &format!(
+                "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {node}}}\n\
+                 spec: {{holderIdentity: {node}, leaseDurationSeconds: 40, renewTime: \"{}\"}}\n",
+                now_micro()
+            ),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let lease = format!("lease/{node}");
+        let thread = std::thread::spawn(move || {
+            // At most 10 minutes, in 250 ms steps.
+            for step in 1..=2400u32 {
+                if flag.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if step % 20 == 0 {
+                    let patch = format!("{{\"spec\":{{\"renewTime\":\"{}\"}}}}", now_micro());
+                    let args = ["patch", "-n", "kube-node-lease", &lease, "--type=merge", "-p", &patch];
+                    let out = cp.kubectl(&args, None);
+                    if !out.status.success() {
+                        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Ok(())
+        });
+        Heartbeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(Ok(Err(e))) = self.thread.take().map(|t| t.join()) {
+            if !std::thread::panicking() {
+                panic!("renewing the node's Lease failed: {e}");
+            }
+        }
+    }
+}
+
+/// A Lease's MicroTime.
+fn now_micro() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string()
+}
+
 /// Reports a Pod Running with `ip` and Ready `ready`, as a kubelet would.
 fn report_pod(cp: &ControlPlane, ns: &str, pod: &str, ip: &str, ready: bool) {
     let ready = if ready { "True" } else { "False" };
@@ -108,6 +173,7 @@ fn deployment_pods_are_scheduled_listed_in_endpointslices_and_collected() {
         (!cp.get(&ns, "serviceaccount/default", "{.metadata.name}").is_empty()).then_some(())
     });
     register_node(cp, node, "10.213.251.1");
+    let heartbeat = Heartbeat::start(cp, node);
 
     cp.apply(
         &ns,
@@ -232,6 +298,7 @@ fn deployment_pods_are_scheduled_listed_in_endpointslices_and_collected() {
         ]);
     }
     assert_eq!(cp.get(&ns, "pods", "{.items[*].metadata.name}"), "");
+    drop(heartbeat);
     cp.kubectl_ok(&["delete", &format!("node/{node}")]);
 }
 
