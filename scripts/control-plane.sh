@@ -379,5 +379,5 @@ case "${1:-}" in
   start-controllers) start_controllers ;;
   stop-controllers) stop_controllers ;;
   env) cmd_env ;;
-  *) sed -n '2,24p' "$0"; exit 2 ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac
