@@ -340,9 +340,12 @@ fn new_namespace_gets_root_ca_and_service_account_and_deletion_finishes() {
 }
 
 /// A token from the TokenRequest API (`kubectl create token`) authenticates
-/// as its ServiceAccount; the same token altered does not.
+/// as its ServiceAccount; the same token altered does not. So does the token
+/// the service-account-token controller writes into a legacy token Secret,
+/// which it signs with `--service-account-private-key-file`: the apiserver
+/// only accepts it if that key pairs with its `--service-account-key-file`.
 #[test]
-fn token_request_token_authenticates_as_its_service_account() {
+fn service_account_tokens_authenticate_as_their_service_account() {
     let cp = control_plane_with_controllers();
     let ns = cp.namespace("cc-token");
     cp.kubectl_ok(&["create", "serviceaccount", "-n", &ns, "robot"]);
@@ -388,5 +391,30 @@ fn token_request_token_authenticates_as_its_service_account() {
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: robot-token\n  \
+         annotations: {kubernetes.io/service-account.name: robot}\ntype: kubernetes.io/service-account-token\n",
+    );
+    // kubectl decodes the Secret's base64 itself.
+    let secret = |key: &str| {
+        let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        let out = cp.kubectl(&["get", "-n", &ns, "secret/robot-token", "-o", &template], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (legacy, ca) = eventually(Duration::from_secs(30), "the token Secret filled in", cp, || {
+        let (token, ca) = (secret("token"), secret("ca.crt"));
+        (token.starts_with("ey") && ca.contains("BEGIN CERTIFICATE")).then_some((token, ca))
+    });
+    // --root-ca-file is the CA the Secret carries.
+    let root_ca = std::fs::read_to_string(cp.dir.join("pki/ca.crt")).unwrap();
+    assert_eq!(ca.trim(), root_ca.trim());
+    let out = whoami(legacy.trim());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("system:serviceaccount:{ns}:robot")
     );
 }
