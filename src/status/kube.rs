@@ -67,7 +67,10 @@ impl LiveRoutes {
 pub struct StatusWriter {
     client: Client,
     live: LiveRoutes,
-    recorder: Recorder,
+    /// Events are recorded through a fresh [`Recorder`] each: one folds
+    /// every Event of the same reason on an object into the first one's
+    /// series, which would keep showing an old message.
+    reporter: Reporter,
     /// Exported as `ssegate_status_writes_total` and at `/debug/status`.
     metrics: Arc<crate::metrics::Metrics>,
     /// What was written lately, per Route: the watch may not have caught up
@@ -85,7 +88,7 @@ impl StatusWriter {
             instance: Some(instance),
         };
         StatusWriter {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             live,
             metrics,
@@ -204,7 +207,8 @@ impl StatusWriter {
             action: "Route".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &route.object_ref(&())).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, &route.object_ref(&())).await {
             warn!(route = %report.key, error = %e, "cannot publish event");
         }
     }
