@@ -150,6 +150,10 @@ impl StatusWriter {
                 .get(&report.key)
                 .is_some_and(|(written, _)| same_status(written, &desired))
             {
+                // Written moments ago: the watch has not caught up, or a
+                // hand edit came right after. Look again soon, not at the
+                // next resync.
+                ok = false;
                 continue;
             }
             match self.write(&report.key, &desired).await {
