@@ -71,6 +71,10 @@ struct Worker {
     dir: PathBuf,
     ctrs: Vec<Ctr>,
     token_renew: Option<Instant>,
+    /// The service-account files are written (or not wanted): containers
+    /// start only then, as the kubelet waits for the pod's volumes.
+    sa_ready: bool,
+    mount_error: Option<String>,
     conditions: HashMap<&'static str, (bool, String)>,
     last_status: Value,
     start_time: String,
@@ -95,6 +99,8 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
         dir,
         ctrs: (0..n).map(|_| Ctr::default()).collect(),
         token_renew: None,
+        sa_ready: pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false),
+        mount_error: None,
         conditions: HashMap::new(),
         last_status: Value::Null,
         start_time: now_rfc3339(),
@@ -146,10 +152,17 @@ impl Worker {
         let now = Instant::now();
         if spec.automount_service_account_token != Some(false) && self.token_renew.is_none_or(|t| now >= t) {
             match self.write_sa_files(pod).await {
-                Ok(()) => self.token_renew = Some(now + Duration::from_secs(TOKEN_SECONDS as u64 * 8 / 10)),
+                Ok(()) => {
+                    self.sa_ready = true;
+                    self.token_renew = Some(now + Duration::from_secs(TOKEN_SECONDS as u64 * 8 / 10));
+                }
                 Err(e) => {
-                    self.event(pod, "Warning", "FailedMount", &format!("service-account token: {e}"))
-                        .await;
+                    let msg = format!("service-account token: {e}");
+                    // One Event per distinct failure, not one per retry.
+                    if self.mount_error.as_ref() != Some(&msg) {
+                        self.event(pod, "Warning", "FailedMount", &msg).await;
+                        self.mount_error = Some(msg);
+                    }
                     self.token_renew = Some(now + Duration::from_secs(2));
                 }
             }
@@ -202,7 +215,7 @@ impl Worker {
             }
             // Starts.
             let ctr = &self.ctrs[i];
-            if ctr.child.is_none() && !ctr.done && ctr.not_before.is_none_or(|t| now >= t) {
+            if self.sa_ready && ctr.child.is_none() && !ctr.done && ctr.not_before.is_none_or(|t| now >= t) {
                 self.start(pod, i, c).await;
             }
             self.probes(pod, i, c, grace).await;
@@ -554,9 +567,17 @@ impl Worker {
         let deadline = Instant::now() + grace;
         for ctr in &mut self.ctrs {
             let Some(child) = ctr.child.as_mut() else { continue };
-            if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
-                let _ = child.start_kill();
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(status) => status.ok(),
+                Err(_) => {
+                    let _ = child.start_kill();
+                    tokio::time::timeout(Duration::from_secs(5), child.wait()).await.ok().and_then(Result::ok)
+                }
+            };
+            if let Some(status) = status {
+                use std::os::unix::process::ExitStatusExt;
+                let code = status.code().unwrap_or(128 + status.signal().unwrap_or(0));
+                info!(pid = ?ctr.pid, code, "container exited on stop");
             }
             ctr.child = None;
             ctr.pid = None;

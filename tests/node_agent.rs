@@ -1,0 +1,336 @@
+//! The node agent (node-agent/, test support) against a real apiserver: it
+//! registers a Ready Node with a Lease, runs a Pod bound to it as a local
+//! process in a network namespace of its own (env from the downward API,
+//! `$(VAR)` in args, runAsUser, a private mount of the service-account
+//! token), reports probes as readiness, fails an unknown image with a
+//! Warning Event, and on deletion stops the process with SIGTERM and removes
+//! the object. Needs root (network namespaces), like the other cluster tests.
+
+mod common;
+
+use common::cluster::{control_plane, ControlPlane};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Builds `ssegate-node-agent` (its own crate and lockfile) into
+/// `<target>/node-agent`, next to this test's own target folder.
+fn build_agent() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // <target>/debug/deps/node_agent-HASH
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let target = target.join("node-agent");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .args(["build", "--locked", "--manifest-path"])
+        .arg(format!("{ROOT}/node-agent/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "building the node agent took over 15 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "cargo build of node-agent failed:\n{err}");
+    target.join("debug/ssegate-node-agent")
+}
+
+/// The agent process; stopped (SIGTERM, then SIGKILL) on drop, and any of
+/// its network namespaces left behind removed.
+struct NodeAgent {
+    child: Option<Child>,
+    log: PathBuf,
+    prefix: String,
+    node: String,
+}
+
+impl NodeAgent {
+    fn start(cp: &ControlPlane, dir: &Path) -> NodeAgent {
+        let exe = build_agent();
+        let images = dir.join("images.yaml");
+        std::fs::write(&images, format!("ssegate:test: {}\n", env!("CARGO_BIN_EXE_ssegate"))).unwrap();
+        let pid = std::process::id();
+        let node = format!("agent-{pid}");
+        let prefix = format!("sa{}", pid % 100_000);
+        let log = dir.join("agent.log");
+        let child = Command::new(exe)
+            .args(["--node", &node, "--netns-prefix", &prefix, "--pod-network", "10.213.250"])
+            .arg("--kubeconfig")
+            .arg(&cp.kubeconfig)
+            .arg("--images")
+            .arg(&images)
+            .arg("--root-dir")
+            .arg(dir.join("root"))
+            .args(["--heartbeat-seconds", "2", "--backoff-ms", "500"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        NodeAgent {
+            child: Some(child),
+            log,
+            prefix,
+            node,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn netns(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.strip_prefix(&self.prefix).is_some_and(|r| r.parse::<u8>().is_ok()))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.netns() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            let _ = Command::new("ip").args(["link", "del", &format!("{ns}h")]).status();
+        }
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, failing after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, agent: &NodeAgent, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; agent log:\n{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agent_runs_pods_as_processes() {
+    let cp = control_plane();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::start(cp, dir.path());
+    let node = agent.node.clone();
+
+    // The Node registers Ready, with allocatable pods, and holds its Lease.
+    wait_for(Duration::from_secs(60), "node Ready", &agent, || {
+        let ready = cp.get("default", &format!("node/{node}"), "{.status.conditions[?(@.type==\"Ready\")].status}");
+        (ready == "True").then_some(())
+    });
+    assert_eq!(cp.get("default", &format!("node/{node}"), "{.status.allocatable.pods}"), "64");
+    let renew = |cp: &ControlPlane| cp.get("kube-node-lease", &format!("lease/{node}"), "{.spec.renewTime}");
+    assert_eq!(
+        cp.get("kube-node-lease", &format!("lease/{node}"), "{.spec.holderIdentity}"),
+        node
+    );
+    let first = renew(cp);
+    wait_for(Duration::from_secs(10), "lease renewed", &agent, || (renew(cp) != first).then_some(()));
+
+    let ns = cp.namespace("agent-test");
+    // No controller-manager here: the ServiceAccount the token is for.
+    cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
+    // Port 80 as uid 65532: only possible with ip_unprivileged_port_start=0
+    // in the pod's network namespace.
+    cp.apply(
+        &ns,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: demo}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 30
+  serviceAccountName: default
+  securityContext: {{runAsUser: 65532, runAsGroup: 65532}}
+  containers:
+  - name: demo
+    image: ssegate:test
+    args: [demo-backend, --listen, "0.0.0.0:80", --server-id, "$(POD_NAME)@$(POD_NAMESPACE)"]
+    env:
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: GREETING, value: "hello from $(POD_NAME)"}}
+    ports: [{{name: http, containerPort: 80}}]
+    readinessProbe:
+      httpGet: {{path: "/.sse?count=0", port: http}}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {{port: 80}}
+      periodSeconds: 2
+"#
+        ),
+    );
+    let (phase_ip, pid) = wait_for(Duration::from_secs(60), "pod Running and Ready", &agent, || {
+        let s = cp.get(
+            &ns,
+            "pod/demo",
+            "{.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].ready} {.status.podIP} {.status.containerStatuses[0].containerID}",
+        );
+        let words: Vec<&str> = s.split(' ').collect();
+        (words.len() == 5 && words[0] == "Running" && words[1] == "True" && words[2] == "true")
+            .then(|| (words[3].to_owned(), words[4].trim_start_matches("ssegate-node-agent://").to_owned()))
+    });
+    let pod_ip: std::net::Ipv4Addr = phase_ip.parse().unwrap();
+    assert!(phase_ip.starts_with("10.213.250."), "pod IP {pod_ip}");
+    assert_eq!(cp.get(&ns, "pod/demo", "{.status.podIPs[0].ip}"), phase_ip);
+    assert_eq!(cp.get(&ns, "pod/demo", "{.status.hostIP}"), "127.0.0.1");
+    for cond in ["PodScheduled", "Initialized", "ContainersReady"] {
+        let q = format!("{{.status.conditions[?(@.type==\"{cond}\")].status}}");
+        assert_eq!(cp.get(&ns, "pod/demo", &q), "True", "{cond}");
+    }
+    assert_eq!(cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].started}"), "true");
+    assert_eq!(cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].restartCount}"), "0");
+
+    // The process: the pod's uid, env and private service-account mount.
+    let proc = format!("/proc/{pid}");
+    let status = std::fs::read_to_string(format!("{proc}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65532"), "{uid_line}");
+    let environ = std::fs::read(format!("{proc}/environ")).unwrap();
+    let environ: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    for want in [
+        format!("POD_IP={pod_ip}"),
+        "POD_NAMESPACE=agent-test".to_owned(),
+        "GREETING=hello from demo".to_owned(),
+        "HOSTNAME=demo".to_owned(),
+    ] {
+        assert!(environ.contains(&want), "{want} not in {environ:?}");
+    }
+    // Read inside the process's mount namespace (/var/run is a symlink, which
+    // /proc/PID/root would resolve against ours).
+    let read_in_pod = |file: &str| {
+        let path = format!("/var/run/secrets/kubernetes.io/serviceaccount/{file}");
+        let out = Command::new("nsenter")
+            .args(["--target", &pid, "--mount", "cat", &path])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {}\n{}", String::from_utf8_lossy(&out.stderr), agent.logs());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(read_in_pod("namespace"), "agent-test");
+    let ca = read_in_pod("ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let token = read_in_pod("token");
+    // The apiserver accepts the token as the pod's ServiceAccount, bound to the pod.
+    let review = format!(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {{token: \"{}\"}}\n",
+        token.trim()
+    );
+    let out = cp.kubectl(
+        &["create", "-f", "-", "-o", "jsonpath={.status.authenticated} {.status.user.username} {.status.user.extra.authentication\\.kubernetes\\.io/pod-name[0]}"],
+        Some(&review),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "true system:serviceaccount:agent-test:default demo",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Path::new("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists(),
+        "the token is mounted in the pod's mount namespace only"
+    );
+
+    // SSE from the pod's address; the server id came from $(POD_NAME)@$(POD_NAMESPACE).
+    let resp = common::client()
+        .get(format!("http://{pod_ip}:80/.sse?count=1&interval=50ms"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = common::read_stream(resp, 3).await;
+    assert_eq!(got.events.len(), 3, "{:?} {:?}", got.events, got.error);
+    assert!(got.events[0].0.contains("event: server\ndata: demo@agent-test\n"), "{}", got.events[0].0);
+    assert!(got.events[2].0.contains("event: time"), "{}", got.events[2].0);
+
+    // An image the table does not name: ErrImagePull and a Warning Event naming it.
+    cp.apply(
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n  nodeName: {node}\n  serviceAccountName: default\n  containers: [{{name: c, image: \"registry.example/nope:1\"}}]\n"
+        ),
+    );
+    wait_for(Duration::from_secs(30), "ErrImagePull", &agent, || {
+        let r = cp.get(&ns, "pod/bad", "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}");
+        (r == "Pending ErrImagePull").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "Warning Event for the image", &agent, || {
+        let out = cp.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=bad,type=Warning",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        out.contains("\"registry.example/nope:1\"").then_some(())
+    });
+
+    // Deletion: SIGTERM (the demo backend exits on it, long before the 30 s
+    // grace period would end in SIGKILL), then the object goes and so does
+    // the network namespace.
+    let netns_before = agent.netns();
+    assert_eq!(netns_before.len(), 2, "{netns_before:?}");
+    let deleted = Instant::now();
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/demo", "--wait=false"]);
+    wait_for(Duration::from_secs(20), "pod object removed", &agent, || {
+        let out = cp.kubectl(&["get", "-n", &ns, "pod/demo"], None);
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")).then_some(())
+    });
+    assert!(deleted.elapsed() < Duration::from_secs(15), "took {:?}", deleted.elapsed());
+    assert!(!Path::new(&proc).exists(), "the process is gone");
+    let logs = agent.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("container exited on stop") && l.contains("code=143")),
+        "exit by SIGTERM (128+15) in the agent log:\n{logs}"
+    );
+    wait_for(Duration::from_secs(10), "netns removed", &agent, || {
+        (agent.netns().len() == 1).then_some(())
+    });
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/bad", "--wait=false"]);
+    wait_for(Duration::from_secs(20), "bad pod removed", &agent, || {
+        let out = cp.kubectl(&["get", "-n", &ns, "pod/bad"], None);
+        (!out.status.success()).then_some(())
+    });
+    drop(agent);
+    let leftover = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let prefix = format!("sa{}", std::process::id() % 100_000);
+    assert!(
+        !String::from_utf8_lossy(&leftover.stdout)
+            .lines()
+            .any(|l| l.starts_with(&prefix)),
+        "network namespaces left behind"
+    );
+}
