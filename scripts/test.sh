@@ -22,6 +22,10 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== node agent (test support, its own crate: node-agent/)"
+# Built into target/node-agent, where tests/node_agent.rs looks for it.
+(cd node-agent && cargo fmt --check && CARGO_TARGET_DIR=../target/node-agent cargo clippy --locked --all-targets -- -D warnings \
+  && CARGO_TARGET_DIR=../target/node-agent cargo test --locked && CARGO_TARGET_DIR=../target/node-agent cargo build --locked)
 echo "== cargo test"
 cargo test --locked
 echo "== fuzz targets (built with stable Rust, a few seconds each)"

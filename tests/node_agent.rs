@@ -36,7 +36,10 @@ fn build_agent() -> PathBuf {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "building the node agent took over 15 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "building the node agent took over 15 minutes"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut err = String::new();
@@ -64,7 +67,14 @@ impl NodeAgent {
         let prefix = format!("sa{}", pid % 100_000);
         let log = dir.join("agent.log");
         let child = Command::new(exe)
-            .args(["--node", &node, "--netns-prefix", &prefix, "--pod-network", "10.213.250"])
+            .args([
+                "--node",
+                &node,
+                "--netns-prefix",
+                &prefix,
+                "--pod-network",
+                "10.213.250",
+            ])
             .arg("--kubeconfig")
             .arg(&cp.kubeconfig)
             .arg("--images")
@@ -125,7 +135,11 @@ fn wait_for<T>(limit: Duration, what: &str, agent: &NodeAgent, mut f: impl FnMut
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; agent log:\n{}", agent.logs());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; agent log:\n{}",
+            agent.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -139,17 +153,26 @@ async fn node_agent_runs_pods_as_processes() {
 
     // The Node registers Ready, with allocatable pods, and holds its Lease.
     wait_for(Duration::from_secs(60), "node Ready", &agent, || {
-        let ready = cp.get("default", &format!("node/{node}"), "{.status.conditions[?(@.type==\"Ready\")].status}");
+        let ready = cp.get(
+            "default",
+            &format!("node/{node}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
         (ready == "True").then_some(())
     });
-    assert_eq!(cp.get("default", &format!("node/{node}"), "{.status.allocatable.pods}"), "64");
+    assert_eq!(
+        cp.get("default", &format!("node/{node}"), "{.status.allocatable.pods}"),
+        "64"
+    );
     let renew = |cp: &ControlPlane| cp.get("kube-node-lease", &format!("lease/{node}"), "{.spec.renewTime}");
     assert_eq!(
         cp.get("kube-node-lease", &format!("lease/{node}"), "{.spec.holderIdentity}"),
         node
     );
     let first = renew(cp);
-    wait_for(Duration::from_secs(10), "lease renewed", &agent, || (renew(cp) != first).then_some(()));
+    wait_for(Duration::from_secs(10), "lease renewed", &agent, || {
+        (renew(cp) != first).then_some(())
+    });
 
     let ns = cp.namespace("agent-test");
     // No controller-manager here: the ServiceAccount the token is for.
@@ -193,8 +216,12 @@ spec:
             "{.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].ready} {.status.podIP} {.status.containerStatuses[0].containerID}",
         );
         let words: Vec<&str> = s.split(' ').collect();
-        (words.len() == 5 && words[0] == "Running" && words[1] == "True" && words[2] == "true")
-            .then(|| (words[3].to_owned(), words[4].trim_start_matches("ssegate-node-agent://").to_owned()))
+        (words.len() == 5 && words[0] == "Running" && words[1] == "True" && words[2] == "true").then(|| {
+            (
+                words[3].to_owned(),
+                words[4].trim_start_matches("ssegate-node-agent://").to_owned(),
+            )
+        })
     });
     let pod_ip: std::net::Ipv4Addr = phase_ip.parse().unwrap();
     assert!(phase_ip.starts_with("10.213.250."), "pod IP {pod_ip}");
@@ -204,8 +231,14 @@ spec:
         let q = format!("{{.status.conditions[?(@.type==\"{cond}\")].status}}");
         assert_eq!(cp.get(&ns, "pod/demo", &q), "True", "{cond}");
     }
-    assert_eq!(cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].started}"), "true");
-    assert_eq!(cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert_eq!(
+        cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].started}"),
+        "true"
+    );
+    assert_eq!(
+        cp.get(&ns, "pod/demo", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
 
     // The process: the pod's uid, env and private service-account mount.
     let proc = format!("/proc/{pid}");
@@ -233,7 +266,12 @@ spec:
             .args(["--target", &pid, "--mount", "cat", &path])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{path}: {}\n{}", String::from_utf8_lossy(&out.stderr), agent.logs());
+        assert!(
+            out.status.success(),
+            "{path}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            agent.logs()
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(read_in_pod("namespace"), "agent-test");
@@ -270,7 +308,11 @@ spec:
     assert_eq!(resp.status(), 200);
     let got = common::read_stream(resp, 3).await;
     assert_eq!(got.events.len(), 3, "{:?} {:?}", got.events, got.error);
-    assert!(got.events[0].0.contains("event: server\ndata: demo@agent-test\n"), "{}", got.events[0].0);
+    assert!(
+        got.events[0].0.contains("event: server\ndata: demo@agent-test\n"),
+        "{}",
+        got.events[0].0
+    );
     assert!(got.events[2].0.contains("event: time"), "{}", got.events[2].0);
 
     // An image the table does not name: ErrImagePull and a Warning Event naming it.
@@ -281,7 +323,11 @@ spec:
         ),
     );
     wait_for(Duration::from_secs(30), "ErrImagePull", &agent, || {
-        let r = cp.get(&ns, "pod/bad", "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}");
+        let r = cp.get(
+            &ns,
+            "pod/bad",
+            "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}",
+        );
         (r == "Pending ErrImagePull").then_some(())
     });
     wait_for(Duration::from_secs(10), "Warning Event for the image", &agent, || {
@@ -309,11 +355,16 @@ spec:
         let out = cp.kubectl(&["get", "-n", &ns, "pod/demo"], None);
         (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")).then_some(())
     });
-    assert!(deleted.elapsed() < Duration::from_secs(15), "took {:?}", deleted.elapsed());
+    assert!(
+        deleted.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        deleted.elapsed()
+    );
     assert!(!Path::new(&proc).exists(), "the process is gone");
     let logs = agent.logs();
     assert!(
-        logs.lines().any(|l| l.contains("container exited on stop") && l.contains("code=143")),
+        logs.lines()
+            .any(|l| l.contains("container exited on stop") && l.contains("code=143")),
         "exit by SIGTERM (128+15) in the agent log:\n{logs}"
     );
     wait_for(Duration::from_secs(10), "netns removed", &agent, || {

@@ -571,7 +571,10 @@ impl Worker {
                 Ok(status) => status.ok(),
                 Err(_) => {
                     let _ = child.start_kill();
-                    tokio::time::timeout(Duration::from_secs(5), child.wait()).await.ok().and_then(Result::ok)
+                    tokio::time::timeout(Duration::from_secs(5), child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
                 }
             };
             if let Some(status) = status {
