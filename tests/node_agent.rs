@@ -344,11 +344,72 @@ spec:
         out.contains("\"registry.example/nope:1\"").then_some(())
     });
 
+    // restartPolicy Always: a container that exits at once (2: an address
+    // clap refuses) is restarted, with back-off (500 ms doubling here).
+    cp.apply(
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: crash}}\nspec:\n  nodeName: {node}\n  serviceAccountName: default\n  containers: [{{name: c, image: \"ssegate:test\", args: [demo-backend, --listen, not-an-address]}}]\n"
+        ),
+    );
+    // A failing liveness probe restarts the container; a failing readiness
+    // probe keeps the pod Running but not Ready.
+    cp.apply(
+        &ns,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: unwell}}
+spec:
+  nodeName: {node}
+  serviceAccountName: default
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: ssegate:test
+    args: [demo-backend, --listen, "0.0.0.0:8081"]
+    readinessProbe: {{httpGet: {{path: /not-found, port: 8081}}, periodSeconds: 1}}
+    livenessProbe: {{tcpSocket: {{port: 8082}}, periodSeconds: 1, failureThreshold: 2, initialDelaySeconds: 1}}
+"#
+        ),
+    );
+    wait_for(Duration::from_secs(30), "crash restarted twice", &agent, || {
+        let r = cp.get(
+            &ns,
+            "pod/crash",
+            "{.status.phase} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode}",
+        );
+        let w: Vec<&str> = r.split(' ').collect();
+        (w.len() == 3 && w[0] == "Running" && w[1].parse::<u32>().is_ok_and(|n| n >= 2) && w[2] == "2").then_some(())
+    });
+    wait_for(Duration::from_secs(30), "liveness restart", &agent, || {
+        let r = cp.get(
+            &ns,
+            "pod/unwell",
+            "{.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].restartCount}",
+        );
+        let w: Vec<&str> = r.split(' ').collect();
+        (w.len() == 3 && w[0] == "Running" && w[1] == "False" && w[2].parse::<u32>().is_ok_and(|n| n >= 1))
+            .then_some(())
+    });
+    let unhealthy = cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=unwell,reason=Unhealthy",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(unhealthy.contains("liveness probe"), "{unhealthy}");
+    assert!(unhealthy.contains("Readiness probe failed"), "{unhealthy}");
+
     // Deletion: SIGTERM (the demo backend exits on it, long before the 30 s
     // grace period would end in SIGKILL), then the object goes and so does
     // the network namespace.
     let netns_before = agent.netns();
-    assert_eq!(netns_before.len(), 2, "{netns_before:?}");
+    assert_eq!(netns_before.len(), 4, "{netns_before:?}");
     let deleted = Instant::now();
     cp.kubectl_ok(&["delete", "-n", &ns, "pod/demo", "--wait=false"]);
     wait_for(Duration::from_secs(20), "pod object removed", &agent, || {
@@ -368,12 +429,20 @@ spec:
         "exit by SIGTERM (128+15) in the agent log:\n{logs}"
     );
     wait_for(Duration::from_secs(10), "netns removed", &agent, || {
-        (agent.netns().len() == 1).then_some(())
+        (agent.netns().len() == 3).then_some(())
     });
-    cp.kubectl_ok(&["delete", "-n", &ns, "pod/bad", "--wait=false"]);
-    wait_for(Duration::from_secs(20), "bad pod removed", &agent, || {
-        let out = cp.kubectl(&["get", "-n", &ns, "pod/bad"], None);
-        (!out.status.success()).then_some(())
+    for pod in ["bad", "crash", "unwell"] {
+        cp.kubectl_ok(&["delete", "-n", &ns, &format!("pod/{pod}"), "--wait=false"]);
+    }
+    for pod in ["bad", "crash", "unwell"] {
+        wait_for(Duration::from_secs(20), &format!("{pod} removed"), &agent, || {
+            let out = cp.kubectl(&["get", "-n", &ns, &format!("pod/{pod}")], None);
+            (!out.status.success()).then_some(())
+        });
+    }
+    // The agent itself removed every pod's namespace.
+    wait_for(Duration::from_secs(10), "all netns removed", &agent, || {
+        agent.netns().is_empty().then_some(())
     });
     drop(agent);
     let leftover = Command::new("ip").args(["netns", "list"]).output().unwrap();
