@@ -177,6 +177,11 @@ async fn node_agent_runs_pods_as_processes() {
     let ns = cp.namespace("agent-test");
     // No controller-manager here: the ServiceAccount the token is for.
     cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hi}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: s3cret}\n",
+    );
     // Port 80 as uid 65532: only possible with ip_unprivileged_port_start=0
     // in the pod's network namespace.
     cp.apply(
@@ -199,6 +204,8 @@ spec:
     - {{name: POD_NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
     - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
     - {{name: GREETING, value: "hello from $(POD_NAME)"}}
+    - {{name: FROM_CM, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}
+    - {{name: FROM_SECRET, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
     ports: [{{name: http, containerPort: 80}}]
     readinessProbe:
       httpGet: {{path: "/.sse?count=0", port: http}}
@@ -255,6 +262,10 @@ spec:
         "POD_NAMESPACE=agent-test".to_owned(),
         "GREETING=hello from demo".to_owned(),
         "HOSTNAME=demo".to_owned(),
+        "FROM_CM=hi".to_owned(),
+        "FROM_SECRET=s3cret".to_owned(),
+        "KUBERNETES_SERVICE_HOST=127.0.0.1".to_owned(),
+        "KUBERNETES_SERVICE_PORT=443".to_owned(),
     ] {
         assert!(environ.contains(&want), "{want} not in {environ:?}");
     }
@@ -292,6 +303,33 @@ spec:
         "true system:serviceaccount:agent-test:default demo",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // In-cluster clients in the pod reach the apiserver at their own
+    // 127.0.0.1:443 (the agent's forward), where its certificate is valid:
+    // the pod's token and ca.crt authenticate from inside the namespace.
+    let ca_file = dir.path().join("pod-ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let pod_netns = agent.netns();
+    assert_eq!(pod_netns.len(), 1, "{pod_netns:?}");
+    let whoami = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pod_netns[0],
+            "kubectl",
+            "--server=https://127.0.0.1:443",
+        ])
+        .arg(format!("--token={}", token.trim()))
+        .arg(format!("--certificate-authority={}", ca_file.display()))
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:serviceaccount:agent-test:default",
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
     );
     assert!(
         !Path::new("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists(),

@@ -60,6 +60,11 @@ pub struct Args {
     memory: String,
     #[arg(long, default_value = "64")]
     pods: String,
+    /// The apiserver address pods reach through their 127.0.0.1:443 (a
+    /// forward the agent runs in each pod's namespace); default: the
+    /// kubeconfig's server; `none` turns the forward off.
+    #[arg(long)]
+    apiserver: Option<String>,
     /// First restart back-off in milliseconds (doubles per restart, 5 min cap).
     #[arg(long, default_value_t = 10_000)]
     backoff_ms: u64,
@@ -82,6 +87,8 @@ pub struct Agent {
     pub base: [u8; 3],
     /// The apiserver's CA as PEM, for `ca.crt` when `kube-root-ca.crt` is absent.
     pub ca_pem: String,
+    /// `host:port` the in-pod apiserver forward connects to.
+    pub apiserver: Option<String>,
     slots: Mutex<Vec<bool>>,
 }
 
@@ -249,6 +256,14 @@ async fn main() -> anyhow::Result<()> {
         None => kube::Config::infer().await?,
     };
     let ca_pem = ca_pem(&config);
+    let apiserver = match args.apiserver.as_deref() {
+        Some("none") => None,
+        Some(a) => Some(a.to_owned()),
+        None => config
+            .cluster_url
+            .host()
+            .map(|h| format!("{h}:{}", config.cluster_url.port_u16().unwrap_or(443))),
+    };
     let client = Client::try_from(config)?;
     let agent = Arc::new(Agent {
         args,
@@ -256,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
         table,
         base,
         ca_pem,
+        apiserver,
         slots: Mutex::new(vec![false; 63]),
     });
     let since = pod::now_rfc3339();

@@ -89,3 +89,39 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
         ))
     }
 }
+
+/// Listens on `127.0.0.1:port` inside the namespace at `netns_path` and
+/// forwards each connection to `target` from the agent's own namespace: the
+/// pod reaches the apiserver at its own loopback, where the apiserver's
+/// certificate (issued for 127.0.0.1) is valid, with no route to the host.
+pub async fn forward_into(netns_path: &str, port: u16, target: String) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(netns_path)?;
+    // A thread of its own joins the namespace to create the socket; the
+    // socket stays in that namespace, the runtime's threads stay in ours.
+    let listener = std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
+        // SAFETY: setns(2) on this short-lived thread only.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("forwarder thread panicked"))??;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
+}

@@ -25,6 +25,9 @@ use tracing::{info, warn};
 pub const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The token's lifetime; it is renewed at 80 % of it, as the kubelet does.
 const TOKEN_SECONDS: i64 = 3600;
+/// Where pods find the apiserver: their own loopback, as
+/// `KUBERNETES_SERVICE_HOST`/`_PORT` say.
+pub const APISERVER_PORT: u16 = 443;
 const TICK: Duration = Duration::from_millis(100);
 
 pub fn now_rfc3339() -> String {
@@ -75,6 +78,8 @@ struct Worker {
     /// start only then, as the kubelet waits for the pod's volumes.
     sa_ready: bool,
     mount_error: Option<String>,
+    /// The apiserver at the pod's 127.0.0.1:443 (see [`crate::net::forward_into`]).
+    forwarder: Option<JoinHandle<()>>,
     conditions: HashMap<&'static str, (bool, String)>,
     last_status: Value,
     start_time: String,
@@ -101,11 +106,15 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
         token_renew: None,
         sa_ready: pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false),
         mount_error: None,
+        forwarder: None,
         conditions: HashMap::new(),
         last_status: Value::Null,
         start_time: now_rfc3339(),
     };
     w.main(&mut rx, &mut stop).await;
+    if let Some(h) = w.forwarder.take() {
+        h.abort();
+    }
     w.net.delete();
     let _ = std::fs::remove_dir_all(&w.dir);
     agent.free_slot(w.slot);
@@ -122,6 +131,15 @@ impl Worker {
             self.event(&pod, "Warning", "FailedCreatePodSandBox", &e).await;
         } else {
             info!(%name, ip = %self.net.pod_ip, netns = %self.net.netns, "pod sandbox ready");
+            if let Some(target) = self.agent.apiserver.clone() {
+                match crate::net::forward_into(&self.net.path(), APISERVER_PORT, target).await {
+                    Ok(h) => self.forwarder = Some(h),
+                    Err(e) => {
+                        let msg = format!("apiserver forward in the pod: {e}");
+                        self.event(&pod, "Warning", "FailedCreatePodSandBox", &msg).await;
+                    }
+                }
+            }
         }
         loop {
             if *stop.borrow() {
@@ -377,6 +395,24 @@ impl Worker {
     async fn env(&self, pod: &Pod, c: &Container) -> Result<Vec<(String, String)>, String> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut out: Vec<(String, String)> = Vec::new();
+        if self.agent.apiserver.is_some() {
+            // As the kubelet sets them for the `kubernetes` Service, here
+            // pointing at the pod's own loopback forward.
+            let port = APISERVER_PORT.to_string();
+            let url = format!("tcp://127.0.0.1:{port}");
+            for (k, v) in [
+                ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+                ("KUBERNETES_SERVICE_PORT", port.as_str()),
+                ("KUBERNETES_SERVICE_PORT_HTTPS", port.as_str()),
+                ("KUBERNETES_PORT", url.as_str()),
+                (&format!("KUBERNETES_PORT_{port}_TCP"), url.as_str()),
+                (&format!("KUBERNETES_PORT_{port}_TCP_PROTO"), "tcp"),
+                (&format!("KUBERNETES_PORT_{port}_TCP_PORT"), port.as_str()),
+                (&format!("KUBERNETES_PORT_{port}_TCP_ADDR"), "127.0.0.1"),
+            ] {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
         for e in c.env.iter().flatten() {
             let value = if let Some(v) = &e.value {
                 let lookup = |k: &str| out.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
