@@ -99,6 +99,16 @@ impl NodeAgent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    fn link_exists(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["link", "show", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
     fn netns(&self) -> Vec<String> {
         let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -110,8 +120,9 @@ impl NodeAgent {
     }
 }
 
-impl Drop for NodeAgent {
-    fn drop(&mut self) {
+impl NodeAgent {
+    /// SIGTERM, as a node shutting down; SIGKILL after 15 s.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -121,9 +132,19 @@ impl Drop for NodeAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.stop();
         for ns in self.netns() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
             let _ = Command::new("ip").args(["link", "del", &format!("{ns}h")]).status();
+        }
+        let bridge = format!("{}br", self.prefix);
+        if self.link_exists(&bridge) {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
         }
     }
 }
@@ -430,6 +451,22 @@ spec:
         (w.len() == 3 && w[0] == "Running" && w[1] == "False" && w[2].parse::<u32>().is_ok_and(|n| n >= 1))
             .then_some(())
     });
+    // Pods share the bridge's /24: the unwell pod reaches the demo pod.
+    let unwell_netns: Vec<String> = agent.netns().into_iter().filter(|n| *n != pod_netns[0]).collect();
+    let unwell_ip = cp.get(&ns, "pod/unwell", "{.status.podIP}");
+    assert!(
+        unwell_ip.starts_with("10.213.250.") && unwell_ip != phase_ip,
+        "{unwell_ip}"
+    );
+    let reach = unwell_netns.iter().any(|n| {
+        Command::new("ip")
+            .args(["netns", "exec", n, "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{pod_ip}/80"))
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(reach, "no pod reached {pod_ip}:80 from {unwell_netns:?}");
     let unhealthy = cp.kubectl_ok(&[
         "get",
         "events",
@@ -482,7 +519,10 @@ spec:
     wait_for(Duration::from_secs(10), "all netns removed", &agent, || {
         agent.netns().is_empty().then_some(())
     });
-    drop(agent);
+    assert!(agent.link_exists(&format!("{}br", agent.prefix)));
+    let bridge = format!("{}br", agent.prefix);
+    let mut agent = agent;
+    agent.stop();
     let leftover = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let prefix = format!("sa{}", std::process::id() % 100_000);
     assert!(
@@ -491,4 +531,6 @@ spec:
             .any(|l| l.starts_with(&prefix)),
         "network namespaces left behind"
     );
+    let gone = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
+    assert!(!gone.status.success(), "the agent removes its bridge on SIGTERM");
 }

@@ -41,10 +41,12 @@ pub struct Args {
     /// Image table, YAML or JSON: `image: /path/to/executable`.
     #[arg(long)]
     images: PathBuf,
-    /// Pod addresses: a /30 per pod in this /24 (first three octets).
+    /// Pod network: this /24 (first three octets) on a bridge; `.1` is the
+    /// bridge (the pods' gateway), pods get `.2` to `.254`.
     #[arg(long, default_value = "10.213.250")]
     pod_network: String,
-    /// Name prefix of the pods' network namespaces and veths (≤ 8 characters).
+    /// Name prefix of the pods' network namespaces, veths and the bridge
+    /// (`PREFIXbr`), at most 8 characters.
     #[arg(long, default_value = "sgna")]
     netns_prefix: String,
     /// The Node's InternalIP and the pods' hostIP.
@@ -272,10 +274,15 @@ async fn main() -> anyhow::Result<()> {
         base,
         ca_pem,
         apiserver,
-        slots: Mutex::new(vec![false; 63]),
+        slots: Mutex::new(vec![false; 253]),
     });
+    let bridge = net::Bridge::new(&agent.args.netns_prefix, base);
+    bridge.create().map_err(|e| anyhow::anyhow!("pod bridge: {e}"))?;
     let since = pod::now_rfc3339();
-    register(&agent, &since).await?;
+    if let Err(e) = register(&agent, &since).await {
+        bridge.delete();
+        return Err(e);
+    }
 
     let hb = agent.clone();
     let hb_since = since.clone();
@@ -365,5 +372,6 @@ async fn main() -> anyhow::Result<()> {
     for (_, (_, h)) in workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
+    bridge.delete();
     Ok(())
 }

@@ -1,49 +1,81 @@
-//! A network namespace per pod, joined to the host by a veth pair with a
-//! /30 in the project's test range (as the tests' `NetnsBackend` does).
+//! A network namespace per pod, joined by a veth pair to a bridge of the
+//! agent's own, in the project's test range: every pod and the host share
+//! one /24, so pods reach each other and the host reaches them without IP
+//! forwarding.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-/// One pod's network: namespace, host-side interface and addresses.
+/// The node's bridge: `base.1/24`, the pods' gateway.
+pub struct Bridge {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Bridge {
+    pub fn new(prefix: &str, base: [u8; 3]) -> Bridge {
+        let [a, b, c] = base;
+        Bridge {
+            name: format!("{prefix}br"),
+            ip: Ipv4Addr::new(a, b, c, 1),
+        }
+    }
+
+    pub fn create(&self) -> Result<(), String> {
+        self.delete();
+        run("ip", &["link", "add", &self.name, "type", "bridge"])?;
+        run("ip", &["addr", "add", &format!("{}/24", self.ip), "dev", &self.name])?;
+        run("ip", &["link", "set", &self.name, "up"])
+    }
+
+    pub fn delete(&self) {
+        let _ = run("ip", &["link", "del", &self.name]);
+    }
+}
+
+/// One pod's network: namespace, host-side interface and address.
 #[derive(Debug, Clone)]
 pub struct PodNet {
     pub netns: String,
     pub host_if: String,
-    pub host_ip: Ipv4Addr,
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
     pub pod_ip: Ipv4Addr,
 }
 
 impl PodNet {
-    /// Slot `slot` (0..64) of the /24 `base.0`: host `.4s+1`, pod `.4s+2`.
+    /// Slot `slot` (0..253) of the /24 `base.0`: the pod gets `.slot+2`.
     pub fn new(prefix: &str, base: [u8; 3], slot: u8) -> PodNet {
         let [a, b, c] = base;
+        let bridge = Bridge::new(prefix, base);
         PodNet {
             netns: format!("{prefix}{slot}"),
             host_if: format!("{prefix}{slot}h"),
-            host_ip: Ipv4Addr::new(a, b, c, slot * 4 + 1),
-            pod_ip: Ipv4Addr::new(a, b, c, slot * 4 + 2),
+            bridge: bridge.name,
+            gateway: bridge.ip,
+            pod_ip: Ipv4Addr::new(a, b, c, slot + 2),
         }
     }
 
-    /// Creates the namespace, the veth pair and the addresses, and lets
-    /// unprivileged processes bind any port inside, as containerd does.
+    /// Creates the namespace, the veth pair on the bridge and the address,
+    /// and lets unprivileged processes bind any port inside, as containerd
+    /// does.
     pub fn create(&self) -> Result<(), String> {
         self.delete();
         let peer = format!("{}p", self.netns);
         let ns = self.netns.as_str();
-        let host = format!("{}/30", self.host_ip);
-        let pod = format!("{}/30", self.pod_ip);
-        let host_ip = self.host_ip.to_string();
+        let pod = format!("{}/24", self.pod_ip);
+        let gateway = self.gateway.to_string();
         let steps: Vec<Vec<&str>> = vec![
             vec!["netns", "add", ns],
             vec!["link", "add", &self.host_if, "type", "veth", "peer", "name", &peer],
             vec!["link", "set", &peer, "netns", ns],
-            vec!["addr", "add", &host, "dev", &self.host_if],
+            vec!["link", "set", &self.host_if, "master", &self.bridge],
             vec!["link", "set", &self.host_if, "up"],
             vec!["-n", ns, "addr", "add", &pod, "dev", &peer],
             vec!["-n", ns, "link", "set", &peer, "up"],
             vec!["-n", ns, "link", "set", "lo", "up"],
-            vec!["-n", ns, "route", "add", "default", "via", &host_ip],
+            vec!["-n", ns, "route", "add", "default", "via", &gateway],
         ];
         for args in steps {
             run("ip", &args)?;
