@@ -215,7 +215,7 @@ spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 30
   serviceAccountName: default
-  securityContext: {{runAsUser: 65532, runAsGroup: 65532}}
+  securityContext: {{runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}}
   containers:
   - name: demo
     image: ssegate:test
@@ -228,6 +228,7 @@ spec:
     - {{name: FROM_CM, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}
     - {{name: FROM_SECRET, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
     ports: [{{name: http, containerPort: 80}}]
+    securityContext: {{allowPrivilegeEscalation: false}}
     readinessProbe:
       httpGet: {{path: "/.sse?count=0", port: http}}
       periodSeconds: 1
@@ -273,6 +274,10 @@ spec:
     let status = std::fs::read_to_string(format!("{proc}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65532"), "{uid_line}");
+    assert!(
+        status.contains("\nNoNewPrivs:\t1\n"),
+        "allowPrivilegeEscalation: false\n{status}"
+    );
     let environ = std::fs::read(format!("{proc}/environ")).unwrap();
     let environ: Vec<String> = environ
         .split(|b| *b == 0)
@@ -381,6 +386,13 @@ spec:
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n  nodeName: {node}\n  serviceAccountName: default\n  containers: [{{name: c, image: \"registry.example/nope:1\"}}]\n"
         ),
     );
+    // runAsNonRoot without runAsUser: the agent would run it as root, so it refuses.
+    cp.apply(
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: rootish}}\nspec:\n  nodeName: {node}\n  serviceAccountName: default\n  securityContext: {{runAsNonRoot: true}}\n  containers: [{{name: c, image: \"ssegate:test\", args: [demo-backend]}}]\n"
+        ),
+    );
     wait_for(Duration::from_secs(30), "ErrImagePull", &agent, || {
         let r = cp.get(
             &ns,
@@ -388,6 +400,14 @@ spec:
             "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}",
         );
         (r == "Pending ErrImagePull").then_some(())
+    });
+    wait_for(Duration::from_secs(30), "runAsNonRoot refused", &agent, || {
+        let r = cp.get(
+            &ns,
+            "pod/rootish",
+            "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}",
+        );
+        (r == "Pending CreateContainerConfigError").then_some(())
     });
     wait_for(Duration::from_secs(10), "Warning Event for the image", &agent, || {
         let out = cp.kubectl_ok(&[
@@ -451,7 +471,7 @@ spec:
         (w.len() == 3 && w[0] == "Running" && w[1] == "False" && w[2].parse::<u32>().is_ok_and(|n| n >= 1))
             .then_some(())
     });
-    // Pods share the bridge's /24: the unwell pod reaches the demo pod.
+    // Pods share the bridge's /24: the other pods reach the demo pod.
     let unwell_netns: Vec<String> = agent.netns().into_iter().filter(|n| *n != pod_netns[0]).collect();
     let unwell_ip = cp.get(&ns, "pod/unwell", "{.status.podIP}");
     assert!(
@@ -484,7 +504,7 @@ spec:
     // grace period would end in SIGKILL), then the object goes and so does
     // the network namespace.
     let netns_before = agent.netns();
-    assert_eq!(netns_before.len(), 4, "{netns_before:?}");
+    assert_eq!(netns_before.len(), 5, "{netns_before:?}");
     let deleted = Instant::now();
     cp.kubectl_ok(&["delete", "-n", &ns, "pod/demo", "--wait=false"]);
     wait_for(Duration::from_secs(20), "pod object removed", &agent, || {
@@ -504,12 +524,12 @@ spec:
         "exit by SIGTERM (128+15) in the agent log:\n{logs}"
     );
     wait_for(Duration::from_secs(10), "netns removed", &agent, || {
-        (agent.netns().len() == 3).then_some(())
+        (agent.netns().len() == 4).then_some(())
     });
-    for pod in ["bad", "crash", "unwell"] {
+    for pod in ["bad", "rootish", "crash", "unwell"] {
         cp.kubectl_ok(&["delete", "-n", &ns, &format!("pod/{pod}"), "--wait=false"]);
     }
-    for pod in ["bad", "crash", "unwell"] {
+    for pod in ["bad", "rootish", "crash", "unwell"] {
         wait_for(Duration::from_secs(20), &format!("{pod} removed"), &agent, || {
             let out = cp.kubectl(&["get", "-n", &ns, &format!("pod/{pod}")], None);
             (!out.status.success()).then_some(())

@@ -260,6 +260,21 @@ impl Worker {
             self.ctrs[i].not_before = Some(Instant::now() + Duration::from_secs(10));
             return;
         };
+        let pod_sc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root);
+        if let Some(e) = spec::non_root_violation(non_root, sc.run_as_user.or(pod_sc.run_as_user)) {
+            if self.ctrs[i].waiting.as_ref().map(|w| &w.1) != Some(&e) {
+                self.event(pod, "Warning", "Failed", &format!("Error: {e}")).await;
+            }
+            self.ctrs[i].waiting = Some(("CreateContainerConfigError".into(), e));
+            self.ctrs[i].not_before = Some(Instant::now() + Duration::from_secs(2));
+            return;
+        }
         let env = match self.env(pod, c).await {
             Ok(env) => env,
             Err(e) => {
@@ -316,6 +331,7 @@ impl Worker {
         let uid = sc.run_as_user.or(pod_sc.run_as_user);
         let gid = sc.run_as_group.or(pod_sc.run_as_group);
         let mount = spec.automount_service_account_token != Some(false);
+        let no_new_privs = sc.allow_privilege_escalation == Some(false);
         let src = CString::new(self.dir.join("serviceaccount").display().to_string()).expect("path");
         let dst = CString::new(SA_DIR).expect("path");
         let root = CString::new("/").expect("path");
@@ -368,6 +384,9 @@ impl Worker {
                     }
                 }
                 libc::setpgid(0, 0);
+                if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if let Some(g) = gid {
                     if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(g as libc::gid_t) != 0 {
                         return Err(std::io::Error::last_os_error());

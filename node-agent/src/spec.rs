@@ -115,6 +115,18 @@ pub fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
+/// Why `runAsNonRoot` forbids starting: processes run as the agent (root)
+/// unless `runAsUser` says otherwise, as an image without `USER` would.
+pub fn non_root_violation(run_as_non_root: Option<bool>, uid: Option<i64>) -> Option<String> {
+    match (run_as_non_root, uid) {
+        (Some(true), None) => Some("container has runAsNonRoot and image will run as root".into()),
+        (Some(true), Some(0)) => {
+            Some("container's runAsUser breaks non-root policy (runAsNonRoot with runAsUser 0)".into())
+        }
+        _ => None,
+    }
+}
+
 /// Consecutive results of one probe and the verdict they give once a
 /// threshold is reached (`None` until the first verdict).
 #[derive(Debug, Default, Clone)]
@@ -203,6 +215,14 @@ mod tests {
         assert!(!should_restart("OnFailure", 0));
         assert!(should_restart("OnFailure", 1));
         assert!(!should_restart("Never", 1));
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        assert!(non_root_violation(Some(true), None).is_some());
+        assert!(non_root_violation(Some(true), Some(0)).is_some());
+        assert!(non_root_violation(Some(true), Some(65532)).is_none());
+        assert!(non_root_violation(None, None).is_none());
     }
 
     #[test]
