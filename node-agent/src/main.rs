@@ -302,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stream = watcher(pods, cfg).boxed();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut seen_in_init: Option<std::collections::HashSet<String>> = None;
+    let mut done: std::collections::HashSet<String> = Default::default();
     info!(node = %agent.args.node, "watching pods");
     loop {
         let ev = tokio::select! {
@@ -320,7 +321,17 @@ async fn main() -> anyhow::Result<()> {
         };
         let mut apply = |pod: Pod| {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            workers.retain(|_, (_, h)| !h.is_finished());
+            workers.retain(|uid, (_, h)| {
+                if h.is_finished() {
+                    done.insert(uid.clone());
+                }
+                !h.is_finished()
+            });
+            // A worker that has finished (the pod deleted) is not started
+            // again by the updates still on their way.
+            if done.contains(&uid) {
+                return;
+            }
             match workers.get(&uid) {
                 Some((tx, _)) => {
                     let _ = tx.send(Some(pod));
@@ -361,7 +372,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             watcher::Event::Delete(pod) => {
-                if let Some((tx, _)) = workers.get(&pod.metadata.uid.clone().unwrap_or_default()) {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                done.remove(&uid);
+                if let Some((tx, _)) = workers.get(&uid) {
                     let _ = tx.send(None);
                 }
             }

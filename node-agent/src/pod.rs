@@ -89,6 +89,12 @@ struct Worker {
 /// the API or the agent stops.
 pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut stop: watch::Receiver<bool>) {
     let Some(pod) = rx.borrow().clone() else { return };
+    if pod.metadata.deletion_timestamp.is_some() {
+        // Terminating before this agent ran it (an agent restart): nothing
+        // runs, so the object goes at once.
+        final_delete(&agent, &pod).await;
+        return;
+    }
     let Some(slot) = agent.take_slot() else {
         warn!(pod = ?pod.metadata.name, "no free pod address");
         return;
@@ -655,21 +661,7 @@ impl Worker {
         info!(%name, grace, "pod deleted: stopping containers");
         self.event(pod, "Normal", "Killing", "Stopping containers").await;
         self.stop_all(Duration::from_secs(grace)).await;
-        let api: Api<Pod> = Api::namespaced(
-            self.agent.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        if let Err(e) = api.delete(&name, &dp).await {
-            warn!(%name, "final delete: {e}");
-        }
+        final_delete(&self.agent, pod).await;
     }
 
     /// Patches the pod's status when it changed.
@@ -778,6 +770,27 @@ impl Worker {
             warn!(pod = ?pod.metadata.name, reason, message);
         }
         self.agent.event(pod, kind, reason, message).await;
+    }
+}
+
+/// Removes the object once nothing runs (grace 0, this pod's uid only), as
+/// the kubelet does at the end of a graceful deletion.
+async fn final_delete(agent: &Agent, pod: &Pod) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(
+        agent.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = api.delete(&name, &dp).await {
+        warn!(%name, "final delete: {e}");
     }
 }
 
