@@ -543,6 +543,8 @@ spec:
     let bridge = format!("{}br", agent.prefix);
     let mut agent = agent;
     agent.stop();
+    // Shown with --nocapture.
+    println!("agent log:\n{}", agent.logs());
     let leftover = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let prefix = format!("sa{}", std::process::id() % 100_000);
     assert!(

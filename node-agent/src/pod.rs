@@ -122,7 +122,8 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
         h.abort();
     }
     w.net.delete();
-    let _ = std::fs::remove_dir_all(&w.dir);
+    // The logs stay (for a failed test to show); the token goes.
+    let _ = std::fs::remove_dir_all(w.dir.join("serviceaccount"));
     agent.free_slot(w.slot);
 }
 
