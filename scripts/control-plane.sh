@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, for tests and for developers.
 #
-#   scripts/control-plane.sh build   build kube-apiserver, etcd, helm and kube-score if missing
-#   scripts/control-plane.sh start   start etcd + kube-apiserver, write a kubeconfig
+#   scripts/control-plane.sh build   build kube-apiserver, kube-controller-manager, kube-scheduler,
+#                                    etcd, helm and kube-score if missing
+#   scripts/control-plane.sh start   start etcd + kube-apiserver, write a kubeconfig; with
+#                                    SSEGATE_CP_CONTROLLERS=1 also kube-controller-manager and
+#                                    kube-scheduler, and the ServiceAccount admission plugin
 #   scripts/control-plane.sh stop    stop them and remove their state
 #   scripts/control-plane.sh env     print the export lines for KUBECONFIG and PATH (helm)
 #   scripts/control-plane.sh stop-apiserver    stop only kube-apiserver (etcd keeps the data)
 #   scripts/control-plane.sh start-apiserver   start it again (does nothing if it runs)
+#   scripts/control-plane.sh start-controllers start kube-controller-manager + kube-scheduler
+#                                              on the running control plane (if not running)
+#   scripts/control-plane.sh stop-controllers  stop only those two
 #
 # Binaries are built from Go modules and cached outside the checkout, in
 # ${SSEGATE_BIN:-${XDG_CACHE_HOME:-~/.cache}/ssegate/bin}, so CI runs on the same
 # machine reuse them. State lives in ${SSEGATE_CP_DIR:-/tmp/ssegate-cp}. ETCD_PORT,
-# ETCD_PEER_PORT and API_PORT move the listeners; SSEGATE_CP_OWNER=PID stops
-# everything when that process exits (the tests use it).
+# ETCD_PEER_PORT, API_PORT, KCM_PORT and SCHEDULER_PORT move the listeners (all on
+# 127.0.0.1); SSEGATE_CP_OWNER=PID stops everything when that process exits (the
+# tests use it).
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -25,22 +32,25 @@ STATE=${SSEGATE_CP_DIR:-/tmp/ssegate-cp}
 ETCD_PORT=${ETCD_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 API_PORT=${API_PORT:-16443}
+# The secure (health, metrics) ports of kube-controller-manager and kube-scheduler.
+KCM_PORT=${KCM_PORT:-20257}
+SCHEDULER_PORT=${SCHEDULER_PORT:-20259}
 
 say() { printf 'control-plane: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 
 # --- build -----------------------------------------------------------------
 
-build_apiserver() {
-  [ -x "$BIN/kube-apiserver-$K8S_VERSION" ] && return
-  say "building kube-apiserver $K8S_VERSION (takes several minutes on 2 cores)"
-  local work; work=$(mktemp -d)
+# k8s_wrapper_module DIR: make DIR a Go module that requires k8s.io/kubernetes at
+# $K8S_VERSION and can build its commands. k8s.io/kubernetes points its staging
+# modules at ./staging/src; a consumer must replace each with the published
+# v0.X.Y of the same patch.
+k8s_wrapper_module() {
+  local dir=$1
   (
-    cd "$work"
+    cd "$dir"
     go mod init ssegate.dev/control-plane >/dev/null 2>&1
     go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
-    # k8s.io/kubernetes points its staging modules at ./staging/src; a
-    # consumer must replace each with the published v0.X.Y of the same patch.
     go mod download -json "k8s.io/kubernetes@$K8S_VERSION" > dl.json \
       || fail "go mod download k8s.io/kubernetes@$K8S_VERSION (is the Go module proxy reachable?)"
     local gomod; gomod=$(python3 -c 'import json,sys; print(json.load(open("dl.json"))["GoMod"])')
@@ -48,11 +58,28 @@ build_apiserver() {
     grep -E '=> \./staging/src/' "$gomod" | awk '{print $1}' | sort -u | while read -r mod; do
       go mod edit -replace="$mod=$mod@$staging"
     done
-    GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$BIN/kube-apiserver-$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver \
-      || fail "go build kube-apiserver"
+  ) || exit 1
+}
+
+# build_k8s NAME: build k8s.io/kubernetes/cmd/NAME at $K8S_VERSION into
+# $BIN/NAME-$K8S_VERSION unless it is there already.
+build_k8s() {
+  local name=$1
+  [ -x "$BIN/$name-$K8S_VERSION" ] && return
+  say "building $name $K8S_VERSION (takes several minutes on 2 cores)"
+  local work; work=$(mktemp -d)
+  local started=$SECONDS
+  k8s_wrapper_module "$work"
+  (
+    cd "$work"
+    GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$BIN/$name-$K8S_VERSION" "k8s.io/kubernetes/cmd/$name" \
+      || fail "go build $name"
   ) || exit 1
   rm -rf "$work"
+  say "built $name in $((SECONDS - started))s"
 }
+
+build_apiserver() { build_k8s kube-apiserver; }
 
 build_etcd() {
   [ -x "$BIN/etcd-$ETCD_VERSION" ] && return
@@ -95,7 +122,11 @@ cmd_build() {
   build_helm
   build_kube_score
   build_apiserver
+  build_k8s kube-controller-manager
+  build_k8s kube-scheduler
   ln -sf "kube-apiserver-$K8S_VERSION" "$BIN/kube-apiserver"
+  ln -sf "kube-controller-manager-$K8S_VERSION" "$BIN/kube-controller-manager"
+  ln -sf "kube-scheduler-$K8S_VERSION" "$BIN/kube-scheduler"
   ln -sf "etcd-$ETCD_VERSION" "$BIN/etcd"
   ln -sf "helm-$HELM_VERSION" "$BIN/helm"
   ln -sf "kube-score-$KUBE_SCORE_VERSION" "$BIN/kube-score"
@@ -121,10 +152,17 @@ cmd_start() {
   command -v openssl >/dev/null || fail "openssl is needed to make certificates"
   if [ -f "$STATE/apiserver.pid" ] && kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
     say "already running; KUBECONFIG=$STATE/kubeconfig"
+    if [ "${SSEGATE_CP_CONTROLLERS:-0}" = 1 ]; then
+      [ -f "$STATE/with-controllers" ] \
+        || fail "it runs without controllers (and without the ServiceAccount admission plugin): stop it first"
+      start_controllers
+    fi
     return
   fi
   rm -rf "$STATE"
   mkdir -p "$STATE/pki"
+  # Remembered so that start-apiserver restarts it with the same admission plugins.
+  if [ "${SSEGATE_CP_CONTROLLERS:-0}" = 1 ]; then touch "$STATE/with-controllers"; fi
   local pki=$STATE/pki
   # A CA, a serving certificate for 127.0.0.1, and the service-account key pair.
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ssegate-test-ca" \
@@ -175,13 +213,14 @@ EOK
     setsid nohup bash -c "while kill -0 $SSEGATE_CP_OWNER 2>/dev/null; do sleep 1; done; SSEGATE_CP_DIR='$STATE' '$0' stop" \
       >/dev/null 2>&1 < /dev/null &
   fi
+  if [ -f "$STATE/with-controllers" ]; then start_controllers; fi
   say "ready. Use it with:"
   cmd_env
 }
 
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
-  echo "export PATH=\"$BIN:\$PATH\"   # helm, etcd, kube-apiserver"
+  echo "export PATH=\"$BIN:\$PATH\"   # helm, etcd, kube-apiserver, kube-controller-manager, kube-scheduler"
 }
 
 apiserver_running() {
@@ -191,6 +230,11 @@ apiserver_running() {
 # Separate so tests can stop and restart the apiserver alone (etcd keeps the data).
 start_apiserver() {
   local pki=$STATE/pki
+  # Without the service-account controller no namespace has its "default"
+  # ServiceAccount, and the ServiceAccount admission plugin would refuse every
+  # Pod; with the controllers it runs, as in a real cluster (it mounts the token).
+  local admission=(--disable-admission-plugins=ServiceAccount)
+  if [ -f "$STATE/with-controllers" ]; then admission=(); fi
   "$BIN/kube-apiserver" \
     --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$API_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -200,11 +244,108 @@ start_apiserver() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
-    --disable-admission-plugins=ServiceAccount \
+    "${admission[@]}" \
     --endpoint-reconciler-type=none \
     --cert-dir="$STATE/certs" \
     > "$STATE/apiserver.log" 2>&1 &
   echo $! > "$STATE/apiserver.pid"
+}
+
+# kubeconfig_for NAME USER: a client certificate for USER signed by the
+# cluster CA (the apiserver's --client-ca-file), also valid as NAME's serving
+# certificate on 127.0.0.1, and a kubeconfig that uses it.
+kubeconfig_for() {
+  local name=$1 user=$2 pki=$STATE/pki
+  [ -f "$STATE/$name.kubeconfig" ] && return
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$user" -keyout "$pki/$name.key" -out "$pki/$name.csr" \
+    >/dev/null 2>&1 || fail "make $name key"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > "$pki/$name.ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+    -extfile "$pki/$name.ext" -out "$pki/$name.crt" >/dev/null 2>&1 || fail "sign $name certificate"
+  cat > "$STATE/$name.kubeconfig" <<EOK
+apiVersion: v1
+kind: Config
+clusters:
+- name: ssegate-test
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $pki/$name.crt
+    client-key: $pki/$name.key
+contexts:
+- name: ssegate-test
+  context: {cluster: ssegate-test, user: $user}
+current-context: ssegate-test
+EOK
+}
+
+controllers_running() {
+  [ -f "$STATE/controller-manager.pid" ] && kill -0 "$(cat "$STATE/controller-manager.pid")" 2>/dev/null \
+    && [ -f "$STATE/scheduler.pid" ] && kill -0 "$(cat "$STATE/scheduler.pid")" 2>/dev/null
+}
+
+# kube-controller-manager (its default controllers: Deployments, ReplicaSets,
+# EndpointSlices, ServiceAccounts and their tokens, kube-root-ca.crt, garbage
+# collection, namespaces, node lifecycle, ...) and kube-scheduler, each with a
+# client certificate for the user the apiserver's RBAC bootstrap policy
+# expects, on 127.0.0.1 only, without leader election.
+start_controllers() {
+  apiserver_running || fail "kube-apiserver does not run; start the control plane first"
+  for b in kube-controller-manager kube-scheduler; do
+    [ -x "$BIN/$b" ] || cmd_build
+  done
+  if controllers_running; then say "kube-controller-manager and kube-scheduler already run"; return; fi
+  stop_controllers
+  local pki=$STATE/pki
+  kubeconfig_for kube-controller-manager system:kube-controller-manager
+  kubeconfig_for kube-scheduler system:kube-scheduler
+  local kcm=$STATE/kube-controller-manager.kubeconfig sched=$STATE/kube-scheduler.kubeconfig
+  # Both take the client CA from --client-ca-file (--authentication-skip-lookup):
+  # the apiserver has no front proxy, so the requestheader CA they would look up
+  # in kube-system/extension-apiserver-authentication does not exist.
+  # --service-account-private-key-file signs legacy token Secrets with the key the
+  # apiserver verifies (--service-account-key-file); --root-ca-file is what
+  # kube-root-ca.crt and token Secrets carry; the cluster CA signs CSRs.
+  "$BIN/kube-controller-manager" \
+    --kubeconfig="$kcm" --authentication-kubeconfig="$kcm" --authorization-kubeconfig="$kcm" \
+    --authentication-skip-lookup \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
+    --tls-cert-file="$pki/kube-controller-manager.crt" --tls-private-key-file="$pki/kube-controller-manager.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --leader-elect=false \
+    --controllers='*' \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" \
+    --root-ca-file="$pki/ca.crt" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --cluster-name=ssegate-test \
+    > "$STATE/controller-manager.log" 2>&1 &
+  echo $! > "$STATE/controller-manager.pid"
+  "$BIN/kube-scheduler" \
+    --kubeconfig="$sched" --authentication-kubeconfig="$sched" --authorization-kubeconfig="$sched" \
+    --authentication-skip-lookup \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" \
+    --tls-cert-file="$pki/kube-scheduler.crt" --tls-private-key-file="$pki/kube-scheduler.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --leader-elect=false \
+    > "$STATE/scheduler.log" 2>&1 &
+  echo $! > "$STATE/scheduler.pid"
+  wait_for 60 kube-controller-manager curl -sf --cacert "$pki/ca.crt" "https://127.0.0.1:$KCM_PORT/healthz" \
+    || fail "kube-controller-manager did not become healthy; see $STATE/controller-manager.log"
+  wait_for 60 kube-scheduler curl -sf --cacert "$pki/ca.crt" "https://127.0.0.1:$SCHEDULER_PORT/readyz" \
+    || fail "kube-scheduler did not become ready; see $STATE/scheduler.log"
+  # /healthz answers before the controllers run: wait for the work of one.
+  wait_for 60 "controllers (kube-root-ca.crt published)" \
+    kubectl --kubeconfig "$STATE/kubeconfig" get -n default configmap kube-root-ca.crt \
+    || fail "kube-controller-manager published no kube-root-ca.crt; see $STATE/controller-manager.log"
+}
+
+stop_controllers() {
+  stop_pid controller-manager
+  stop_pid scheduler
 }
 
 stop_pid() {
@@ -218,6 +359,7 @@ stop_pid() {
 }
 
 cmd_stop() {
+  stop_controllers
   stop_pid apiserver
   stop_pid etcd
   rm -rf "$STATE"
@@ -234,6 +376,8 @@ case "${1:-}" in
     start_apiserver
     wait_for 90 kube-apiserver kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz \
       || fail "kube-apiserver did not become ready; see $STATE/apiserver.log" ;;
+  start-controllers) start_controllers ;;
+  stop-controllers) stop_controllers ;;
   env) cmd_env ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac

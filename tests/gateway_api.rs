@@ -47,7 +47,7 @@ async fn an_httproute_streams_events_with_its_matches_filters_and_rewrite() {
     - type: ResponseHeaderModifier
       responseHeaderModifier: {add: [{name: x-served-by, value: ssegate}]}
     - type: URLRewrite
-      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+      urlRewrite: {hostname: backend.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
     backendRefs: [{name: svc, port: 80}]
   - matches: [{path: {type: Exact, value: /old}}]
     filters:
@@ -75,6 +75,11 @@ async fn an_httproute_streams_events_with_its_matches_filters_and_rewrite() {
     }
     let seen = up.headers("gw");
     assert_eq!(seen["x-from"], "gateway");
+    assert_eq!(seen["host"], "backend.internal", "URLRewrite's hostname");
+    assert_eq!(
+        seen["x-forwarded-host"], "live.example.com",
+        "the client's host, forwarded"
+    );
     assert!(seen.get("x-drop").is_none());
 
     // Without the header the match fails: nothing else serves /events.
@@ -312,4 +317,45 @@ fn the_readme_lists_exactly_the_supported_features_the_gatewayclass_reports() {
     let mut supported = ssegate::translate::gateway::SUPPORTED_FEATURES.to_vec();
     supported.sort_unstable();
     assert_eq!(listed, supported);
+}
+
+#[tokio::test]
+async fn filters_apply_over_http2_too() {
+    let (up, gw) = setup(
+        "  hostnames: [h2.example.com]
+  rules:
+  - matches: [{path: {value: /events}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {add: [{name: x-from, value: gateway}]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-served-by, value: ssegate}]}
+    - type: URLRewrite
+      urlRewrite: {hostname: backend.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: svc, port: 80}]
+",
+    )
+    .await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("h2.example.com", gw.addr)
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!(
+            "http://h2.example.com:{}/events/sse?tag=h2&n=2&every=50",
+            gw.addr.port()
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-by"], "ssegate");
+    let got = read_stream(resp, usize::MAX).await;
+    assert_eq!(got.events.len(), 2);
+    let seen = up.headers("h2");
+    assert_eq!(seen["x-from"], "gateway");
+    assert_eq!(seen["host"], "backend.internal");
 }

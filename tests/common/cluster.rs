@@ -1,6 +1,9 @@
 //! A real control plane (etcd + kube-apiserver) per test binary, and
 //! backends in network namespaces of the test's own: the apiserver refuses
 //! loopback addresses in EndpointSlices, so each backend gets a veth pair.
+//! Test binaries that need Pods scheduled and controllers reconciling ask
+//! for [`control_plane_with_controllers`] instead; the others do not pay
+//! for kube-controller-manager and kube-scheduler.
 
 use super::free_port;
 use std::net::Ipv4Addr;
@@ -15,6 +18,8 @@ pub struct ControlPlane {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub api_port: u16,
+    /// Whether kube-controller-manager and kube-scheduler run too.
+    pub controllers: bool,
     env: Vec<(&'static str, String)>,
 }
 
@@ -28,24 +33,46 @@ pub fn started() -> Option<&'static ControlPlane> {
 /// The control plane of this test binary, started on first use and stopped
 /// by the script's watchdog when the binary exits.
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(ControlPlane::start)
+    CONTROL_PLANE.get_or_init(|| ControlPlane::start(false))
+}
+
+/// Like [`control_plane`], with kube-controller-manager and kube-scheduler
+/// running too (and so the ServiceAccount admission plugin): Deployments get
+/// ReplicaSets and Pods, Pods get bound to Nodes, Services get EndpointSlices.
+/// A test binary uses one or the other: this one panics if the binary already
+/// started a control plane without them.
+pub fn control_plane_with_controllers() -> &'static ControlPlane {
+    let cp = CONTROL_PLANE.get_or_init(|| ControlPlane::start(true));
+    assert!(
+        cp.controllers,
+        "this test binary already started a control plane without controllers"
+    );
+    cp
 }
 
 impl ControlPlane {
-    fn start() -> ControlPlane {
+    fn start(controllers: bool) -> ControlPlane {
         let dir = PathBuf::from(format!("/tmp/ssegate-cp-{}", std::process::id()));
         let api_port = free_port();
-        let env = vec![
+        let mut env = vec![
             ("SSEGATE_CP_DIR", dir.display().to_string()),
             ("ETCD_PORT", free_port().to_string()),
             ("ETCD_PEER_PORT", free_port().to_string()),
             ("API_PORT", api_port.to_string()),
             ("SSEGATE_CP_OWNER", std::process::id().to_string()),
         ];
+        if controllers {
+            env.extend([
+                ("SSEGATE_CP_CONTROLLERS", "1".to_owned()),
+                ("KCM_PORT", free_port().to_string()),
+                ("SCHEDULER_PORT", free_port().to_string()),
+            ]);
+        }
         let cp = ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
             dir,
             api_port,
+            controllers,
             env,
         };
         let out = cp.script("start");

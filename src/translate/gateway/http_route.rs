@@ -163,6 +163,13 @@ pub fn plan(
         let filters = rule_filters(rule, r, &mut unsupported);
         let cors = rule_cors(rule, r, &mut unsupported);
         let backends = rule_backends(rule, &key, grants, &mut refused);
+        for (b, backend) in rule.backend_refs.iter().flatten().enumerate() {
+            if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                unsupported.push(format!(
+                    "spec.rules[{r}].backendRefs[{b}].filters: filters on a backendRef are not supported"
+                ));
+            }
+        }
         let rule_settings = rule_timeouts(rule, r, settings.rule(r), &mut unsupported);
         for a in &attachments {
             let matches = matches

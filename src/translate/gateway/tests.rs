@@ -334,3 +334,21 @@ fn stream_policies_reach_the_table_rule_over_route_over_gateway() {
     assert_eq!(valid.max_concurrent_streams, None);
     assert!(o.policies.is_empty());
 }
+
+#[test]
+fn filters_on_a_backend_ref_refuse_the_route_rather_than_vanish() {
+    let routes = vec![route(
+        "perbackend",
+        "apps",
+        "  parentRefs: [{name: gw, sectionName: http}]\n  rules:\n  - backendRefs:\n    - name: svc\n      port: 80\n      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: y}]}}]\n",
+    )];
+    let o = outcome(&routes, &[]);
+    let p = parent(&o, "perbackend");
+    assert_eq!(p.accepted.reason, "UnsupportedValue");
+    assert!(
+        p.accepted.message.contains("spec.rules[0].backendRefs[0].filters"),
+        "{}",
+        p.accepted.message
+    );
+    assert!(o.definitions.iter().all(|d| d.key.name != "perbackend"));
+}
