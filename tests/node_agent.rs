@@ -369,7 +369,7 @@ spec:
     let logs = agent.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains("container exited on stop") && l.contains("code=143")),
+            .any(|l| l.contains("container exited") && l.contains("code=143")),
         "exit by SIGTERM (128+15) in the agent log:\n{logs}"
     );
     wait_for(Duration::from_secs(10), "netns removed", &agent, || {

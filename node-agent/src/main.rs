@@ -62,6 +62,9 @@ pub struct Args {
     memory: String,
     #[arg(long, default_value = "64")]
     pods: String,
+    /// Charts request it (the ssegate chart does): without it nothing schedules.
+    #[arg(long, default_value = "20Gi")]
+    ephemeral_storage: String,
     /// The apiserver address pods reach through their 127.0.0.1:443 (a
     /// forward the agent runs in each pod's namespace); default: the
     /// kubeconfig's server; `none` turns the forward off.
@@ -172,7 +175,7 @@ async fn heartbeat(agent: &Agent, since: &str) -> anyhow::Result<()> {
     let a = &agent.args;
     let nodes: Api<Node> = Api::all(agent.client.clone());
     let now = pod::now_rfc3339();
-    let resources = json!({"cpu": a.cpu, "memory": a.memory, "pods": a.pods});
+    let resources = json!({"cpu": a.cpu, "memory": a.memory, "pods": a.pods, "ephemeral-storage": a.ephemeral_storage});
     let status = json!({"status": {
         "capacity": resources,
         "allocatable": resources,

@@ -77,6 +77,8 @@ struct Worker {
     /// The service-account files are written (or not wanted): containers
     /// start only then, as the kubelet waits for the pod's volumes.
     sa_ready: bool,
+    /// The pod is being deleted: containers are stopping, none restarts.
+    terminating: bool,
     mount_error: Option<String>,
     /// The apiserver at the pod's 127.0.0.1:443 (see [`crate::net::forward_into`]).
     forwarder: Option<JoinHandle<()>>,
@@ -112,6 +114,7 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
         token_renew: None,
         sa_ready: pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false),
         mount_error: None,
+        terminating: false,
         forwarder: None,
         conditions: HashMap::new(),
         last_status: Value::Null,
@@ -158,11 +161,14 @@ impl Worker {
                 self.stop_all(Duration::from_secs(2)).await;
                 return;
             };
-            if pod.metadata.deletion_timestamp.is_some() {
-                self.delete(&pod).await;
-                return;
+            if pod.metadata.deletion_timestamp.is_some() && !self.terminating {
+                self.begin_termination(&pod).await;
             }
             self.tick(&pod).await;
+            if self.terminating && self.ctrs.iter().all(|c| c.child.is_none()) {
+                final_delete(&self.agent, &pod).await;
+                return;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 r = rx.changed() => if r.is_err() { self.stop_all(Duration::from_secs(2)).await; return; },
@@ -223,7 +229,7 @@ impl Worker {
                 ctr.readiness = ProbeRun::default();
                 ctr.liveness = ProbeRun::default();
                 ctr.last_exit = Some((code, term));
-                if spec::should_restart(&policy, code) {
+                if !self.terminating && spec::should_restart(&policy, code) {
                     let wait = spec::backoff(self.agent.args.backoff(), ctr.restarts);
                     ctr.not_before = Some(now + wait);
                     ctr.waiting = Some((
@@ -552,11 +558,21 @@ impl Worker {
 
     /// Starts due probe attempts and applies finished ones.
     async fn probes(&mut self, pod: &Pod, i: usize, c: &Container, grace: Duration) {
-        if self.ctrs[i].child.is_none() || self.ctrs[i].kill_at.is_some() {
+        if self.ctrs[i].child.is_none() {
             return;
         }
         let ip = self.net.pod_ip;
         let now = Instant::now();
+        if self.ctrs[i].kill_at.is_some() {
+            // Stopping: only readiness still counts (it drops as the
+            // process drains), as the kubelet keeps probing it.
+            if let Some(p) = &c.readiness_probe {
+                if let Some(ok) = step(&mut self.ctrs[i].readiness, p, c, ip, now).await {
+                    self.ctrs[i].ready = ok;
+                }
+            }
+            return;
+        }
         // Startup first: the others wait until it has passed.
         if !self.ctrs[i].started {
             match &c.startup_probe {
@@ -649,9 +665,11 @@ impl Worker {
         }
     }
 
-    /// Graceful deletion: stop the containers within the grace period, then
-    /// remove the object (grace 0, this pod's uid only), as the kubelet does.
-    async fn delete(&mut self, pod: &Pod) {
+    /// Graceful deletion begins: SIGTERM to every container, SIGKILL at the
+    /// end of the grace period, no more restarts. The pod keeps being
+    /// probed and reported until its processes are gone; then the object is
+    /// removed (grace 0, this pod's uid only), as the kubelet does.
+    async fn begin_termination(&mut self, pod: &Pod) {
         let grace = pod
             .metadata
             .deletion_grace_period_seconds
@@ -661,8 +679,15 @@ impl Worker {
         let name = pod.metadata.name.clone().unwrap_or_default();
         info!(%name, grace, "pod deleted: stopping containers");
         self.event(pod, "Normal", "Killing", "Stopping containers").await;
-        self.stop_all(Duration::from_secs(grace)).await;
-        final_delete(&self.agent, pod).await;
+        self.terminating = true;
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        for i in 0..self.ctrs.len() {
+            self.ctrs[i].done = true;
+            if self.ctrs[i].child.is_some() {
+                self.signal(i, libc::SIGTERM);
+                self.ctrs[i].kill_at = Some(deadline);
+            }
+        }
     }
 
     /// Patches the pod's status when it changed.
@@ -707,7 +732,8 @@ impl Worker {
                 .ctrs
                 .iter()
                 .any(|c| c.last_exit.as_ref().is_some_and(|(code, _)| *code != 0));
-            if failed && policy != "Always" {
+            // A deleted pod ends Failed when a container did not exit 0.
+            if failed && (policy != "Always" || self.terminating) {
                 "Failed"
             } else {
                 "Succeeded"
