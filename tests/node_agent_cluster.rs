@@ -153,6 +153,68 @@ spec:
         || (ready_endpoints() == left).then_some(()),
     );
 
+    // Graceful deletion of a process that drains: ssegate turns unready on
+    // SIGTERM and exits after its drain delay; meanwhile the agent keeps
+    // probing, so the pod is seen Running and unready before it goes, and
+    // the exit is ssegate's own (0), not the grace period's SIGKILL.
+    cp.apply(
+        &ns,
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: drainer}
+spec:
+  terminationGracePeriodSeconds: 30
+  securityContext: {runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}
+  containers:
+  - name: ssegate
+    image: ssegate:test
+    args: [standalone, --dir, /var/run/secrets/kubernetes.io/serviceaccount, --listen, "0.0.0.0:8080",
+           --admin, "0.0.0.0:9090", --drain-delay, 3s]
+    readinessProbe: {httpGet: {path: /readyz, port: 9090}, periodSeconds: 1, failureThreshold: 1}
+"#,
+    );
+    wait_for(Duration::from_secs(30), "drainer Ready", &agent, || {
+        let ready = cp.get(&ns, "pod/drainer", "{.status.conditions[?(@.type==\"Ready\")].status}");
+        (ready == "True").then_some(())
+    });
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/drainer", "--wait=false"]);
+    let mut seen = BTreeSet::new();
+    wait_for(Duration::from_secs(20), "drainer removed", &agent, || {
+        let out = cp.kubectl(
+            &[
+                "get",
+                "-n",
+                &ns,
+                "pod/drainer",
+                "-o",
+                "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            None,
+        );
+        if out.status.success() {
+            seen.insert(String::from_utf8_lossy(&out.stdout).into_owned());
+            None
+        } else {
+            Some(())
+        }
+    });
+    assert!(
+        seen.contains("Running False"),
+        "readiness dropped while draining: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.starts_with("Succeeded") || s.starts_with("Failed")),
+        "no terminal phase while the process runs: {seen:?}"
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"drainer\"") && l.contains("container exited") && l.contains("code=0")),
+        "ssegate exited by itself:\n{logs}"
+    );
+
     cp.kubectl_ok(&["delete", "-n", &ns, "deployment/demo", "--wait=false"]);
     wait_for(Duration::from_secs(30), "all pods gone", &agent, || {
         pods().is_empty().then_some(())

@@ -94,19 +94,26 @@ pub struct Agent {
     pub ca_pem: String,
     /// `host:port` the in-pod apiserver forward connects to.
     pub apiserver: Option<String>,
-    slots: Mutex<Vec<bool>>,
+    /// Pod address slots in use, and where the next search starts.
+    slots: Mutex<(Vec<bool>, usize)>,
 }
 
 impl Agent {
+    /// The next free pod address after the last one given: an address is
+    /// reused as late as possible, so no host or pod still holds the old
+    /// pod's MAC for it in its neighbour table.
     pub fn take_slot(&self) -> Option<u8> {
         let mut s = self.slots.lock().expect("slots");
-        let i = s.iter().position(|used| !used)?;
-        s[i] = true;
+        let (used, next) = &mut *s;
+        let n = used.len();
+        let i = (0..n).map(|k| (*next + k) % n).find(|&i| !used[i])?;
+        used[i] = true;
+        *next = (i + 1) % n;
         Some(i as u8)
     }
 
     pub fn free_slot(&self, slot: u8) {
-        self.slots.lock().expect("slots")[slot as usize] = false;
+        self.slots.lock().expect("slots").0[slot as usize] = false;
     }
 
     /// Writes a core/v1 Event about `pod` (failures are only logged).
@@ -277,7 +284,7 @@ async fn main() -> anyhow::Result<()> {
         base,
         ca_pem,
         apiserver,
-        slots: Mutex::new(vec![false; 253]),
+        slots: Mutex::new((vec![false; 253], 0)),
     });
     let bridge = net::Bridge::new(&agent.args.netns_prefix, base);
     bridge.create().map_err(|e| anyhow::anyhow!("pod bridge: {e}"))?;

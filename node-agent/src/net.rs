@@ -80,6 +80,7 @@ impl PodNet {
         for args in steps {
             run("ip", &args)?;
         }
+        self.forget_neighbour();
         run(
             "ip",
             &[
@@ -98,6 +99,15 @@ impl PodNet {
     pub fn delete(&self) {
         let _ = run("ip", &["netns", "del", &self.netns]);
         let _ = run("ip", &["link", "del", &self.host_if]);
+        self.forget_neighbour();
+    }
+
+    /// Drops the host's neighbour entry for the pod address: a new pod with
+    /// the same address has another MAC, and a stale entry would blackhole
+    /// the agent's probes to it for half a minute.
+    fn forget_neighbour(&self) {
+        let ip = self.pod_ip.to_string();
+        let _ = run("ip", &["neigh", "flush", "to", &ip, "dev", &self.bridge]);
     }
 
     /// The file a process joins with `setns`.

@@ -726,7 +726,7 @@ impl Worker {
             .ctrs
             .iter()
             .any(|c| c.child.is_some() || (c.last_exit.is_some() && !c.done));
-        let all_done = !self.ctrs.is_empty() && self.ctrs.iter().all(|c| c.done);
+        let all_done = !self.ctrs.is_empty() && self.ctrs.iter().all(|c| c.done && c.child.is_none());
         let phase = if all_done {
             let failed = self
                 .ctrs

@@ -86,8 +86,24 @@ impl NodeAgent {
         }
     }
 
+    /// The agent's log, then every container's output (newest pods too).
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut out = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let pods = self.log.with_file_name("root").join("pods");
+        for pod in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(pod.path()).into_iter().flatten().flatten() {
+                if file.path().extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                    out.push_str(&format!("--- {}\n", file.path().display()));
+                    for line in tail.into_iter().rev() {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub fn link_exists(&self, name: &str) -> bool {
