@@ -59,7 +59,19 @@ impl NodeAgent {
     pub fn start(cp: &ControlPlane, dir: &Path, pod_network: &str) -> NodeAgent {
         let exe = build_agent();
         let images = dir.join("images.yaml");
-        std::fs::write(&images, format!("ssegate:test: {}\n", env!("CARGO_BIN_EXE_ssegate"))).unwrap();
+        // `ssegate:test`, and the chart's default image (`ssegate:<appVersion>`).
+        let chart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ssegate/Chart.yaml")).unwrap();
+        let app_version = chart
+            .lines()
+            .find_map(|l| l.strip_prefix("appVersion:"))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .unwrap();
+        let ssegate = env!("CARGO_BIN_EXE_ssegate");
+        std::fs::write(
+            &images,
+            format!("ssegate:test: {ssegate}\n\"ssegate:{app_version}\": {ssegate}\n"),
+        )
+        .unwrap();
         let pid = std::process::id();
         let node = format!("agent-{pid}");
         let prefix = format!("sa{}", pid % 100_000);
