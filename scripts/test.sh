@@ -22,6 +22,11 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== node agent (test support, its own crate: node-agent/)"
+# Built into target/node-agent, where tests/common/node_agent.rs runs it from (the
+# node_agent* tests also build it themselves, so `cargo test --test node_agent` alone works).
+(cd node-agent && cargo fmt --check && CARGO_TARGET_DIR=../target/node-agent cargo clippy --locked --all-targets -- -D warnings \
+  && CARGO_TARGET_DIR=../target/node-agent cargo test --locked && CARGO_TARGET_DIR=../target/node-agent cargo build --locked)
 echo "== cargo test"
 cargo test --locked
 echo "== fuzz targets (built with stable Rust, a few seconds each)"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod node_agent;
 pub mod process;
 pub mod raw;
 pub mod tls;
