@@ -202,11 +202,12 @@ spec:
         seen.contains("Running False"),
         "readiness dropped while draining: {seen:?}"
     );
+    // Once the process has exited by itself the pod may show Succeeded (as
+    // a kubelet reports a deleted pod's end) before it goes; never Failed,
+    // which a SIGKILL at the grace deadline would give.
     assert!(
-        !seen
-            .iter()
-            .any(|s| s.starts_with("Succeeded") || s.starts_with("Failed")),
-        "no terminal phase while the process runs: {seen:?}"
+        !seen.iter().any(|s| s.starts_with("Failed")),
+        "no Failed phase: {seen:?}"
     );
     let logs = agent.logs();
     assert!(

@@ -66,7 +66,18 @@ impl NodeAgent {
             .find_map(|l| l.strip_prefix("appVersion:"))
             .map(|v| v.trim().trim_matches('"').to_owned())
             .unwrap();
-        let ssegate = env!("CARGO_BIN_EXE_ssegate");
+        // The "image": a copy of the built binary where any uid can run it
+        // (the build's target folder may sit under a home that only root
+        // may enter, and pods run as uid 65532).
+        use std::os::unix::fs::PermissionsExt;
+        let image_dir = dir.join("image");
+        std::fs::create_dir_all(&image_dir).unwrap();
+        let ssegate = image_dir.join("ssegate");
+        std::fs::copy(env!("CARGO_BIN_EXE_ssegate"), &ssegate).unwrap();
+        for (path, mode) in [(dir, 0o755), (image_dir.as_path(), 0o755), (ssegate.as_path(), 0o755)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let ssegate = ssegate.display();
         std::fs::write(
             &images,
             format!("ssegate:test: {ssegate}\n\"ssegate:{app_version}\": {ssegate}\n"),
