@@ -444,7 +444,23 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// A port free on loopback for a process under test to bind. Taken from
+/// below the kernel's ephemeral range (32768 and up by default): a port the
+/// kernel hands out may be taken as the source port of some outgoing
+/// connection between this check and the process's own bind.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 24_000;
+    const SPAN: u32 = 8_000;
+    // Each test binary starts elsewhere in the span.
+    let start = (std::process::id() % 64) * (SPAN / 64);
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
