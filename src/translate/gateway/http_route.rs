@@ -410,11 +410,7 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
                 let path = rr
                     .path
                     .as_ref()
-                    .and_then(|p| match (&p.replace_full_path, &p.replace_prefix_match) {
-                        (Some(full), _) => Some(PathChange::Full(full.clone())),
-                        (None, Some(prefix)) => Some(PathChange::Prefix(prefix.clone())),
-                        _ => None,
-                    });
+                    .and_then(|p| path_change(&p.replace_full_path, &p.replace_prefix_match));
                 out.redirect = Some(Redirect {
                     scheme: rr
                         .scheme
@@ -432,11 +428,7 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
                 let path = rw
                     .path
                     .as_ref()
-                    .and_then(|p| match (&p.replace_full_path, &p.replace_prefix_match) {
-                        (Some(full), _) => Some(PathChange::Full(full.clone())),
-                        (None, Some(prefix)) => Some(PathChange::Prefix(prefix.clone())),
-                        _ => None,
-                    });
+                    .and_then(|p| path_change(&p.replace_full_path, &p.replace_prefix_match));
                 out.rewrite = Some(Rewrite {
                     hostname: rw.hostname.clone(),
                     path,
@@ -481,6 +473,15 @@ fn rule_cors(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) -> 
             }
             None
         }
+    }
+}
+
+/// A redirect's or rewrite's path: the whole path, or the matched prefix.
+fn path_change(full: &Option<String>, prefix: &Option<String>) -> Option<PathChange> {
+    match (full, prefix) {
+        (Some(full), _) => Some(PathChange::Full(full.clone())),
+        (None, Some(prefix)) => Some(PathChange::Prefix(prefix.clone())),
+        _ => None,
     }
 }
 
