@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The official Gateway API conformance suite against ssegate, end to end.
+#
+#   scripts/conformance.sh                 build what is missing, run the GATEWAY-HTTP
+#                                          profile, write conformance/report.yaml
+#   scripts/conformance.sh --run-test=NAME [SUITE FLAGS...]
+#                                          one test (or any other suite flags); the report
+#                                          then goes to $WORK/report.yaml, not the repo
+#   scripts/conformance.sh build           only build (and cache) the binaries
+#
+# What it does: builds the suite's test binary (`go test -c` of
+# sigs.k8s.io/gateway-api/conformance at $GATEWAY_API_VERSION, the release whose
+# CRDs ssegate pins) and its echo backend (conformance/echo-basic), both cached in
+# ${XDG_CACHE_HOME:-~/.cache}/ssegate/conformance-VERSION; builds ssegate and the
+# node agent with cargo; starts a control plane with controllers
+# (scripts/control-plane.sh, state in $WORK/cp), the node agent with pods in
+# $POD_NETWORK.0/24 and an image table mapping the suite's images to echo-basic and
+# the chart's image to the built ssegate; installs charts/ssegate with the Gateway
+# API CRDs and a GatewayClass `ssegate`; runs the suite with the supported features
+# the suite reads from that GatewayClass's status (what ssegate claims); tears
+# everything down on exit. Needs root (network namespaces), go, cargo, kubectl.
+#
+# Environment: WORK (default /tmp/ssegate-conformance), POD_NETWORK (10.213.249),
+# SSEGATE_CONFORMANCE_KEEP=1 leaves the cluster running after the suite (stop it with
+# `SSEGATE_CP_DIR=$WORK/cp scripts/control-plane.sh stop` and the agent's pid in
+# $WORK/agent.pid), ETCD_PORT/ETCD_PEER_PORT/API_PORT/KCM_PORT/SCHEDULER_PORT as for
+# control-plane.sh (defaults here differ from its own, so both can run).
+set -euo pipefail
+
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ssegate
+BIN=${SSEGATE_BIN:-$CACHE/bin}
+SUITE_DIR=$CACHE/conformance-$GATEWAY_API_VERSION
+WORK=${WORK:-/tmp/ssegate-conformance}
+POD_NETWORK=${POD_NETWORK:-10.213.249}
+NETNS_PREFIX=sgcf
+NODE=conformance-node
+export ETCD_PORT=${ETCD_PORT:-23890} ETCD_PEER_PORT=${ETCD_PEER_PORT:-23900} API_PORT=${API_PORT:-16543}
+export KCM_PORT=${KCM_PORT:-20357} SCHEDULER_PORT=${SCHEDULER_PORT:-20359}
+export SSEGATE_CP_DIR=$WORK/cp
+
+say() { printf 'conformance: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+
+# wait_for SECONDS WHAT CMD...: poll CMD every second until it succeeds.
+wait_for() {
+  local limit=$1 what=$2; shift 2
+  local until=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $until ] || { say "$what: not within ${limit}s"; return 1; }
+    sleep 1
+  done
+  say "$what"
+}
+
+# --- build -----------------------------------------------------------------
+
+# The suite is its own Go module (sigs.k8s.io/gateway-api/conformance) whose
+# go.mod replaces the API module with ../; a wrapper module requires both at
+# the pinned version instead.
+build_suite() {
+  [ -x "$SUITE_DIR/conformance.test" ] && [ -x "$SUITE_DIR/echo-basic" ] && return
+  command -v go >/dev/null || fail "go is not installed"
+  mkdir -p "$SUITE_DIR"
+  say "building the conformance suite $GATEWAY_API_VERSION (a few minutes)"
+  local work; work=$(mktemp -d)
+  (
+    cd "$work"
+    go mod init ssegate.dev/conformance-runner >/dev/null 2>&1
+    go mod edit -require="sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+      -require="sigs.k8s.io/gateway-api/conformance@$GATEWAY_API_VERSION"
+    export GOFLAGS=-mod=mod
+    go test -c -trimpath -o "$SUITE_DIR/conformance.test" sigs.k8s.io/gateway-api/conformance \
+      || fail "go test -c sigs.k8s.io/gateway-api/conformance"
+    go build -trimpath -o "$SUITE_DIR/echo-basic" sigs.k8s.io/gateway-api/conformance/echo-basic \
+      || fail "go build echo-basic"
+    # The manifests the suite applies, for the image table.
+    go list -m -f '{{.Dir}}' "sigs.k8s.io/gateway-api/conformance" > "$SUITE_DIR/module-dir"
+  ) || exit 1
+  rm -rf "$work"
+}
+
+build_ssegate() {
+  say "building ssegate and the node agent (cargo)"
+  (cd "$ROOT" && cargo build --locked --bin ssegate) || fail "cargo build ssegate"
+  CARGO_TARGET_DIR="$ROOT/target/node-agent" cargo build --locked --manifest-path "$ROOT/node-agent/Cargo.toml" \
+    || fail "cargo build node-agent"
+}
+
+cmd_build() {
+  build_suite
+  build_ssegate
+  "$ROOT/scripts/control-plane.sh" build
+}
+
+# --- cluster ---------------------------------------------------------------
+
+AGENT_PID=
+teardown() {
+  local rc=$?
+  if [ "${SSEGATE_CONFORMANCE_KEEP:-0}" = 1 ]; then
+    say "kept running (SSEGATE_CONFORMANCE_KEEP=1): KUBECONFIG=$SSEGATE_CP_DIR/kubeconfig"
+    return $rc
+  fi
+  say "tearing down"
+  if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+    kill -TERM "$AGENT_PID" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$AGENT_PID" 2>/dev/null || true
+  fi
+  # Whatever the agent left: its pods' namespaces and veths, its bridge.
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${NETNS_PREFIX}[0-9]+$" || true); do
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "${ns}h" 2>/dev/null || true
+  done
+  ip link del "${NETNS_PREFIX}br" 2>/dev/null || true
+  "$ROOT/scripts/control-plane.sh" stop >/dev/null 2>&1 || true
+  return $rc
+}
+
+kc() { kubectl --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" "$@"; }
+
+# The image table: every image the suite's manifests name (echo-basic,
+# echo-advanced, and coredns, which only UDP tests use and which only has to
+# run here) is echo-basic; the chart's image is the built ssegate. Both are
+# copied where uid 65532 (the chart's user) can run them.
+write_images() {
+  local image=$WORK/image app_version
+  mkdir -p "$image"
+  chmod 755 "$WORK" "$image"
+  cp "$ROOT/target/debug/ssegate" "$image/ssegate"
+  cp "$SUITE_DIR/echo-basic" "$image/echo-basic"
+  chmod 755 "$image/ssegate" "$image/echo-basic"
+  app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/ssegate/Chart.yaml")
+  {
+    printf '"ssegate:%s": %s\n' "$app_version" "$image/ssegate"
+    grep -rhoE 'image: *[^ ]+' "$(cat "$SUITE_DIR/module-dir")" --include='*.yaml' \
+      | awk '{print $2}' | sort -u | while read -r img; do
+        printf '"%s": %s\n' "$img" "$image/echo-basic"
+      done
+  } > "$WORK/images.yaml"
+}
+
+start_cluster() {
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  trap teardown EXIT
+  SSEGATE_CP_CONTROLLERS=1 SSEGATE_CP_OWNER=$$ "$ROOT/scripts/control-plane.sh" start >/dev/null
+  write_images
+  say "starting the node agent ($NODE, pods in $POD_NETWORK.0/24)"
+  RUST_LOG=info "$ROOT/target/node-agent/debug/ssegate-node-agent" \
+    --node "$NODE" --netns-prefix "$NETNS_PREFIX" --pod-network "$POD_NETWORK" \
+    --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" --images "$WORK/images.yaml" \
+    --root-dir "$WORK/root" --pods 110 --heartbeat-seconds 5 --backoff-ms 1000 \
+    > "$WORK/agent.log" 2>&1 &
+  AGENT_PID=$!
+  echo "$AGENT_PID" > "$WORK/agent.pid"
+  node_ready() {
+    [ "$(kc get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+  }
+  wait_for 90 "node $NODE is Ready" node_ready || fail "node not Ready; see $WORK/agent.log"
+}
+
+install_ssegate() {
+  say "installing charts/ssegate (with the Gateway API CRDs)"
+  # One replica, serving on ports 80 and 443 in its pod, publishing its own pod
+  # address: the node agent's first pod gets $POD_NETWORK.2.
+  local address=$POD_NETWORK.2
+  "$BIN/helm" --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" install sg "$ROOT/charts/ssegate" \
+    -n ssegate-system --create-namespace --wait --timeout 180s \
+    --set gatewayAPI.installCRDs=true --set replicaCount=1 \
+    --set proxyPort=80 --set tlsPort=443 \
+    --set controller.publishStatusAddress="$address" \
+    > "$WORK/helm.log" 2>&1 || fail "helm install; see $WORK/helm.log and $WORK/agent.log"
+  local ip
+  ip=$(kc get pods -n ssegate-system -o 'jsonpath={.items[0].status.podIP}')
+  [ "$ip" = "$address" ] || fail "ssegate's pod has $ip, not $address"
+  kc apply -f - >/dev/null <<'EOF'
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ssegate}
+spec: {controllerName: ssegate.dev/gateway-controller}
+EOF
+  class_accepted() {
+    [ "$(kc get gatewayclass ssegate -o 'jsonpath={.status.conditions[?(@.type=="Accepted")].status}')" = True ] \
+      && [ -n "$(kc get gatewayclass ssegate -o 'jsonpath={.status.supportedFeatures}')" ]
+  }
+  wait_for 60 "GatewayClass ssegate is Accepted" class_accepted || fail "GatewayClass ssegate not Accepted"
+  say "supported features: $(kc get gatewayclass ssegate -o 'jsonpath={.status.supportedFeatures[*].name}')"
+}
+
+run_suite() {
+  local report=$ROOT/conformance/report.yaml
+  if [ $# -gt 0 ]; then report=$WORK/report.yaml; fi
+  mkdir -p "$(dirname "$report")"
+  local version
+  version=$(sed -n 's/^version: *//p' "$ROOT/charts/ssegate/Chart.yaml")
+  say "running the suite (log: $WORK/suite.log)"
+  local started=$SECONDS rc=0
+  # No --supported-features: the suite reads them from the GatewayClass status.
+  (
+    cd "$WORK"
+    KUBECONFIG=$SSEGATE_CP_DIR/kubeconfig "$SUITE_DIR/conformance.test" \
+      -test.run '^TestConformance$' -test.v -test.timeout 120m \
+      --gateway-class=ssegate --conformance-profiles=GATEWAY-HTTP \
+      --organization=ssegate --project=ssegate --url=https://github.com/ssegate/ssegate \
+      --version="v$version" --contact=https://github.com/ssegate/ssegate/issues \
+      --report-output="$report" "$@"
+  ) > "$WORK/suite.log" 2>&1 || rc=$?
+  say "suite finished in $((SECONDS - started))s with exit code $rc; report: $report"
+  grep -E '^\s*--- (PASS|FAIL|SKIP): TestConformance/[^/ ]+ ' "$WORK/suite.log" \
+    | awk '{print $2, $3}' | sort | uniq -c | sort -rn | head -5 >&2 || true
+  grep -E '^\s*--- FAIL: TestConformance/[^/ ]+ ' "$WORK/suite.log" | awk '{print "  " $3}' >&2 || true
+  return $rc
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  -h|--help) sed -n '2,29p' "$0" ;;
+  *)
+    cmd_build
+    start_cluster
+    install_ssegate
+    run_suite "$@"
+    ;;
+esac
