@@ -148,8 +148,8 @@ pub fn endpoints<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, port_n
     }
 }
 
-/// Endpoints by Service port name, as the listeners read them per connection.
-type Targets = Arc<HashMap<String, Vec<SocketAddr>>>;
+/// Endpoints by Service port, as the listeners read them per connection.
+type Targets = Arc<HashMap<u16, Vec<SocketAddr>>>;
 
 /// One served Service: its address, its listeners and the endpoints they use.
 struct Served {
@@ -323,7 +323,6 @@ impl State {
                     targets,
                 },
             );
-            self.update_targets(&key);
         }
         self.sync_listeners(&key, &svc);
         self.update_targets(&key);
@@ -335,13 +334,16 @@ impl State {
     }
 
     /// Listeners for the Service's current TCP ports: new ones opened,
-    /// removed or renamed ones closed.
+    /// removed ones closed; a renamed port keeps its listener (its
+    /// endpoints follow the new name).
     fn sync_listeners(&mut self, key: &str, svc: &Service) {
         let want: HashMap<u16, String> = tcp_ports(svc).into_iter().map(|(n, p)| (p, n)).collect();
         let served = self.services.get_mut(key).expect("served");
         served.listeners.retain(|port, (name, h)| {
-            let keep = want.get(port) == Some(name) && !h.is_finished();
-            if !keep {
+            let keep = want.contains_key(port) && !h.is_finished();
+            if keep {
+                name.clone_from(&want[port]);
+            } else {
                 h.abort();
             }
             keep
@@ -362,12 +364,7 @@ impl State {
                 }
             };
             info!(service = %key, %addr, port_name = %name, "load balancer: listening");
-            let h = tokio::spawn(serve(
-                listener,
-                name.clone(),
-                served.targets.subscribe(),
-                key.to_owned(),
-            ));
+            let h = tokio::spawn(serve(listener, port, served.targets.subscribe(), key.to_owned()));
             served.listeners.insert(port, (name, h));
         }
     }
@@ -378,9 +375,9 @@ impl State {
         let Some(served) = self.services.get(key) else { return };
         let slices = self.slices.get(key);
         let mut map = HashMap::new();
-        for (name, _) in served.listeners.values() {
+        for (port, (name, _)) in &served.listeners {
             let eps = endpoints(slices.into_iter().flat_map(|m| m.values()), name);
-            map.insert(name.clone(), eps);
+            map.insert(*port, eps);
         }
         served.targets.send_if_modified(|cur| {
             if **cur == map {
@@ -496,7 +493,9 @@ async fn ip_addr(args: &[&str]) -> Result<(), String> {
         .await
         .map_err(|_| format!("ip addr {}: timed out", args.join(" ")))?
         .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Already there (add) or already gone (del): the state wanted.
+    if out.status.success() || err.contains("File exists") || err.contains("Cannot assign requested address") {
         Ok(())
     } else {
         Err(format!(
@@ -509,7 +508,7 @@ async fn ip_addr(args: &[&str]) -> Result<(), String> {
 
 /// Accepts connections on one Service port and forwards each to the next
 /// endpoint, round robin, from the endpoints current at accept time.
-async fn serve(listener: tokio::net::TcpListener, port_name: String, targets: watch::Receiver<Targets>, key: String) {
+async fn serve(listener: tokio::net::TcpListener, port: u16, targets: watch::Receiver<Targets>, key: String) {
     let next = Arc::new(AtomicUsize::new(0));
     loop {
         let (inbound, peer) = match listener.accept().await {
@@ -520,7 +519,7 @@ async fn serve(listener: tokio::net::TcpListener, port_name: String, targets: wa
                 continue;
             }
         };
-        let eps = targets.borrow().get(&port_name).cloned().unwrap_or_default();
+        let eps = targets.borrow().get(&port).cloned().unwrap_or_default();
         if eps.is_empty() {
             // No endpoint: closed at once, as a client of a cloud load
             // balancer with no healthy backend sees it.
