@@ -21,6 +21,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One agent at a time: they share the node name, the netns prefix and the
@@ -480,6 +482,64 @@ fn closed_without_reply(addr: SocketAddr) -> bool {
     }
 }
 
+/// Like [`sse_server_via`] (`interval` 100 ms, no end), keeping the
+/// connection open: the server's id and the stream.
+fn sse_stream_via(addr: SocketAddr) -> Result<(String, TcpStream), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /.sse?interval=100ms HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..20 {
+        let text = String::from_utf8_lossy(&got);
+        if let Some(i) = text.find("event: server\ndata: ") {
+            let rest = &text[i + "event: server\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                return Ok((rest[..end].to_owned(), s));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed after {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Err("no server event".into())
+}
+
+/// An HTTP server on the host's loopback answering `GET /ready` with 200
+/// while the flag returned is true, 503 after: a readiness probe the test
+/// controls. It stops after ten minutes at the latest.
+fn readiness_server() -> (u16, Arc<AtomicBool>) {
+    let port = common::free_port();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ready = Arc::new(AtomicBool::new(true));
+    let flag = ready.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let status = if flag.load(Ordering::SeqCst) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ =
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    (port, ready)
+}
+
 fn on_bridge(bridge: &str, ip: Ipv4Addr) -> bool {
     let out = Command::new("ip")
         .args(["-4", "-o", "addr", "show", "dev", bridge])
@@ -509,7 +569,8 @@ fn ready_endpoints(cp: &ControlPlane, ns: &str, svc: &str) -> Vec<String> {
 /// Deployment of demo backends gets an address from .200-.254 of the pod
 /// network in `status.loadBalancer.ingress` (ipMode VIP), held on the
 /// agent's bridge; connections to it reach both pods, round robin, from the
-/// host and from a pod; a pod no longer ready gets no new connection; with
+/// host and from a pod; a pod no longer ready gets no new connection while
+/// one it has goes on; with
 /// no endpoint a connection is closed at once; a Service with a
 /// loadBalancerClass is left alone; deleting the Service removes the
 /// address, and stopping the agent removes the others.
@@ -651,28 +712,86 @@ spec:
     let body = String::from_utf8_lossy(&from_pod.stdout);
     assert!(body.contains("event: server\ndata: demo-"), "from a pod: {body:?}");
 
-    // One replica: the pod that goes is no longer ready in the slice and
-    // gets no new connection; the one that stays gets them all.
-    cp.kubectl_ok(&["scale", "-n", &ns, "deployment/demo", "--replicas=1"]);
-    let left = wait_for(Duration::from_secs(30), "one ready endpoint", &agent, || {
-        let r = ready_endpoints(cp, &ns, "demo");
-        (r.len() == 1).then(|| r[0].clone())
+    // A pod going unready gets no new connection (what a rollout relies
+    // on), while one it has already keeps streaming. Its readiness is the
+    // test's: the probe asks a server of the test's, on the host's
+    // loopback, which the agent probes from.
+    let (ready_port, toggle_ready) = readiness_server();
+    cp.apply(
+        &ns,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: toggle, labels: {{app: demo}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  securityContext: {{runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}}
+  containers:
+  - name: demo
+    image: ssegate:test
+    args: [demo-backend, --listen, "0.0.0.0:8081", --server-id, toggle]
+    ports: [{{name: http, containerPort: 8081}}]
+    readinessProbe:
+      httpGet: {{host: 127.0.0.1, port: {ready_port}, path: /ready}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+            node = agent.node
+        ),
+    );
+    wait_for(Duration::from_secs(30), "three ready endpoints", &agent, || {
+        (ready_endpoints(cp, &ns, "demo").len() == 3).then_some(())
+    });
+    let mut held = wait_for(Duration::from_secs(10), "a stream to the toggle pod", &agent, || {
+        let (name, s) = sse_stream_via(addr).ok()?;
+        (name == "toggle").then_some(s)
+    });
+    toggle_ready.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "the toggle pod unready", &agent, || {
+        (ready_endpoints(cp, &ns, "demo") == pods).then_some(())
     });
     wait_for(
         Duration::from_secs(10),
-        "connections to the ready pod only",
+        "new connections to the ready pods only",
         &agent,
         || {
             (0..4)
-                .all(|_| sse_server_via(addr).is_ok_and(|s| s == left))
+                .all(|_| sse_server_via(addr).is_ok_and(|s| pods.contains(&s)))
                 .then_some(())
         },
     );
-    for _ in 0..4 {
-        assert_eq!(sse_server_via(addr).unwrap(), left);
+    for _ in 0..6 {
+        let s = sse_server_via(addr).unwrap();
+        assert!(pods.contains(&s), "{s} is not ready");
     }
+    // The established stream still gets events: what was sent before is
+    // drained, then new ones come (every 100 ms).
+    let mut buf = [0u8; 4096];
+    held.set_nonblocking(true).unwrap();
+    for _ in 0..10_000 {
+        if !held.read(&mut buf).is_ok_and(|n| n > 0) {
+            break;
+        }
+    }
+    held.set_nonblocking(false).unwrap();
+    let mut fresh = Vec::new();
+    for _ in 0..20 {
+        match held.read(&mut buf) {
+            Ok(n) if n > 0 => fresh.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+        if String::from_utf8_lossy(&fresh).contains("event: time") {
+            break;
+        }
+    }
+    let fresh = String::from_utf8_lossy(&fresh);
+    assert!(fresh.contains("event: time"), "the held stream goes on: {fresh:?}");
+    drop(held);
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/toggle", "--wait=false"]);
 
-    // No replica: no endpoint, connections closed at once.
+    // No replica (and the toggle pod gone): no endpoint, connections
+    // closed at once.
     cp.kubectl_ok(&["scale", "-n", &ns, "deployment/demo", "--replicas=0"]);
     wait_for(Duration::from_secs(30), "no pods", &agent, || {
         let out = cp.kubectl_ok(&["get", "pods", "-n", &ns, "-o", "jsonpath={.items[*].metadata.name}"]);
@@ -717,6 +836,8 @@ spec:
         "the agent removes its addresses on SIGTERM:\n{logs}"
     );
     cp.kubectl_ok(&["delete", "-n", &ns, "service/second", "deployment/demo", "--wait=false"]);
+    // Shown with --nocapture.
+    println!("agent log:\n{logs}");
 }
 
 /// Volumes: a pod whose shell script reads its ConfigMap (items, modes,
