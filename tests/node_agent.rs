@@ -827,6 +827,31 @@ spec:
         "nothing listens at {addr} any more"
     );
     assert!(on_bridge(&bridge, second), "the other Service keeps its address");
+    // A Service that stops being of type LoadBalancer loses its address
+    // and its status.
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: third}\nspec: {type: LoadBalancer, ports: [{name: web, port: 8080}]}\n",
+    );
+    let third: Ipv4Addr = wait_for(Duration::from_secs(30), "third ingress", &agent, || {
+        ingress("third").split(' ').next().and_then(|s| s.parse().ok())
+    });
+    assert!(on_bridge(&bridge, third));
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "service/third",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    wait_for(
+        Duration::from_secs(10),
+        "type change: address and status gone",
+        &agent,
+        || (!on_bridge(&bridge, third) && ingress("third") == " ").then_some(()),
+    );
     let mut agent = agent;
     agent.stop();
     let logs = agent.logs();
@@ -835,7 +860,15 @@ spec:
             .any(|l| l.contains("address removed") && l.contains(&second.to_string())),
         "the agent removes its addresses on SIGTERM:\n{logs}"
     );
-    cp.kubectl_ok(&["delete", "-n", &ns, "service/second", "deployment/demo", "--wait=false"]);
+    cp.kubectl_ok(&[
+        "delete",
+        "-n",
+        &ns,
+        "service/second",
+        "service/third",
+        "deployment/demo",
+        "--wait=false",
+    ]);
     // Shown with --nocapture.
     println!("agent log:\n{logs}");
 }
