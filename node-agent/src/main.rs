@@ -3,6 +3,10 @@
 //! Pod bound to the node as local processes, each in a network namespace of
 //! its own, mapping container images to local executables through an
 //! explicit table. Not part of ssegate: only the tests use it.
+//!
+//! Pods get ConfigMap, Secret and emptyDir volumes ([`volume`]), and Services
+//! of `type: LoadBalancer` an address of the pod network that forwards to
+//! their ready endpoints ([`load_balancer`], a stand-in for a cloud's).
 
 mod load_balancer;
 mod net;
@@ -94,6 +98,7 @@ impl Args {
 /// Pod addresses `.2` to `.199`: the rest of the /24 is the load
 /// balancer's ([`load_balancer::FIRST`]).
 const POD_SLOTS: usize = load_balancer::FIRST as usize - 2;
+const _: () = assert!(POD_SLOTS + 1 < load_balancer::FIRST as usize);
 
 /// What every pod worker shares.
 pub struct Agent {

@@ -1,5 +1,6 @@
 //! One worker per Pod bound to the node: network namespace, service-account
-//! files, container processes, probes, restarts, status, and deletion.
+//! files, volumes ([`crate::volume`]), container processes, probes,
+//! restarts, status, and deletion.
 
 use crate::net::PodNet;
 use crate::probe::Check;
