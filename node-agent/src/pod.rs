@@ -297,7 +297,13 @@ impl Worker {
             return;
         }
         let mounts = match self.volumes(pod, c).await {
-            Ok(m) => m,
+            Ok(m) => {
+                // A later failure of the same kind is told again.
+                if self.mount_error.as_ref().is_some_and(|e| e.starts_with("MountVolume")) {
+                    self.mount_error = None;
+                }
+                m
+            }
             Err(e) => {
                 // As the kubelet: the container waits in ContainerCreating,
                 // one Event per distinct failure, retried.
