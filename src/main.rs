@@ -15,7 +15,7 @@ use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::status::gateway::{GatewayStatusWriter, LiveGatewayApi};
 use ssegate::status::ingress::{IngressStatusWriter, LiveIngresses, Publish};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
-use ssegate::status::lease::LeaseConfig;
+use ssegate::status::lease::{LeaseConfig, PodRef};
 use ssegate::status::LogStatus;
 use ssegate::translate::ingress_class::ClassPolicy;
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser)]
@@ -273,6 +274,11 @@ struct ControllerArgs {
     /// `<host name>-<pid>`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// The UID of this replica's Pod (the chart passes `metadata.uid`):
+    /// with the identity as its name, the Pod is the Lease's owner while
+    /// holding it, so the Lease goes with the last replica.
+    #[arg(long, env = "POD_UID")]
+    pod_uid: Option<String>,
     /// The Service whose addresses the lease holder writes into
     /// status.loadBalancer of the Ingresses it serves (`namespace/name`, or
     /// a name in --lease-namespace): its load balancer's ingress, else its
@@ -430,7 +436,7 @@ async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyh
         .await
         .context("folder watcher failed")
     });
-    serve(table, admin_state, args, run_source).await
+    serve(table, admin_state, args, run_source, CancellationToken::new()).await
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -467,6 +473,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
     // Leadership ends when the Lease is not renewed in time (see status::lease).
+    let stopping = CancellationToken::new();
     let leader = ssegate::status::lease::start(
         client.clone(),
         LeaseConfig {
@@ -474,7 +481,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             name: args.lease_name.clone(),
             identity: identity.clone(),
             duration: Duration::from_secs(args.lease_duration.as_secs().max(2)),
+            owner: args
+                .identity
+                .clone()
+                .zip(args.pod_uid.clone())
+                .map(|(name, uid)| PodRef { name, uid }),
         },
+        stopping.clone(),
     );
     let mut leader_seen = leader.clone();
     let shown = admin_state.clone();
@@ -549,7 +562,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         kube_source::run(state, applier, move || ready.set_ready(true)).await;
         Ok(())
     });
-    serve(table, admin_state, args.proxy, run_source).await
+    serve(table, admin_state, args.proxy, run_source, stopping).await
 }
 
 /// Runs the configuration side (watching sources, parsing, table builds,
@@ -586,12 +599,14 @@ where
 }
 
 /// Serves the proxy and admin listeners while `source` keeps the table up
-/// to date; on SIGTERM or Ctrl-C, turns unready and drains.
+/// to date; on SIGTERM or Ctrl-C, turns unready, cancels `stopping` (the
+/// status Lease is handed on) and drains.
 async fn serve(
     table: ssegate::model::SharedTable,
     admin_state: Arc<AdminState>,
     args: ProxyArgs,
     source: impl std::future::Future<Output = anyhow::Result<()>>,
+    stopping: CancellationToken,
 ) -> anyhow::Result<()> {
     let proxy_listener =
         ssegate::listener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -640,6 +655,7 @@ async fn serve(
         res = source => res?,
     }
     admin_state.set_ready(false);
+    stopping.cancel();
     tokio::time::sleep(args.drain_delay).await;
     let _ = stop_tx.send(true);
     proxy_task.await??;

@@ -436,6 +436,76 @@ async fn both_replicas_serve_and_only_the_lease_holder_writes_status() {
     );
 }
 
+/// A holder that shuts down gracefully hands the Lease on at once instead
+/// of leaving it to expire: with a 60 s lease, the other replica takes over
+/// long before a crashed holder's Lease would run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_shutting_down_releases_the_lease_to_the_other_replica() {
+    let cp = control_plane();
+    let ns = cp.namespace("release");
+    let logs = tempfile::tempdir().unwrap();
+    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_owned();
+    let start = |identity: &'static str| {
+        let (ns, kubeconfig, logs) = (ns.clone(), kubeconfig.clone(), logs.path().to_owned());
+        async move {
+            let args = [
+                "controller",
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                &ns,
+                "--lease-namespace",
+                &ns,
+                "--lease-duration",
+                "60s",
+                "--identity",
+                identity,
+                "--drain-delay",
+                "1s",
+            ];
+            Ssegate::start(&args, &logs).await
+        }
+    };
+    let mut first = start("replica-1").await;
+    eventually(Duration::from_secs(10), "replica-1 holds the Lease", || {
+        cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}") == "replica-1"
+    })
+    .await;
+    let second = start("replica-2").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}"),
+        "replica-1"
+    );
+
+    let stopped = Instant::now();
+    first.terminate();
+    // Released right away, before the drain ends the process.
+    eventually(Duration::from_secs(5), "the Lease released", || {
+        cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}") != "replica-1"
+    })
+    .await;
+    assert!(first
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .is_some_and(|s| s.success()));
+    let took = eventually(Duration::from_secs(30), "replica-2 holds the Lease", || {
+        cp.get(&ns, "lease/ssegate-status", "{.spec.holderIdentity}") == "replica-2"
+    })
+    .await;
+    eprintln!("Lease handed over {:?} after SIGTERM (lease 60s)", stopped.elapsed());
+    assert!(took < Duration::from_secs(30));
+    cp.apply(
+        &ns,
+        &route("after", "  rules: [{backendRefs: [{name: x, port: 80}]}]\n"),
+    );
+    eventually(Duration::from_secs(10), "status from the new holder", || {
+        !condition(&ns, "after", "Accepted", "status").is_empty()
+    })
+    .await;
+    drop(second);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_certificates_come_from_secrets_and_rotate_live() {
     use common::tls::{cert, connect, presented, secret_yaml};

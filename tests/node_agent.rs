@@ -4,19 +4,35 @@
 //! `$(VAR)` in args, runAsUser, a private mount of the service-account
 //! token), reports probes as readiness, fails an unknown image with a
 //! Warning Event, and on deletion stops the process with SIGTERM and removes
-//! the object. Needs root (network namespaces), like the other cluster tests.
+//! the object; serves Services of type LoadBalancer from an address of its
+//! pod network; mounts ConfigMap, Secret and emptyDir volumes. Needs root
+//! (network namespaces), like the other cluster tests.
+//!
+//! The tests run one at a time ([`SERIAL`]): each starts its own agent for
+//! the same node and the same pod network (10.213.250.0/24), and leaves no
+//! pod behind for the next.
 
 mod common;
 
-use common::cluster::{control_plane, ControlPlane};
+use common::cluster::{control_plane_with_controllers, ControlPlane};
 use common::node_agent::{wait_for, NodeAgent};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One agent at a time: they share the node name, the netns prefix and the
+/// pod network.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_agent_runs_pods_as_processes() {
-    let cp = control_plane();
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane_with_controllers();
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.250");
     let node = agent.node.clone();
@@ -45,7 +61,8 @@ async fn node_agent_runs_pods_as_processes() {
     });
 
     let ns = cp.namespace("agent-test");
-    // No controller-manager here: the ServiceAccount the token is for.
+    // The ServiceAccount the token is for (made here rather than waiting for
+    // the controller-manager's, which the admission plugin needs first).
     cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
     cp.apply(
         &ns,
@@ -404,4 +421,613 @@ spec:
     );
     let gone = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
     assert!(!gone.status.success(), "the agent removes its bridge on SIGTERM");
+}
+
+fn wait_node_ready(cp: &ControlPlane, agent: &NodeAgent) {
+    let node = agent.node.clone();
+    wait_for(Duration::from_secs(60), "node Ready", agent, || {
+        let ready = cp.get(
+            "default",
+            &format!("node/{node}"),
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
+        (ready == "True").then_some(())
+    });
+}
+
+/// One request on a connection of its own (raw, so no pool reuses it):
+/// the `event: server` data, the id of the demo backend that answered.
+fn sse_server_via(addr: SocketAddr) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /.sse?count=1&interval=10ms HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if let Some(i) = text.find("event: server\ndata: ") {
+            let rest = &text[i + "event: server\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                return Ok(rest[..end].to_owned());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no server event in time: {text:?}"));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed after {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e} after {text:?}")),
+        }
+    }
+}
+
+/// Whether a connection to `addr` is refused, or accepted and closed
+/// without a byte of reply.
+fn closed_without_reply(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+        return true;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The peer may have closed already: a failed write is fine.
+    let _ = s.write_all(b"GET /.sse?count=1 HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Like [`sse_server_via`] (`interval` 100 ms, no end), keeping the
+/// connection open: the server's id and the stream.
+fn sse_stream_via(addr: SocketAddr) -> Result<(String, TcpStream), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /.sse?interval=100ms HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..20 {
+        let text = String::from_utf8_lossy(&got);
+        if let Some(i) = text.find("event: server\ndata: ") {
+            let rest = &text[i + "event: server\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                return Ok((rest[..end].to_owned(), s));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("closed after {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Err("no server event".into())
+}
+
+/// An HTTP server on the host's loopback answering `GET /ready` with 200
+/// while the flag returned is true, 503 after: a readiness probe the test
+/// controls. It stops after ten minutes at the latest.
+fn readiness_server() -> (u16, Arc<AtomicBool>) {
+    let port = common::free_port();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ready = Arc::new(AtomicBool::new(true));
+    let flag = ready.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let status = if flag.load(Ordering::SeqCst) {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ =
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    (port, ready)
+}
+
+fn on_bridge(bridge: &str, ip: Ipv4Addr) -> bool {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/32 "))
+}
+
+/// Names of the pods that are ready endpoints of Service `svc`.
+fn ready_endpoints(cp: &ControlPlane, ns: &str, svc: &str) -> Vec<String> {
+    let out = cp.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-n",
+        ns,
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+        "-o",
+        "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.targetRef.name} {end}",
+    ]);
+    let mut v: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// The LoadBalancer stand-in: a Service of type LoadBalancer in front of a
+/// Deployment of demo backends gets an address from .200-.254 of the pod
+/// network in `status.loadBalancer.ingress` (ipMode VIP), held on the
+/// agent's bridge; connections to it reach both pods, round robin, from the
+/// host and from a pod; a pod no longer ready gets no new connection while
+/// one it has goes on; with
+/// no endpoint a connection is closed at once; a Service with a
+/// loadBalancerClass is left alone; deleting the Service removes the
+/// address, and stopping the agent removes the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agent_serves_load_balancer_services() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane_with_controllers();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::start(cp, dir.path(), "10.213.250");
+    let bridge = format!("{}br", agent.prefix);
+    wait_node_ready(cp, &agent);
+    let ns = cp.namespace("agent-lb");
+    cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
+    cp.apply(
+        &ns,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: demo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      securityContext: {runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}
+      containers:
+      - name: demo
+        image: ssegate:test
+        args: [demo-backend, --listen, "0.0.0.0:8081", --server-id, "$(POD_NAME)"]
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        ports: [{name: http, containerPort: 8081}]
+        readinessProbe:
+          httpGet: {path: "/.sse?count=0", port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: classy}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: example.com/another
+  selector: {app: demo}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: demo}
+spec:
+  type: LoadBalancer
+  selector: {app: demo}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#,
+    );
+    let ingress = |svc: &str| {
+        cp.get(
+            &ns,
+            &format!("service/{svc}"),
+            "{.status.loadBalancer.ingress[*].ip} {.status.loadBalancer.ingress[*].ipMode}",
+        )
+    };
+    let ip: Ipv4Addr = wait_for(Duration::from_secs(30), "LoadBalancer ingress", &agent, || {
+        let s = ingress("demo");
+        let w: Vec<&str> = s.split(' ').collect();
+        (w.len() == 2 && !w[0].is_empty()).then(|| {
+            assert_eq!(w[1], "VIP", "{s}");
+            w[0].parse().unwrap()
+        })
+    });
+    let [a, b, c, host] = ip.octets();
+    assert_eq!([a, b, c], [10, 213, 250], "{ip}");
+    assert!((200..=254).contains(&host), "{ip} is not in the load balancers' range");
+    assert!(on_bridge(&bridge, ip), "{ip}/32 on {bridge}");
+    assert_eq!(
+        ingress("classy"),
+        " ",
+        "a loadBalancerClass is another implementation's"
+    );
+    let events = cp.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "involvedObject.name=demo,involvedObject.kind=Service,reason=IPAllocated",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(events.contains(&ip.to_string()), "allocation event: {events:?}");
+
+    wait_for(Duration::from_secs(90), "2 ready replicas", &agent, || {
+        (cp.get(&ns, "deployment/demo", "{.status.readyReplicas}") == "2").then_some(())
+    });
+    let mut pods: Vec<String> = cp
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            &ns,
+            "-l",
+            "app=demo",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    pods.sort();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let addr = SocketAddr::from((ip, 80));
+    // Both pods, once the slice lists both as ready.
+    wait_for(
+        Duration::from_secs(30),
+        "both pods through the load balancer",
+        &agent,
+        || {
+            let mut seen: Vec<String> = (0..4).filter_map(|_| sse_server_via(addr).ok()).collect();
+            seen.sort();
+            seen.dedup();
+            (seen == pods).then_some(())
+        },
+    );
+    // Round robin: consecutive connections alternate.
+    let order: Vec<String> = (0..6)
+        .map(|_| sse_server_via(addr).unwrap_or_else(|e| panic!("{e}\n{}", agent.logs())))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] != w[1]), "round robin: {order:?}");
+    // Pods reach it too (the host answers ARP for it on the bridge).
+    let netns = agent.netns();
+    assert_eq!(netns.len(), 2, "{netns:?}");
+    let from_pod = Command::new("ip")
+        .args(["netns", "exec", &netns[0], "bash", "-c"])
+        .arg(format!(
+            "exec 3<>/dev/tcp/{ip}/80; printf 'GET /.sse?count=1 HTTP/1.1\\r\\nHost: lb\\r\\nConnection: close\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+        ))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&from_pod.stdout);
+    assert!(body.contains("event: server\ndata: demo-"), "from a pod: {body:?}");
+
+    // A pod going unready gets no new connection (what a rollout relies
+    // on), while one it has already keeps streaming. Its readiness is the
+    // test's: the probe asks a server of the test's, on the host's
+    // loopback, which the agent probes from.
+    let (ready_port, toggle_ready) = readiness_server();
+    cp.apply(
+        &ns,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: toggle, labels: {{app: demo}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  securityContext: {{runAsUser: 65532, runAsGroup: 65532, runAsNonRoot: true}}
+  containers:
+  - name: demo
+    image: ssegate:test
+    args: [demo-backend, --listen, "0.0.0.0:8081", --server-id, toggle]
+    ports: [{{name: http, containerPort: 8081}}]
+    readinessProbe:
+      httpGet: {{host: 127.0.0.1, port: {ready_port}, path: /ready}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+            node = agent.node
+        ),
+    );
+    wait_for(Duration::from_secs(30), "three ready endpoints", &agent, || {
+        (ready_endpoints(cp, &ns, "demo").len() == 3).then_some(())
+    });
+    let mut held = wait_for(Duration::from_secs(10), "a stream to the toggle pod", &agent, || {
+        let (name, s) = sse_stream_via(addr).ok()?;
+        (name == "toggle").then_some(s)
+    });
+    toggle_ready.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), "the toggle pod unready", &agent, || {
+        (ready_endpoints(cp, &ns, "demo") == pods).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "new connections to the ready pods only",
+        &agent,
+        || {
+            (0..4)
+                .all(|_| sse_server_via(addr).is_ok_and(|s| pods.contains(&s)))
+                .then_some(())
+        },
+    );
+    for _ in 0..6 {
+        let s = sse_server_via(addr).unwrap();
+        assert!(pods.contains(&s), "{s} is not ready");
+    }
+    // The established stream still gets events: what was sent before is
+    // drained, then new ones come (every 100 ms).
+    let mut buf = [0u8; 4096];
+    held.set_nonblocking(true).unwrap();
+    for _ in 0..10_000 {
+        if !held.read(&mut buf).is_ok_and(|n| n > 0) {
+            break;
+        }
+    }
+    held.set_nonblocking(false).unwrap();
+    let mut fresh = Vec::new();
+    for _ in 0..20 {
+        match held.read(&mut buf) {
+            Ok(n) if n > 0 => fresh.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+        if String::from_utf8_lossy(&fresh).contains("event: time") {
+            break;
+        }
+    }
+    let fresh = String::from_utf8_lossy(&fresh);
+    assert!(fresh.contains("event: time"), "the held stream goes on: {fresh:?}");
+    drop(held);
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/toggle", "--wait=false"]);
+
+    // No replica (and the toggle pod gone): no endpoint, connections
+    // closed at once.
+    cp.kubectl_ok(&["scale", "-n", &ns, "deployment/demo", "--replicas=0"]);
+    wait_for(Duration::from_secs(30), "no pods", &agent, || {
+        let out = cp.kubectl_ok(&["get", "pods", "-n", &ns, "-o", "jsonpath={.items[*].metadata.name}"]);
+        out.trim().is_empty().then_some(())
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "connection closed without endpoints",
+        &agent,
+        || closed_without_reply(addr).then_some(()),
+    );
+    for _ in 0..3 {
+        assert!(closed_without_reply(addr), "no endpoint: closed at once");
+    }
+
+    // A second Service (no endpoints): another address. Deleting the first
+    // removes its address; stopping the agent removes the second's.
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: second}\nspec: {type: LoadBalancer, ports: [{name: web, port: 8080}]}\n",
+    );
+    let second: Ipv4Addr = wait_for(Duration::from_secs(30), "second ingress", &agent, || {
+        ingress("second").split(' ').next().and_then(|s| s.parse().ok())
+    });
+    assert_ne!(second, ip);
+    assert!(on_bridge(&bridge, second));
+    cp.kubectl_ok(&["delete", "-n", &ns, "service/demo"]);
+    wait_for(Duration::from_secs(10), "address removed", &agent, || {
+        (!on_bridge(&bridge, ip)).then_some(())
+    });
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "nothing listens at {addr} any more"
+    );
+    assert!(on_bridge(&bridge, second), "the other Service keeps its address");
+    // A Service that stops being of type LoadBalancer loses its address
+    // and its status.
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: third}\nspec: {type: LoadBalancer, ports: [{name: web, port: 8080}]}\n",
+    );
+    let third: Ipv4Addr = wait_for(Duration::from_secs(30), "third ingress", &agent, || {
+        ingress("third").split(' ').next().and_then(|s| s.parse().ok())
+    });
+    assert!(on_bridge(&bridge, third));
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "service/third",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ]);
+    wait_for(
+        Duration::from_secs(10),
+        "type change: address and status gone",
+        &agent,
+        || (!on_bridge(&bridge, third) && ingress("third") == " ").then_some(()),
+    );
+    let mut agent = agent;
+    agent.stop();
+    let logs = agent.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("address removed") && l.contains(&second.to_string())),
+        "the agent removes its addresses on SIGTERM:\n{logs}"
+    );
+    cp.kubectl_ok(&[
+        "delete",
+        "-n",
+        &ns,
+        "service/second",
+        "service/third",
+        "deployment/demo",
+        "--wait=false",
+    ]);
+    // Shown with --nocapture.
+    println!("agent log:\n{logs}");
+}
+
+/// Volumes: a pod whose shell script reads its ConfigMap (items, modes,
+/// subPath), Secret (defaultMode) and optional absent ConfigMap volumes and
+/// writes its emptyDir, as uid 65532 with fsGroup 2000. It first waits in
+/// ContainerCreating with a FailedMount Event while its ConfigMap is missing;
+/// its mount paths, absent from the host, are created and removed with the
+/// pod, and nothing of it is mounted on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agent_mounts_volumes() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane_with_controllers();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = NodeAgent::start(cp, dir.path(), "10.213.250");
+    let node = agent.node.clone();
+    wait_node_ready(cp, &agent);
+    let ns = cp.namespace("agent-vol");
+    cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: vol-sec}\nstringData: {password: s3cret, user: admin}\n",
+    );
+    let m = format!("/tmp/sgna-vol-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&m);
+    let script = format!(
+        r#"set -e
+M={m}
+stat -c '%n %a %u %g' $M/cfg/greeting $M/cfg/sub/nested.txt $M/sec/password $M/sec/user $M/one.conf
+echo "greeting=$(cat $M/cfg/greeting)"
+echo "nested=$(cat $M/cfg/sub/nested.txt)"
+echo "password=$(cat $M/sec/password)"
+echo "one=$(cat $M/one.conf)"
+echo "cfg-files=$(ls $M/cfg | tr '\n' ' ')"
+echo "opt-files=$(ls -A $M/opt | wc -l)"
+echo hi > $M/scratch/w
+echo "scratch=$(cat $M/scratch/w) $(stat -c '%a %g' $M/scratch)"
+if touch $M/cfg/x 2>/dev/null; then echo cfg=writable; else echo cfg=read-only; fi
+if touch $M/ro/x 2>/dev/null; then echo ro=writable; else echo ro=read-only; fi
+echo "groups=$(id -G)"
+echo done
+"#
+    );
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: vols}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  securityContext: {{runAsUser: 65532, runAsGroup: 65532, fsGroup: 2000}}
+  containers:
+  - name: c
+    image: shell:test
+    command: [sh, -c]
+    args:
+    - |
+{script}
+    volumeMounts:
+    - {{name: cfg, mountPath: {m}/cfg}}
+    - {{name: cfg, mountPath: {m}/one.conf, subPath: greeting}}
+    - {{name: sec, mountPath: {m}/sec}}
+    - {{name: opt, mountPath: {m}/opt}}
+    - {{name: scratch, mountPath: {m}/scratch}}
+    - {{name: scratch, mountPath: {m}/ro, readOnly: true}}
+  volumes:
+  - name: cfg
+    configMap:
+      name: vol-cfg
+      defaultMode: 416
+      items:
+      - {{key: greeting, path: greeting}}
+      - {{key: nested, path: sub/nested.txt, mode: 384}}
+  - name: sec
+    secret: {{secretName: vol-sec, defaultMode: 256}}
+  - name: opt
+    configMap: {{name: absent, optional: true}}
+  - name: scratch
+    emptyDir: {{}}
+"#,
+        script = script
+            .lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    cp.apply(&ns, &pod);
+    // The ConfigMap does not exist yet: FailedMount, the container waits.
+    wait_for(Duration::from_secs(30), "FailedMount", &agent, || {
+        let out = cp.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=vols,reason=FailedMount",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        out.contains("configmap \"vol-cfg\" not found").then_some(())
+    });
+    assert_eq!(
+        cp.get(
+            &ns,
+            "pod/vols",
+            "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "Pending ContainerCreating"
+    );
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: vol-cfg}\ndata: {greeting: hello, nested: deep, unlisted: x}\n",
+    );
+    wait_for(Duration::from_secs(30), "pod Succeeded", &agent, || {
+        let phase = cp.get(&ns, "pod/vols", "{.status.phase}");
+        assert_ne!(phase, "Failed", "{}", agent.logs());
+        (phase == "Succeeded").then_some(())
+    });
+    let uid = cp.get(&ns, "pod/vols", "{.metadata.uid}");
+    let log = std::fs::read_to_string(dir.path().join(format!("root/pods/{uid}/c.log"))).unwrap();
+    let want = [
+        format!("{m}/cfg/greeting 640 65532 2000"),
+        format!("{m}/cfg/sub/nested.txt 600 65532 2000"),
+        format!("{m}/sec/password 400 65532 2000"),
+        format!("{m}/sec/user 400 65532 2000"),
+        format!("{m}/one.conf 640 65532 2000"),
+        "greeting=hello".into(),
+        "nested=deep".into(),
+        "password=s3cret".into(),
+        "one=hello".into(),
+        "cfg-files=greeting sub ".into(),
+        "opt-files=0".into(),
+        "scratch=hi 2777 2000".into(),
+        "cfg=read-only".into(),
+        "ro=read-only".into(),
+        "groups=65532 2000".into(),
+        "done".into(),
+    ];
+    let lines: BTreeSet<&str> = log.lines().collect();
+    for w in &want {
+        assert!(lines.contains(w.as_str()), "{w:?} not in the pod's output:\n{log}");
+    }
+    // Mounted in the pod's namespace only; the mount points the agent made
+    // are there until the pod goes.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&m), "a volume mounted on the host:\n{mounts}");
+    assert!(Path::new(&m).join("cfg").is_dir());
+    cp.kubectl_ok(&["delete", "-n", &ns, "pod/vols", "--wait=false"]);
+    wait_for(Duration::from_secs(20), "pod removed", &agent, || {
+        let out = cp.kubectl(&["get", "-n", &ns, "pod/vols"], None);
+        (!out.status.success()).then_some(())
+    });
+    wait_for(Duration::from_secs(10), "mount points removed", &agent, || {
+        (!Path::new(&m).exists()).then_some(())
+    });
+    assert!(
+        !dir.path().join(format!("root/pods/{uid}/volumes")).exists(),
+        "the pod's volume files go with it"
+    );
 }

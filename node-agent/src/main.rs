@@ -3,11 +3,17 @@
 //! Pod bound to the node as local processes, each in a network namespace of
 //! its own, mapping container images to local executables through an
 //! explicit table. Not part of ssegate: only the tests use it.
+//!
+//! Pods get ConfigMap, Secret and emptyDir volumes ([`volume`]), and Services
+//! of `type: LoadBalancer` an address of the pod network that forwards to
+//! their ready endpoints ([`load_balancer`], a stand-in for a cloud's).
 
+mod load_balancer;
 mod net;
 mod pod;
 mod probe;
 mod spec;
+mod volume;
 
 use anyhow::Context;
 use base64::Engine;
@@ -42,7 +48,8 @@ pub struct Args {
     #[arg(long)]
     images: PathBuf,
     /// Pod network: this /24 (first three octets) on a bridge; `.1` is the
-    /// bridge (the pods' gateway), pods get `.2` to `.254`.
+    /// bridge (the pods' gateway), pods get `.2` to `.199`, LoadBalancer
+    /// Services `.200` to `.254`.
     #[arg(long, default_value = "10.213.250")]
     pod_network: String,
     /// Name prefix of the pods' network namespaces, veths and the bridge
@@ -76,6 +83,10 @@ pub struct Args {
     /// Lease renewal and node status heartbeat period, in seconds.
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Serve Services of `type: LoadBalancer` (see `load_balancer.rs`);
+    /// `--load-balancer=false` leaves them to something else.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    load_balancer: bool,
 }
 
 impl Args {
@@ -83,6 +94,11 @@ impl Args {
         Duration::from_millis(self.backoff_ms)
     }
 }
+
+/// Pod addresses `.2` to `.199`: the rest of the /24 is the load
+/// balancer's ([`load_balancer::FIRST`]).
+const POD_SLOTS: usize = load_balancer::FIRST as usize - 2;
+const _: () = assert!(POD_SLOTS + 1 < load_balancer::FIRST as usize);
 
 /// What every pod worker shares.
 pub struct Agent {
@@ -284,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
         base,
         ca_pem,
         apiserver,
-        slots: Mutex::new((vec![false; 253], 0)),
+        slots: Mutex::new((vec![false; POD_SLOTS], 0)),
     });
     let bridge = net::Bridge::new(&agent.args.netns_prefix, base);
     bridge.create().map_err(|e| anyhow::anyhow!("pod bridge: {e}"))?;
@@ -306,6 +322,10 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let lb = agent
+        .args
+        .load_balancer
+        .then(|| tokio::spawn(load_balancer::run(agent.clone(), bridge.name.clone(), stop_rx.clone())));
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let pods: Api<Pod> = Api::all(agent.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.args.node));
@@ -393,6 +413,10 @@ async fn main() -> anyhow::Result<()> {
     info!("stopping: every pod's processes and network namespaces");
     let _ = stop_tx.send(true);
     for (_, (_, h)) in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
+    if let Some(h) = lb {
+        // It removes its addresses (the bridge's deletion would too).
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
     bridge.delete();

@@ -44,7 +44,7 @@ pub struct PodNet {
 }
 
 impl PodNet {
-    /// Slot `slot` (0..253) of the /24 `base.0`: the pod gets `.slot+2`.
+    /// Slot `slot` (0..198) of the /24 `base.0`: the pod gets `.slot+2`.
     pub fn new(prefix: &str, base: [u8; 3], slot: u8) -> PodNet {
         let [a, b, c] = base;
         let bridge = Bridge::new(prefix, base);

@@ -1,9 +1,11 @@
 //! One worker per Pod bound to the node: network namespace, service-account
-//! files, container processes, probes, restarts, status, and deletion.
+//! files, volumes ([`crate::volume`]), container processes, probes,
+//! restarts, status, and deletion.
 
 use crate::net::PodNet;
 use crate::probe::Check;
 use crate::spec::{self, ProbeTally};
+use crate::volume::{self, Mount};
 use crate::Agent;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, ServiceAccount};
@@ -80,6 +82,9 @@ struct Worker {
     /// The pod is being deleted: containers are stopping, none restarts.
     terminating: bool,
     mount_error: Option<String>,
+    /// Host mount points the agent created that this pod uses
+    /// ([`crate::volume::ensure_mount_point`]).
+    mount_points: Vec<PathBuf>,
     /// The apiserver at the pod's 127.0.0.1:443 (see [`crate::net::forward_into`]).
     forwarder: Option<JoinHandle<()>>,
     conditions: HashMap<&'static str, (bool, String)>,
@@ -114,6 +119,7 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
         token_renew: None,
         sa_ready: pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false),
         mount_error: None,
+        mount_points: Vec::new(),
         terminating: false,
         forwarder: None,
         conditions: HashMap::new(),
@@ -127,6 +133,8 @@ pub async fn run(agent: Arc<Agent>, mut rx: watch::Receiver<Option<Pod>>, mut st
     w.net.delete();
     // The logs stay (for a failed test to show); the token goes.
     let _ = std::fs::remove_dir_all(w.dir.join("serviceaccount"));
+    let _ = std::fs::remove_dir_all(w.dir.join("volumes"));
+    volume::release_mount_points(&mut w.mount_points);
     agent.free_slot(w.slot);
 }
 
@@ -288,6 +296,26 @@ impl Worker {
             self.ctrs[i].not_before = Some(Instant::now() + Duration::from_secs(2));
             return;
         }
+        let mounts = match self.volumes(pod, c).await {
+            Ok(m) => {
+                // A later failure of the same kind is told again.
+                if self.mount_error.as_ref().is_some_and(|e| e.starts_with("MountVolume")) {
+                    self.mount_error = None;
+                }
+                m
+            }
+            Err(e) => {
+                // As the kubelet: the container waits in ContainerCreating,
+                // one Event per distinct failure, retried.
+                if self.mount_error.as_ref() != Some(&e) {
+                    self.event(pod, "Warning", "FailedMount", &e).await;
+                    self.mount_error = Some(e.clone());
+                }
+                self.ctrs[i].waiting = Some(("ContainerCreating".into(), e));
+                self.ctrs[i].not_before = Some(Instant::now() + Duration::from_secs(2));
+                return;
+            }
+        };
         let env = match self.env(pod, c).await {
             Ok(env) => env,
             Err(e) => {
@@ -306,7 +334,7 @@ impl Worker {
         .iter()
         .map(|a| spec::expand(a, lookup))
         .collect();
-        match self.spawn(pod, c, &argv, &env) {
+        match self.spawn(pod, c, &argv, &env, mounts) {
             Ok(child) => {
                 let ctr = &mut self.ctrs[i];
                 if ctr.last_exit.is_some() {
@@ -333,9 +361,18 @@ impl Worker {
     }
 
     /// The process: joins the pod's network namespace, gets a private mount
-    /// namespace with the service-account folder bound at [`SA_DIR`], and
-    /// drops to `runAsUser`/`runAsGroup`.
-    fn spawn(&self, pod: &Pod, c: &Container, argv: &[String], env: &[(String, String)]) -> std::io::Result<Child> {
+    /// namespace with the service-account folder bound at [`SA_DIR`] and
+    /// the container's volumes at their mount paths, and drops to
+    /// `runAsUser`/`runAsGroup`, with `fsGroup` and `supplementalGroups` as
+    /// its supplementary groups.
+    fn spawn(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        argv: &[String],
+        env: &[(String, String)],
+        mut mounts: Vec<Mount>,
+    ) -> std::io::Result<Child> {
         let netns = std::fs::File::open(self.net.path())?;
         let fd = netns.as_raw_fd();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -345,12 +382,31 @@ impl Worker {
         let gid = sc.run_as_group.or(pod_sc.run_as_group);
         let mount = spec.automount_service_account_token != Some(false);
         let no_new_privs = sc.allow_privilege_escalation == Some(false);
-        let src = CString::new(self.dir.join("serviceaccount").display().to_string()).expect("path");
-        let dst = CString::new(SA_DIR).expect("path");
         let root = CString::new("/").expect("path");
         if mount {
             std::fs::create_dir_all(SA_DIR)?;
+            mounts.push(Mount {
+                src: self.dir.join("serviceaccount"),
+                dst: SA_DIR.into(),
+                read_only: false,
+            });
         }
+        volume::order(&mut mounts);
+        let cstr = |p: &std::path::Path| {
+            CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        };
+        let binds: Vec<(CString, CString, bool)> = mounts
+            .iter()
+            .map(|m| Ok((cstr(&m.src)?, cstr(&m.dst)?, m.read_only)))
+            .collect::<std::io::Result<_>>()?;
+        let private_mounts = !binds.is_empty();
+        let groups: Vec<libc::gid_t> = pod_sc
+            .fs_group
+            .into_iter()
+            .chain(pod_sc.supplemental_groups.iter().flatten().copied())
+            .map(|g| g as libc::gid_t)
+            .collect();
         let log_path = self.dir.join(format!("{}.log", c.name));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -370,7 +426,7 @@ impl Worker {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if mount {
+                if private_mounts {
                     if libc::unshare(libc::CLONE_NEWNS) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -385,15 +441,24 @@ impl Worker {
                     {
                         return Err(std::io::Error::last_os_error());
                     }
-                    if libc::mount(
-                        src.as_ptr(),
-                        dst.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
+                    for (src, dst, read_only) in &binds {
+                        if libc::mount(
+                            src.as_ptr(),
+                            dst.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        // A bind's flags change only by a remount of it.
+                        let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                        if *read_only
+                            && libc::mount(std::ptr::null(), dst.as_ptr(), std::ptr::null(), ro, std::ptr::null()) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                 }
                 libc::setpgid(0, 0);
@@ -401,12 +466,12 @@ impl Worker {
                     return Err(std::io::Error::last_os_error());
                 }
                 if let Some(g) = gid {
-                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(g as libc::gid_t) != 0 {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(g as libc::gid_t) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
                 if let Some(u) = uid {
-                    if gid.is_none() && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(0) != 0) {
+                    if gid.is_none() && (libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(0) != 0) {
                         return Err(std::io::Error::last_os_error());
                     }
                     if libc::setuid(u as libc::uid_t) != 0 {
@@ -419,6 +484,114 @@ impl Worker {
         let child = cmd.spawn();
         drop(netns);
         child
+    }
+
+    /// The container's mounts (see [`crate::volume`]): its ConfigMap and
+    /// Secret files written, emptyDir folders and host mount points made.
+    /// An error is the kubelet's `FailedMount` message.
+    async fn volumes(&mut self, pod: &Pod, c: &Container) -> Result<Vec<Mount>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        const GET_TIMEOUT: Duration = Duration::from_secs(10);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let pod_sc = spec.security_context.clone().unwrap_or_default();
+        let sc = c.security_context.clone().unwrap_or_default();
+        let uid = sc.run_as_user.or(pod_sc.run_as_user).unwrap_or(0) as u32;
+        let fs_group = pod_sc.fs_group.map(|g| g as u32);
+        let gid = fs_group
+            .or(sc.run_as_group.or(pod_sc.run_as_group).map(|g| g as u32))
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for vm in c.volume_mounts.iter().flatten() {
+            let fail = |e: String| format!("MountVolume.SetUp failed for volume {:?} : {e}", vm.name);
+            let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == vm.name) else {
+                return Err(fail("no such volume in the pod".into()));
+            };
+            if v.projected.is_some() && vm.mount_path.trim_end_matches('/') == SA_DIR {
+                // The ServiceAccount admission plugin's kube-api-access
+                // volume: the agent's service-account folder is bound there.
+                continue;
+            }
+            let dir = self.dir.join("volumes").join(&v.name);
+            let files = if let Some(cm) = &v.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(self.agent.client.clone(), &ns);
+                let found = tokio::time::timeout(GET_TIMEOUT, api.get_opt(&cm.name))
+                    .await
+                    .map_err(|_| fail(format!("configmap {:?}: timed out", cm.name)))?
+                    .map_err(|e| fail(format!("configmap {:?}: {e}", cm.name)))?;
+                let data = found.map(|o| {
+                    let binary = o.binary_data.map(|b| b.into_iter().map(|(k, v)| (k, v.0)).collect());
+                    volume::config_map_files(o.data.as_ref(), binary.as_ref())
+                });
+                let what = format!("configmap {:?}", cm.name);
+                let optional = cm.optional == Some(true);
+                Some(
+                    volume::project(&what, data.as_ref(), cm.items.as_deref(), cm.default_mode, optional)
+                        .map_err(&fail)?,
+                )
+            } else if let Some(sec) = &v.secret {
+                let name = sec.secret_name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.agent.client.clone(), &ns);
+                let found = tokio::time::timeout(GET_TIMEOUT, api.get_opt(&name))
+                    .await
+                    .map_err(|_| fail(format!("secret {name:?}: timed out")))?
+                    .map_err(|e| fail(format!("secret {name:?}: {e}")))?;
+                let data = found.map(|o| {
+                    o.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                });
+                let what = format!("secret {name:?}");
+                let optional = sec.optional == Some(true);
+                Some(
+                    volume::project(&what, data.as_ref(), sec.items.as_deref(), sec.default_mode, optional)
+                        .map_err(&fail)?,
+                )
+            } else if v.empty_dir.is_some() {
+                // World-writable as the kubelet makes it; with fsGroup, the
+                // group's and set-gid so new files are the group's too.
+                let mode = if fs_group.is_some() { 0o2777 } else { 0o777 };
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::os::unix::fs::chown(&dir, Some(0), Some(fs_group.unwrap_or(0))))
+                    .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)))
+                    .map_err(|e| fail(format!("emptyDir {}: {e}", dir.display())))?;
+                None
+            } else {
+                return Err(fail(
+                    "volume type not supported by the node agent (configMap, secret, emptyDir are)".into(),
+                ));
+            };
+            if let Some(files) = files {
+                volume::write_files(&dir, &files, (uid, gid)).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+            }
+            let mut src = dir.clone();
+            if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                volume::check_relative(sub).map_err(&fail)?;
+                src = dir.join(sub);
+                if std::fs::symlink_metadata(&src).is_err() {
+                    if v.empty_dir.is_none() {
+                        return Err(fail(format!("subPath {sub:?} is not in the volume")));
+                    }
+                    std::fs::create_dir_all(&src)
+                        .and_then(|()| std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o777)))
+                        .map_err(|e| fail(format!("subPath {sub:?}: {e}")))?;
+                }
+            }
+            let dst = PathBuf::from(&vm.mount_path);
+            if !dst.is_absolute() {
+                return Err(fail(format!("mountPath {:?} is not absolute", vm.mount_path)));
+            }
+            volume::ensure_mount_point(&dst, src.is_file(), &mut self.mount_points)
+                .map_err(|e| fail(format!("mount point {}: {e}", dst.display())))?;
+            out.push(Mount {
+                src,
+                dst,
+                read_only: vm.read_only == Some(true) || v.config_map.is_some() || v.secret.is_some(),
+            });
+        }
+        Ok(out)
     }
 
     /// The container's environment, in order: literal values and `valueFrom`

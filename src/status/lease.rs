@@ -21,13 +21,24 @@
 //!
 //! [`Elector`] is the decision logic, pure and unit-tested; [`run`] drives
 //! it against the API and publishes leadership on a `watch` channel.
+//!
+//! Two more duties of a replica that leaves or owns the Lease:
+//!
+//! - On shutdown the holder stops writing status, then *releases* the Lease
+//!   (no holder, duration 1 s), so another replica takes over at its next
+//!   look instead of waiting out the whole duration (client-go's
+//!   `ReleaseOnCancel`).
+//! - The holder names its own Pod as the Lease's owner, so the Lease is
+//!   garbage-collected with the last replica: `helm uninstall` leaves no
+//!   Lease behind, although the chart never created one.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The parts of a Lease that say who holds it; any change to them shows
@@ -139,9 +150,16 @@ impl Elector {
             return now + self.retry_period();
         }
         match claim {
-            Some(Claim::Wait(until)) => until.min(now + period),
+            // A candidate looks often (client-go's retry period): a holder
+            // that releases on shutdown is followed within seconds.
+            Some(Claim::Wait(until)) => until.min(now + self.candidate_period()),
             _ => now + period,
         }
+    }
+
+    /// How often a replica that does not hold the Lease reads it.
+    pub fn candidate_period(&self) -> Duration {
+        (self.duration / 10).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
     /// Renewals come three per lease duration, so two may fail.
@@ -163,6 +181,32 @@ pub struct LeaseConfig {
     pub name: String,
     pub identity: String,
     pub duration: Duration,
+    /// This replica's Pod, named as the Lease's owner while it holds it.
+    pub owner: Option<PodRef>,
+}
+
+/// The Pod this replica runs in (`POD_NAME`, `POD_UID` from the downward API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub name: String,
+    pub uid: String,
+}
+
+impl PodRef {
+    fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The owner references a holder writes: its Pod alone, when known.
+fn owners(config: &LeaseConfig) -> Option<Vec<OwnerReference>> {
+    config.owner.as_ref().map(|p| vec![p.owner_reference()])
 }
 
 /// What one round trip to the API found.
@@ -176,14 +220,17 @@ enum Outcome {
 }
 
 /// Starts the election; the receiver says whether this replica leads.
-pub fn start(client: Client, config: LeaseConfig) -> watch::Receiver<bool> {
+/// When `stopping` is cancelled the replica stops leading and releases the
+/// Lease if it holds it.
+pub fn start(client: Client, config: LeaseConfig, stopping: CancellationToken) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(run(client, config, tx));
+    tokio::spawn(run(client, config, tx, stopping));
     rx
 }
 
-/// Runs the election until every receiver of `leader` is gone.
-pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) {
+/// Runs the election until every receiver of `leader` is gone or
+/// `stopping` is cancelled (then releasing a Lease it holds).
+pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>, stopping: CancellationToken) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut elector = Elector::new(config.identity.clone(), config.duration);
     let timeout = elector.renew_period().max(Duration::from_secs(1));
@@ -213,15 +260,18 @@ pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool
             let mut expiry = held_until.filter(|_| *leader.borrow());
             loop {
                 tokio::select! {
-                    r = &mut attempt => break r,
+                    r = &mut attempt => break Some(r),
                     _ = sleep_until(expiry) => {
                         set(false);
                         expiry = None;
                     }
                     _ = leader.closed() => return,
+                    _ = stopping.cancelled() => break None,
                 }
             }
         };
+        // Asked to stop mid-request: what it did is read back on release.
+        let Some(result) = result else { break };
         let now = Instant::now();
         let (succeeded, claim) = match result {
             Ok(Ok(Outcome::Held)) => {
@@ -266,8 +316,51 @@ pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool
                     expiry = None;
                 }
                 _ = leader.closed() => return,
+                _ = stopping.cancelled() => break,
             }
         }
+        if stopping.is_cancelled() {
+            break;
+        }
+    }
+    // Status writers stop first: once the Lease is free another replica
+    // may write, and two writers must never overlap.
+    if leader.send_replace(false) {
+        info!(lease = %config.name, identity = %config.identity, "shutting down: no longer writing status");
+    }
+    // Asked even when we did not know we held it: an acquisition may have
+    // been in flight.
+    match tokio::time::timeout(timeout, release(&api, &config)).await {
+        Ok(Ok(true)) => info!(lease = %config.name, "status lease released for the next replica"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!(lease = %config.name, error = %e, "cannot release the status lease; it expires by itself"),
+        Err(_) => warn!(lease = %config.name, "releasing the status lease timed out; it expires by itself"),
+    }
+}
+
+/// Gives the Lease up if we still hold it (compare-and-swap on what was
+/// read): no holder and a 1 s duration, as client-go releases. Whether it
+/// was ours to release.
+async fn release(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
+    let Some(mut lease) = api.get_opt(&config.name).await? else {
+        return Ok(false);
+    };
+    if Record::of(&lease).holder.as_deref() != Some(config.identity.as_str()) {
+        return Ok(false);
+    }
+    let mut spec = lease.spec.take().unwrap_or_default();
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    lease.spec = Some(spec);
+    let params = PostParams {
+        field_manager: Some(super::kube::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.replace(&config.name, &params, &lease).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -291,6 +384,7 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig, elector: &mut Elector) 
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(config.name.clone()),
+                owner_references: owners(config),
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
@@ -326,6 +420,9 @@ async fn attempt(api: &Api<Lease>, config: &LeaseConfig, elector: &mut Elector) 
     spec.renew_time = Some(now);
     spec.lease_duration_seconds = Some(duration_secs);
     lease.spec = Some(spec);
+    if let Some(owners) = owners(config) {
+        lease.metadata.owner_references = Some(owners);
+    }
     // The resourceVersion read above makes this a compare-and-swap.
     match api.replace(&config.name, &params, &lease).await {
         Ok(_) => Ok(Outcome::Held),
@@ -430,8 +527,14 @@ mod tests {
         let e = Elector::new("me", Duration::from_secs(15));
         assert_eq!(e.next_attempt(t, true, None), t + Duration::from_secs(5));
         assert_eq!(e.next_attempt(t, false, None), t + Duration::from_secs(1));
-        let soon = t + Duration::from_secs(2);
+        let soon = t + Duration::from_secs(1);
         assert_eq!(e.next_attempt(t, true, Some(Claim::Wait(soon))), soon);
+        // A candidate reads a live holder's Lease every 1.5 s, not every 5 s.
+        let later = t + Duration::from_secs(14);
+        assert_eq!(
+            e.next_attempt(t, true, Some(Claim::Wait(later))),
+            t + Duration::from_millis(1500)
+        );
         let e = Elector::new("me", D);
         assert_eq!(e.next_attempt(t, true, None), t + Duration::from_secs(1));
         assert_eq!(e.next_attempt(t, false, None), t + Duration::from_millis(300));

@@ -55,7 +55,7 @@ pub struct NodeAgent {
 impl NodeAgent {
     /// Starts an agent for node `agent-PID` with pods in `pod_network`.0/24
     /// (three octets of the test range), mapping `ssegate:test` to the
-    /// built ssegate.
+    /// built ssegate and `shell:test` to /bin/sh.
     pub fn start(cp: &ControlPlane, dir: &Path, pod_network: &str) -> NodeAgent {
         let exe = build_agent();
         let images = dir.join("images.yaml");
@@ -80,7 +80,8 @@ impl NodeAgent {
         let ssegate = ssegate.display();
         std::fs::write(
             &images,
-            format!("ssegate:test: {ssegate}\n\"ssegate:{app_version}\": {ssegate}\n"),
+            // `shell:test`: /bin/sh, for pods whose command is a script.
+            format!("ssegate:test: {ssegate}\n\"ssegate:{app_version}\": {ssegate}\nshell:test: /bin/sh\n"),
         )
         .unwrap();
         let pid = std::process::id();
