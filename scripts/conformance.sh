@@ -97,8 +97,10 @@ cmd_build() {
 # --- cluster ---------------------------------------------------------------
 
 AGENT_PID=
+SUITE_PID=
 teardown() {
   local rc=$?
+  if [ -n "$SUITE_PID" ]; then kill -TERM "$SUITE_PID" 2>/dev/null || true; fi
   if [ "${SSEGATE_CONFORMANCE_KEEP:-0}" = 1 ]; then
     say "kept running (SSEGATE_CONFORMANCE_KEEP=1): KUBECONFIG=$SSEGATE_CP_DIR/kubeconfig"
     return $rc
@@ -125,14 +127,25 @@ kc() { kubectl --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" "$@"; }
 # The image table: every image the suite's manifests name (echo-basic,
 # echo-advanced, and coredns, which only UDP tests use and which only has to
 # run here) is echo-basic; the chart's image is the built ssegate. Both are
-# copied where uid 65532 (the chart's user) can run them.
+# copied where uid 65532 (the chart's user) can run them. The node agent
+# mounts no Secret volumes, so the suite's TLS backends (for BackendTLSPolicy,
+# which ssegate does not claim) would crash on their missing certificate, and
+# the suite waits for every base pod to be ready: echo-basic runs through a
+# wrapper that then serves plain HTTP only, all the HTTP tests ask of them.
 write_images() {
   local image=$WORK/image app_version
   mkdir -p "$image"
   chmod 755 "$WORK" "$image"
   cp "$ROOT/target/debug/ssegate" "$image/ssegate"
-  cp "$SUITE_DIR/echo-basic" "$image/echo-basic"
-  chmod 755 "$image/ssegate" "$image/echo-basic"
+  cp "$SUITE_DIR/echo-basic" "$image/echo-basic.bin"
+  cat > "$image/echo-basic" <<EOS
+#!/bin/sh
+if [ -n "\${TLS_SERVER_CERT:-}" ] && [ ! -r "\$TLS_SERVER_CERT" ]; then
+  unset TLS_SERVER_CERT TLS_SERVER_PRIVKEY TLS_CLIENT_CACERTS
+fi
+exec $image/echo-basic.bin "\$@"
+EOS
+  chmod 755 "$image/ssegate" "$image/echo-basic" "$image/echo-basic.bin"
   app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/ssegate/Chart.yaml")
   {
     printf '"ssegate:%s": %s\n' "$app_version" "$image/ssegate"
@@ -147,6 +160,7 @@ start_cluster() {
   rm -rf "$WORK"
   mkdir -p "$WORK"
   trap teardown EXIT
+  trap 'exit 143' TERM INT
   SSEGATE_CP_CONTROLLERS=1 SSEGATE_CP_OWNER=$$ "$ROOT/scripts/control-plane.sh" start >/dev/null
   write_images
   say "starting the node agent ($NODE, pods in $POD_NETWORK.0/24)"
@@ -165,13 +179,14 @@ start_cluster() {
 
 install_ssegate() {
   say "installing charts/ssegate (with the Gateway API CRDs)"
-  # One replica, serving on ports 80 and 443 in its pod, publishing its own pod
-  # address: the node agent's first pod gets $POD_NETWORK.2.
+  # One replica, serving HTTP on port 80 in its pod, publishing its own pod
+  # address: the node agent's first pod gets $POD_NETWORK.2. (Not 443 for
+  # HTTPS: the agent's apiserver forward holds 127.0.0.1:443 in every pod.)
   local address=$POD_NETWORK.2
   "$BIN/helm" --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" install sg "$ROOT/charts/ssegate" \
     -n ssegate-system --create-namespace --wait --timeout 180s \
     --set gatewayAPI.installCRDs=true --set replicaCount=1 \
-    --set proxyPort=80 --set tlsPort=443 \
+    --set proxyPort=80 --set tlsPort=8443 \
     --set controller.publishStatusAddress="$address" \
     > "$WORK/helm.log" 2>&1 || fail "helm install; see $WORK/helm.log and $WORK/agent.log"
   local ip
@@ -200,15 +215,16 @@ run_suite() {
   say "running the suite (log: $WORK/suite.log)"
   local started=$SECONDS rc=0
   # No --supported-features: the suite reads them from the GatewayClass status.
-  (
-    cd "$WORK"
-    KUBECONFIG=$SSEGATE_CP_DIR/kubeconfig "$SUITE_DIR/conformance.test" \
+  # In the background, so that a signal runs the teardown (which stops it) at once.
+  (cd "$WORK" && exec env KUBECONFIG="$SSEGATE_CP_DIR/kubeconfig" "$SUITE_DIR/conformance.test" \
       -test.run '^TestConformance$' -test.v -test.timeout 120m \
       --gateway-class=ssegate --conformance-profiles=GATEWAY-HTTP \
       --organization=ssegate --project=ssegate --url=https://github.com/ssegate/ssegate \
       --version="v$version" --contact=https://github.com/ssegate/ssegate/issues \
-      --report-output="$report" "$@"
-  ) > "$WORK/suite.log" 2>&1 || rc=$?
+      --report-output="$report" "$@") > "$WORK/suite.log" 2>&1 &
+  SUITE_PID=$!
+  wait "$SUITE_PID" || rc=$?
+  SUITE_PID=
   say "suite finished in $((SECONDS - started))s with exit code $rc; report: $report"
   grep -E '^\s*--- (PASS|FAIL|SKIP): TestConformance/[^/ ]+ ' "$WORK/suite.log" \
     | awk '{print $2, $3}' | sort | uniq -c | sort -rn | head -5 >&2 || true
