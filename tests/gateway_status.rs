@@ -241,9 +241,11 @@ async fn gateway_api_status_is_written_and_other_controllers_entries_survive() {
     .await;
     let g = object(&ns, "gateway/gw");
     let generation = g["metadata"]["generation"].as_i64().unwrap();
+    // Accepted for its HTTP listener, with the spec's reason for a Gateway
+    // one of whose listeners (tcp) is refused.
     assert_eq!(
         condition(&g["status"]["conditions"], "Accepted"),
-        Some(("True".into(), "Accepted".into(), generation))
+        Some(("True".into(), "ListenersNotValid".into(), generation))
     );
     assert_eq!(
         condition(&g["status"]["conditions"], "Programmed"),

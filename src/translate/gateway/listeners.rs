@@ -96,9 +96,19 @@ pub fn plan(
         tls.extend(certificates);
     }
     let usable = listeners.iter().filter(|l| l.usable).count();
+    let refused = verdicts.iter().filter(|v| !v.accepted.is_true()).count();
     let (accepted, programmed) = if usable > 0 || all.is_empty() {
         (
-            Verdict::yes("Accepted", "the Gateway is served by ssegate"),
+            // The spec's reason when some listeners are refused and the
+            // Gateway is accepted for the others.
+            if refused > 0 {
+                Verdict::yes(
+                    "ListenersNotValid",
+                    format!("the Gateway is served by ssegate; {refused} of its listeners cannot be"),
+                )
+            } else {
+                Verdict::yes("Accepted", "the Gateway is served by ssegate")
+            },
             Verdict::yes(
                 "Programmed",
                 "HTTP listeners are served on ssegate's plain listener, HTTPS ones on its TLS listener",

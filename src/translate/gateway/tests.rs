@@ -150,6 +150,10 @@ fn routes_attach_by_listener_namespace_and_hostname_with_the_spec_reasons() {
     assert_eq!(listener("tcp").accepted.reason, "UnsupportedProtocol");
     assert!(listener("https").resolved_refs.is_true());
     assert!(gw.accepted.is_true());
+    assert_eq!(
+        gw.accepted.reason, "ListenersNotValid",
+        "accepted for its other listeners, with the reason that says one is refused"
+    );
 
     // The table: served answers on a.example.com over plain HTTP with the
     // header, and on secure.example.com only over TLS.
