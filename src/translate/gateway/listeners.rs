@@ -254,10 +254,15 @@ fn one(
     };
     let conflicted = conflict(l, all);
     let usable = accepted.is_true() && !conflicted.is_true();
-    let programmed = if usable {
-        Verdict::yes("Programmed", "the listener is served")
-    } else {
+    // A certificate that does not resolve leaves the listener unprogrammed
+    // (the spec's `Invalid`), though routes still attach to it and count.
+    let certificate_refused = is_tls && !resolved_refs.is_true() && resolved_refs.reason != "InvalidRouteKinds";
+    let programmed = if !usable {
         Verdict::no("Invalid", "the listener is not served")
+    } else if certificate_refused {
+        Verdict::no("Invalid", format!("no certificate: {}", resolved_refs.message))
+    } else {
+        Verdict::yes("Programmed", "the listener is served")
     };
     let listener = Listener {
         gateway: gateway.clone(),

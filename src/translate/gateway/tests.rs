@@ -356,3 +356,28 @@ fn filters_on_a_backend_ref_refuse_the_route_rather_than_vanish() {
     );
     assert!(o.definitions.iter().all(|d| d.key.name != "perbackend"));
 }
+
+#[test]
+fn an_https_listener_whose_certificate_does_not_resolve_is_not_programmed_but_takes_routes() {
+    let gateway: Gateway = serde_yaml::from_str(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: apps}
+spec:
+  gatewayClassName: sse
+  listeners:
+  - {name: tls, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: does-not-exist}]}}
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: TCPRoute}]}}",
+    )
+    .unwrap();
+    let plan = listeners::plan(&gateway, ObjectKey::new("apps", "gw"), &[], &BTreeMap::new());
+    let tls = &plan.verdicts[0];
+    assert_eq!(tls.resolved_refs.reason, "InvalidCertificateRef");
+    assert!(!tls.programmed.is_true(), "{:?}", tls.programmed);
+    assert_eq!(tls.programmed.reason, "Invalid");
+    assert!(plan.listeners[0].usable, "routes still attach to it and count");
+    // A route kind it cannot take does not stop it serving HTTPRoutes.
+    let http = &plan.verdicts[1];
+    assert_eq!(http.resolved_refs.reason, "InvalidRouteKinds");
+    assert!(http.programmed.is_true());
+}
