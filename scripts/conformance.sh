@@ -127,25 +127,14 @@ kc() { kubectl --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" "$@"; }
 # The image table: every image the suite's manifests name (echo-basic,
 # echo-advanced, and coredns, which only UDP tests use and which only has to
 # run here) is echo-basic; the chart's image is the built ssegate. Both are
-# copied where uid 65532 (the chart's user) can run them. The node agent
-# mounts no Secret volumes, so the suite's TLS backends (for BackendTLSPolicy,
-# which ssegate does not claim) would crash on their missing certificate, and
-# the suite waits for every base pod to be ready: echo-basic runs through a
-# wrapper that then serves plain HTTP only, all the HTTP tests ask of them.
+# copied where uid 65532 (the chart's user) can run them.
 write_images() {
   local image=$WORK/image app_version
   mkdir -p "$image"
   chmod 755 "$WORK" "$image"
   cp "$ROOT/target/debug/ssegate" "$image/ssegate"
-  cp "$SUITE_DIR/echo-basic" "$image/echo-basic.bin"
-  cat > "$image/echo-basic" <<EOS
-#!/bin/sh
-if [ -n "\${TLS_SERVER_CERT:-}" ] && [ ! -r "\$TLS_SERVER_CERT" ]; then
-  unset TLS_SERVER_CERT TLS_SERVER_PRIVKEY TLS_CLIENT_CACERTS
-fi
-exec $image/echo-basic.bin "\$@"
-EOS
-  chmod 755 "$image/ssegate" "$image/echo-basic" "$image/echo-basic.bin"
+  cp "$SUITE_DIR/echo-basic" "$image/echo-basic"
+  chmod 755 "$image/ssegate" "$image/echo-basic"
   app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/ssegate/Chart.yaml")
   {
     printf '"ssegate:%s": %s\n' "$app_version" "$image/ssegate"
@@ -179,19 +168,16 @@ start_cluster() {
 
 install_ssegate() {
   say "installing charts/ssegate (with the Gateway API CRDs)"
-  # One replica, serving HTTP on port 80 in its pod, publishing its own pod
-  # address: the node agent's first pod gets $POD_NETWORK.2. (Not 443 for
-  # HTTPS: the agent's apiserver forward holds 127.0.0.1:443 in every pod.)
-  local address=$POD_NETWORK.2
+  # The chart's defaults (2 replicas, Service of type LoadBalancer): the node
+  # agent's load balancer gives the Service an address on its bridge, which
+  # ssegate publishes (--publish-service) as every Gateway's address, and
+  # forwards its ports 80 and 443 to the replicas' 8080 and 8443.
   "$BIN/helm" --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" install sg "$ROOT/charts/ssegate" \
     -n ssegate-system --create-namespace --wait --timeout 180s \
-    --set gatewayAPI.installCRDs=true --set replicaCount=1 \
-    --set proxyPort=80 --set tlsPort=8443 \
-    --set controller.publishStatusAddress="$address" \
+    --set gatewayAPI.installCRDs=true \
     > "$WORK/helm.log" 2>&1 || fail "helm install; see $WORK/helm.log and $WORK/agent.log"
-  local ip
-  ip=$(kc get pods -n ssegate-system -o 'jsonpath={.items[0].status.podIP}')
-  [ "$ip" = "$address" ] || fail "ssegate's pod has $ip, not $address"
+  lb_address() { [ -n "$(kc get service -n ssegate-system sg-ssegate -o 'jsonpath={.status.loadBalancer.ingress[0].ip}')" ]; }
+  wait_for 60 "ssegate's Service has a load-balancer address" lb_address || fail "no load-balancer address"
   kc apply -f - >/dev/null <<'EOF'
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -225,9 +211,10 @@ run_suite() {
   SUITE_PID=$!
   wait "$SUITE_PID" || rc=$?
   SUITE_PID=
+  [ ! -f "$report" ] || chmod 644 "$report"
   say "suite finished in $((SECONDS - started))s with exit code $rc; report: $report"
   grep -E '^\s*--- (PASS|FAIL|SKIP): TestConformance/[^/ ]+ ' "$WORK/suite.log" \
-    | awk '{print $2, $3}' | sort | uniq -c | sort -rn | head -5 >&2 || true
+    | awk '{print $2}' | sort | uniq -c >&2 || true
   grep -E '^\s*--- FAIL: TestConformance/[^/ ]+ ' "$WORK/suite.log" | awk '{print "  " $3}' >&2 || true
   return $rc
 }
