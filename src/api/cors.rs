@@ -63,7 +63,7 @@ enum OriginPattern {
 pub struct CorsPolicy {
     origins: Vec<OriginPattern>,
     credentials: bool,
-    /// Lower-case names, `last-event-id` included; `None` for `*`.
+    /// Lower-case names (`last-event-id` included for a Route); `None` for `*`.
     allow_headers: Option<String>,
     allow_methods: String,
     expose_headers: Option<String>,
@@ -80,6 +80,19 @@ impl CorsSpec {
     /// Checks the policy; each error's field is relative to the policy
     /// (`allowOrigins[0]`), for the caller to place (`spec.cors.`...).
     pub fn validate(&self) -> Result<CorsPolicy, Vec<super::FieldError>> {
+        self.validate_as(false)
+    }
+
+    /// The same, with Gateway API's rules for an HTTPRoute `CORS` filter
+    /// (its conformance suite checks them): `allowOrigins: ["*"]` with
+    /// `allowCredentials` is allowed and echoes each request's origin, and
+    /// `allowHeaders` is answered as listed, without the `Last-Event-ID`
+    /// a Route adds (list it for EventSource reconnects).
+    pub fn validate_gateway_api(&self) -> Result<CorsPolicy, Vec<super::FieldError>> {
+        self.validate_as(true)
+    }
+
+    fn validate_as(&self, gateway_api: bool) -> Result<CorsPolicy, Vec<super::FieldError>> {
         let mut errors: Vec<(String, String)> = Vec::new();
         if self.allow_origins.is_empty() {
             errors.push(("allowOrigins".into(), "list at least one origin, or *".into()));
@@ -87,7 +100,7 @@ impl CorsSpec {
         let mut origins = Vec::new();
         for (i, o) in self.allow_origins.iter().enumerate() {
             match parse_origin(o) {
-                Ok(OriginPattern::Any) if self.allow_credentials => errors.push((
+                Ok(OriginPattern::Any) if self.allow_credentials && !gateway_api => errors.push((
                     format!("allowOrigins[{i}]"),
                     "* cannot be combined with allowCredentials: it would let every site read \
                      responses with the user's cookies; list the origins"
@@ -142,7 +155,7 @@ impl CorsSpec {
                 .collect());
         }
         let any_header = allow_headers.iter().any(|h| h == "*");
-        if !any_header && !allow_headers.iter().any(|h| h == "last-event-id") {
+        if !gateway_api && !any_header && !allow_headers.iter().any(|h| h == "last-event-id") {
             allow_headers.insert(0, "last-event-id".into());
         }
         Ok(CorsPolicy {
@@ -256,13 +269,19 @@ impl CorsPolicy {
 
     /// Headers for a preflight from an allowed `origin`. `requested` is the
     /// `Access-Control-Request-Headers` value, echoed when every header is
-    /// allowed.
-    pub fn preflight_headers(&self, origin: &str, requested: Option<&str>) -> CorsHeaders {
+    /// allowed; `method` the `Access-Control-Request-Method`, echoed when
+    /// every method is allowed on a credentialed policy (where browsers take
+    /// `*` literally).
+    pub fn preflight_headers(&self, origin: &str, requested: Option<&str>, method: Option<&str>) -> CorsHeaders {
         let mut out = vec![("access-control-allow-origin", self.allow_origin(origin))];
         if self.credentials {
             out.push(("access-control-allow-credentials", "true".into()));
         }
-        out.push(("access-control-allow-methods", self.allow_methods.clone()));
+        let methods = match method.filter(|m| !m.is_empty()) {
+            Some(m) if self.credentials && self.allow_methods == "*" => m.to_owned(),
+            _ => self.allow_methods.clone(),
+        };
+        out.push(("access-control-allow-methods", methods));
         match &self.allow_headers {
             Some(list) => out.push(("access-control-allow-headers", list.clone())),
             // `*` is literal on credentialed requests, so echo what was asked for.
@@ -344,7 +363,7 @@ mod tests {
         }
         .validate()
         .unwrap();
-        let h = p.preflight_headers("https://x.test", Some("last-event-id"));
+        let h = p.preflight_headers("https://x.test", Some("last-event-id"), Some("GET"));
         assert!(h.contains(&("access-control-allow-headers", "last-event-id, authorization".into())));
         assert!(h.contains(&("access-control-allow-methods", "GET, HEAD, POST".into())));
         assert!(h.contains(&("access-control-max-age", "600".into())));
@@ -381,5 +400,76 @@ mod tests {
             ]
         );
         assert!(errors[0].message.contains("allowCredentials"), "{}", errors[0].message);
+    }
+
+    /// Gateway API's CORS filter, as its conformance suite checks it:
+    /// headers as listed, `*` origins and methods echoed when credentialed.
+    #[test]
+    fn gateway_api_flavour_lists_headers_as_given_and_echoes_wildcards_with_credentials() {
+        let listed = CorsSpec {
+            allow_origins: vec!["https://www.foo.com".into()],
+            allow_headers: vec!["x-header-1".into(), "x-header-2".into()],
+            allow_methods: vec!["GET".into(), "OPTIONS".into()],
+            ..Default::default()
+        };
+        let h = listed.validate_gateway_api().unwrap().preflight_headers(
+            "https://www.foo.com",
+            Some("x-header-1"),
+            Some("GET"),
+        );
+        assert!(
+            h.contains(&("access-control-allow-headers", "x-header-1, x-header-2".into())),
+            "{h:?}"
+        );
+        assert!(
+            h.contains(&("access-control-allow-methods", "GET, OPTIONS".into())),
+            "{h:?}"
+        );
+        // A Route's policy keeps adding Last-Event-ID.
+        let h = listed
+            .validate()
+            .unwrap()
+            .preflight_headers("https://www.foo.com", None, None);
+        assert!(h.contains(&(
+            "access-control-allow-headers",
+            "last-event-id, x-header-1, x-header-2".into()
+        )));
+
+        let wildcard = |credentials: bool| CorsSpec {
+            allow_origins: vec!["*".into()],
+            allow_methods: vec!["*".into()],
+            allow_headers: vec!["*".into()],
+            allow_credentials: credentials,
+            ..Default::default()
+        };
+        assert!(
+            wildcard(true).validate().is_err(),
+            "a Route still refuses * with credentials"
+        );
+        let p = wildcard(true).validate_gateway_api().unwrap();
+        assert!(p.allows("https://other.foo.com"));
+        let h = p.preflight_headers("https://other.foo.com", Some("x-header-1, x-header-2"), Some("PUT"));
+        assert_eq!(
+            h,
+            vec![
+                ("access-control-allow-origin", "https://other.foo.com".to_string()),
+                ("access-control-allow-credentials", "true".to_string()),
+                ("access-control-allow-methods", "PUT".to_string()),
+                ("access-control-allow-headers", "x-header-1, x-header-2".to_string()),
+            ]
+        );
+        let h = wildcard(false).validate_gateway_api().unwrap().preflight_headers(
+            "https://other.foo.com",
+            Some("x-header-1"),
+            Some("PUT"),
+        );
+        assert_eq!(
+            h,
+            vec![
+                ("access-control-allow-origin", "*".to_string()),
+                ("access-control-allow-methods", "*".to_string()),
+                ("access-control-allow-headers", "*".to_string()),
+            ]
+        );
     }
 }

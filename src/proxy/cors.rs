@@ -26,10 +26,14 @@ pub(super) fn cors_preflight<B>(
         .headers()
         .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
         .and_then(|v| v.to_str().ok());
+    let method = req
+        .headers()
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok());
     let mut resp = Response::new(ProxyBody::Local(None));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let headers = resp.headers_mut();
-    insert_all(headers, policy.preflight_headers(origin, requested));
+    insert_all(headers, policy.preflight_headers(origin, requested, method));
     headers.append(
         http::header::VARY,
         HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),

@@ -465,7 +465,7 @@ fn rule_cors(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) -> 
         expose_headers: c.expose_headers.unwrap_or_default(),
         max_age: Some(format!("{}s", c.max_age.unwrap_or(5).max(0))),
     };
-    match spec.validate() {
+    match spec.validate_gateway_api() {
         Ok(policy) => Some(Arc::new(policy)),
         Err(problems) => {
             for p in problems {
