@@ -85,6 +85,8 @@ pub struct ResolvedRule {
     pub https_redirect: bool,
     pub filters: Option<Arc<crate::api::filters::RuleFilters>>,
     total_weight: u64,
+    /// Steps through the weight slots in an interleaved order (see `stride`).
+    stride: u64,
     cursor: AtomicU64,
     /// Why no endpoint can be picked, when that is so.
     unavailable: Option<String>,
@@ -123,6 +125,7 @@ impl ResolvedRule {
             https_redirect: rule.https_redirect,
             filters: rule.filters.clone(),
             total_weight,
+            stride: stride(total_weight),
             cursor: AtomicU64::new(0),
             unavailable,
             unavailable_internal,
@@ -154,7 +157,8 @@ impl ResolvedRule {
                 internal: self.unavailable_internal,
             });
         }
-        let mut slot = self.cursor.fetch_add(1, Ordering::Relaxed) % self.total_weight;
+        let step = self.cursor.fetch_add(1, Ordering::Relaxed) % self.total_weight;
+        let mut slot = (step as u128 * self.stride as u128 % self.total_weight as u128) as u64;
         for backend in self.backends.iter().filter(|b| b.usable()) {
             let weight = backend.weight as u64;
             if slot < weight {
@@ -167,6 +171,31 @@ impl ResolvedRule {
         }
         unreachable!("slot is below the total weight of usable backends")
     }
+}
+
+/// A step through `total` weight slots that visits each once per cycle and
+/// interleaves the backends' runs of slots: the first integer from
+/// `total / golden ratio` up that shares no factor with `total` (a Weyl
+/// sequence). Walking the slots in order would send a 70/30 split as 70
+/// requests to one backend, then 30 to the other, so any count of requests
+/// that is not a whole cycle (a replica's share of them, say) would skew.
+fn stride(total: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if total <= 2 {
+        return 1;
+    }
+    let mut s = ((total as f64) * 0.618_033_988_75) as u64;
+    s = s.max(1);
+    while gcd(s, total) != 1 {
+        s += 1;
+    }
+    s
 }
 
 /// What a request shows beyond its host and path, for matches that ask

@@ -293,6 +293,34 @@ fn weighted_round_robin_spreads_by_weight_and_endpoint() {
 }
 
 #[test]
+fn weights_are_interleaved_so_any_run_of_requests_keeps_the_split() {
+    let t = World::new()
+        .service("a", &[1])
+        .service("b", &[2])
+        .route(
+            "r",
+            0,
+            "rules: [{backendRefs: [{name: a, port: 80, weight: 70}, {name: b, port: 80, weight: 30}]}]",
+        )
+        .table();
+    let target = t.lookup("h", "/", &RequestSketch::default()).unwrap();
+    let picks: Vec<u8> = (0..250)
+        .map(|_| match target.pick().unwrap() {
+            SocketAddr::V4(a) => a.ip().octets()[3],
+            other => panic!("{other}"),
+        })
+        .collect();
+    // Not 70 in a row to a, then 30 to b: every 10 consecutive requests
+    // are within one of the 7/3 split, and 250 (not a whole cycle) keep it.
+    for w in picks.windows(10) {
+        let a = w.iter().filter(|&&h| h == 1).count();
+        assert!((6..=8).contains(&a), "{w:?}");
+    }
+    let a = picks.iter().filter(|&&h| h == 1).count();
+    assert!((172..=178).contains(&a), "{a} of 250");
+}
+
+#[test]
 fn rule_settings_reach_the_target() {
     let t = World::new()
         .service("svc", &[1])
