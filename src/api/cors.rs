@@ -292,6 +292,11 @@ impl CorsPolicy {
             }
             None => out.push(("access-control-allow-headers", "*".into())),
         }
+        // Browsers read it on actual responses only; Gateway API's suite
+        // expects it on preflights too, and it costs nothing there.
+        if let Some(expose) = &self.expose_headers {
+            out.push(("access-control-expose-headers", expose.clone()));
+        }
         if let Some(age) = self.max_age {
             out.push(("access-control-max-age", age.to_string()));
         }
@@ -410,6 +415,7 @@ mod tests {
             allow_origins: vec!["https://www.foo.com".into()],
             allow_headers: vec!["x-header-1".into(), "x-header-2".into()],
             allow_methods: vec!["GET".into(), "OPTIONS".into()],
+            expose_headers: vec!["x-header-3".into()],
             ..Default::default()
         };
         let h = listed.validate_gateway_api().unwrap().preflight_headers(
@@ -423,6 +429,10 @@ mod tests {
         );
         assert!(
             h.contains(&("access-control-allow-methods", "GET, OPTIONS".into())),
+            "{h:?}"
+        );
+        assert!(
+            h.contains(&("access-control-expose-headers", "x-header-3".into())),
             "{h:?}"
         );
         // A Route's policy keeps adding Last-Event-ID.
