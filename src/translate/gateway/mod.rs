@@ -37,7 +37,9 @@ pub const CONTROLLER: &str = "ssegate.dev/gateway-controller";
 /// HTTPRoute and ReferenceGrant; method and query-parameter matches;
 /// response header edits; redirects of scheme, host, port, path (full or
 /// prefix) with any of the redirect status codes; URL rewrites of host and
-/// path; the CORS filter; request and backend timeouts. Not request
+/// path; the CORS filter; request and backend timeouts; rule names;
+/// WebSocket upgrades to backends; routes whose `parentRef.port` names no
+/// listener's port left unattached (destination port matching). Not request
 /// mirrors (a route with one is refused), filters on a backendRef, or
 /// regular expressions; nor `HTTPRouteParentRefPort`: `parentRef.port`
 /// does narrow the listeners a route attaches to, but every HTTP listener
@@ -50,10 +52,13 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendTimeout",
     "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
