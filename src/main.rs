@@ -613,10 +613,13 @@ async fn serve(
     let admin_listener =
         ssegate::listener::bind(args.admin).with_context(|| format!("cannot listen on {} for admin", args.admin))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The admin port outlives the drain: probes keep their answers
+    // (/readyz 503, /healthz 200) and /metrics shows the streams ending.
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
-        wait_stop(stop_rx.clone()),
+        wait_stop(admin_stop_rx),
     ));
     let tls_listener = match args.listen_tls {
         Some(addr) => Some(ssegate::listener::bind(addr).with_context(|| format!("cannot listen on {addr} for TLS"))?),
@@ -662,6 +665,7 @@ async fn serve(
     if let Some(task) = tls_task {
         task.await??;
     }
+    let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;
     Ok(())
 }

@@ -1,18 +1,39 @@
-//! The chart really running: `helm install` with default values onto the
-//! node agent's node (with kube-controller-manager and kube-scheduler) gives
-//! 2 ready replicas, one holding the status Lease; the README's demo
-//! (backend pods, Service, Route) streams events through each replica's pod
-//! address; `helm uninstall` stops them. Needs root (network namespaces).
+//! The chart really running, in one cluster's life: `helm install` with
+//! default values onto the node agent's node (with kube-controller-manager,
+//! kube-scheduler and the agent's LoadBalancer stand-in), then what a user
+//! does with it:
+//!
+//! 1. 2 ready replicas, one holding the status Lease (owned by its Pod); the
+//!    README's demo (backend pods, Service, Route) streams through each
+//!    replica's pod address and through the LoadBalancer address, which
+//!    ssegate publishes into an Ingress's status.
+//! 2. `kubectl patch` of `proxyBuffering` reaches both replicas within
+//!    milliseconds, open streams carry on, and only the Lease holder writes
+//!    the status.
+//! 3. `kubectl rollout restart` under 200 EventSource-style clients that
+//!    reconnect with `Last-Event-ID`: every client gets every id exactly
+//!    once, each old pod's endpoint turns unready before its streams are
+//!    drained, and every old pod exits 0 within its grace period.
+//! 4. Deleting the Lease holder's pod hands status writing to another replica.
+//! 5. `helm upgrade`, then `helm uninstall`: nothing is left but the CRDs.
+//!
+//! Needs root (network namespaces).
 
 mod common;
 
-use common::cluster::control_plane_with_controllers;
+use common::cluster::{control_plane_with_controllers, ControlPlane};
 use common::node_agent::{wait_for, NodeAgent};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const NS: &str = "sg";
+const DEPLOYMENT: &str = "deployment/sg-ssegate";
+const LEASE: &str = "lease/sg-ssegate-status";
+const CLIENTS: usize = 200;
 
 /// Where scripts/control-plane.sh caches helm.
 fn helm_bin() -> PathBuf {
@@ -26,8 +47,226 @@ fn helm_bin() -> PathBuf {
         .join("helm")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helm_install_runs_two_replicas_that_stream_the_demo() {
+fn helm(cp: &ControlPlane, agent: &NodeAgent, args: &[&str]) {
+    let out = Command::new(helm_bin())
+        .args(args)
+        .current_dir(ROOT)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("helm is built by scripts/control-plane.sh build");
+    assert!(
+        out.status.success(),
+        "helm {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.logs()
+    );
+}
+
+/// The release's running, not terminating pods: name → pod IP.
+fn replicas(cp: &ControlPlane) -> BTreeMap<String, String> {
+    cp.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/instance=sg",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut parts = l.split(' ');
+        let (name, ip, deleting) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+        (!ip.is_empty() && deleting.is_empty()).then(|| (name.to_owned(), ip.to_owned()))
+    })
+    .collect()
+}
+
+async fn admin_get(ip: &str, path: &str) -> Option<String> {
+    let resp = common::client()
+        .get(format!("http://{ip}:9090{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    resp.text().await.ok()
+}
+
+/// The sum of a metric's samples (all label sets) on one replica.
+async fn metric(ip: &str, name: &str) -> Option<u64> {
+    let text = admin_get(ip, "/metrics").await?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
+async fn status_writes(ip: &str) -> u64 {
+    let text = admin_get(ip, "/metrics").await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"ssegate_status_writes_total{result="ok"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `f` every 5 ms until it returns true; the time it took.
+async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One demo stream: the first `limit` events and when each arrived.
+async fn stream(url: &str, limit: usize) -> common::Received {
+    let resp = common::client()
+        .get(url)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status(), 200, "GET {url}");
+    common::read_stream(resp, limit).await
+}
+
+/// The `id:` of an SSE event, if it has one.
+fn event_id(event: &str) -> Option<u64> {
+    event.lines().find_map(|l| l.strip_prefix("id: ")?.trim().parse().ok())
+}
+
+/// What one EventSource-style client saw.
+#[derive(Debug, Default)]
+struct ClientLog {
+    ids: Vec<u64>,
+    connects: usize,
+    refused: usize,
+    last_event: Option<Instant>,
+}
+
+/// Reads `url` as a browser's EventSource does: on every end of the stream
+/// it reconnects (a new connection, after a short pause) with
+/// `Last-Event-ID` set to the last id received, until `stop` turns true.
+async fn event_source(url: String, mut stop: watch::Receiver<bool>, seed: u64) -> ClientLog {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut log = ClientLog::default();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !*stop.borrow() && Instant::now() < deadline {
+        let mut req = client.get(&url);
+        if let Some(last) = log.ids.last() {
+            req = req.header("last-event-id", last.to_string());
+        }
+        match req.send().await {
+            Ok(mut resp) if resp.status() == 200 => {
+                log.connects += 1;
+                let mut pending = Vec::<u8>::new();
+                loop {
+                    let chunk = tokio::select! {
+                        c = resp.chunk() => c,
+                        _ = stop.wait_for(|s| *s) => return log,
+                    };
+                    let Ok(Some(chunk)) = chunk else { break };
+                    pending.extend_from_slice(&chunk);
+                    while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                        let event: Vec<u8> = pending.drain(..end + 2).collect();
+                        if let Some(id) = event_id(&String::from_utf8_lossy(&event)) {
+                            log.ids.push(id);
+                            log.last_event = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            _ => log.refused += 1,
+        }
+        // EventSource's reconnection delay, spread so that 200 clients do
+        // not reconnect in one instant.
+        let pause = Duration::from_millis(100 + (seed * 37 + log.connects as u64 * 11) % 300);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+    log
+}
+
+/// When each old replica's endpoint first showed unready (or vanished) in
+/// its Service's EndpointSlices, by the wall clock, polled every 50 ms.
+async fn watch_unready(
+    kube: kube::Client,
+    old: BTreeMap<String, String>,
+    mut stop: watch::Receiver<bool>,
+) -> BTreeMap<String, SystemTime> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(kube, NS);
+    let params = kube::api::ListParams::default().labels("kubernetes.io/service-name=sg-ssegate");
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !*stop.borrow() && Instant::now() < deadline && seen.len() < old.len() {
+        let asked = SystemTime::now();
+        if let Ok(list) = slices.list(&params).await {
+            let ready: BTreeSet<String> = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses.iter().cloned())
+                .collect();
+            for (name, ip) in &old {
+                if !ready.contains(ip) {
+                    seen.entry(name.clone()).or_insert(asked);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    seen
+}
+
+/// From a replica's own log (JSON lines, as the chart sets): when it began
+/// draining its plain-HTTP listener, and how many event streams the drain
+/// ended.
+fn drain_in_log(log: &str) -> (Option<SystemTime>, usize) {
+    let stamp = |line: &str| -> Option<SystemTime> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let ts: k8s_openapi::jiff::Timestamp = v["timestamp"].as_str()?.parse().ok()?;
+        Some(SystemTime::from(ts))
+    };
+    let began = log
+        .lines()
+        .find(|l| l.contains("draining: no new connections") && l.contains("\"tls\":false"))
+        .and_then(stamp);
+    let ended = log.lines().filter(|l| l.contains("\"outcome\":\"drain\"")).count();
+    (began, ended)
+}
+
+async fn kube_client(cp: &ControlPlane) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cp.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn lease_holder(cp: &ControlPlane) -> String {
+    cp.get(NS, LEASE, "{.spec.holderIdentity}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_cleanly() {
     let cp = control_plane_with_controllers();
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.254");
@@ -40,63 +279,59 @@ async fn helm_install_runs_two_replicas_that_stream_the_demo() {
         );
         (ready == "True").then_some(())
     });
-    let helm = |args: &[&str]| {
-        let out = Command::new(helm_bin())
-            .args(args)
-            .current_dir(ROOT)
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .output()
-            .expect("helm is built by scripts/control-plane.sh build");
-        assert!(
-            out.status.success(),
-            "helm {args:?}:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            agent.logs()
-        );
-    };
-    helm(&[
-        "install",
-        "sg",
-        "charts/ssegate",
-        "-n",
-        "sg",
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "120s",
-    ]);
-    wait_for(Duration::from_secs(60), "2 ready replicas", &agent, || {
-        (cp.get("sg", "deployment/sg-ssegate", "{.status.readyReplicas}") == "2").then_some(())
-    });
-    let replicas: Vec<(String, String)> = cp
-        .kubectl_ok(&[
-            "get",
-            "pods",
-            "-n",
+
+    // 1. Install with default values; the demo through every address.
+    helm(
+        cp,
+        &agent,
+        &[
+            "install",
             "sg",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
-        ])
-        .lines()
-        .map(|l| {
-            let (name, ip) = l.split_once(' ').unwrap();
-            (name.to_owned(), ip.to_owned())
-        })
-        .collect();
-    assert_eq!(replicas.len(), 2, "{replicas:?}");
-    // One replica holds the status Lease: the in-pod controller reached the
-    // apiserver with the mounted token.
-    let holder = wait_for(Duration::from_secs(60), "a Lease holder", &agent, || {
-        let h = cp.get("sg", "lease/sg-ssegate-status", "{.spec.holderIdentity}");
-        replicas.iter().any(|(name, _)| *name == h).then_some(h)
+            "charts/ssegate",
+            "-n",
+            NS,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    wait_for(Duration::from_secs(60), "2 ready replicas", &agent, || {
+        (cp.get(NS, DEPLOYMENT, "{.status.readyReplicas}") == "2").then_some(())
     });
+    let pods = replicas(cp);
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let holder = wait_for(Duration::from_secs(60), "a Lease holder", &agent, || {
+        let h = lease_holder(cp);
+        pods.contains_key(&h).then_some(h)
+    });
+    // The holder's Pod owns the Lease, so it goes with the last replica.
+    assert_eq!(
+        cp.get(
+            NS,
+            LEASE,
+            "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"
+        ),
+        format!("Pod/{holder}")
+    );
+    let lb = wait_for(Duration::from_secs(60), "a LoadBalancer address", &agent, || {
+        let ip = cp.get(NS, "service/sg-ssegate", "{.status.loadBalancer.ingress[0].ip}");
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(lb.starts_with("10.213.254."), "{lb}");
 
     cp.kubectl_ok(&["apply", "-f", &format!("{ROOT}/manifests/examples/demo.yaml")]);
+    cp.apply(
+        "default",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: demo-ingress}\nspec:\n  ingressClassName: ssegate\n  rules:\n    - host: ingress.test\n      http:\n        paths:\n          - {path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}\n",
+    );
     wait_for(Duration::from_secs(60), "demo backend ready", &agent, || {
         (cp.get("default", "deployment/demo-backend", "{.status.readyReplicas}") == "2").then_some(())
     });
-    for (name, ip) in &replicas {
-        let url = format!("http://{ip}:8080/.sse?count=1&interval=50ms");
+    let mut addresses: Vec<String> = pods.values().map(|ip| format!("{ip}:8080")).collect();
+    addresses.push(format!("{lb}:80"));
+    for addr in &addresses {
+        let url = format!("http://{addr}/.sse?count=1&interval=50ms");
         let mut first = String::new();
         for _ in 0..100 {
             if let Ok(resp) = common::client().get(&url).timeout(Duration::from_secs(5)).send().await {
@@ -112,10 +347,32 @@ async fn helm_install_runs_two_replicas_that_stream_the_demo() {
         }
         assert!(
             first.contains("event: server\ndata: demo-backend-"),
-            "replica {name} at {ip} (lease holder {holder}) did not stream the demo: {first:?}\n{}",
+            "{addr} did not stream the demo: {first:?}\n{}",
             agent.logs()
         );
     }
+    // The address ssegate publishes is the load balancer's, and it serves.
+    wait_for(
+        Duration::from_secs(30),
+        "the Ingress's published address",
+        &agent,
+        || {
+            (cp.get(
+                "default",
+                "ingress/demo-ingress",
+                "{.status.loadBalancer.ingress[0].ip}",
+            ) == lb)
+                .then_some(())
+        },
+    );
+    let resp = common::client()
+        .get(format!("http://{lb}/.sse?count=1&interval=50ms"))
+        .header("host", "ingress.test")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     assert_eq!(
         cp.get(
             "default",
@@ -125,12 +382,315 @@ async fn helm_install_runs_two_replicas_that_stream_the_demo() {
         "True"
     );
 
-    helm(&["uninstall", "sg", "-n", "sg", "--wait", "--timeout", "120s"]);
-    wait_for(Duration::from_secs(60), "replicas gone", &agent, || {
-        cp.get("sg", "pods", "{.items[*].metadata.name}")
-            .is_empty()
-            .then_some(())
+    // 2. A live patch on both replicas, with streams open on each.
+    let writes_before: BTreeMap<String, u64> = {
+        let mut m = BTreeMap::new();
+        for (name, ip) in &pods {
+            m.insert(name.clone(), status_writes(ip).await);
+        }
+        m
+    };
+    let open: Vec<_> = pods
+        .values()
+        .map(|ip| {
+            let url = format!("http://{ip}:8080/.sse?interval=100ms");
+            tokio::spawn(async move { stream(&url, 32).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let generation: u64 = cp
+        .get("default", "route/demo", "{.metadata.generation}")
+        .parse()
+        .unwrap();
+    let patched = Instant::now();
+    cp.set_buffering("default", "demo", "Enabled");
+    let patch_returned = patched.elapsed();
+    let mut applied = BTreeMap::new();
+    for (name, ip) in &pods {
+        until(Duration::from_secs(10), "Enabled on a replica", async || {
+            // Pretty JSON: compared without its whitespace.
+            admin_get(ip, "/debug/routes").await.is_some_and(|t| {
+                let t: String = t.split_whitespace().collect();
+                t.contains("\"buffering\":\"Enabled\"") && !t.contains("\"buffering\":\"Disabled\"")
+            })
+        })
+        .await;
+        applied.insert(name.clone(), patched.elapsed());
+    }
+    println!("kubectl patch returned after {patch_returned:?}; both replicas serving it after {applied:?}");
+    // New requests on each replica are now buffered: a short stream
+    // arrives whole, at its end, not event by event.
+    for ip in pods.values() {
+        let start = tokio::time::Instant::now();
+        let got = stream(&format!("http://{ip}:8080/.sse?count=3&interval=300ms"), 100).await;
+        assert_eq!(got.events.len(), 5, "{:?}", got.events);
+        let first = got.events[0].1 - start;
+        let spread = got.events[4].1 - got.events[0].1;
+        assert!(
+            first >= Duration::from_millis(800) && spread < Duration::from_millis(100),
+            "replica {ip}: Enabled should deliver the stream at its end; first event after {first:?}, spread {spread:?}"
+        );
+    }
+    // The streams opened before the patch carried on, event by event.
+    for task in open {
+        let got = task.await.unwrap();
+        assert_eq!(
+            got.events.len(),
+            32,
+            "an open stream was cut: {:?} {:?}",
+            got.events,
+            got.error
+        );
+        let ids: Vec<u64> = got.events.iter().filter_map(|(e, _)| event_id(e)).collect();
+        assert_eq!(ids, (1..=32).collect::<Vec<u64>>());
+        let late = got.events.iter().filter(|(_, at)| at.into_std() > patched).count();
+        assert!(late >= 10, "events after the patch: {late}");
+    }
+    // Status: written for the new generation, by the Lease holder only.
+    wait_for(Duration::from_secs(30), "observedGeneration", &agent, || {
+        let seen = cp.get(
+            "default",
+            "route/demo",
+            "{.status.conditions[?(@.type==\"Accepted\")].observedGeneration}",
+        );
+        (seen == (generation + 1).to_string()).then_some(())
     });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, ip) in &pods {
+        let delta = status_writes(ip).await - writes_before[name];
+        if *name == holder {
+            assert_eq!(delta, 1, "the holder {name} wrote the Route's status {delta} times");
+        } else {
+            assert_eq!(delta, 0, "{name}, not the holder, wrote status");
+        }
+    }
+    cp.set_buffering("default", "demo", "Disabled");
+
+    // 3. Rollout restart under 200 reconnecting clients.
+    let kube = kube_client(cp).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let clients: Vec<_> = (0..CLIENTS as u64)
+        .map(|seed| {
+            let url = format!("http://{lb}/.sse?interval=200ms");
+            tokio::spawn(event_source(url, stop_rx.clone(), seed))
+        })
+        .collect();
+    let all_open = until(Duration::from_secs(60), "200 streams open", async || {
+        let mut n = 0;
+        for ip in pods.values() {
+            n += metric(ip, "ssegate_open_streams").await.unwrap_or(0);
+        }
+        n >= CLIENTS as u64
+    })
+    .await;
+    println!("{CLIENTS} streams open after {all_open:?}");
+    let uids: BTreeMap<String, String> = pods
+        .keys()
+        .map(|name| (name.clone(), cp.get(NS, &format!("pod/{name}"), "{.metadata.uid}")))
+        .collect();
+    let (drain_stop_tx, drain_stop_rx) = watch::channel(false);
+    let unready = tokio::spawn(watch_unready(kube.clone(), pods.clone(), drain_stop_rx));
+    let restarted = Instant::now();
+    cp.kubectl_ok(&["rollout", "restart", "-n", NS, DEPLOYMENT]);
+    let status = tokio::task::spawn_blocking({
+        let kubeconfig = cp.kubeconfig.clone();
+        move || {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["rollout", "status", "-n", NS, DEPLOYMENT, "--timeout=240s"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "rollout: {}\n{}",
+        String::from_utf8_lossy(&status.stderr),
+        agent.logs()
+    );
+    // The old pods are gone (they drained and exited).
+    until(Duration::from_secs(120), "old pods gone", async || {
+        let names = cp.get(NS, "pods", "{.items[*].metadata.name}");
+        pods.keys().all(|old| !names.split(' ').any(|n| n == old))
+    })
+    .await;
+    let rolled = restarted.elapsed();
+    // Every client reads on from the new pods for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_tx.send(true).unwrap();
+    let _ = drain_stop_tx.send(true);
+    let after_rollout = Instant::now() - Duration::from_secs(2);
+    let mut reconnects = 0;
+    for (i, client) in clients.into_iter().enumerate() {
+        let log = client.await.unwrap();
+        let expected: Vec<u64> = (1..=log.ids.len() as u64).collect();
+        assert!(
+            log.ids == expected,
+            "client {i}: ids not each exactly once (connects {}, refused {}): {:?}",
+            log.connects,
+            log.refused,
+            log.ids
+        );
+        assert!(
+            log.connects >= 2,
+            "client {i} never reconnected: both its replicas were replaced"
+        );
+        assert!(
+            log.last_event.is_some_and(|t| t > after_rollout),
+            "client {i} stopped receiving before the end"
+        );
+        reconnects += log.connects - 1;
+    }
+    let unready = unready.await.unwrap();
+    println!("rollout of 2 replicas under {CLIENTS} clients took {rolled:?}; {reconnects} reconnections");
+    for (name, uid) in &uids {
+        let log =
+            std::fs::read_to_string(dir.path().join("root/pods").join(uid).join("ssegate.log")).unwrap_or_default();
+        let (began, drained) = drain_in_log(&log);
+        let began = began.unwrap_or_else(|| panic!("{name} never drained:\n{log}"));
+        let unready = *unready
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}'s endpoint never showed unready"));
+        let lead = began
+            .duration_since(unready)
+            .unwrap_or_else(|e| panic!("{name}: drained {:?} before its endpoint turned unready", e.duration()));
+        println!("{name}: endpoint unready {lead:?} before the drain, which ended {drained} streams");
+        assert!(drained > 0, "{name} drained no stream");
+        assert!(
+            !log.contains("drain deadline passed"),
+            "{name}: streams were still open at the drain deadline (cut, not drained)"
+        );
+    }
+    // Each old pod's ssegate exited 0 on SIGTERM, before any SIGKILL.
+    let log = agent.logs();
+    for name in pods.keys() {
+        let exits: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("container exited") && l.contains(&format!("pod=Some(\"{name}\")")))
+            .collect();
+        assert!(
+            !exits.is_empty() && exits.iter().all(|l| l.contains(" code=0")),
+            "{name} did not exit 0 on SIGTERM: {exits:?}"
+        );
+    }
+
+    // 4. Deleting the Lease holder's pod hands status writing on.
+    let pods = replicas(cp);
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let holder = wait_for(Duration::from_secs(60), "a Lease holder", &agent, || {
+        let h = lease_holder(cp);
+        pods.contains_key(&h).then_some(h)
+    });
+    let other = pods.keys().find(|n| **n != holder).unwrap().clone();
+    let writes_before = status_writes(&pods[&other]).await;
+    cp.kubectl_ok(&["delete", "pod", "-n", NS, &holder, "--wait=false"]);
+    let handed = until(Duration::from_secs(30), "a new Lease holder", async || {
+        let h = lease_holder(cp);
+        !h.is_empty() && h != holder
+    })
+    .await;
+    let new_holder = lease_holder(cp);
+    println!("Lease moved from {holder} to {new_holder} {handed:?} after the delete");
+    assert_eq!(
+        cp.get(NS, LEASE, "{.metadata.ownerReferences[0].name}"),
+        new_holder,
+        "the new holder owns the Lease"
+    );
+    let generation: u64 = cp
+        .get("default", "route/demo", "{.metadata.generation}")
+        .parse()
+        .unwrap();
+    cp.set_buffering("default", "demo", "Auto");
+    wait_for(
+        Duration::from_secs(30),
+        "status written by the new holder",
+        &agent,
+        || {
+            let seen = cp.get(
+                "default",
+                "route/demo",
+                "{.status.conditions[?(@.type==\"Accepted\")].observedGeneration}",
+            );
+            (seen == (generation + 1).to_string()).then_some(())
+        },
+    );
+    if new_holder == other {
+        assert!(status_writes(&pods[&other]).await > writes_before);
+    }
+
+    // 5. helm upgrade, then uninstall: only the CRDs stay.
+    helm(
+        cp,
+        &agent,
+        &[
+            "upgrade",
+            "sg",
+            "charts/ssegate",
+            "-n",
+            NS,
+            "--reuse-values",
+            "--set",
+            "controller.drainDelay=2s",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "2 ready replicas after the upgrade",
+        &agent,
+        || (cp.get(NS, DEPLOYMENT, "{.status.updatedReplicas}/{.status.readyReplicas}") == "2/2").then_some(()),
+    );
+    helm(
+        cp,
+        &agent,
+        &["uninstall", "sg", "-n", NS, "--wait", "--timeout", "120s"],
+    );
+    wait_for(Duration::from_secs(120), "nothing of the release left", &agent, || {
+        let left = cp.kubectl_ok(&[
+            "get",
+            "all,lease,configmap,secret,serviceaccount,role,rolebinding,poddisruptionbudget,networkpolicy,endpointslice",
+            "-n",
+            NS,
+            "-o",
+            "name",
+        ]);
+        let left: Vec<&str> = left
+            .lines()
+            .filter(|l| *l != "configmap/kube-root-ca.crt" && *l != "serviceaccount/default")
+            .collect();
+        left.is_empty().then_some(()).or_else(|| {
+            println!("still there: {left:?}");
+            None
+        })
+    });
+    let cluster_wide = cp.kubectl_ok(&[
+        "get",
+        "clusterrole,clusterrolebinding,ingressclass,validatingwebhookconfiguration",
+        "-l",
+        "app.kubernetes.io/instance=sg",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(cluster_wide.trim(), "", "cluster-wide objects left behind");
+    assert!(
+        !cp.get("", "crd/routes.ssegate.dev", "{.metadata.name}").is_empty(),
+        "the CRD stays (deleting it would delete every Route)"
+    );
+    let bridge = Command::new("ip")
+        .args(["-4", "addr", "show", "dev", &format!("{}br", agent.prefix)])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bridge.stdout).contains(&format!("{lb}/")),
+        "the load balancer's address stayed on the bridge"
+    );
+
+    cp.kubectl_ok(&["delete", "ingress", "demo-ingress", "--wait=false"]);
     cp.kubectl_ok(&[
         "delete",
         "-f",
@@ -140,4 +700,5 @@ async fn helm_install_runs_two_replicas_that_stream_the_demo() {
     wait_for(Duration::from_secs(60), "demo pods gone", &agent, || {
         agent.netns().is_empty().then_some(())
     });
+    drop(kube);
 }

@@ -250,6 +250,12 @@ async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() 
         std::net::TcpStream::connect(gw.proxy.trim_start_matches("http://")).is_err(),
         "a new connection was accepted after the drain delay"
     );
+    // The admin port outlives the drain: the liveness probe is still
+    // answered and /metrics still shows the request in flight.
+    let health = client().get(format!("{}/healthz", gw.admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "/healthz during the drain");
+    let ready = client().get(format!("{}/readyz", gw.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "/readyz during the drain");
 
     // The plain request in flight is not lost.
     let slow = slow.await.unwrap().expect("the request in flight was dropped");
@@ -262,6 +268,74 @@ async fn sigterm_drains_streams_at_a_boundary_and_finishes_requests_in_flight() 
         .expect("ssegate did not exit after draining");
     assert!(status.success(), "{status:?}");
     assert!(termed.elapsed() < Duration::from_secs(6));
+}
+
+/// A buffered (`proxyBuffering: Enabled`) event stream is drained like any
+/// other, over HTTP/1.1 and HTTP/2: what it holds is sent, it ends at an
+/// event boundary when the drain starts, and it is not left open until the
+/// drain timeout cuts it (a rolling restart would otherwise hold every
+/// buffered stream for the whole timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_buffered_event_streams_with_what_they_hold() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.yaml"), backend_yaml("svc", &[(up.addr, true)])).unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        route_yaml("r", "  proxyBuffering: Enabled\n", "svc"),
+    )
+    .unwrap();
+    let args = [
+        "standalone",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--drain-delay",
+        "300ms",
+        "--drain-timeout",
+        "20s",
+    ];
+    let mut gw = Ssegate::start(&args, dir.path()).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut streams = Vec::new();
+    for (tag, c) in [("h1", client()), ("h2", h2)] {
+        // Small events split in two frames: held, never a full buffer.
+        let resp = c
+            .get(format!("{}/sse?tag={tag}&n=0&every=100&split=40", gw.proxy))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push((tag, tokio::spawn(read_stream(resp, usize::MAX))));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gw.terminate();
+    let termed = Instant::now();
+    for (tag, stream) in streams {
+        let got = stream.await.unwrap();
+        let ended = termed.elapsed();
+        assert!(got.error.is_none(), "{tag}: the stream was cut: {:?}", got.error);
+        assert!(
+            ended < Duration::from_secs(5),
+            "{tag}: ended after {ended:?}, not at the drain"
+        );
+        assert_eq!(got.tail, "", "{tag}: the drain tore an event");
+        assert!(got.events.len() >= 5, "{tag}: {} events", got.events.len());
+        for (i, (event, _)) in got.events.iter().enumerate() {
+            assert!(
+                event.starts_with(&format!("id: {}\n", i + 1)) && event.ends_with("\n\n"),
+                "{tag}: event {i}: {event:?}"
+            );
+        }
+    }
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("ssegate did not exit after draining");
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

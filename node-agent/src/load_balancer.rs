@@ -27,7 +27,7 @@ use crate::Agent;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -436,35 +436,9 @@ impl State {
     }
 
     async fn event(&self, svc: &Service, kind: &str, reason: &str, message: &str) {
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let now = crate::pod::now_rfc3339();
-        let ev = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": format!("{}.", svc.metadata.name.clone().unwrap_or_default()), "namespace": ns},
-            "involvedObject": {
-                "apiVersion": "v1", "kind": "Service", "namespace": ns,
-                "name": svc.metadata.name, "uid": svc.metadata.uid,
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message,
-            "source": {"component": "ssegate-node-agent-lb", "host": self.agent.args.node},
-            "reportingComponent": "ssegate-node-agent",
-            "reportingInstance": self.agent.args.node,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        });
-        let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(ev) else {
-            return;
-        };
-        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.agent.client.clone(), &ns);
-        match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), &ev)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!("load balancer: event: {e}"),
-            Err(_) => warn!("load balancer: event timed out"),
-        }
+        self.agent
+            .record("Service", &svc.metadata, "ssegate-node-agent-lb", kind, reason, message)
+            .await;
     }
 }
 

@@ -134,20 +134,35 @@ impl Agent {
 
     /// Writes a core/v1 Event about `pod` (failures are only logged).
     pub async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        self.record("Pod", &pod.metadata, "kubelet", kind, reason, message)
+            .await;
+    }
+
+    /// Writes a core/v1 Event about a namespaced object of `object_kind`
+    /// from `component`, within 10 s; failures are only logged.
+    pub async fn record(
+        &self,
+        object_kind: &str,
+        meta: &kube::api::ObjectMeta,
+        component: &str,
+        kind: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let ns = meta.namespace.clone().unwrap_or_default();
         let now = pod::now_rfc3339();
         let ev = json!({
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": format!("{}.", pod.metadata.name.clone().unwrap_or_default()), "namespace": ns},
+            "metadata": {"generateName": format!("{}.", meta.name.clone().unwrap_or_default()), "namespace": ns},
             "involvedObject": {
-                "apiVersion": "v1", "kind": "Pod", "namespace": ns,
-                "name": pod.metadata.name, "uid": pod.metadata.uid,
+                "apiVersion": "v1", "kind": object_kind, "namespace": ns,
+                "name": meta.name, "uid": meta.uid,
             },
             "type": kind,
             "reason": reason,
             "message": message,
-            "source": {"component": "kubelet", "host": self.args.node},
+            "source": {"component": component, "host": self.args.node},
             "reportingComponent": "ssegate-node-agent",
             "reportingInstance": self.args.node,
             "firstTimestamp": now,
@@ -159,8 +174,10 @@ impl Agent {
             Err(e) => return warn!("event: {e}"),
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            warn!("event: {e}");
+        match tokio::time::timeout(Duration::from_secs(10), api.create(&PostParams::default(), &ev)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("event: {e}"),
+            Err(_) => warn!("event: timed out"),
         }
     }
 }

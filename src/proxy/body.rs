@@ -293,10 +293,8 @@ impl UpstreamBody {
 
     /// Makes this event stream end at its next event boundary once `signal`
     /// starts a drain.
+    /// A buffered (`Enabled`) stream too: what it holds goes out first.
     pub fn end_on_drain(&mut self, signal: &DrainSignal) {
-        if self.coalesce.is_some() {
-            return;
-        }
         self.events.get_or_insert_with(EventBoundary::default);
         let mut wait = Box::pin(signal.notify.clone().notified_owned());
         // Registered now, so a drain that starts before the first poll still wakes it.
@@ -329,7 +327,13 @@ impl UpstreamBody {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.finished {
+        // Ended (at a boundary) once nothing buffered is left to send.
+        if self.finished
+            && self
+                .coalesce
+                .as_ref()
+                .is_none_or(|c| c.buf.is_empty() && c.held.is_none())
+        {
             return Poll::Ready(None);
         }
         let out = ready!(self.poll_inner(cx));
@@ -420,9 +424,15 @@ impl UpstreamBody {
             return Poll::Ready(Some(Ok(held)));
         }
         loop {
+            let flush = |c: &mut Coalescer| Frame::data(c.buf.split().freeze());
+            if self.finished {
+                // A drain or the maximum duration ended the stream at an
+                // event boundary: send what is held, and nothing more.
+                let c = self.coalesce.as_mut().expect("checked above");
+                return Poll::Ready((!c.buf.is_empty()).then(|| Ok(flush(c))));
+            }
             let polled = self.poll_upstream(cx);
             let c = self.coalesce.as_mut().expect("checked above");
-            let flush = |c: &mut Coalescer| Frame::data(c.buf.split().freeze());
             match polled {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {

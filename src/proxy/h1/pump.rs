@@ -145,8 +145,12 @@ impl Pump {
         let counts_events = matches!(p.shape, Shape::Events(_) | Shape::Coalesce { events: true, .. });
         // Heartbeats and boundary endings need a framing that can end early.
         let live = matches!(p.shape, Shape::Events(_)) && p.output != Output::Length;
+        // A drain ends every event stream at a boundary, a buffered
+        // (`Enabled`) one too: its held events go out first.
+        let drainable =
+            p.output != Output::Length && matches!(p.shape, Shape::Events(_) | Shape::Coalesce { events: true, .. });
         let (drain_wait, draining) = match drain {
-            Some(signal) if live => {
+            Some(signal) if drainable => {
                 let mut wait = Box::pin(signal.notified());
                 wait.as_mut().enable();
                 (Some(wait), signal.started())
@@ -325,6 +329,9 @@ impl Pump {
 
     /// Ends the body now, at an event boundary, framed as complete.
     fn end_early(&mut self, outcome: &'static str) {
+        if let Shape::Coalesce { held, .. } = &mut self.shape {
+            frame_into(&mut self.out, &std::mem::take(held), self.output == Output::Chunked);
+        }
         if self.output == Output::Chunked {
             self.out.extend_from_slice(LAST_CHUNK);
         }
@@ -424,10 +431,13 @@ impl Pump {
                 }
             }
             if ending.is_none()
-                && matches!(self.shape, Shape::Events(_))
                 && self.output != Output::Length
                 && events.at_boundary()
-                && (self.draining || self.timers.past_end())
+                && match self.shape {
+                    Shape::Events(_) => self.draining || self.timers.past_end(),
+                    Shape::Coalesce { .. } => self.draining,
+                    Shape::Stream => false,
+                }
             {
                 // This read completes an event after the deadline or during
                 // a drain: it is the last.
