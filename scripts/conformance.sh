@@ -19,6 +19,12 @@
 # API CRDs and a GatewayClass `ssegate`; runs the suite with the supported features
 # the suite reads from that GatewayClass's status (what ssegate claims); tears
 # everything down on exit. Needs root (network namespaces), go, cargo, kubectl.
+# The report and what fails and why: conformance/report.yaml, conformance/TRIAGE.md.
+#
+# Time on 2 shared cores: about 2 minutes with everything built (cluster and chart
+# ~40 s, the suite ~50 s; a failing test adds its 30-180 s timeouts); the first run
+# adds ~2.5 minutes for the suite's build, plus the cargo builds and, when missing,
+# scripts/control-plane.sh's Kubernetes binaries.
 #
 # Environment: WORK (default /tmp/ssegate-conformance), POD_NETWORK (10.213.249),
 # SSEGATE_CONFORMANCE_KEEP=1 leaves the cluster running after the suite (stop it with
