@@ -156,7 +156,10 @@ start_cluster() {
   mkdir -p "$WORK"
   trap teardown EXIT
   trap 'exit 143' TERM INT
-  SSEGATE_CP_CONTROLLERS=1 SSEGATE_CP_OWNER=$$ "$ROOT/scripts/control-plane.sh" start >/dev/null
+  # The control plane stops with this script (even if it is killed), unless kept.
+  local owner=$$
+  if [ "${SSEGATE_CONFORMANCE_KEEP:-0}" = 1 ]; then owner=; fi
+  SSEGATE_CP_CONTROLLERS=1 SSEGATE_CP_OWNER=$owner "$ROOT/scripts/control-plane.sh" start >/dev/null
   write_images
   say "starting the node agent ($NODE, pods in $POD_NETWORK.0/24)"
   RUST_LOG=info "$ROOT/target/node-agent/debug/ssegate-node-agent" \
@@ -227,7 +230,7 @@ run_suite() {
 
 case "${1:-}" in
   build) cmd_build ;;
-  -h|--help) sed -n '2,29p' "$0" ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' ;;
   *)
     cmd_build
     start_cluster
