@@ -29,6 +29,8 @@ echo "== node agent (test support, its own crate: node-agent/)"
   && CARGO_TARGET_DIR=../target/node-agent cargo test --locked && CARGO_TARGET_DIR=../target/node-agent cargo build --locked)
 echo "== cargo test"
 cargo test --locked
+echo "== Gateway API conformance suite (GATEWAY-HTTP, against the chart's pods)"
+scripts/conformance.sh check
 echo "== fuzz targets (built with stable Rust, a few seconds each)"
 scripts/fuzz-smoke.sh 5
 echo "== container image (buildah)"
