@@ -149,15 +149,16 @@ pub fn plan(
         };
     }
 
-    // The rules: refused as a whole when one asks for what ssegate does not do.
-    let mut unsupported = Vec::new();
+    // The rules: refused as a whole when one asks for what ssegate does not
+    // do, or a list is longer than the CRD allows (then none is built).
+    let mut unsupported = super::limits::http_route(route);
     let mut refused = Vec::new();
     let mut rules = Vec::new();
-    let route_rules = route
-        .spec
-        .rules
-        .clone()
-        .unwrap_or_else(|| vec![HttpRouteRules::default()]);
+    let route_rules = match (&route.spec.rules, unsupported.is_empty()) {
+        (_, false) => Vec::new(),
+        (Some(rules), true) => rules.clone(),
+        (None, true) => vec![HttpRouteRules::default()],
+    };
     for (r, rule) in route_rules.iter().enumerate() {
         let matches = rule_matches(rule, r, &mut unsupported);
         let filters = rule_filters(rule, r, &mut unsupported);

@@ -88,6 +88,20 @@ pub fn plan(
     let mut listeners = Vec::new();
     let mut verdicts = Vec::new();
     let mut tls = Vec::new();
+    let over = super::limits::gateway(gateway);
+    if !over.is_empty() {
+        // Listeners are checked in pairs: none is looked at past the limit.
+        let message = over.join("; ");
+        return GatewayPlan {
+            key,
+            generation: gateway.metadata.generation,
+            listeners,
+            verdicts,
+            tls,
+            accepted: Verdict::no("Invalid", message.clone()),
+            programmed: Verdict::no("Invalid", message),
+        };
+    }
     let all = &gateway.spec.listeners;
     for l in all {
         let (listener, verdict, certificates) = one(l, all, &key, grants, secrets);

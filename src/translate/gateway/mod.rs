@@ -12,6 +12,7 @@
 
 pub mod grants;
 pub mod http_route;
+pub mod limits;
 pub mod listeners;
 pub mod policy;
 #[cfg(test)]

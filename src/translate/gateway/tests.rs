@@ -381,3 +381,70 @@ spec:
     assert_eq!(http.resolved_refs.reason, "InvalidRouteKinds");
     assert!(http.programmed.is_true());
 }
+
+/// Standalone mode has no CRD to bound an HTTPRoute's lists: one over a
+/// limit is refused whole, naming each list at fault, and builds no rule.
+#[test]
+fn a_route_over_the_crds_list_limits_is_refused_naming_each_list() {
+    let rule = "  - backendRefs: [{name: svc, port: 80}]\n";
+    let many_matches: String = (0..65)
+        .map(|i| format!("    - path: {{type: PathPrefix, value: /m{i}}}\n"))
+        .collect();
+    let routes = vec![
+        route(
+            "rules",
+            "apps",
+            &format!("  parentRefs: [{{name: gw, sectionName: http}}]\n  rules:\n{}", rule.repeat(17)),
+        ),
+        route(
+            "matches",
+            "apps",
+            &format!(
+                "  parentRefs: [{{name: gw, sectionName: http}}]\n  rules:\n  - matches:\n{many_matches}    backendRefs: [{{name: svc, port: 80}}]\n"
+            ),
+        ),
+        route(
+            "fine",
+            "apps",
+            &format!("  parentRefs: [{{name: gw, sectionName: http}}]\n  rules:\n{}", rule.repeat(16)),
+        ),
+    ];
+    let o = outcome(&routes, &[]);
+    let p = parent(&o, "rules");
+    assert_eq!(p.accepted.reason, "UnsupportedValue");
+    assert_eq!(p.accepted.message, "spec.rules: 17 items, at most 16");
+    let p = parent(&o, "matches");
+    assert_eq!(p.accepted.reason, "UnsupportedValue");
+    assert_eq!(p.accepted.message, "spec.rules[0].matches: 65 items, at most 64");
+    assert_eq!(
+        parent(&o, "fine").accepted.reason,
+        "Accepted",
+        "16 rules are within the limit"
+    );
+    let served: Vec<&str> = o
+        .definitions
+        .iter()
+        .filter(|d| d.kind == crate::model::SourceKind::HttpRoute)
+        .map(|d| d.key.name.as_str())
+        .collect();
+    assert_eq!(served, ["fine"], "a refused route builds no rule");
+}
+
+/// A Gateway's listeners are checked against each other in pairs: more
+/// than the CRD's 64 refuse the Gateway before any is looked at.
+#[test]
+fn a_gateway_over_the_listener_limit_is_refused() {
+    let listeners: String = (0..65)
+        .map(|i| format!("  - {{name: l{i}, port: 80, protocol: HTTP, hostname: h{i}.example.com}}\n"))
+        .collect();
+    let gateway: Gateway = serde_yaml::from_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: big, namespace: apps}}\nspec:\n  gatewayClassName: sse\n  listeners:\n{listeners}"
+    ))
+    .unwrap();
+    let plan = listeners::plan(&gateway, ObjectKey::new("apps", "big"), &[], &BTreeMap::new());
+    assert!(!plan.accepted.is_true());
+    assert_eq!(plan.accepted.reason, "Invalid");
+    assert_eq!(plan.accepted.message, "spec.listeners: 65 items, at most 64");
+    assert!(plan.listeners.is_empty() && plan.verdicts.is_empty());
+    assert!(!plan.programmed.is_true());
+}
