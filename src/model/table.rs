@@ -210,6 +210,10 @@ pub trait RequestFacts {
     /// The first value of query parameter `name`.
     fn query_param(&self, name: &str) -> Option<&str>;
     fn tls(&self) -> bool;
+    /// The Gateway (`namespace/name`) whose own data-plane port the
+    /// request arrived on; `None` on the shared ports, where rules of every
+    /// Gateway, Route and Ingress are served.
+    fn gateway(&self) -> Option<&str>;
 }
 
 /// A request described in plain values, for tests and tools: a GET over
@@ -220,6 +224,8 @@ pub struct RequestSketch {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub tls: bool,
+    /// Arrived on this Gateway's own port (`namespace/name`).
+    pub gateway: Option<String>,
 }
 
 impl Default for RequestSketch {
@@ -229,6 +235,7 @@ impl Default for RequestSketch {
             headers: Vec::new(),
             query: Vec::new(),
             tls: false,
+            gateway: None,
         }
     }
 }
@@ -246,12 +253,17 @@ impl RequestFacts for RequestSketch {
     fn tls(&self) -> bool {
         self.tls
     }
+    fn gateway(&self) -> Option<&str> {
+        self.gateway.as_deref()
+    }
 }
 
-/// Whether `req` meets every condition (none: any request does, without a
-/// single call on `req`).
+/// Whether `req` meets every condition. A request on a Gateway's own port
+/// is admitted only by rules attached through that Gateway (so never by a
+/// Route's or an Ingress's); elsewhere the Gateway condition holds for all.
 fn admits(c: &MatchConditions, req: &dyn RequestFacts) -> bool {
-    c.tls.is_none_or(|tls| tls == req.tls())
+    req.gateway().is_none_or(|g| c.gateway.as_deref() == Some(g))
+        && c.tls.is_none_or(|tls| tls == req.tls())
         && c.method.as_deref().is_none_or(|m| m == req.method())
         && c.headers.iter().all(|(k, v)| req.has_header(k, v))
         && c.query.iter().all(|(k, v)| req.query_param(k) == Some(v.as_str()))

@@ -382,6 +382,10 @@ impl<B> crate::model::RequestFacts for Facts<'_, B> {
     fn tls(&self) -> bool {
         self.tls
     }
+
+    fn gateway(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// ACME HTTP-01 challenges must be answered over plain HTTP, so they are

@@ -381,3 +381,100 @@ spec:
     assert_eq!(http.resolved_refs.reason, "InvalidRouteKinds");
     assert!(http.programmed.is_true());
 }
+
+/// The conformance suite's HTTPRouteMultipleGateways: two Gateways, a route
+/// for `/shared` on both and a route for `/` on each, none with hostnames.
+fn two_gateways() -> (GatewayOutcome, crate::model::RoutingTable) {
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g1, namespace: infra, creationTimestamp: \"2026-01-01T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g2, namespace: infra, creationTimestamp: \"2026-01-02T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners: [{name: http, port: 80, protocol: HTTP}]",
+    );
+    let http_route = |name: &str, day: u8, parents: &str, path: &str, backend: &str| -> HttpRoute {
+        serde_yaml::from_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: infra, creationTimestamp: \"2026-02-0{day}T00:00:00Z\"}}
+spec:
+  parentRefs: {parents}
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 8080}}]}}]"
+        ))
+        .unwrap()
+    };
+    let routes = vec![
+        http_route("shared", 1, "[{name: g1}, {name: g2}]", "/shared", "v1"),
+        http_route("one", 2, "[{name: g1}]", "/", "v2"),
+        http_route("two", 3, "[{name: g2}]", "/", "v3"),
+    ];
+    let o = translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes: &routes,
+        grants: &[],
+        policies: &[],
+        namespace_labels: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+        default_namespace: "default",
+    });
+    let mut objects = Objects::default();
+    for d in &o.definitions {
+        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
+    }
+    for name in ["v1", "v2", "v3"] {
+        let key = ObjectKey::new("infra", name);
+        objects.services.insert(
+            key.clone(),
+            ServiceObject {
+                key,
+                ports: vec![ServicePort {
+                    name: "".into(),
+                    port: 8080,
+                }],
+            },
+        );
+    }
+    let table = build_table(&objects, 1);
+    (o, table)
+}
+
+#[test]
+fn each_gateways_own_port_serves_its_own_routes_and_the_shared_ports_serve_as_before() {
+    let (o, table) = two_gateways();
+    for name in ["shared", "one", "two"] {
+        let (_, _, plan) = o.routes.iter().find(|(k, _, _)| k.name == name).unwrap();
+        assert!(plan.parents.iter().all(|p| p.accepted.is_true()), "{name}");
+    }
+    let backend = |gateway: Option<&str>, path: &str| {
+        let req = RequestSketch {
+            gateway: gateway.map(str::to_owned),
+            ..Default::default()
+        };
+        table
+            .lookup("gateway.example", path, &req)
+            .map(|t| t.backends[0].service.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(backend(Some("infra/g1"), "/"), "infra/v2:8080");
+    assert_eq!(backend(Some("infra/g2"), "/"), "infra/v3:8080");
+    assert_eq!(backend(Some("infra/g1"), "/shared"), "infra/v1:8080");
+    assert_eq!(backend(Some("infra/g2"), "/shared"), "infra/v1:8080");
+    assert_eq!(backend(Some("infra/other"), "/"), "", "no Gateway of that name");
+    // The shared port, as before: the older route for `/` takes both.
+    assert_eq!(backend(None, "/"), "infra/v2:8080");
+    assert_eq!(backend(None, "/shared/x"), "infra/v1:8080");
+    // Matches through different Gateways do not conflict.
+    for r in &table.reports {
+        assert!(r.accepted.is_true(), "{} {}: {:?}", r.kind.as_str(), r.key, r.accepted);
+    }
+}
