@@ -365,6 +365,8 @@ pub struct RoutingTable {
     pub reports: Vec<RouteReport>,
     /// Certificates by server name pattern (`events.example.com`, `*.example.com`).
     pub certificates: HashMap<String, Arc<super::TlsKeyPair>>,
+    /// Each accepted Gateway's own data-plane ports.
+    pub(super) gateway_ports: super::GatewayPorts,
 }
 
 impl RoutingTable {
@@ -421,6 +423,13 @@ impl RoutingTable {
         self.certificates.get("*")
     }
 
+    /// The ports each accepted Gateway of ssegate's class is served on by
+    /// itself (a request arriving there matches only that Gateway's
+    /// rules), besides the shared ports.
+    pub fn gateway_ports(&self) -> &super::GatewayPorts {
+        &self.gateway_ports
+    }
+
     /// A JSON-friendly view for `/debug/routes`.
     pub fn describe(&self) -> TableView<'_> {
         let mut hosts: Vec<HostView> = self
@@ -448,6 +457,7 @@ impl RoutingTable {
             generation: self.generation,
             hosts,
             certificates,
+            gateway_ports: self.gateway_ports.assigned().map(|(k, p)| (k.to_string(), p)).collect(),
             routes: &self.reports,
         }
     }
@@ -459,6 +469,9 @@ pub struct TableView<'a> {
     pub hosts: Vec<HostView>,
     /// Server names with a certificate.
     pub certificates: Vec<String>,
+    /// `namespace/name` of each Gateway with ports of its own, and those ports.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gateway_ports: std::collections::BTreeMap<String, super::AssignedPorts>,
     pub routes: &'a [RouteReport],
 }
 

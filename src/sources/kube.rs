@@ -259,7 +259,9 @@ impl ClusterState {
         }
         objects.secrets = self.secrets();
         if let Some(g) = &self.gateway {
-            for d in g.translate(&objects.secrets).definitions {
+            let outcome = g.translate(&objects.secrets);
+            objects.gateway_ports = outcome.ports;
+            for d in outcome.definitions {
                 objects.gateway_api.insert((d.kind, d.key.clone()), d);
             }
         }

@@ -185,6 +185,8 @@ impl GatewayStores {
             namespace_labels: &namespace_labels,
             secrets,
             default_namespace: super::convert::DEFAULT_NAMESPACE,
+            // Not bound yet: no flag gives a range until the listeners do.
+            gateway_ports: None,
         });
         self.outcome.send_if_modified(|current| {
             let changed = **current != outcome;

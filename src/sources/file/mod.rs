@@ -483,6 +483,8 @@ impl FolderSource {
             namespace_labels: &labels,
             secrets: &objects.secrets,
             default_namespace: DEFAULT_NAMESPACE,
+            // Not bound yet: no flag gives a range until the listeners do.
+            gateway_ports: None,
         });
         for v in &outcome.policies {
             let Some((file, i)) = policy_files.get(&v.key) else {
@@ -502,6 +504,7 @@ impl FolderSource {
                 errors.push(note);
             }
         }
+        objects.gateway_ports = outcome.ports;
         for d in outcome.definitions {
             let stamped = d.created_millis != 0;
             let d = self.history.settle(d, stamped, now);

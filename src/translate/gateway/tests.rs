@@ -3,7 +3,7 @@
 //! status, and what the table then serves.
 
 use super::*;
-use crate::model::{build_table, Objects, RequestSketch, ServiceObject, ServicePort, TlsKeyPair};
+use crate::model::{build_table, Objects, PortRange, RequestSketch, ServiceObject, ServicePort, TlsKeyPair};
 
 fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> Vec<T> {
     yaml.split("\n---\n")
@@ -80,6 +80,7 @@ fn outcome_with(routes: &[HttpRoute], labels: &[(&str, &str)], policies: &[Strea
         namespace_labels: &namespace_labels,
         secrets: &secrets,
         default_namespace: "default",
+        gateway_ports: None,
     })
 }
 
@@ -383,11 +384,20 @@ spec:
 }
 
 /// The conformance suite's HTTPRouteMultipleGateways: two Gateways, a route
-/// for `/shared` on both and a route for `/` on each, none with hostnames.
+/// for `/shared` on both and a route for `/` on each, none with hostnames;
+/// g2 also has an HTTPS listener (its certificate missing), and an older
+/// Gateway none of whose listeners can be served takes no ports.
 fn two_gateways() -> (GatewayOutcome, crate::model::RoutingTable) {
     let classes: Vec<GatewayClass> = parse(CLASSES);
     let gateways: Vec<Gateway> = parse(
         "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g0, namespace: infra, creationTimestamp: \"2025-01-01T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners: [{name: tcp, port: 9000, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: g1, namespace: infra, creationTimestamp: \"2026-01-01T00:00:00Z\"}
 spec:
@@ -399,7 +409,9 @@ kind: Gateway
 metadata: {name: g2, namespace: infra, creationTimestamp: \"2026-01-02T00:00:00Z\"}
 spec:
   gatewayClassName: sse
-  listeners: [{name: http, port: 80, protocol: HTTP}]",
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}",
     );
     let http_route = |name: &str, day: u8, parents: &str, path: &str, backend: &str| -> HttpRoute {
         serde_yaml::from_str(&format!(
@@ -426,8 +438,12 @@ spec:
         namespace_labels: &BTreeMap::new(),
         secrets: &BTreeMap::new(),
         default_namespace: "default",
+        gateway_ports: Some(PortRange::new(10000, 10099).unwrap()),
     });
-    let mut objects = Objects::default();
+    let mut objects = Objects {
+        gateway_ports: o.ports.clone(),
+        ..Default::default()
+    };
     for d in &o.definitions {
         objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
     }
@@ -477,4 +493,61 @@ fn each_gateways_own_port_serves_its_own_routes_and_the_shared_ports_serve_as_be
     for r in &table.reports {
         assert!(r.accepted.is_true(), "{} {}: {:?}", r.kind.as_str(), r.key, r.accepted);
     }
+}
+
+#[test]
+fn accepted_gateways_get_their_own_ports_oldest_first_and_a_port_leads_to_its_gateways_rules() {
+    let (o, table) = two_gateways();
+    assert!(!o
+        .gateways
+        .iter()
+        .find(|g| g.key.name == "g0")
+        .unwrap()
+        .accepted
+        .is_true());
+    let ports = table.gateway_ports();
+    assert_eq!(ports, &o.ports, "the table carries the translation's ports");
+    let of = |name: &str| ports.get(&ObjectKey::new("infra", name)).map(|p| (p.plain, p.tls));
+    assert_eq!(of("g0"), None, "not accepted: no ports, and no slot taken");
+    assert_eq!(of("g1"), Some((10000, None)));
+    assert_eq!(of("g2"), Some((10002, Some(10003))), "HTTPS listener: a TLS port");
+    // What a listener on a Gateway's port will do: name the Gateway in the
+    // request's facts.
+    let backend = |port: u16, path: &str| {
+        let (gateway, tls) = ports.owner_of(port).unwrap();
+        let req = RequestSketch {
+            gateway: Some(gateway.to_string()),
+            tls,
+            ..Default::default()
+        };
+        table
+            .lookup("gateway.example", path, &req)
+            .map(|t| t.backends[0].service.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(backend(10000, "/"), "infra/v2:8080");
+    assert_eq!(backend(10002, "/"), "infra/v3:8080");
+    assert_eq!(
+        backend(10003, "/"),
+        "infra/v3:8080",
+        "g2's HTTPS listener takes the route too"
+    );
+    assert_eq!(backend(10000, "/shared"), "infra/v1:8080");
+    assert!(table.describe().gateway_ports.contains_key("infra/g2"));
+
+    // Without a range, no Gateway has ports of its own.
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(GATEWAYS);
+    let none = translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes: &[],
+        grants: &[],
+        policies: &[],
+        namespace_labels: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+        default_namespace: "default",
+        gateway_ports: None,
+    });
+    assert!(none.ports.is_empty());
 }
