@@ -16,6 +16,7 @@ use super::ObjectKey;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The ports Gateways' own listeners are given (`--gateway-ports`,
 /// `FIRST-LAST`, both included).
@@ -116,6 +117,9 @@ pub struct AssignedPorts {
 pub struct GatewayPorts {
     /// `None`: the range was used up by older Gateways.
     by_gateway: BTreeMap<ObjectKey, Option<AssignedPorts>>,
+    /// Each assigned port's Gateway (`namespace/name`, as rules' match
+    /// conditions name it), for a lookup per request without allocating.
+    by_port: BTreeMap<u16, Arc<str>>,
 }
 
 impl GatewayPorts {
@@ -130,14 +134,27 @@ impl GatewayPorts {
         let mut ordered: Vec<&PortClaim> = claims.iter().collect();
         ordered.sort_by(|a, b| (a.created_millis, &a.gateway).cmp(&(b.created_millis, &b.gateway)));
         let mut by_gateway = BTreeMap::new();
+        let mut by_port = BTreeMap::new();
         for claim in ordered {
             if by_gateway.contains_key(&claim.gateway) {
                 continue;
             }
             let slot = range.slot(by_gateway.len(), claim.tls);
+            if let Some(p) = slot {
+                let name: Arc<str> = Arc::from(claim.gateway.to_string());
+                by_port.insert(p.plain, name.clone());
+                if let Some(tls) = p.tls {
+                    by_port.insert(tls, name);
+                }
+            }
             by_gateway.insert(claim.gateway.clone(), slot);
         }
-        GatewayPorts { by_gateway }
+        GatewayPorts { by_gateway, by_port }
+    }
+
+    /// The Gateway (`namespace/name`) a data-plane port is assigned to.
+    pub fn gateway_at(&self, port: u16) -> Option<&str> {
+        self.by_port.get(&port).map(|n| &**n)
     }
 
     /// A Gateway's ports; `None` when it has none (no range, not an
@@ -206,6 +223,9 @@ mod tests {
         assert_eq!(p.owner_of(10001), Some((&ObjectKey::new("infra", "a"), true)));
         assert_eq!(p.owner_of(10002), Some((&ObjectKey::new("infra", "b"), false)));
         assert_eq!(p.owner_of(10003), None, "b's reserved TLS port serves nothing");
+        assert_eq!(p.gateway_at(10001), Some("infra/a"));
+        assert_eq!(p.gateway_at(10004), Some("infra/young"));
+        assert_eq!(p.gateway_at(10003), None);
         assert_eq!(p.unassigned().count(), 0);
     }
 
