@@ -190,6 +190,39 @@ impl GatewayPorts {
     pub fn is_empty(&self) -> bool {
         self.by_gateway.is_empty()
     }
+
+    /// The listeners these ports need, as `(port, tls)`. A port's kind
+    /// never changes (plain ports are a slot's first, TLS its second).
+    pub fn listeners(&self) -> std::collections::BTreeSet<(u16, bool)> {
+        self.assigned()
+            .flat_map(|(_, p)| std::iter::once((p.plain, false)).chain(p.tls.map(|t| (t, true))))
+            .collect()
+    }
+
+    /// What a replica does to its listeners when the table goes from
+    /// `self` to `next`: bind `open`, close `close`. A port kept but given
+    /// to another Gateway needs neither: a connection's Gateway is looked
+    /// up in the current table on each request.
+    pub fn changes_to(&self, next: &GatewayPorts) -> ListenerChanges {
+        let (before, after) = (self.listeners(), next.listeners());
+        ListenerChanges {
+            open: after.difference(&before).copied().collect(),
+            close: before.difference(&after).copied().collect(),
+        }
+    }
+}
+
+/// Listeners to bind and to close, as `(port, tls)`, each in port order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerChanges {
+    pub open: Vec<(u16, bool)>,
+    pub close: Vec<(u16, bool)>,
+}
+
+impl ListenerChanges {
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.close.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +306,27 @@ mod tests {
             &[claim("a", 1, false), claim("a", 1, false), claim("b", 2, false)],
         );
         assert_eq!(ports(&p, "b"), Some((20002, None)));
+    }
+
+    #[test]
+    fn listeners_to_open_and_close_follow_the_assignment() {
+        let range = Some(PortRange::new(10000, 10099).unwrap());
+        let before = GatewayPorts::assign(range, &[claim("a", 1, true), claim("b", 2, false)]);
+        assert_eq!(
+            before.listeners().into_iter().collect::<Vec<_>>(),
+            [(10000, false), (10001, true), (10002, false)]
+        );
+        assert!(before.changes_to(&before).is_empty());
+        // a deleted: b moves down to a's slot and c takes b's; a's TLS port closes.
+        let after = GatewayPorts::assign(range, &[claim("b", 2, false), claim("c", 3, false)]);
+        let changes = before.changes_to(&after);
+        assert_eq!(changes.open, []);
+        assert_eq!(changes.close, [(10001, true)]);
+        assert_eq!(after.gateway_at(10000), Some("infra/b"), "kept port, new Gateway");
+        // From no range at all: everything opens; back: everything closes.
+        let none = GatewayPorts::default();
+        assert_eq!(none.changes_to(&after).open, [(10000, false), (10002, false)]);
+        assert_eq!(after.changes_to(&none).close, [(10000, false), (10002, false)]);
     }
 
     #[test]
