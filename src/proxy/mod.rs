@@ -18,6 +18,7 @@ mod client_conn;
 mod cors;
 mod forward;
 mod framing;
+pub mod gateway_listeners;
 #[cfg(test)]
 mod gateway_port_tests;
 mod h1;
