@@ -14,6 +14,7 @@ pub mod grants;
 pub mod http_route;
 pub mod listeners;
 pub mod policy;
+pub mod service;
 #[cfg(test)]
 mod tests;
 
