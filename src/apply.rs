@@ -3,7 +3,7 @@
 //! metrics, and swaps the table in atomically. Sources deliver to it
 //! through [`ObjectSink`]; the proxy reads what it swaps in.
 
-use crate::model::{build_table, Objects, SharedTable};
+use crate::model::{build_table, GatewayPorts, Objects, SharedTable};
 #[cfg(doc)]
 use crate::sources::object_count;
 use crate::sources::ObjectSink;
@@ -21,6 +21,9 @@ pub struct Applier {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Objects the last table was built from, to notice large applies.
     last_size: AtomicUsize,
+    /// Told each Gateway's own ports when they change, for the listeners
+    /// that serve them (see `proxy::gateway_listeners`).
+    gateway_ports: Option<tokio::sync::watch::Sender<GatewayPorts>>,
 }
 
 /// Objects in a table (before or after a swap) from which the heap is
@@ -35,7 +38,15 @@ impl Applier {
             generation: AtomicU64::new(0),
             metrics: None,
             last_size: AtomicUsize::new(0),
+            gateway_ports: None,
         }
+    }
+
+    /// Sends each table's Gateway ports to `ports` when they changed, after
+    /// the table is swapped in (so a newly bound port finds its Gateway).
+    pub fn with_gateway_ports(mut self, ports: tokio::sync::watch::Sender<GatewayPorts>) -> Self {
+        self.gateway_ports = Some(ports);
+        self
     }
 
     /// Records every swap in `metrics`.
@@ -72,7 +83,17 @@ impl Applier {
                 })
             });
         }
-        self.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.table.store(table.clone());
+        if let Some(tx) = &self.gateway_ports {
+            tx.send_if_modified(|current| {
+                let changed = current != table.gateway_ports();
+                if changed {
+                    *current = table.gateway_ports().clone();
+                }
+                changed
+            });
+        }
         debug!(
             generation,
             routes = objects.routes.len(),
@@ -117,5 +138,37 @@ impl ObjectSink for Applier {
 
     fn delivered(&self, objects: usize) {
         self.trim_after_apply(objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectKey, PortClaim, PortRange};
+
+    #[test]
+    fn gateway_ports_are_sent_after_the_swap_and_only_when_they_change() {
+        let table = crate::model::empty_table();
+        let (tx, mut rx) = tokio::sync::watch::channel(GatewayPorts::default());
+        let applier = Applier::new(table.clone(), Arc::new(crate::status::LogStatus::default())).with_gateway_ports(tx);
+        let mut objects = Objects::default();
+        applier.apply(&objects);
+        assert!(!rx.has_changed().unwrap(), "still none: nothing sent");
+
+        objects.gateway_ports = GatewayPorts::assign(
+            Some(PortRange::new(10000, 10001).unwrap()),
+            &[PortClaim {
+                gateway: ObjectKey::new("infra", "g1"),
+                created_millis: 0,
+                tls: false,
+            }],
+        );
+        applier.apply(&objects);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().gateway_at(10000), Some("infra/g1"));
+        assert_eq!(table.load().gateway_ports().gateway_at(10000), Some("infra/g1"));
+
+        applier.apply(&objects);
+        assert!(!rx.has_changed().unwrap(), "the same ports: not sent again");
     }
 }

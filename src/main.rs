@@ -84,6 +84,13 @@ struct ProxyArgs {
     /// port, else 443; behind a Service, set the Service's port.
     #[arg(long, env = "SSEGATE_HTTPS_REDIRECT_PORT")]
     https_redirect_port: Option<u16>,
+    /// Gives each accepted Gateway of ssegate's class data-plane ports of
+    /// its own from this range (FIRST-LAST, e.g. 10000-10099): two per
+    /// Gateway (plain, TLS), oldest Gateway first, bound on --listen's
+    /// address. A request arriving on one matches only that Gateway's
+    /// HTTPRoutes. Off when unset.
+    #[arg(long, env = "SSEGATE_GATEWAY_PORTS")]
+    gateway_ports: Option<ssegate::model::PortRange>,
     /// Log one line per finished request or stream (target `ssegate::access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
     access_log: bool,
@@ -424,9 +431,16 @@ async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyh
     anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
     let table = empty_table();
     let metrics = Arc::new(Metrics::new());
-    let applier = Arc::new(Applier::new(table.clone(), Arc::new(LogStatus::default())).with_metrics(metrics.clone()));
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Default::default());
+    let applier = Arc::new(
+        Applier::new(table.clone(), Arc::new(LogStatus::default()))
+            .with_metrics(metrics.clone())
+            .with_gateway_ports(ports_tx),
+    );
     let admin_state = AdminState::new(table.clone(), metrics);
-    let source = FolderSource::new(&dir).with_class_policy(classes);
+    let source = FolderSource::new(&dir)
+        .with_class_policy(classes)
+        .with_gateway_ports(args.gateway_ports);
     info!(dir = %dir.display(), "standalone mode");
     let ready = admin_state.clone();
     let run_source = spawn_control(move || async move {
@@ -436,7 +450,7 @@ async fn standalone(dir: PathBuf, classes: ClassPolicy, args: ProxyArgs) -> anyh
         .await
         .context("folder watcher failed")
     });
-    serve(table, admin_state, args, run_source, CancellationToken::new()).await
+    serve(table, admin_state, args, run_source, CancellationToken::new(), ports_rx).await
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -468,7 +482,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let table = empty_table();
     let metrics = Arc::new(Metrics::new());
     let (status_sink, reports) = KubeStatus::new();
-    let applier = Arc::new(Applier::new(table.clone(), Arc::new(status_sink)).with_metrics(metrics.clone()));
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Default::default());
+    let applier = Arc::new(
+        Applier::new(table.clone(), Arc::new(status_sink))
+            .with_metrics(metrics.clone())
+            .with_gateway_ports(ports_tx),
+    );
+    let gateway_ports = args.proxy.gateway_ports;
     let admin_state = AdminState::new(table.clone(), metrics.clone());
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
@@ -528,6 +548,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             args.ingress.policy(),
             gateway_api,
             stream_policies,
+            gateway_ports,
         );
         let live = {
             let (state, changed) = (state.clone(), state.routes_changed.clone());
@@ -562,7 +583,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         kube_source::run(state, applier, move || ready.set_ready(true)).await;
         Ok(())
     });
-    serve(table, admin_state, args.proxy, run_source, stopping).await
+    serve(table, admin_state, args.proxy, run_source, stopping, ports_rx).await
 }
 
 /// Runs the configuration side (watching sources, parsing, table builds,
@@ -607,6 +628,7 @@ async fn serve(
     args: ProxyArgs,
     source: impl std::future::Future<Output = anyhow::Result<()>>,
     stopping: CancellationToken,
+    gateway_ports: tokio::sync::watch::Receiver<ssegate::model::GatewayPorts>,
 ) -> anyhow::Result<()> {
     let proxy_listener =
         ssegate::listener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -651,6 +673,16 @@ async fn serve(
                 .serve_tls(listener, wait_stop(stop_rx.clone()), args.drain_timeout),
         )
     });
+    // Each Gateway's own ports (--gateway-ports), bound and closed as the table changes.
+    let gateway_task = args.gateway_ports.map(|range| {
+        info!(%range, "serving Gateways on ports of their own");
+        let listeners = ssegate::proxy::gateway_listeners::GatewayListeners::new(
+            proxy.clone(),
+            args.listen.ip(),
+            args.drain_timeout,
+        );
+        tokio::spawn(listeners.run(gateway_ports, wait_stop(stop_rx.clone())))
+    });
     let proxy_task = tokio::spawn(proxy.serve(proxy_listener, wait_stop(stop_rx), args.drain_timeout));
 
     tokio::select! {
@@ -664,6 +696,9 @@ async fn serve(
     proxy_task.await??;
     if let Some(task) = tls_task {
         task.await??;
+    }
+    if let Some(task) = gateway_task {
+        task.await?;
     }
     let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;

@@ -359,3 +359,108 @@ async fn filters_apply_over_http2_too() {
     assert_eq!(seen["x-from"], "gateway");
     assert_eq!(seen["host"], "backend.internal");
 }
+
+/// Four loopback ports in a row that are free now.
+fn free_run_of_four() -> u16 {
+    for _ in 0..50 {
+        let first = free_port();
+        if first < u16::MAX - 3 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no four free ports in a row");
+}
+
+/// The conformance suite's HTTPRouteMultipleGateways, with each Gateway's
+/// own ports bound as the binary will bind them (not yet started by it):
+/// a route for `/shared` on both Gateways and one for `/` on each.
+#[tokio::test]
+async fn each_gateway_serves_its_own_routes_on_its_own_port() {
+    use ssegate::model::{GatewayPorts, PortRange};
+    use ssegate::proxy::gateway_listeners::GatewayListeners;
+    let (v1, v2, v3) = (
+        Upstream::start("v1").await,
+        Upstream::start("v2").await,
+        Upstream::start("v3").await,
+    );
+    let first = free_run_of_four();
+    let dir = tempfile::tempdir().unwrap();
+    let table = ssegate::model::empty_table();
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(GatewayPorts::default());
+    let applier = ssegate::apply::Applier::new(
+        table.clone(),
+        std::sync::Arc::new(ssegate::status::LogStatus::default()),
+    )
+    .with_gateway_ports(ports_tx);
+    let proxy = ssegate::proxy::Proxy::builder(table)
+        .workers(ssegate::proxy::Workers::start(2).unwrap())
+        .build();
+    let shared = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shared_port = shared.local_addr().unwrap().port();
+    tokio::spawn(
+        proxy
+            .clone()
+            .serve(shared, std::future::pending(), std::time::Duration::ZERO),
+    );
+    let listeners = GatewayListeners::new(proxy, [127, 0, 0, 1].into(), std::time::Duration::ZERO);
+    tokio::spawn(listeners.run(ports_rx, std::future::pending()));
+
+    let mut source = ssegate::sources::file::FolderSource::new(dir.path())
+        .with_gateway_ports(Some(PortRange::new(first, first + 3).unwrap()));
+    let mut files = vec![
+        ("v1.yaml", backend_yaml("v1", &[(v1.addr, true)])),
+        ("v2.yaml", backend_yaml("v2", &[(v2.addr, true)])),
+        ("v3.yaml", backend_yaml("v3", &[(v3.addr, true)])),
+    ];
+    let mut gateways = String::from(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: ssegate}\nspec: {controllerName: ssegate.dev/gateway-controller}\n",
+    );
+    for g in ["g1", "g2"] {
+        gateways.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {g}}}\nspec:\n  gatewayClassName: ssegate\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n"
+        ));
+    }
+    files.push(("gateways.yaml", gateways));
+    let route = |name: &str, day: u8, parents: &str, path: &str, backend: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, creationTimestamp: \"2026-02-0{day}T00:00:00Z\"}}\nspec:\n  parentRefs: {parents}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+        )
+    };
+    files.push((
+        "shared.yaml",
+        route("shared", 1, "[{name: g1}, {name: g2}]", "/shared", "v1"),
+    ));
+    files.push(("one.yaml", route("one", 2, "[{name: g1}]", "/", "v2")));
+    files.push(("two.yaml", route("two", 3, "[{name: g2}]", "/", "v3")));
+    for (name, yaml) in &files {
+        std::fs::write(dir.path().join(name), yaml).unwrap();
+    }
+    let errors = ssegate::sources::file::reload(&mut source, &applier);
+    assert!(errors.is_empty(), "{errors:?}");
+    let ports = applier.table().load().gateway_ports().clone();
+    let of = |name: &str| {
+        ports
+            .get(&ssegate::model::ObjectKey::new("default", name))
+            .unwrap()
+            .plain
+    };
+    assert_eq!((of("g1"), of("g2")), (first, first + 2));
+
+    let get = |port: u16, path: &'static str| async move {
+        // The listener is bound by a task following the table: allow it 2 s.
+        for _ in 0..40 {
+            if let Ok(resp) = client().get(format!("http://127.0.0.1:{port}{path}")).send().await {
+                return resp.text().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("nothing answers on port {port}");
+    };
+    assert_eq!(get(first, "/").await, "upstream v2");
+    assert_eq!(get(first + 2, "/").await, "upstream v3");
+    assert_eq!(get(first, "/shared").await, "upstream v1");
+    assert_eq!(get(first + 2, "/shared/x").await, "upstream v1");
+    // The shared port as before: the older route for `/` takes it.
+    assert_eq!(get(shared_port, "/").await, "upstream v2");
+    assert_eq!(get(shared_port, "/shared").await, "upstream v1");
+}

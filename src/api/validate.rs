@@ -90,6 +90,13 @@ pub struct MatchConditions {
     /// `Some(true)`: only requests that came over TLS; `Some(false)`: only
     /// plain HTTP (a Gateway listener of one protocol).
     pub tls: Option<bool>,
+    /// The Gateway (`namespace/name`) whose listener the rule is attached
+    /// through. A request that arrived on that Gateway's own data-plane
+    /// port matches only rules naming it; on the shared ports this
+    /// condition is met by every request, so it never changes what they
+    /// match. Not part of [`MatchConditions::specificity`]: which Gateway
+    /// a rule came through is no reason to prefer it.
+    pub gateway: Option<std::sync::Arc<str>>,
 }
 
 impl MatchConditions {
@@ -120,11 +127,14 @@ impl fmt::Display for MatchConditions {
             write!(f, "{sep}query {k}={v}")?;
             sep = ", ";
         }
-        match self.tls {
-            Some(true) => write!(f, "{sep}over TLS"),
-            Some(false) => write!(f, "{sep}over plain HTTP"),
-            None => Ok(()),
+        if let Some(tls) = self.tls {
+            write!(f, "{sep}over {}", if tls { "TLS" } else { "plain HTTP" })?;
+            sep = ", ";
         }
+        if let Some(g) = &self.gateway {
+            write!(f, "{sep}through Gateway {g}")?;
+        }
+        Ok(())
     }
 }
 

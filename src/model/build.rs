@@ -16,6 +16,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     let slices = index_slices(objects);
     let mut table = RoutingTable {
         generation,
+        gateway_ports: objects.gateway_ports.clone(),
         ..Default::default()
     };
 

@@ -4,6 +4,7 @@
 //! microseconds and shared by every source (Kubernetes, files).
 
 mod build;
+mod gateway_ports;
 mod host;
 mod objects;
 pub mod report;
@@ -12,6 +13,7 @@ mod table;
 mod tests;
 
 pub use build::build_table;
+pub use gateway_ports::{AssignedPorts, GatewayPorts, ListenerChanges, PortClaim, PortRange, PortRangeError};
 pub use host::normalize_host;
 pub use objects::*;
 pub use report::{RouteReport, Verdict};

@@ -185,4 +185,7 @@ pub struct Objects {
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
     pub secrets: BTreeMap<ObjectKey, SecretObject>,
+    /// Each accepted Gateway's own data-plane ports (see
+    /// `translate::gateway`), carried into the table unchanged.
+    pub gateway_ports: super::GatewayPorts,
 }

@@ -210,6 +210,10 @@ pub trait RequestFacts {
     /// The first value of query parameter `name`.
     fn query_param(&self, name: &str) -> Option<&str>;
     fn tls(&self) -> bool;
+    /// The Gateway (`namespace/name`) whose own data-plane port the
+    /// request arrived on; `None` on the shared ports, where rules of every
+    /// Gateway, Route and Ingress are served.
+    fn gateway(&self) -> Option<&str>;
 }
 
 /// A request described in plain values, for tests and tools: a GET over
@@ -220,6 +224,8 @@ pub struct RequestSketch {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub tls: bool,
+    /// Arrived on this Gateway's own port (`namespace/name`).
+    pub gateway: Option<String>,
 }
 
 impl Default for RequestSketch {
@@ -229,6 +235,7 @@ impl Default for RequestSketch {
             headers: Vec::new(),
             query: Vec::new(),
             tls: false,
+            gateway: None,
         }
     }
 }
@@ -246,12 +253,17 @@ impl RequestFacts for RequestSketch {
     fn tls(&self) -> bool {
         self.tls
     }
+    fn gateway(&self) -> Option<&str> {
+        self.gateway.as_deref()
+    }
 }
 
-/// Whether `req` meets every condition (none: any request does, without a
-/// single call on `req`).
+/// Whether `req` meets every condition. A request on a Gateway's own port
+/// is admitted only by rules attached through that Gateway (so never by a
+/// Route's or an Ingress's); elsewhere the Gateway condition holds for all.
 fn admits(c: &MatchConditions, req: &dyn RequestFacts) -> bool {
-    c.tls.is_none_or(|tls| tls == req.tls())
+    req.gateway().is_none_or(|g| c.gateway.as_deref() == Some(g))
+        && c.tls.is_none_or(|tls| tls == req.tls())
         && c.method.as_deref().is_none_or(|m| m == req.method())
         && c.headers.iter().all(|(k, v)| req.has_header(k, v))
         && c.query.iter().all(|(k, v)| req.query_param(k) == Some(v.as_str()))
@@ -353,6 +365,8 @@ pub struct RoutingTable {
     pub reports: Vec<RouteReport>,
     /// Certificates by server name pattern (`events.example.com`, `*.example.com`).
     pub certificates: HashMap<String, Arc<super::TlsKeyPair>>,
+    /// Each accepted Gateway's own data-plane ports.
+    pub(super) gateway_ports: super::GatewayPorts,
 }
 
 impl RoutingTable {
@@ -409,6 +423,13 @@ impl RoutingTable {
         self.certificates.get("*")
     }
 
+    /// The ports each accepted Gateway of ssegate's class is served on by
+    /// itself (a request arriving there matches only that Gateway's
+    /// rules), besides the shared ports.
+    pub fn gateway_ports(&self) -> &super::GatewayPorts {
+        &self.gateway_ports
+    }
+
     /// A JSON-friendly view for `/debug/routes`.
     pub fn describe(&self) -> TableView<'_> {
         let mut hosts: Vec<HostView> = self
@@ -436,6 +457,7 @@ impl RoutingTable {
             generation: self.generation,
             hosts,
             certificates,
+            gateway_ports: self.gateway_ports.assigned().map(|(k, p)| (k.to_string(), p)).collect(),
             routes: &self.reports,
         }
     }
@@ -447,6 +469,9 @@ pub struct TableView<'a> {
     pub hosts: Vec<HostView>,
     /// Server names with a certificate.
     pub certificates: Vec<String>,
+    /// `namespace/name` of each Gateway with ports of its own, and those ports.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gateway_ports: std::collections::BTreeMap<String, super::AssignedPorts>,
     pub routes: &'a [RouteReport],
 }
 

@@ -483,3 +483,73 @@ fn a_certificate_for_any_name_serves_names_without_one_of_their_own_and_no_sni()
     assert_eq!(t.certificate_for("other.org"), Some(&any));
     assert_eq!(t.certificate_for(""), Some(&any), "a client without SNI");
 }
+
+#[test]
+fn a_request_on_a_gateways_own_port_matches_only_that_gateways_rules() {
+    use crate::api::PathMatchType::PathPrefix;
+    let through = |g: &str| MatchConditions {
+        tls: Some(false),
+        gateway: Some(std::sync::Arc::from(g)),
+        ..Default::default()
+    };
+    let mut w = World::new()
+        .service("svc", &[1])
+        .route("plain", 0, "rules: [{backendRefs: [{name: svc, port: 80}]}]");
+    let g = conditioned(
+        "g",
+        1,
+        vec![
+            (PathPrefix, "/", through("apps/g1")),
+            (
+                PathPrefix,
+                "/x",
+                MatchConditions {
+                    headers: vec![("x-v".into(), "1".into())],
+                    ..through("apps/g2")
+                },
+            ),
+            (PathPrefix, "/", through("apps/g2")),
+        ],
+    );
+    w.0.routes.insert(g.key.clone(), g);
+    // The same match through the same Gateway as an older rule: a conflict.
+    let h = conditioned("h", 2, vec![(PathPrefix, "/", through("apps/g1"))]);
+    w.0.routes.insert(h.key.clone(), h);
+    let t = w.table();
+    let at = |gateway: Option<&str>, path: &str, headers: &[(&str, &str)]| {
+        let req = RequestSketch {
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            gateway: gateway.map(str::to_owned),
+            ..Default::default()
+        };
+        t.lookup("h", path, &req)
+            .map(|r| format!("{}#{}", r.route, r.rule_index))
+            .unwrap_or_default()
+    };
+    // The shared ports: as before, the oldest of equally specific matches.
+    assert_eq!(at(None, "/", &[]), "default/plain#0");
+    assert_eq!(at(None, "/x", &[("x-v", "1")]), "default/g#1");
+    // A Gateway's own port: its rules only, never a Route's.
+    assert_eq!(at(Some("apps/g1"), "/", &[]), "default/g#0");
+    assert_eq!(at(Some("apps/g2"), "/", &[]), "default/g#2");
+    assert_eq!(at(Some("apps/g2"), "/x/y", &[("x-v", "1")]), "default/g#1");
+    assert_eq!(
+        at(Some("apps/g2"), "/x/y", &[]),
+        "default/g#2",
+        "a failed condition falls through to the Gateway's shorter prefix"
+    );
+    assert_eq!(at(Some("apps/g1"), "/x/y", &[("x-v", "1")]), "default/g#0");
+    assert_eq!(at(Some("apps/g3"), "/", &[]), "", "no rule of that Gateway");
+
+    // One match through two Gateways is no conflict; through one, it is.
+    assert!(report(&t, "g").accepted.is_true(), "{:?}", report(&t, "g").accepted);
+    let h = report(&t, "h");
+    assert_eq!(h.accepted.reason, "Conflicted");
+    assert!(
+        h.accepted.message.contains(
+            "PathPrefix / (over plain HTTP, through Gateway apps/g1) on any host is served by Route default/g"
+        ),
+        "{}",
+        h.accepted.message
+    );
+}

@@ -117,12 +117,23 @@ impl Proxy {
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
-        let facts = Facts { req, tls: conn.tls };
-        let found = self
-            .table
-            .load()
-            .lookup_matched(&host, req.uri().path(), &facts)
-            .map(|(t, len)| (t.clone(), len));
+        let found = {
+            let table = self.table.load();
+            // On a Gateway's own port, a port the table no longer assigns
+            // names no Gateway (`""`): nothing matches, rather than the
+            // shared ports' rules.
+            let gateway = conn
+                .gateway_port
+                .map(|port| table.gateway_ports().gateway_at(port).unwrap_or(""));
+            let facts = Facts {
+                req,
+                tls: conn.tls,
+                gateway,
+            };
+            table
+                .lookup_matched(&host, req.uri().path(), &facts)
+                .map(|(t, len)| (t.clone(), len))
+        };
         let Some((target, matched)) = found else {
             let resp = local_reply(
                 StatusCode::NOT_FOUND,
@@ -357,6 +368,8 @@ fn rewrite_request<B>(req: &mut Request<B>, rewrite: &Rewrite, matched: usize) {
 struct Facts<'a, B> {
     req: &'a Request<B>,
     tls: bool,
+    /// The Gateway whose own port the request came on.
+    gateway: Option<&'a str>,
 }
 
 impl<B> crate::model::RequestFacts for Facts<'_, B> {
@@ -381,6 +394,10 @@ impl<B> crate::model::RequestFacts for Facts<'_, B> {
 
     fn tls(&self) -> bool {
         self.tls
+    }
+
+    fn gateway(&self) -> Option<&str> {
+        self.gateway
     }
 }
 

@@ -18,6 +18,9 @@ mod client_conn;
 mod cors;
 mod forward;
 mod framing;
+pub mod gateway_listeners;
+#[cfg(test)]
+mod gateway_port_tests;
 mod h1;
 mod handler;
 mod headers;
@@ -54,6 +57,12 @@ pub struct Conn {
     /// The listener's port, for `X-Forwarded-Port`.
     pub local_port: u16,
     pub tls: bool,
+    /// The connection came in on a Gateway's own data-plane port (see
+    /// [`crate::model::GatewayPorts`]): its requests match only the rules
+    /// of the Gateway the current table assigns this port to, and nothing
+    /// when it assigns it to none. `None`: a shared port, where rules of
+    /// every Gateway, Route and Ingress are served.
+    pub gateway_port: Option<u16>,
 }
 
 /// Everything a request handler needs.

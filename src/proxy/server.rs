@@ -112,7 +112,7 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
-        self.serve_with(listener, None, shutdown, drain).await
+        self.serve_with(listener, None, false, shutdown, drain).await
     }
 
     /// As [`Proxy::serve`], for TLS: certificates by SNI from the table,
@@ -124,17 +124,34 @@ impl Proxy {
         drain: Duration,
     ) -> std::io::Result<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone()));
-        self.serve_with(listener, Some(acceptor), shutdown, drain).await
+        self.serve_with(listener, Some(acceptor), false, shutdown, drain).await
+    }
+
+    /// As [`Proxy::serve`] (or [`Proxy::serve_tls`] with `tls`), on one of
+    /// a Gateway's own data-plane ports (`listener`'s local port): its
+    /// requests match only the rules of the Gateway that the current table
+    /// assigns that port to (see [`crate::model::GatewayPorts`]).
+    pub async fn serve_gateway_port(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: bool,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone())));
+        self.serve_with(listener, acceptor, true, shutdown, drain).await
     }
 
     async fn serve_with(
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        gateway_port: bool,
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
         let local_port = listener.local_addr()?.port();
+        let gateway_port = gateway_port.then_some(local_port);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         let tracker = TaskTracker::new();
@@ -178,7 +195,12 @@ impl Proxy {
                         None => Placement::Here(stream),
                     };
                     let serve = move |stream: tokio::net::TcpStream| async move {
-                        let conn = Conn { peer, local_port, tls: tls.is_some() };
+                        let conn = Conn {
+                            peer,
+                            local_port,
+                            tls: tls.is_some(),
+                            gateway_port,
+                        };
                         match tls {
                             None => super::h1::serve(proxy, stream, conn, true, stop).await,
                             // Boxed: the TLS state is large, and plaintext
@@ -229,7 +251,14 @@ impl Proxy {
             tls = tls.is_some(),
             "draining: no new connections; event streams end at their next boundary"
         );
-        self.drain.start();
+        // The drain signal ends every event stream of the process, so only
+        // a shared listener's shutdown (the process's) starts it: a
+        // Gateway's own port may close alone (its Gateway gone). Its
+        // connections are still told to stop; ending its event streams at a
+        // boundary needs a drain signal of its own (not built yet).
+        if gateway_port.is_none() {
+            self.drain.start();
+        }
         let _ = stop_tx.send(true);
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {

@@ -64,7 +64,9 @@ impl ClusterState {
     /// Starts the watchers: cluster-wide when `namespaces` is empty, else one
     /// watcher per namespace and kind. `tls_secrets` adds a watch on
     /// Secrets, narrowed by a field selector to `type=kubernetes.io/tls`, so
-    /// no other Secret is ever sent to ssegate. The tasks run until dropped.
+    /// no other Secret is ever sent to ssegate. `gateway_ports` gives each
+    /// accepted Gateway its own data-plane ports (see
+    /// [`crate::model::GatewayPorts`]). The tasks run until dropped.
     pub fn start(
         client: Client,
         namespaces: &[String],
@@ -72,6 +74,7 @@ impl ClusterState {
         class_policy: ClassPolicy,
         gateway_api: bool,
         stream_policies: bool,
+        gateway_ports: Option<crate::model::PortRange>,
     ) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
@@ -81,7 +84,8 @@ impl ClusterState {
         let mut writers = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (classes, classes_writer) = reflector::store();
         let (gateway, gateway_writers) = if gateway_api {
-            let (stores, writers) = super::kube_gateway::GatewayStores::new(&client, &scopes, stream_policies);
+            let (stores, writers) =
+                super::kube_gateway::GatewayStores::new(&client, &scopes, stream_policies, gateway_ports);
             (Some(stores), Some(writers))
         } else {
             (None, None)
@@ -259,7 +263,9 @@ impl ClusterState {
         }
         objects.secrets = self.secrets();
         if let Some(g) = &self.gateway {
-            for d in g.translate(&objects.secrets).definitions {
+            let outcome = g.translate(&objects.secrets);
+            objects.gateway_ports = outcome.ports;
+            for d in outcome.definitions {
                 objects.gateway_api.insert((d.kind, d.key.clone()), d);
             }
         }

@@ -60,6 +60,8 @@ pub struct GatewayStores {
     /// Fires on every GatewayClass, Gateway and HTTPRoute change, for the
     /// status writer (to put a hand edit of their status right).
     pub changed: Arc<Notify>,
+    /// The ports Gateways' own listeners are given (none: shared ports only).
+    gateway_ports: Option<crate::model::PortRange>,
 }
 
 /// The writers that feed [`GatewayStores`], for the caller to spawn watches.
@@ -73,7 +75,12 @@ pub struct GatewayWriters {
 }
 
 impl GatewayStores {
-    pub fn new(client: &Client, scopes: &[Option<&str>], with_policies: bool) -> (Self, GatewayWriters) {
+    pub fn new(
+        client: &Client,
+        scopes: &[Option<&str>],
+        with_policies: bool,
+        gateway_ports: Option<crate::model::PortRange>,
+    ) -> (Self, GatewayWriters) {
         let (classes, classes_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let mut stores = GatewayStores {
@@ -85,6 +92,7 @@ impl GatewayStores {
             policies: Vec::new(),
             outcome: watch::channel(Arc::new(GatewayOutcome::default())).0,
             changed: Arc::new(Notify::new()),
+            gateway_ports,
         };
         let mut writers = GatewayWriters {
             classes: classes_w,
@@ -185,6 +193,7 @@ impl GatewayStores {
             namespace_labels: &namespace_labels,
             secrets,
             default_namespace: super::convert::DEFAULT_NAMESPACE,
+            gateway_ports: self.gateway_ports,
         });
         self.outcome.send_if_modified(|current| {
             let changed = **current != outcome;

@@ -41,6 +41,7 @@ fn outcome(routes: &[HttpRoute]) -> GatewayOutcome {
         namespace_labels: &BTreeMap::new(),
         secrets: &BTreeMap::new(),
         default_namespace: "default",
+        gateway_ports: None,
     })
 }
 

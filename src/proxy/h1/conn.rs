@@ -504,6 +504,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             local_port: 80,
             tls: false,
+            gateway_port: None,
         };
         {
             let (mut io, _peer) = tokio::io::duplex(64);

@@ -251,6 +251,8 @@ pub struct FolderSource {
     history: History,
     /// Which Ingresses are ssegate's.
     class_policy: ClassPolicy,
+    /// The ports Gateways' own listeners are given (none: shared ports only).
+    gateway_ports: Option<crate::model::PortRange>,
 }
 
 impl FolderSource {
@@ -263,7 +265,15 @@ impl FolderSource {
             reported: HashSet::new(),
             history: History::default(),
             class_policy: ClassPolicy::default(),
+            gateway_ports: None,
         }
+    }
+
+    /// Gives each accepted Gateway its own data-plane ports from `range`
+    /// (see [`crate::model::GatewayPorts`]).
+    pub fn with_gateway_ports(mut self, range: Option<crate::model::PortRange>) -> Self {
+        self.gateway_ports = range;
+        self
     }
 
     /// Which Ingresses to serve (default: class `ssegate`, none without a
@@ -483,6 +493,7 @@ impl FolderSource {
             namespace_labels: &labels,
             secrets: &objects.secrets,
             default_namespace: DEFAULT_NAMESPACE,
+            gateway_ports: self.gateway_ports,
         });
         for v in &outcome.policies {
             let Some((file, i)) = policy_files.get(&v.key) else {
@@ -502,6 +513,7 @@ impl FolderSource {
                 errors.push(note);
             }
         }
+        objects.gateway_ports = outcome.ports;
         for d in outcome.definitions {
             let stamped = d.created_millis != 0;
             let d = self.history.settle(d, stamped, now);

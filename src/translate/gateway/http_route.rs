@@ -2,7 +2,7 @@
 //! ssegate's Gateways that take it, with the status of each parent.
 //!
 //! Each rule becomes one model rule per attachment (a set of hostnames on
-//! the plain or the TLS listener): hostnames are the intersection of the
+//! the plain or the TLS listeners of one Gateway): hostnames are the intersection of the
 //! route's and the listener's, matches keep their method, header and query
 //! conditions, filters are resolved once, and backends keep their weights,
 //! an unusable one answering its share with 500 as the spec requires.
@@ -48,9 +48,12 @@ pub struct RoutePlan {
     pub refused_refs: Option<Verdict>,
 }
 
-/// Where an attachment serves: hostnames (empty: any) on one listener kind.
+/// Where an attachment serves: hostnames (empty: any) on one listener kind
+/// of one Gateway (`namespace/name`), which its rules' matches name so that
+/// a request on that Gateway's own port finds only that Gateway's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attachment {
+    gateway: Arc<str>,
     hostnames: Vec<String>,
     tls: bool,
 }
@@ -118,7 +121,11 @@ pub fn plan(
                     if let Some(hostnames) = intersect(&route_hosts, l.hostname.as_deref()) {
                         any = true;
                         attached.push((l.gateway.clone(), l.name.clone()));
-                        let a = Attachment { hostnames, tls: l.tls };
+                        let a = Attachment {
+                            gateway: Arc::from(l.gateway.to_string()),
+                            hostnames,
+                            tls: l.tls,
+                        };
                         if !attachments.contains(&a) {
                             attachments.push(a);
                         }
@@ -179,6 +186,7 @@ pub fn plan(
                     path: m.path.clone(),
                     conditions: MatchConditions {
                         tls: Some(a.tls),
+                        gateway: Some(a.gateway.clone()),
                         ..m.conditions.clone()
                     },
                 })

@@ -15,13 +15,14 @@ pub mod http_route;
 pub mod limits;
 pub mod listeners;
 pub mod policy;
+pub mod service;
 #[cfg(test)]
 mod tests;
 
 use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::api::{StreamPolicy, ValidRoute};
 use crate::model::report::Verdict;
-use crate::model::{ObjectKey, RouteDefinition, SecretObject, SourceKind};
+use crate::model::{GatewayPorts, ObjectKey, PortClaim, PortRange, RouteDefinition, SecretObject, SourceKind};
 use http_route::RoutePlan;
 use listeners::{GatewayPlan, Listener};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,6 +84,9 @@ pub struct GatewayInputs<'a> {
     pub secrets: &'a BTreeMap<ObjectKey, SecretObject>,
     /// Namespace of objects that name none (files).
     pub default_namespace: &'a str,
+    /// The ports Gateways' own listeners are given; `None`: every Gateway
+    /// is served on the shared ports only.
+    pub gateway_ports: Option<PortRange>,
 }
 
 /// A GatewayClass of ssegate's.
@@ -103,6 +107,8 @@ pub struct GatewayOutcome {
     pub routes: Vec<(ObjectKey, Option<i64>, RoutePlan)>,
     /// What each StreamPolicy's status should say, oldest policy first.
     pub policies: Vec<policy::PolicyVerdict>,
+    /// Each accepted Gateway's own data-plane ports.
+    pub ports: GatewayPorts,
 }
 
 fn key_of(
@@ -136,6 +142,7 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
     }
 
     let mut listeners: BTreeMap<ObjectKey, Vec<Listener>> = BTreeMap::new();
+    let mut claims = Vec::new();
     for gateway in inputs
         .gateways
         .iter()
@@ -163,8 +170,16 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
                 warnings: Vec::new(),
             });
         }
+        if plan.accepted.is_true() {
+            claims.push(PortClaim {
+                gateway: key.clone(),
+                created_millis: created(&gateway.metadata),
+                tls: plan.listeners.iter().any(|l| l.tls),
+            });
+        }
         out.gateways.push(plan);
     }
+    out.ports = GatewayPorts::assign(inputs.gateway_ports, &claims);
 
     let keyed: BTreeMap<ObjectKey, &HttpRoute> = inputs
         .routes

@@ -3,7 +3,7 @@
 //! status, and what the table then serves.
 
 use super::*;
-use crate::model::{build_table, Objects, RequestSketch, ServiceObject, ServicePort, TlsKeyPair};
+use crate::model::{build_table, Objects, PortRange, RequestSketch, ServiceObject, ServicePort, TlsKeyPair};
 
 fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> Vec<T> {
     yaml.split("\n---\n")
@@ -80,6 +80,7 @@ fn outcome_with(routes: &[HttpRoute], labels: &[(&str, &str)], policies: &[Strea
         namespace_labels: &namespace_labels,
         secrets: &secrets,
         default_namespace: "default",
+        gateway_ports: None,
     })
 }
 
@@ -447,4 +448,173 @@ fn a_gateway_over_the_listener_limit_is_refused() {
     assert_eq!(plan.accepted.message, "spec.listeners: 65 items, at most 64");
     assert!(plan.listeners.is_empty() && plan.verdicts.is_empty());
     assert!(!plan.programmed.is_true());
+}
+
+/// The conformance suite's HTTPRouteMultipleGateways: two Gateways, a route
+/// for `/shared` on both and a route for `/` on each, none with hostnames;
+/// g2 also has an HTTPS listener (its certificate missing), and an older
+/// Gateway none of whose listeners can be served takes no ports.
+fn two_gateways() -> (GatewayOutcome, crate::model::RoutingTable) {
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g0, namespace: infra, creationTimestamp: \"2025-01-01T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners: [{name: tcp, port: 9000, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g1, namespace: infra, creationTimestamp: \"2026-01-01T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g2, namespace: infra, creationTimestamp: \"2026-01-02T00:00:00Z\"}
+spec:
+  gatewayClassName: sse
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}",
+    );
+    let http_route = |name: &str, day: u8, parents: &str, path: &str, backend: &str| -> HttpRoute {
+        serde_yaml::from_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: infra, creationTimestamp: \"2026-02-0{day}T00:00:00Z\"}}
+spec:
+  parentRefs: {parents}
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 8080}}]}}]"
+        ))
+        .unwrap()
+    };
+    let routes = vec![
+        http_route("shared", 1, "[{name: g1}, {name: g2}]", "/shared", "v1"),
+        http_route("one", 2, "[{name: g1}]", "/", "v2"),
+        http_route("two", 3, "[{name: g2}]", "/", "v3"),
+    ];
+    let o = translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes: &routes,
+        grants: &[],
+        policies: &[],
+        namespace_labels: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+        default_namespace: "default",
+        gateway_ports: Some(PortRange::new(10000, 10099).unwrap()),
+    });
+    let mut objects = Objects {
+        gateway_ports: o.ports.clone(),
+        ..Default::default()
+    };
+    for d in &o.definitions {
+        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
+    }
+    for name in ["v1", "v2", "v3"] {
+        let key = ObjectKey::new("infra", name);
+        objects.services.insert(
+            key.clone(),
+            ServiceObject {
+                key,
+                ports: vec![ServicePort {
+                    name: "".into(),
+                    port: 8080,
+                }],
+            },
+        );
+    }
+    let table = build_table(&objects, 1);
+    (o, table)
+}
+
+#[test]
+fn each_gateways_own_port_serves_its_own_routes_and_the_shared_ports_serve_as_before() {
+    let (o, table) = two_gateways();
+    for name in ["shared", "one", "two"] {
+        let (_, _, plan) = o.routes.iter().find(|(k, _, _)| k.name == name).unwrap();
+        assert!(plan.parents.iter().all(|p| p.accepted.is_true()), "{name}");
+    }
+    let backend = |gateway: Option<&str>, path: &str| {
+        let req = RequestSketch {
+            gateway: gateway.map(str::to_owned),
+            ..Default::default()
+        };
+        table
+            .lookup("gateway.example", path, &req)
+            .map(|t| t.backends[0].service.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(backend(Some("infra/g1"), "/"), "infra/v2:8080");
+    assert_eq!(backend(Some("infra/g2"), "/"), "infra/v3:8080");
+    assert_eq!(backend(Some("infra/g1"), "/shared"), "infra/v1:8080");
+    assert_eq!(backend(Some("infra/g2"), "/shared"), "infra/v1:8080");
+    assert_eq!(backend(Some("infra/other"), "/"), "", "no Gateway of that name");
+    // The shared port, as before: the older route for `/` takes both.
+    assert_eq!(backend(None, "/"), "infra/v2:8080");
+    assert_eq!(backend(None, "/shared/x"), "infra/v1:8080");
+    // Matches through different Gateways do not conflict.
+    for r in &table.reports {
+        assert!(r.accepted.is_true(), "{} {}: {:?}", r.kind.as_str(), r.key, r.accepted);
+    }
+}
+
+#[test]
+fn accepted_gateways_get_their_own_ports_oldest_first_and_a_port_leads_to_its_gateways_rules() {
+    let (o, table) = two_gateways();
+    assert!(!o
+        .gateways
+        .iter()
+        .find(|g| g.key.name == "g0")
+        .unwrap()
+        .accepted
+        .is_true());
+    let ports = table.gateway_ports();
+    assert_eq!(ports, &o.ports, "the table carries the translation's ports");
+    let of = |name: &str| ports.get(&ObjectKey::new("infra", name)).map(|p| (p.plain, p.tls));
+    assert_eq!(of("g0"), None, "not accepted: no ports, and no slot taken");
+    assert_eq!(of("g1"), Some((10000, None)));
+    assert_eq!(of("g2"), Some((10002, Some(10003))), "HTTPS listener: a TLS port");
+    // What a listener on a Gateway's port will do: name the Gateway in the
+    // request's facts.
+    let backend = |port: u16, path: &str| {
+        let (gateway, tls) = ports.owner_of(port).unwrap();
+        let req = RequestSketch {
+            gateway: Some(gateway.to_string()),
+            tls,
+            ..Default::default()
+        };
+        table
+            .lookup("gateway.example", path, &req)
+            .map(|t| t.backends[0].service.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(backend(10000, "/"), "infra/v2:8080");
+    assert_eq!(backend(10002, "/"), "infra/v3:8080");
+    assert_eq!(
+        backend(10003, "/"),
+        "infra/v3:8080",
+        "g2's HTTPS listener takes the route too"
+    );
+    assert_eq!(backend(10000, "/shared"), "infra/v1:8080");
+    assert!(table.describe().gateway_ports.contains_key("infra/g2"));
+
+    // Without a range, no Gateway has ports of its own.
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(GATEWAYS);
+    let none = translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes: &[],
+        grants: &[],
+        policies: &[],
+        namespace_labels: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+        default_namespace: "default",
+        gateway_ports: None,
+    });
+    assert!(none.ports.is_empty());
 }
