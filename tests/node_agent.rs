@@ -38,14 +38,7 @@ async fn node_agent_runs_pods_as_processes() {
     let node = agent.node.clone();
 
     // The Node registers Ready, with allocatable pods, and holds its Lease.
-    wait_for(Duration::from_secs(60), "node Ready", &agent, || {
-        let ready = cp.get(
-            "default",
-            &format!("node/{node}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        (ready == "True").then_some(())
-    });
+    agent.wait_ready(cp);
     assert_eq!(
         cp.get("default", &format!("node/{node}"), "{.status.allocatable.pods}"),
         "64"
@@ -423,18 +416,6 @@ spec:
     assert!(!gone.status.success(), "the agent removes its bridge on SIGTERM");
 }
 
-fn wait_node_ready(cp: &ControlPlane, agent: &NodeAgent) {
-    let node = agent.node.clone();
-    wait_for(Duration::from_secs(60), "node Ready", agent, || {
-        let ready = cp.get(
-            "default",
-            &format!("node/{node}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        (ready == "True").then_some(())
-    });
-}
-
 /// One request on a connection of its own (raw, so no pool reuses it):
 /// the `event: server` data, the id of the demo backend that answered.
 fn sse_server_via(addr: SocketAddr) -> Result<String, String> {
@@ -581,7 +562,7 @@ async fn node_agent_serves_load_balancer_services() {
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.250");
     let bridge = format!("{}br", agent.prefix);
-    wait_node_ready(cp, &agent);
+    agent.wait_ready(cp);
     let ns = cp.namespace("agent-lb");
     cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
     cp.apply(
@@ -886,7 +867,7 @@ async fn node_agent_mounts_volumes() {
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.250");
     let node = agent.node.clone();
-    wait_node_ready(cp, &agent);
+    agent.wait_ready(cp);
     let ns = cp.namespace("agent-vol");
     cp.apply(&ns, "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n");
     cp.apply(

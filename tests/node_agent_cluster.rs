@@ -17,14 +17,7 @@ async fn deployment_pods_run_on_the_agent_and_fill_endpoint_slices() {
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.252");
     let node = agent.node.clone();
-    wait_for(Duration::from_secs(60), "node Ready", &agent, || {
-        let ready = cp.get(
-            "default",
-            &format!("node/{node}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        (ready == "True").then_some(())
-    });
+    agent.wait_ready(cp);
 
     let ns = cp.namespace("agent-cluster");
     cp.apply(

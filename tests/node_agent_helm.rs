@@ -270,15 +270,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     let cp = control_plane_with_controllers();
     let dir = tempfile::tempdir().unwrap();
     let agent = NodeAgent::start(cp, dir.path(), "10.213.254");
-    let node = agent.node.clone();
-    wait_for(Duration::from_secs(60), "node Ready", &agent, || {
-        let ready = cp.get(
-            "default",
-            &format!("node/{node}"),
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        (ready == "True").then_some(())
-    });
+    agent.wait_ready(cp);
 
     // 1. Install with default values; the demo through every address.
     helm(

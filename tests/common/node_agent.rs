@@ -130,6 +130,18 @@ impl NodeAgent {
         out
     }
 
+    /// Waits (60 s at most) until the agent's Node reports Ready.
+    pub fn wait_ready(&self, cp: &ControlPlane) {
+        wait_for(Duration::from_secs(60), "node Ready", self, || {
+            let ready = cp.get(
+                "default",
+                &format!("node/{}", self.node),
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            );
+            (ready == "True").then_some(())
+        });
+    }
+
     pub fn link_exists(&self, name: &str) -> bool {
         Command::new("ip")
             .args(["link", "show", name])
