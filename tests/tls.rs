@@ -160,7 +160,14 @@ async fn alpn_and_tls_versions_are_negotiated_as_offered() {
     let other = cert(&["nobody.test"]);
     assert!(connect(gw.tls_addr, "nobody.test", &[&other], &[b"h2"]).await.is_err());
     assert!(connect(gw.tls_addr, HOST, &[&cert_a], &[b"h2"]).await.is_ok());
-    let metrics = gw.proxy.metrics().encode();
+    // The server counts the failure after it has sent its alert, so the
+    // client can see the failure first: wait (bounded) for the count.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut metrics = gw.proxy.metrics().encode();
+    while !metrics.contains("ssegate_tls_handshake_errors_total 1\n") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        metrics = gw.proxy.metrics().encode();
+    }
     assert!(metrics.contains("ssegate_tls_handshake_errors_total 1\n"), "{metrics}");
 
     // X-Forwarded-Proto says https.
