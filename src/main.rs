@@ -13,10 +13,12 @@ use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::status::gateway::{GatewayStatusWriter, LiveGatewayApi};
+use ssegate::status::gateway_services::{self, GatewayServiceWriter};
 use ssegate::status::ingress::{IngressStatusWriter, LiveIngresses, Publish};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::{LeaseConfig, PodRef};
 use ssegate::status::LogStatus;
+use ssegate::translate::gateway::service::ServiceTemplate;
 use ssegate::translate::ingress_class::ClassPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -179,7 +181,7 @@ enum Command {
     },
     /// Run as a Kubernetes ingress controller: watch Routes, Services and
     /// EndpointSlices, serve traffic, and (as the lease holder) write status.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Run the demo backend and a standalone ssegate in front of it.
     Demo {
         /// Folder of example files; its EndpointSlice points at --backend.
@@ -297,6 +299,22 @@ struct ControllerArgs {
     /// Ingress status is not written.
     #[arg(long, env = "SSEGATE_PUBLISH_STATUS_ADDRESS")]
     publish_status_address: Option<String>,
+    /// With --gateway-ports: the labels of ssegate's own pods
+    /// (`key=value,...`). The Lease holder then keeps a Service per
+    /// Gateway in --lease-namespace that selects them, mapping the
+    /// Gateway's listener ports to its own ports, and publishes that
+    /// Service's addresses as the Gateway's. Unset: no such Service.
+    #[arg(long, env = "SSEGATE_GATEWAY_SERVICE_SELECTOR")]
+    gateway_service_selector: Option<String>,
+    /// `spec.type` of each Gateway's own Service.
+    #[arg(long, default_value = "LoadBalancer", env = "SSEGATE_GATEWAY_SERVICE_TYPE",
+          value_parser = ssegate::translate::gateway::service::SERVICE_TYPES)]
+    gateway_service_type: String,
+    /// Start of each Gateway's own Service's name, and the value of its
+    /// `ssegate.dev/gateway-service` label (the chart uses the release's
+    /// full name): `{prefix}-{namespace}-{name}`.
+    #[arg(long, default_value = "ssegate", env = "SSEGATE_GATEWAY_SERVICE_PREFIX")]
+    gateway_service_prefix: String,
     #[command(flatten)]
     ingress: IngressArgs,
     #[command(flatten)]
@@ -394,7 +412,7 @@ fn convert(files: Vec<PathBuf>) -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Standalone { dir, ingress, proxy } => standalone(dir, ingress.policy(), proxy).await,
-        Command::Controller(args) => controller(args).await,
+        Command::Controller(args) => controller(*args).await,
         Command::Demo {
             dir,
             backend,
@@ -460,6 +478,23 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         &args.lease_namespace,
     )
     .map_err(anyhow::Error::msg)?;
+    let gateway_services = match (&args.proxy.gateway_ports, &args.gateway_service_selector) {
+        (Some(_), Some(selector)) => Some(
+            ServiceTemplate::from_flags(
+                &args.lease_namespace,
+                &args.gateway_service_prefix,
+                &args.gateway_service_type,
+                selector,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        (Some(range), None) => {
+            tracing::warn!(%range, "Gateways get ports of their own but no Service to reach them by: set --gateway-service-selector");
+            None
+        }
+        (None, Some(_)) => anyhow::bail!("--gateway-service-selector needs --gateway-ports"),
+        (None, None) => None,
+    };
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -558,8 +593,23 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             let (state, changed) = (state.clone(), state.ingresses_changed.clone());
             LiveIngresses::new(move |key| state.ingress(key), changed)
         };
+        // Each Gateway's own Service, watched on every replica and written
+        // by the Lease holder; the guard ends the watch with this task.
+        let mut _own_services_watch = None;
         if let Some(live) = LiveGatewayApi::from_cluster(&state) {
-            let writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), metrics.clone());
+            let mut writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), metrics.clone());
+            if let (Some(template), Some(stores)) = (gateway_services, state.gateway.as_ref()) {
+                let (services, guard) = gateway_services::feed(&client, &template);
+                _own_services_watch = Some(guard);
+                let service_writer = GatewayServiceWriter::new(client.clone(), template);
+                tokio::spawn(service_writer.run(
+                    stores.outcome.subscribe(),
+                    services.clone(),
+                    reports.clone(),
+                    leader.clone(),
+                ));
+                writer = writer.with_own_services(services);
+            }
             tokio::spawn(writer.run(reports.clone(), leader.clone()));
         }
         let ingress_writer = IngressStatusWriter::new(

@@ -86,6 +86,12 @@ impl Publish {
 /// else, for an ExternalName Service, that name; else its cluster IPs
 /// (reachable from inside the cluster only, but what a ClusterIP Service
 /// has, and what ingress-nginx publishes for one). Sorted, without repeats.
+///
+/// A `LoadBalancer` Service offers its load balancer's addresses and its
+/// `externalIPs` only, as ingress-nginx reads one: while the load balancer
+/// is pending that is nothing, and nothing is published, rather than a
+/// cluster IP that clients outside the cluster cannot reach and that
+/// would be taken back a moment later.
 pub fn service_addresses(service: &Service) -> Vec<Address> {
     let from_lb: Vec<Address> = service
         .status
@@ -102,7 +108,10 @@ pub fn service_addresses(service: &Service) -> Vec<Address> {
         .collect();
     let spec = service.spec.clone().unwrap_or_default();
     let usable = |ip: &String| !ip.is_empty() && ip != "None";
-    let mut addresses = if !from_lb.is_empty() {
+    let mut addresses = if spec.type_.as_deref() == Some("LoadBalancer") {
+        let external = spec.external_ips.iter().flatten().filter(|ip| usable(ip)).cloned();
+        from_lb.into_iter().chain(external.map(Address::Ip)).collect()
+    } else if !from_lb.is_empty() {
         from_lb
     } else if spec.external_ips.as_ref().is_some_and(|ips| ips.iter().any(usable)) {
         spec.external_ips
@@ -147,6 +156,12 @@ pub fn feed(client: &Client, publish: &Publish) -> (watch::Receiver<Option<Vec<A
 
 /// Aborts the task when dropped.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        AbortOnDrop(task)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -38,6 +38,7 @@
 //! around them does I/O.
 
 use super::addresses::{self, Address, Publish};
+use super::gateway_services::{addresses_by_gateway, ManagedServices};
 use super::kube::FIELD_MANAGER;
 use crate::api::gateway::gateway::{
     GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
@@ -46,16 +47,17 @@ use crate::api::gateway::gateway_class::GatewayClassStatusSupportedFeatures;
 use crate::api::gateway::http_route::{HttpRouteParentRefs, HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use crate::api::gateway::{Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, HttpRoute, BUNDLE_VERSION};
 use crate::model::report::reason;
-use crate::model::{ObjectKey, RouteReport, SourceKind, Verdict};
+use crate::model::{GatewayPorts, ObjectKey, RouteReport, SourceKind, Verdict};
 use crate::sources::kube::ClusterState;
 use crate::translate::gateway::http_route::RoutePlan;
 use crate::translate::gateway::listeners::GatewayPlan;
+use crate::translate::gateway::service::service_ports;
 use crate::translate::gateway::{ClassPlan, GatewayOutcome, CONTROLLER, GROUP, SUPPORTED_FEATURES};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -223,6 +225,85 @@ pub fn gateway_status(
     }
 }
 
+/// A Gateway's own address, when Gateways get Services of their own
+/// (`--gateway-ports` with `--gateway-service-selector`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnAddress {
+    /// Its Service's addresses.
+    Ready(Vec<Address>),
+    /// Its Service is not written yet, or its load balancer is pending.
+    Pending,
+    /// The port range has no slot left for it: it is served on the shared
+    /// address only, where requests match every Gateway's routes.
+    NoPorts,
+}
+
+/// Reason of `Programmed=False` while a Gateway's address is pending.
+pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
+/// Reason of `Programmed=False` for a Gateway the port range has no room for.
+pub const NO_RESOURCES: &str = "NoResources";
+
+/// Where `plan`'s Gateway is reached when Gateways get Services of their
+/// own: `services` are the Gateways' own Services' addresses. `None` when
+/// it has no Service and needs none (no listener ssegate serves, or not
+/// accepted): the shared address applies.
+pub fn own_address(
+    plan: &GatewayPlan,
+    ports: &GatewayPorts,
+    services: &BTreeMap<ObjectKey, Vec<Address>>,
+) -> Option<OwnAddress> {
+    if !plan.accepted.is_true() {
+        return None;
+    }
+    let Some(assigned) = ports.get(&plan.key) else {
+        return ports
+            .unassigned()
+            .any(|k| *k == plan.key)
+            .then_some(OwnAddress::NoPorts);
+    };
+    if service_ports(plan, assigned).is_empty() {
+        return None;
+    }
+    match services.get(&plan.key) {
+        Some(list) if !list.is_empty() => Some(OwnAddress::Ready(list.clone())),
+        _ => Some(OwnAddress::Pending),
+    }
+}
+
+/// Puts a Gateway's own address into its status: its Service's addresses,
+/// or none and `Programmed=False` while they are pending, or
+/// `Programmed=False, NoResources` (shared addresses kept) when it got no
+/// ports. A Programmed that is already false says why first and is kept.
+pub fn apply_own_address(status: &mut GatewayStatus, own: &OwnAddress) {
+    let why = match own {
+        OwnAddress::Ready(list) => {
+            status.addresses = Some(list.iter().map(gateway_address).collect());
+            return;
+        }
+        OwnAddress::Pending => {
+            status.addresses = None;
+            (
+                ADDRESS_NOT_ASSIGNED,
+                "waiting for the address of the Gateway's own Service (being written, or its load balancer pending)",
+            )
+        }
+        OwnAddress::NoPorts => (
+            NO_RESOURCES,
+            "--gateway-ports has no ports left for this Gateway (older Gateways took them): it is served on the shared address only, where requests match every Gateway's routes",
+        ),
+    };
+    if let Some(programmed) = status
+        .conditions
+        .iter_mut()
+        .flatten()
+        .find(|c| c.type_ == "Programmed" && c.status == "True")
+    {
+        programmed.status = "False".into();
+        programmed.reason = why.0.into();
+        programmed.message = why.1.into();
+    }
+}
+
 /// Whether an HTTPRoute's references resolve, for every parent of
 /// ssegate's: what the translation refused, else the table build's verdict
 /// (`None`: the route is attached nowhere, so never built; only the
@@ -384,6 +465,8 @@ pub struct GatewayStatusWriter {
     /// it, the live object predates the write, and writing again is waste
     /// (and, for an HTTPRoute, a certain conflict).
     recent: HashMap<(&'static str, ObjectKey), (serde_json::Value, Instant)>,
+    /// The Gateways' own Services, when Gateways get them.
+    own_services: Option<watch::Receiver<ManagedServices>>,
 }
 
 impl GatewayStatusWriter {
@@ -394,7 +477,15 @@ impl GatewayStatusWriter {
             publish,
             metrics,
             recent: HashMap::new(),
+            own_services: None,
         }
+    }
+
+    /// Publishes each Gateway's own Service's addresses instead of the
+    /// shared ones (see [`own_address`]).
+    pub fn with_own_services(mut self, services: watch::Receiver<ManagedServices>) -> Self {
+        self.own_services = Some(services);
+        self
     }
 
     /// Runs forever: writes while `leader` is true, on every new
@@ -406,6 +497,10 @@ impl GatewayStatusWriter {
         let mut outcome = self.live.outcome.clone();
         let changed = self.live.changed.clone();
         let mut addresses_open = true;
+        let (mut own, mut own_open) = match self.own_services.clone() {
+            Some(rx) => (rx, true),
+            None => (watch::channel(None).1, false),
+        };
         let mut retry_soon = false;
         // Nothing is written before the first table build: until then the
         // translation is the empty default, and would take every entry
@@ -421,6 +516,7 @@ impl GatewayStatusWriter {
                 let current = reports.borrow_and_update().clone();
                 let plan = outcome.borrow_and_update().clone();
                 let publish = addresses.borrow_and_update().clone();
+                own.borrow_and_update();
                 retry_soon = !self.sync(&plan, &current, publish.as_deref(), &leader).await;
             }
             let wait = if retry_soon {
@@ -433,6 +529,7 @@ impl GatewayStatusWriter {
                 l = leader.changed() => if l.is_err() { return },
                 o = outcome.changed() => if o.is_err() { return },
                 a = addresses.changed(), if addresses_open => addresses_open = a.is_ok(),
+                s = own.changed(), if own_open => own_open = s.is_ok(),
                 _ = &mut objects_changed => {}
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -515,7 +612,19 @@ impl GatewayStatusWriter {
             }
         }
 
-        for plan in &outcome.gateways {
+        // With Services of their own, Gateways wait until those are listed.
+        let own: Option<Option<BTreeMap<ObjectKey, Vec<Address>>>> = self
+            .own_services
+            .as_ref()
+            .map(|rx| rx.borrow().as_deref().map(addresses_by_gateway));
+        let gateways: &[GatewayPlan] = match &own {
+            Some(None) => {
+                ok = false;
+                &[]
+            }
+            _ => &outcome.gateways,
+        };
+        for plan in gateways {
             if !*leader.borrow() {
                 return ok;
             }
@@ -527,6 +636,12 @@ impl GatewayStatusWriter {
             }
             let current = live.status.clone().unwrap_or_default();
             let mut want = gateway_status(plan, publish, current.addresses.clone());
+            if let Some(o) = own
+                .as_ref()
+                .and_then(|o| own_address(plan, &outcome.ports, o.as_ref()?))
+            {
+                apply_own_address(&mut want, &o);
+            }
             if let Some(c) = want.conditions.as_mut() {
                 stamp(c, current.conditions.as_deref().unwrap_or_default(), now);
             }

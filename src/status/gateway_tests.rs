@@ -426,3 +426,62 @@ fn a_class_or_gateway_status_is_replaced_whole() {
     );
     assert_eq!(status["listeners"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn with_services_of_their_own_gateways_publish_their_services_address_or_say_why_not() {
+    use crate::model::{PortClaim, PortRange};
+    let out = outcome(&[]);
+    let plan = &out.gateways[0];
+    let claim = |name: &str, at| PortClaim {
+        gateway: ObjectKey::new("apps", name),
+        created_millis: at,
+        tls: false,
+    };
+    let shared = [Address::Ip("192.0.2.7".into())];
+    let own_ip = vec![Address::Ip("10.213.249.201".into())];
+
+    // It got ports, and its Service has a load-balancer address.
+    let ports = GatewayPorts::assign(Some(PortRange::new(10000, 10001).unwrap()), &[claim("gw", 1)]);
+    let services = BTreeMap::from([(plan.key.clone(), own_ip.clone())]);
+    let own = own_address(plan, &ports, &services).unwrap();
+    assert_eq!(own, OwnAddress::Ready(own_ip.clone()));
+    let mut status = gateway_status(plan, Some(&shared), None);
+    apply_own_address(&mut status, &own);
+    let values: Vec<&str> = status.addresses.iter().flatten().map(|a| a.value.as_str()).collect();
+    assert_eq!(values, ["10.213.249.201"], "its own address, not the shared one");
+    assert_eq!(find(status.conditions.as_deref().unwrap(), "Programmed").status, "True");
+
+    // Its Service is not there yet, or its load balancer is pending.
+    for services in [BTreeMap::new(), BTreeMap::from([(plan.key.clone(), vec![])])] {
+        let own = own_address(plan, &ports, &services).unwrap();
+        assert_eq!(own, OwnAddress::Pending);
+        let mut status = gateway_status(plan, Some(&shared), None);
+        apply_own_address(&mut status, &own);
+        assert_eq!(status.addresses, None, "no address rather than one that is not its own");
+        let programmed = find(status.conditions.as_deref().unwrap(), "Programmed");
+        assert_eq!(
+            (programmed.status.as_str(), programmed.reason.as_str()),
+            ("False", ADDRESS_NOT_ASSIGNED)
+        );
+    }
+
+    // An older Gateway took the range's only slot.
+    let full = GatewayPorts::assign(
+        Some(PortRange::new(10000, 10001).unwrap()),
+        &[claim("older", 0), claim("gw", 1)],
+    );
+    let own = own_address(plan, &full, &BTreeMap::new()).unwrap();
+    assert_eq!(own, OwnAddress::NoPorts);
+    let mut status = gateway_status(plan, Some(&shared), None);
+    apply_own_address(&mut status, &own);
+    let values: Vec<&str> = status.addresses.iter().flatten().map(|a| a.value.as_str()).collect();
+    assert_eq!(values, ["192.0.2.7"], "still reachable on the shared address");
+    let programmed = find(status.conditions.as_deref().unwrap(), "Programmed");
+    assert_eq!(
+        (programmed.status.as_str(), programmed.reason.as_str()),
+        ("False", NO_RESOURCES)
+    );
+
+    // No range at all, or not one of the Gateways it knows: shared address.
+    assert_eq!(own_address(plan, &GatewayPorts::default(), &services), None);
+}

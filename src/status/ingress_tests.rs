@@ -107,6 +107,14 @@ fn service_addresses_prefer_the_load_balancer_then_external_ips_then_the_cluster
     let mut dual = service(&[], &[], Some("10.96.0.10"));
     dual.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.96.0.10".into(), "fd00::10".into()]);
     assert_eq!(service_addresses(&dual), [ip("10.96.0.10"), ip("fd00::10")]);
+    // A LoadBalancer Service offers its load balancer's addresses and its
+    // externalIPs, never its cluster IP (nothing while it is pending).
+    let mut pending = service(&[], &[], Some("10.96.0.10"));
+    pending.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+    assert_eq!(service_addresses(&pending), []);
+    let mut balanced = service(&[("203.0.113.5", "")], &["198.51.100.1"], Some("10.96.0.10"));
+    balanced.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+    assert_eq!(service_addresses(&balanced), [ip("198.51.100.1"), ip("203.0.113.5")]);
     let mut external = service(&[], &[], None);
     external.spec.as_mut().unwrap().external_name = Some("sse.example.com".into());
     assert_eq!(service_addresses(&external), [host("sse.example.com")]);

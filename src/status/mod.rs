@@ -58,6 +58,7 @@ fn log_report(r: &RouteReport) {
 
 pub mod addresses;
 pub mod gateway;
+pub mod gateway_services;
 pub mod ingress;
 pub mod kube;
 pub mod lease;

@@ -3,15 +3,16 @@
 //! release's namespace, selecting ssegate's pods, mapping each of the
 //! Gateway's listener ports to the Gateway's own data-plane port (plain or
 //! TLS, see [`crate::model::GatewayPorts`]). Pure: the Lease holder's
-//! writer (not built yet) applies what this says and deletes what
-//! [`stale_services`] names.
+//! writer (`status::gateway_services`) applies what [`desired_services`]
+//! says where [`service_matches`] finds the live Service differs, and
+//! deletes what [`stale_services`] names.
 //!
 //! A Service cannot be owned by a Gateway in another namespace (owner
 //! references stay within a namespace), so the Services are found again by
 //! [`MANAGED_LABEL`] and told apart by [`GATEWAY_ANNOTATION`].
 
 use super::listeners::GatewayPlan;
-use crate::model::{AssignedPorts, ObjectKey};
+use crate::model::{AssignedPorts, GatewayPorts, ObjectKey};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -36,6 +37,72 @@ pub struct ServiceTemplate {
     pub type_: String,
     /// ssegate's pods' labels (the chart's selector labels).
     pub selector: BTreeMap<String, String>,
+}
+
+/// The Service types a Gateway's own Service may have.
+pub const SERVICE_TYPES: [&str; 3] = ["LoadBalancer", "NodePort", "ClusterIP"];
+
+impl ServiceTemplate {
+    /// Reads the controller's flags: the namespace and name prefix (DNS
+    /// labels), the type (one of [`SERVICE_TYPES`]) and the selector as
+    /// `key=value,key=value` (label syntax; at least one pair, since a
+    /// Service without a selector would send traffic nowhere).
+    pub fn from_flags(namespace: &str, prefix: &str, type_: &str, selector: &str) -> Result<Self, String> {
+        crate::api::valid_dns_label(namespace).map_err(|e| format!("namespace {namespace:?}: {e}"))?;
+        crate::api::valid_dns_label(prefix).map_err(|e| format!("--gateway-service-prefix {prefix:?}: {e}"))?;
+        if !SERVICE_TYPES.contains(&type_) {
+            return Err(format!(
+                "--gateway-service-type {type_:?}: expected one of {}",
+                SERVICE_TYPES.join(", ")
+            ));
+        }
+        let mut pairs = BTreeMap::new();
+        for pair in selector.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = |why: &str| format!("--gateway-service-selector: {pair:?} {why}");
+            let (key, value) = pair.split_once('=').ok_or_else(|| bad("is not key=value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let name = match key.split_once('/') {
+                Some((dns, name)) => {
+                    if dns.is_empty()
+                        || dns.len() > 253
+                        || dns.split('.').any(|l| crate::api::valid_dns_label(l).is_err())
+                    {
+                        return Err(bad("has a key prefix that is not a DNS subdomain"));
+                    }
+                    name
+                }
+                None => key,
+            };
+            if name.is_empty() || !label_text(name) {
+                return Err(bad("has a key that is not a label name"));
+            }
+            if !value.is_empty() && !label_text(value) {
+                return Err(bad("has a value that is not a label value"));
+            }
+            pairs.insert(key.to_owned(), value.to_owned());
+        }
+        if pairs.is_empty() {
+            return Err("--gateway-service-selector is empty: name ssegate's pods' labels (key=value,...)".into());
+        }
+        Ok(ServiceTemplate {
+            namespace: namespace.to_owned(),
+            prefix: prefix.to_owned(),
+            type_: type_.to_owned(),
+            selector: pairs,
+        })
+    }
+}
+
+/// A label name or value: at most 63 of `[A-Za-z0-9._-]`, starting and
+/// ending with a letter or digit.
+fn label_text(text: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.len() <= 63
+        && edge(text.chars().next())
+        && edge(text.chars().last())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// FNV-1a: a hash every replica and every version computes alike (std's
@@ -67,6 +134,31 @@ pub fn service_name(prefix: &str, gateway: &ObjectKey) -> String {
 /// port or `https-{port}` to the TLS one. `None` when no listener can be
 /// served (no port to map).
 pub fn desired_service(template: &ServiceTemplate, plan: &GatewayPlan, ports: AssignedPorts) -> Option<Service> {
+    let service_ports = service_ports(plan, ports);
+    if service_ports.is_empty() {
+        return None;
+    }
+    Some(Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(&template.prefix, &plan.key)),
+            namespace: Some(template.namespace.clone()),
+            labels: Some(BTreeMap::from([(MANAGED_LABEL.to_owned(), template.prefix.clone())])),
+            annotations: Some(BTreeMap::from([(GATEWAY_ANNOTATION.to_owned(), plan.key.to_string())])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some(template.type_.clone()),
+            selector: Some(template.selector.clone()),
+            ports: Some(service_ports),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The Service ports of `plan`'s Gateway on `ports`, in port order: empty
+/// when no listener can be served, and then the Gateway has no Service.
+pub fn service_ports(plan: &GatewayPlan, ports: AssignedPorts) -> Vec<ServicePort> {
     let mut by_port: BTreeMap<i32, ServicePort> = BTreeMap::new();
     for l in plan.listeners.iter().filter(|l| l.usable) {
         let target = if l.tls { ports.tls } else { Some(ports.plain) };
@@ -83,25 +175,61 @@ pub fn desired_service(template: &ServiceTemplate, plan: &GatewayPlan, ports: As
             ..Default::default()
         });
     }
-    if by_port.is_empty() {
-        return None;
-    }
-    Some(Service {
-        metadata: ObjectMeta {
-            name: Some(service_name(&template.prefix, &plan.key)),
-            namespace: Some(template.namespace.clone()),
-            labels: Some(BTreeMap::from([(MANAGED_LABEL.to_owned(), template.prefix.clone())])),
-            annotations: Some(BTreeMap::from([(GATEWAY_ANNOTATION.to_owned(), plan.key.to_string())])),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some(template.type_.clone()),
-            selector: Some(template.selector.clone()),
-            ports: Some(by_port.into_values().collect()),
-            ..Default::default()
-        }),
-        status: None,
-    })
+    by_port.into_values().collect()
+}
+
+/// The Services of every Gateway in `gateways` that is accepted and got
+/// ports, in the Gateways' order.
+pub fn desired_services(template: &ServiceTemplate, gateways: &[GatewayPlan], ports: &GatewayPorts) -> Vec<Service> {
+    gateways
+        .iter()
+        .filter(|g| g.accepted.is_true())
+        .filter_map(|g| desired_service(template, g, ports.get(&g.key)?))
+        .collect()
+}
+
+/// The Gateway a managed Service serves (its [`GATEWAY_ANNOTATION`]).
+pub fn served_gateway(service: &Service) -> Option<ObjectKey> {
+    let text = service.metadata.annotations.as_ref()?.get(GATEWAY_ANNOTATION)?;
+    let (namespace, name) = text.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty()).then(|| ObjectKey::new(namespace, name))
+}
+
+/// Whether `live` already says what `want` says, in the fields ssegate
+/// sets: type, selector, each port's name, number, target and protocol,
+/// the label and the annotation. What the apiserver adds (cluster IPs,
+/// node ports, defaults) and what others add (their labels) is not
+/// looked at, so a write happens only when ssegate has something to say.
+pub fn service_matches(want: &Service, live: &Service) -> bool {
+    let ports = |s: &Service| -> Vec<(Option<String>, i32, Option<IntOrString>, String)> {
+        let mut list: Vec<_> = s
+            .spec
+            .iter()
+            .flat_map(|spec| spec.ports.iter().flatten())
+            .map(|p| {
+                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                (p.name.clone(), p.port, p.target_port.clone(), protocol)
+            })
+            .collect();
+        list.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        list
+    };
+    let field = |s: &Service| {
+        let spec = s.spec.clone().unwrap_or_default();
+        (
+            spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+            spec.selector.unwrap_or_default(),
+        )
+    };
+    let contains = |want: &Option<BTreeMap<String, String>>, live: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
+    };
+    field(want) == field(live)
+        && ports(want) == ports(live)
+        && contains(&want.metadata.labels, &live.metadata.labels)
+        && contains(&want.metadata.annotations, &live.metadata.annotations)
 }
 
 /// Names of the managed Services in `existing` (listed by
@@ -211,6 +339,99 @@ spec:
             stale_services(&[kept.clone(), gone, foreign], std::slice::from_ref(&kept)),
             ["ssegate-infra-gone"]
         );
+    }
+
+    #[test]
+    fn a_live_service_matches_when_the_fields_ssegate_sets_agree() {
+        let p = plan("[{name: http, port: 80, protocol: HTTP}]");
+        let ports = AssignedPorts {
+            plain: 10000,
+            tls: None,
+        };
+        let want = desired_service(&template(), &p, ports).unwrap();
+        assert_eq!(served_gateway(&want), Some(ObjectKey::new("infra", "g2")));
+
+        // What the apiserver and others add does not count.
+        let mut live = want.clone();
+        let spec = live.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.96.0.20".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(31000);
+        live.metadata.labels.as_mut().unwrap().insert("team".into(), "a".into());
+        assert!(service_matches(&want, &live));
+
+        // A changed target port, type, selector or a lost label does.
+        let mut moved = live.clone();
+        moved.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port = Some(IntOrString::Int(10002));
+        assert!(!service_matches(&want, &moved));
+        let mut retyped = live.clone();
+        retyped.spec.as_mut().unwrap().type_ = Some("NodePort".into());
+        assert!(!service_matches(&want, &retyped));
+        let mut reselected = live.clone();
+        reselected.spec.as_mut().unwrap().selector = Some(BTreeMap::new());
+        assert!(!service_matches(&want, &reselected));
+        let mut unlabelled = live;
+        unlabelled.metadata.labels = None;
+        assert!(!service_matches(&want, &unlabelled));
+    }
+
+    #[test]
+    fn only_accepted_gateways_with_ports_get_a_service() {
+        use crate::model::{GatewayPorts, PortClaim, PortRange};
+        let mut refused = plan("[{name: http, port: 80, protocol: HTTP}]");
+        refused.key = ObjectKey::new("infra", "refused");
+        refused.accepted = crate::model::Verdict::no("Invalid", "refused");
+        let mut late = plan("[{name: http, port: 80, protocol: HTTP}]");
+        late.key = ObjectKey::new("infra", "late");
+        let first = plan("[{name: http, port: 80, protocol: HTTP}]");
+        let claim = |key: &ObjectKey, at| PortClaim {
+            gateway: key.clone(),
+            created_millis: at,
+            tls: false,
+        };
+        // Room for one Gateway: the older one takes it.
+        let ports = GatewayPorts::assign(
+            Some(PortRange::new(10000, 10001).unwrap()),
+            &[claim(&late.key, 2), claim(&first.key, 1)],
+        );
+        let services = desired_services(&template(), &[refused, late, first], &ports);
+        let names: Vec<_> = services.iter().filter_map(|s| s.metadata.name.as_deref()).collect();
+        assert_eq!(names, ["ssegate-infra-g2"]);
+        assert_eq!(
+            served_gateway(&services[0]),
+            Some(ObjectKey::new("infra", "g2")),
+            "the Service names its Gateway"
+        );
+    }
+
+    #[test]
+    fn the_template_comes_from_flags_checked_like_the_apiserver_would() {
+        let t = ServiceTemplate::from_flags(
+            "ssegate-system",
+            "ssegate",
+            "NodePort",
+            "app.kubernetes.io/name=ssegate, app.kubernetes.io/instance=r1",
+        )
+        .unwrap();
+        assert_eq!(t.type_, "NodePort");
+        assert_eq!(
+            t.selector,
+            BTreeMap::from([
+                ("app.kubernetes.io/instance".to_owned(), "r1".to_owned()),
+                ("app.kubernetes.io/name".to_owned(), "ssegate".to_owned()),
+            ])
+        );
+        for (prefix, type_, selector, says) in [
+            ("ssegate", "LoadBalancer", "", "is empty"),
+            ("ssegate", "LoadBalancer", "app", "is not key=value"),
+            ("ssegate", "LoadBalancer", "a b=c", "not a label name"),
+            ("ssegate", "LoadBalancer", "-x.io/a=b", "not a DNS subdomain"),
+            ("ssegate", "LoadBalancer", "app=-bad", "not a label value"),
+            ("ssegate", "External", "app=x", "expected one of"),
+            ("Sse_gate", "LoadBalancer", "app=x", "--gateway-service-prefix"),
+        ] {
+            let e = ServiceTemplate::from_flags("ns", prefix, type_, selector).unwrap_err();
+            assert!(e.contains(says), "{selector:?}: {e}");
+        }
     }
 
     #[test]

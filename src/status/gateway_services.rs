@@ -1,0 +1,234 @@
+//! One Service per Gateway (`--gateway-ports` with `--gateway-service-selector`):
+//! the Lease holder keeps, in the release's namespace, the Service that
+//! gives each accepted Gateway an address of its own, and deletes the
+//! Services of Gateways that are gone. What each Service says is decided by
+//! [`crate::translate::gateway::service`]; this module does the I/O.
+//!
+//! Every replica watches the managed Services (one watch, narrowed by
+//! label to this release's): the Lease holder to write only what differs,
+//! and the Gateway status writer to publish each Gateway's own addresses
+//! ([`addresses_by_gateway`]).
+//!
+//! Writes are server-side applies (field manager `ssegate`, forced), so the
+//! fields the apiserver fills in (cluster IPs, node ports) stay its own.
+//! Nothing is written before the first table build (until then the
+//! translation is empty, and every Service would look stale) nor before
+//! the watch has listed the Services.
+
+use super::addresses::{service_addresses, AbortOnDrop, Address};
+use super::kube::FIELD_MANAGER;
+use crate::model::{ObjectKey, RouteReport};
+use crate::translate::gateway::service::{
+    desired_services, served_gateway, service_matches, stale_services, ServiceTemplate, MANAGED_LABEL,
+};
+use crate::translate::gateway::GatewayOutcome;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The managed Services by name; `None` until the watch has listed them.
+pub type ManagedServices = Option<Arc<BTreeMap<String, Service>>>;
+
+/// Watches this release's managed Services (label [`MANAGED_LABEL`] =
+/// `template.prefix`) in `template.namespace`, until the guard is dropped.
+pub fn feed(client: &Client, template: &ServiceTemplate) -> (watch::Receiver<ManagedServices>, AbortOnDrop) {
+    let (tx, rx) = watch::channel(None);
+    let api: Api<Service> = Api::namespaced(client.clone(), &template.namespace);
+    let config = watcher::Config::default().labels(&format!("{MANAGED_LABEL}={}", template.prefix));
+    let task = tokio::spawn(async move {
+        let stream = crate::sources::watch_retry::resilient(api, config, "Service");
+        let mut stream = std::pin::pin!(stream);
+        let mut listing = BTreeMap::new();
+        let mut current: BTreeMap<String, Service> = BTreeMap::new();
+        // Nothing is sent before the first complete listing: an empty map
+        // would say every Service is gone.
+        let mut listed = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listing.clear(),
+                Ok(watcher::Event::InitApply(svc)) => {
+                    if let Some(name) = svc.metadata.name.clone() {
+                        listing.insert(name, svc);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    current = std::mem::take(&mut listing);
+                    listed = true;
+                }
+                Ok(watcher::Event::Apply(svc)) => {
+                    if let Some(name) = svc.metadata.name.clone() {
+                        current.insert(name, svc);
+                    }
+                }
+                Ok(watcher::Event::Delete(svc)) => {
+                    if let Some(name) = &svc.metadata.name {
+                        current.remove(name);
+                    }
+                }
+                Err(_) => continue,
+            }
+            if listed {
+                tx.send_replace(Some(Arc::new(current.clone())));
+            }
+        }
+    });
+    (rx, AbortOnDrop::new(task))
+}
+
+/// Each Gateway's addresses from its own Service (named by the Service's
+/// annotation); a Service whose load balancer is pending offers none.
+pub fn addresses_by_gateway(services: &BTreeMap<String, Service>) -> BTreeMap<ObjectKey, Vec<Address>> {
+    services
+        .values()
+        .filter_map(|svc| Some((served_gateway(svc)?, service_addresses(svc))))
+        .collect()
+}
+
+/// The writer task (runs on every replica, writes on the Lease holder).
+pub struct GatewayServiceWriter {
+    client: Client,
+    template: ServiceTemplate,
+}
+
+impl GatewayServiceWriter {
+    pub fn new(client: Client, template: ServiceTemplate) -> Self {
+        GatewayServiceWriter { client, template }
+    }
+
+    /// Runs until a channel closes: syncs on every new translation, every
+    /// change of the managed Services, every change of leadership, and
+    /// every five minutes; a second after a failed write.
+    pub async fn run(
+        self,
+        mut outcome: watch::Receiver<Arc<GatewayOutcome>>,
+        mut services: watch::Receiver<ManagedServices>,
+        mut reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+        mut leader: watch::Receiver<bool>,
+    ) {
+        let mut built = false;
+        let mut retry_soon = false;
+        loop {
+            built |= reports.has_changed().unwrap_or(false);
+            let live = services.borrow_and_update().clone();
+            let leading = *leader.borrow_and_update();
+            if let (true, true, Some(live)) = (built, leading, live) {
+                let plan = outcome.borrow_and_update().clone();
+                retry_soon = !self.sync(&plan, &live).await;
+            }
+            let wait = Duration::from_secs(if retry_soon { 1 } else { 300 });
+            tokio::select! {
+                r = reports.changed() => if r.is_err() { return } else { built = true },
+                l = leader.changed() => if l.is_err() { return },
+                o = outcome.changed() => if o.is_err() { return },
+                s = services.changed() => if s.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Applies every wanted Service that differs from the live one and
+    /// deletes the stale ones. False when something failed.
+    async fn sync(&self, outcome: &GatewayOutcome, live: &BTreeMap<String, Service>) -> bool {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.template.namespace);
+        let wanted = desired_services(&self.template, &outcome.gateways, &outcome.ports);
+        let mut ok = true;
+        for want in &wanted {
+            let Some(name) = want.metadata.name.as_deref() else {
+                continue;
+            };
+            if live.get(name).is_some_and(|l| service_matches(want, l)) {
+                continue;
+            }
+            let gateway = served_gateway(want).map(|k| k.to_string()).unwrap_or_default();
+            let mut body = serde_json::to_value(want).unwrap_or_default();
+            body["apiVersion"] = "v1".into();
+            body["kind"] = "Service".into();
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match api.patch(name, &params, &Patch::Apply(&body)).await {
+                Ok(_) => info!(service = name, %gateway, "Gateway's own Service written"),
+                Err(e) => {
+                    warn!(service = name, %gateway, error = %e, "cannot write the Gateway's own Service; will retry");
+                    ok = false;
+                }
+            }
+        }
+        let existing: Vec<Service> = live.values().cloned().collect();
+        for name in stale_services(&existing, &wanted) {
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => info!(service = %name, "Service of a Gateway that is gone (or got no ports) deleted"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    warn!(service = %name, error = %e, "cannot delete a stale Gateway Service; will retry");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn managed(name: &str, gateway: Option<&str>, lb_ip: Option<&str>) -> (String, Service) {
+        let svc = Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: gateway.map(|g| {
+                    BTreeMap::from([(
+                        crate::translate::gateway::service::GATEWAY_ANNOTATION.to_owned(),
+                        g.to_owned(),
+                    )])
+                }),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                cluster_ip: Some("10.96.0.30".into()),
+                ..Default::default()
+            }),
+            status: lb_ip.map(|ip| ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some(ip.into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+        };
+        (name.to_owned(), svc)
+    }
+
+    #[test]
+    fn each_gateway_gets_its_own_services_load_balancer_addresses() {
+        let services = BTreeMap::from([
+            managed("ssegate-infra-a", Some("infra/a"), Some("10.213.249.201")),
+            managed("ssegate-infra-b", Some("infra/b"), None),
+            managed("ssegate-odd", Some("no-slash"), Some("10.213.249.203")),
+            managed("ssegate-bare", None, Some("10.213.249.204")),
+        ]);
+        let by_gateway = addresses_by_gateway(&services);
+        assert_eq!(
+            by_gateway,
+            BTreeMap::from([
+                (
+                    ObjectKey::new("infra", "a"),
+                    vec![Address::Ip("10.213.249.201".into())]
+                ),
+                (ObjectKey::new("infra", "b"), vec![]),
+            ]),
+            "a pending load balancer offers no address (not the cluster IP); a Service without a valid annotation is no Gateway's"
+        );
+    }
+}
