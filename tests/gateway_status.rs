@@ -451,3 +451,198 @@ async fn gateway_api_status_is_written_and_other_controllers_entries_survive() {
     }
     assert!(!gw.logs().contains("status write failed"), "{}", gw.logs());
 }
+
+/// Four consecutive free ports on 127.0.0.1 (two Gateways' slots), above
+/// the span `free_port` hands out, so no listener of the test takes one.
+fn four_free_ports() -> u16 {
+    let base = 40_000 + (std::process::id() % 1000) as u16 * 8;
+    for i in 0..200u16 {
+        let first = base + (i % 100) * 8;
+        let held: Vec<_> = (first..first.saturating_add(4))
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 4 {
+            return first;
+        }
+    }
+    panic!("no four consecutive free ports");
+}
+
+/// The `(port, targetPort)` pairs of a Service.
+fn service_ports(ns: &str, name: &str) -> Option<Vec<(i64, i64)>> {
+    let svc = object(ns, &format!("service/{name}"));
+    let ports = svc["spec"]["ports"].as_array()?;
+    Some(
+        ports
+            .iter()
+            .map(|p| (p["port"].as_i64().unwrap_or(0), p["targetPort"].as_i64().unwrap_or(0)))
+            .collect(),
+    )
+}
+
+/// `(Programmed status, reason, address values)` of a Gateway.
+fn gateway_programmed(ns: &str, name: &str) -> Option<(String, String, Vec<String>)> {
+    let gw = object(ns, &format!("gateway/{name}"));
+    let (status, reason, _) = condition(&gw["status"]["conditions"], "Programmed")?;
+    let addresses = gw["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["value"].as_str().map(str::to_owned))
+        .collect();
+    Some((status, reason, addresses))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
+    let cp = control_plane();
+    let ns = cp.namespace("gwsvc");
+    let logs = tempfile::tempdir().unwrap();
+    let backend = NetnsBackend::start("pod-gwsvc").await;
+    cp.apply(&ns, &backend.service_yaml("demo"));
+    let gateway = |name: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  gatewayClassName: gwsvc-sse\n  listeners:\n  \
+             - {{name: http, port: 80, protocol: HTTP}}\n  - {{name: alt, port: 8080, protocol: HTTP}}\n"
+        )
+    };
+    cp.apply(
+        &ns,
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: gwsvc-sse}}\nspec: {{controllerName: {CONTROLLER}}}\n---\n{}",
+            gateway("ga")
+        ),
+    );
+    // Creation times have a resolution of one second: "gb" is younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cp.apply(&ns, &gateway("gb"));
+    let demo = "{name: demo, port: 80}";
+    cp.apply(&ns, &http_route("ra", "[{name: ga}]", "a.gwsvc.test", demo));
+    cp.apply(&ns, &http_route("rb", "[{name: gb}]", "b.gwsvc.test", demo));
+
+    let first = four_free_ports();
+    let range = format!("{first}-{}", first + 3);
+    let gw = Ssegate::controller(
+        &ns,
+        "gwsvc-1",
+        &[
+            "--lease-duration",
+            "3s",
+            "--gateway-ports",
+            &range,
+            "--gateway-service-selector",
+            "app.kubernetes.io/name=ssegate,app.kubernetes.io/instance=gwsvc",
+            "--gateway-service-prefix",
+            "sg",
+        ],
+        logs.path(),
+    )
+    .await;
+
+    // One Service per Gateway, oldest first: each listener port to the
+    // Gateway's own plain port.
+    let (sa, sb) = (format!("sg-{ns}-ga"), format!("sg-{ns}-gb"));
+    let (pa, pb) = (i64::from(first), i64::from(first) + 2);
+    eventually("both Gateways' Services", &gw, || {
+        service_ports(&ns, &sa) == Some(vec![(80, pa), (8080, pa)])
+            && service_ports(&ns, &sb) == Some(vec![(80, pb), (8080, pb)])
+    })
+    .await;
+    let svc = object(&ns, &format!("service/{sa}"));
+    assert_eq!(svc["spec"]["type"], "LoadBalancer");
+    assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/instance"], "gwsvc");
+    assert_eq!(svc["metadata"]["labels"]["ssegate.dev/gateway-service"], "sg");
+    assert_eq!(
+        svc["metadata"]["annotations"]["ssegate.dev/gateway"],
+        format!("{ns}/ga")
+    );
+
+    // No load balancer here: no address, and Programmed says so.
+    eventually("ga Programmed=False AddressNotAssigned", &gw, || {
+        gateway_programmed(&ns, "ga") == Some(("False".into(), "AddressNotAssigned".into(), vec![]))
+    })
+    .await;
+    // The load balancer answers (written by hand, as a cloud's would).
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "service",
+        &sa,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.61"}]}}}"#,
+    ]);
+    eventually("ga's own address", &gw, || {
+        gateway_programmed(&ns, "ga") == Some(("True".into(), "Programmed".into(), vec!["192.0.2.61".into()]))
+    })
+    .await;
+
+    // Each Gateway's port serves its own routes only.
+    let on = |port: i64, host: &'static str| {
+        let url = format!("http://127.0.0.1:{port}/.sse?count=0");
+        async move {
+            client()
+                .get(url)
+                .header("host", host)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let start = Instant::now();
+    while on(pa, "a.gwsvc.test").await != 200 {
+        assert!(start.elapsed() < LIMIT, "ga's port never served ra:\n{}", gw.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        on(pa, "b.gwsvc.test").await,
+        404,
+        "gb's route is not ga's:\n{}",
+        gw.logs()
+    );
+    assert_eq!(on(pb, "b.gwsvc.test").await, 200, "{}", gw.logs());
+
+    // A third Gateway finds the range used up: no Service, and it says so.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cp.apply(&ns, &gateway("gc"));
+    eventually("gc Programmed=False NoResources", &gw, || {
+        gateway_programmed(&ns, "gc").is_some_and(|(s, r, _)| s == "False" && r == "NoResources")
+    })
+    .await;
+    assert_eq!(service_ports(&ns, &format!("sg-{ns}-gc")), None);
+
+    // A hand edit of a Service is put right.
+    cp.kubectl_ok(&[
+        "patch",
+        "-n",
+        &ns,
+        "service",
+        &sb,
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ports/0/targetPort","value":1234}]"#,
+    ]);
+    eventually("gb's Service put right", &gw, || {
+        service_ports(&ns, &sb) == Some(vec![(80, pb), (8080, pb)])
+    })
+    .await;
+
+    // ga goes: its Service goes, gb moves down to the first slot, and gc
+    // gets the second, with a Service of its own.
+    cp.kubectl_ok(&["delete", "-n", &ns, "gateway", "ga"]);
+    let sc = format!("sg-{ns}-gc");
+    eventually("ga's Service deleted, gb and gc in the range", &gw, || {
+        service_ports(&ns, &sa).is_none()
+            && service_ports(&ns, &sb) == Some(vec![(80, pa), (8080, pa)])
+            && service_ports(&ns, &sc) == Some(vec![(80, pb), (8080, pb)])
+    })
+    .await;
+    eventually("gc waits for its address", &gw, || {
+        gateway_programmed(&ns, "gc").is_some_and(|(s, r, _)| s == "False" && r == "AddressNotAssigned")
+    })
+    .await;
+    drop(backend);
+}

@@ -29,7 +29,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -95,18 +95,28 @@ pub fn addresses_by_gateway(services: &BTreeMap<String, Service>) -> BTreeMap<Ob
 pub struct GatewayServiceWriter {
     client: Client,
     template: ServiceTemplate,
+    /// What was applied lately, by name: until the watch shows it, the
+    /// live Service predates the write, and writing again is waste.
+    recent: BTreeMap<String, (Service, Instant)>,
 }
+
+/// How long a write is trusted while the watch catches up with it.
+const ECHO_WINDOW: Duration = Duration::from_secs(2);
 
 impl GatewayServiceWriter {
     pub fn new(client: Client, template: ServiceTemplate) -> Self {
-        GatewayServiceWriter { client, template }
+        GatewayServiceWriter {
+            client,
+            template,
+            recent: BTreeMap::new(),
+        }
     }
 
     /// Runs until a channel closes: syncs on every new translation, every
     /// change of the managed Services, every change of leadership, and
     /// every five minutes; a second after a failed write.
     pub async fn run(
-        self,
+        mut self,
         mut outcome: watch::Receiver<Arc<GatewayOutcome>>,
         mut services: watch::Receiver<ManagedServices>,
         mut reports: watch::Receiver<Arc<Vec<RouteReport>>>,
@@ -135,15 +145,21 @@ impl GatewayServiceWriter {
 
     /// Applies every wanted Service that differs from the live one and
     /// deletes the stale ones. False when something failed.
-    async fn sync(&self, outcome: &GatewayOutcome, live: &BTreeMap<String, Service>) -> bool {
+    async fn sync(&mut self, outcome: &GatewayOutcome, live: &BTreeMap<String, Service>) -> bool {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.template.namespace);
         let wanted = desired_services(&self.template, &outcome.gateways, &outcome.ports);
         let mut ok = true;
+        self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
         for want in &wanted {
             let Some(name) = want.metadata.name.as_deref() else {
                 continue;
             };
             if live.get(name).is_some_and(|l| service_matches(want, l)) {
+                continue;
+            }
+            if self.recent.get(name).is_some_and(|(written, _)| written == want) {
+                // Written a moment ago; the watch has not shown it yet.
+                ok = false;
                 continue;
             }
             let gateway = served_gateway(want).map(|k| k.to_string()).unwrap_or_default();
@@ -152,7 +168,10 @@ impl GatewayServiceWriter {
             body["kind"] = "Service".into();
             let params = PatchParams::apply(FIELD_MANAGER).force();
             match api.patch(name, &params, &Patch::Apply(&body)).await {
-                Ok(_) => info!(service = name, %gateway, "Gateway's own Service written"),
+                Ok(_) => {
+                    info!(service = name, %gateway, "Gateway's own Service written");
+                    self.recent.insert(name.to_owned(), (want.clone(), Instant::now()));
+                }
                 Err(e) => {
                     warn!(service = name, %gateway, error = %e, "cannot write the Gateway's own Service; will retry");
                     ok = false;
