@@ -418,11 +418,13 @@ async fn helm_install_upgrade_and_chart_rbac_is_enough_and_no_more() {
         all.sort();
         all
     };
-    assert_eq!(
-        listing(release_ns),
-        expect(&["leases.coordination.k8s.io [] [] [get create update]"]),
-        "the chart's grant in its own namespace"
-    );
+    // In its own namespace the Role adds the Lease's verbs and, for the
+    // Gateways' own Services, create, patch and delete on Services.
+    let mut own = expect(&["leases.coordination.k8s.io [] [] [get create update]"]);
+    for rule in own.iter_mut().filter(|r| r.starts_with("services ")) {
+        *rule = "services [] [] [get list watch create patch delete]".into();
+    }
+    assert_eq!(listing(release_ns), own, "the chart's grant in its own namespace");
     assert_eq!(listing("default"), expect(&[]), "the chart's grant elsewhere");
 
     // Enough: the controller runs on that token alone, serves SSE and writes status.
@@ -700,9 +702,11 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
     let tcp = |port: u16| json!({"port": port, "protocol": "TCP"});
     // The proxy ports from anywhere (no `from`), the containers' ports; no
     // admin rule without adminFrom.
+    // With the Gateways' own ports (gatewayAPI.ownAddresses, on by default).
+    let range = json!({"port": 10000, "endPort": 10199, "protocol": "TCP"});
     assert_eq!(
         policy["spec"]["ingress"],
-        json!([{"ports": [tcp(8080), tcp(8443)]}]),
+        json!([{"ports": [tcp(8080), tcp(8443), range]}]),
         "{rendered}"
     );
     let container_ports: Vec<_> = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -748,13 +752,15 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
             "networkPolicy.dns=false",
             "--set-json",
             &format!(r#"networkPolicy.backends={{"to":{backends},"ports":[8080,9000]}}"#),
+            "--set",
+            "gatewayAPI.ownAddresses.ports=20000-20009",
         ],
     );
     let custom_policy = &network_policies(&custom)[0];
     assert_eq!(
         custom_policy["spec"]["ingress"],
         json!([
-            {"ports": [tcp(8000), tcp(9443)]},
+            {"ports": [tcp(8000), tcp(9443), {"port": 20000, "endPort": 20009, "protocol": "TCP"}]},
             {"from": prometheus, "ports": [tcp(9100)]},
         ]),
         "{custom}"
@@ -769,7 +775,8 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
         "{custom}"
     );
 
-    // Without TLS, no TLS port; empty apiServer lists admit any address and port.
+    // Without TLS, no TLS port; without Gateways' own addresses, no range;
+    // empty apiServer lists admit any address and port.
     let plain = template(
         ns,
         &[
@@ -777,6 +784,8 @@ fn network_policy_admits_the_proxy_ports_and_follows_values() {
             "networkPolicy.enabled=true",
             "--set",
             "tls.enabled=false",
+            "--set",
+            "gatewayAPI.ownAddresses.enabled=false",
             "--set-json",
             r#"networkPolicy.apiServer={"cidrs":[],"ports":[443]}"#,
         ],
