@@ -161,6 +161,7 @@ mod tests {
                 gateway: ObjectKey::new("infra", "g1"),
                 created_millis: 0,
                 tls: false,
+                held: None,
             }],
         );
         applier.apply(&objects);

@@ -12,13 +12,14 @@ use ssegate::proxy::normalize::EncodedSlashes;
 use ssegate::proxy::{ClientLimits, Proxy, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
+use ssegate::sources::kube_gateway::OwnPorts;
 use ssegate::status::gateway::{GatewayStatusWriter, LiveGatewayApi};
 use ssegate::status::gateway_services::{self, GatewayServiceWriter};
 use ssegate::status::ingress::{IngressStatusWriter, LiveIngresses, Publish};
 use ssegate::status::kube::{KubeStatus, LiveRoutes, StatusWriter};
 use ssegate::status::lease::{LeaseConfig, PodRef};
 use ssegate::status::LogStatus;
-use ssegate::translate::gateway::service::ServiceTemplate;
+use ssegate::translate::gateway::service::{ServiceTemplate, MANAGED_LABEL};
 use ssegate::translate::ingress_class::ClassPolicy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -523,7 +524,12 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             .with_metrics(metrics.clone())
             .with_gateway_ports(ports_tx),
     );
-    let gateway_ports = args.proxy.gateway_ports;
+    let own_ports = args.proxy.gateway_ports.map(|range| OwnPorts {
+        range,
+        services: gateway_services
+            .as_ref()
+            .map(|t| (t.namespace.clone(), format!("{MANAGED_LABEL}={}", t.prefix))),
+    });
     let admin_state = AdminState::new(table.clone(), metrics.clone());
     info!(namespaces = ?args.namespaces, %identity, "controller mode");
 
@@ -583,7 +589,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             args.ingress.policy(),
             gateway_api,
             stream_policies,
-            gateway_ports,
+            own_ports,
         );
         let live = {
             let (state, changed) = (state.clone(), state.routes_changed.clone());

@@ -630,16 +630,18 @@ async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
     })
     .await;
 
-    // ga goes: its Service goes, gb moves down to the first slot, and gc
-    // gets the second, with a Service of its own.
+    // ga goes: its Service goes; gb keeps its slot (its Service holds it)
+    // and goes on serving there; gc takes the slot ga left, with a Service
+    // of its own.
     cp.kubectl_ok(&["delete", "-n", &ns, "gateway", "ga"]);
     let sc = format!("sg-{ns}-gc");
-    eventually("ga's Service deleted, gb and gc in the range", &gw, || {
+    eventually("ga's Service deleted, gb kept, gc in ga's slot", &gw, || {
         service_ports(&ns, &sa).is_none()
-            && service_ports(&ns, &sb) == Some(vec![(80, pa), (8080, pa)])
-            && service_ports(&ns, &sc) == Some(vec![(80, pb), (8080, pb)])
+            && service_ports(&ns, &sb) == Some(vec![(80, pb), (8080, pb)])
+            && service_ports(&ns, &sc) == Some(vec![(80, pa), (8080, pa)])
     })
     .await;
+    assert_eq!(on(pb, "b.gwsvc.test").await, 200, "gb never moved:\n{}", gw.logs());
     eventually("gc waits for its address", &gw, || {
         gateway_programmed(&ns, "gc").is_some_and(|(s, r, _)| s == "False" && r == "AddressNotAssigned")
     })

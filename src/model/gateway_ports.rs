@@ -2,15 +2,16 @@
 //! class can have an address of its own (a Service per Gateway whose
 //! target ports are these; see `conformance/TRIAGE.md`).
 //!
-//! The assignment is a pure function of the accepted Gateways: every
-//! replica computes the same ports from the same objects without talking
-//! to the others. Gateways take slots oldest first (creation time, then
-//! `namespace/name`), one slot of two ports each (plain, then TLS), so that
-//! a new Gateway never moves an older one's ports, and neither does an
-//! older Gateway gaining or losing its HTTPS listeners (its TLS port is
-//! kept for it either way). Deleting an older Gateway does move the
-//! younger ones down by one slot: with no shared state there is nothing
-//! to remember a freed slot by.
+//! The assignment is a pure function of the accepted Gateways and of the
+//! slots their Services already point at: every replica computes the same
+//! ports from the same objects without talking to the others. One slot of
+//! two ports each (plain, then TLS). A Gateway keeps the slot its own
+//! Service targets ([`PortClaim::held`]), so that deleting a Gateway or
+//! adding one never moves another's ports, and neither does a Gateway
+//! gaining or losing its HTTPS listeners (its TLS port is kept for it
+//! either way). The others take the lowest free slots, oldest first
+//! (creation time, then `namespace/name`): before any Service exists, or
+//! when one was lost, the order alone decides, alike on every replica.
 
 use super::ObjectKey;
 use std::collections::BTreeMap;
@@ -62,6 +63,13 @@ impl PortRange {
         usize::from(self.last - self.first).div_ceil(2)
     }
 
+    /// The slot whose plain port is `port`, when the range holds it.
+    fn slot_index(&self, port: u16) -> Option<usize> {
+        let offset = port.checked_sub(self.first)?;
+        let i = usize::from(offset / 2);
+        (offset % 2 == 0 && i < self.slots()).then_some(i)
+    }
+
     /// The ports of slot `i`, when the range holds it.
     fn slot(&self, i: usize, tls: bool) -> Option<AssignedPorts> {
         (i < self.slots()).then(|| {
@@ -101,6 +109,10 @@ pub struct PortClaim {
     pub created_millis: i64,
     /// It has HTTPS listeners, so its TLS port is served.
     pub tls: bool,
+    /// The plain port its Service targets today, if it has one: the slot
+    /// it keeps while that slot is in the range and no older Gateway
+    /// holds it too.
+    pub held: Option<u16>,
 }
 
 /// One Gateway's own ports.
@@ -123,23 +135,34 @@ pub struct GatewayPorts {
 }
 
 impl GatewayPorts {
-    /// Assigns `range`'s slots to the `claims`, oldest first (creation
-    /// time, then `namespace/name`); a claim beyond the last slot gets
-    /// none. No range: no Gateway has ports of its own. A Gateway claimed
-    /// twice counts once.
+    /// Assigns `range`'s slots to the `claims`: first each claim the slot
+    /// it holds (oldest first where two hold the same one), then the rest
+    /// the lowest free slots, oldest first (creation time, then
+    /// `namespace/name`); a claim finding no free slot gets none. No range:
+    /// no Gateway has ports of its own. A Gateway claimed twice counts
+    /// once.
     pub fn assign(range: Option<PortRange>, claims: &[PortClaim]) -> GatewayPorts {
         let Some(range) = range else {
             return GatewayPorts::default();
         };
         let mut ordered: Vec<&PortClaim> = claims.iter().collect();
         ordered.sort_by(|a, b| (a.created_millis, &a.gateway).cmp(&(b.created_millis, &b.gateway)));
+        ordered.dedup_by(|a, b| a.gateway == b.gateway);
+        let mut taken = vec![false; range.slots()];
+        let mut slot_of: BTreeMap<&ObjectKey, usize> = BTreeMap::new();
+        for claim in &ordered {
+            let held = claim.held.and_then(|port| range.slot_index(port));
+            if let Some(i) = held.filter(|i| !taken[*i]) {
+                taken[i] = true;
+                slot_of.insert(&claim.gateway, i);
+            }
+        }
+        let mut free = (0..taken.len()).filter(|i| !taken[*i]);
         let mut by_gateway = BTreeMap::new();
         let mut by_port = BTreeMap::new();
         for claim in ordered {
-            if by_gateway.contains_key(&claim.gateway) {
-                continue;
-            }
-            let slot = range.slot(by_gateway.len(), claim.tls);
+            let index = slot_of.get(&claim.gateway).copied().or_else(|| free.next());
+            let slot = index.and_then(|i| range.slot(i, claim.tls));
             if let Some(p) = slot {
                 let name: Arc<str> = Arc::from(claim.gateway.to_string());
                 by_port.insert(p.plain, name.clone());
@@ -234,6 +257,14 @@ mod tests {
             gateway: ObjectKey::new("infra", name),
             created_millis: created,
             tls,
+            held: None,
+        }
+    }
+
+    fn holding(name: &str, created: i64, port: u16) -> PortClaim {
+        PortClaim {
+            held: Some(port),
+            ..claim(name, created, false)
         }
     }
 
@@ -309,6 +340,54 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_keeps_the_slot_its_service_holds_so_deleting_another_moves_nothing() {
+        let range = Some(PortRange::new(10000, 10007).unwrap());
+        // a, b, c in order; then a is deleted: b and c keep their slots
+        // (their Services hold them), and a new Gateway takes a's.
+        let first = GatewayPorts::assign(
+            range,
+            &[claim("a", 1, false), claim("b", 2, false), claim("c", 3, false)],
+        );
+        assert_eq!(ports(&first, "c"), Some((10004, None)));
+        let after = GatewayPorts::assign(
+            range,
+            &[holding("b", 2, 10002), holding("c", 3, 10004), claim("new", 4, true)],
+        );
+        assert_eq!(ports(&after, "b"), Some((10002, None)));
+        assert_eq!(ports(&after, "c"), Some((10004, None)));
+        assert_eq!(ports(&after, "new"), Some((10000, Some(10001))), "the lowest free slot");
+
+        // Two Services hold one slot (a hand edit): the older Gateway keeps
+        // it, the younger takes the lowest free one. A held port that is no
+        // slot's plain port, or outside the range, holds nothing.
+        let p = GatewayPorts::assign(
+            range,
+            &[
+                holding("young", 5, 10002),
+                holding("old", 1, 10002),
+                holding("odd", 2, 10003),
+                holding("far", 3, 20000),
+            ],
+        );
+        assert_eq!(ports(&p, "old"), Some((10002, None)));
+        assert_eq!(ports(&p, "odd"), Some((10000, None)));
+        assert_eq!(ports(&p, "far"), Some((10004, None)));
+        assert_eq!(ports(&p, "young"), Some((10006, None)));
+
+        // A full range: a held slot is kept even by a younger Gateway; the
+        // Gateway with no slot is left without, whatever its age.
+        let full = GatewayPorts::assign(
+            Some(PortRange::new(10000, 10001).unwrap()),
+            &[claim("older", 1, false), holding("holder", 2, 10000)],
+        );
+        assert_eq!(ports(&full, "holder"), Some((10000, None)));
+        assert_eq!(
+            full.unassigned().collect::<Vec<_>>(),
+            [&ObjectKey::new("infra", "older")]
+        );
+    }
+
+    #[test]
     fn listeners_to_open_and_close_follow_the_assignment() {
         let range = Some(PortRange::new(10000, 10099).unwrap());
         let before = GatewayPorts::assign(range, &[claim("a", 1, true), claim("b", 2, false)]);
@@ -317,7 +396,8 @@ mod tests {
             [(10000, false), (10001, true), (10002, false)]
         );
         assert!(before.changes_to(&before).is_empty());
-        // a deleted: b moves down to a's slot and c takes b's; a's TLS port closes.
+        // a deleted before any Service held a slot: b moves down to a's
+        // slot and c takes b's; a's TLS port closes.
         let after = GatewayPorts::assign(range, &[claim("b", 2, false), claim("c", 3, false)]);
         let changes = before.changes_to(&after);
         assert_eq!(changes.open, []);

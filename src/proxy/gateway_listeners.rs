@@ -145,6 +145,7 @@ mod tests {
                 gateway: ObjectKey::new("infra", *name),
                 created_millis: *created,
                 tls: *tls,
+                held: None,
             })
             .collect();
         GatewayPorts::assign(Some(PortRange::new(first, first + 1).unwrap()), &claims)

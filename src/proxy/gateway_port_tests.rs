@@ -84,6 +84,7 @@ async fn a_gateways_own_port_serves_only_its_rules_over_http1_and_http2() {
                 gateway: ObjectKey::new("infra", "g1"),
                 created_millis: 0,
                 tls: false,
+                held: None,
             }],
         ),
         ..Default::default()

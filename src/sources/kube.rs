@@ -64,9 +64,9 @@ impl ClusterState {
     /// Starts the watchers: cluster-wide when `namespaces` is empty, else one
     /// watcher per namespace and kind. `tls_secrets` adds a watch on
     /// Secrets, narrowed by a field selector to `type=kubernetes.io/tls`, so
-    /// no other Secret is ever sent to ssegate. `gateway_ports` gives each
+    /// no other Secret is ever sent to ssegate. `own_ports` gives each
     /// accepted Gateway its own data-plane ports (see
-    /// [`crate::model::GatewayPorts`]). The tasks run until dropped.
+    /// [`crate::model::GatewayPorts`]), kept where their Services point. The tasks run until dropped.
     pub fn start(
         client: Client,
         namespaces: &[String],
@@ -74,7 +74,7 @@ impl ClusterState {
         class_policy: ClassPolicy,
         gateway_api: bool,
         stream_policies: bool,
-        gateway_ports: Option<crate::model::PortRange>,
+        own_ports: Option<super::kube_gateway::OwnPorts>,
     ) -> (Arc<Self>, JoinSet<()>) {
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
@@ -85,7 +85,7 @@ impl ClusterState {
         let (classes, classes_writer) = reflector::store();
         let (gateway, gateway_writers) = if gateway_api {
             let (stores, writers) =
-                super::kube_gateway::GatewayStores::new(&client, &scopes, stream_policies, gateway_ports);
+                super::kube_gateway::GatewayStores::new(&client, &scopes, stream_policies, own_ports);
             (Some(stores), Some(writers))
         } else {
             (None, None)
@@ -204,6 +204,10 @@ impl ClusterState {
             }
             for (api, w) in g.policies {
                 tasks.spawn(watch(api, w, all(), state.clone(), "StreamPolicy", None));
+            }
+            if let Some((api, labels, w)) = g.own_services {
+                let managed = watcher::Config::default().labels(&labels);
+                tasks.spawn(watch(api, w, managed, state.clone(), "Service", None));
             }
         }
         (state, tasks)

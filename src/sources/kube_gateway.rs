@@ -10,7 +10,7 @@ use crate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::api::StreamPolicy;
 use crate::model::{ObjectKey, SecretObject};
 use crate::translate::gateway::{translate, GatewayInputs, GatewayOutcome};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client};
@@ -46,6 +46,17 @@ fn owned<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
     v.into_iter().map(|a| (*a).clone()).collect()
 }
 
+/// Each Gateway's own data-plane ports (`--gateway-ports`), and where the
+/// Services that reach them are, when ssegate writes them.
+#[derive(Debug, Clone)]
+pub struct OwnPorts {
+    pub range: crate::model::PortRange,
+    /// The release namespace and the label selector of the managed
+    /// Services: read back so that each Gateway keeps the slot its Service
+    /// targets (see [`crate::model::PortClaim::held`]).
+    pub services: Option<(String, String)>,
+}
+
 /// Stores of every Gateway API kind, and the latest outcome for status.
 pub struct GatewayStores {
     pub(super) classes: Store<GatewayClass>,
@@ -62,6 +73,8 @@ pub struct GatewayStores {
     pub changed: Arc<Notify>,
     /// The ports Gateways' own listeners are given (none: shared ports only).
     gateway_ports: Option<crate::model::PortRange>,
+    /// The Gateways' own Services, when ssegate writes them.
+    own_services: Option<Store<Service>>,
 }
 
 /// The writers that feed [`GatewayStores`], for the caller to spawn watches.
@@ -72,6 +85,8 @@ pub struct GatewayWriters {
     pub grants: Vec<(Api<ReferenceGrant>, reflector::store::Writer<ReferenceGrant>)>,
     pub namespaces: reflector::store::Writer<Namespace>,
     pub policies: Vec<(Api<StreamPolicy>, reflector::store::Writer<StreamPolicy>)>,
+    /// The Gateways' own Services, with the label selector to watch them by.
+    pub own_services: Option<(Api<Service>, String, reflector::store::Writer<Service>)>,
 }
 
 impl GatewayStores {
@@ -79,10 +94,18 @@ impl GatewayStores {
         client: &Client,
         scopes: &[Option<&str>],
         with_policies: bool,
-        gateway_ports: Option<crate::model::PortRange>,
+        own_ports: Option<OwnPorts>,
     ) -> (Self, GatewayWriters) {
         let (classes, classes_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
+        let gateway_ports = own_ports.as_ref().map(|o| o.range);
+        let (own_services, own_services_w) = match own_ports.and_then(|o| o.services) {
+            Some((namespace, labels)) => {
+                let (r, w) = reflector::store();
+                (Some(r), Some((Api::namespaced(client.clone(), &namespace), labels, w)))
+            }
+            None => (None, None),
+        };
         let mut stores = GatewayStores {
             classes,
             gateways: Vec::new(),
@@ -93,6 +116,7 @@ impl GatewayStores {
             outcome: watch::channel(Arc::new(GatewayOutcome::default())).0,
             changed: Arc::new(Notify::new()),
             gateway_ports,
+            own_services,
         };
         let mut writers = GatewayWriters {
             classes: classes_w,
@@ -101,6 +125,7 @@ impl GatewayStores {
             grants: Vec::new(),
             namespaces: namespaces_w,
             policies: Vec::new(),
+            own_services: own_services_w,
         };
         for scope in scopes {
             let (r, w) = reflector::store();
@@ -147,6 +172,10 @@ impl GatewayStores {
         for s in &self.policies {
             let _ = s.wait_until_ready().await;
         }
+        // Before the first build: a Gateway keeps its slot from the start.
+        if let Some(s) = &self.own_services {
+            let _ = s.wait_until_ready().await;
+        }
     }
 
     /// The live GatewayClass `name`, as last seen by the watch.
@@ -184,6 +213,11 @@ impl GatewayStores {
             .iter()
             .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone().unwrap_or_default())))
             .collect();
+        let held_ports = self
+            .own_services
+            .as_ref()
+            .map(|s| crate::translate::gateway::service::held_ports(s.state().iter().map(|s| &**s)))
+            .unwrap_or_default();
         let outcome = translate(&GatewayInputs {
             classes: &classes,
             gateways: &gateways,
@@ -194,6 +228,7 @@ impl GatewayStores {
             secrets,
             default_namespace: super::convert::DEFAULT_NAMESPACE,
             gateway_ports: self.gateway_ports,
+            held_ports: &held_ports,
         });
         self.outcome.send_if_modified(|current| {
             let changed = **current != outcome;

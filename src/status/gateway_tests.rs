@@ -42,6 +42,7 @@ fn outcome(routes: &[HttpRoute]) -> GatewayOutcome {
         secrets: &BTreeMap::new(),
         default_namespace: "default",
         gateway_ports: None,
+        held_ports: &BTreeMap::new(),
     })
 }
 
@@ -436,6 +437,7 @@ fn with_services_of_their_own_gateways_publish_their_services_address_or_say_why
         gateway: ObjectKey::new("apps", name),
         created_millis: at,
         tls: false,
+        held: None,
     };
     let shared = [Address::Ip("192.0.2.7".into())];
     let own_ip = vec![Address::Ip("10.213.249.201".into())];

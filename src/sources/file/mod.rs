@@ -494,6 +494,8 @@ impl FolderSource {
             secrets: &objects.secrets,
             default_namespace: DEFAULT_NAMESPACE,
             gateway_ports: self.gateway_ports,
+            // No Services are written in standalone mode: the order decides.
+            held_ports: &std::collections::BTreeMap::new(),
         });
         for v in &outcome.policies {
             let Some((file, i)) = policy_files.get(&v.key) else {

@@ -87,6 +87,9 @@ pub struct GatewayInputs<'a> {
     /// The ports Gateways' own listeners are given; `None`: every Gateway
     /// is served on the shared ports only.
     pub gateway_ports: Option<PortRange>,
+    /// The plain port each Gateway's own Service targets today (see
+    /// [`service::held_ports`]), so that it keeps its slot.
+    pub held_ports: &'a BTreeMap<ObjectKey, u16>,
 }
 
 /// A GatewayClass of ssegate's.
@@ -175,6 +178,7 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
                 gateway: key.clone(),
                 created_millis: created(&gateway.metadata),
                 tls: plan.listeners.iter().any(|l| l.tls),
+                held: inputs.held_ports.get(&key).copied(),
             });
         }
         out.gateways.push(plan);

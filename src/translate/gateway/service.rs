@@ -195,6 +195,30 @@ pub fn served_gateway(service: &Service) -> Option<ObjectKey> {
     (!namespace.is_empty() && !name.is_empty()).then(|| ObjectKey::new(namespace, name))
 }
 
+/// The plain port each Gateway's own Service (among `services`, the
+/// managed ones) targets today: its first `http-` port's target, else its
+/// first `https-` port's target less one (a slot is plain, then TLS). What
+/// the Service says is the Gateway's slot until the Lease holder rewrites
+/// it, so every replica keeps each Gateway where it is.
+pub fn held_ports<'s>(services: impl IntoIterator<Item = &'s Service>) -> BTreeMap<ObjectKey, u16> {
+    let mut held = BTreeMap::new();
+    for svc in services {
+        let Some(gateway) = served_gateway(svc) else { continue };
+        let ports = svc.spec.iter().flat_map(|s| s.ports.iter().flatten());
+        let target = |prefix: &str| {
+            ports.clone().find_map(|p| match (&p.name, &p.target_port) {
+                (Some(n), Some(IntOrString::Int(t))) if n.starts_with(prefix) => u16::try_from(*t).ok(),
+                _ => None,
+            })
+        };
+        let plain = target("http-").or_else(|| target("https-").and_then(|t| t.checked_sub(1)));
+        if let Some(port) = plain {
+            held.insert(gateway, port);
+        }
+    }
+    held
+}
+
 /// Whether `live` already says what `want` says, in the fields ssegate
 /// sets: type, selector, each port's name, number, target and protocol,
 /// the label and the annotation. What the apiserver adds (cluster IPs,
@@ -375,6 +399,34 @@ spec:
     }
 
     #[test]
+    fn the_port_a_gateways_service_holds_is_read_back_from_it() {
+        let both = plan(
+            "[{name: http, port: 80, protocol: HTTP},
+              {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}]",
+        );
+        let mut tls_only = plan("[{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}]}}]");
+        tls_only.key = ObjectKey::new("infra", "tls-only");
+        let service = |p: &GatewayPlan, plain: u16| {
+            let ports = AssignedPorts {
+                plain,
+                tls: Some(plain + 1),
+            };
+            desired_service(&template(), p, ports).unwrap()
+        };
+        let mut foreign = service(&both, 10010);
+        foreign.metadata.annotations = None;
+        let held = held_ports(&[service(&both, 10004), service(&tls_only, 10008), foreign]);
+        assert_eq!(
+            held,
+            BTreeMap::from([
+                (ObjectKey::new("infra", "g2"), 10004),
+                (ObjectKey::new("infra", "tls-only"), 10008),
+            ]),
+            "the plain port, or the TLS port less one; a Service naming no Gateway holds nothing"
+        );
+    }
+
+    #[test]
     fn only_accepted_gateways_with_ports_get_a_service() {
         use crate::model::{GatewayPorts, PortClaim, PortRange};
         let mut refused = plan("[{name: http, port: 80, protocol: HTTP}]");
@@ -387,6 +439,7 @@ spec:
             gateway: key.clone(),
             created_millis: at,
             tls: false,
+            held: None,
         };
         // Room for one Gateway: the older one takes it.
         let ports = GatewayPorts::assign(

@@ -81,6 +81,7 @@ fn outcome_with(routes: &[HttpRoute], labels: &[(&str, &str)], policies: &[Strea
         secrets: &secrets,
         default_namespace: "default",
         gateway_ports: None,
+        held_ports: &BTreeMap::new(),
     })
 }
 
@@ -506,6 +507,7 @@ spec:
         secrets: &BTreeMap::new(),
         default_namespace: "default",
         gateway_ports: Some(PortRange::new(10000, 10099).unwrap()),
+        held_ports: &BTreeMap::new(),
     });
     let mut objects = Objects {
         gateway_ports: o.ports.clone(),
@@ -615,6 +617,7 @@ fn accepted_gateways_get_their_own_ports_oldest_first_and_a_port_leads_to_its_ga
         secrets: &BTreeMap::new(),
         default_namespace: "default",
         gateway_ports: None,
+        held_ports: &BTreeMap::new(),
     });
     assert!(none.ports.is_empty());
 }
