@@ -316,6 +316,11 @@ struct ControllerArgs {
     /// full name): `{prefix}-{namespace}-{name}`.
     #[arg(long, default_value = "ssegate", env = "SSEGATE_GATEWAY_SERVICE_PREFIX")]
     gateway_service_prefix: String,
+    /// A Service in --lease-namespace (the chart passes its own) that each
+    /// Gateway's own Service names as its owner, so that deleting it, as
+    /// uninstalling the chart does, deletes them too. Unset: no owner.
+    #[arg(long, env = "SSEGATE_GATEWAY_SERVICE_OWNER")]
+    gateway_service_owner: Option<String>,
     #[command(flatten)]
     ingress: IngressArgs,
     #[command(flatten)]
@@ -607,7 +612,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             if let (Some(template), Some(stores)) = (gateway_services, state.gateway.as_ref()) {
                 let (services, guard) = gateway_services::feed(&client, &template);
                 _own_services_watch = Some(guard);
-                let service_writer = GatewayServiceWriter::new(client.clone(), template);
+                let service_writer =
+                    GatewayServiceWriter::new(client.clone(), template).owned_by(args.gateway_service_owner.clone());
                 tokio::spawn(service_writer.run(
                     stores.outcome.subscribe(),
                     services.clone(),

@@ -520,6 +520,13 @@ async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
     cp.apply(&ns, &http_route("ra", "[{name: ga}]", "a.gwsvc.test", demo));
     cp.apply(&ns, &http_route("rb", "[{name: gb}]", "b.gwsvc.test", demo));
 
+    // The chart's own Service stands for the installation: it owns the
+    // Gateways' Services, so uninstalling deletes them.
+    cp.apply(
+        &ns,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: sg}\nspec:\n  selector: {app.kubernetes.io/name: ssegate}\n  ports: [{name: http, port: 80}]\n",
+    );
+    let owner_uid = object(&ns, "service/sg")["metadata"]["uid"].clone();
     let first = four_free_ports();
     let range = format!("{first}-{}", first + 3);
     let gw = Ssegate::controller(
@@ -533,6 +540,8 @@ async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
             "--gateway-service-selector",
             "app.kubernetes.io/name=ssegate,app.kubernetes.io/instance=gwsvc",
             "--gateway-service-prefix",
+            "sg",
+            "--gateway-service-owner",
             "sg",
         ],
         logs.path(),
@@ -555,6 +564,13 @@ async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
     assert_eq!(
         svc["metadata"]["annotations"]["ssegate.dev/gateway"],
         format!("{ns}/ga")
+    );
+
+    let owners = &svc["metadata"]["ownerReferences"];
+    assert_eq!(
+        (&owners[0]["kind"], &owners[0]["name"], &owners[0]["uid"]),
+        (&Value::from("Service"), &Value::from("sg"), &owner_uid),
+        "{svc}"
     );
 
     // No load balancer here: no address, and Programmed says so.

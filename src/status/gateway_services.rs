@@ -24,6 +24,7 @@ use crate::translate::gateway::service::{
 use crate::translate::gateway::GatewayOutcome;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -95,6 +96,9 @@ pub fn addresses_by_gateway(services: &BTreeMap<String, Service>) -> BTreeMap<Ob
 pub struct GatewayServiceWriter {
     client: Client,
     template: ServiceTemplate,
+    /// The Service (in the same namespace) every Gateway's Service names
+    /// as owner, looked up until found.
+    owner: Option<String>,
     /// What was applied lately, by name: until the watch shows it, the
     /// live Service predates the write, and writing again is waste.
     recent: BTreeMap<String, (Service, Instant)>,
@@ -108,7 +112,43 @@ impl GatewayServiceWriter {
         GatewayServiceWriter {
             client,
             template,
+            owner: None,
             recent: BTreeMap::new(),
+        }
+    }
+
+    /// Names the Service (in the same namespace; the chart's own) that
+    /// owns every Gateway's Service, so that deleting it (uninstalling
+    /// the chart) deletes them too.
+    pub fn owned_by(mut self, service: Option<String>) -> Self {
+        self.owner = service;
+        self
+    }
+
+    /// Looks the owner up while it is not known; false when it is named
+    /// but cannot be read (the Services are written without it meanwhile).
+    async fn resolve_owner(&mut self, api: &Api<Service>) -> bool {
+        let Some(name) = self.owner.as_deref() else {
+            return true;
+        };
+        if self.template.owner.is_some() {
+            return true;
+        }
+        match api.get(name).await {
+            Ok(svc) => {
+                self.template.owner = svc.metadata.uid.map(|uid| OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Service".into(),
+                    name: name.to_owned(),
+                    uid,
+                    ..Default::default()
+                });
+                self.template.owner.is_some()
+            }
+            Err(e) => {
+                warn!(service = name, error = %e, "cannot read the owner of the Gateways' Services; writing them without it meanwhile");
+                false
+            }
         }
     }
 
@@ -147,8 +187,8 @@ impl GatewayServiceWriter {
     /// deletes the stale ones. False when something failed.
     async fn sync(&mut self, outcome: &GatewayOutcome, live: &BTreeMap<String, Service>) -> bool {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.template.namespace);
+        let mut ok = self.resolve_owner(&api).await;
         let wanted = desired_services(&self.template, &outcome.gateways, &outcome.ports);
-        let mut ok = true;
         self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
         for want in &wanted {
             let Some(name) = want.metadata.name.as_deref() else {

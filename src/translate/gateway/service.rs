@@ -14,7 +14,7 @@
 use super::listeners::GatewayPlan;
 use crate::model::{AssignedPorts, GatewayPorts, ObjectKey};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ pub const MANAGED_LABEL: &str = "ssegate.dev/gateway-service";
 pub const GATEWAY_ANNOTATION: &str = "ssegate.dev/gateway";
 
 /// What the chart says every per-Gateway Service looks like.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceTemplate {
     /// The release's namespace, where the Services live.
     pub namespace: String,
@@ -37,6 +37,10 @@ pub struct ServiceTemplate {
     pub type_: String,
     /// ssegate's pods' labels (the chart's selector labels).
     pub selector: BTreeMap<String, String>,
+    /// The object every Service names as its owner (the chart's own
+    /// Service, in the same namespace), so that uninstalling the chart
+    /// takes them with it; `None` until it is known.
+    pub owner: Option<OwnerReference>,
 }
 
 /// The Service types a Gateway's own Service may have.
@@ -89,6 +93,7 @@ impl ServiceTemplate {
             prefix: prefix.to_owned(),
             type_: type_.to_owned(),
             selector: pairs,
+            owner: None,
         })
     }
 }
@@ -144,6 +149,7 @@ pub fn desired_service(template: &ServiceTemplate, plan: &GatewayPlan, ports: As
             namespace: Some(template.namespace.clone()),
             labels: Some(BTreeMap::from([(MANAGED_LABEL.to_owned(), template.prefix.clone())])),
             annotations: Some(BTreeMap::from([(GATEWAY_ANNOTATION.to_owned(), plan.key.to_string())])),
+            owner_references: template.owner.clone().map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -250,7 +256,14 @@ pub fn service_matches(want: &Service, live: &Service) -> bool {
             .flatten()
             .all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
     };
+    let owned = want
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|o| live.metadata.owner_references.iter().flatten().any(|l| l.uid == o.uid));
     field(want) == field(live)
+        && owned
         && ports(want) == ports(live)
         && contains(&want.metadata.labels, &live.metadata.labels)
         && contains(&want.metadata.annotations, &live.metadata.annotations)
@@ -300,6 +313,7 @@ spec:
             prefix: "ssegate".into(),
             type_: "LoadBalancer".into(),
             selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ssegate".into())]),
+            owner: None,
         }
     }
 
@@ -393,9 +407,22 @@ spec:
         let mut reselected = live.clone();
         reselected.spec.as_mut().unwrap().selector = Some(BTreeMap::new());
         assert!(!service_matches(&want, &reselected));
-        let mut unlabelled = live;
+        let mut unlabelled = live.clone();
         unlabelled.metadata.labels = None;
         assert!(!service_matches(&want, &unlabelled));
+
+        // Once the owner is known, a Service without it is written again.
+        let mut owned = template();
+        owned.owner = Some(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            name: "ssegate".into(),
+            uid: "u-1".into(),
+            ..Default::default()
+        });
+        let want_owned = desired_service(&owned, &p, ports).unwrap();
+        assert!(!service_matches(&want_owned, &live));
+        assert!(service_matches(&want_owned, &want_owned));
     }
 
     #[test]
