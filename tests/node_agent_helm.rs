@@ -15,7 +15,11 @@
 //!    once, each old pod's endpoint turns unready before its streams are
 //!    drained, and every old pod exits 0 within its grace period.
 //! 4. Deleting the Lease holder's pod hands status writing to another replica.
-//! 5. `helm upgrade`, then `helm uninstall`: nothing is left but the CRDs.
+//! 5. `helm upgrade`, then `helm uninstall`: nothing is left but the CRDs
+//!    (the Gateway's own Service goes with the chart's, its owner).
+//!
+//! Between 1 and 2, a Gateway gets its own Service, load-balancer address
+//! and status address, and streams its HTTPRoute there.
 //!
 //! Needs root (network namespaces).
 
@@ -374,6 +378,75 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         "True"
     );
 
+    // A Gateway gets an address of its own: its Service (written by the
+    // Lease holder, owned by the chart's Service), a load-balancer address
+    // of its own, published in its status, streaming its HTTPRoute.
+    cp.apply(
+        "default",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: ssegate}}\nspec: {{controllerName: {}}}\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: demo-gw}}\nspec:\n  gatewayClassName: ssegate\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: demo-gw}}\nspec:\n  parentRefs: [{{name: demo-gw}}]\n  hostnames: [gateway.test]\n  rules: [{{backendRefs: [{{name: demo, port: 80}}]}}]\n",
+            ssegate::translate::gateway::CONTROLLER
+        ),
+    );
+    let gateway_ip = wait_for(Duration::from_secs(60), "the Gateway's own address", &agent, || {
+        let status = cp.get(
+            "default",
+            "gateway/demo-gw",
+            "{.status.conditions[?(@.type==\"Programmed\")].status} {.status.addresses[0].value}",
+        );
+        let ip = status.strip_prefix("True ")?.to_owned();
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(
+        gateway_ip.starts_with("10.213.254.") && gateway_ip != lb,
+        "{gateway_ip} (chart's: {lb})"
+    );
+    assert_eq!(
+        cp.get(
+            NS,
+            "service/sg-ssegate-default-demo-gw",
+            "{.status.loadBalancer.ingress[0].ip} {.metadata.ownerReferences[0].name} {.spec.ports[0].port}->{.spec.ports[0].targetPort}"
+        ),
+        format!("{gateway_ip} sg-ssegate 80->10000")
+    );
+    let mut streamed = String::new();
+    for _ in 0..100 {
+        let resp = common::client()
+            .get(format!("http://{gateway_ip}/.sse?count=1&interval=50ms"))
+            .header("host", "gateway.test")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Some(resp) = resp.ok().filter(|r| r.status() == 200) {
+            streamed = common::read_stream(resp, 3)
+                .await
+                .events
+                .first()
+                .map(|e| e.0.clone())
+                .unwrap_or_default();
+            if streamed.contains("data: demo-backend-") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        streamed.contains("data: demo-backend-"),
+        "{streamed:?}\n{}",
+        agent.logs()
+    );
+    // Through the Gateway's address only its routes answer: not the Ingress's.
+    let other = common::client()
+        .get(format!("http://{gateway_ip}/.sse?count=0"))
+        .header("host", "ingress.test")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+
     // 2. A live patch on both replicas, with streams open on each.
     let writes_before: BTreeMap<String, u64> = {
         let mut m = BTreeMap::new();
@@ -681,6 +754,12 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         !String::from_utf8_lossy(&bridge.stdout).contains(&format!("{lb}/")),
         "the load balancer's address stayed on the bridge"
     );
+    assert!(
+        !String::from_utf8_lossy(&bridge.stdout).contains(&format!("{gateway_ip}/")),
+        "the Gateway's load-balancer address stayed on the bridge"
+    );
+    cp.kubectl_ok(&["delete", "httproute,gateway", "demo-gw", "--wait=false"]);
+    cp.kubectl_ok(&["delete", "gatewayclass", "ssegate", "--wait=false"]);
 
     cp.kubectl_ok(&["delete", "ingress", "demo-ingress", "--wait=false"]);
     cp.kubectl_ok(&[
