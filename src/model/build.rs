@@ -144,6 +144,14 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 for host in &tls.hostnames {
                     // The oldest Route's certificate wins a server name.
                     table.certificates.entry(host.clone()).or_insert_with(|| pair.clone());
+                    if route.kind == SourceKind::Gateway {
+                        table
+                            .gateway_certificates
+                            .entry(route.key.to_string())
+                            .or_default()
+                            .entry(host.clone())
+                            .or_insert_with(|| pair.clone());
+                    }
                 }
             }
         }

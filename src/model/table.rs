@@ -352,6 +352,26 @@ impl PathTable {
     }
 }
 
+/// The certificate in `certificates` for a server name: the exact name,
+/// then the longest wildcard, then the one for any name.
+fn pick_certificate<'c>(
+    certificates: &'c HashMap<String, Arc<super::TlsKeyPair>>,
+    server_name: &str,
+) -> Option<&'c Arc<super::TlsKeyPair>> {
+    if let Some(c) = certificates.get(server_name) {
+        return Some(c);
+    }
+    let mut rest = server_name;
+    while let Some(dot) = rest.find('.') {
+        rest = &rest[dot..];
+        if let Some(c) = certificates.get(&format!("*{rest}")) {
+            return Some(c);
+        }
+        rest = &rest[1..];
+    }
+    certificates.get("*")
+}
+
 /// An immutable snapshot of all routing decisions.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
@@ -365,6 +385,10 @@ pub struct RoutingTable {
     pub reports: Vec<RouteReport>,
     /// Certificates by server name pattern (`events.example.com`, `*.example.com`).
     pub certificates: HashMap<String, Arc<super::TlsKeyPair>>,
+    /// Each Gateway's own listeners' certificates (by `namespace/name`,
+    /// then as [`Self::certificates`]): its own TLS port presents these
+    /// and no other object's.
+    pub(super) gateway_certificates: HashMap<String, HashMap<String, Arc<super::TlsKeyPair>>>,
     /// Each accepted Gateway's own data-plane ports.
     pub(super) gateway_ports: super::GatewayPorts,
 }
@@ -409,18 +433,13 @@ impl RoutingTable {
     /// then the longest wildcard, then the one for any name (`*`: a Gateway
     /// HTTPS listener without a hostname).
     pub fn certificate_for(&self, server_name: &str) -> Option<&Arc<super::TlsKeyPair>> {
-        if let Some(c) = self.certificates.get(server_name) {
-            return Some(c);
-        }
-        let mut rest = server_name;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot..];
-            if let Some(c) = self.certificates.get(&format!("*{rest}")) {
-                return Some(c);
-            }
-            rest = &rest[1..];
-        }
-        self.certificates.get("*")
+        pick_certificate(&self.certificates, server_name)
+    }
+
+    /// As [`Self::certificate_for`], among the listeners of one Gateway
+    /// (`namespace/name`) only: what its own TLS port presents.
+    pub fn gateway_certificate_for(&self, gateway: &str, server_name: &str) -> Option<&Arc<super::TlsKeyPair>> {
+        pick_certificate(self.gateway_certificates.get(gateway)?, server_name)
     }
 
     /// The ports each accepted Gateway of ssegate's class is served on by

@@ -123,7 +123,7 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone(), None));
         self.serve_with(listener, Some(acceptor), false, shutdown, drain).await
     }
 
@@ -138,7 +138,8 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
-        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone())));
+        let port = listener.local_addr()?.port();
+        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone(), Some(port))));
         self.serve_with(listener, acceptor, true, shutdown, drain).await
     }
 

@@ -18,14 +18,18 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct SniResolver {
     table: SharedTable,
+    /// On a Gateway's own TLS port: that port, whose Gateway's listeners'
+    /// certificates are the only ones presented.
+    gateway_port: Option<u16>,
     /// Parsed key pairs by [`TlsKeyPair::id`].
     parsed: ArcSwap<HashMap<u64, Arc<CertifiedKey>>>,
 }
 
 impl SniResolver {
-    pub fn new(table: SharedTable) -> Self {
+    pub fn new(table: SharedTable, gateway_port: Option<u16>) -> Self {
         SniResolver {
             table,
+            gateway_port,
             parsed: ArcSwap::default(),
         }
     }
@@ -63,20 +67,29 @@ impl ResolvesServerCert for SniResolver {
         // No SNI: only a certificate for any name (a Gateway HTTPS listener
         // without a hostname) can serve.
         let name = hello.server_name().unwrap_or_default().to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
         let table = self.table.load();
-        let pair = table.certificate_for(name.trim_end_matches('.'))?;
+        let pair = match self.gateway_port {
+            None => table.certificate_for(name)?,
+            Some(port) => {
+                let gateway = table.gateway_ports().gateway_at(port)?;
+                table.gateway_certificate_for(gateway, name)?
+            }
+        };
         self.parsed(pair)
     }
 }
 
-/// The server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
-pub fn server_config(table: SharedTable) -> Arc<rustls::ServerConfig> {
+/// The server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`;
+/// on a Gateway's own TLS port (`gateway_port`), only that Gateway's
+/// certificates.
+pub fn server_config(table: SharedTable, gateway_port: Option<u16>) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(table)));
+        .with_cert_resolver(Arc::new(SniResolver::new(table, gateway_port)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

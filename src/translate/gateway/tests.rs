@@ -223,6 +223,12 @@ fn routes_attach_by_listener_namespace_and_hostname_with_the_spec_reasons() {
     let unpicked = target.pick().unwrap_err();
     assert!(unpicked.internal);
     assert!(table.certificate_for("secure.example.com").is_some());
+    // On a Gateway's own TLS port, only its listeners' certificates.
+    assert!(table.gateway_certificate_for("apps/gw", "secure.example.com").is_some());
+    assert!(table.gateway_certificate_for("apps/gw", "other.org").is_none());
+    assert!(table
+        .gateway_certificate_for("apps/elsewhere", "secure.example.com")
+        .is_none());
 }
 
 #[test]
