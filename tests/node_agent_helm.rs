@@ -66,6 +66,29 @@ fn helm(cp: &ControlPlane, agent: &NodeAgent, args: &[&str]) {
     );
 }
 
+/// The first event of the demo stream at `addr` (with `host`), retried for
+/// up to 20 s while the address or its backends come up: `""` if none
+/// came.
+async fn first_demo_event(addr: &str, host: Option<&str>) -> String {
+    let url = format!("http://{addr}/.sse?count=1&interval=50ms");
+    let mut first = String::new();
+    for _ in 0..100 {
+        let mut request = common::client().get(&url).timeout(Duration::from_secs(5));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(resp) = request.send().await.ok().filter(|r| r.status() == 200) {
+            let got = common::read_stream(resp, 3).await;
+            first = got.events.first().map(|e| e.0.clone()).unwrap_or_default();
+            if first.contains("event: server\ndata: demo-backend-") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first
+}
+
 /// The release's running, not terminating pods: name → pod IP.
 fn replicas(cp: &ControlPlane) -> BTreeMap<String, String> {
     cp.kubectl_ok(&[
@@ -327,20 +350,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     let mut addresses: Vec<String> = pods.values().map(|ip| format!("{ip}:8080")).collect();
     addresses.push(format!("{lb}:80"));
     for addr in &addresses {
-        let url = format!("http://{addr}/.sse?count=1&interval=50ms");
-        let mut first = String::new();
-        for _ in 0..100 {
-            if let Ok(resp) = common::client().get(&url).timeout(Duration::from_secs(5)).send().await {
-                if resp.status() == 200 {
-                    let got = common::read_stream(resp, 3).await;
-                    first = got.events.first().map(|e| e.0.clone()).unwrap_or_default();
-                    if first.contains("event: server\ndata: demo-backend-") {
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let first = first_demo_event(addr, None).await;
         assert!(
             first.contains("event: server\ndata: demo-backend-"),
             "{addr} did not stream the demo: {first:?}\n{}",
@@ -411,27 +421,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         ),
         format!("{gateway_ip} sg-ssegate 80->10000")
     );
-    let mut streamed = String::new();
-    for _ in 0..100 {
-        let resp = common::client()
-            .get(format!("http://{gateway_ip}/.sse?count=1&interval=50ms"))
-            .header("host", "gateway.test")
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if let Some(resp) = resp.ok().filter(|r| r.status() == 200) {
-            streamed = common::read_stream(resp, 3)
-                .await
-                .events
-                .first()
-                .map(|e| e.0.clone())
-                .unwrap_or_default();
-            if streamed.contains("data: demo-backend-") {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let streamed = first_demo_event(&gateway_ip, Some("gateway.test")).await;
     assert!(
         streamed.contains("data: demo-backend-"),
         "{streamed:?}\n{}",
