@@ -162,6 +162,7 @@ mod tests {
                 created_millis: 0,
                 tls: false,
                 held: None,
+                listeners: Vec::new(),
             }],
         );
         applier.apply(&objects);

@@ -97,6 +97,12 @@ pub struct MatchConditions {
     /// match. Not part of [`MatchConditions::specificity`]: which Gateway
     /// a rule came through is no reason to prefer it.
     pub gateway: Option<std::sync::Arc<str>>,
+    /// The listener of that Gateway (its name) the rule is attached
+    /// through. On the Gateway's own ports a request matches only the
+    /// rules of the one listener whose hostname fits its host best
+    /// (listener isolation); elsewhere this is met by every request. Not
+    /// part of the specificity either.
+    pub listener: Option<std::sync::Arc<str>>,
 }
 
 impl MatchConditions {
@@ -133,6 +139,9 @@ impl fmt::Display for MatchConditions {
         }
         if let Some(g) = &self.gateway {
             write!(f, "{sep}through Gateway {g}")?;
+            if let Some(l) = &self.listener {
+                write!(f, " listener {l}")?;
+            }
         }
         Ok(())
     }

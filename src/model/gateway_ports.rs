@@ -101,6 +101,34 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// A listener served on a Gateway's own ports, as far as choosing among
+/// a Gateway's listeners by host goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerHost {
+    pub name: Arc<str>,
+    /// `HTTPS` (served on the Gateway's TLS port).
+    pub tls: bool,
+    /// Lower-case; `None` matches every host.
+    pub hostname: Option<String>,
+}
+
+impl ListenerHost {
+    /// How well the listener's hostname matches `host` (lower-case, no
+    /// port): an exact name beats the longest wildcard, which beats no
+    /// hostname; `None` when it does not match. A wildcard `*.example.com`
+    /// matches names with one or more labels before `.example.com`.
+    fn fit(&self, host: &str) -> Option<(u8, usize)> {
+        match self.hostname.as_deref() {
+            None => Some((0, 0)),
+            Some(name) if name == host => Some((2, name.len())),
+            Some(name) => {
+                let suffix = name.strip_prefix('*')?;
+                (host.len() > suffix.len() && host.ends_with(suffix)).then_some((1, name.len()))
+            }
+        }
+    }
+}
+
 /// An accepted Gateway of ssegate's class, as the assignment sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortClaim {
@@ -113,6 +141,8 @@ pub struct PortClaim {
     /// it keeps while that slot is in the range and no older Gateway
     /// holds it too.
     pub held: Option<u16>,
+    /// Its listeners that take HTTPRoutes, in the Gateway's order.
+    pub listeners: Vec<ListenerHost>,
 }
 
 /// One Gateway's own ports.
@@ -132,6 +162,8 @@ pub struct GatewayPorts {
     /// Each assigned port's Gateway (`namespace/name`, as rules' match
     /// conditions name it), for a lookup per request without allocating.
     by_port: BTreeMap<u16, Arc<str>>,
+    /// The listeners of each Gateway that got ports, by `namespace/name`.
+    listeners: BTreeMap<Arc<str>, Vec<ListenerHost>>,
 }
 
 impl GatewayPorts {
@@ -160,11 +192,13 @@ impl GatewayPorts {
         let mut free = (0..taken.len()).filter(|i| !taken[*i]);
         let mut by_gateway = BTreeMap::new();
         let mut by_port = BTreeMap::new();
+        let mut listeners = BTreeMap::new();
         for claim in ordered {
             let index = slot_of.get(&claim.gateway).copied().or_else(|| free.next());
             let slot = index.and_then(|i| range.slot(i, claim.tls));
             if let Some(p) = slot {
                 let name: Arc<str> = Arc::from(claim.gateway.to_string());
+                listeners.insert(name.clone(), claim.listeners.clone());
                 by_port.insert(p.plain, name.clone());
                 if let Some(tls) = p.tls {
                     by_port.insert(tls, name);
@@ -172,7 +206,27 @@ impl GatewayPorts {
             }
             by_gateway.insert(claim.gateway.clone(), slot);
         }
-        GatewayPorts { by_gateway, by_port }
+        GatewayPorts {
+            by_gateway,
+            by_port,
+            listeners,
+        }
+    }
+
+    /// The listener of `gateway` (`namespace/name`) that a request for
+    /// `host` (lower-case, no port) over TLS or not belongs to: the one
+    /// whose hostname matches it most specifically (Gateway API's listener
+    /// isolation); `None` when none matches.
+    pub fn listener_for(&self, gateway: &str, tls: bool, host: &str) -> Option<&str> {
+        let mut best: Option<(&ListenerHost, (u8, usize))> = None;
+        for l in self.listeners.get(gateway)?.iter().filter(|l| l.tls == tls) {
+            if let Some(fit) = l.fit(host) {
+                if best.is_none_or(|(_, b)| fit > b) {
+                    best = Some((l, fit));
+                }
+            }
+        }
+        best.map(|(l, _)| &*l.name)
     }
 
     /// The Gateway (`namespace/name`) a data-plane port is assigned to.
@@ -258,6 +312,7 @@ mod tests {
             created_millis: created,
             tls,
             held: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -385,6 +440,46 @@ mod tests {
             full.unassigned().collect::<Vec<_>>(),
             [&ObjectKey::new("infra", "older")]
         );
+    }
+
+    #[test]
+    fn a_request_belongs_to_the_listener_whose_hostname_fits_it_best() {
+        let listener = |name: &str, tls: bool, hostname: Option<&str>| ListenerHost {
+            name: Arc::from(name),
+            tls,
+            hostname: hostname.map(str::to_owned),
+        };
+        let p = GatewayPorts::assign(
+            Some(PortRange::new(10000, 10001).unwrap()),
+            &[PortClaim {
+                listeners: vec![
+                    listener("any", false, None),
+                    listener("wide", false, Some("*.example.com")),
+                    listener("narrow", false, Some("*.foo.example.com")),
+                    listener("exact", false, Some("abc.foo.example.com")),
+                    listener("secure", true, Some("*.example.com")),
+                ],
+                ..claim("g", 1, true)
+            }],
+        );
+        let at = |tls, host| p.listener_for("infra/g", tls, host);
+        assert_eq!(at(false, "abc.foo.example.com"), Some("exact"));
+        assert_eq!(at(false, "def.foo.example.com"), Some("narrow"));
+        assert_eq!(
+            at(false, "a.b.foo.example.com"),
+            Some("narrow"),
+            "a wildcard spans labels"
+        );
+        assert_eq!(at(false, "bar.example.com"), Some("wide"));
+        assert_eq!(
+            at(false, "example.com"),
+            Some("any"),
+            "a wildcard needs a label before it"
+        );
+        assert_eq!(at(false, "other.org"), Some("any"));
+        assert_eq!(at(true, "bar.example.com"), Some("secure"));
+        assert_eq!(at(true, "other.org"), None, "no TLS listener takes it");
+        assert_eq!(p.listener_for("infra/none", false, "x"), None);
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod table;
 mod tests;
 
 pub use build::build_table;
-pub use gateway_ports::{AssignedPorts, GatewayPorts, ListenerChanges, PortClaim, PortRange, PortRangeError};
+pub use gateway_ports::{
+    AssignedPorts, GatewayPorts, ListenerChanges, ListenerHost, PortClaim, PortRange, PortRangeError,
+};
 pub use host::normalize_host;
 pub use objects::*;
 pub use report::{RouteReport, Verdict};

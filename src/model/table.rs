@@ -214,6 +214,10 @@ pub trait RequestFacts {
     /// request arrived on; `None` on the shared ports, where rules of every
     /// Gateway, Route and Ingress are served.
     fn gateway(&self) -> Option<&str>;
+    /// On a Gateway's own port: the listener of that Gateway whose
+    /// hostname fits the request's host best (`""` when none does); only
+    /// rules attached through it match. `None` on the shared ports.
+    fn listener(&self) -> Option<&str>;
 }
 
 /// A request described in plain values, for tests and tools: a GET over
@@ -226,6 +230,8 @@ pub struct RequestSketch {
     pub tls: bool,
     /// Arrived on this Gateway's own port (`namespace/name`).
     pub gateway: Option<String>,
+    /// And belongs to this listener of it.
+    pub listener: Option<String>,
 }
 
 impl Default for RequestSketch {
@@ -236,6 +242,7 @@ impl Default for RequestSketch {
             query: Vec::new(),
             tls: false,
             gateway: None,
+            listener: None,
         }
     }
 }
@@ -256,6 +263,9 @@ impl RequestFacts for RequestSketch {
     fn gateway(&self) -> Option<&str> {
         self.gateway.as_deref()
     }
+    fn listener(&self) -> Option<&str> {
+        self.listener.as_deref()
+    }
 }
 
 /// Whether `req` meets every condition. A request on a Gateway's own port
@@ -263,6 +273,7 @@ impl RequestFacts for RequestSketch {
 /// Route's or an Ingress's); elsewhere the Gateway condition holds for all.
 fn admits(c: &MatchConditions, req: &dyn RequestFacts) -> bool {
     req.gateway().is_none_or(|g| c.gateway.as_deref() == Some(g))
+        && req.listener().is_none_or(|l| c.listener.as_deref() == Some(l))
         && c.tls.is_none_or(|tls| tls == req.tls())
         && c.method.as_deref().is_none_or(|m| m == req.method())
         && c.headers.iter().all(|(k, v)| req.has_header(k, v))

@@ -146,6 +146,7 @@ mod tests {
                 created_millis: *created,
                 tls: *tls,
                 held: None,
+                listeners: Vec::new(),
             })
             .collect();
         GatewayPorts::assign(Some(PortRange::new(first, first + 1).unwrap()), &claims)

@@ -19,6 +19,8 @@ fn definition(name: &str, created: i64, service: &str, gateway: Option<&str>) ->
     let mut valid = spec.validate().unwrap();
     for m in &mut valid.rules[0].matches {
         m.conditions.gateway = gateway.map(Arc::from);
+        // Attached through the Gateway's one listener, `http`.
+        m.conditions.listener = gateway.map(|_| Arc::from("http"));
     }
     RouteDefinition {
         kind: SourceKind::Route,
@@ -85,6 +87,11 @@ async fn a_gateways_own_port_serves_only_its_rules_over_http1_and_http2() {
                 created_millis: 0,
                 tls: false,
                 held: None,
+                listeners: vec![crate::model::ListenerHost {
+                    name: Arc::from("http"),
+                    tls: false,
+                    hostname: None,
+                }],
             }],
         ),
         ..Default::default()

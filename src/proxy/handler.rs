@@ -68,7 +68,7 @@ impl Proxy {
     /// client upstream). Never fails: every problem becomes a clear HTTP
     /// error response.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
-        let mut routed = match self.admit(&mut req, conn) {
+        let mut routed = match self.admit(&mut req, conn.clone()) {
             Admitted::Reply(resp) => return resp,
             Admitted::Forward(routed) => routed,
         };
@@ -117,6 +117,7 @@ impl Proxy {
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
+        let mut misdirected = false;
         let found = {
             let table = self.table.load();
             // On a Gateway's own port, a port the table no longer assigns
@@ -125,15 +126,37 @@ impl Proxy {
             let gateway = conn
                 .gateway_port
                 .map(|port| table.gateway_ports().gateway_at(port).unwrap_or(""));
+            // There, only the rules of the listener that fits the host best.
+            let listener = gateway.map(|g| table.gateway_ports().listener_for(g, conn.tls, &host).unwrap_or(""));
+            // Over TLS, the host must belong to the listener the handshake's
+            // server name chose (HTTP/2 clients reuse a connection for every
+            // name its certificate covers): else 421, and the client retries
+            // on a connection of its own (RFC 9110, 15.5.20).
+            if let (Some(g), Some(name)) = (gateway, conn.server_name.as_deref()) {
+                let chosen = table.gateway_ports().listener_for(g, true, name).unwrap_or("");
+                misdirected = listener != Some(chosen);
+            }
             let facts = Facts {
                 req,
                 tls: conn.tls,
                 gateway,
+                listener,
             };
             table
                 .lookup_matched(&host, req.uri().path(), &facts)
                 .map(|(t, len)| (t.clone(), len))
         };
+        if misdirected {
+            let resp = local_reply(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "ssegate: host {host:?} is not served on a connection made for {:?}\n",
+                    conn.server_name.as_deref().unwrap_or_default()
+                ),
+            );
+            let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
+            return Admitted::Reply(self.answer_locally(route, req, conn, started, resp, "local"));
+        }
         let Some((target, matched)) = found else {
             let resp = local_reply(
                 StatusCode::NOT_FOUND,
@@ -370,6 +393,8 @@ struct Facts<'a, B> {
     tls: bool,
     /// The Gateway whose own port the request came on.
     gateway: Option<&'a str>,
+    /// And the listener of it the host belongs to.
+    listener: Option<&'a str>,
 }
 
 impl<B> crate::model::RequestFacts for Facts<'_, B> {
@@ -398,6 +423,9 @@ impl<B> crate::model::RequestFacts for Facts<'_, B> {
 
     fn gateway(&self) -> Option<&str> {
         self.gateway
+    }
+    fn listener(&self) -> Option<&str> {
+        self.listener
     }
 }
 

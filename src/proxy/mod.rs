@@ -51,7 +51,7 @@ use std::sync::Arc;
 use stream_limit::StreamCounts;
 
 /// The client connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// The listener's port, for `X-Forwarded-Port`.
@@ -63,6 +63,10 @@ pub struct Conn {
     /// when it assigns it to none. `None`: a shared port, where rules of
     /// every Gateway, Route and Ingress are served.
     pub gateway_port: Option<u16>,
+    /// On a Gateway's own TLS port: the server name the client asked for
+    /// in its handshake (lower-case), so that a request for a host another
+    /// listener of the Gateway serves is refused with 421.
+    pub server_name: Option<Arc<str>>,
 }
 
 /// Everything a request handler needs.

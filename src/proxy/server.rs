@@ -196,11 +196,12 @@ impl Proxy {
                         None => Placement::Here(stream),
                     };
                     let serve = move |stream: tokio::net::TcpStream| async move {
-                        let conn = Conn {
+                        let mut conn = Conn {
                             peer,
                             local_port,
                             tls: tls.is_some(),
                             gateway_port,
+                            server_name: None,
                         };
                         match tls {
                             None => super::h1::serve(proxy, stream, conn, true, stop).await,
@@ -209,6 +210,15 @@ impl Proxy {
                             Some(acceptor) => Box::pin(async move {
                                 match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                                     Ok(Ok(stream)) => {
+                                        // On a Gateway's own port, requests are
+                                        // checked against the name asked for.
+                                        if conn.gateway_port.is_some() {
+                                            conn.server_name = stream
+                                                .get_ref()
+                                                .1
+                                                .server_name()
+                                                .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
+                                        }
                                         // Serve what ALPN agreed on, and nothing else.
                                         match stream.get_ref().1.alpn_protocol() {
                                             Some(b"h2") => proxy.serve_h2(stream, conn, stop).await,
@@ -282,6 +292,7 @@ impl Proxy {
         let service = hyper::service::service_fn(move |req| {
             let proxy = self.clone();
             let in_flight = requests.begin();
+            let conn_info = conn_info.clone();
             async move {
                 let resp = proxy.handle(req, conn_info).await;
                 Ok::<_, Infallible>(resp.map(|body| Counted {

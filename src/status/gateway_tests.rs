@@ -438,6 +438,7 @@ fn with_services_of_their_own_gateways_publish_their_services_address_or_say_why
         created_millis: at,
         tls: false,
         held: None,
+        listeners: Vec::new(),
     };
     let shared = [Address::Ip("192.0.2.7".into())];
     let own_ip = vec![Address::Ip("10.213.249.201".into())];

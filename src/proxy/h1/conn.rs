@@ -59,7 +59,15 @@ pub(in crate::proxy) async fn serve<S>(
         // Boxed: the connection's task is only as large as the state it
         // keeps between requests; each request's own is freed after it.
         let next = Box::pin(one_request(
-            &proxy, &mut io, &mut carry, first, started, conn, detect_h2, &mut stop, &mut timer,
+            &proxy,
+            &mut io,
+            &mut carry,
+            first,
+            started,
+            conn.clone(),
+            detect_h2,
+            &mut stop,
+            &mut timer,
         ))
         .await;
         let keep = match next {
@@ -121,7 +129,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = proxy.limits;
-    let parsed = match next_head(io, carry, first, started, proxy, conn, detect_h2, stop, timer).await {
+    let parsed = match next_head(io, carry, first, started, proxy, conn.clone(), detect_h2, stop, timer).await {
         NextHead::Request(parsed) => parsed,
         NextHead::Closed => return After::Close,
         NextHead::Http2 => return After::Http2,
@@ -147,7 +155,7 @@ where
         upgrade,
     } = req;
     let mut request = Request::from_parts(parts, ());
-    let keep = match proxy.admit(&mut request, conn) {
+    let keep = match proxy.admit(&mut request, conn.clone()) {
         Admitted::Reply(resp) => {
             // The body (if any) is not read: the connection ends after this.
             let close = close || has_body || resp.headers().contains_key(http::header::CONNECTION);
@@ -505,6 +513,7 @@ mod tests {
             local_port: 80,
             tls: false,
             gateway_port: None,
+            server_name: None,
         };
         {
             let (mut io, _peer) = tokio::io::duplex(64);
@@ -516,7 +525,7 @@ mod tests {
                 &mut carry,
                 true,
                 Instant::now(),
-                conn,
+                conn.clone(),
                 true,
                 &mut rx,
                 &mut timer,

@@ -54,6 +54,9 @@ pub struct RoutePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attachment {
     gateway: Arc<str>,
+    /// The listener's name: on the Gateway's own ports a request matches
+    /// only the rules of the listener that fits its host best.
+    listener: Arc<str>,
     hostnames: Vec<String>,
     tls: bool,
 }
@@ -123,6 +126,7 @@ pub fn plan(
                         attached.push((l.gateway.clone(), l.name.clone()));
                         let a = Attachment {
                             gateway: Arc::from(l.gateway.to_string()),
+                            listener: Arc::from(l.name.as_str()),
                             hostnames,
                             tls: l.tls,
                         };
@@ -187,6 +191,7 @@ pub fn plan(
                     conditions: MatchConditions {
                         tls: Some(a.tls),
                         gateway: Some(a.gateway.clone()),
+                        listener: Some(a.listener.clone()),
                         ..m.conditions.clone()
                     },
                 })

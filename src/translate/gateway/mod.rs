@@ -50,6 +50,8 @@ pub const CONTROLLER: &str = "ssegate.dev/gateway-controller";
 /// 8090 cannot pass.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
@@ -179,6 +181,16 @@ pub fn translate(inputs: &GatewayInputs<'_>) -> GatewayOutcome {
                 created_millis: created(&gateway.metadata),
                 tls: plan.listeners.iter().any(|l| l.tls),
                 held: inputs.held_ports.get(&key).copied(),
+                listeners: plan
+                    .listeners
+                    .iter()
+                    .filter(|l| l.usable && l.takes_http_routes)
+                    .map(|l| crate::model::ListenerHost {
+                        name: std::sync::Arc::from(l.name.as_str()),
+                        tls: l.tls,
+                        hostname: l.hostname.clone(),
+                    })
+                    .collect(),
             });
         }
         out.gateways.push(plan);

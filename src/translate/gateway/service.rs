@@ -467,6 +467,7 @@ spec:
             created_millis: at,
             tls: false,
             held: None,
+            listeners: Vec::new(),
         };
         // Room for one Gateway: the older one takes it.
         let ports = GatewayPorts::assign(

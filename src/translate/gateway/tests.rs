@@ -627,3 +627,112 @@ fn accepted_gateways_get_their_own_ports_oldest_first_and_a_port_leads_to_its_ga
     });
     assert!(none.ports.is_empty());
 }
+
+/// The conformance suite's GatewayHTTPListenerIsolation: on a Gateway's
+/// own port a request belongs to the listener whose hostname fits its host
+/// best, and only the routes attached through that listener serve it.
+#[test]
+fn on_a_gateways_own_port_only_the_best_fitting_listeners_routes_serve() {
+    let classes: Vec<GatewayClass> = parse(CLASSES);
+    let gateways: Vec<Gateway> = parse(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: iso, namespace: infra}
+spec:
+  gatewayClassName: sse
+  listeners:
+  - {name: empty-hostname, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: \"*.example.com\", allowedRoutes: {namespaces: {from: All}}}
+  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: \"*.foo.example.com\", allowedRoutes: {namespaces: {from: All}}}
+  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com, allowedRoutes: {namespaces: {from: All}}}",
+    );
+    let names = [
+        "empty-hostname",
+        "wildcard-example-com",
+        "wildcard-foo-example-com",
+        "abc-foo-example-com",
+    ];
+    let routes: Vec<HttpRoute> = names
+        .iter()
+        .map(|n| {
+            route(
+                n,
+                "infra",
+                &format!(
+                    "  parentRefs: [{{name: iso, sectionName: {n}}}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /{n}}}}}], backendRefs: [{{name: svc, port: 80}}]}}]"
+                ),
+            )
+        })
+        .collect();
+    let o = translate(&GatewayInputs {
+        classes: &classes,
+        gateways: &gateways,
+        routes: &routes,
+        grants: &[],
+        policies: &[],
+        namespace_labels: &BTreeMap::new(),
+        secrets: &BTreeMap::new(),
+        default_namespace: "default",
+        gateway_ports: Some(PortRange::new(10000, 10099).unwrap()),
+        held_ports: &BTreeMap::new(),
+    });
+    let mut objects = Objects {
+        gateway_ports: o.ports.clone(),
+        ..Default::default()
+    };
+    for d in &o.definitions {
+        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
+    }
+    objects.services.insert(
+        ObjectKey::new("infra", "svc"),
+        ServiceObject {
+            key: ObjectKey::new("infra", "svc"),
+            ports: vec![ServicePort {
+                name: "".into(),
+                port: 80,
+            }],
+        },
+    );
+    let table = build_table(&objects, 1);
+    // As the proxy does on the Gateway's own port: the listener by host.
+    let served = |host: &str, path: &str, own_port: bool| {
+        let gateway = own_port.then(|| "infra/iso".to_owned());
+        let listener = own_port.then(|| {
+            table
+                .gateway_ports()
+                .listener_for("infra/iso", false, host)
+                .unwrap_or("")
+                .to_owned()
+        });
+        let req = RequestSketch {
+            gateway,
+            listener,
+            ..Default::default()
+        };
+        table
+            .lookup(host, path, &req)
+            .map(|t| t.route.to_string())
+            .unwrap_or_default()
+    };
+    for (host, serving) in [
+        ("bar.com", "empty-hostname"),
+        ("bar.example.com", "wildcard-example-com"),
+        ("bar.foo.example.com", "wildcard-foo-example-com"),
+        ("abc.foo.example.com", "abc-foo-example-com"),
+    ] {
+        for n in names {
+            let want = if n == serving {
+                format!("infra/{n}")
+            } else {
+                String::new()
+            };
+            assert_eq!(served(host, &format!("/{n}"), true), want, "{host} /{n}");
+        }
+    }
+    // The shared port is not isolated, as before: each route where its
+    // hostnames reach.
+    assert_eq!(
+        served("abc.foo.example.com", "/wildcard-example-com", false),
+        "infra/wildcard-example-com"
+    );
+}
