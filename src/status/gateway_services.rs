@@ -99,6 +99,9 @@ pub struct GatewayServiceWriter {
     /// The Service (in the same namespace) every Gateway's Service names
     /// as owner, looked up until found.
     owner: Option<String>,
+    /// Whether a failed look-up of the owner was logged (once, not on
+    /// every sync).
+    owner_warned: bool,
     /// What was applied lately, by name: until the watch shows it, the
     /// live Service predates the write, and writing again is waste.
     recent: BTreeMap<String, (Service, Instant)>,
@@ -113,6 +116,7 @@ impl GatewayServiceWriter {
             client,
             template,
             owner: None,
+            owner_warned: false,
             recent: BTreeMap::new(),
         }
     }
@@ -125,14 +129,16 @@ impl GatewayServiceWriter {
         self
     }
 
-    /// Looks the owner up while it is not known; false when it is named
-    /// but cannot be read (the Services are written without it meanwhile).
-    async fn resolve_owner(&mut self, api: &Api<Service>) -> bool {
+    /// Looks the owner up while it is not known. When it cannot be read,
+    /// the Services are written without it meanwhile and it is looked up
+    /// again at the next sync (a missing owner is a setting to fix, not a
+    /// reason to retry every second).
+    async fn resolve_owner(&mut self, api: &Api<Service>) {
         let Some(name) = self.owner.as_deref() else {
-            return true;
+            return;
         };
         if self.template.owner.is_some() {
-            return true;
+            return;
         }
         match api.get(name).await {
             Ok(svc) => {
@@ -143,12 +149,12 @@ impl GatewayServiceWriter {
                     uid,
                     ..Default::default()
                 });
-                self.template.owner.is_some()
             }
-            Err(e) => {
-                warn!(service = name, error = %e, "cannot read the owner of the Gateways' Services; writing them without it meanwhile");
-                false
+            Err(e) if !self.owner_warned => {
+                warn!(service = name, error = %e, "cannot read the owner of the Gateways' Services (--gateway-service-owner); writing them without it meanwhile");
+                self.owner_warned = true;
             }
+            Err(e) => tracing::debug!(service = name, error = %e, "owner of the Gateways' Services still unreadable"),
         }
     }
 
@@ -187,7 +193,8 @@ impl GatewayServiceWriter {
     /// deletes the stale ones. False when something failed.
     async fn sync(&mut self, outcome: &GatewayOutcome, live: &BTreeMap<String, Service>) -> bool {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.template.namespace);
-        let mut ok = self.resolve_owner(&api).await;
+        self.resolve_owner(&api).await;
+        let mut ok = true;
         let wanted = desired_services(&self.template, &outcome.gateways, &outcome.ports);
         self.recent.retain(|_, (_, at)| at.elapsed() < ECHO_WINDOW);
         for want in &wanted {
