@@ -503,10 +503,22 @@ spec:
         http_route("one", 2, "[{name: g1}]", "/", "v2"),
         http_route("two", 3, "[{name: g2}]", "/", "v3"),
     ];
+    with_gateway_ports(&classes, &gateways, &routes, &["v1", "v2", "v3"], 8080)
+}
+
+/// Translates with Gateways' own ports (range 10000-10099) and builds the
+/// table, with `services` in `infra`, each with one unnamed `port`.
+fn with_gateway_ports(
+    classes: &[GatewayClass],
+    gateways: &[Gateway],
+    routes: &[HttpRoute],
+    services: &[&str],
+    port: u16,
+) -> (GatewayOutcome, crate::model::RoutingTable) {
     let o = translate(&GatewayInputs {
-        classes: &classes,
-        gateways: &gateways,
-        routes: &routes,
+        classes,
+        gateways,
+        routes,
         grants: &[],
         policies: &[],
         namespace_labels: &BTreeMap::new(),
@@ -522,16 +534,13 @@ spec:
     for d in &o.definitions {
         objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
     }
-    for name in ["v1", "v2", "v3"] {
-        let key = ObjectKey::new("infra", name);
+    for name in services {
+        let key = ObjectKey::new("infra", *name);
         objects.services.insert(
             key.clone(),
             ServiceObject {
                 key,
-                ports: vec![ServicePort {
-                    name: "".into(),
-                    port: 8080,
-                }],
+                ports: vec![ServicePort { name: "".into(), port }],
             },
         );
     }
@@ -664,36 +673,7 @@ spec:
             )
         })
         .collect();
-    let o = translate(&GatewayInputs {
-        classes: &classes,
-        gateways: &gateways,
-        routes: &routes,
-        grants: &[],
-        policies: &[],
-        namespace_labels: &BTreeMap::new(),
-        secrets: &BTreeMap::new(),
-        default_namespace: "default",
-        gateway_ports: Some(PortRange::new(10000, 10099).unwrap()),
-        held_ports: &BTreeMap::new(),
-    });
-    let mut objects = Objects {
-        gateway_ports: o.ports.clone(),
-        ..Default::default()
-    };
-    for d in &o.definitions {
-        objects.gateway_api.insert((d.kind, d.key.clone()), d.clone());
-    }
-    objects.services.insert(
-        ObjectKey::new("infra", "svc"),
-        ServiceObject {
-            key: ObjectKey::new("infra", "svc"),
-            ports: vec![ServicePort {
-                name: "".into(),
-                port: 80,
-            }],
-        },
-    );
-    let table = build_table(&objects, 1);
+    let (_, table) = with_gateway_ports(&classes, &gateways, &routes, &["svc"], 80);
     // As the proxy does on the Gateway's own port: the listener by host.
     let served = |host: &str, path: &str, own_port: bool| {
         let gateway = own_port.then(|| "infra/iso".to_owned());
