@@ -604,13 +604,15 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             let (state, changed) = (state.clone(), state.ingresses_changed.clone());
             LiveIngresses::new(move |key| state.ingress(key), changed)
         };
-        // Each Gateway's own Service, watched on every replica and written
-        // by the Lease holder; the guard ends the watch with this task.
+        // Each Gateway's own Service, read on every replica (from the
+        // sources' watch) and written by the Lease holder; the guard ends
+        // the feed with this task.
         let mut _own_services_watch = None;
         if let Some(live) = LiveGatewayApi::from_cluster(&state) {
             let mut writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), metrics.clone());
-            if let (Some(template), Some(stores)) = (gateway_services, state.gateway.as_ref()) {
-                let (services, guard) = gateway_services::feed(&client, &template);
+            let own_services = state.gateway.as_ref().and_then(|g| Some((g, g.own_services()?)));
+            if let (Some(template), Some((stores, (store, changed)))) = (gateway_services, own_services) {
+                let (services, guard) = gateway_services::feed(store, changed);
                 _own_services_watch = Some(guard);
                 let service_writer =
                     GatewayServiceWriter::new(client.clone(), template).owned_by(args.gateway_service_owner.clone());

@@ -207,7 +207,8 @@ impl ClusterState {
             }
             if let Some((api, labels, w)) = g.own_services {
                 let managed = watcher::Config::default().labels(&labels);
-                tasks.spawn(watch(api, w, managed, state.clone(), "Service", None));
+                let changed = state.gateway.as_ref().map(|s| s.own_services_changed.clone());
+                tasks.spawn(watch(api, w, managed, state.clone(), "Service", changed));
             }
         }
         (state, tasks)

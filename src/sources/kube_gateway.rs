@@ -75,6 +75,8 @@ pub struct GatewayStores {
     gateway_ports: Option<crate::model::PortRange>,
     /// The Gateways' own Services, when ssegate writes them.
     own_services: Option<Store<Service>>,
+    /// Fires on every change of them, for the status side.
+    pub(super) own_services_changed: Arc<Notify>,
 }
 
 /// The writers that feed [`GatewayStores`], for the caller to spawn watches.
@@ -117,6 +119,7 @@ impl GatewayStores {
             changed: Arc::new(Notify::new()),
             gateway_ports,
             own_services,
+            own_services_changed: Arc::new(Notify::new()),
         };
         let mut writers = GatewayWriters {
             classes: classes_w,
@@ -144,6 +147,13 @@ impl GatewayStores {
             }
         }
         (stores, writers)
+    }
+
+    /// The Gateways' own Services as watched, and the signal of their
+    /// changes; `None` when ssegate does not write them.
+    pub fn own_services(&self) -> Option<(Store<Service>, Arc<Notify>)> {
+        let store = self.own_services.clone()?;
+        Some((store, self.own_services_changed.clone()))
     }
 
     /// Whether StreamPolicies are watched (their CRD is served).

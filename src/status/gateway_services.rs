@@ -4,10 +4,10 @@
 //! Services of Gateways that are gone. What each Service says is decided by
 //! [`crate::translate::gateway::service`]; this module does the I/O.
 //!
-//! Every replica watches the managed Services (one watch, narrowed by
-//! label to this release's): the Lease holder to write only what differs,
-//! and the Gateway status writer to publish each Gateway's own addresses
-//! ([`addresses_by_gateway`]).
+//! Every replica reads the managed Services from the sources' watch (one
+//! watch, narrowed by label to this release's, see [`feed`]): the Lease
+//! holder to write only what differs, and the Gateway status writer to
+//! publish each Gateway's own addresses ([`addresses_by_gateway`]).
 //!
 //! Writes are server-side applies (field manager `ssegate`, forced), so the
 //! fields the apiserver fills in (cluster IPs, node ports) stay its own.
@@ -19,65 +19,46 @@ use super::addresses::{service_addresses, AbortOnDrop, Address};
 use super::kube::FIELD_MANAGER;
 use crate::model::{ObjectKey, RouteReport};
 use crate::translate::gateway::service::{
-    desired_services, served_gateway, service_matches, stale_services, ServiceTemplate, MANAGED_LABEL,
+    desired_services, served_gateway, service_matches, stale_services, ServiceTemplate,
 };
 use crate::translate::gateway::GatewayOutcome;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 /// The managed Services by name; `None` until the watch has listed them.
 pub type ManagedServices = Option<Arc<BTreeMap<String, Service>>>;
 
-/// Watches this release's managed Services (label [`MANAGED_LABEL`] =
-/// `template.prefix`) in `template.namespace`, until the guard is dropped.
-pub fn feed(client: &Client, template: &ServiceTemplate) -> (watch::Receiver<ManagedServices>, AbortOnDrop) {
+/// Republishes the managed Services as the sources' store holds them
+/// (one watch, shared with the translation, which reads each Gateway's
+/// held slot from them) on every change `changed` signals, until the guard
+/// is dropped. Nothing is sent before the store has listed them: an empty
+/// map would say every Service is gone.
+pub fn feed(store: Store<Service>, changed: Arc<Notify>) -> (watch::Receiver<ManagedServices>, AbortOnDrop) {
     let (tx, rx) = watch::channel(None);
-    let api: Api<Service> = Api::namespaced(client.clone(), &template.namespace);
-    let config = watcher::Config::default().labels(&format!("{MANAGED_LABEL}={}", template.prefix));
     let task = tokio::spawn(async move {
-        let stream = crate::sources::watch_retry::resilient(api, config, "Service");
-        let mut stream = std::pin::pin!(stream);
-        let mut listing = BTreeMap::new();
-        let mut current: BTreeMap<String, Service> = BTreeMap::new();
-        // Nothing is sent before the first complete listing: an empty map
-        // would say every Service is gone.
-        let mut listed = false;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Init) => listing.clear(),
-                Ok(watcher::Event::InitApply(svc)) => {
-                    if let Some(name) = svc.metadata.name.clone() {
-                        listing.insert(name, svc);
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    current = std::mem::take(&mut listing);
-                    listed = true;
-                }
-                Ok(watcher::Event::Apply(svc)) => {
-                    if let Some(name) = svc.metadata.name.clone() {
-                        current.insert(name, svc);
-                    }
-                }
-                Ok(watcher::Event::Delete(svc)) => {
-                    if let Some(name) = &svc.metadata.name {
-                        current.remove(name);
-                    }
-                }
-                Err(_) => continue,
-            }
-            if listed {
-                tx.send_replace(Some(Arc::new(current.clone())));
-            }
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            // Armed before the read, so a change during it is not missed.
+            let next = changed.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            let current: BTreeMap<String, Service> = store
+                .state()
+                .iter()
+                .filter_map(|svc| Some((svc.metadata.name.clone()?, (**svc).clone())))
+                .collect();
+            tx.send_replace(Some(Arc::new(current)));
+            next.await;
         }
     });
     (rx, AbortOnDrop::new(task))
