@@ -492,6 +492,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 &args.gateway_service_type,
                 selector,
             )
+            .and_then(|t| t.owned_by(args.gateway_service_owner.as_deref()))
             .map_err(anyhow::Error::msg)?,
         ),
         (Some(range), None) => {
@@ -614,8 +615,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             if let (Some(template), Some((stores, (store, changed)))) = (gateway_services, own_services) {
                 let (services, guard) = gateway_services::feed(store, changed);
                 _own_services_watch = Some(guard);
-                let service_writer =
-                    GatewayServiceWriter::new(client.clone(), template).owned_by(args.gateway_service_owner.clone());
+                let service_writer = GatewayServiceWriter::new(client.clone(), template);
                 tokio::spawn(service_writer.run(
                     stores.outcome.subscribe(),
                     services.clone(),

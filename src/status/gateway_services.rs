@@ -77,9 +77,6 @@ pub fn addresses_by_gateway(services: &BTreeMap<String, Service>) -> BTreeMap<Ob
 pub struct GatewayServiceWriter {
     client: Client,
     template: ServiceTemplate,
-    /// The Service (in the same namespace) every Gateway's Service names
-    /// as owner, looked up until found.
-    owner: Option<String>,
     /// Whether a failed look-up of the owner was logged (once, not on
     /// every sync).
     owner_warned: bool,
@@ -96,18 +93,9 @@ impl GatewayServiceWriter {
         GatewayServiceWriter {
             client,
             template,
-            owner: None,
             owner_warned: false,
             recent: BTreeMap::new(),
         }
-    }
-
-    /// Names the Service (in the same namespace; the chart's own) that
-    /// owns every Gateway's Service, so that deleting it (uninstalling
-    /// the chart) deletes them too.
-    pub fn owned_by(mut self, service: Option<String>) -> Self {
-        self.owner = service;
-        self
     }
 
     /// Looks the owner up while it is not known. When it cannot be read,
@@ -115,7 +103,7 @@ impl GatewayServiceWriter {
     /// again at the next sync (a missing owner is a setting to fix, not a
     /// reason to retry every second).
     async fn resolve_owner(&mut self, api: &Api<Service>) {
-        let Some(name) = self.owner.as_deref() else {
+        let Some(name) = self.template.owner_service.as_deref() else {
             return;
         };
         if self.template.owner.is_some() {

@@ -37,9 +37,11 @@ pub struct ServiceTemplate {
     pub type_: String,
     /// ssegate's pods' labels (the chart's selector labels).
     pub selector: BTreeMap<String, String>,
-    /// The object every Service names as its owner (the chart's own
-    /// Service, in the same namespace), so that uninstalling the chart
-    /// takes them with it; `None` until it is known.
+    /// The Service (in the same namespace; the chart's own) that owns
+    /// every Gateway's Service, so that uninstalling the chart takes them
+    /// with it (`--gateway-service-owner`).
+    pub owner_service: Option<String>,
+    /// Its owner reference, once looked up; `None` until then.
     pub owner: Option<OwnerReference>,
 }
 
@@ -93,8 +95,18 @@ impl ServiceTemplate {
             prefix: prefix.to_owned(),
             type_: type_.to_owned(),
             selector: pairs,
+            owner_service: None,
             owner: None,
         })
+    }
+
+    /// Names the Service that owns every Gateway's Service (a DNS label).
+    pub fn owned_by(mut self, service: Option<&str>) -> Result<Self, String> {
+        if let Some(name) = service {
+            crate::api::valid_dns_label(name).map_err(|e| format!("--gateway-service-owner {name:?}: {e}"))?;
+        }
+        self.owner_service = service.map(str::to_owned);
+        Ok(self)
     }
 }
 
@@ -313,6 +325,7 @@ spec:
             prefix: "ssegate".into(),
             type_: "LoadBalancer".into(),
             selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ssegate".into())]),
+            owner_service: None,
             owner: None,
         }
     }
@@ -512,6 +525,12 @@ spec:
         ] {
             let e = ServiceTemplate::from_flags("ns", prefix, type_, selector).unwrap_err();
             assert!(e.contains(says), "{selector:?}: {e}");
+        }
+        let owned = t.clone().owned_by(Some("r1-ssegate")).unwrap();
+        assert_eq!(owned.owner_service.as_deref(), Some("r1-ssegate"));
+        for bad in ["", "R1", "r1/ssegate", "-r1"] {
+            let e = t.clone().owned_by(Some(bad)).unwrap_err();
+            assert!(e.contains("--gateway-service-owner"), "{bad:?}: {e}");
         }
     }
 
