@@ -69,6 +69,25 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccessLabels {
+    route: String,
+    reason: &'static str,
+}
+
+/// Why a request was refused by a rule's access policy: the `reason` label
+/// of `ssegate_access_refused_total`.
+pub const ACCESS_REASONS: [&str; 8] = [
+    "closed",
+    "source_range",
+    "basic_auth",
+    "external_auth",
+    "external_auth_error",
+    "limit_connections",
+    "limit_rate",
+    "limit_capacity",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -107,6 +126,7 @@ pub struct Metrics {
     accept_errors: Family<ListenerLabel, Counter>,
     connections_closed: Family<ReasonLabel, Counter>,
     bad_requests: Family<ReasonLabel, Counter>,
+    access_refused: Family<AccessLabels, Counter>,
     table_generation: Gauge,
     last_swap: Gauge<f64, AtomicU64>,
     apply_latency: Histogram,
@@ -137,6 +157,7 @@ impl Metrics {
             accept_errors: Family::default(),
             connections_closed: Family::default(),
             bad_requests: Family::default(),
+            access_refused: Family::default(),
             table_generation: Gauge::default(),
             last_swap: Gauge::default(),
             // 50 µs to about 26 s: a file debounce, a watch burst, a slow rebuild.
@@ -202,6 +223,11 @@ impl Metrics {
             m.bad_requests.clone(),
         );
         r.register(
+            "access_refused",
+            "Requests refused by a rule's access policy, by Route and reason: closed (restrictions not enforced, 503), source_range, basic_auth, external_auth, external_auth_error, limit_connections, limit_rate, limit_capacity",
+            m.access_refused.clone(),
+        );
+        r.register(
             "table_generation",
             "Generation of the routing table in use",
             m.table_generation.clone(),
@@ -265,6 +291,12 @@ impl Metrics {
                     kind: kind.as_str(),
                 });
             }
+            for reason in ACCESS_REASONS {
+                self.access_refused.remove(&AccessLabels {
+                    route: name.to_string(),
+                    reason,
+                });
+            }
             self.open_streams.remove(&label);
             self.events.remove(&label);
             self.bytes.remove(&label);
@@ -316,6 +348,19 @@ impl Metrics {
     /// A request was refused as malformed or too slow (`reason`).
     pub fn bad_request(&self, reason: &'static str) {
         self.bad_requests.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A request to `route` was refused by its access policy (`reason`,
+    /// one of [`ACCESS_REASONS`]). Refusals are per request, not per event,
+    /// so the label lookup is affordable.
+    pub fn access_refused(&self, route: &str, reason: &'static str) {
+        debug_assert!(ACCESS_REASONS.contains(&reason), "{reason}");
+        self.access_refused
+            .get_or_create(&AccessLabels {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn tls_handshake_failed(&self) {

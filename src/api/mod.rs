@@ -5,6 +5,7 @@
 //! [`RouteSpec`] knows about kube: it generates the [`Route`] object type and
 //! its CRD.
 
+pub mod access;
 mod cors;
 mod duration;
 pub mod filters;
@@ -15,6 +16,7 @@ pub mod stream_policy;
 mod validate;
 mod words;
 
+pub use access::ValidAccess;
 pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
@@ -148,6 +150,12 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::tls")]
     pub tls: Vec<RouteTls>,
+    /// Answers plain-HTTP requests with a `308` to the same URL on HTTPS
+    /// (method and body kept), except ACME HTTP-01 challenges
+    /// (`/.well-known/acme-challenge/`). What an Ingress with TLS gets from
+    /// ingress-nginx by default. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
 }
 
 /// A certificate for some of the Route's hostnames.

@@ -332,6 +332,8 @@ pub struct ValidRule {
     /// This rule's own CORS policy (an HTTPRoute's CORS filter), over the
     /// route's.
     pub cors: Option<std::sync::Arc<super::CorsPolicy>>,
+    /// Who may reach the rule; `None` lets everyone.
+    pub access: Option<std::sync::Arc<super::ValidAccess>>,
 }
 
 /// A validated Route spec.
@@ -478,9 +480,10 @@ impl RouteSpec {
                 matches: paths.into_iter().map(ValidMatch::path).collect(),
                 backends,
                 settings,
-                https_redirect: false,
+                https_redirect: self.https_redirect,
                 filters: None,
                 cors: None,
+                access: None,
             });
         }
 

@@ -156,7 +156,26 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
             }
         }
 
-        let accepted = if conflicts.is_empty() {
+        let closed: Vec<&str> = {
+            let mut all: Vec<&str> = valid
+                .rules
+                .iter()
+                .filter_map(|r| r.access.as_deref())
+                .flat_map(|a| a.closed.iter().map(String::as_str))
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        let accepted = if !closed.is_empty() {
+            Verdict::no(
+                reason::ACCESS_NOT_ENFORCED,
+                format!(
+                    "not served: its paths are held and every request is answered 503, because it restricts access in ways ssegate does not enforce: {}",
+                    closed.join("; ")
+                ),
+            )
+        } else if conflicts.is_empty() {
             Verdict::yes(
                 reason::ACCEPTED,
                 format!("{} is valid and serves traffic", route.kind.as_str()),

@@ -3,6 +3,7 @@
 //! Nothing here does I/O or knows about kube or hyper, so it is tested in
 //! microseconds and shared by every source (Kubernetes, files).
 
+pub mod access;
 mod build;
 mod gateway_ports;
 mod host;
@@ -12,6 +13,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use access::AccessPolicy;
 pub use build::build_table;
 pub use gateway_ports::{
     AssignedPorts, GatewayPorts, ListenerChanges, ListenerHost, PortClaim, PortRange, PortRangeError,

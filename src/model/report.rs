@@ -18,6 +18,9 @@ pub mod reason {
     pub const NO_READY_ENDPOINTS: &str = "NoReadyEndpoints";
     pub const INVALID_CERTIFICATE_REF: &str = "InvalidCertificateRef";
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    /// It asks for access restrictions ssegate does not enforce: its paths
+    /// are held and answer 503.
+    pub const ACCESS_NOT_ENFORCED: &str = "AccessNotEnforced";
 }
 
 /// The model's verdict on one Route.

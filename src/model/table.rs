@@ -84,6 +84,8 @@ pub struct ResolvedRule {
     /// Plain-HTTP requests are answered with a 308 to HTTPS.
     pub https_redirect: bool,
     pub filters: Option<Arc<crate::api::filters::RuleFilters>>,
+    /// Who may reach the rule; `None` lets everyone.
+    pub access: Option<Arc<super::AccessPolicy>>,
     total_weight: u64,
     /// Steps through the weight slots in an interleaved order (see `stride`).
     stride: u64,
@@ -124,6 +126,7 @@ impl ResolvedRule {
             backends,
             https_redirect: rule.https_redirect,
             filters: rule.filters.clone(),
+            access: rule.access.as_deref().and_then(super::AccessPolicy::resolve),
             total_weight,
             stride: stride(total_weight),
             cursor: AtomicU64::new(0),
@@ -521,6 +524,9 @@ pub struct MatchView {
     pub route: String,
     pub rule: usize,
     pub buffering: &'static str,
+    /// Who may reach it, when not everyone: what the proxy enforces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
     pub backends: Vec<BackendView>,
 }
 
@@ -540,6 +546,7 @@ impl MatchView {
             route: t.route.to_string(),
             rule: t.rule_index,
             buffering: t.settings.buffering.as_str(),
+            access: t.access.as_ref().map(|a| a.to_string()),
             backends: t
                 .backends
                 .iter()

@@ -207,6 +207,21 @@ impl Proxy {
                 return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
             }
         }
+        if let Some(policy) = &target.access {
+            if policy.closed.is_some() {
+                // The reasons are in the route's status and the log; the
+                // client learns only that the route is closed.
+                let resp = local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "ssegate: route {} is not served: it restricts access in ways ssegate does not enforce\n",
+                        target.route
+                    ),
+                );
+                self.metrics.access_refused(&target.route, "closed");
+                return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "closed"));
+            }
+        }
         let metrics = self.metrics.route(&target.route);
         let access = self
             .access_log

@@ -15,11 +15,11 @@
 //! it prints serve what the Ingress does.
 //! Pure: no I/O, no kube client.
 
-use super::ingress_annotations::{read_annotations, AnnotatedSettings, Outcome, NGINX};
+use super::ingress_annotations::{read_annotations, AnnotatedSettings, Outcome, NGINX, UNENFORCED};
 use crate::api::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, CorsPolicy,
-    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidBackend, ValidMatch, ValidPath, ValidRoute,
-    ValidRule, ValidTls,
+    FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidAccess, ValidBackend, ValidMatch, ValidPath,
+    ValidRoute, ValidRule, ValidTls,
 };
 use crate::model::{ObjectKey, RouteDefinition, SourceKind};
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
@@ -54,6 +54,10 @@ pub fn translate(
         .map(|n| format!("{}: {}", n.annotation, describe(&n.outcome)))
         .collect();
     warnings.extend(settings.problems.iter().cloned());
+    // Fail closed: every path stays in the table (so no broader path of
+    // another object serves it) and answers 503.
+    let access =
+        (!settings.annotated.closed.is_empty()).then(|| ValidAccess::closed(settings.annotated.closed.clone()));
     let translated = ingress_paths(spec, &settings.annotated).map(|layout| ValidRoute {
         hostnames: Vec::new(),
         rules: layout
@@ -67,6 +71,7 @@ pub fn translate(
                 https_redirect: p.https_redirect,
                 filters: None,
                 cors: None,
+                access: access.clone(),
             })
             .collect(),
         max_concurrent_streams: settings.max_concurrent_streams,
@@ -91,6 +96,8 @@ pub fn describe(outcome: &Outcome) -> String {
         Outcome::Unnecessary(why) => format!("not needed: {why}"),
         Outcome::Ignored(why) => format!("ignored: {why}"),
         Outcome::Invalid(why) => format!("invalid, the default applies: {why}"),
+        Outcome::Closed(why) => format!("not enforced by ssegate, so the Ingress is not served (every path answers 503): {why}; remove it, or accept serving without it by naming it in {UNENFORCED}"),
+        Outcome::OptedOut(why) => format!("NOT ENFORCED: served without it, as {UNENFORCED} asks: {why}"),
     }
 }
 

@@ -5,10 +5,14 @@
 //! validated exactly as a Route with the same settings would be, and
 //! `ssegate convert` can print it as Route YAML. Every
 //! `nginx.ingress.kubernetes.io/*` annotation gets a [`Note`]: applied (and
-//! as what), unnecessary in ssegate (and why), ignored (and why) or
-//! invalid. Nothing is dropped silently, and snippets are never executed.
-//! Pure: no I/O, no kube client.
+//! as what), unnecessary in ssegate (and why), ignored (and why: only what
+//! is harmless to ignore, see [`super::ingress_nginx_catalogue`]), invalid
+//! (its default applies), or closed: it restricts access and ssegate does
+//! not enforce it, so the Ingress is not served at all unless its owner
+//! opts out by name ([`UNENFORCED`]). Nothing is dropped silently, and
+//! snippets are never executed. Pure: no I/O, no kube client.
 
+use super::ingress_nginx_catalogue::{class_of, Class};
 use crate::api::{
     parse_duration, parse_quantity, CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts,
 };
@@ -18,6 +22,10 @@ use std::collections::BTreeMap;
 pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
 /// ssegate's own annotations, for what only ssegate has.
 pub const SSEGATE: &str = "ssegate.dev/";
+/// The opt-out: ingress-nginx annotations (names without the prefix,
+/// comma-separated) that fail closed and that the Ingress's owner accepts
+/// to have served unenforced.
+pub const UNENFORCED: &str = "ssegate.dev/unenforced-annotations";
 
 /// ingress-nginx's defaults for the CORS annotations.
 const CORS_ORIGIN: &str = "*";
@@ -46,6 +54,9 @@ pub struct AnnotatedSettings {
     pub force_ssl_redirect: bool,
     /// One note per annotation ssegate looked at, in name order.
     pub notes: Vec<Note>,
+    /// Why the Ingress must not be served: one line per annotation that
+    /// fails closed, `annotation: reason`. Empty when it may be served.
+    pub closed: Vec<String>,
 }
 
 /// What became of one annotation.
@@ -65,6 +76,14 @@ pub enum Outcome {
     Ignored(String),
     /// Its value could not be read; the default applies.
     Invalid(String),
+    /// It restricts who may reach the Ingress's paths and ssegate does not
+    /// enforce it (or its value is unusable, so it cannot be enforced): the
+    /// Ingress is not served, every path answers 503. The reason.
+    Closed(String),
+    /// As [`Outcome::Closed`], but named in
+    /// `ssegate.dev/unenforced-annotations`: served without it, as its
+    /// owner asked. The reason it is not enforced.
+    OptedOut(String),
 }
 
 impl Outcome {
@@ -116,8 +135,65 @@ pub fn read_annotations(annotations: &BTreeMap<String, String>) -> AnnotatedSett
             }
         }
     }
+    opt_out(&mut out, annotations.get(UNENFORCED).map(String::as_str));
     out.notes.sort_by(|a, b| a.annotation.cmp(&b.annotation));
+    out.closed = out
+        .notes
+        .iter()
+        .filter_map(|n| match &n.outcome {
+            Outcome::Closed(why) => Some(format!("{}: {why}", n.annotation)),
+            _ => None,
+        })
+        .collect();
     out
+}
+
+/// Applies `ssegate.dev/unenforced-annotations`: each annotation it names
+/// that would fail closed is served unenforced instead, and says so. A
+/// name that is not on the Ingress, or would not fail closed, is reported
+/// (a typo must not look like an opt-out that worked).
+fn opt_out(out: &mut AnnotatedSettings, list: Option<&str>) {
+    let Some(list) = list else { return };
+    let mut unmatched = Vec::new();
+    let mut matched = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let full = if name.starts_with(NGINX) {
+            name.to_owned()
+        } else {
+            format!("{NGINX}{name}")
+        };
+        match out.notes.iter_mut().find(|n| n.annotation == full) {
+            Some(note) => match &note.outcome {
+                Outcome::Closed(why) => {
+                    note.outcome = Outcome::OptedOut(why.clone());
+                    matched.push(name.to_owned());
+                }
+                Outcome::OptedOut(_) => {}
+                _ => unmatched.push(format!("{name} (enforced or not restricting access)")),
+            },
+            None => unmatched.push(format!("{name} (not on this Ingress)")),
+        }
+    }
+    let served = if matched.is_empty() {
+        "nothing is served unenforced".to_owned()
+    } else {
+        format!("served WITHOUT enforcing {}", matched.join(", "))
+    };
+    let outcome = if unmatched.is_empty() {
+        Outcome::OptedOut(format!("{served}, as this annotation asks"))
+    } else {
+        Outcome::Invalid(format!(
+            "names what there is nothing to opt out of: {}; {served}",
+            unmatched.join(", ")
+        ))
+    };
+    match out.notes.iter_mut().find(|n| n.annotation == UNENFORCED) {
+        Some(note) => note.outcome = outcome,
+        None => out.notes.push(Note {
+            annotation: UNENFORCED.to_owned(),
+            outcome,
+        }),
+    }
 }
 
 const CORS_REFINEMENTS: [&str; 6] = [
@@ -130,7 +206,8 @@ const CORS_REFINEMENTS: [&str; 6] = [
 ];
 
 /// One `nginx.ingress.kubernetes.io/` annotation; `None` for the CORS ones,
-/// which are noted together.
+/// which are noted together. What is not read here by value is answered by
+/// its class in the catalogue.
 fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Outcome> {
     use Outcome::*;
     Some(match key {
@@ -163,17 +240,6 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
             }
             Err(e) => Invalid(e),
         },
-        "proxy-send-timeout" => Ignored(
-            "no separate equivalent: ssegate's timeouts.responseHeaders also covers an upstream that stops taking the request"
-                .into(),
-        ),
-        "proxy-http-version" => Unnecessary("ssegate always speaks HTTP/1.1 to upstreams, with keep-alive".into()),
-        "proxy-request-buffering" => {
-            Ignored("ssegate streams request bodies to the upstream as they arrive".into())
-        }
-        "proxy-buffer-size" | "proxy-buffers-number" | "proxy-max-temp-file-size" => Unnecessary(
-            "ssegate buffers no more than it must; use ssegate.dev/buffer-size for proxyBuffering: Enabled".into(),
-        ),
         "ssl-redirect" => match value {
             "true" | "false" => {
                 out.ssl_redirect = Some(value == "true");
@@ -195,21 +261,31 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
             ),
             _ => Unnecessary("paths are never regular expressions in ssegate".into()),
         },
-        "rewrite-target" | "app-root" | "upstream-vhost" | "x-forwarded-prefix" => {
-            Ignored("ssegate forwards the request's own host and path unchanged".into())
-        }
         "backend-protocol" => match value.to_ascii_uppercase().as_str() {
             "HTTP" => Unnecessary("ssegate speaks HTTP/1.1 to upstreams".into()),
-            _ => Ignored(format!("ssegate speaks plain HTTP/1.1 to upstreams, not {value}")),
+            _ => Ignored(format!(
+                "ssegate speaks plain HTTP/1.1 to upstreams, not {value}; a backend that needs {value} refuses it"
+            )),
         },
-        "affinity" | "affinity-mode" | "session-cookie-name" | "upstream-hash-by" | "load-balance" => Ignored(
-            "no session affinity or hashing: ssegate balances by least connections (or ssegate.dev/load-balancing: RoundRobin), and event streams resume with Last-Event-ID"
-                .into(),
-        ),
+        "enable-global-auth" => match value {
+            "false" => Unnecessary("ssegate has no global external authentication to opt out of".into()),
+            _ => Closed(
+                "ssegate does not read ingress-nginx's ConfigMap, so its global-auth-url is not enforced here: name the service in auth-url on this Ingress"
+                    .into(),
+            ),
+        },
         "enable-cors" => return None,
         k if CORS_REFINEMENTS.contains(&k) => return None,
-        "configuration-snippet" | "server-snippet" => snippet(value),
-        _ => Ignored("not supported by ssegate".into()),
+        other => match class_of(other) {
+            Some(Class::Unnecessary(why)) => Unnecessary(why.into()),
+            Some(Class::Harmless(why)) => Ignored(why.into()),
+            Some(Class::FailClosed(why)) => Closed(why.into()),
+            Some(Class::Snippet) => snippet(value),
+            // Every annotation of this class has its arm above (a test
+            // walks the catalogue to make sure).
+            Some(Class::Read) => Ignored("not read by ssegate".into()),
+            None => Ignored("not an annotation of ingress-nginx, which ignores it too".into()),
+        },
     })
 }
 
@@ -267,6 +343,8 @@ fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome 
             }
             other => Invalid(format!("{other:?} is not Enabled, Disabled or Auto")),
         },
+        // Read as a whole once every other annotation is (`opt_out`).
+        "unenforced-annotations" => Applied(String::new()),
         _ => Ignored("not an ssegate annotation".into()),
     }
 }
@@ -352,10 +430,17 @@ fn cors_policy<'a>(nginx: &impl Fn(&str) -> Option<&'a str>) -> (CorsSpec, Vec<(
     (spec, notes)
 }
 
-/// Snippets are never executed. The lines SSE guides tell people to paste
-/// are recognised and reported as unnecessary, with the reason.
+/// Snippets are never executed; what that means for the Ingress depends on
+/// what they say. Each statement (split at `;` and line ends) is judged:
+/// the lines SSE guides tell people to paste are unnecessary (ssegate does
+/// what they ask), lines that only set response headers are harmless to
+/// skip, and anything else (`deny`, `auth_request`, `return 403`, an `if`
+/// or `location` block, a `proxy_set_header` that may strip a header the
+/// backend trusts, a directive ssegate does not know) may deny access, so
+/// the Ingress fails closed.
 fn snippet(text: &str) -> Outcome {
-    const KNOWN: [(&str, &str); 5] = [
+    /// Statements that configure streaming, with why ssegate needs none.
+    const STREAMING: [(&str, &str); 5] = [
         (
             "proxy_set_header connection",
             "ssegate keeps upstream connections alive and strips hop-by-hop headers itself",
@@ -374,24 +459,58 @@ fn snippet(text: &str) -> Outcome {
             "use the proxy-buffering annotation, which ssegate honours",
         ),
     ];
+    /// Directives that only change response headers.
+    const RESPONSE_HEADERS: [&str; 5] = [
+        "add_header",
+        "more_set_headers",
+        "more_clear_headers",
+        "expires",
+        "add_trailer",
+    ];
     let lower = text.to_ascii_lowercase();
-    let reasons: Vec<&str> = KNOWN
-        .iter()
-        .filter(|(pattern, _)| lower.contains(pattern))
-        .map(|(_, why)| *why)
-        .collect();
-    let known_lines = lower
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .all(|l| KNOWN.iter().any(|(pattern, _)| l.contains(pattern)));
-    if !reasons.is_empty() && known_lines {
-        Outcome::Unnecessary(format!(
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut header_only = Vec::new();
+    for statement in lower.split([';', '\n']) {
+        let statement = statement.trim();
+        if statement.is_empty() || statement.starts_with('#') {
+            continue;
+        }
+        let directive = statement.split_whitespace().next().unwrap_or_default();
+        if statement.contains(['{', '}']) {
+            return Outcome::Closed(format!(
+                "raw NGINX that ssegate never executes, and a block (`{directive} ...{{`) may deny access"
+            ));
+        }
+        let normalized = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some((_, why)) = STREAMING.iter().find(|(pattern, _)| normalized.contains(pattern)) {
+            if !reasons.contains(why) {
+                reasons.push(why);
+            }
+        } else if RESPONSE_HEADERS.contains(&directive) {
+            if !header_only.contains(&directive) {
+                header_only.push(directive);
+            }
+        } else {
+            return Outcome::Closed(format!(
+                "raw NGINX that ssegate never executes, and `{directive}` may deny access"
+            ));
+        }
+    }
+    match (reasons.is_empty(), header_only.is_empty()) {
+        (false, true) => Outcome::Unnecessary(format!(
             "the snippet is not executed, and ssegate does what it asks: {}",
             reasons.join("; ")
-        ))
-    } else {
-        Outcome::Ignored("snippets are never executed (raw NGINX configuration)".into())
+        )),
+        (true, true) => Outcome::Unnecessary("the snippet is empty".into()),
+        _ => Outcome::Ignored(format!(
+            "the snippet is not executed: its {} only change response headers, which ssegate does not add{}",
+            header_only.join(", "),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!("; for the rest, ssegate does what it asks: {}", reasons.join("; "))
+            }
+        )),
     }
 }
 
@@ -516,40 +635,74 @@ mod tests {
     }
 
     #[test]
-    fn snippets_are_never_executed_and_the_sse_ones_are_called_unnecessary() {
-        let sse = read(&[(
-            "nginx.ingress.kubernetes.io/configuration-snippet",
-            "proxy_set_header Connection \"\";\nadd_header X-Accel-Buffering no;\nchunked_transfer_encoding off;\nproxy_cache off;\n",
-        )]);
+    fn snippets_are_never_executed_and_judged_by_what_they_say() {
+        let snippet = |text: &str| {
+            let s = read(&[("nginx.ingress.kubernetes.io/configuration-snippet", text)]);
+            outcome(&s, "nginx.ingress.kubernetes.io/configuration-snippet").clone()
+        };
+        // What SSE guides tell people to paste: ssegate does it anyway.
         assert!(matches!(
-            outcome(&sse, "nginx.ingress.kubernetes.io/configuration-snippet"),
+            snippet("proxy_set_header Connection \"\";\nadd_header X-Accel-Buffering no;\nchunked_transfer_encoding off;\nproxy_cache off;\n"),
             Outcome::Unnecessary(_)
         ));
-        let other = read(&[(
+        // Response headers only: harmless to skip, and said so.
+        let headers = snippet("more_set_headers \"X-Frame-Options: DENY\"; add_header X-Accel-Buffering no;");
+        assert!(
+            matches!(&headers, Outcome::Ignored(why) if why.contains("more_set_headers")),
+            "{headers:?}"
+        );
+        // Anything that may deny access fails closed, with the directive named.
+        for (text, directive) in [
+            (
+                "add_header X-Accel-Buffering no;\nlocation /admin { deny all; }",
+                "location",
+            ),
+            ("deny 10.0.0.0/8; allow all;", "deny"),
+            ("if ($http_x_token != \"s3cret\") { return 403; }", "if"),
+            ("add_header A b; return 403;", "return"),
+            ("proxy_set_header X-Remote-User \"\";", "proxy_set_header"),
+            ("auth_request /check;", "auth_request"),
+            ("access_by_lua_block { ngx.exit(403) }", "access_by_lua_block"),
+        ] {
+            match snippet(text) {
+                Outcome::Closed(why) => assert!(why.contains(&format!("`{directive}")), "{text}: {why}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // Comments and blank lines are nothing.
+        assert!(matches!(snippet("# just a note\n\n"), Outcome::Unnecessary(_)));
+        // The server snippet is judged the same way.
+        let s = read(&[(
             "nginx.ingress.kubernetes.io/server-snippet",
-            "add_header X-Accel-Buffering no;\nlocation /admin { deny all; }",
+            "location /admin { deny all; }",
         )]);
         assert!(matches!(
-            outcome(&other, "nginx.ingress.kubernetes.io/server-snippet"),
-            Outcome::Ignored(_)
+            outcome(&s, "nginx.ingress.kubernetes.io/server-snippet"),
+            Outcome::Closed(_)
         ));
+        assert_eq!(s.closed.len(), 1);
     }
 
     #[test]
     fn every_other_nginx_annotation_is_reported() {
         let s = read(&[
-            ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+            ("nginx.ingress.kubernetes.io/limit-rate", "10"),
             ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
+            ("nginx.ingress.kubernetes.io/no-such-annotation", "x"),
         ]);
         assert!(matches!(
-            outcome(&s, "nginx.ingress.kubernetes.io/limit-rps"),
+            outcome(&s, "nginx.ingress.kubernetes.io/limit-rate"),
             Outcome::Ignored(_)
         ));
         assert!(matches!(
             outcome(&s, "nginx.ingress.kubernetes.io/rewrite-target"),
             Outcome::Ignored(_)
+        ));
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/no-such-annotation"),
+            Outcome::Ignored(why) if why.contains("not an annotation of ingress-nginx")
         ));
         assert_eq!(s.ssl_redirect, Some(false));
         assert!(s.force_ssl_redirect);
@@ -559,6 +712,111 @@ mod tests {
             .filter(|n| n.outcome.warns())
             .map(|n| &n.annotation)
             .collect();
-        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert_eq!(warned.len(), 3, "{warned:?}");
+        assert!(s.closed.is_empty());
+    }
+
+    /// A plausible value for an annotation, so that reading it exercises
+    /// the value's own handling where there is one.
+    fn plausible(name: &str) -> &'static str {
+        match name {
+            "proxy-read-timeout" | "proxy-connect-timeout" | "cors-max-age" => "30",
+            "proxy-buffering" => "off",
+            "ssl-redirect" | "force-ssl-redirect" | "enable-cors" | "use-regex" => "true",
+            "enable-global-auth" => "true",
+            "backend-protocol" => "HTTP",
+            "configuration-snippet" | "server-snippet" => "deny all;",
+            _ => "10.0.0.0/8",
+        }
+    }
+
+    /// The walk the issue asks for: every annotation ingress-nginx has,
+    /// read alone on an Ingress, ends up as its class says, and every one
+    /// that restricts access and is not enforced closes the Ingress.
+    #[test]
+    fn every_ingress_nginx_annotation_ends_up_as_its_class_says() {
+        use super::super::ingress_nginx_catalogue::CATALOGUE;
+        for (name, class) in CATALOGUE {
+            let full = format!("{NGINX}{name}");
+            let s = read(&[(full.as_str(), plausible(name))]);
+            let got = outcome(&s, &full).clone();
+            let ok = match class {
+                Class::Read => !matches!(&got, Outcome::Ignored(why) if why == "not read by ssegate"),
+                Class::Unnecessary(_) => matches!(got, Outcome::Unnecessary(_)),
+                Class::Harmless(_) => matches!(got, Outcome::Ignored(_)),
+                Class::FailClosed(_) | Class::Snippet => matches!(got, Outcome::Closed(_)),
+            };
+            assert!(ok, "{name} ({class:?}) read as {got:?}");
+            let closes = matches!(got, Outcome::Closed(_));
+            assert_eq!(!s.closed.is_empty(), closes, "{name}: {:?}", s.closed);
+            if closes {
+                assert!(s.closed[0].starts_with(&full), "{:?}", s.closed);
+            }
+        }
+    }
+
+    #[test]
+    fn the_opt_out_serves_only_what_it_names_and_reports_itself() {
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth.example/check"),
+            ("nginx.ingress.kubernetes.io/auth-signin", "https://auth.example/start"),
+            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8"),
+            (UNENFORCED, "auth-url, nginx.ingress.kubernetes.io/auth-signin"),
+        ]);
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/auth-url"),
+            Outcome::OptedOut(_)
+        ));
+        assert!(matches!(
+            outcome(&s, "nginx.ingress.kubernetes.io/auth-signin"),
+            Outcome::OptedOut(_)
+        ));
+        // Not named: still closed.
+        assert_eq!(s.closed.len(), 1, "{:?}", s.closed);
+        assert!(s.closed[0].starts_with("nginx.ingress.kubernetes.io/whitelist-source-range"));
+        match outcome(&s, UNENFORCED) {
+            Outcome::OptedOut(why) => assert!(
+                why.contains("WITHOUT enforcing auth-url, nginx.ingress.kubernetes.io/auth-signin"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.notes.iter().filter(|n| n.outcome.warns()).count() == 4);
+
+        // A name with nothing to opt out of is reported, never silent.
+        let s = read(&[
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+            (UNENFORCED, "auth-ulr, proxy-buffering"),
+        ]);
+        match outcome(&s, UNENFORCED) {
+            Outcome::Invalid(why) => {
+                assert!(why.contains("auth-ulr (not on this Ingress)"), "{why}");
+                assert!(
+                    why.contains("proxy-buffering (enforced or not restricting access)"),
+                    "{why}"
+                );
+                assert!(why.contains("nothing is served unenforced"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.closed.is_empty());
+    }
+
+    #[test]
+    fn global_auth_is_closed_unless_turned_off() {
+        let on = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "true")]);
+        assert_eq!(on.closed.len(), 1);
+        let off = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
+        assert!(off.closed.is_empty());
+        assert!(matches!(
+            outcome(&off, "nginx.ingress.kubernetes.io/enable-global-auth"),
+            Outcome::Unnecessary(_)
+        ));
+        // Names ingress-nginx never had, but that read as access control.
+        let odd = read(&[
+            ("nginx.ingress.kubernetes.io/global-auth-url", "http://x"),
+            ("nginx.ingress.kubernetes.io/auth-whatever", "x"),
+        ]);
+        assert_eq!(odd.closed.len(), 2, "{:?}", odd.closed);
     }
 }

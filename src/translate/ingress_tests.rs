@@ -284,3 +284,113 @@ fn wildcard_certificate_names_cover_one_label() {
     assert!(!covers("*.example.com", "example.com"));
     assert!(covers("a.example.com", "a.example.com"));
 }
+
+/// The issue's Ingress: four access annotations that ssegate does not
+/// enforce. Its path stays in the table (a broader Route of the same host,
+/// older or not, never serves it) and is closed; the report names each.
+#[test]
+fn an_ingress_that_restricts_access_unenforced_keeps_its_paths_closed_and_says_why() {
+    let mut objects = Objects::default();
+    let mut def = ingress(
+        r#"
+metadata:
+  name: admin
+  annotations:
+    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8"
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: basic-auth
+    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
+spec:
+  rules:
+    - host: a.example.com
+      http:
+        paths:
+          - {path: /admin, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#,
+    );
+    def.created_millis = 20;
+    objects.ingresses.insert(def.key.clone(), def);
+    // An older Route serving the whole host.
+    let route: crate::api::RouteSpec =
+        serde_yaml::from_str("hostnames: [a.example.com]\nrules: [{backendRefs: [{name: web, port: 80}]}]").unwrap();
+    objects.routes.insert(
+        ObjectKey::new("default", "site"),
+        crate::translate::route::translate(ObjectKey::new("default", "site"), None, 5, &route),
+    );
+    let table = build_table(&objects, 1);
+    let admin = table
+        .lookup("a.example.com", "/admin/users", &RequestSketch::default())
+        .unwrap();
+    assert_eq!(&*admin.route, "default/admin");
+    let closed = admin.access.as_ref().and_then(|a| a.closed.as_deref()).expect("closed");
+    for name in ["whitelist-source-range", "auth-type", "auth-secret", "auth-url"] {
+        assert!(
+            closed.contains(&format!("nginx.ingress.kubernetes.io/{name}: ")),
+            "{name}: {closed}"
+        );
+    }
+    let site = table.lookup("a.example.com", "/", &RequestSketch::default()).unwrap();
+    assert!(site.access.is_none(), "the Route's own paths are open");
+
+    let report = table.reports.iter().find(|r| r.kind == SourceKind::Ingress).unwrap();
+    assert!(!report.accepted.is_true());
+    assert_eq!(report.accepted.reason, "AccessNotEnforced");
+    for name in ["whitelist-source-range", "auth-type", "auth-secret", "auth-url"] {
+        assert!(report.accepted.message.contains(name), "{}", report.accepted.message);
+        assert!(
+            report.warnings.iter().any(|w| w.starts_with(&format!(
+                "nginx.ingress.kubernetes.io/{name}: not enforced by ssegate, so the Ingress is not served"
+            ))),
+            "{:?}",
+            report.warnings
+        );
+    }
+    let view = serde_json::to_value(table.describe()).unwrap();
+    let shown = view["hosts"][0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["route"] == "default/admin")
+        .unwrap();
+    assert!(
+        shown["access"]
+            .as_str()
+            .unwrap()
+            .starts_with("closed, every request answered 503: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_opt_out_serves_the_ingress_open_and_reports_it() {
+    let def = ingress(
+        r#"
+metadata:
+  name: admin
+  annotations:
+    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
+    ssegate.dev/unenforced-annotations: auth-url
+spec:
+  rules:
+    - http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#,
+    );
+    let rule = &def.translated.as_ref().unwrap().rules[0];
+    assert!(rule.access.is_none());
+    assert!(
+        def.warnings
+            .iter()
+            .any(|w| w.starts_with("nginx.ingress.kubernetes.io/auth-url: NOT ENFORCED: served without it")),
+        "{:?}",
+        def.warnings
+    );
+    assert!(
+        def.warnings
+            .iter()
+            .any(|w| w.starts_with("ssegate.dev/unenforced-annotations: NOT ENFORCED")),
+        "{:?}",
+        def.warnings
+    );
+}

@@ -16,9 +16,10 @@
 //!
 //! What a Route cannot say is never dropped silently: a named Service port
 //! is resolved from the Service given alongside (else an error naming the
-//! Ingress, the path and the port), the HTTPS redirect and the per-Ingress
-//! stream limit become comments, and what the Ingress would be refused for
-//! (regular-expression paths, resource backends) is an error.
+//! Ingress, the path and the port), the per-Ingress stream limit becomes a
+//! comment, and what the Ingress would be refused for (regular-expression
+//! paths, resource backends) is an error, as is an access restriction that
+//! ssegate does not enforce (the Ingress itself is not served then).
 //! Every annotation note becomes a comment above each Route.
 //!
 //! [`convert_documents`] does the same for multi-document YAML text: other
@@ -88,6 +89,18 @@ pub fn ingress_to_routes(
     let annotations = meta.annotations.clone().unwrap_or_default();
     let spec = ingress.spec.clone().unwrap_or_default();
     let settings = ingress_settings(&annotations);
+    // What ssegate would not serve open is not converted into a Route that
+    // would: the same message as the Ingress's own status.
+    let closed: Vec<ConvertError> = settings
+        .annotated
+        .notes
+        .iter()
+        .filter(|n| matches!(n.outcome, Outcome::Closed(_)))
+        .map(|n| fail(format!("{}: {}; not converted", n.annotation, describe(&n.outcome))))
+        .collect();
+    if !closed.is_empty() {
+        return Err(closed);
+    }
     let layout = ingress_paths(&spec, &settings.annotated).map_err(|errors| {
         errors
             .iter()
@@ -152,7 +165,7 @@ pub fn ingress_to_routes(
         let redirect = [format!("{NGINX}ssl-redirect"), format!("{NGINX}force-ssl-redirect")];
         let text = match &note.outcome {
             Outcome::Applied(_) if redirect.contains(&note.annotation) => {
-                "not converted: a Route has no HTTPS redirect (yet)".to_owned()
+                "converted as httpsRedirect on the Routes of the hosts it redirects".to_owned()
             }
             outcome => describe(outcome),
         };
@@ -190,6 +203,7 @@ pub fn ingress_to_routes(
         max_concurrent_streams: annotated.max_concurrent_streams,
         cors: annotated.cors.clone(),
         tls: Vec::new(),
+        https_redirect: false,
     };
 
     // Each certificate name goes to one Route, in the Ingress's order, so
@@ -249,12 +263,6 @@ pub fn ingress_to_routes(
             )));
             continue;
         }
-        if redirects {
-            comments.push(format!(
-                "ssl-redirect: served as an Ingress, plain-HTTP requests for {} get a 308 to HTTPS; a Route has no such setting yet, so this Route answers them over plain HTTP: redirect in front of ssegate, or keep this host on the Ingress until Routes can",
-                shown(host)
-            ));
-        }
 
         let mut tls: Vec<RouteTls> = Vec::new();
         for entry in &layout.tls {
@@ -294,6 +302,7 @@ pub fn ingress_to_routes(
                 })
                 .collect(),
             tls,
+            https_redirect: redirects,
             ..template.clone()
         };
         // Never print a Route that would be refused.

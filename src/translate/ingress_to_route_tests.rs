@@ -65,7 +65,6 @@ const SSE_ROUTES: &str = r#"---
 # spec.ingressClassName: nginx is not carried over: Routes have no class, and every ssegate that watches the namespace serves them
 # spec.rules[0].http.paths[0]: port "http" of Service events is 8080 (from the Service given); a Route names ports by number
 # spec.rules[0].http.paths[1]: port "http" of Service events is 8080 (from the Service given); a Route names ports by number
-# ssl-redirect: served as an Ingress, plain-HTTP requests for host events.example.com get a 308 to HTTPS; a Route has no such setting yet, so this Route answers them over plain HTTP: redirect in front of ssegate, or keep this host on the Ingress until Routes can
 apiVersion: ssegate.dev/v1alpha1
 kind: Route
 metadata:
@@ -117,6 +116,7 @@ spec:
   - hostnames:
     - events.example.com
     secretName: example-tls
+  httpsRedirect: true
 ---
 # Converted from Ingress prod/events by ssegate convert: host api.example.com (Route 2 of 2, one per host).
 # nginx.ingress.kubernetes.io/configuration-snippet: not needed: the snippet is not executed, and ssegate does what it asks: ssegate keeps upstream connections alive and strips hop-by-hop headers itself; ssegate frames streamed responses itself and never buffers an event stream
@@ -126,7 +126,6 @@ spec:
 # nginx.ingress.kubernetes.io/proxy-buffering: applied as proxyBuffering: Disabled
 # nginx.ingress.kubernetes.io/proxy-read-timeout: applied as timeouts.idle: 3600s (the longest silence between upstream bytes, not a cap on the stream)
 # spec.ingressClassName: nginx is not carried over: Routes have no class, and every ssegate that watches the namespace serves them
-# ssl-redirect: served as an Ingress, plain-HTTP requests for host api.example.com get a 308 to HTTPS; a Route has no such setting yet, so this Route answers them over plain HTTP: redirect in front of ssegate, or keep this host on the Ingress until Routes can
 apiVersion: ssegate.dev/v1alpha1
 kind: Route
 metadata:
@@ -175,6 +174,7 @@ spec:
   - hostnames:
     - api.example.com
     secretName: example-tls
+  httpsRedirect: true
 ---
 # The Service behind the named port.
 apiVersion: v1
@@ -407,14 +407,14 @@ fn the_routes_serve_what_the_ingress_serves() {
         let b = route_table.lookup(&host, path, &crate::model::RequestSketch::default());
         assert_eq!(a.map(|r| served(r)), b.map(|r| served(r)), "{host}{path}");
         hits += usize::from(a.is_some());
-        // The one difference, printed as a comment: Routes do not redirect.
+        // The HTTPS redirect is carried as the Route's httpsRedirect.
         if let (Some(a), Some(b)) = (a, b) {
             assert_eq!(
                 a.https_redirect,
                 host == "a.example.com" || host.ends_with(".wild.example.com"),
                 "{host}"
             );
-            assert!(!b.https_redirect);
+            assert_eq!(b.https_redirect, a.https_redirect, "{host}");
         }
     }
     assert_eq!(
@@ -460,7 +460,6 @@ fn the_routes_serve_what_the_ingress_serves() {
     let text = a.comments.join("\n");
     for expected in [
         "spec.rules[0].http.paths[1] (PathPrefix /events) is not converted: spec.rules[0].http.paths[0] has the same match",
-        "ssl-redirect: served as an Ingress, plain-HTTP requests for host a.example.com get a 308 to HTTPS",
         "maxConcurrentStreams: the Ingress's 100 open streams were shared by its 4 hosts",
         "nginx.ingress.kubernetes.io/rewrite-target: ignored: ssegate forwards the request's own host and path unchanged",
         "annotations setting bufferSize: must be between 1Ki and 16Mi; the default applies",
@@ -630,5 +629,42 @@ items:
     assert_eq!(
         e[0].to_string(),
         "f: holds 2 documents; at most 1 are read from one input"
+    );
+}
+
+#[test]
+fn an_ingress_whose_access_restrictions_are_not_enforced_is_not_converted() {
+    let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: admin
+  namespace: prod
+  annotations:
+    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
+    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8"
+spec:
+  rules:
+    - http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let errors = errors(text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("in.yaml: document 1: Ingress prod/admin: nginx.ingress.kubernetes.io/auth-url: not enforced by ssegate, so the Ingress is not served (every path answers 503): "), "{errors:?}");
+    assert!(errors[0].ends_with("; not converted"), "{errors:?}");
+    assert!(errors[1].contains("whitelist-source-range"), "{errors:?}");
+
+    // With the opt-out, it converts, and the comments say what is not enforced.
+    let opted = text.replace(
+        "    nginx.ingress.kubernetes.io/whitelist-source-range",
+        "    ssegate.dev/unenforced-annotations: auth-url,whitelist-source-range\n    nginx.ingress.kubernetes.io/whitelist-source-range",
+    );
+    let out = convert(&opted).unwrap();
+    assert!(
+        out.yaml
+            .contains("# nginx.ingress.kubernetes.io/auth-url: NOT ENFORCED: served without it"),
+        "{}",
+        out.yaml
     );
 }

@@ -9,5 +9,6 @@ pub mod gateway;
 pub mod ingress;
 pub mod ingress_annotations;
 pub mod ingress_class;
+pub mod ingress_nginx_catalogue;
 pub mod ingress_to_route;
 pub mod route;
