@@ -16,6 +16,7 @@
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod apply;

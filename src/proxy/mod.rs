@@ -11,6 +11,7 @@
 //! both paths, and [`sse`] finds event boundaries.
 
 mod access;
+pub mod auth_client;
 mod authority;
 mod balance;
 mod body;
