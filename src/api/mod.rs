@@ -16,7 +16,7 @@ pub mod stream_policy;
 mod validate;
 mod words;
 
-pub use access::ValidAccess;
+pub use access::{AccessSpec, ValidAccess};
 pub use cors::{CorsHeaders, CorsPolicy, CorsSpec};
 pub use duration::{parse_duration, DurationError};
 pub use quantity::{parse_quantity, Quantity, QuantityError};
@@ -156,6 +156,10 @@ pub struct RouteSpec {
     /// ingress-nginx by default. Off by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// Who may reach this Route's paths: source ranges, basic and external
+    /// authentication, per-client limits. Everyone when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
 }
 
 /// A certificate for some of the Route's hostnames.

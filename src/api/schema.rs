@@ -228,4 +228,25 @@ pub fn tls(g: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Client networks: CIDRs or addresses, each checked by ssegate (a bad one
+/// closes the Route rather than being refused by the apiserver, so the
+/// apiserver only bounds them).
+pub fn networks(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 1024,
+        "items": {"type": "string", "maxLength": 64}
+    })
+}
+
+/// A short free text (a realm, a method, an nginx expression).
+pub fn short_text(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "maxLength": 512})
+}
+
+/// A URL (an auth service, a sign-in page).
+pub fn url(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "maxLength": 2048})
+}
+
 const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";

@@ -403,6 +403,14 @@ impl RouteSpec {
             load_balancing: self.load_balancing,
         }
         .over(StreamSettings::DEFAULT, "spec", &mut errors);
+        // Never an error: what cannot be enforced closes the Route instead
+        // (see `access`), so its paths are never served open.
+        let access = self
+            .access
+            .as_ref()
+            .map(|a| a.validate("spec.access"))
+            .filter(|a| a.restricts())
+            .map(std::sync::Arc::new);
 
         if self.rules.is_empty() {
             errors.add("spec.rules", "at least one rule is required");
@@ -483,7 +491,7 @@ impl RouteSpec {
                 https_redirect: self.https_redirect,
                 filters: None,
                 cors: None,
-                access: None,
+                access: access.clone(),
             });
         }
 

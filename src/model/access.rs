@@ -16,7 +16,15 @@ pub struct AccessPolicy {
 impl AccessPolicy {
     /// The policy for a validated one, or `None` when it lets everyone in.
     pub fn resolve(valid: &crate::api::ValidAccess) -> Option<Arc<AccessPolicy>> {
-        let closed = valid.is_closed().then(|| Arc::from(valid.closed.join("; ")));
+        let closed = if valid.is_closed() {
+            Some(Arc::from(valid.closed.join("; ")))
+        } else {
+            // Read and validated, but the proxy does not enforce these yet:
+            // closed until it does.
+            valid
+                .restricts()
+                .then(|| Arc::from("source ranges, authentication and client limits are not enforced yet"))
+        };
         closed.is_some().then(|| Arc::new(AccessPolicy { closed }))
     }
 }

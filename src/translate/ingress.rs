@@ -45,7 +45,7 @@ pub fn translate(
     spec: &IngressSpec,
     annotations: &BTreeMap<String, String>,
 ) -> RouteDefinition {
-    let settings = ingress_settings(annotations);
+    let settings = ingress_settings(annotations, &key.namespace);
     let mut warnings: Vec<String> = settings
         .annotated
         .notes
@@ -54,10 +54,7 @@ pub fn translate(
         .map(|n| format!("{}: {}", n.annotation, describe(&n.outcome)))
         .collect();
     warnings.extend(settings.problems.iter().cloned());
-    // Fail closed: every path stays in the table (so no broader path of
-    // another object serves it) and answers 503.
-    let access =
-        (!settings.annotated.closed.is_empty()).then(|| ValidAccess::closed(settings.annotated.closed.clone()));
+    let access = settings.access.clone();
     let translated = ingress_paths(spec, &settings.annotated).map(|layout| ValidRoute {
         hostnames: Vec::new(),
         rules: layout
@@ -113,14 +110,17 @@ pub struct IngressSettings {
     pub stream: StreamSettings,
     pub max_concurrent_streams: Option<usize>,
     pub cors: Option<Arc<CorsPolicy>>,
+    /// Who may reach every rule: closed (every path held and answering
+    /// 503) when an annotation that restricts access cannot be enforced.
+    pub access: Option<Arc<ValidAccess>>,
     /// One warning per value removed, saying that its default applies.
     pub problems: Vec<String>,
 }
 
 /// Reads the annotations. A value the Route validation refuses is a
 /// warning, removed, and its default applies.
-pub fn ingress_settings(annotations: &BTreeMap<String, String>) -> IngressSettings {
-    let mut annotated = read_annotations(annotations);
+pub fn ingress_settings(annotations: &BTreeMap<String, String>, namespace: &str) -> IngressSettings {
+    let mut annotated = read_annotations(annotations, namespace);
     let mut problems = Vec::new();
     let (stream, refused) = route_settings(
         annotated.proxy_buffering.unwrap_or(ProxyBuffering::Auto),
@@ -169,11 +169,25 @@ pub fn ingress_settings(annotations: &BTreeMap<String, String>) -> IngressSettin
     if cors.is_none() {
         annotated.cors = None;
     }
+    // Fail closed: every path stays in the table (so no broader path of
+    // another object serves it) and answers 503. Otherwise the policy is
+    // validated exactly as a Route's `spec.access` with the same fields.
+    let access = if !annotated.closed.is_empty() {
+        Some(ValidAccess::closed(annotated.closed.clone()))
+    } else {
+        annotated
+            .access
+            .as_ref()
+            .map(|a| a.validate("annotations"))
+            .filter(|a| a.restricts())
+            .map(Arc::new)
+    };
     IngressSettings {
         annotated,
         stream,
         max_concurrent_streams,
         cors,
+        access,
         problems,
     }
 }

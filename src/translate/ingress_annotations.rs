@@ -12,7 +12,9 @@
 //! opts out by name ([`UNENFORCED`]). Nothing is dropped silently, and
 //! snippets are never executed. Pure: no I/O, no kube client.
 
+use super::ingress_access::{read_access, ACCESS_ANNOTATIONS};
 use super::ingress_nginx_catalogue::{class_of, Class};
+use crate::api::access::AccessSpec;
 use crate::api::{
     parse_duration, parse_quantity, CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts,
 };
@@ -57,6 +59,9 @@ pub struct AnnotatedSettings {
     /// Why the Ingress must not be served: one line per annotation that
     /// fails closed, `annotation: reason`. Empty when it may be served.
     pub closed: Vec<String>,
+    /// Who may reach the Ingress, as a Route's `spec.access` (`None` when
+    /// nothing is restricted, or when it is closed).
+    pub access: Option<AccessSpec>,
 }
 
 /// What became of one annotation.
@@ -93,9 +98,9 @@ impl Outcome {
     }
 }
 
-/// Reads an Ingress's annotations. Annotations outside the two prefixes
-/// are not looked at.
-pub fn read_annotations(annotations: &BTreeMap<String, String>) -> AnnotatedSettings {
+/// Reads the annotations of an Ingress in `namespace`. Annotations outside
+/// the two prefixes are not looked at.
+pub fn read_annotations(annotations: &BTreeMap<String, String>, namespace: &str) -> AnnotatedSettings {
     let mut out = AnnotatedSettings::default();
     let nginx = |name: &str| annotations.get(&format!("{NGINX}{name}")).map(|v| v.trim());
     let note = |out: &mut AnnotatedSettings, name: &str, outcome: Outcome| {
@@ -115,6 +120,13 @@ pub fn read_annotations(annotations: &BTreeMap<String, String>) -> AnnotatedSett
             let outcome = read_ssegate(&mut out, key, value);
             note(&mut out, name, outcome);
         }
+    }
+    // Access control is read as a whole: how the checks combine, what
+    // needs what, and which values close the Ingress.
+    let (access, notes) = read_access(&nginx, namespace);
+    out.access = access;
+    for (name, outcome) in notes {
+        note(&mut out, &format!("{NGINX}{name}"), outcome);
     }
     // CORS is read as a whole: `enable-cors` turns it on, the others
     // refine it, each with ingress-nginx's default when absent.
@@ -275,6 +287,7 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
             ),
         },
         "enable-cors" => return None,
+        k if ACCESS_ANNOTATIONS.contains(&k) => return None,
         k if CORS_REFINEMENTS.contains(&k) => return None,
         other => match class_of(other) {
             Some(Class::Unnecessary(why)) => Unnecessary(why.into()),
@@ -519,7 +532,10 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> AnnotatedSettings {
-        read_annotations(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        read_annotations(
+            &pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            "default",
+        )
     }
 
     fn outcome<'a>(s: &'a AnnotatedSettings, name: &str) -> &'a Outcome {
@@ -758,25 +774,28 @@ mod tests {
     #[test]
     fn the_opt_out_serves_only_what_it_names_and_reports_itself() {
         let s = read(&[
-            ("nginx.ingress.kubernetes.io/auth-url", "http://auth.example/check"),
-            ("nginx.ingress.kubernetes.io/auth-signin", "https://auth.example/start"),
-            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8"),
-            (UNENFORCED, "auth-url, nginx.ingress.kubernetes.io/auth-signin"),
+            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
+            ("nginx.ingress.kubernetes.io/auth-tls-secret", "default/ca"),
+            ("nginx.ingress.kubernetes.io/ssl-passthrough", "true"),
+            (
+                UNENFORCED,
+                "auth-tls-verify-client, nginx.ingress.kubernetes.io/auth-tls-secret",
+            ),
         ]);
         assert!(matches!(
-            outcome(&s, "nginx.ingress.kubernetes.io/auth-url"),
+            outcome(&s, "nginx.ingress.kubernetes.io/auth-tls-verify-client"),
             Outcome::OptedOut(_)
         ));
         assert!(matches!(
-            outcome(&s, "nginx.ingress.kubernetes.io/auth-signin"),
+            outcome(&s, "nginx.ingress.kubernetes.io/auth-tls-secret"),
             Outcome::OptedOut(_)
         ));
         // Not named: still closed.
         assert_eq!(s.closed.len(), 1, "{:?}", s.closed);
-        assert!(s.closed[0].starts_with("nginx.ingress.kubernetes.io/whitelist-source-range"));
+        assert!(s.closed[0].starts_with("nginx.ingress.kubernetes.io/ssl-passthrough"));
         match outcome(&s, UNENFORCED) {
             Outcome::OptedOut(why) => assert!(
-                why.contains("WITHOUT enforcing auth-url, nginx.ingress.kubernetes.io/auth-signin"),
+                why.contains("WITHOUT enforcing auth-tls-verify-client, nginx.ingress.kubernetes.io/auth-tls-secret"),
                 "{why}"
             ),
             other => panic!("{other:?}"),

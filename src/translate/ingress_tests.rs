@@ -285,7 +285,7 @@ fn wildcard_certificate_names_cover_one_label() {
     assert!(covers("a.example.com", "a.example.com"));
 }
 
-/// The Ingress: four access annotations that ssegate does not
+/// Four annotations that restrict access and that ssegate does not
 /// enforce. Its path stays in the table (a broader Route of the same host,
 /// older or not, never serves it) and is closed; the report names each.
 #[test]
@@ -296,10 +296,10 @@ fn an_ingress_that_restricts_access_unenforced_keeps_its_paths_closed_and_says_w
 metadata:
   name: admin
   annotations:
-    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8"
-    nginx.ingress.kubernetes.io/auth-type: basic
-    nginx.ingress.kubernetes.io/auth-secret: basic-auth
-    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
+    nginx.ingress.kubernetes.io/auth-tls-verify-client: "on"
+    nginx.ingress.kubernetes.io/auth-tls-secret: default/ca
+    nginx.ingress.kubernetes.io/enable-modsecurity: "true"
+    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
 spec:
   rules:
     - host: a.example.com
@@ -323,7 +323,12 @@ spec:
         .unwrap();
     assert_eq!(&*admin.route, "default/admin");
     let closed = admin.access.as_ref().and_then(|a| a.closed.as_deref()).expect("closed");
-    for name in ["whitelist-source-range", "auth-type", "auth-secret", "auth-url"] {
+    for name in [
+        "auth-tls-verify-client",
+        "auth-tls-secret",
+        "enable-modsecurity",
+        "ssl-passthrough",
+    ] {
         assert!(
             closed.contains(&format!("nginx.ingress.kubernetes.io/{name}: ")),
             "{name}: {closed}"
@@ -335,7 +340,12 @@ spec:
     let report = table.reports.iter().find(|r| r.kind == SourceKind::Ingress).unwrap();
     assert!(!report.accepted.is_true());
     assert_eq!(report.accepted.reason, "AccessNotEnforced");
-    for name in ["whitelist-source-range", "auth-type", "auth-secret", "auth-url"] {
+    for name in [
+        "auth-tls-verify-client",
+        "auth-tls-secret",
+        "enable-modsecurity",
+        "ssl-passthrough",
+    ] {
         assert!(report.accepted.message.contains(name), "{}", report.accepted.message);
         assert!(
             report.warnings.iter().any(|w| w.starts_with(&format!(
@@ -368,8 +378,8 @@ fn the_opt_out_serves_the_ingress_open_and_reports_it() {
 metadata:
   name: admin
   annotations:
-    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
-    ssegate.dev/unenforced-annotations: auth-url
+    nginx.ingress.kubernetes.io/enable-modsecurity: "true"
+    ssegate.dev/unenforced-annotations: enable-modsecurity
 spec:
   rules:
     - http:
@@ -382,7 +392,7 @@ spec:
     assert!(
         def.warnings
             .iter()
-            .any(|w| w.starts_with("nginx.ingress.kubernetes.io/auth-url: NOT ENFORCED: served without it")),
+            .any(|w| w.starts_with("nginx.ingress.kubernetes.io/enable-modsecurity: NOT ENFORCED: served without it")),
         "{:?}",
         def.warnings
     );

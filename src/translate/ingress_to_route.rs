@@ -88,7 +88,7 @@ pub fn ingress_to_routes(
     };
     let annotations = meta.annotations.clone().unwrap_or_default();
     let spec = ingress.spec.clone().unwrap_or_default();
-    let settings = ingress_settings(&annotations);
+    let settings = ingress_settings(&annotations, namespace);
     // What ssegate would not serve open is not converted into a Route that
     // would: the same message as the Ingress's own status.
     let closed: Vec<ConvertError> = settings
@@ -204,6 +204,7 @@ pub fn ingress_to_routes(
         cors: annotated.cors.clone(),
         tls: Vec::new(),
         https_redirect: false,
+        access: annotated.access.clone(),
     };
 
     // Each certificate name goes to one Route, in the Ingress's order, so

@@ -641,8 +641,8 @@ metadata:
   name: admin
   namespace: prod
   annotations:
-    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
-    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8"
+    nginx.ingress.kubernetes.io/auth-tls-verify-client: "on"
+    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/33"
 spec:
   rules:
     - http:
@@ -651,20 +651,105 @@ spec:
 "#;
     let errors = errors(text);
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].starts_with("in.yaml: document 1: Ingress prod/admin: nginx.ingress.kubernetes.io/auth-url: not enforced by ssegate, so the Ingress is not served (every path answers 503): "), "{errors:?}");
+    assert!(errors[0].starts_with("in.yaml: document 1: Ingress prod/admin: nginx.ingress.kubernetes.io/auth-tls-verify-client: not enforced by ssegate, so the Ingress is not served (every path answers 503): "), "{errors:?}");
     assert!(errors[0].ends_with("; not converted"), "{errors:?}");
-    assert!(errors[1].contains("whitelist-source-range"), "{errors:?}");
+    assert!(
+        errors[1].contains("whitelist-source-range: not enforced by ssegate, so the Ingress is not served (every path answers 503): cannot be enforced as written: "),
+        "{errors:?}"
+    );
 
     // With the opt-out, it converts, and the comments say what is not enforced.
     let opted = text.replace(
-        "    nginx.ingress.kubernetes.io/whitelist-source-range",
-        "    ssegate.dev/unenforced-annotations: auth-url,whitelist-source-range\n    nginx.ingress.kubernetes.io/whitelist-source-range",
+        "    nginx.ingress.kubernetes.io/whitelist-source-range: \"10.0.0.0/33\"",
+        "    ssegate.dev/unenforced-annotations: auth-tls-verify-client",
     );
     let out = convert(&opted).unwrap();
     assert!(
         out.yaml
-            .contains("# nginx.ingress.kubernetes.io/auth-url: NOT ENFORCED: served without it"),
+            .contains("# nginx.ingress.kubernetes.io/auth-tls-verify-client: NOT ENFORCED: served without it"),
         "{}",
         out.yaml
     );
+}
+
+#[test]
+fn access_annotations_become_the_routes_access() {
+    let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: admin
+  namespace: prod
+  annotations:
+    nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, 192.168.1.7"
+    nginx.ingress.kubernetes.io/denylist-source-range: "10.9.0.0/16"
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: prod/users
+    nginx.ingress.kubernetes.io/auth-secret-type: auth-map
+    nginx.ingress.kubernetes.io/auth-realm: Staff
+    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc/oauth2/auth"
+    nginx.ingress.kubernetes.io/auth-signin: "https://$host/oauth2/start?rd=$escaped_request_uri"
+    nginx.ingress.kubernetes.io/auth-response-headers: "X-Auth-Request-User, X-Auth-Request-Email"
+    nginx.ingress.kubernetes.io/auth-cache-key: "$cookie__oauth2_proxy"
+    nginx.ingress.kubernetes.io/auth-cache-duration: "200 202 1m"
+    nginx.ingress.kubernetes.io/auth-keepalive: "4"
+    nginx.ingress.kubernetes.io/auth-keepalive-timeout: "30"
+    nginx.ingress.kubernetes.io/satisfy: any
+    nginx.ingress.kubernetes.io/limit-connections: "3"
+    nginx.ingress.kubernetes.io/limit-rps: "5"
+    nginx.ingress.kubernetes.io/limit-whitelist: "127.0.0.1"
+spec:
+  rules:
+    - http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let out = convert(text).unwrap();
+    let access = r#"  access:
+    allowSourceRanges:
+    - 10.0.0.0/8
+    - 192.168.1.7/32
+    denySourceRanges:
+    - 10.9.0.0/16
+    basicAuth:
+      secretName: users
+      format: AuthMap
+      realm: Staff
+    externalAuth:
+      url: http://oauth2-proxy.auth.svc/oauth2/auth
+      signinUrl: https://$host/oauth2/start?rd=$escaped_request_uri
+      responseHeaders:
+      - X-Auth-Request-User
+      - X-Auth-Request-Email
+      cache:
+        key: $cookie__oauth2_proxy
+        duration: 200 202 1m
+      keepalive:
+        connections: 4
+        timeout: 30s
+    satisfy: Any
+    clientLimits:
+      connections: 3
+      requestsPerSecond: 5
+      burstMultiplier: 5
+      exemptSourceRanges:
+      - 127.0.0.1/32
+"#;
+    assert!(out.yaml.ends_with(access), "{}", out.yaml);
+    assert!(!out.yaml.contains("NOT ENFORCED"), "{}", out.yaml);
+
+    // The Route validates to the policy the Ingress is served with.
+    let ingress: Ingress = serde_yaml::from_str(text).unwrap();
+    let routes = ingress_to_routes(&ingress, &BTreeMap::new(), "default").unwrap();
+    let from_route = routes[0].route.spec.validate().unwrap().rules[0].access.clone();
+    let served = crate::translate::ingress::translate(
+        ObjectKey::new("prod", "admin"),
+        None,
+        0,
+        ingress.spec.as_ref().unwrap(),
+        ingress.metadata.annotations.as_ref().unwrap(),
+    );
+    let from_ingress = served.translated.unwrap().rules[0].access.clone();
+    assert!(from_route.is_some());
+    assert_eq!(from_route, from_ingress);
 }

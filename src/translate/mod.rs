@@ -7,6 +7,7 @@
 
 pub mod gateway;
 pub mod ingress;
+pub mod ingress_access;
 pub mod ingress_annotations;
 pub mod ingress_class;
 pub mod ingress_nginx_catalogue;
