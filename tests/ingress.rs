@@ -215,7 +215,7 @@ async fn only_ingresses_of_our_class_are_served_and_the_others_are_named() {
             "ours",
             "ssegate",
             "a.test",
-            &[("nginx.ingress.kubernetes.io/limit-rps", "5")],
+            &[("nginx.ingress.kubernetes.io/limit-rate", "5")],
             "",
         ),
     );
@@ -241,6 +241,6 @@ async fn only_ingresses_of_our_class_are_served_and_the_others_are_named() {
     assert_eq!(listed["kind"], "Ingress");
     assert_eq!(
         listed["warnings"],
-        serde_json::json!(["nginx.ingress.kubernetes.io/limit-rps: ignored: not supported by ssegate"])
+        serde_json::json!(["nginx.ingress.kubernetes.io/limit-rate: ignored: bandwidth per connection is not limited; who may connect is unchanged"])
     );
 }

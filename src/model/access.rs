@@ -1,7 +1,17 @@
 //! A rule's access policy as the proxy applies it: the validated policy
-//! (`crate::api::ValidAccess`) with what it refers to looked up when the
-//! table is built. Pure data.
+//! ([`ValidAccess`]) with what it refers to looked up when the table is
+//! built: the basic-auth Secret's users, and the ready endpoints of the
+//! external auth Service. Pure data; the decisions are in
+//! `crate::proxy::guard`, over the sans-I/O pieces of `crate::access`.
 
+use super::{ObjectKey, SecretData};
+use crate::access::cidr::CidrSet;
+use crate::access::client_limits::ClientLimits;
+use crate::access::external_auth::ExternalAuthConfig;
+use crate::access::htpasswd::Credentials;
+use crate::api::ValidAccess;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Who may reach one rule.
@@ -11,30 +21,205 @@ pub struct AccessPolicy {
     /// reasons are for status and logs; clients are told no more than that
     /// the route is closed.
     pub closed: Option<Arc<str>>,
+    /// Allowed client networks; `None`: any not denied.
+    pub allow: Option<CidrSet>,
+    pub deny: Option<CidrSet>,
+    pub basic: Option<BasicAuth>,
+    pub external: Option<ExternalAuth>,
+    /// One passing check of source ranges, basic and external auth suffices.
+    pub satisfy_any: bool,
+    pub limits: Option<Limits>,
+    /// Whose policy this is (`Kind namespace/name`): per-client limits are
+    /// counted per zone, across rules and table swaps.
+    pub zone: Arc<str>,
+}
+
+/// Basic authentication with the users of its Secret.
+#[derive(Debug)]
+pub struct BasicAuth {
+    pub credentials: Arc<Credentials>,
+    /// `WWW-Authenticate` for a 401.
+    pub challenge: String,
+}
+
+/// External authentication.
+#[derive(Debug)]
+pub struct ExternalAuth {
+    pub config: Arc<ExternalAuthConfig>,
+    /// When the URL's host names a Service (`name.namespace.svc...`): its
+    /// ready endpoints, or why it cannot be used (each request is then
+    /// answered 500, as when ingress-nginx cannot reach the service).
+    /// `None`: the host is resolved by DNS.
+    pub service: Option<Result<Arc<[SocketAddr]>, Arc<str>>>,
+    /// The auth cache's zone: the owner and the policy's tag, so that an
+    /// answer given under an earlier policy is never reused.
+    pub cache_zone: Arc<str>,
+}
+
+/// Per-client limits.
+#[derive(Debug)]
+pub struct Limits {
+    pub limits: ClientLimits,
+    /// Client networks the limits do not apply to.
+    pub exempt: Option<CidrSet>,
 }
 
 impl AccessPolicy {
-    /// The policy for a validated one, or `None` when it lets everyone in.
-    pub fn resolve(valid: &crate::api::ValidAccess) -> Option<Arc<AccessPolicy>> {
-        let closed = if valid.is_closed() {
-            Some(Arc::from(valid.closed.join("; ")))
-        } else {
-            // Read and validated, but the proxy does not enforce these yet:
-            // closed until it does.
-            valid
-                .restricts()
-                .then(|| Arc::from("source ranges, authentication and client limits are not enforced yet"))
-        };
-        closed.is_some().then(|| Arc::new(AccessPolicy { closed }))
+    /// Whether any check needs the client's address.
+    pub fn needs_client_address(&self) -> bool {
+        self.allow.is_some() || self.deny.is_some() || self.limits.is_some() || self.external.is_some()
     }
+}
+
+/// Looks up the ready endpoints of a Service port by number (namespace,
+/// name, port), or says why there are none.
+pub type ServiceLookup<'a> = dyn FnMut(&str, &str, u16) -> Result<Arc<[SocketAddr]>, String> + 'a;
+
+/// What a policy refers to, looked up by [`resolve`].
+pub struct Lookups<'a> {
+    pub secrets: &'a BTreeMap<ObjectKey, Arc<SecretData>>,
+    pub service: &'a mut ServiceLookup<'a>,
+}
+
+/// The policy of `valid` for the object `zone` in `namespace`, and the
+/// problems to report besides a closed policy (an external auth Service
+/// that cannot be found). `None` when it lets everyone in.
+pub fn resolve(
+    valid: &ValidAccess,
+    zone: &Arc<str>,
+    namespace: &str,
+    lookups: &mut Lookups<'_>,
+) -> (Option<Arc<AccessPolicy>>, Vec<String>) {
+    if !valid.restricts() {
+        return (None, Vec::new());
+    }
+    let mut closed: Vec<String> = valid.closed.clone();
+    let mut problems = Vec::new();
+    let basic = valid.basic.as_ref().and_then(|b| {
+        let key = ObjectKey::new(namespace, b.secret_name.as_str());
+        let found = lookups
+            .secrets
+            .get(&key)
+            .ok_or_else(|| format!("basic authentication: Secret {key} not found (an Opaque Secret is read)"))
+            .and_then(|s| {
+                s.credentials(b.format)
+                    .map_err(|e| format!("basic authentication: Secret {key}: {e}"))
+            });
+        match found {
+            Ok(credentials) => Some(BasicAuth {
+                credentials,
+                challenge: crate::access::htpasswd::www_authenticate(&b.realm),
+            }),
+            Err(why) => {
+                closed.push(why);
+                None
+            }
+        }
+    });
+    let external = valid.external.as_ref().map(|e| {
+        let service = e.config.url().fixed_authority().and_then(|authority| {
+            let (name, ns) = cluster_service(authority.host())?;
+            let port = e.config.url().fixed_port().unwrap_or(80);
+            Some((lookups.service)(ns, name, port).map_err(|why| {
+                let why = format!("external authentication: {why}; its requests are answered 500");
+                problems.push(why.clone());
+                Arc::from(why)
+            }))
+        });
+        ExternalAuth {
+            config: e.config.clone(),
+            service,
+            cache_zone: Arc::from(format!("{zone}#{:016x}", e.tag)),
+        }
+    });
+    let policy = AccessPolicy {
+        closed: (!closed.is_empty()).then(|| Arc::from(closed.join("; "))),
+        allow: valid.allow.clone(),
+        deny: valid.deny.clone(),
+        basic,
+        external,
+        satisfy_any: valid.satisfy_any,
+        limits: valid.limits.map(|limits| Limits {
+            limits,
+            exempt: valid.limits_exempt.clone(),
+        }),
+        zone: zone.clone(),
+    };
+    (Some(Arc::new(policy)), problems)
+}
+
+/// `(name, namespace)` of a host that names a Service: `name.namespace.svc`,
+/// optionally followed by the cluster domain (`.cluster.local`). Such
+/// hosts are answered from the Service's endpoints, as the cluster's DNS
+/// would answer them, without needing it.
+pub fn cluster_service(host: &str) -> Option<(&str, &str)> {
+    let mut labels = host.split('.');
+    let name = labels.next().filter(|l| !l.is_empty())?;
+    let namespace = labels.next().filter(|l| !l.is_empty())?;
+    (labels.next()? == "svc").then_some((name, namespace))
 }
 
 impl std::fmt::Display for AccessPolicy {
     /// One line for `/debug/routes`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.closed {
-            Some(why) => write!(f, "closed, every request answered 503: {why}"),
-            None => f.write_str("open"),
+        if let Some(why) = &self.closed {
+            return write!(f, "closed, every request answered 503: {why}");
         }
+        let mut parts = Vec::new();
+        if let Some(allow) = &self.allow {
+            parts.push(format!("allow {allow}"));
+        }
+        if let Some(deny) = &self.deny {
+            parts.push(format!("deny {deny}"));
+        }
+        if let Some(basic) = &self.basic {
+            parts.push(format!("basic auth ({} users)", basic.credentials.len()));
+        }
+        if let Some(e) = &self.external {
+            let target = match &e.service {
+                None => "by DNS".to_owned(),
+                Some(Ok(endpoints)) => format!("{} endpoints", endpoints.len()),
+                Some(Err(why)) => format!("unusable: {why}"),
+            };
+            let url = e
+                .config
+                .url()
+                .fixed_uri()
+                .map_or("(a URL with variables)".to_owned(), |u| u.to_string());
+            parts.push(format!("external auth {url} ({target})"));
+        }
+        if let Some(l) = &self.limits {
+            let mut limits = Vec::new();
+            if let Some(n) = l.limits.connections() {
+                limits.push(format!("{n} at once"));
+            }
+            if let Some(n) = l.limits.rps() {
+                limits.push(format!("{n}/s"));
+            }
+            if let Some(n) = l.limits.rpm() {
+                limits.push(format!("{n}/min"));
+            }
+            parts.push(format!("per client {}", limits.join(", ")));
+        }
+        let join = if self.satisfy_any { " or " } else { ", " };
+        f.write_str(&parts.join(join))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_hosts_are_recognised_with_or_without_the_cluster_domain() {
+        assert_eq!(cluster_service("oauth2-proxy.auth.svc"), Some(("oauth2-proxy", "auth")));
+        assert_eq!(
+            cluster_service("oauth2-proxy.auth.svc.cluster.local"),
+            Some(("oauth2-proxy", "auth"))
+        );
+        assert_eq!(cluster_service("auth.example.com"), None);
+        assert_eq!(cluster_service("localhost"), None);
+        assert_eq!(cluster_service("a.b"), None);
+        assert_eq!(cluster_service("..svc"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! Builds a [`RoutingTable`] from [`Objects`]. Pure: no I/O, no clock.
 
+use super::access::{resolve as resolve_access, AccessPolicy, Lookups};
 use super::report::{reason, RouteReport, Verdict};
 use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
 use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition, SourceKind};
@@ -62,6 +63,11 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         let mut refused = Vec::new();
         let mut claimed = 0usize;
         let mut total = 0usize;
+        // Each distinct policy of the object, resolved once (an Ingress's
+        // rules share one).
+        let zone: Arc<str> = Arc::from(format!("{} {}", route.kind.as_str(), route.key));
+        let mut policies: Vec<(*const crate::api::ValidAccess, Option<Arc<AccessPolicy>>)> = Vec::new();
+        let mut access_problems: Vec<String> = Vec::new();
 
         for (index, rule) in valid.rules.iter().enumerate() {
             let mut backends = Vec::with_capacity(rule.backends.len());
@@ -101,7 +107,42 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                     }
                 }
             }
-            let target = Arc::new(ResolvedRule::new(name.clone(), index, valid, backends, problems));
+            let access = rule.access.as_ref().and_then(|valid_access| {
+                let at = Arc::as_ptr(valid_access);
+                if let Some((_, policy)) = policies.iter().find(|(p, _)| *p == at) {
+                    return policy.clone();
+                }
+                let mut service = |ns: &str, name: &str, port: u16| -> Result<Arc<[std::net::SocketAddr]>, String> {
+                    let backend = ValidBackend {
+                        service: name.to_owned(),
+                        namespace: None,
+                        port: BackendPort::Number(port),
+                        weight: 1,
+                        refused: None,
+                    };
+                    let (label, endpoints) = resolve(objects, &slices, ns, &backend)?;
+                    if endpoints.is_empty() {
+                        return Err(format!("Service {label} has no ready endpoints"));
+                    }
+                    Ok(endpoints)
+                };
+                let mut lookups = Lookups {
+                    secrets: &objects.secret_data,
+                    service: &mut service,
+                };
+                let (policy, problems) = resolve_access(valid_access, &zone, &route.key.namespace, &mut lookups);
+                access_problems.extend(problems);
+                policies.push((at, policy.clone()));
+                policy
+            });
+            let target = Arc::new(ResolvedRule::new(
+                name.clone(),
+                index,
+                valid,
+                backends,
+                problems,
+                access,
+            ));
 
             let hosts = match &rule.hostnames {
                 Some(own) => host_patterns(own),
@@ -157,11 +198,9 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
         }
 
         let closed: Vec<&str> = {
-            let mut all: Vec<&str> = valid
-                .rules
+            let mut all: Vec<&str> = policies
                 .iter()
-                .filter_map(|r| r.access.as_deref())
-                .flat_map(|a| a.closed.iter().map(String::as_str))
+                .filter_map(|(_, p)| p.as_ref()?.closed.as_deref())
                 .collect();
             all.sort_unstable();
             all.dedup();
@@ -195,6 +234,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
                 ),
             )
         };
+        missing.extend(access_problems);
         let resolved_refs = if !refused.is_empty() {
             Verdict::no(reason::REF_NOT_PERMITTED, refused.join("; "))
         } else if !missing.is_empty() {

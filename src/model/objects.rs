@@ -173,6 +173,74 @@ impl SecretObject {
     }
 }
 
+/// An `Opaque` Secret, as basic authentication reads it: its data, and
+/// the credentials parsed from it once per format (lazily, since most such
+/// Secrets are never named by an access policy). Shared by every table
+/// built while the Secret is unchanged, so the credentials' cache of
+/// verified passwords survives the rebuilds that endpoint changes cause;
+/// a changed Secret is a new value with an empty cache.
+pub struct SecretData {
+    pub key: ObjectKey,
+    /// A hash of the data: equal data, equal id.
+    pub id: u64,
+    data: BTreeMap<String, Vec<u8>>,
+    auth_file: std::sync::OnceLock<Result<std::sync::Arc<crate::access::htpasswd::Credentials>, String>>,
+    auth_map: std::sync::OnceLock<Result<std::sync::Arc<crate::access::htpasswd::Credentials>, String>>,
+}
+
+impl SecretData {
+    pub fn new(key: ObjectKey, data: BTreeMap<String, Vec<u8>>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        SecretData {
+            key,
+            id: h.finish(),
+            data,
+            auth_file: Default::default(),
+            auth_map: Default::default(),
+        }
+    }
+
+    /// The users of a basic-auth Secret in `format`, parsed on first use;
+    /// or why they cannot be read (which never names a user or a hash).
+    pub fn credentials(
+        &self,
+        format: crate::access::htpasswd::SecretType,
+    ) -> Result<std::sync::Arc<crate::access::htpasswd::Credentials>, String> {
+        use crate::access::htpasswd::{Credentials, SecretType};
+        let cell = match format {
+            SecretType::AuthFile => &self.auth_file,
+            SecretType::AuthMap => &self.auth_map,
+        };
+        cell.get_or_init(|| {
+            Credentials::from_secret(format, self.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map(std::sync::Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+    }
+}
+
+impl PartialEq for SecretData {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.id == other.id
+    }
+}
+
+impl fmt::Debug for SecretData {
+    // Never print the data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SecretData({}, {} keys, {:016x})",
+            self.key,
+            self.data.len(),
+            self.id
+        )
+    }
+}
+
 /// Everything the routing table is built from, keyed for cheap updates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Objects {
@@ -185,6 +253,8 @@ pub struct Objects {
     pub services: BTreeMap<ObjectKey, ServiceObject>,
     pub slices: BTreeMap<ObjectKey, EndpointSliceObject>,
     pub secrets: BTreeMap<ObjectKey, SecretObject>,
+    /// `Opaque` Secrets: basic-auth users.
+    pub secret_data: BTreeMap<ObjectKey, std::sync::Arc<SecretData>>,
     /// Each accepted Gateway's own data-plane ports (see
     /// `translate::gateway`), carried into the table unchanged.
     pub gateway_ports: super::GatewayPorts,

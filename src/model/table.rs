@@ -105,6 +105,7 @@ impl ResolvedRule {
         valid: &crate::api::ValidRoute,
         backends: Vec<ResolvedBackend>,
         problems: Vec<String>,
+        access: Option<Arc<super::AccessPolicy>>,
     ) -> Self {
         let rule = &valid.rules[rule_index];
         let strict = valid.strict_backends;
@@ -126,7 +127,7 @@ impl ResolvedRule {
             backends,
             https_redirect: rule.https_redirect,
             filters: rule.filters.clone(),
-            access: rule.access.as_deref().and_then(super::AccessPolicy::resolve),
+            access,
             total_weight,
             stride: stride(total_weight),
             cursor: AtomicU64::new(0),

@@ -52,6 +52,9 @@ pub struct Observer {
     pub access: Option<Box<AccessRecord>>,
     /// Whether this body counts in `open_streams`.
     pub stream: bool,
+    /// A per-client limit slot, released when the body ends (for an event
+    /// stream: when it closes), which is what `limit-connections` counts.
+    permit: Option<crate::access::client_limits::Permit>,
 }
 
 impl Observer {
@@ -63,7 +66,14 @@ impl Observer {
             metrics,
             access,
             stream,
+            permit: None,
         }
+    }
+
+    /// Holds `permit` for as long as the body lives.
+    pub fn holding(mut self, permit: Option<crate::access::client_limits::Permit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     pub fn finish(self, bytes: u64, events: u64, outcome: &'static str) {

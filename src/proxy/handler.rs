@@ -14,7 +14,7 @@ use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use tracing::Instrument;
+use tracing::{debug, Instrument};
 
 /// What admission decided about a request.
 pub(super) enum Admitted {
@@ -37,13 +37,23 @@ pub(super) struct Routed {
     /// The Host the client used, for `X-Forwarded-Host`.
     pub host: Option<String>,
     pub started: std::time::Instant,
+    /// The request's per-client limit slot, held until its answer ends.
+    permit: Option<crate::access::client_limits::Permit>,
+    /// The external auth service's cookies, for the client's answer.
+    cookies: Option<(Arc<crate::access::external_auth::ExternalAuthConfig>, Vec<HeaderValue>)>,
 }
 
 impl Routed {
     /// Whether the answer's headers are edited (CORS, a response header
     /// modifier), which needs them in a header map.
     pub fn edits_response(&self) -> bool {
-        self.cors.is_some() || self.response_edits.is_some()
+        self.cors.is_some() || self.response_edits.is_some() || self.cookies.is_some()
+    }
+
+    /// What observes the answer's body: metrics, the access log line, and
+    /// the limit slot, released when the body ends.
+    pub fn observer(&mut self, stream: bool) -> access::Observer {
+        access::Observer::new(self.metrics.clone(), self.access.take(), stream).holding(self.permit.take())
     }
 
     /// Accounts for the answer's head: the CORS headers, the status metric
@@ -55,6 +65,13 @@ impl Routed {
         }
         if let Some(edits) = self.response_edits.as_ref().and_then(|f| f.response_headers.as_ref()) {
             edits.apply(headers);
+        }
+        if let Some((cfg, cookies)) = &self.cookies {
+            if super::guard::cookies_apply(cfg, status) {
+                for cookie in cookies {
+                    headers.append(super::guard::SET_COOKIE, cookie.clone());
+                }
+            }
         }
         self.metrics.request(status.as_u16());
         if let Some(a) = &mut self.access {
@@ -68,7 +85,7 @@ impl Proxy {
     /// client upstream). Never fails: every problem becomes a clear HTTP
     /// error response.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
-        let mut routed = match self.admit(&mut req, conn.clone()) {
+        let mut routed = match self.admit_guarded(&mut req, &conn).await {
             Admitted::Reply(resp) => return resp,
             Admitted::Forward(routed) => routed,
         };
@@ -92,7 +109,7 @@ impl Proxy {
                     a.endpoint = body.endpoint;
                 }
                 let stream = body.is_event_stream();
-                body.observe(access::Observer::new(routed.metrics, routed.access, stream));
+                body.observe(routed.observer(stream));
             }
             ProxyBody::Local(text) => {
                 if let Some(a) = routed.access {
@@ -207,21 +224,6 @@ impl Proxy {
                 return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
             }
         }
-        if let Some(policy) = &target.access {
-            if policy.closed.is_some() {
-                // The reasons are in the route's status and the log; the
-                // client learns only that the route is closed.
-                let resp = local_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "ssegate: route {} is not served: it restricts access in ways ssegate does not enforce\n",
-                        target.route
-                    ),
-                );
-                self.metrics.access_refused(&target.route, "closed");
-                return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "closed"));
-            }
-        }
         let metrics = self.metrics.route(&target.route);
         let access = self
             .access_log
@@ -235,7 +237,49 @@ impl Proxy {
             cors,
             host: host_raw,
             started,
+            permit: None,
+            cookies: None,
         })
+    }
+
+    /// [`Proxy::admit`], then the rule's access policy ([`super::guard`]):
+    /// a refused request is answered here, with the route's CORS headers
+    /// so that a browser script can read the refusal.
+    pub(super) async fn admit_guarded<B>(&self, req: &mut Request<B>, conn: &Conn) -> Admitted {
+        let mut routed = match self.admit(req, conn.clone()) {
+            Admitted::Forward(routed) => routed,
+            reply => return reply,
+        };
+        let Some(policy) = routed.target.access.clone() else {
+            return Admitted::Forward(routed);
+        };
+        let target = routed.target.clone();
+        // Boxed: only requests to guarded rules pay for the guard's state.
+        match Box::pin(self.guard(req, conn, &target, &policy)).await {
+            Ok(granted) => {
+                routed.permit = granted.permit;
+                routed.cookies = granted.cookies;
+                Admitted::Forward(routed)
+            }
+            Err(refused) => {
+                self.metrics.access_refused(&target.route, refused.reason);
+                let mut resp = refused.response;
+                if let Some((cors, origin)) = &routed.cors {
+                    apply_cors(cors, origin.as_deref(), resp.headers_mut());
+                    resp.headers_mut()
+                        .append(http::header::VARY, HeaderValue::from_static("Origin"));
+                }
+                debug!(route = %target.route, status = resp.status().as_u16(), reason = refused.reason, "access refused");
+                Admitted::Reply(self.answer_locally(
+                    target.route.clone(),
+                    req,
+                    conn.clone(),
+                    routed.started,
+                    resp,
+                    "refused",
+                ))
+            }
+        }
     }
 
     /// Counts and logs a reply ssegate makes itself.

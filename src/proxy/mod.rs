@@ -16,12 +16,14 @@ mod authority;
 mod balance;
 mod body;
 mod client_conn;
+mod client_ip;
 mod cors;
 mod forward;
 mod framing;
 pub mod gateway_listeners;
 #[cfg(test)]
 mod gateway_port_tests;
+mod guard;
 mod h1;
 mod handler;
 mod headers;
@@ -90,6 +92,14 @@ pub struct Proxy {
     /// none is left, accepting waits (the kernel's backlog holds newcomers)
     /// and the descriptors kept back serve the admin port.
     connections: Arc<tokio::sync::Semaphore>,
+    /// Per-client limits' counts, which outlive table swaps.
+    limit_state: crate::access::client_limits::LimitState,
+    /// External auth answers kept for reuse, and the subrequests in flight.
+    auth_cache: Arc<crate::access::auth_cache::AuthCache>,
+    auth_client: auth_client::AuthClient,
+    /// Password hashes checked at once on blocking threads: as many as
+    /// there are cores, so a burst of bcrypt never starves the rest.
+    verify_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds a [`Proxy`]: the table is required, the rest has defaults
@@ -143,6 +153,13 @@ impl ProxyBuilder {
             connections: Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1))),
             limits: self.limits,
             https_port: self.https_port,
+            limit_state: crate::access::client_limits::LimitState::new(std::time::Instant::now()),
+            auth_cache: Arc::new(crate::access::auth_cache::AuthCache::new()),
+            auth_client: auth_client::AuthClient::new(auth_client::AuthClientSettings::default())
+                .expect("the default auth client settings are valid"),
+            verify_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         })
     }
 }

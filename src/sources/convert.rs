@@ -37,6 +37,8 @@ pub enum ConvertError {
     BadPort(i32),
     #[error("Secret type {0:?} is not read; only {TLS_SECRET_TYPE} Secrets hold certificates")]
     SecretType(String),
+    #[error("the Secret holds {0} bytes; at most {MAX_SECRET_DATA_BYTES} are read")]
+    SecretTooLarge(usize),
 }
 
 /// `namespace/name` of an object, in `default_namespace` when it names none.
@@ -207,6 +209,31 @@ pub fn endpoint_slice(e: &EndpointSlice, default_namespace: &str) -> Result<Endp
         ports,
         endpoints,
     })
+}
+
+/// The largest Secret data read for basic authentication: Kubernetes'
+/// own limit for a Secret.
+pub const MAX_SECRET_DATA_BYTES: usize = 1 << 20;
+
+/// A Secret's data, for basic authentication (`stringData`, which files
+/// may use, over `data`). Any type but `kubernetes.io/tls` is read: users
+/// make these Secrets with `kubectl create secret generic`.
+pub fn secret_data(s: &Secret, default_namespace: &str) -> Result<crate::model::SecretData, ConvertError> {
+    let key = key(&s.metadata, default_namespace)?;
+    let type_ = s.type_.as_deref().unwrap_or("Opaque");
+    if type_ == TLS_SECRET_TYPE {
+        return Err(ConvertError::SecretType(type_.to_owned()));
+    }
+    let mut data: std::collections::BTreeMap<String, Vec<u8>> =
+        s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    for (k, v) in s.string_data.iter().flatten() {
+        data.insert(k.clone(), v.as_bytes().to_vec());
+    }
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_SECRET_DATA_BYTES {
+        return Err(ConvertError::SecretTooLarge(size));
+    }
+    Ok(crate::model::SecretData::new(key, data))
 }
 
 /// A `kubernetes.io/tls` Secret. A Secret whose certificate or key is

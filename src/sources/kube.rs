@@ -1,6 +1,8 @@
 //! Cluster mode's source: reflectors over Routes, Ingresses,
 //! IngressClasses, Services, EndpointSlices and TLS Secrets, feeding the
-//! same table builder as the file source.
+//! same table builder as the file source; and one watch per Secret that an
+//! access policy names for basic authentication (by `metadata.name`), so
+//! that no other Secret is ever sent to ssegate.
 //!
 //! Watch events only mark the state dirty; a single loop coalesces a burst
 //! of them for a few milliseconds, rebuilds from the reflector stores and
@@ -51,6 +53,16 @@ pub struct ClusterState {
     /// parsing a key pair is done once per version, and a broken update
     /// keeps the last good pair in service.
     secret_cache: Mutex<HashMap<ObjectKey, (Option<String>, crate::model::SecretObject)>>,
+    /// Whether ssegate may read Secrets at all (`--tls-secrets`, which the
+    /// chart's RBAC follows): basic-auth Secrets are watched only then.
+    secrets_allowed: bool,
+    /// The Secrets access policies name, each watched on its own while
+    /// named, with its converted data (by resourceVersion, so the
+    /// credentials parsed from it, and their cache, survive rebuilds).
+    named_secrets: Mutex<HashMap<ObjectKey, NamedSecret>>,
+    client: Client,
+    /// This state, for the watches started while it is in use.
+    me: std::sync::Weak<ClusterState>,
     changed: Notify,
     /// When the oldest unapplied watch event arrived.
     first_unapplied: Mutex<Option<Instant>>,
@@ -102,6 +114,10 @@ impl ClusterState {
             slices: Vec::new(),
             secrets: Vec::new(),
             secret_cache: Mutex::default(),
+            secrets_allowed: tls_secrets,
+            named_secrets: Mutex::default(),
+            client: client.clone(),
+            me: std::sync::Weak::new(),
             changed: Notify::new(),
             first_unapplied: Mutex::new(None),
             routes_changed: Arc::new(Notify::new()),
@@ -125,7 +141,10 @@ impl ClusterState {
                 writers.3.push((api::<Secret>(&client, *scope), w));
             }
         }
-        let state = Arc::new(state);
+        let state = Arc::new_cyclic(|me| ClusterState {
+            me: me.clone(),
+            ..state
+        });
         let mut tasks = JoinSet::new();
         for (api, w) in writers.0 {
             tasks.spawn(watch(
@@ -235,6 +254,20 @@ impl ClusterState {
         for s in &self.secrets {
             let _ = s.wait_until_ready().await;
         }
+        // The Secrets access policies name are known once the objects are:
+        // their watches start now, and the first table waits for them (a
+        // bounded time), so it does not answer 503 for want of them.
+        let _ = self.objects();
+        let named: Vec<Store<Secret>> = self
+            .named_secrets
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|n| n.store.clone())
+            .collect();
+        for store in named {
+            let _ = tokio::time::timeout(NAMED_SECRET_WAIT, store.wait_until_ready()).await;
+        }
     }
 
     /// The current objects, converted for the model. Objects that cannot be
@@ -274,7 +307,65 @@ impl ClusterState {
                 objects.gateway_api.insert((d.kind, d.key.clone()), d);
             }
         }
+        objects.secret_data = self.named_secret_data(&super::named_secrets(&objects));
         objects
+    }
+
+    /// Watches exactly the Secrets in `wanted` (starting and stopping
+    /// watches as the set changes), and returns the data of those that
+    /// exist.
+    fn named_secret_data(
+        &self,
+        wanted: &std::collections::BTreeSet<ObjectKey>,
+    ) -> std::collections::BTreeMap<ObjectKey, Arc<crate::model::SecretData>> {
+        let mut out = std::collections::BTreeMap::new();
+        if !self.secrets_allowed {
+            return out;
+        }
+        let mut named = self.named_secrets.lock().expect("lock");
+        named.retain(|key, n| {
+            let keep = wanted.contains(key);
+            if !keep {
+                n.task.abort();
+                debug!(secret = %key, "no longer named by an access policy; watch stopped");
+            }
+            keep
+        });
+        for key in wanted {
+            let entry = match named.get_mut(key) {
+                Some(entry) => entry,
+                None => {
+                    let Some(state) = self.me.upgrade() else { continue };
+                    let (store, writer) = reflector::store();
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.namespace);
+                    let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+                    let task = tokio::spawn(watch(api, writer, config, state, "Secret", None)).abort_handle();
+                    debug!(secret = %key, "named by an access policy; watching it");
+                    named.entry(key.clone()).or_insert(NamedSecret {
+                        store,
+                        task,
+                        converted: None,
+                    })
+                }
+            };
+            let Some(secret) = entry.store.state().into_iter().next() else {
+                continue;
+            };
+            let version = secret.metadata.resource_version.clone();
+            let data = match &entry.converted {
+                Some((v, data)) if *v == version => data.clone(),
+                _ => match convert::secret_data(&secret, convert::DEFAULT_NAMESPACE) {
+                    Ok(data) => Arc::new(data),
+                    Err(e) => {
+                        debug!(error = %e, secret = %key, "skipping Secret");
+                        continue;
+                    }
+                },
+            };
+            entry.converted = Some((version, data.clone()));
+            out.insert(key.clone(), data);
+        }
+        out
     }
 
     /// The Ingresses of ssegate's classes, translated; each one skipped for
@@ -370,6 +461,17 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// How long the first table waits for the Secrets access policies name.
+const NAMED_SECRET_WAIT: Duration = Duration::from_secs(10);
+
+/// One Secret watched because an access policy names it.
+struct NamedSecret {
+    store: Store<Secret>,
+    task: tokio::task::AbortHandle,
+    /// Its data as last converted, with the resourceVersion it came from.
+    converted: Option<(Option<String>, Arc<crate::model::SecretData>)>,
 }
 
 async fn watch<K>(

@@ -35,3 +35,23 @@ pub fn object_count(objects: &Objects) -> usize {
         + objects.slices.len()
         + objects.secrets.len()
 }
+
+/// The Secrets the access policies of `objects` name for basic
+/// authentication (`namespace/name`), which sources must supply as
+/// [`crate::model::SecretData`].
+pub fn named_secrets(objects: &crate::model::Objects) -> std::collections::BTreeSet<crate::model::ObjectKey> {
+    objects
+        .routes
+        .values()
+        .chain(objects.ingresses.values())
+        .chain(objects.gateway_api.values())
+        .filter_map(|d| Some((d, d.translated.as_ref().ok()?)))
+        .flat_map(|(d, valid)| {
+            valid
+                .rules
+                .iter()
+                .filter_map(|r| r.access.as_ref()?.basic.as_ref())
+                .map(move |b| crate::model::ObjectKey::new(d.key.namespace.as_str(), b.secret_name.as_str()))
+        })
+        .collect()
+}

@@ -94,7 +94,7 @@ pub fn describe(outcome: &Outcome) -> String {
         Outcome::Ignored(why) => format!("ignored: {why}"),
         Outcome::Invalid(why) => format!("invalid, the default applies: {why}"),
         Outcome::Closed(why) => format!("not enforced by ssegate, so the Ingress is not served (every path answers 503): {why}; remove it, or accept serving without it by naming it in {UNENFORCED}"),
-        Outcome::OptedOut(why) => format!("NOT ENFORCED: served without it, as {UNENFORCED} asks: {why}"),
+        Outcome::OptedOut(why) => format!("NOT ENFORCED: {why}"),
     }
 }
 

@@ -177,7 +177,7 @@ fn opt_out(out: &mut AnnotatedSettings, list: Option<&str>) {
         match out.notes.iter_mut().find(|n| n.annotation == full) {
             Some(note) => match &note.outcome {
                 Outcome::Closed(why) => {
-                    note.outcome = Outcome::OptedOut(why.clone());
+                    note.outcome = Outcome::OptedOut(format!("served without it, as {UNENFORCED} asks: {why}"));
                     matched.push(name.to_owned());
                 }
                 Outcome::OptedOut(_) => {}

@@ -3,7 +3,9 @@
 //! client that records when each event arrives.
 #![allow(dead_code)]
 
+pub mod auth_server;
 pub mod cluster;
+pub mod netns;
 pub mod node_agent;
 pub mod process;
 pub mod raw;

@@ -48,6 +48,13 @@ impl Ssegate {
     /// As [`Ssegate::start`], letting the caller adjust the command first
     /// (resource limits, environment).
     pub async fn start_with(args: &[&str], log_dir: &Path, configure: impl FnOnce(&mut Command)) -> Ssegate {
+        Ssegate::start_on("127.0.0.1", args, log_dir, configure).await
+    }
+
+    /// As [`Ssegate::start_with`], with the proxy listening on `ip` (such
+    /// as `0.0.0.0`, for clients in network namespaces); `proxy` still
+    /// names 127.0.0.1.
+    pub async fn start_on(ip: &str, args: &[&str], log_dir: &Path, configure: impl FnOnce(&mut Command)) -> Ssegate {
         let (proxy, admin) = (free_port(), free_port());
         let log = log_dir.join(format!("ssegate-{proxy}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_ssegate"));
@@ -56,7 +63,7 @@ impl Ssegate {
             .args(args)
             .args([
                 "--listen",
-                &format!("127.0.0.1:{proxy}"),
+                &format!("{ip}:{proxy}"),
                 "--admin",
                 &format!("127.0.0.1:{admin}"),
             ])

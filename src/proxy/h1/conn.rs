@@ -155,7 +155,7 @@ where
         upgrade,
     } = req;
     let mut request = Request::from_parts(parts, ());
-    let keep = match proxy.admit(&mut request, conn.clone()) {
+    let keep = match proxy.admit_guarded(&mut request, &conn).await {
         Admitted::Reply(resp) => {
             // The body (if any) is not read: the connection ends after this.
             let close = close || has_body || resp.headers().contains_key(http::header::CONNECTION);

@@ -18,7 +18,6 @@ use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK}
 use crate::http1::head::{self, Framing, HeadError};
 use crate::http1::write;
 use crate::metrics::UpstreamError;
-use crate::proxy::access::Observer;
 use crate::proxy::forward::body_mode_of;
 use crate::proxy::handler::{local_reply, no_endpoint, Routed};
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
@@ -222,7 +221,7 @@ impl Proxy {
                     raw,
                     routed.target.settings.timeouts.idle,
                     &self.drain,
-                    Observer::new(routed.metrics.clone(), routed.access.take(), false),
+                    routed.observer(false),
                     load,
                 )));
             }
@@ -309,7 +308,7 @@ impl Proxy {
         let leftover = if raw.is_empty() { Vec::new() } else { raw };
         let Some(output) = output else {
             // No body: the head is all there is.
-            let observer = Observer::new(routed.metrics.clone(), routed.access.take(), false);
+            let observer = routed.observer(false);
             let ok = super::conn::write_all_timed(io, &head, self.limits.send_timeout).await;
             observer.finish(0, 0, if ok { "complete" } else { "client_gone" });
             if ok && keep_alive && upload.done() {
@@ -349,7 +348,7 @@ impl Proxy {
                     .map(|t| tokio::time::Instant::from_std(routed.started + t)),
                 send_timeout: self.limits.send_timeout,
                 upstream_keep_alive: keep_alive && upload.done(),
-                observer: Observer::new(routed.metrics.clone(), routed.access.take(), event_stream),
+                observer: routed.observer(event_stream),
                 slot: if event_stream { slot } else { None },
                 load,
             },

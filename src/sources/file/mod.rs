@@ -85,6 +85,8 @@ enum Doc {
     Service(crate::model::ServiceObject),
     Slice(crate::model::EndpointSliceObject),
     Secret(crate::model::SecretObject),
+    /// Any other Secret: data for basic authentication.
+    SecretData(std::sync::Arc<crate::model::SecretData>),
 }
 
 /// What a Route translated to: compared to tell when to bump a generation.
@@ -374,6 +376,7 @@ impl FolderSource {
                     Doc::Service(s) => ("Service", s.key.clone()),
                     Doc::Slice(s) => ("EndpointSlice", s.key.clone()),
                     Doc::Secret(s) => ("Secret", s.key.clone()),
+                    Doc::SecretData(s) => ("Secret", s.key.clone()),
                 };
                 match origin.entry((kind, key.clone())) {
                     std::collections::hash_map::Entry::Occupied(first) => {
@@ -423,6 +426,9 @@ impl FolderSource {
                             errors.push(LoadError::new(file, Some(i + 1), format!("Secret {key} {why}"), false));
                         }
                         objects.secrets.insert(key, s.clone());
+                    }
+                    Doc::SecretData(s) => {
+                        objects.secret_data.insert(key, s.clone());
                     }
                 }
             }

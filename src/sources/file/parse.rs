@@ -36,6 +36,11 @@ pub(super) fn parse_document(
             };
             Some(Doc::Secret(secret.or_last_good(last_good)))
         }
+        // Unchanged data keeps its parsed credentials (and their cache).
+        Some(Doc::SecretData(data)) => match previous {
+            Some(Doc::SecretData(prev)) if **prev == *data => Some(Doc::SecretData(prev.clone())),
+            _ => Some(Doc::SecretData(data)),
+        },
         doc => doc,
     };
     Ok((doc, warnings))
@@ -157,12 +162,18 @@ pub(super) fn parse_doc(value: serde_yaml::Value, warnings: &mut Vec<String>) ->
         }
         ("v1", "Secret") => {
             let secret: k8s_openapi::api::core::v1::Secret = typed(value, warnings).map_err(context)?;
-            Doc::Secret(convert::tls_secret(&secret, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?)
+            if secret.type_.as_deref() == Some(convert::TLS_SECRET_TYPE) {
+                Doc::Secret(convert::tls_secret(&secret, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?)
+            } else {
+                Doc::SecretData(std::sync::Arc::new(
+                    convert::secret_data(&secret, DEFAULT_NAMESPACE).map_err(|e| context(e.to_string()))?,
+                ))
+            }
         }
         ("", _) | (_, "") => return Err("apiVersion and kind are required".into()),
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not supported here; use {} Route, networking.k8s.io/v1 Ingress or IngressClass, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute or ReferenceGrant, v1 Service, Namespace or Secret (kubernetes.io/tls), or discovery.k8s.io/v1 EndpointSlice",
+                "{api_version} {kind} is not supported here; use {} Route, networking.k8s.io/v1 Ingress or IngressClass, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute or ReferenceGrant, v1 Service, Namespace or Secret (kubernetes.io/tls, or any other type for basic authentication), or discovery.k8s.io/v1 EndpointSlice",
                 crate::api::API_VERSION
             ))
         }
