@@ -38,7 +38,13 @@ pub struct AuthServer {
 
 impl AuthServer {
     pub async fn start() -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        AuthServer::start_on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Listening on `ip` (a network namespace's host side, for a cluster
+    /// whose EndpointSlices refuse loopback addresses).
+    pub async fn start_on(ip: std::net::IpAddr) -> AuthServer {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let record = seen.clone();
@@ -82,8 +88,9 @@ impl AuthServer {
         format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: auth}}\nspec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}\n\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: auth-1, labels: {{kubernetes.io/service-name: auth}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"], conditions: {{ready: true}}}}]\n",
-            port = self.addr.port()
+             addressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n",
+            port = self.addr.port(),
+            ip = self.addr.ip()
         )
     }
 }
