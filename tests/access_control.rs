@@ -738,3 +738,68 @@ async fn a_route_with_basic_auth_and_satisfy_any_lets_either_in() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// The same guard on HTTP/2 (cleartext, prior knowledge): a refusal and a
+/// pass, and an open stream's limit slot held while it lives, with both
+/// streams on one connection.
+#[tokio::test]
+async fn over_http2_the_same_checks_apply_and_a_stream_holds_its_slot() {
+    let s = Setup::new().await;
+    s.write(
+        "users.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\nstringData:\n  auth: \"h2:{PLAIN}two\\n\"\n",
+    );
+    s.write(
+        "ingress.yaml",
+        &ingress(
+            "h2",
+            "h2.test",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("limit-connections", "1"),
+            ],
+        ),
+    );
+    let gw = s.start().await;
+    // HTTP/2 names the host in :authority, so the URL does.
+    let addr: std::net::SocketAddr = gw.proxy_addr().parse().unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("h2.test", addr)
+        .build()
+        .unwrap();
+    let get = |path: &str| h2.get(format!("http://h2.test:{}{path}", addr.port()));
+    let resp = get("/?tag=h2-anon").send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 401);
+    assert!(s.up.headers("h2-anon").is_empty());
+    let stream = get("/sse?tag=h2-open&n=0&every=200")
+        .basic_auth("h2", Some("two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let second = get("/sse?tag=h2-second&n=0")
+        .basic_auth("h2", Some("two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503, "one open stream per address");
+    assert!(s.up.headers("h2-second").is_empty());
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = get("/?tag=h2-after")
+            .basic_auth("h2", Some("two"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended stream's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
