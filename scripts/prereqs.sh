@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test command needs and the machine lacks, and says what
 # it did. Needs root for apt-get; everything else goes to the user's caches.
-#   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv
+#   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv chromium
 #   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target,
 #   kopium (pinned, from crates.io, into ~/.cache/ssegate/tools: the Gateway API types' drift test).
 # Go and a Rust toolchain (rustup) must already be there.
@@ -21,6 +21,8 @@ command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v file >/dev/null || need_apt+=(file)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# A real browser for tests/browser_access.rs (EventSource through external auth).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} (apt-get)"
   [ "$(id -u)" = 0 ] || { say "not root: install these yourself: ${need_apt[*]}"; exit 1; }

@@ -7,6 +7,8 @@
 //! - `/cookie`: 200 with the user of a `session=<user>` cookie (and
 //!   `Set-Cookie: refreshed=<user>`), else 401 with
 //!   `WWW-Authenticate: Bearer realm="test"`;
+//! - `/session`: as `/cookie`, without setting a cookie (so that its
+//!   answers may be cached);
 //! - `/forbid`: 403; `/fail`: 500;
 //! - `/slow`: 200 after 5 s.
 
@@ -134,6 +136,23 @@ async fn answer(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Respon
                     resp = resp.header("www-authenticate", "Bearer realm=\"test\"");
                     StatusCode::UNAUTHORIZED
                 }
+            }
+        }
+        // As /cookie, without setting one (so the answer may be cached).
+        "/session" => {
+            let user = req
+                .headers()
+                .get_all("cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| c.trim().strip_prefix("session=").map(str::to_owned));
+            match user {
+                Some(user) => {
+                    resp = resp.header("x-auth-request-user", user.as_str());
+                    StatusCode::OK
+                }
+                None => StatusCode::UNAUTHORIZED,
             }
         }
         "/forbid" => StatusCode::FORBIDDEN,
