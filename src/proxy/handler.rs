@@ -13,6 +13,7 @@ use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -223,9 +224,14 @@ impl Proxy {
             }
         }
         let metrics = self.metrics.route(&target.route);
-        let access = self
-            .access_log
-            .then(|| Box::new(access_record(target.route.clone(), req, conn, started)));
+        let access = self.access_log.then(|| {
+            Box::new(access_record(
+                target.route.clone(),
+                req,
+                self.client_ip(&conn, req.headers()),
+                started,
+            ))
+        });
         let response_edits = target.filters.clone().filter(|f| f.response_headers.is_some());
         Admitted::Forward(Routed {
             response_edits,
@@ -251,7 +257,7 @@ impl Proxy {
         let status = resp.status().as_u16();
         self.metrics.route(&route).request(status);
         if self.access_log {
-            let mut record = access_record(route, req, conn, started);
+            let mut record = access_record(route, req, self.client_ip(&conn, req.headers()), started);
             record.status = status;
             let sent = match resp.body() {
                 ProxyBody::Local(text) => local_len(text),
@@ -312,12 +318,13 @@ impl Proxy {
 }
 
 /// The access-log fields known when a request arrives.
-fn access_record<B>(route: Arc<str>, req: &Request<B>, conn: Conn, started: std::time::Instant) -> AccessRecord {
+/// `client` is [`Proxy::client_ip`]'s answer: the address access decisions see.
+fn access_record<B>(route: Arc<str>, req: &Request<B>, client: IpAddr, started: std::time::Instant) -> AccessRecord {
     AccessRecord {
         route,
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
-        client: conn.peer.ip(),
+        client,
         started,
         status: 0,
         endpoint: None,
