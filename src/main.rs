@@ -109,15 +109,9 @@ struct ProxyArgs {
     /// protocol header (v1 or v2) from one of --trusted-proxies, else it is
     /// closed unanswered: a comma-separated list of `http` (--listen and
     /// Gateways' own plain ports) and `https` (--listen-tls and their TLS
-    /// ports). Default: none.
-    #[arg(
-        long,
-        value_name = "LISTENERS",
-        value_enum,
-        value_delimiter = ',',
-        env = "SSEGATE_PROXY_PROTOCOL"
-    )]
-    proxy_protocol: Vec<ListenerKind>,
+    /// ports). Default (or empty): none.
+    #[arg(long, value_name = "LISTENERS", value_parser = listener_kinds, env = "SSEGATE_PROXY_PROTOCOL")]
+    proxy_protocol: Option<ProxyProtocol>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -160,11 +154,19 @@ struct ClientArgs {
     encoded_slashes: EncodedSlashesArg,
 }
 
-/// A kind of proxy listener, for --proxy-protocol.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ListenerKind {
-    Http,
-    Https,
+/// Parses --proxy-protocol: `http` and `https`, comma-separated, spaces
+/// around them ignored; an empty list (an empty environment variable, as a
+/// manifest may set) is none.
+fn listener_kinds(list: &str) -> Result<ProxyProtocol, String> {
+    let mut listeners = ProxyProtocol::default();
+    for kind in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match kind {
+            "http" => listeners.http = true,
+            "https" => listeners.https = true,
+            other => return Err(format!("`{other}` is not a listener: the listeners are http and https")),
+        }
+    }
+    Ok(listeners)
 }
 
 impl ProxyArgs {
@@ -172,10 +174,7 @@ impl ProxyArgs {
     /// protocol listener with nobody trusted would refuse every connection.
     fn client_addresses(&self) -> anyhow::Result<(CidrSet, ProxyProtocol)> {
         let trusted = self.trusted_proxies.clone().unwrap_or_default();
-        let listeners = ProxyProtocol {
-            http: self.proxy_protocol.contains(&ListenerKind::Http),
-            https: self.proxy_protocol.contains(&ListenerKind::Https),
-        };
+        let listeners = self.proxy_protocol.unwrap_or_default();
         if listeners.any() && trusted.is_empty() {
             anyhow::bail!(
                 "--proxy-protocol needs --trusted-proxies: a PROXY protocol header is believed only from a trusted \

@@ -671,5 +671,8 @@ async fn proxy_protocol_without_trusted_proxies_or_with_a_bad_list_does_not_star
     assert!(stderr.contains("entries are separated by commas"), "{stderr}");
     let (status, stderr) = run(&["--trusted-proxies", "10.0.0.0/8", "--proxy-protocol", "tcp"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("[possible values: http, https]"), "{stderr}");
+    assert!(
+        stderr.contains("`tcp` is not a listener: the listeners are http and https"),
+        "{stderr}"
+    );
 }
