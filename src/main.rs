@@ -3,13 +3,14 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
+use ssegate::access::cidr::CidrSet;
 use ssegate::admin::{self, AdminState};
 use ssegate::apply::Applier;
 use ssegate::demo::DemoBackend;
 use ssegate::metrics::Metrics;
 use ssegate::model::empty_table;
 use ssegate::proxy::normalize::EncodedSlashes;
-use ssegate::proxy::{ClientLimits, Proxy, Workers};
+use ssegate::proxy::{ClientLimits, Proxy, ProxyProtocol, Workers};
 use ssegate::sources::file::{self, FolderSource};
 use ssegate::sources::kube::{self as kube_source, ClusterState};
 use ssegate::sources::kube_gateway::OwnPorts;
@@ -97,6 +98,20 @@ struct ProxyArgs {
     /// Log one line per finished request or stream (target `ssegate::access`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SSEGATE_ACCESS_LOG")]
     access_log: bool,
+    /// The proxies in front of ssegate (load balancers, CDNs) whose
+    /// `X-Forwarded-For` and PROXY protocol headers are believed: a
+    /// comma-separated list of CIDR networks or addresses. From any other
+    /// peer those headers change nothing (README: Security: client
+    /// addresses). Default: none.
+    #[arg(long, value_name = "CIDRS", env = "SSEGATE_TRUSTED_PROXIES")]
+    trusted_proxies: Option<CidrSet>,
+    /// Listeners on which every connection must start with a PROXY
+    /// protocol header (v1 or v2) from one of --trusted-proxies, else it is
+    /// closed unanswered: a comma-separated list of `http` (--listen and
+    /// Gateways' own plain ports) and `https` (--listen-tls and their TLS
+    /// ports). Default (or empty): none.
+    #[arg(long, value_name = "LISTENERS", value_parser = listener_kinds, env = "SSEGATE_PROXY_PROTOCOL")]
+    proxy_protocol: Option<ProxyProtocol>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -137,6 +152,37 @@ struct ClientArgs {
     /// part of its segment).
     #[arg(long, value_enum, default_value_t = EncodedSlashesArg::Reject, env = "SSEGATE_ENCODED_SLASHES")]
     encoded_slashes: EncodedSlashesArg,
+}
+
+/// Parses --proxy-protocol: `http` and `https`, comma-separated, spaces
+/// around them ignored; an empty list (an empty environment variable, as a
+/// manifest may set) is none.
+fn listener_kinds(list: &str) -> Result<ProxyProtocol, String> {
+    let mut listeners = ProxyProtocol::default();
+    for kind in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match kind {
+            "http" => listeners.http = true,
+            "https" => listeners.https = true,
+            other => return Err(format!("`{other}` is not a listener: the listeners are http and https")),
+        }
+    }
+    Ok(listeners)
+}
+
+impl ProxyArgs {
+    /// The --trusted-proxies and --proxy-protocol pair, checked: a PROXY
+    /// protocol listener with nobody trusted would refuse every connection.
+    fn client_addresses(&self) -> anyhow::Result<(CidrSet, ProxyProtocol)> {
+        let trusted = self.trusted_proxies.clone().unwrap_or_default();
+        let listeners = self.proxy_protocol.unwrap_or_default();
+        if listeners.any() && trusted.is_empty() {
+            anyhow::bail!(
+                "--proxy-protocol needs --trusted-proxies: a PROXY protocol header is believed only from a trusted \
+                 peer, so with none trusted every connection on those listeners would be refused"
+            );
+        }
+        Ok((trusted, listeners))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -416,6 +462,13 @@ fn convert(files: Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    // Flag combinations that cannot serve are refused before anything
+    // starts (a cluster connection, the demo backend).
+    match &command {
+        Command::Standalone { proxy, .. } | Command::Demo { proxy, .. } => proxy.client_addresses().map(drop)?,
+        Command::Controller(args) => args.proxy.client_addresses().map(drop)?,
+        _ => {}
+    }
     match command {
         Command::Standalone { dir, ingress, proxy } => standalone(dir, ingress.policy(), proxy).await,
         Command::Controller(args) => controller(*args).await,
@@ -694,6 +747,7 @@ async fn serve(
     stopping: CancellationToken,
     gateway_ports: tokio::sync::watch::Receiver<ssegate::model::GatewayPorts>,
 ) -> anyhow::Result<()> {
+    let (trusted_proxies, proxy_protocol) = args.client_addresses()?;
     let proxy_listener =
         ssegate::listener::bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin_listener =
@@ -712,6 +766,12 @@ async fn serve(
         None => None,
     };
     info!(listen = %args.listen, tls = ?args.listen_tls, admin = %args.admin, "ssegate serving");
+    info!(
+        trusted_proxies = %trusted_proxies,
+        proxy_protocol_http = proxy_protocol.http,
+        proxy_protocol_https = proxy_protocol.https,
+        "client addresses"
+    );
 
     let workers = args
         .workers
@@ -725,6 +785,8 @@ async fn serve(
         .access_log(args.access_log)
         .workers(workers)
         .limits(limits)
+        .trusted_proxies(trusted_proxies)
+        .proxy_protocol(proxy_protocol)
         .https_port(
             args.https_redirect_port
                 .unwrap_or_else(|| args.listen_tls.map_or(443, |a| a.port())),

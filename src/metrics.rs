@@ -103,6 +103,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReasonLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -127,6 +133,7 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     bad_requests: Family<ReasonLabel, Counter>,
     access_refused: Family<AccessLabels, Counter>,
+    proxy_protocol_refused: Family<ListenerReasonLabels, Counter>,
     table_generation: Gauge,
     last_swap: Gauge<f64, AtomicU64>,
     apply_latency: Histogram,
@@ -158,6 +165,7 @@ impl Metrics {
             connections_closed: Family::default(),
             bad_requests: Family::default(),
             access_refused: Family::default(),
+            proxy_protocol_refused: Family::default(),
             table_generation: Gauge::default(),
             last_swap: Gauge::default(),
             // 50 µs to about 26 s: a file debounce, a watch burst, a slow rebuild.
@@ -226,6 +234,11 @@ impl Metrics {
             "access_refused",
             "Requests refused by a rule's access policy, by Route and reason: closed (restrictions not enforced, 503), source_range, basic_auth, external_auth, external_auth_error, limit_connections, limit_rate, limit_capacity",
             m.access_refused.clone(),
+        );
+        r.register(
+            "proxy_protocol_refused",
+            "Connections closed unanswered on a PROXY protocol listener, by listener (http, https) and reason: untrusted (peer not in --trusted-proxies), missing (no header), malformed, timeout, closed (ended before a whole header)",
+            m.proxy_protocol_refused.clone(),
         );
         r.register(
             "table_generation",
@@ -363,6 +376,19 @@ impl Metrics {
             .inc();
     }
 
+    /// A connection on a PROXY protocol listener (`tls`: the TLS one) was
+    /// closed for `reason`, one of [`crate::proxy::proxy_protocol::REFUSED_REASONS`].
+    pub fn proxy_protocol_refused(&self, tls: bool, reason: &'static str) {
+        debug_assert!(
+            crate::proxy::proxy_protocol::REFUSED_REASONS.contains(&reason),
+            "{reason}"
+        );
+        let listener = if tls { "https" } else { "http" };
+        self.proxy_protocol_refused
+            .get_or_create(&ListenerReasonLabels { listener, reason })
+            .inc();
+    }
+
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_errors.inc();
     }
@@ -431,6 +457,7 @@ mod tests {
         r.events.inc_by(3);
         r.upstream_error(UpstreamError::IdleTimeout);
         m.table_swapped(7, 2, 1, None);
+        m.proxy_protocol_refused(true, "untrusted");
         let text = m.encode();
         for line in [
             r#"ssegate_requests_total{route="ns/a",status_class="2xx"} 1"#,
@@ -440,6 +467,7 @@ mod tests {
             r#"ssegate_upstream_errors_total{route="ns/a",kind="idle_timeout"} 1"#,
             "ssegate_table_generation 7",
             r#"ssegate_routes{state="rejected"} 1"#,
+            r#"ssegate_proxy_protocol_refused_total{listener="https",reason="untrusted"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

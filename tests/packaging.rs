@@ -136,6 +136,52 @@ fn chart_ingress_class_and_ingress_flags_follow_values() {
 }
 
 #[test]
+fn chart_client_address_flags_follow_values() {
+    let render = |set: &[&str]| {
+        let mut args = vec!["template", "t", "charts/ssegate"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        helm(&args)
+    };
+    let default = ok(render(&[]), "helm template");
+    assert!(!default.contains("--trusted-proxies"), "{default}");
+    assert!(!default.contains("--proxy-protocol"), "{default}");
+
+    let trusted = ok(
+        render(&["trustedProxies={10.0.0.0/8,2001:db8::/32,192.0.2.7}"]),
+        "helm template",
+    );
+    assert!(trusted.contains("- --trusted-proxies=10.0.0.0/8,2001:db8::/32,192.0.2.7\n"));
+    assert!(!trusted.contains("--proxy-protocol"));
+    for (set, flag) in [
+        ("proxyProtocol.http=true", "http"),
+        ("proxyProtocol.https=true", "https"),
+    ] {
+        let out = ok(render(&["trustedProxies={10.0.0.0/8}", set]), "helm template");
+        assert!(out.contains(&format!("- --proxy-protocol={flag}\n")), "{out}");
+    }
+    let both = ok(
+        render(&[
+            "trustedProxies={10.0.0.0/8}",
+            "proxyProtocol.http=true",
+            "proxyProtocol.https=true",
+        ]),
+        "helm template",
+    );
+    assert!(both.contains("- --proxy-protocol=http,https\n"));
+
+    // The PROXY protocol with nobody trusted would refuse every connection.
+    let refused = render(&["proxyProtocol.http=true"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("proxyProtocol needs trustedProxies"));
+    // The schema refuses what is not a network.
+    let bad = render(&["trustedProxies={lb.example.com}"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("trustedProxies/0"));
+}
+
+#[test]
 fn install_manifest_is_rendered_from_the_chart() {
     let out = Command::new(format!("{ROOT}/scripts/render-install.sh"))
         .output()

@@ -4,7 +4,7 @@
 //! body set up to stream, coalesce, or run as an event stream.
 
 use super::handler::{error_chain, local_reply, no_endpoint};
-use super::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
+use super::headers::{add_forwarded, remove_hop_by_hop, X_ACCEL_BUFFERING};
 use super::request_body::{ClientBody, Upload};
 use super::stream_limit::StreamSlot;
 use super::upstream::{upstream_client, upstream_uri, wait_response};
@@ -43,16 +43,11 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.version = http::Version::HTTP_11;
+        // Decided on the headers as they arrived, before `Connection` can
+        // name X-Forwarded-For away.
+        let forwarded = self.forwarded(&conn, &parts.headers, host);
         remove_hop_by_hop(&mut parts.headers);
-        add_forwarded(
-            &mut parts.headers,
-            &Forwarded {
-                client_ip: conn.peer.ip(),
-                host,
-                port: conn.local_port,
-                proto: if conn.tls { "https" } else { "http" },
-            },
-        );
+        add_forwarded(&mut parts.headers, &forwarded);
         // A body goes up wrapped, to learn when (and how) the upload ended.
         let (body, upload) = if http_body::Body::is_end_stream(&body) {
             (Either::Right(Empty::new()), None)

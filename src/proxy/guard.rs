@@ -120,7 +120,8 @@ pub(super) fn source_verdict(policy: &AccessPolicy, client: IpAddr, route: &str)
 }
 
 impl Proxy {
-    /// Applies `target`'s access policy to `req`, which comes from `conn`.
+    /// Applies `target`'s access policy to `req`, which comes from `conn`
+    /// and `client` (the address settled through trusted proxies).
     /// On success the request may be forwarded, with what it takes along;
     /// the upstream request's headers are already edited (the auth
     /// service's response headers set, the client's copies removed).
@@ -128,6 +129,7 @@ impl Proxy {
         &self,
         req: &mut Request<B>,
         conn: &Conn,
+        client: IpAddr,
         target: &ResolvedRule,
         policy: &AccessPolicy,
     ) -> Result<Granted, Refused> {
@@ -145,7 +147,6 @@ impl Proxy {
                 reason: "closed",
             });
         }
-        let client = self.client_ip(conn, req.headers());
         let mut granted = Granted::default();
 
         if let Some(limits) = &policy.limits {

@@ -13,6 +13,7 @@ use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, Instrument};
 
@@ -37,6 +38,8 @@ pub(super) struct Routed {
     /// The Host the client used, for `X-Forwarded-Host`.
     pub host: Option<String>,
     pub started: std::time::Instant,
+    /// The client's address ([`Proxy::client_ip`]), settled on arrival.
+    pub client: std::net::IpAddr,
     /// The request's per-client limit slot, held until its answer ends.
     permit: Option<crate::access::client_limits::Permit>,
     /// The external auth service's cookies, for the client's answer.
@@ -131,6 +134,9 @@ impl Proxy {
             let route: Arc<str> = Arc::from(crate::metrics::NO_ROUTE);
             return Admitted::Reply(self.answer_locally(route, req, conn, started, resp, "refused"));
         }
+        // The client's address as the request came (before any filter
+        // edits its headers): what access decisions and the log see.
+        let client = self.client_ip(&conn, req.headers());
         // From here on, Host holds the one authority the request names.
         let host_raw = req.headers().get(HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let host = normalize_host(host_raw.as_deref().unwrap_or(""));
@@ -227,7 +233,7 @@ impl Proxy {
         let metrics = self.metrics.route(&target.route);
         let access = self
             .access_log
-            .then(|| Box::new(access_record(target.route.clone(), req, conn, started)));
+            .then(|| Box::new(access_record(target.route.clone(), req, client, started)));
         let response_edits = target.filters.clone().filter(|f| f.response_headers.is_some());
         Admitted::Forward(Routed {
             response_edits,
@@ -237,6 +243,7 @@ impl Proxy {
             cors,
             host: host_raw,
             started,
+            client,
             permit: None,
             cookies: None,
         })
@@ -255,7 +262,7 @@ impl Proxy {
         };
         let target = routed.target.clone();
         // Boxed: only requests to guarded rules pay for the guard's state.
-        match Box::pin(self.guard(req, conn, &target, &policy)).await {
+        match Box::pin(self.guard(req, conn, routed.client, &target, &policy)).await {
             Ok(granted) => {
                 routed.permit = granted.permit;
                 routed.cookies = granted.cookies;
@@ -295,7 +302,7 @@ impl Proxy {
         let status = resp.status().as_u16();
         self.metrics.route(&route).request(status);
         if self.access_log {
-            let mut record = access_record(route, req, conn, started);
+            let mut record = access_record(route, req, self.client_ip(&conn, req.headers()), started);
             record.status = status;
             let sent = match resp.body() {
                 ProxyBody::Local(text) => local_len(text),
@@ -356,12 +363,13 @@ impl Proxy {
 }
 
 /// The access-log fields known when a request arrives.
-fn access_record<B>(route: Arc<str>, req: &Request<B>, conn: Conn, started: std::time::Instant) -> AccessRecord {
+/// `client` is [`Proxy::client_ip`]'s answer: the address access decisions see.
+fn access_record<B>(route: Arc<str>, req: &Request<B>, client: IpAddr, started: std::time::Instant) -> AccessRecord {
     AccessRecord {
         route,
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
-        client: conn.peer.ip(),
+        client,
         started,
         status: 0,
         endpoint: None,

@@ -38,8 +38,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// What the upstream should learn about the original request.
+/// What the upstream should learn about the original request (see
+/// `client_ip.rs` for how it is decided).
 pub struct Forwarded<'a> {
+    /// The connection's peer (or the source a believed PROXY protocol
+    /// header gave): appended to `X-Forwarded-For`.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy, whose `X-Forwarded-For` chain
+    /// is kept; otherwise the chain is replaced by the peer alone.
+    pub keep_chain: bool,
+    /// The client as resolved through trusted proxies: `X-Real-IP`.
     pub client_ip: IpAddr,
     /// The Host (or `:authority`) the client used, port included.
     pub host: Option<&'a str>,
@@ -49,8 +57,8 @@ pub struct Forwarded<'a> {
 }
 
 thread_local! {
-    /// The last client address and listener port, formatted: most requests
-    /// on a thread come from the same few clients, so the header values are
+    /// The last peer address and listener port, formatted: most requests
+    /// on a thread come from the same few peers, so the header values are
     /// shared (a reference count) instead of formatted for each request.
     static FORMATTED: std::cell::RefCell<Option<(IpAddr, HeaderValue, u16, HeaderValue)>> =
         const { std::cell::RefCell::new(None) };
@@ -71,24 +79,42 @@ fn formatted(ip: IpAddr, port: u16) -> (HeaderValue, HeaderValue) {
     })
 }
 
-/// Appends the client to `X-Forwarded-For` and sets the other forwarding
+/// Sets `X-Forwarded-For` (the peer appended to a trusted peer's chain,
+/// or the peer alone), `X-Real-IP` (the client) and the other forwarding
 /// headers, overwriting whatever the client claimed.
 pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
-    let (ip, port) = formatted(fwd.client_ip, fwd.port);
-    let previous: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let chain = if previous.is_empty() {
-        Ok(ip.clone())
+    let (peer, port) = formatted(fwd.peer, fwd.port);
+    let previous: Vec<&str> = if fwd.keep_chain {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     } else {
-        let ip = ip.to_str().expect("formatted from an address");
-        HeaderValue::try_from(format!("{}, {ip}", previous.join(", ")))
+        Vec::new()
     };
-    if let Ok(v) = chain {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    let chain = if previous.is_empty() {
+        Ok(peer.clone())
+    } else {
+        let peer = peer.to_str().expect("formatted from an address");
+        HeaderValue::try_from(format!("{}, {peer}", previous.join(", ")))
+    };
+    match chain {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        // Not reachable (the fields were valid values, joined by ", "),
+        // but the peer alone is never wrong.
+        Err(_) => {
+            headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+        }
     }
+    // Behind trusted proxies the client is someone else: formatted anew.
+    let real_ip = if fwd.client_ip == fwd.peer {
+        peer
+    } else {
+        HeaderValue::try_from(fwd.client_ip.to_string()).expect("an address is a valid header value")
+    };
     if let Some(host) = fwd.host {
         // The Host field itself when it says the same: no copy.
         let value = match headers.get(HOST) {
@@ -105,7 +131,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     }
     headers.insert(X_FORWARDED_PORT.clone(), port);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(fwd.proto));
-    headers.insert(X_REAL_IP.clone(), ip);
+    headers.insert(X_REAL_IP.clone(), real_ip);
 }
 
 #[cfg(test)]
@@ -126,25 +152,43 @@ mod tests {
         assert_eq!(h["last-event-id"], "7");
     }
 
+    fn forwarded(peer: &str, keep_chain: bool, client: &str) -> Forwarded<'static> {
+        Forwarded {
+            peer: peer.parse().unwrap(),
+            keep_chain,
+            client_ip: client.parse().unwrap(),
+            host: Some("example.com:8080"),
+            port: 8080,
+            proto: "http",
+        }
+    }
+
     #[test]
-    fn appends_forwarded_for_and_overwrites_the_rest() {
+    fn a_trusted_peers_chain_is_kept_and_appended_to() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8, 10.0.0.2"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        add_forwarded(
-            &mut h,
-            &Forwarded {
-                client_ip: "10.0.0.9".parse().unwrap(),
-                host: Some("example.com:8080"),
-                port: 8080,
-                proto: "http",
-            },
+        add_forwarded(&mut h, &forwarded("10.0.0.9", true, "5.6.7.8"));
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["1.2.3.4, 5.6.7.8, 10.0.0.2, 10.0.0.9"]
         );
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
-        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-real-ip"], "5.6.7.8");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
         assert_eq!(h["x-forwarded-port"], "8080");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["host"], "example.com:8080");
+    }
+
+    #[test]
+    fn an_untrusted_peers_chain_is_replaced_by_the_peer() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        add_forwarded(&mut h, &forwarded("10.0.0.9", false, "10.0.0.9"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.0.0.9"]);
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
     }
 }

@@ -8,7 +8,9 @@
 //! over HTTP/2, [`client_conn`] holds each connection to its limits,
 //! [`forward`] sends a request upstream through [`upstream`]'s hyper pools
 //! and [`body`] carries the answer back. [`balance`] chooses endpoints for
-//! both paths, and [`sse`] finds event boundaries.
+//! both paths, and [`sse`] finds event boundaries. [`proxy_protocol`]
+//! reads a PROXY protocol header before anything else on listeners that
+//! expect one, and [`client_ip`] says which address a request is from.
 
 mod access;
 pub mod auth_client;
@@ -28,6 +30,7 @@ mod h1;
 mod handler;
 mod headers;
 pub mod normalize;
+pub mod proxy_protocol;
 mod request_body;
 mod server;
 pub mod sse;
@@ -43,9 +46,11 @@ pub use body::{BodyMode, BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimit
 pub use client_conn::ClientLimits;
 pub use forward::buffer_for;
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
+pub use proxy_protocol::ProxyProtocol;
 pub use server::{Counted, Workers};
 pub use stream_limit::StreamSlot;
 
+use crate::access::cidr::CidrSet;
 use crate::metrics::Metrics;
 use crate::model::SharedTable;
 use balance::EndpointStates;
@@ -56,8 +61,15 @@ use stream_limit::StreamCounts;
 /// The client connection a request came on.
 #[derive(Debug, Clone)]
 pub struct Conn {
+    /// The client's address: the TCP peer, or the source a believed PROXY
+    /// protocol header reported (see [`proxy_protocol`]). Not yet the
+    /// address access decisions use, which may come from
+    /// `X-Forwarded-For`: that is [`Proxy::client_ip`].
     pub peer: SocketAddr,
-    /// The listener's port, for `X-Forwarded-Port`.
+    /// The port the client connected to, for `X-Forwarded-Port`: the
+    /// listener's, or the destination a believed PROXY header reported
+    /// (the load balancer's port), as ingress-nginx does with
+    /// `use-proxy-protocol`.
     pub local_port: u16,
     pub tls: bool,
     /// The connection came in on a Gateway's own data-plane port (see
@@ -100,6 +112,11 @@ pub struct Proxy {
     /// Password hashes checked at once on blocking threads: as many as
     /// there are cores, so a burst of bcrypt never starves the rest.
     verify_slots: Arc<tokio::sync::Semaphore>,
+    /// Peers whose `X-Forwarded-For` and PROXY protocol headers are
+    /// believed (`--trusted-proxies`); empty: nobody's.
+    trusted_proxies: CidrSet,
+    /// Which listeners expect a PROXY protocol header (`--proxy-protocol`).
+    proxy_protocol: ProxyProtocol,
 }
 
 /// Builds a [`Proxy`]: the table is required, the rest has defaults
@@ -111,6 +128,8 @@ pub struct ProxyBuilder {
     workers: Option<Arc<Workers>>,
     limits: ClientLimits,
     https_port: u16,
+    trusted_proxies: CidrSet,
+    proxy_protocol: ProxyProtocol,
 }
 
 impl ProxyBuilder {
@@ -141,6 +160,23 @@ impl ProxyBuilder {
         self
     }
 
+    /// The peers whose `X-Forwarded-For` and PROXY protocol headers are
+    /// believed (default: none).
+    pub fn trusted_proxies(mut self, trusted: CidrSet) -> Self {
+        self.trusted_proxies = trusted;
+        self
+    }
+
+    /// The listeners whose connections must start with a PROXY protocol
+    /// header (default: none). It is believed only from a peer in
+    /// [`ProxyBuilder::trusted_proxies`]; with none trusted, every
+    /// connection on such a listener is refused, which the command line
+    /// refuses to start with.
+    pub fn proxy_protocol(mut self, listeners: ProxyProtocol) -> Self {
+        self.proxy_protocol = listeners;
+        self
+    }
+
     pub fn build(self) -> Arc<Proxy> {
         Arc::new(Proxy {
             table: self.table,
@@ -160,6 +196,8 @@ impl ProxyBuilder {
             verify_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            trusted_proxies: self.trusted_proxies,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }
@@ -178,6 +216,8 @@ impl Proxy {
             workers: None,
             limits: ClientLimits::default(),
             https_port: 443,
+            trusted_proxies: CidrSet::default(),
+            proxy_protocol: ProxyProtocol::default(),
         }
     }
 

@@ -1,8 +1,12 @@
 //! Serving connections: data-plane threads, the accept loops (plaintext
-//! and TLS), per-connection limits, and the drain.
+//! and TLS, each optionally behind the PROXY protocol), per-connection
+//! limits, and the drain.
 
 use super::client_conn::{self, Activity, InFlight, Watchdog, Watched};
+use super::h1::prefixed::Prefixed;
+use super::proxy_protocol::Refused;
 use super::{tls, BoxError, Conn, Proxy, ProxyBody};
+use crate::access::proxy_protocol::ProxyHeader;
 use crate::listener::AcceptErrors;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -153,6 +157,8 @@ impl Proxy {
     ) -> std::io::Result<()> {
         let local_port = listener.local_addr()?.port();
         let gateway_port = gateway_port.then_some(local_port);
+        // A Gateway's own ports follow the shared listener of their kind.
+        let proxy_protocol = self.proxy_protocol.on(tls.is_some());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         let tracker = TaskTracker::new();
@@ -179,6 +185,13 @@ impl Proxy {
                         }
                     };
                     self.metrics.connection_accepted(tls.is_some());
+                    if proxy_protocol && !self.trusted_proxies.contains(peer.ip()) {
+                        // Refused before a byte is read: nothing it could
+                        // send would be believed.
+                        self.metrics.proxy_protocol_refused(tls.is_some(), Refused::Untrusted.reason());
+                        debug!(%peer, error = %Refused::Untrusted, "closing a connection on a PROXY protocol listener");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let proxy = self.clone();
                     let stop = stop_rx.clone();
@@ -196,46 +209,19 @@ impl Proxy {
                         None => Placement::Here(stream),
                     };
                     let serve = move |stream: tokio::net::TcpStream| async move {
-                        let mut conn = Conn {
+                        let conn = Conn {
                             peer,
                             local_port,
                             tls: tls.is_some(),
                             gateway_port,
                             server_name: None,
                         };
-                        match tls {
-                            None => super::h1::serve(proxy, stream, conn, true, stop).await,
-                            // Boxed: the TLS state is large, and plaintext
-                            // connections should not carry room for it.
-                            Some(acceptor) => Box::pin(async move {
-                                match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                                    Ok(Ok(stream)) => {
-                                        // On a Gateway's own port, requests are
-                                        // checked against the name asked for.
-                                        if conn.gateway_port.is_some() {
-                                            conn.server_name = stream
-                                                .get_ref()
-                                                .1
-                                                .server_name()
-                                                .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
-                                        }
-                                        // Serve what ALPN agreed on, and nothing else.
-                                        match stream.get_ref().1.alpn_protocol() {
-                                            Some(b"h2") => proxy.serve_h2(stream, conn, stop).await,
-                                            _ => super::h1::serve(proxy, stream, conn, false, stop).await,
-                                        }
-                                    }
-                                    Ok(Err(e)) => {
-                                        proxy.metrics.tls_handshake_failed();
-                                        debug!(%peer, error = %e, "TLS handshake failed");
-                                    }
-                                    Err(_) => {
-                                        proxy.metrics.tls_handshake_failed();
-                                        debug!(%peer, "TLS handshake timed out");
-                                    }
-                                }
-                            })
-                            .await,
+                        if proxy_protocol {
+                            // Boxed: plain listeners' connections should
+                            // not carry room for the header's reading.
+                            Box::pin(proxy.serve_behind_proxy_header(stream, conn, tls, stop)).await;
+                        } else {
+                            proxy.serve_conn(stream, conn, tls, stop).await;
                         }
                         drop(guard);
                         drop(permit);
@@ -276,6 +262,91 @@ impl Proxy {
             info!(open = tracker.len(), "drain deadline passed with connections open");
         }
         Ok(())
+    }
+
+    /// On a PROXY protocol listener: reads the header (within the client
+    /// header timeout; see [`super::proxy_protocol`]), then serves what
+    /// follows it as the client the header names. A connection without a
+    /// header to believe is closed unanswered, counted and logged.
+    async fn serve_behind_proxy_header(
+        self: Arc<Self>,
+        mut stream: tokio::net::TcpStream,
+        mut conn: Conn,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let read = super::proxy_protocol::read_header(&mut stream, self.limits.header_timeout);
+        let received = tokio::select! {
+            received = read => received,
+            // Nothing to drain yet.
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match received {
+            Ok(received) => {
+                if let ProxyHeader::Tcp { source, destination } = received.header {
+                    conn.peer = source;
+                    conn.local_port = destination.port();
+                }
+                let stream = Prefixed::new(received.rest, stream);
+                self.serve_conn(stream, conn, tls, stop).await;
+            }
+            Err(refused) => {
+                self.metrics.proxy_protocol_refused(conn.tls, refused.reason());
+                debug!(peer = %conn.peer, reason = refused.reason(), error = %refused, "closing a connection: no PROXY protocol header to believe");
+            }
+        }
+    }
+
+    /// Serves one accepted connection: the TLS handshake when `tls`, then
+    /// HTTP/1.1 or HTTP/2. Generic so that a plain socket is served as it
+    /// is, and only a PROXY protocol listener's pays for the replay of
+    /// bytes read past the header.
+    async fn serve_conn<S>(
+        self: Arc<Self>,
+        stream: S,
+        mut conn: Conn,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        stop: watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = conn.peer;
+        match tls {
+            None => super::h1::serve(self, stream, conn, true, stop).await,
+            // Boxed: the TLS state is large, and plaintext
+            // connections should not carry room for it.
+            Some(acceptor) => {
+                Box::pin(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            // On a Gateway's own port, requests are
+                            // checked against the name asked for.
+                            if conn.gateway_port.is_some() {
+                                conn.server_name = stream
+                                    .get_ref()
+                                    .1
+                                    .server_name()
+                                    .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
+                            }
+                            // Serve what ALPN agreed on, and nothing else.
+                            match stream.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => self.serve_h2(stream, conn, stop).await,
+                                _ => super::h1::serve(self, stream, conn, false, stop).await,
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            self.metrics.tls_handshake_failed();
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            self.metrics.tls_handshake_failed();
+                            debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                })
+                .await
+            }
+        }
     }
 
     /// Serves an HTTP/2 connection (cleartext after its preface, or by

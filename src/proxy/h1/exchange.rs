@@ -20,7 +20,7 @@ use crate::http1::write;
 use crate::metrics::UpstreamError;
 use crate::proxy::forward::body_mode_of;
 use crate::proxy::handler::{local_reply, no_endpoint, Routed};
-use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, Forwarded, X_ACCEL_BUFFERING};
+use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, X_ACCEL_BUFFERING};
 use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -384,6 +384,9 @@ impl Proxy {
             expect_continue,
             upgrade,
         } = req;
+        // Decided on the headers as they arrived, before `Connection` can
+        // name X-Forwarded-For away.
+        let forwarded = self.forwarded(&conn, &parts.headers, routed.host.as_deref());
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(http::header::EXPECT);
         let upgrading = upgrade.is_some();
@@ -395,15 +398,7 @@ impl Proxy {
                 .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(http::header::UPGRADE, protocol);
         }
-        add_forwarded(
-            &mut parts.headers,
-            &Forwarded {
-                client_ip: conn.peer.ip(),
-                host: routed.host.as_deref(),
-                port: conn.local_port,
-                proto: if conn.tls { "https" } else { "http" },
-            },
-        );
+        add_forwarded(&mut parts.headers, &forwarded);
         let head_request = parts.method == http::Method::HEAD;
         let mut head = Vec::with_capacity(512);
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());

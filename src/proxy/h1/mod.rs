@@ -15,13 +15,14 @@
 //! a routed request upstream and reads the answer's head, [`pool`] keeps
 //! idle upstream connections per thread, [`pump`] carries a response body
 //! (streamed, coalesced, or as an event stream), and [`prefixed`] replays
-//! bytes read before a connection turned out to speak HTTP/2.
+//! bytes read before a connection turned out to speak HTTP/2 (or past a
+//! PROXY protocol header).
 //! The pure framing (head parsing, the chunked coding) is in [`crate::http1`].
 
 mod conn;
 mod exchange;
 mod pool;
-mod prefixed;
+pub(super) mod prefixed;
 pub(super) mod pump;
 mod tunnel;
 

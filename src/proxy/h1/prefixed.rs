@@ -1,5 +1,7 @@
 //! A connection with bytes already read from it put back in front, for
-//! handing a cleartext HTTP/2 connection (known by its preface) to hyper.
+//! handing a cleartext HTTP/2 connection (known by its preface) to hyper,
+//! and for what a client sent right behind a PROXY protocol header. The
+//! bytes are freed once replayed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
