@@ -256,6 +256,9 @@ enum Command {
         #[arg(long, default_value = "Route", value_parser = ["Route", "StreamPolicy"])]
         kind: String,
     },
+    /// Print every ingress-nginx annotation with what ssegate does with it
+    /// (honoured, unnecessary, ignored or fails closed), as Markdown.
+    Annotations,
     /// Print networking.k8s.io/v1 Ingresses (with their ingress-nginx
     /// annotations) as equivalent Routes: one Route per host. Other
     /// documents pass through unchanged; Services in the input resolve
@@ -405,6 +408,10 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Convert { files } => return convert(files),
+        Command::Annotations => {
+            print!("{}", ssegate::translate::ingress_nginx_catalogue::markdown());
+            return Ok(());
+        }
         command => command,
     };
     init_logging(cli.log_format);
@@ -500,7 +507,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             DemoBackend::new(server_id).serve(listener).await;
             Ok(())
         }
-        Command::Crd { .. } | Command::Convert { .. } => unreachable!(),
+        Command::Crd { .. } | Command::Convert { .. } | Command::Annotations => unreachable!(),
     }
 }
 

@@ -296,7 +296,7 @@ fn read_nginx(out: &mut AnnotatedSettings, key: &str, value: &str) -> Option<Out
             Some(Class::Snippet) => snippet(value),
             // Every annotation of this class has its arm above (a test
             // walks the catalogue to make sure).
-            Some(Class::Read) => Ignored("not read by ssegate".into()),
+            Some(Class::Read(_)) => Ignored("not read by ssegate".into()),
             None => Ignored("not an annotation of ingress-nginx, which ignores it too".into()),
         },
     })
@@ -757,7 +757,7 @@ mod tests {
             let s = read(&[(full.as_str(), plausible(name))]);
             let got = outcome(&s, &full).clone();
             let ok = match class {
-                Class::Read => !matches!(&got, Outcome::Ignored(why) if why == "not read by ssegate"),
+                Class::Read(_) => !matches!(&got, Outcome::Ignored(why) if why == "not read by ssegate"),
                 Class::Unnecessary(_) => matches!(got, Outcome::Unnecessary(_)),
                 Class::Harmless(_) => matches!(got, Outcome::Ignored(_)),
                 Class::FailClosed(_) | Class::Snippet => matches!(got, Outcome::Closed(_)),
