@@ -803,3 +803,110 @@ async fn over_http2_the_same_checks_apply_and_a_stream_holds_its_slot() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Gateway API: access from StreamPolicies adds up. A Gateway's policy
+/// (source ranges and a per-client limit) and a route's policy (basic
+/// auth) both apply; a newer policy on the same route, though it loses the
+/// stream settings to the older one, still adds its restriction; and an
+/// invalid policy with `access` closes its targets.
+#[tokio::test]
+async fn stream_policies_access_adds_up_across_gateway_route_and_conflicting_policies() {
+    let s = Setup::new().await;
+    s.write(
+        "users.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\nstringData:\n  auth: \"gw:{PLAIN}pw\\n\"\n",
+    );
+    s.write(
+        "gateway.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ssegate}
+spec: {controllerName: ssegate.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: ssegate
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [app.test]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [other.test]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+---
+apiVersion: ssegate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: gateway-wide, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  access:
+    denySourceRanges: [127.0.0.66]
+    clientLimits: {requestsPerMinute: 100}
+---
+apiVersion: ssegate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: app-settings, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app}]
+  proxyBuffering: Disabled
+---
+apiVersion: ssegate.dev/v1alpha1
+kind: StreamPolicy
+metadata: {name: app-auth, creationTimestamp: "2026-01-03T00:00:00Z"}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app}]
+  proxyBuffering: Enabled
+  access:
+    basicAuth: {secretName: users}
+"#,
+    );
+    let gw = s.start().await;
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(Some(ip.parse().unwrap()))
+            .build()
+            .unwrap()
+    };
+    let at = |c: &reqwest::Client, host: &str| c.get(format!("{}/", gw.proxy)).header("host", host.to_owned());
+    let ok = from("127.0.0.65");
+    // The newer policy is conflicted for its settings but its access holds.
+    assert_eq!(at(&ok, "app.test").send().await.unwrap().status(), 401);
+    let resp = at(&ok, "app.test").basic_auth("gw", Some("pw")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The Gateway's policy applies to both routes.
+    assert_eq!(at(&ok, "other.test").send().await.unwrap().status(), 200);
+    let denied = from("127.0.0.66");
+    assert_eq!(at(&denied, "other.test").send().await.unwrap().status(), 403);
+    let resp = at(&denied, "app.test")
+        .basic_auth("gw", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        403,
+        "the Gateway's restriction is not lifted by the route's"
+    );
+    let listed = gw.admin_json("/debug/routes").await.to_string();
+    assert!(listed.contains("StreamPolicy default/gateway-wide"), "{listed}");
+
+    // A policy that fails validation and has access: its targets close.
+    s.write(
+        "broken.yaml",
+        "apiVersion: ssegate.dev/v1alpha1\nkind: StreamPolicy\nmetadata: {name: broken}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: other}]\n  bufferSize: 1\n  access: {allowSourceRanges: [127.0.0.65]}\n",
+    );
+    wait_status(&gw, "other.test", 503).await;
+}

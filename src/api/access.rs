@@ -209,6 +209,16 @@ pub struct ValidAccess {
     pub limits: Option<ClientLimits>,
     /// Networks the limits do not apply to.
     pub limits_exempt: Option<CidrSet>,
+    /// Whose policy this is, when not the object's own (a StreamPolicy
+    /// attached to it, `StreamPolicy namespace/name`): per-client limits
+    /// are counted per owner.
+    pub owner: Option<String>,
+    /// The namespace its Secrets are in, when not the object's (the
+    /// StreamPolicy's own).
+    pub namespace: Option<String>,
+    /// Another policy a request must pass as well: access restrictions add
+    /// up, so that no policy can lift one that another sets.
+    pub also: Option<Arc<ValidAccess>>,
 }
 
 /// A basic-auth Secret to look up.
@@ -249,6 +259,34 @@ impl ValidAccess {
             || self.basic.is_some()
             || self.external.is_some()
             || self.limits.is_some()
+            || self.also.as_ref().is_some_and(|a| a.restricts())
+    }
+
+    /// This policy and every one it asks to pass as well, in order.
+    pub fn chain(&self) -> impl Iterator<Item = &ValidAccess> {
+        std::iter::successors(Some(self), |a| a.also.as_deref())
+    }
+
+    /// `policies` (each to be passed) as one chain, in order; `None` when
+    /// none restricts anything.
+    pub fn all_of(policies: impl IntoIterator<Item = Arc<ValidAccess>>) -> Option<Arc<ValidAccess>> {
+        let mut list: Vec<Arc<ValidAccess>> = policies.into_iter().filter(|p| p.restricts()).collect();
+        let mut chain: Option<Arc<ValidAccess>> = None;
+        while let Some(last) = list.pop() {
+            let mut link = (*last).clone();
+            // Each given policy stands alone: what it asked to pass as well
+            // comes after it.
+            let mut tail = link.also.take();
+            if let Some(rest) = chain.take() {
+                tail = Some(match tail {
+                    None => rest,
+                    Some(t) => Self::all_of([t, rest]).expect("both restrict"),
+                });
+            }
+            link.also = tail;
+            chain = Some(Arc::new(link));
+        }
+        chain
     }
 }
 

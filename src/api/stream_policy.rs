@@ -84,6 +84,15 @@ pub struct StreamPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "load_balancing")]
     pub load_balancing: Option<LoadBalancing>,
+    /// Who may reach the targets: source ranges, basic and external
+    /// authentication, per-client limits, as a Route's `spec.access` (its
+    /// Secrets in this policy's namespace; limits counted per policy).
+    /// Unlike the settings above, access adds up: every StreamPolicy that
+    /// targets a route, its rule or its Gateway applies its `access`,
+    /// whether or not its other settings win, so no policy can lift a
+    /// restriction another sets. A problem closes the targets (503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::AccessSpec>,
 }
 
 /// An object in the policy's namespace (GEP-713's

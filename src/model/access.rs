@@ -32,6 +32,9 @@ pub struct AccessPolicy {
     /// Whose policy this is (`Kind namespace/name`): per-client limits are
     /// counted per zone, across rules and table swaps.
     pub zone: Arc<str>,
+    /// Another policy the request must pass as well (a StreamPolicy's,
+    /// attached to the route or its Gateway).
+    pub also: Option<Arc<AccessPolicy>>,
 }
 
 /// Basic authentication with the users of its Secret.
@@ -81,9 +84,11 @@ pub struct Lookups<'a> {
     pub service: &'a mut ServiceLookup<'a>,
 }
 
-/// The policy of `valid` for the object `zone` in `namespace`, and the
-/// problems to report besides a closed policy (an external auth Service
-/// that cannot be found). `None` when it lets everyone in.
+/// The policy of `valid` (and of each one it asks to pass as well) for the
+/// object `zone` in `namespace`, and the problems to report besides a
+/// closed policy (an external auth Service that cannot be found). `None`
+/// when it lets everyone in. When any policy of the chain is closed, the
+/// first says so, with every reason: the rule is closed.
 pub fn resolve(
     valid: &ValidAccess,
     zone: &Arc<str>,
@@ -93,8 +98,38 @@ pub fn resolve(
     if !valid.restricts() {
         return (None, Vec::new());
     }
-    let mut closed: Vec<String> = valid.closed.clone();
     let mut problems = Vec::new();
+    let mut links: Vec<AccessPolicy> = valid
+        .chain()
+        .map(|link| resolve_one(link, zone, namespace, lookups, &mut problems))
+        .collect();
+    let closed: Vec<&str> = links.iter().filter_map(|p| p.closed.as_deref()).collect();
+    if !closed.is_empty() {
+        let all = Arc::from(closed.join("; "));
+        links[0].closed = Some(all);
+    }
+    let mut next: Option<Arc<AccessPolicy>> = None;
+    for mut link in links.into_iter().rev() {
+        link.also = next;
+        next = Some(Arc::new(link));
+    }
+    (next, problems)
+}
+
+/// One policy of a chain.
+fn resolve_one(
+    valid: &ValidAccess,
+    zone: &Arc<str>,
+    namespace: &str,
+    lookups: &mut Lookups<'_>,
+    problems: &mut Vec<String>,
+) -> AccessPolicy {
+    let zone: Arc<str> = match &valid.owner {
+        Some(owner) => Arc::from(owner.as_str()),
+        None => zone.clone(),
+    };
+    let mut closed: Vec<String> = valid.closed.clone();
+    let namespace = valid.namespace.as_deref().unwrap_or(namespace);
     let basic = valid.basic.as_ref().and_then(|b| {
         let key = ObjectKey::new(namespace, b.secret_name.as_str());
         let found = lookups
@@ -132,7 +167,7 @@ pub fn resolve(
             cache_zone: Arc::from(format!("{zone}#{:016x}", e.tag)),
         }
     });
-    let policy = AccessPolicy {
+    AccessPolicy {
         closed: (!closed.is_empty()).then(|| Arc::from(closed.join("; "))),
         allow: valid.allow.clone(),
         deny: valid.deny.clone(),
@@ -143,9 +178,9 @@ pub fn resolve(
             limits,
             exempt: valid.limits_exempt.clone(),
         }),
-        zone: zone.clone(),
-    };
-    (Some(Arc::new(policy)), problems)
+        zone,
+        also: None,
+    }
 }
 
 /// `(name, namespace)` of a host that names a Service: `name.namespace.svc`,
@@ -202,7 +237,15 @@ impl std::fmt::Display for AccessPolicy {
             parts.push(format!("per client {}", limits.join(", ")));
         }
         let join = if self.satisfy_any { " or " } else { ", " };
-        f.write_str(&parts.join(join))
+        f.write_str(&parts.join(join))?;
+        // Whose each policy is, when it is not the object's own.
+        if self.zone.starts_with("StreamPolicy ") {
+            write!(f, " (from {})", self.zone)?;
+        }
+        if let Some(also) = &self.also {
+            write!(f, "; and {also}")?;
+        }
+        Ok(())
     }
 }
 

@@ -52,9 +52,9 @@ pub struct Observer {
     pub access: Option<Box<AccessRecord>>,
     /// Whether this body counts in `open_streams`.
     pub stream: bool,
-    /// A per-client limit slot, released when the body ends (for an event
+    /// Per-client limit slots, released when the body ends (for an event
     /// stream: when it closes), which is what `limit-connections` counts.
-    permit: Option<crate::access::client_limits::Permit>,
+    permits: Vec<crate::access::client_limits::Permit>,
 }
 
 impl Observer {
@@ -66,13 +66,13 @@ impl Observer {
             metrics,
             access,
             stream,
-            permit: None,
+            permits: Vec::new(),
         }
     }
 
-    /// Holds `permit` for as long as the body lives.
-    pub fn holding(mut self, permit: Option<crate::access::client_limits::Permit>) -> Self {
-        self.permit = permit;
+    /// Holds `permits` for as long as the body lives.
+    pub fn holding(mut self, permits: Vec<crate::access::client_limits::Permit>) -> Self {
+        self.permits = permits;
         self
     }
 

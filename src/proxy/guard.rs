@@ -34,7 +34,8 @@ use tracing::{debug, warn};
 /// answer ends) and the auth service's cookies for the client.
 #[derive(Default)]
 pub(super) struct Granted {
-    pub permit: Option<Permit>,
+    /// One per policy of the chain that limits clients.
+    pub permits: Vec<Permit>,
     pub cookies: Option<(Arc<ExternalAuthConfig>, Vec<HeaderValue>)>,
 }
 
@@ -133,6 +134,29 @@ impl Proxy {
         target: &ResolvedRule,
         policy: &AccessPolicy,
     ) -> Result<Granted, Refused> {
+        // Every policy of the chain must let the request through.
+        let mut granted = Granted::default();
+        let mut link = Some(policy);
+        while let Some(p) = link {
+            let passed = self.guard_one(req, conn, client, target, p).await?;
+            granted.permits.extend(passed.permits);
+            if passed.cookies.is_some() {
+                granted.cookies = passed.cookies;
+            }
+            link = p.also.as_deref();
+        }
+        Ok(granted)
+    }
+
+    /// One policy of the chain.
+    async fn guard_one<B>(
+        &self,
+        req: &mut Request<B>,
+        conn: &Conn,
+        client: IpAddr,
+        target: &ResolvedRule,
+        policy: &AccessPolicy,
+    ) -> Result<Granted, Refused> {
         let route = &target.route;
         if policy.closed.is_some() {
             // The reasons are in the route's status and the log; the
@@ -155,7 +179,7 @@ impl Proxy {
                     .limit_state
                     .admit(&policy.zone, &limits.limits, client, Instant::now())
                 {
-                    Ok(permit) => granted.permit = Some(permit),
+                    Ok(permit) => granted.permits.push(permit),
                     Err(refused) => {
                         let mut response = local_reply(
                             StatusCode::SERVICE_UNAVAILABLE,

@@ -40,8 +40,8 @@ pub(super) struct Routed {
     pub started: std::time::Instant,
     /// The client's address ([`Proxy::client_ip`]), settled on arrival.
     pub client: std::net::IpAddr,
-    /// The request's per-client limit slot, held until its answer ends.
-    permit: Option<crate::access::client_limits::Permit>,
+    /// The request's per-client limit slots, held until its answer ends.
+    permits: Vec<crate::access::client_limits::Permit>,
     /// The external auth service's cookies, for the client's answer.
     cookies: Option<(Arc<crate::access::external_auth::ExternalAuthConfig>, Vec<HeaderValue>)>,
 }
@@ -56,7 +56,8 @@ impl Routed {
     /// What observes the answer's body: metrics, the access log line, and
     /// the limit slot, released when the body ends.
     pub fn observer(&mut self, stream: bool) -> access::Observer {
-        access::Observer::new(self.metrics.clone(), self.access.take(), stream).holding(self.permit.take())
+        access::Observer::new(self.metrics.clone(), self.access.take(), stream)
+            .holding(std::mem::take(&mut self.permits))
     }
 
     /// Accounts for the answer's head: the CORS headers, the status metric
@@ -244,7 +245,7 @@ impl Proxy {
             host: host_raw,
             started,
             client,
-            permit: None,
+            permits: Vec::new(),
             cookies: None,
         })
     }
@@ -264,7 +265,7 @@ impl Proxy {
         // Boxed: only requests to guarded rules pay for the guard's state.
         match Box::pin(self.guard(req, conn, routed.client, &target, &policy)).await {
             Ok(granted) => {
-                routed.permit = granted.permit;
+                routed.permits = granted.permits;
                 routed.cookies = granted.cookies;
                 Admitted::Forward(routed)
             }

@@ -50,8 +50,10 @@ pub fn named_secrets(objects: &crate::model::Objects) -> std::collections::BTree
             valid
                 .rules
                 .iter()
-                .filter_map(|r| r.access.as_ref()?.basic.as_ref())
-                .map(move |b| crate::model::ObjectKey::new(d.key.namespace.as_str(), b.secret_name.as_str()))
+                .filter_map(|r| r.access.as_deref())
+                .flat_map(|a| a.chain())
+                .filter_map(|a| Some((a.namespace.as_deref().unwrap_or(&d.key.namespace), a.basic.as_ref()?)))
+                .map(|(namespace, b)| crate::model::ObjectKey::new(namespace, b.secret_name.as_str()))
         })
         .collect()
 }

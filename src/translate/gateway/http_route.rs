@@ -204,7 +204,7 @@ pub fn plan(
                 https_redirect: false,
                 filters: filters.clone(),
                 cors: cors.clone(),
-                access: None,
+                access: settings.rule_access(r),
             });
         }
     }

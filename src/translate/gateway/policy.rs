@@ -19,7 +19,14 @@
 //! 4. the policy targeting the **rule** (an HTTPRoute target whose
 //!    `sectionName` is the rule's `name`).
 //!
-//! So the most specific attachment wins, per field. `maxConcurrentStreams`
+//! So the most specific attachment wins, per field. **`access` is the
+//! exception: it adds up.** Every policy that targets a Gateway the route
+//! is attached through, the route, or the rule applies its `access`
+//! (Gateway ones first, oldest first), valid, conflicted or not: a request
+//! must pass each. No policy can lift a restriction another sets, which
+//! "most specific wins" would allow; and an invalid policy that has
+//! `access` closes its targets (503) rather than apply nowhere.
+//! `maxConcurrentStreams`
 //! limits a whole route: it comes from the HTTPRoute's policy, else from
 //! the Gateway's (each route attached through the Gateway gets the limit
 //! for itself); a rule's policy cannot set it.
@@ -45,10 +52,11 @@
 
 use crate::api::gateway::HttpRoute;
 use crate::api::stream_policy::{PolicyAncestorRef, PolicyTarget, TargetKind, ValidPolicy, MAX_TARGETS};
-use crate::api::{StreamPolicy, StreamSettings};
+use crate::api::{StreamPolicy, StreamSettings, ValidAccess};
 use crate::model::report::Verdict;
 use crate::model::ObjectKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The settings of one HTTPRoute's rules, by rule index.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,12 +64,20 @@ pub struct RouteSettings {
     /// One per rule of the route; missing ones are the defaults.
     pub rules: Vec<StreamSettings>,
     pub max_concurrent_streams: Option<usize>,
+    /// The access policies of each rule, all to be passed (see
+    /// [`attach`]); missing ones are none.
+    pub access: Vec<Option<Arc<ValidAccess>>>,
 }
 
 impl RouteSettings {
     /// The settings of rule `index`.
     pub fn rule(&self, index: usize) -> StreamSettings {
         self.rules.get(index).copied().unwrap_or(StreamSettings::DEFAULT)
+    }
+
+    /// Who may reach rule `index`.
+    pub fn rule_access(&self, index: usize) -> Option<Arc<ValidAccess>> {
+        self.access.get(index).cloned().flatten()
     }
 }
 
@@ -183,6 +199,27 @@ pub fn attach(
         });
     }
 
+    // Each policy's access, as its targets get it.
+    let access: Vec<Option<Arc<ValidAccess>>> = entries.iter().map(policy_access).collect();
+    // Which policies target what, valid or not, won or not.
+    let targeting = |kind: TargetKind, object: &ObjectKey, section: Option<&str>| -> Vec<Arc<ValidAccess>> {
+        entries
+            .iter()
+            .zip(&access)
+            .filter_map(|(e, a)| Some((e, a.as_ref()?)))
+            .filter(|(e, _)| {
+                e.key.namespace == object.namespace
+                    && e.policy.spec.target_refs.iter().any(|t| {
+                        t.group == super::GROUP
+                            && t.kind == kind.as_str()
+                            && t.name == object.name
+                            && t.section_name.as_deref() == section
+                    })
+            })
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+
     let winner = |id: TargetId| winners.get(&id).copied();
     let mut out = BTreeMap::new();
     for (key, route) in routes {
@@ -214,15 +251,58 @@ pub fn attach(
             .into_iter()
             .flatten()
             .find_map(|p| entries[p].valid.as_ref().ok()?.max_concurrent_streams);
+        let mut shared: Vec<Arc<ValidAccess>> = Vec::new();
+        for g in ours(route, key, gateways) {
+            shared.extend(targeting(TargetKind::Gateway, &g, None));
+        }
+        shared.extend(targeting(TargetKind::HttpRoute, key, None));
+        let rule_access = match &route.spec.rules {
+            Some(rules) => rules
+                .iter()
+                .map(|r| {
+                    let own = r
+                        .name
+                        .as_deref()
+                        .map(|n| targeting(TargetKind::HttpRoute, key, Some(n)))
+                        .unwrap_or_default();
+                    ValidAccess::all_of(shared.iter().cloned().chain(own))
+                })
+                .collect(),
+            None => vec![ValidAccess::all_of(shared.iter().cloned())],
+        };
         out.insert(
             key.clone(),
             RouteSettings {
                 rules,
                 max_concurrent_streams,
+                access: rule_access,
             },
         );
     }
     PolicyOutcome { routes: out, verdicts }
+}
+
+/// A policy's `access` as its targets get it: validated, owned by the
+/// policy (its limits counted per policy, its Secrets in its namespace), or
+/// closed when the policy is invalid.
+fn policy_access(entry: &Entry<'_>) -> Option<Arc<ValidAccess>> {
+    let spec = entry.policy.spec.access.as_ref()?;
+    let owner = format!("StreamPolicy {}", entry.key);
+    let mut valid = match &entry.valid {
+        Ok(_) => spec.validate(&format!("{owner} spec.access")),
+        Err(problems) => ValidAccess {
+            closed: vec![format!(
+                "{owner} is invalid, so its access cannot be enforced: {problems}"
+            )],
+            ..Default::default()
+        },
+    };
+    if !valid.restricts() {
+        return None;
+    }
+    valid.owner = Some(owner);
+    valid.namespace = Some(entry.key.namespace.clone());
+    Some(Arc::new(valid))
 }
 
 /// `entry`'s settings laid over `parent`. The entry was validated, so the
@@ -518,7 +598,8 @@ mod tests {
             settings(&o, "lonely"),
             &RouteSettings {
                 rules: vec![StreamSettings::DEFAULT],
-                max_concurrent_streams: None
+                max_concurrent_streams: None,
+                access: vec![None],
             }
         );
         assert_eq!(
