@@ -13,7 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use ssegate::api::gateway::gateway::GatewayListenersAllowedRoutesNamespacesFrom;
-use ssegate::api::gateway::http_route::{HttpRouteRulesFiltersType, HttpRouteRulesMatchesMethod};
+use ssegate::api::gateway::http_route::{
+    HttpRouteRulesFiltersExternalAuthProtocol, HttpRouteRulesFiltersType, HttpRouteRulesMatchesMethod,
+    HttpRouteRulesMatchesPathType,
+};
 use ssegate::api::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, BUNDLE_VERSION};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,6 +34,16 @@ fn script_var(script: &str, name: &str) -> String {
         .find(|l| l.starts_with(&prefix))
         .unwrap_or_else(|| panic!("{script} has no {name}="));
     line[prefix.len()..].trim_matches(|c| c == '\'' || c == '"').to_owned()
+}
+
+/// A bash array assigned in a script (`NAME=(a b c)`), so the test and the
+/// script share one list.
+fn script_list(script: &str, name: &str) -> Vec<String> {
+    script_var(script, name)
+        .trim_matches(|c| c == '(' || c == ')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn crd(file: &str) -> Value {
@@ -57,15 +70,19 @@ fn crd_files_are_the_pinned_release_unchanged() {
         "issue 15 pins Gateway API v1.6.x, the script has {version}"
     );
     assert_eq!(BUNDLE_VERSION, version, "src/api/gateway/mod.rs BUNDLE_VERSION");
-    let kinds = script_var(CRD_SCRIPT, "KINDS");
-    let kinds: Vec<&str> = kinds
-        .trim_matches(|c| c == '(' || c == ')')
-        .split_whitespace()
-        .collect();
+    let kinds = script_list(CRD_SCRIPT, "KINDS");
     assert_eq!(kinds, ["gatewayclasses", "gateways", "httproutes", "referencegrants"]);
     let want: BTreeSet<String> = kinds
         .iter()
         .map(|k| format!("gateway.networking.k8s.io_{k}.yaml"))
+        .collect();
+    // The experimental channel's HTTPRoute, which the types are generated
+    // from, in a subfolder that `kubectl apply -f crds/gateway-api/` skips.
+    let experimental_kinds = script_list(CRD_SCRIPT, "EXPERIMENTAL_KINDS");
+    assert_eq!(experimental_kinds, ["httproutes"]);
+    let want_experimental: BTreeSet<String> = experimental_kinds
+        .iter()
+        .map(|k| format!("experimental/gateway.networking.k8s.io_{k}.yaml"))
         .collect();
 
     let dir = Path::new(ROOT).join("crds/gateway-api");
@@ -78,6 +95,14 @@ fn crd_files_are_the_pinned_release_unchanged() {
         on_disk, want,
         "crds/gateway-api/ holds other CRDs than the script copies"
     );
+    let on_disk_experimental: BTreeSet<String> = std::fs::read_dir(dir.join("experimental"))
+        .unwrap()
+        .map(|e| format!("experimental/{}", e.unwrap().file_name().into_string().unwrap()))
+        .collect();
+    assert_eq!(
+        on_disk_experimental, want_experimental,
+        "crds/gateway-api/experimental/ holds other files than the script copies"
+    );
 
     // Every byte as the script copied it: SHA256SUMS is written by the script
     // from the module it verified against the pinned module checksum.
@@ -86,7 +111,8 @@ fn crd_files_are_the_pinned_release_unchanged() {
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
         .collect();
-    assert_eq!(listed, want, "SHA256SUMS lists other files");
+    let every: BTreeSet<String> = want.iter().chain(&want_experimental).cloned().collect();
+    assert_eq!(listed, every, "SHA256SUMS lists other files");
     let check = Command::new("sha256sum")
         .args(["--check", "--strict", "SHA256SUMS"])
         .current_dir(&dir)
@@ -104,7 +130,7 @@ fn crd_files_are_the_pinned_release_unchanged() {
         readme.contains(&format!("sigs.k8s.io/gateway-api@{version}")) && readme.contains(&sum),
         "crds/gateway-api/README.md names another release than the script pins"
     );
-    for file in &want {
+    for file in &every {
         let crd = crd(file);
         let annotations = &crd["metadata"]["annotations"];
         assert_eq!(
@@ -112,12 +138,68 @@ fn crd_files_are_the_pinned_release_unchanged() {
             json!(version),
             "{file}"
         );
+        let channel = if file.starts_with("experimental/") {
+            "experimental"
+        } else {
+            "standard"
+        };
         assert_eq!(
             annotations["gateway.networking.k8s.io/channel"],
-            json!("standard"),
+            json!(channel),
             "{file}"
         );
     }
+}
+
+/// Every field of the standard HTTPRoute schema (v1) with its type and
+/// enum values, by path.
+fn schema_fields(crd: &Value) -> std::collections::BTreeMap<String, (Value, BTreeSet<String>)> {
+    fn walk(s: &Value, path: String, out: &mut std::collections::BTreeMap<String, (Value, BTreeSet<String>)>) {
+        let enums = s["enum"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.to_string()).collect())
+            .unwrap_or_default();
+        out.insert(path.clone(), (s["type"].clone(), enums));
+        if let Some(props) = s["properties"].as_object() {
+            for (k, v) in props {
+                walk(v, format!("{path}.{k}"), out);
+            }
+        }
+        if s.get("items").is_some() {
+            walk(&s["items"], format!("{path}[]"), out);
+        }
+    }
+    let v1 = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    walk(&v1["schema"]["openAPIV3Schema"], String::new(), &mut out);
+    out
+}
+
+/// The HTTPRoute type is generated from the experimental CRD; it reads what
+/// a standard-channel cluster stores only because that schema is a superset:
+/// every standard field, with the same type and every enum value.
+#[test]
+fn the_experimental_httproute_schema_is_a_superset_of_the_standard_one() {
+    let standard = schema_fields(&crd("gateway.networking.k8s.io_httproutes.yaml"));
+    let experimental = schema_fields(&crd("experimental/gateway.networking.k8s.io_httproutes.yaml"));
+    assert!(
+        standard.len() > 150,
+        "{} fields: the schema was not read",
+        standard.len()
+    );
+    for (path, (kind, values)) in &standard {
+        let Some((x_kind, x_values)) = experimental.get(path) else {
+            panic!("{path} is in the standard HTTPRoute only");
+        };
+        assert_eq!(kind, x_kind, "{path}");
+        assert!(values.is_subset(x_values), "{path}: {values:?} not within {x_values:?}");
+    }
+    assert!(experimental.contains_key(".spec.rules[].filters[].externalAuth.http.allowedResponseHeaders[]"));
 }
 
 /// Each Rust type is the version the pinned CRD serves and stores, so
@@ -132,14 +214,23 @@ fn the_types_use_the_served_storage_versions() {
         // and the one every release since v0.6 serves.
         ("referencegrants", ReferenceGrant::api_version(&())),
     ] {
-        let crd = crd(&format!("gateway.networking.k8s.io_{file}.yaml"));
         let (group, version) = api_version.split_once('/').unwrap();
-        assert_eq!(crd["spec"]["group"], json!(group));
-        assert!(
-            served_versions(&crd).contains(&(version.to_owned(), true)),
-            "{file}: {version} is not the served storage version: {:?}",
-            served_versions(&crd)
-        );
+        // HTTPRoute: in both channels, the one the types come from and the
+        // one ssegate installs.
+        let channels: &[&str] = if file == "httproutes" {
+            &["", "experimental/"]
+        } else {
+            &[""]
+        };
+        for channel in channels {
+            let crd = crd(&format!("{channel}gateway.networking.k8s.io_{file}.yaml"));
+            assert_eq!(crd["spec"]["group"], json!(group));
+            assert!(
+                served_versions(&crd).contains(&(version.to_owned(), true)),
+                "{channel}{file}: {version} is not the served storage version: {:?}",
+                served_versions(&crd)
+            );
+        }
     }
 }
 
@@ -445,6 +536,92 @@ status:
       lastTransitionTime: "2026-11-26T13:00:00Z"
 "#;
 
+/// An HTTPRoute of the experimental channel: the ExternalAuth filter, with
+/// every field it has, and one with only the required ones.
+const HTTP_ROUTE_EXTERNAL_AUTH: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: guarded
+  namespace: apps
+spec:
+  parentRefs:
+  - name: sse
+    namespace: infra
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /events
+    filters:
+    - type: ExternalAuth
+      externalAuth:
+        protocol: HTTP
+        backendRef:
+          group: ""
+          kind: Service
+          name: oauth2-proxy
+          namespace: auth
+          port: 4180
+        http:
+          path: /oauth2/auth
+          allowedHeaders: [Cookie, X-Tenant]
+          allowedResponseHeaders: [X-Auth-Request-User]
+        forwardBody:
+          maxSize: 0
+    backendRefs:
+    - name: events-v1
+      port: 8080
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /grpc-guarded
+    filters:
+    - type: ExternalAuth
+      externalAuth:
+        protocol: GRPC
+        backendRef:
+          name: ext-authz
+          port: 9001
+        grpc:
+          allowedHeaders: [Cookie]
+    backendRefs:
+    - name: events-v1
+      port: 8080
+"#;
+
+/// Values a newer CRD may add to enums that "may be added to": read and
+/// written back as they are (the translation refuses them).
+const HTTP_ROUTE_FUTURE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: future
+  namespace: apps
+spec:
+  rules:
+  - matches:
+    - path: {type: Glob, value: "/a/*"}
+      headers: [{type: Prefix, name: X-Tenant, value: a}]
+      queryParams: [{type: Prefix, name: q, value: a}]
+      method: QUERY
+    filters:
+    - type: RateLimit
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: wss
+        path: {type: ReplaceRegex, replaceFullPath: /x}
+    - type: ExternalAuth
+      externalAuth:
+        protocol: Thrift
+        backendRef: {name: auth, port: 80}
+    backendRefs:
+    - name: events-v1
+      port: 8080
+      filters:
+      - type: RateLimit
+"#;
+
 const REFERENCE_GRANT: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
@@ -548,6 +725,79 @@ fn realistic_objects_round_trip_through_the_types() {
 
     let grant: ReferenceGrant = round_trip(REFERENCE_GRANT);
     assert_eq!(grant.spec.to[1].name.as_deref(), Some("events-tls"));
+
+    let guarded: HttpRoute = round_trip(HTTP_ROUTE_EXTERNAL_AUTH);
+    let rules = guarded.spec.rules.as_ref().unwrap();
+    let filter = &rules[0].filters.as_ref().unwrap()[0];
+    assert_eq!(filter.r#type, HttpRouteRulesFiltersType::ExternalAuth);
+    let auth = filter.external_auth.as_ref().unwrap();
+    assert_eq!(auth.protocol, HttpRouteRulesFiltersExternalAuthProtocol::Http);
+    assert_eq!(
+        (
+            auth.backend_ref.name.as_str(),
+            auth.backend_ref.namespace.as_deref(),
+            auth.backend_ref.port
+        ),
+        ("oauth2-proxy", Some("auth"), Some(4180))
+    );
+    let http = auth.http.as_ref().unwrap();
+    assert_eq!(http.path.as_deref(), Some("/oauth2/auth"));
+    assert_eq!(http.allowed_headers.as_deref().unwrap(), ["Cookie", "X-Tenant"]);
+    assert_eq!(
+        http.allowed_response_headers.as_deref().unwrap(),
+        ["X-Auth-Request-User"]
+    );
+    assert_eq!(auth.forward_body.as_ref().unwrap().max_size, Some(0));
+    let grpc = rules[1].filters.as_ref().unwrap()[0].external_auth.as_ref().unwrap();
+    assert_eq!(grpc.protocol, HttpRouteRulesFiltersExternalAuthProtocol::Grpc);
+    assert_eq!(
+        grpc.grpc.as_ref().unwrap().allowed_headers.as_deref().unwrap(),
+        ["Cookie"]
+    );
+
+    // Fix-up 2: unknown enum values are kept, not a failure of the object.
+    let future: HttpRoute = round_trip(HTTP_ROUTE_FUTURE);
+    let rule = &future.spec.rules.as_ref().unwrap()[0];
+    let m = &rule.matches.as_ref().unwrap()[0];
+    assert_eq!(
+        m.path.as_ref().unwrap().r#type,
+        Some(HttpRouteRulesMatchesPathType::Unknown("Glob".into()))
+    );
+    assert_eq!(m.method, Some(HttpRouteRulesMatchesMethod::Unknown("QUERY".into())));
+    let filters = rule.filters.as_ref().unwrap();
+    assert_eq!(
+        filters[0].r#type,
+        HttpRouteRulesFiltersType::Unknown("RateLimit".into())
+    );
+    assert_eq!(
+        filters[2].external_auth.as_ref().unwrap().protocol,
+        HttpRouteRulesFiltersExternalAuthProtocol::Unknown("Thrift".into())
+    );
+}
+
+/// Every enum of the generated HTTPRoute type carries fix-up 2: the script
+/// adds the variant to each, and this counts them against the CRD's string
+/// enums, so that an enum kopium names differently cannot slip through.
+#[test]
+fn every_httproute_enum_reads_unknown_values() {
+    let text = std::fs::read_to_string(format!("{ROOT}/src/api/gateway/http_route.rs")).unwrap();
+    let enums = text.matches("\npub enum ").count();
+    let open = text.matches("    #[serde(untagged)]\n    Unknown(String),\n}").count();
+    assert_eq!(open, enums, "every enum ends with the Unknown variant");
+    // The CRD's string enums in spec (status conditions are the shared
+    // Condition type; statusCode is an integer, elided by fix-up 1); a
+    // filter's fields appear twice, on the rule and on the backendRef.
+    let fields = schema_fields(&crd("experimental/gateway.networking.k8s.io_httproutes.yaml"));
+    let string_enums = fields
+        .iter()
+        .filter(|(path, (kind, values))| path.starts_with(".spec.") && *kind == json!("string") && !values.is_empty())
+        // Lists of values (CORS allowMethods) are Vec<String> in kopium's output.
+        .filter(|(path, _)| !path.ends_with("[]"))
+        .count();
+    assert_eq!(
+        enums, string_enums,
+        "enums in http_route.rs vs string enums in the CRD's spec"
+    );
 }
 
 /// Creates `fixture` (without status) through `api`, writes its status
@@ -652,4 +902,49 @@ async fn the_apiserver_serves_the_pinned_crds_and_the_types_read_its_objects() {
         .await
         .expect_err("the apiserver accepted RequestRedirect with URLRewrite");
     assert!(err.to_string().contains("RequestRedirect"), "{err}");
+
+    // A cluster that runs the experimental channel: its HTTPRoutes with an
+    // ExternalAuth filter are stored with the experimental defaults and read
+    // back whole (the standard CRD refuses them, so the watch never saw one).
+    let routes: Api<HttpRoute> = Api::namespaced(client.clone(), "apps");
+    let guarded: HttpRoute = serde_yaml::from_str(HTTP_ROUTE_EXTERNAL_AUTH).unwrap();
+    let err = routes
+        .create(&PostParams::default(), &guarded)
+        .await
+        .expect_err("the standard CRD accepted an ExternalAuth filter");
+    assert!(err.to_string().contains("ExternalAuth"), "{err}");
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &format!("{ROOT}/crds/gateway-api/experimental/gateway.networking.k8s.io_httproutes.yaml"),
+    ]);
+    // The apiserver takes up a new schema within moments of the update.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match routes.create(&PostParams::default(), &guarded).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "experimental CRD never took: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let typed = routes.get("guarded").await.unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), "apps", &ApiResource::erase::<HttpRoute>(&()));
+    let raw = raw.get("guarded").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap().get("spec"),
+        raw.data.get("spec"),
+        "the types lose part of an experimental HTTPRoute"
+    );
+    let auth = typed.spec.rules.as_ref().unwrap()[1].filters.as_ref().unwrap()[0]
+        .external_auth
+        .clone()
+        .unwrap();
+    // Defaults from the experimental schema, read through the types.
+    assert_eq!(
+        (auth.backend_ref.group.as_deref(), auth.backend_ref.kind.as_deref()),
+        (Some(""), Some("Service"))
+    );
 }

@@ -2,11 +2,19 @@
 //! HTTPRoute (the Rust type is [`HttpRoute`]) and ReferenceGrant, in the
 //! versions ssegate serves.
 //!
-//! Generated with kopium from the pinned standard-channel CRDs in
-//! `crds/gateway-api/` (see `scripts/gateway-api-crds.sh` and
-//! `scripts/gateway-api-types.sh`), because the `gateway-api` crate is built
-//! on another kube/k8s-openapi than ours. Only this file is hand-written.
-//! The field documentation is the CRDs' descriptions in `crds/gateway-api/`.
+//! Generated with kopium from the pinned CRDs in `crds/gateway-api/` (see
+//! `scripts/gateway-api-crds.sh` and `scripts/gateway-api-types.sh`),
+//! because the `gateway-api` crate is built on another kube/k8s-openapi than
+//! ours. Only this file is hand-written. The field documentation is the
+//! CRDs' descriptions in `crds/gateway-api/`.
+//!
+//! GatewayClass, Gateway and ReferenceGrant come from the standard channel.
+//! HTTPRoute comes from the experimental channel of the same release, a
+//! superset of the standard schema, so that an HTTPRoute of a cluster that
+//! runs the experimental channel (an `ExternalAuth` filter, GEP-1494) is read
+//! rather than failing the whole watch; and every HTTPRoute enum keeps a
+//! value it does not list as `Unknown(String)`, for the same reason with a
+//! newer CRD. The translation refuses what it does not implement.
 //!
 //! ReferenceGrant is `v1beta1`: its storage version in v1.6, and the one
 //! every Gateway API release since v0.6 serves (v1 is served from v1.5 on).
@@ -50,7 +58,18 @@ mod tests {
         assert_eq!(Gateway::group(&()), GROUP);
     }
 
-    /// The one fix-up to kopium's output: statusCode is a JSON number.
+    /// A filter type of a newer CRD is read and written back as it is.
+    #[test]
+    fn unknown_filter_types_are_kept() {
+        use super::http_route::{HttpRouteRulesFilters, HttpRouteRulesFiltersType};
+        let filter: HttpRouteRulesFilters = serde_json::from_value(serde_json::json!({"type": "RateLimit"})).unwrap();
+        assert_eq!(filter.r#type, HttpRouteRulesFiltersType::Unknown("RateLimit".into()));
+        assert_eq!(serde_json::to_string(&filter).unwrap(), r#"{"type":"RateLimit"}"#);
+        let known: HttpRouteRulesFilters = serde_json::from_value(serde_json::json!({"type": "CORS"})).unwrap();
+        assert_eq!(known.r#type, HttpRouteRulesFiltersType::Cors);
+    }
+
+    /// The first fix-up to kopium's output: statusCode is a JSON number.
     #[test]
     fn redirect_status_code_is_a_number() {
         let redirect: HttpRouteRulesFiltersRequestRedirect =

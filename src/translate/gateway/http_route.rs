@@ -12,9 +12,11 @@ use super::listeners::Listener;
 use super::policy::RouteSettings;
 use crate::api::filters::{HeaderEdits, PathChange, Redirect, Rewrite, RuleFilters};
 use crate::api::gateway::http_route::{
-    HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme as RedirectScheme, HttpRouteRulesFiltersType as FilterType,
+    HttpRouteRulesFiltersUrlRewritePathType as RewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use crate::api::gateway::{HttpRoute, ReferenceGrant};
 use crate::api::StreamSettings;
@@ -329,6 +331,10 @@ fn rule_matches(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
                 unsupported.push(format!("{field}.path: RegularExpression is not supported"));
                 continue;
             }
+            Some(HttpRouteRulesMatchesPathType::Unknown(other)) => {
+                unsupported.push(format!("{field}.path: type {other:?} is not supported"));
+                continue;
+            }
         };
         let value = path.value.as_deref().unwrap_or("/");
         let path = match valid_path(kind, value) {
@@ -347,9 +353,16 @@ fn rule_matches(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             ..Default::default()
         };
         for h in matcher.headers.iter().flatten() {
-            if matches!(h.r#type, Some(HttpRouteRulesMatchesHeadersType::RegularExpression)) {
-                unsupported.push(format!("{field}.headers: RegularExpression is not supported"));
-                continue;
+            match &h.r#type {
+                None | Some(HttpRouteRulesMatchesHeadersType::Exact) => {}
+                Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+                    unsupported.push(format!("{field}.headers: RegularExpression is not supported"));
+                    continue;
+                }
+                Some(HttpRouteRulesMatchesHeadersType::Unknown(other)) => {
+                    unsupported.push(format!("{field}.headers: type {other:?} is not supported"));
+                    continue;
+                }
             }
             let name = h.name.to_ascii_lowercase();
             // The first entry of a name counts; later ones are ignored.
@@ -358,9 +371,16 @@ fn rule_matches(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             }
         }
         for q in matcher.query_params.iter().flatten() {
-            if matches!(q.r#type, Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression)) {
-                unsupported.push(format!("{field}.queryParams: RegularExpression is not supported"));
-                continue;
+            match &q.r#type {
+                None | Some(HttpRouteRulesMatchesQueryParamsType::Exact) => {}
+                Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                    unsupported.push(format!("{field}.queryParams: RegularExpression is not supported"));
+                    continue;
+                }
+                Some(HttpRouteRulesMatchesQueryParamsType::Unknown(other)) => {
+                    unsupported.push(format!("{field}.queryParams: type {other:?} is not supported"));
+                    continue;
+                }
             }
             if !conditions.query.iter().any(|(n, _)| *n == q.name) {
                 conditions.query.push((q.name.clone(), q.value.clone()));
@@ -422,6 +442,14 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             }
             FilterType::RequestRedirect => {
                 let Some(rr) = &filter.request_redirect else { continue };
+                if let Some(RedirectScheme::Unknown(other)) = &rr.scheme {
+                    unsupported.push(format!("{field}.requestRedirect.scheme: {other:?} is not supported"));
+                    continue;
+                }
+                if let Some(RedirectPathType::Unknown(other)) = rr.path.as_ref().map(|p| &p.r#type) {
+                    unsupported.push(format!("{field}.requestRedirect.path.type: {other:?} is not supported"));
+                    continue;
+                }
                 let path = rr
                     .path
                     .as_ref()
@@ -440,6 +468,10 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             }
             FilterType::UrlRewrite => {
                 let Some(rw) = &filter.url_rewrite else { continue };
+                if let Some(RewritePathType::Unknown(other)) = rw.path.as_ref().map(|p| &p.r#type) {
+                    unsupported.push(format!("{field}.urlRewrite.path.type: {other:?} is not supported"));
+                    continue;
+                }
                 let path = rw
                     .path
                     .as_ref()
@@ -451,7 +483,11 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             }
             // Read by `rule_cors`.
             FilterType::Cors => {}
-            FilterType::RequestMirror | FilterType::ExtensionRef => {
+            // Not yet: refused as any filter ssegate does not implement.
+            FilterType::RequestMirror
+            | FilterType::ExtensionRef
+            | FilterType::ExternalAuth
+            | FilterType::Unknown(_) => {
                 let name = serde_json::to_value(&filter.r#type)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

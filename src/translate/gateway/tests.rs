@@ -365,6 +365,55 @@ fn filters_on_a_backend_ref_refuse_the_route_rather_than_vanish() {
     assert!(o.definitions.iter().all(|d| d.key.name != "perbackend"));
 }
 
+/// Enum values of a newer CRD (read as `Unknown`) are refused by name, as
+/// the API asks (`UnsupportedValue`), each with its field; never taken for
+/// a value ssegate knows.
+#[test]
+fn values_a_newer_crd_may_add_are_refused_with_their_field() {
+    let cases = [
+        (
+            "  - matches: [{path: {type: Glob, value: /a}}]\n",
+            "spec.rules[0].matches[0].path: type \"Glob\" is not supported",
+        ),
+        (
+            "  - matches: [{headers: [{type: Prefix, name: x, value: a}]}]\n",
+            "spec.rules[0].matches[0].headers: type \"Prefix\" is not supported",
+        ),
+        (
+            "  - matches: [{queryParams: [{type: Prefix, name: x, value: a}]}]\n",
+            "spec.rules[0].matches[0].queryParams: type \"Prefix\" is not supported",
+        ),
+        (
+            "  - filters: [{type: RateLimit}]\n",
+            "spec.rules[0].filters[0]: filter RateLimit is not supported",
+        ),
+        (
+            "  - filters: [{type: RequestRedirect, requestRedirect: {scheme: wss}}]\n",
+            "spec.rules[0].filters[0].requestRedirect.scheme: \"wss\" is not supported",
+        ),
+        (
+            "  - filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceRegex, replaceFullPath: /x}}}]\n",
+            "spec.rules[0].filters[0].requestRedirect.path.type: \"ReplaceRegex\" is not supported",
+        ),
+        (
+            "  - filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceRegex, replaceFullPath: /x}}}]\n",
+            "spec.rules[0].filters[0].urlRewrite.path.type: \"ReplaceRegex\" is not supported",
+        ),
+    ];
+    for (rule, message) in cases {
+        let routes = vec![route(
+            "future",
+            "apps",
+            &format!("  parentRefs: [{{name: gw, sectionName: http}}]\n  rules:\n{rule}    backendRefs: [{{name: svc, port: 80}}]\n"),
+        )];
+        let o = outcome(&routes, &[]);
+        let p = parent(&o, "future");
+        assert_eq!(p.accepted.reason, "UnsupportedValue", "{rule}");
+        assert_eq!(p.accepted.message, message);
+        assert!(o.definitions.iter().all(|d| d.key.name != "future"), "{rule}");
+    }
+}
+
 #[test]
 fn an_https_listener_whose_certificate_does_not_resolve_is_not_programmed_but_takes_routes() {
     let gateway: Gateway = serde_yaml::from_str(
