@@ -174,6 +174,41 @@ const NOT_FROM_AUTH: &[&str] = &[
     "expect",
 ];
 
+/// Headers Gateway API's rules always send (`Method` and `Path` are the
+/// request line's): an `allowedHeaders` entry naming one adds nothing.
+const ALWAYS_SENT: &[&str] = &["host", "content-length", "authorization"];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, the legacy `Proxy-Connection`):
+/// they describe the client's connection, so an `allowedHeaders` entry
+/// naming one sends nothing.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The most names in each of Gateway API's `allowedHeaders` and
+/// `allowedResponseHeaders`: the CRD's `maxItems`.
+pub const MAX_GATEWAY_HEADERS: usize = 64;
+
+/// The longest `http.path`: the CRD's `maxLength`.
+pub const MAX_GATEWAY_PATH_LEN: usize = 1024;
+
+/// Gateway API's keep-alive towards the auth service. Envoy, whose
+/// `ext_authz` the filter is modelled on, keeps connections to the auth
+/// cluster open; the filter has no field for it, and ingress-nginx's
+/// default (none) would open a connection per event stream. 16 idle
+/// connections per service, ingress-nginx's request and idle defaults.
+pub const GATEWAY_KEEPALIVE: KeepaliveConfig = KeepaliveConfig {
+    connections: 16,
+    requests: DEFAULT_KEEPALIVE_REQUESTS,
+    idle_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+};
+
 /// The statuses nginx's `add_header` (without `always`) applies to.
 const ADD_HEADER_STATUSES: &[u16] = &[200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
 
@@ -276,6 +311,62 @@ pub enum ExternalAuthError {
     NotBool,
     #[error("is larger than {max}")]
     TooLarge { max: u64 },
+    #[error(
+        "must start with `/` and hold only letters, digits, `%XX` escapes and -._~!$&'()*+,;=:@/ (the CRD's pattern)"
+    )]
+    PathForm,
+    #[error("has a `.` or `..` segment, which would take the auth service's path outside the prefix")]
+    PathDotSegment,
+    #[error("names more than {max} headers")]
+    TooManyHeaders { max: usize },
+    #[error("entry {index} is not a header name of at most {max} bytes")]
+    HeaderName { index: usize, max: usize },
+    #[error("is not a DNS label (lowercase letters, digits and `-`, at most 63)")]
+    NotDnsLabel,
+    #[error("is {0}: the port must be 1 to 65535")]
+    Port(i64),
+}
+
+/// Gateway API's `ExternalAuth` filter with `protocol: HTTP`, as the
+/// translation gives it, the backendRef already resolved to a Service in
+/// a namespace it may refer to. Validated by
+/// [`ExternalAuthConfig::from_gateway_api`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct GatewayAuthSpec {
+    /// The Service's name and namespace, and the Service port to call.
+    pub service: String,
+    pub namespace: String,
+    pub port: i64,
+    /// `http.path`; empty for none.
+    pub path: String,
+    pub allowed_headers: Vec<String>,
+    pub allowed_response_headers: Vec<String>,
+}
+
+/// A field of [`GatewayAuthSpec`], named as the filter names it (under
+/// `externalAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GatewayField {
+    BackendRefName,
+    BackendRefNamespace,
+    BackendRefPort,
+    Path,
+    AllowedHeaders,
+    AllowedResponseHeaders,
+}
+
+impl GatewayField {
+    /// The field's path under `externalAuth`.
+    pub fn path(self) -> &'static str {
+        match self {
+            GatewayField::BackendRefName => "backendRef.name",
+            GatewayField::BackendRefNamespace => "backendRef.namespace",
+            GatewayField::BackendRefPort => "backendRef.port",
+            GatewayField::Path => "http.path",
+            GatewayField::AllowedHeaders => "http.allowedHeaders",
+            GatewayField::AllowedResponseHeaders => "http.allowedResponseHeaders",
+        }
+    }
 }
 
 /// The typed fields of an external-auth policy, as ssegate's own API (a
@@ -357,10 +448,42 @@ enum UrlAuthority {
     },
 }
 
-/// A validated external-auth policy.
+/// A validated external-auth policy: where the auth service is, how
+/// connections to it are kept, and the dialect ([`Flavour`]) that says what
+/// the subrequest carries and what its answer means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalAuthConfig {
     url: AuthUrl,
+    cache: Option<CacheConfig>,
+    keepalive: KeepaliveConfig,
+    rules: Rules,
+}
+
+/// The dialects of external authentication ssegate speaks. They share the
+/// transport (the subrequest client, keep-alive, timeouts, the Service's
+/// endpoints) and differ in what is sent and how the answer is read, which
+/// is why they are one type with two sets of rules rather than two types:
+/// a rule's access policy holds either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// ingress-nginx's `auth-url` and companions (and a Route's or a
+    /// StreamPolicy's `access.externalAuth`): see the module documentation.
+    IngressNginx,
+    /// Gateway API's HTTPRoute `ExternalAuth` filter with `protocol: HTTP`
+    /// (GEP-1494): see [`from_gateway_api`](ExternalAuthConfig::from_gateway_api).
+    GatewayApi,
+}
+
+/// The request and answer rules of each [`Flavour`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rules {
+    IngressNginx(NginxRules),
+    GatewayApi(GatewayApiRules),
+}
+
+/// ingress-nginx's rules: the annotations beyond the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NginxRules {
     method: Option<Method>,
     /// The sign-in URL with the redirect parameter added as
     /// `buildAuthSignURL` adds it.
@@ -368,9 +491,19 @@ pub struct ExternalAuthConfig {
     signin_redirect_param: String,
     response_headers: Vec<HeaderName>,
     request_redirect: Option<HeaderValue>,
-    cache: Option<CacheConfig>,
     always_set_cookie: bool,
-    keepalive: KeepaliveConfig,
+}
+
+/// Gateway API's rules (`externalAuth.http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GatewayApiRules {
+    /// `http.path`, put before the client's path; empty for none.
+    path_prefix: String,
+    /// `http.allowedHeaders`, beyond those always sent.
+    allowed_headers: Vec<HeaderName>,
+    /// `http.allowedResponseHeaders`; empty: every header of the answer
+    /// but those [`never_copied_upstream`].
+    allowed_response_headers: Vec<HeaderName>,
 }
 
 /// What [`from_annotations`] refuses: annotations whose values are wrong,
@@ -545,14 +678,16 @@ impl ExternalAuthConfig {
                 }
                 Ok(ExternalAuthConfig {
                     url,
-                    method,
-                    signin,
-                    signin_redirect_param,
-                    response_headers,
-                    request_redirect,
                     cache: cache_key.map(|key| CacheConfig::from_parts(key, durations.unwrap_or_default())),
-                    always_set_cookie: spec.always_set_cookie,
                     keepalive,
+                    rules: Rules::IngressNginx(NginxRules {
+                        method,
+                        signin,
+                        signin_redirect_param,
+                        response_headers,
+                        request_redirect,
+                        always_set_cookie: spec.always_set_cookie,
+                    }),
                 })
             }
             _ => Err(errors),
@@ -563,32 +698,53 @@ impl ExternalAuthConfig {
         &self.url
     }
 
-    /// The subrequest's method: `auth-method`, else GET.
+    pub fn flavour(&self) -> Flavour {
+        match self.rules {
+            Rules::IngressNginx(_) => Flavour::IngressNginx,
+            Rules::GatewayApi(_) => Flavour::GatewayApi,
+        }
+    }
+
+    fn nginx(&self) -> Option<&NginxRules> {
+        match &self.rules {
+            Rules::IngressNginx(n) => Some(n),
+            Rules::GatewayApi(_) => None,
+        }
+    }
+
+    /// The subrequest's method with ingress-nginx's rules: `auth-method`,
+    /// else GET. (Gateway API's sends the client's method.)
     pub fn method(&self) -> Method {
-        self.method.clone().unwrap_or(Method::GET)
+        self.nginx().and_then(|n| n.method.clone()).unwrap_or(Method::GET)
     }
 
     /// Whether `auth-method` was given (then `X-Original-URI` and
     /// `X-Scheme` are sent too).
     pub fn method_is_set(&self) -> bool {
-        self.method.is_some()
+        self.nginx().is_some_and(|n| n.method.is_some())
     }
 
     /// The sign-in URL with its redirect parameter, as a template.
     pub fn signin(&self) -> Option<&NginxTemplate> {
-        self.signin.as_ref()
+        self.nginx()?.signin.as_ref()
     }
 
     pub fn signin_redirect_param(&self) -> &str {
-        &self.signin_redirect_param
+        self.nginx()
+            .map_or(DEFAULT_REDIRECT_PARAM, |n| n.signin_redirect_param.as_str())
     }
 
+    /// `auth-response-headers`, or Gateway API's `allowedResponseHeaders`
+    /// (where empty means every header of the answer).
     pub fn response_headers(&self) -> &[HeaderName] {
-        &self.response_headers
+        match &self.rules {
+            Rules::IngressNginx(n) => &n.response_headers,
+            Rules::GatewayApi(g) => &g.allowed_response_headers,
+        }
     }
 
     pub fn request_redirect(&self) -> Option<&HeaderValue> {
-        self.request_redirect.as_ref()
+        self.nginx()?.request_redirect.as_ref()
     }
 
     pub fn cache(&self) -> Option<&CacheConfig> {
@@ -596,12 +752,149 @@ impl ExternalAuthConfig {
     }
 
     pub fn always_set_cookie(&self) -> bool {
-        self.always_set_cookie
+        self.nginx().is_some_and(|n| n.always_set_cookie)
     }
 
     pub fn keepalive(&self) -> KeepaliveConfig {
         self.keepalive
     }
+}
+
+impl ExternalAuthConfig {
+    /// Validates Gateway API's filter (`protocol: HTTP`), reporting every
+    /// error. The auth service is the Service `name.namespace.svc` on the
+    /// given Service port, over plain HTTP (the API's TLS to backends is
+    /// BackendTLSPolicy, which ssegate does not read), its ready endpoints
+    /// called directly as for a Route's Service host. No cache: the API
+    /// has none, and an answer is about one request.
+    pub fn from_gateway_api(
+        spec: &GatewayAuthSpec,
+    ) -> Result<ExternalAuthConfig, Vec<(GatewayField, ExternalAuthError)>> {
+        let mut errors = Vec::new();
+        if !is_dns_label(&spec.service) {
+            errors.push((GatewayField::BackendRefName, ExternalAuthError::NotDnsLabel));
+        }
+        if !is_dns_label(&spec.namespace) {
+            errors.push((GatewayField::BackendRefNamespace, ExternalAuthError::NotDnsLabel));
+        }
+        let port = u16::try_from(spec.port).ok().filter(|p| *p > 0);
+        if port.is_none() {
+            errors.push((GatewayField::BackendRefPort, ExternalAuthError::Port(spec.port)));
+        }
+        if let Err(e) = check_gateway_path(&spec.path) {
+            errors.push((GatewayField::Path, e));
+        }
+        let allowed_headers = parse_gateway_headers(&spec.allowed_headers, false)
+            .map_err(|e| errors.push((GatewayField::AllowedHeaders, e)))
+            .ok();
+        let allowed_response_headers = parse_gateway_headers(&spec.allowed_response_headers, true)
+            .map_err(|e| errors.push((GatewayField::AllowedResponseHeaders, e)))
+            .ok();
+        let authority = port
+            .and_then(|port| parse_fixed_authority(&format!("{}.{}.svc:{port}", spec.service, spec.namespace)).ok());
+        let base = if spec.path.is_empty() { "/" } else { spec.path.as_str() };
+        match (authority, allowed_headers, allowed_response_headers) {
+            (Some((authority, host)), Some(allowed_headers), Some(allowed_response_headers)) if errors.is_empty() => {
+                let fixed = Uri::builder()
+                    .scheme(Scheme::Http.as_str())
+                    .authority(authority.clone())
+                    .path_and_query(base)
+                    .build()
+                    .map_err(|_| vec![(GatewayField::Path, ExternalAuthError::PathForm)])?;
+                Ok(ExternalAuthConfig {
+                    url: AuthUrl {
+                        scheme: Scheme::Http,
+                        authority: UrlAuthority::Fixed { authority, host },
+                        path_and_query: NginxTemplate::from_parts(vec![Part::Literal(base.to_owned())]),
+                        fixed: Some(fixed),
+                    },
+                    cache: None,
+                    keepalive: GATEWAY_KEEPALIVE,
+                    rules: Rules::GatewayApi(GatewayApiRules {
+                        // Joined as path segments: the client's path starts
+                        // with `/`, so `/auth/` and `/` add no empty segment.
+                        path_prefix: spec.path.trim_end_matches('/').to_owned(),
+                        allowed_headers,
+                        allowed_response_headers,
+                    }),
+                })
+            }
+            _ => {
+                if errors.is_empty() {
+                    errors.push((GatewayField::BackendRefName, ExternalAuthError::UrlAuthority));
+                }
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// A DNS-1123 label, as Service names and namespaces are.
+fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// `http.path`: the CRD's pattern (`^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$`,
+/// at most 1024 bytes), sanitised further as the API asks: it must start
+/// with `/` (it is put before an origin-form path) and may not have `.` or
+/// `..` segments. Empty is no prefix.
+fn check_gateway_path(path: &str) -> Result<(), ExternalAuthError> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    if path.len() > MAX_GATEWAY_PATH_LEN {
+        return Err(ExternalAuthError::TooLong {
+            max: MAX_GATEWAY_PATH_LEN,
+        });
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@%".contains(&b);
+    if !path.starts_with('/') || !path.bytes().all(allowed) {
+        return Err(ExternalAuthError::PathForm);
+    }
+    if let Some(at) = bad_escape(path) {
+        return Err(ExternalAuthError::UrlBadEscape { at });
+    }
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(ExternalAuthError::PathDotSegment);
+    }
+    Ok(())
+}
+
+/// `allowedHeaders` or, with `response`, `allowedResponseHeaders`: header
+/// names (any token, compared without case), at most
+/// [`MAX_GATEWAY_HEADERS`], duplicates dropped. Response headers may not
+/// name those that frame the upstream request or its connection.
+fn parse_gateway_headers(names: &[String], response: bool) -> Result<Vec<HeaderName>, ExternalAuthError> {
+    if names.len() > MAX_GATEWAY_HEADERS {
+        return Err(ExternalAuthError::TooManyHeaders {
+            max: MAX_GATEWAY_HEADERS,
+        });
+    }
+    let mut out: Vec<HeaderName> = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let bad = || ExternalAuthError::HeaderName {
+            index: index + 1,
+            max: MAX_HEADER_NAME_LEN,
+        };
+        if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
+            return Err(bad());
+        }
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        if response && NOT_FROM_AUTH.contains(&header.as_str()) {
+            return Err(ExternalAuthError::ResponseHeaderForbidden { name: name.clone() });
+        }
+        if !out.contains(&header) {
+            out.push(header);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_method(text: &str) -> Result<Method, ExternalAuthError> {
@@ -1070,6 +1363,18 @@ pub enum AuthRequestError {
 /// `Content-Length: 0`, which nginx would not send; the auth service sees
 /// an empty body either way.
 pub fn auth_request(cfg: &ExternalAuthConfig, facts: &ClientRequestFacts<'_>) -> Result<Request<()>, AuthRequestError> {
+    match &cfg.rules {
+        Rules::IngressNginx(n) => nginx_request(cfg, n, facts),
+        Rules::GatewayApi(g) => gateway_request(cfg, g, facts),
+    }
+}
+
+/// [`auth_request`] with ingress-nginx's rules.
+fn nginx_request(
+    cfg: &ExternalAuthConfig,
+    rules: &NginxRules,
+    facts: &ClientRequestFacts<'_>,
+) -> Result<Request<()>, AuthRequestError> {
     let uri = cfg.url.uri(facts)?;
     let value = |text: &str, header: &'static str| {
         HeaderValue::from_str(text).map_err(|_| AuthRequestError::HeaderValue { header })
@@ -1094,7 +1399,7 @@ pub fn auth_request(cfg: &ExternalAuthConfig, facts: &ClientRequestFacts<'_>) ->
     if !facts.forwarded_for.is_empty() {
         headers.insert(X_FORWARDED_FOR.clone(), value(facts.forwarded_for, "X-Forwarded-For")?);
     }
-    let redirect = match &cfg.request_redirect {
+    let redirect = match &rules.request_redirect {
         Some(redirect) => redirect.clone(),
         None => value(facts.request_uri, "X-Auth-Request-Redirect")?,
     };
@@ -1151,11 +1456,21 @@ pub fn endpoint(request: &Request<()>) -> Option<(Scheme, &str, u16)> {
 /// upstream must see only what the auth service said under those names,
 /// never a client's forgery (nginx's `proxy_set_header` replaces them the
 /// same way, even when the auth service sent nothing).
+///
+/// With Gateway API's rules, the `allowedResponseHeaders` are removed by
+/// name (no `-`/`_` folding: that is nginx's); with none listed, every
+/// header of the answer is copied, and the caller replaces the client's
+/// copies of the names the answer carries (see [`Decision::Allow`]).
 pub fn strip_client_copies(cfg: &ExternalAuthConfig, headers: &mut HeaderMap) {
+    let nginx = cfg.flavour() == Flavour::IngressNginx;
     let doomed = |name: &HeaderName| {
-        cfg.response_headers
-            .iter()
-            .any(|configured| nginx_header_name_matches(name.as_str(), configured.as_str()))
+        cfg.response_headers().iter().any(|configured| {
+            if nginx {
+                nginx_header_name_matches(name.as_str(), configured.as_str())
+            } else {
+                name == configured
+            }
+        })
     };
     if !headers.keys().any(doomed) {
         return;
@@ -1184,7 +1499,7 @@ pub fn cacheable_answer(cfg: &ExternalAuthConfig, status: u16, headers: &HeaderM
     for (name, value) in headers {
         let keep = name == header::WWW_AUTHENTICATE
             || cfg
-                .response_headers
+                .response_headers()
                 .iter()
                 .any(|configured| nginx_header_name_matches(name.as_str(), configured.as_str()));
         if keep {
@@ -1197,9 +1512,12 @@ pub fn cacheable_answer(cfg: &ExternalAuthConfig, status: u16, headers: &HeaderM
 /// What to do with the client's request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Proxy it. First [`strip_client_copies`], then add
-    /// `upstream_headers` to the upstream request; add each `set_cookie` to
-    /// the client's response when [`set_cookie_applies`] to its status.
+    /// Proxy it. First [`strip_client_copies`], then set
+    /// `upstream_headers` on the upstream request: every value a name had
+    /// (the client's) removed, then each given value appended, in order
+    /// (ingress-nginx's rules give one value per name, Gateway API's keep
+    /// the answer's lines); add each `set_cookie` to the client's response
+    /// when [`set_cookie_applies`] to its status.
     Allow {
         upstream_headers: Vec<(HeaderName, HeaderValue)>,
         set_cookie: Vec<HeaderValue>,
@@ -1222,7 +1540,11 @@ pub enum DenyReason {
     SignIn,
     /// The auth service said 403, passed on.
     Forbidden,
-    /// The auth service answered neither 2xx, 401 nor 403: a 500.
+    /// The auth service refused with this status (a 3xx or 4xx, Gateway
+    /// API's rules), passed on with its headers.
+    Denied(u16),
+    /// The auth service answered neither 2xx, 401 nor 403 (Gateway API's
+    /// rules: a 5xx, a 304, or a 1xx or 2xx other than 200): a 500.
     UnexpectedStatus(u16),
     /// A value to copy from the answer is longer than
     /// [`MAX_COPIED_VALUE_LEN`]: a 500.
@@ -1258,14 +1580,18 @@ pub fn decide_failure(cause: AuthFailure) -> Decision {
 /// this status: always with `auth-always-set-cookie`, else only for the
 /// statuses nginx's `add_header` applies to.
 pub fn set_cookie_applies(cfg: &ExternalAuthConfig, status: StatusCode) -> bool {
-    cfg.always_set_cookie || ADD_HEADER_STATUSES.contains(&status.as_u16())
+    cfg.always_set_cookie() || ADD_HEADER_STATUSES.contains(&status.as_u16())
 }
 
 /// The decision from the auth service's answer (fresh, or a
 /// [`CachedAnswer`]'s status and headers). `facts` are needed to build the
 /// sign-in redirect.
 pub fn decide(cfg: &ExternalAuthConfig, status: u16, headers: &HeaderMap, facts: &ClientRequestFacts<'_>) -> Decision {
-    match build_decision(cfg, status, headers, facts) {
+    let decision = match &cfg.rules {
+        Rules::IngressNginx(n) => build_decision(n, status, headers, facts),
+        Rules::GatewayApi(g) => gateway_decision(g, status, headers),
+    };
+    match decision {
         Ok(decision) => decision,
         Err(reason) => Decision::Deny {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -1276,7 +1602,7 @@ pub fn decide(cfg: &ExternalAuthConfig, status: u16, headers: &HeaderMap, facts:
 }
 
 fn build_decision(
-    cfg: &ExternalAuthConfig,
+    cfg: &NginxRules,
     status: u16,
     headers: &HeaderMap,
     facts: &ClientRequestFacts<'_>,
@@ -1341,6 +1667,135 @@ fn build_decision(
             DenyReason::UnexpectedStatus(other),
         ),
     })
+}
+
+/// [`auth_request`] with Gateway API's rules (GEP-1494, `protocol: HTTP`),
+/// as Envoy's HTTP `ext_authz` builds it, from which the API's fields come:
+/// the client's method; the path `http.path` followed by the client's path
+/// and query, as received (joined as path segments: `/auth/` and `/auth`
+/// both make `/auth/events`, where Envoy's plain concatenation would give
+/// `//`); `Host` the client's (Envoy keeps the request's
+/// `:authority`; the connection still goes to the Service); `Content-Length:
+/// 0` (no body is forwarded, and the API asks for the true length);
+/// every `Authorization` line; then, for each `allowedHeaders` name, the
+/// client's lines of it. Nothing else: no `X-Forwarded-*`, no request id.
+/// Names in `allowedHeaders` that are always sent are not sent twice, and
+/// hop-by-hop ones (which describe the client's connection, not its
+/// request) never are.
+fn gateway_request(
+    cfg: &ExternalAuthConfig,
+    rules: &GatewayApiRules,
+    facts: &ClientRequestFacts<'_>,
+) -> Result<Request<()>, AuthRequestError> {
+    let authority = cfg.url.fixed_authority().ok_or(AuthRequestError::Uri)?;
+    let mut target = String::with_capacity(rules.path_prefix.len() + facts.request_uri.len());
+    target.push_str(&rules.path_prefix);
+    target.push_str(facts.request_uri);
+    if target.len() > MAX_EVALUATED_URL_LEN {
+        return Err(AuthRequestError::UriTooLong {
+            max: MAX_EVALUATED_URL_LEN,
+        });
+    }
+    let uri = Uri::builder()
+        .scheme(cfg.url.scheme().as_str())
+        .authority(authority.clone())
+        .path_and_query(target)
+        .build()
+        .map_err(|_| AuthRequestError::Uri)?;
+    let mut headers = HeaderMap::with_capacity(4 + rules.allowed_headers.len());
+    let host = if facts.host.is_empty() {
+        cfg.url.host_header(facts)?
+    } else {
+        HeaderValue::from_str(facts.host).map_err(|_| AuthRequestError::HeaderValue { header: "Host" })?
+    };
+    headers.insert(header::HOST, host);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    for value in facts.headers.get_all(header::AUTHORIZATION) {
+        headers.append(header::AUTHORIZATION, value.clone());
+    }
+    for name in &rules.allowed_headers {
+        if ALWAYS_SENT.contains(&name.as_str()) || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        for value in facts.headers.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = facts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The decision with Gateway API's rules. The API says only that `200`
+/// authorises and any other status is a failure, and that any problem
+/// reaching the service must fail closed; what the client gets follows
+/// Envoy's HTTP `ext_authz`, the API's model, where the API is silent:
+/// - 200: through, with `allowedResponseHeaders` (or, none listed, every
+///   header of the answer but those [`never_copied_upstream`]) set on the
+///   upstream request, each line kept;
+/// - a 3xx (but 304) or a 4xx: refused with that status and the answer's
+///   headers (a 302's `Location`, a 401's `WWW-Authenticate`, `Set-Cookie`:
+///   what a sign-in flow needs), but hop-by-hop ones, `Host` and the
+///   `Content-*` of a body that is not passed on;
+/// - anything else, a 5xx (Envoy counts it as an error, not a denial), a
+///   304 (nothing to revalidate) or a 1xx or 2xx other than 200 (a refusal
+///   that would read as success): 500, ingress-nginx's answer when its
+///   auth subrequest fails, as for no answer at all ([`decide_failure`]).
+///   Envoy answers 403 there by default; 500 tells monitoring that the
+///   auth service, not the client, is at fault.
+fn gateway_decision(rules: &GatewayApiRules, status: u16, headers: &HeaderMap) -> Result<Decision, DenyReason> {
+    match status {
+        200 => {
+            let mut upstream_headers = Vec::new();
+            for (name, value) in headers {
+                let wanted = if rules.allowed_response_headers.is_empty() {
+                    !never_copied_upstream(name)
+                } else {
+                    rules.allowed_response_headers.contains(name)
+                };
+                if wanted {
+                    upstream_headers.push((name.clone(), copied(std::iter::once(value))?.remove(0)));
+                }
+            }
+            Ok(Decision::Allow {
+                upstream_headers,
+                set_cookie: Vec::new(),
+            })
+        }
+        300..=499 if status != 304 => {
+            let mut out = Vec::new();
+            for (name, value) in headers {
+                // The same set: the client gets ssegate's short text, not
+                // the answer's body, so its `Content-*` would mislabel it.
+                if !never_copied_upstream(name) {
+                    out.push((name.clone(), copied(std::iter::once(value))?.remove(0)));
+                }
+            }
+            let status_code = StatusCode::from_u16(status).map_err(|_| DenyReason::UnexpectedStatus(status))?;
+            Ok(Decision::Deny {
+                status: status_code,
+                headers: out,
+                reason: DenyReason::Denied(status),
+            })
+        }
+        other => Ok(Decision::Deny {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            headers: Vec::new(),
+            reason: DenyReason::UnexpectedStatus(other),
+        }),
+    }
+}
+
+/// Headers of an allowing answer that are not copied onto the upstream
+/// request when `allowedResponseHeaders` is empty ("all headers except
+/// Authority or Host", says the API): besides `Host`, those that frame a
+/// message or manage a connection, and the `Content-*` that describe the
+/// answer's own body. Copied, they would reframe or relabel the client's
+/// request (an auth service's `Content-Type: text/plain` on a JSON POST).
+pub fn never_copied_upstream(name: &HeaderName) -> bool {
+    NOT_FROM_AUTH.contains(&name.as_str()) || name.as_str().starts_with("content-")
 }
 
 /// Values copied as they are, each within [`MAX_COPIED_VALUE_LEN`].

@@ -1294,3 +1294,447 @@ fn truncated_and_mangled_annotations_never_panic() {
         let _ = annotations(&[("auth-url", "http://a/"), ("auth-signin", &format!("https://x/{text}"))]);
     }
 }
+
+// ---- Gateway API's rules (the HTTPRoute ExternalAuth filter) ----
+
+fn gateway_spec() -> GatewayAuthSpec {
+    GatewayAuthSpec {
+        service: "ext-auth".into(),
+        namespace: "auth".into(),
+        port: 8080,
+        path: "/check".into(),
+        allowed_headers: vec!["Cookie".into(), "X-Tenant".into()],
+        allowed_response_headers: vec!["X-Auth-User".into()],
+    }
+}
+
+fn gateway(spec: &GatewayAuthSpec) -> ExternalAuthConfig {
+    ExternalAuthConfig::from_gateway_api(spec).unwrap()
+}
+
+/// Every error, by field; none when the spec is valid.
+fn gateway_errors(spec: &GatewayAuthSpec) -> Vec<(&'static str, String)> {
+    match ExternalAuthConfig::from_gateway_api(spec) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.into_iter().map(|(f, e)| (f.path(), e.to_string())).collect(),
+    }
+}
+
+#[test]
+fn a_gateway_filter_calls_its_service_over_plain_http_with_keepalive_and_no_cache() {
+    let c = gateway(&gateway_spec());
+    assert_eq!(c.flavour(), Flavour::GatewayApi);
+    assert_eq!(c.url().fixed_uri().unwrap(), "http://ext-auth.auth.svc:8080/check");
+    assert_eq!(c.url().fixed_authority().unwrap().host(), "ext-auth.auth.svc");
+    assert_eq!(c.url().fixed_port(), Some(8080));
+    assert_eq!(c.keepalive(), GATEWAY_KEEPALIVE);
+    assert!(c.cache().is_none());
+    assert_eq!(c.response_headers(), [HeaderName::from_static("x-auth-user")]);
+    // What ingress-nginx's rules have, Gateway API's do not.
+    assert!(!c.method_is_set() && c.signin().is_none() && !c.always_set_cookie());
+    let none = HeaderMap::new();
+    let f = facts(&none, "/");
+    assert_eq!(cache_key(&c, &f), None);
+    // No path: the client's path alone; the URL shows `/`.
+    let bare = gateway(&GatewayAuthSpec {
+        path: String::new(),
+        ..gateway_spec()
+    });
+    assert_eq!(bare.url().fixed_uri().unwrap(), "http://ext-auth.auth.svc:8080/");
+}
+
+#[test]
+fn a_gateway_filter_that_cannot_be_read_names_each_field() {
+    let bad = GatewayAuthSpec {
+        service: "Ext.Auth".into(),
+        namespace: "-auth".into(),
+        port: 0,
+        path: "check".into(),
+        allowed_headers: vec!["Cookie".into(), "bad header".into()],
+        allowed_response_headers: vec!["Content-Length".into()],
+    };
+    assert_eq!(
+        gateway_errors(&bad),
+        [
+            (
+                "backendRef.name",
+                "is not a DNS label (lowercase letters, digits and `-`, at most 63)".to_owned()
+            ),
+            (
+                "backendRef.namespace",
+                "is not a DNS label (lowercase letters, digits and `-`, at most 63)".to_owned()
+            ),
+            ("backendRef.port", "is 0: the port must be 1 to 65535".to_owned()),
+            (
+                "http.path",
+                "must start with `/` and hold only letters, digits, `%XX` escapes and -._~!$&'()*+,;=:@/ (the CRD's pattern)"
+                    .to_owned()
+            ),
+            (
+                "http.allowedHeaders",
+                "entry 2 is not a header name of at most 128 bytes".to_owned()
+            ),
+            (
+                "http.allowedResponseHeaders",
+                "names Content-Length, which controls the request's routing or framing and is never taken from the auth service"
+                    .to_owned()
+            ),
+        ]
+    );
+    let path = |p: &str| {
+        gateway_errors(&GatewayAuthSpec {
+            path: p.into(),
+            ..gateway_spec()
+        })
+    };
+    let dots = "has a `.` or `..` segment, which would take the auth service's path outside the prefix";
+    assert_eq!(path("/a/../b"), [("http.path", dots.to_owned())]);
+    assert_eq!(path("/a/."), [("http.path", dots.to_owned())]);
+    assert_eq!(
+        path("/a%2"),
+        [(
+            "http.path",
+            "has a `%` at byte 2 that is not followed by two hex digits".to_owned()
+        )]
+    );
+    assert_eq!(path("/a?b").len(), 1, "no query in the prefix");
+    assert_eq!(path("/a#b").len(), 1);
+    assert_eq!(
+        path(&format!("/{}", "a".repeat(MAX_GATEWAY_PATH_LEN))),
+        [("http.path", "is longer than 1024 bytes".to_owned())]
+    );
+    // What the CRD's pattern allows is taken as it is.
+    for ok in ["/", "/a/b/", "/oauth2/auth", "/x;y=1:z@w", "/%2Fa", "/$ext~!'()*+,&="] {
+        assert!(path(ok).is_empty(), "{ok}");
+    }
+    let many: Vec<String> = (0..=MAX_GATEWAY_HEADERS).map(|i| format!("x-{i}")).collect();
+    let too_many = gateway_errors(&GatewayAuthSpec {
+        allowed_headers: many.clone(),
+        allowed_response_headers: many,
+        ..gateway_spec()
+    });
+    assert_eq!(
+        too_many,
+        [
+            ("http.allowedHeaders", "names more than 64 headers".to_owned()),
+            ("http.allowedResponseHeaders", "names more than 64 headers".to_owned()),
+        ]
+    );
+    for framing in ["Host", "transfer-encoding", "Connection", "TE", "Upgrade"] {
+        let errors = gateway_errors(&GatewayAuthSpec {
+            allowed_response_headers: vec![framing.into()],
+            ..gateway_spec()
+        });
+        assert_eq!(errors.len(), 1, "{framing}");
+        assert_eq!(errors[0].0, "http.allowedResponseHeaders");
+    }
+}
+
+#[test]
+fn gateway_subrequest_exact_headers() {
+    let c = gateway(&gateway_spec());
+    let client = headers(&[
+        ("host", "app.example.com"),
+        ("authorization", "Bearer t0ken"),
+        ("cookie", "session=abc"),
+        ("x-tenant", "blue"),
+        ("x-tenant", "green"),
+        ("user-agent", "Mozilla/5.0"),
+        ("accept", "text/event-stream"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("content-length", "17"),
+        ("content-type", "application/json"),
+    ]);
+    let mut f = facts(&client, "/events/a?topic=b&c");
+    let post = Method::POST;
+    f.method = &post;
+    let request = auth_request(&c, &f).unwrap();
+    assert_eq!(request.method(), Method::POST, "the client's method");
+    assert_eq!(
+        request.uri(),
+        "http://ext-auth.auth.svc:8080/check/events/a?topic=b&c",
+        "the prefix, then the client's path and query"
+    );
+    assert_eq!(
+        list(request.headers()),
+        pairs(&[
+            ("host", "app.example.com"),
+            ("content-length", "0"),
+            ("authorization", "Bearer t0ken"),
+            ("cookie", "session=abc"),
+            ("x-tenant", "blue"),
+            ("x-tenant", "green"),
+        ])
+    );
+    assert_eq!(
+        endpoint(&request),
+        Some((Scheme::Http, "ext-auth.auth.svc", 8080)),
+        "the connection goes to the Service"
+    );
+}
+
+#[test]
+fn with_no_allowed_headers_only_the_required_ones_are_sent() {
+    let c = gateway(&GatewayAuthSpec {
+        path: String::new(),
+        allowed_headers: Vec::new(),
+        ..gateway_spec()
+    });
+    let client = headers(&[("cookie", "session=abc"), ("accept", "text/event-stream")]);
+    let request = auth_request(&c, &facts(&client, "/events")).unwrap();
+    assert_eq!(request.method(), Method::GET);
+    assert_eq!(request.uri(), "http://ext-auth.auth.svc:8080/events");
+    assert_eq!(
+        list(request.headers()),
+        pairs(&[("host", "app.example.com"), ("content-length", "0")]),
+        "no Authorization from a client that sent none"
+    );
+    // Names always sent are not sent twice; hop-by-hop ones never are.
+    let c = gateway(&GatewayAuthSpec {
+        allowed_headers: vec![
+            "Authorization".into(),
+            "Host".into(),
+            "Content-Length".into(),
+            "Connection".into(),
+            "Upgrade".into(),
+            "TE".into(),
+        ],
+        ..gateway_spec()
+    });
+    let client = headers(&[
+        ("authorization", "Basic YQ=="),
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("te", "trailers"),
+        ("content-length", "5"),
+    ]);
+    let request = auth_request(&c, &facts(&client, "/ws")).unwrap();
+    assert_eq!(
+        list(request.headers()),
+        pairs(&[
+            ("host", "app.example.com"),
+            ("content-length", "0"),
+            ("authorization", "Basic YQ=="),
+        ])
+    );
+    // The prefix and the client's path are joined as path segments.
+    for (prefix, uri) in [
+        ("/", "http://ext-auth.auth.svc:8080/ws?a"),
+        ("/check/", "http://ext-auth.auth.svc:8080/check/ws?a"),
+        ("/check//", "http://ext-auth.auth.svc:8080/check/ws?a"),
+    ] {
+        let c = gateway(&GatewayAuthSpec {
+            path: prefix.into(),
+            ..gateway_spec()
+        });
+        let none = HeaderMap::new();
+        assert_eq!(auth_request(&c, &facts(&none, "/ws?a")).unwrap().uri(), uri, "{prefix}");
+    }
+    // A path beyond the evaluated URL limit is a 500, not a cut path.
+    let long = format!("/{}", "a".repeat(MAX_EVALUATED_URL_LEN));
+    assert_eq!(
+        auth_request(&c, &facts(&HeaderMap::new(), &long)).unwrap_err(),
+        AuthRequestError::UriTooLong {
+            max: MAX_EVALUATED_URL_LEN
+        }
+    );
+}
+
+#[test]
+fn gateway_200_allows_with_the_listed_answer_headers_line_by_line() {
+    let c = gateway(&GatewayAuthSpec {
+        allowed_response_headers: vec!["X-Auth-User".into(), "X-Auth-Groups".into()],
+        ..gateway_spec()
+    });
+    let answer = headers(&[
+        ("x-auth-user", "alice"),
+        ("x-auth-groups", "a"),
+        ("x-auth-groups", "b"),
+        ("x-auth_user", "mallory"),
+        ("x-other", "1"),
+        ("set-cookie", "s=1"),
+        ("content-length", "2"),
+    ]);
+    let none = HeaderMap::new();
+    let f = facts(&none, "/");
+    assert_eq!(
+        decide(&c, 200, &answer, &f),
+        Decision::Allow {
+            upstream_headers: vec![
+                (
+                    HeaderName::from_static("x-auth-user"),
+                    HeaderValue::from_static("alice")
+                ),
+                (HeaderName::from_static("x-auth-groups"), HeaderValue::from_static("a")),
+                (HeaderName::from_static("x-auth-groups"), HeaderValue::from_static("b")),
+            ],
+            set_cookie: Vec::new(),
+        }
+    );
+    // The client's copies of the listed names go, by exact name only.
+    let mut upstream = headers(&[
+        ("x-auth-user", "mallory"),
+        ("X-Auth-Groups", "admin"),
+        ("x_auth_user", "kept"),
+        ("accept", "text/event-stream"),
+    ]);
+    strip_client_copies(&c, &mut upstream);
+    assert_eq!(
+        list(&upstream),
+        pairs(&[("x_auth_user", "kept"), ("accept", "text/event-stream")])
+    );
+}
+
+#[test]
+fn gateway_200_with_no_list_copies_every_header_but_host_framing_and_content() {
+    let c = gateway(&GatewayAuthSpec {
+        allowed_response_headers: Vec::new(),
+        ..gateway_spec()
+    });
+    let answer = headers(&[
+        ("x-auth-user", "alice"),
+        ("authorization", "Bearer internal"),
+        ("host", "evil.example"),
+        ("content-length", "2"),
+        ("content-type", "text/plain"),
+        ("content-encoding", "gzip"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+    ]);
+    let Decision::Allow { upstream_headers, .. } = decide(&c, 200, &answer, &facts(&HeaderMap::new(), "/")) else {
+        panic!("200 allows");
+    };
+    assert_eq!(
+        named(&upstream_headers),
+        pairs(&[
+            ("x-auth-user", "alice"),
+            ("authorization", "Bearer internal"),
+            ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+        ])
+    );
+    // Nothing is known to strip before the answer: the caller replaces the
+    // names the answer carries.
+    let mut upstream = headers(&[("x-auth-user", "mallory")]);
+    strip_client_copies(&c, &mut upstream);
+    assert_eq!(list(&upstream), pairs(&[("x-auth-user", "mallory")]));
+}
+
+#[test]
+fn gateway_3xx_and_4xx_refuse_with_the_services_status_and_headers() {
+    let c = gateway(&gateway_spec());
+    let none = HeaderMap::new();
+    let f = facts(&none, "/");
+    let answer = headers(&[
+        ("location", "https://login.example.com/?rd=x"),
+        ("set-cookie", "csrf=1"),
+        ("set-cookie", "flow=2"),
+        ("content-type", "text/html"),
+        ("content-length", "120"),
+        ("connection", "close"),
+        ("x-reason", "no session"),
+    ]);
+    for status in [301, 302, 303, 307, 308, 400, 401, 403, 404, 407, 429, 499] {
+        assert_eq!(
+            decide(&c, status, &answer, &f),
+            Decision::Deny {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: vec![
+                    (
+                        header::LOCATION,
+                        HeaderValue::from_static("https://login.example.com/?rd=x")
+                    ),
+                    (header::SET_COOKIE, HeaderValue::from_static("csrf=1")),
+                    (header::SET_COOKIE, HeaderValue::from_static("flow=2")),
+                    (
+                        HeaderName::from_static("x-reason"),
+                        HeaderValue::from_static("no session")
+                    ),
+                ],
+                reason: DenyReason::Denied(status),
+            },
+            "{status}"
+        );
+    }
+    let challenge = headers(&[("www-authenticate", "Bearer realm=\"x\"")]);
+    assert_eq!(
+        decide(&c, 401, &challenge, &f),
+        Decision::Deny {
+            status: StatusCode::UNAUTHORIZED,
+            headers: vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"x\""))],
+            reason: DenyReason::Denied(401),
+        }
+    );
+}
+
+#[test]
+fn gateway_anything_else_is_a_500() {
+    let c = gateway(&gateway_spec());
+    let none = HeaderMap::new();
+    let f = facts(&none, "/");
+    let answer = headers(&[("x-auth-user", "alice"), ("location", "/x")]);
+    for status in [100, 201, 202, 204, 206, 299, 304, 500, 502, 503, 504, 599] {
+        assert_eq!(
+            decide(&c, status, &answer, &f),
+            Decision::Deny {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                headers: Vec::new(),
+                reason: DenyReason::UnexpectedStatus(status),
+            },
+            "{status}"
+        );
+    }
+    // A value past the copy limit is a 500 too, never a shortened header.
+    let long = "a".repeat(MAX_COPIED_VALUE_LEN + 1);
+    let answer = headers(&[("x-auth-user", long.as_str())]);
+    assert_eq!(
+        decide(&c, 200, &answer, &f),
+        Decision::Deny {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            headers: Vec::new(),
+            reason: DenyReason::AnswerTooLarge,
+        }
+    );
+}
+
+/// The ingress-nginx rules are untouched by the second flavour: their
+/// answers still mean what they meant (a 2xx other than 200 allows, 404 is
+/// a 500), and names still match as nginx matches them.
+#[test]
+fn the_two_flavours_read_the_same_answer_differently() {
+    let nginx = cfg(&[
+        ("auth-url", "http://ext-auth.auth.svc:8080/check"),
+        ("auth-response-headers", "X-Auth-User"),
+    ]);
+    let gw = gateway(&gateway_spec());
+    assert_eq!(nginx.flavour(), Flavour::IngressNginx);
+    let none = HeaderMap::new();
+    let f = facts(&none, "/");
+    let answer = headers(&[("x-auth-user", "alice")]);
+    assert!(matches!(decide(&nginx, 204, &answer, &f), Decision::Allow { .. }));
+    assert!(matches!(
+        decide(&gw, 204, &answer, &f),
+        Decision::Deny {
+            reason: DenyReason::UnexpectedStatus(204),
+            ..
+        }
+    ));
+    assert!(matches!(
+        decide(&nginx, 404, &answer, &f),
+        Decision::Deny {
+            reason: DenyReason::UnexpectedStatus(404),
+            ..
+        }
+    ));
+    assert!(matches!(
+        decide(&gw, 404, &answer, &f),
+        Decision::Deny {
+            reason: DenyReason::Denied(404),
+            ..
+        }
+    ));
+    let mut upstream = headers(&[("x_auth_user", "mallory")]);
+    strip_client_copies(&nginx, &mut upstream);
+    assert!(upstream.is_empty(), "nginx folds - and _");
+}

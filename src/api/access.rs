@@ -235,6 +235,12 @@ pub struct BasicAuthRef {
 pub struct ValidExternalAuth {
     pub config: Arc<ExternalAuthConfig>,
     pub tag: u64,
+    /// Why its service may not be called (a Gateway API `backendRef` that
+    /// is not a Service, or in another namespace without a ReferenceGrant):
+    /// every request is then answered 500, as when the service cannot be
+    /// reached, rather than the rule closed (503), because a backend
+    /// reference refused the same way answers 500 too.
+    pub refused: Option<String>,
 }
 
 impl ValidAccess {
@@ -341,6 +347,7 @@ impl AccessSpec {
                     out.external = Some(ValidExternalAuth {
                         tag: tag_of(&spec),
                         config: Arc::new(config),
+                        refused: None,
                     })
                 }
                 Err(errors) => {
@@ -434,7 +441,7 @@ fn positive(value: Option<i64>, field: &str, closed: &mut Vec<String>) -> Option
 }
 
 /// A hash of an external auth spec, stable within the process.
-pub fn tag_of(spec: &ExternalAuthSpec) -> u64 {
+pub fn tag_of(spec: &impl std::fmt::Debug) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{spec:?}").hash(&mut h);

@@ -68,6 +68,12 @@ pub struct Limits {
 }
 
 impl AccessPolicy {
+    /// Whether this policy, or one it asks to pass as well, asks an
+    /// external auth service.
+    pub fn calls_auth_service(&self) -> bool {
+        self.external.is_some() || self.also.as_ref().is_some_and(|a| a.calls_auth_service())
+    }
+
     /// Whether any check needs the client's address.
     pub fn needs_client_address(&self) -> bool {
         self.allow.is_some() || self.deny.is_some() || self.limits.is_some() || self.external.is_some()
@@ -152,14 +158,21 @@ fn resolve_one(
         }
     });
     let external = valid.external.as_ref().map(|e| {
-        let service = e.config.url().fixed_authority().and_then(|authority| {
-            let (name, ns) = cluster_service(authority.host())?;
-            let port = e.config.url().fixed_port().unwrap_or(80);
-            Some((lookups.service)(ns, name, port).map_err(|why| {
-                let why = format!("external authentication: {why}; its requests are answered 500");
-                problems.push(why.clone());
-                Arc::from(why)
-            }))
+        let refused = e.refused.as_ref().map(|why| {
+            let why = format!("external authentication: {why}; its requests are answered 500");
+            problems.push(why.clone());
+            Err(Arc::from(why))
+        });
+        let service = refused.or_else(|| {
+            e.config.url().fixed_authority().and_then(|authority| {
+                let (name, ns) = cluster_service(authority.host())?;
+                let port = e.config.url().fixed_port().unwrap_or(80);
+                Some((lookups.service)(ns, name, port).map_err(|why| {
+                    let why = format!("external authentication: {why}; its requests are answered 500");
+                    problems.push(why.clone());
+                    Arc::from(why)
+                }))
+            })
         });
         ExternalAuth {
             config: e.config.clone(),
@@ -221,7 +234,13 @@ impl std::fmt::Display for AccessPolicy {
                 .url()
                 .fixed_uri()
                 .map_or("(a URL with variables)".to_owned(), |u| u.to_string());
-            parts.push(format!("external auth {url} ({target})"));
+            let flavour = match e.config.flavour() {
+                crate::access::external_auth::Flavour::IngressNginx => "",
+                crate::access::external_auth::Flavour::GatewayApi => {
+                    " (Gateway API ExternalAuth, client path appended)"
+                }
+            };
+            parts.push(format!("external auth {url}{flavour} ({target})"));
         }
         if let Some(l) = &self.limits {
             let mut limits = Vec::new();
@@ -252,6 +271,64 @@ impl std::fmt::Display for AccessPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::external_auth::GatewayAuthSpec;
+    use crate::api::access::ValidExternalAuth;
+
+    /// A Gateway API filter's policy: its Service is looked up by the host
+    /// and port of its URL, and a refused reference is never looked up but
+    /// answers 500, with the reason among the problems.
+    #[test]
+    fn a_gateway_filters_service_is_looked_up_unless_its_reference_is_refused() {
+        let spec = GatewayAuthSpec {
+            service: "ext-auth".into(),
+            namespace: "auth".into(),
+            port: 8080,
+            ..Default::default()
+        };
+        let config = Arc::new(ExternalAuthConfig::from_gateway_api(&spec).unwrap());
+        let valid = |refused: Option<&str>| ValidAccess {
+            external: Some(ValidExternalAuth {
+                config: config.clone(),
+                tag: 7,
+                refused: refused.map(str::to_owned),
+            }),
+            ..Default::default()
+        };
+        let secrets = BTreeMap::new();
+        let mut asked = Vec::new();
+        let addr: SocketAddr = "10.0.0.9:9000".parse().unwrap();
+        let mut service = |ns: &str, name: &str, port: u16| {
+            asked.push(format!("{ns}/{name}:{port}"));
+            Ok(Arc::from(vec![addr]))
+        };
+        let mut lookups = Lookups {
+            secrets: &secrets,
+            service: &mut service,
+        };
+        let zone: Arc<str> = Arc::from("HTTPRoute apps/guarded");
+        let (policy, problems) = resolve(&valid(None), &zone, "apps", &mut lookups);
+        let policy = policy.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let external = policy.external.as_ref().unwrap();
+        assert_eq!(external.service.as_ref().unwrap().as_ref().unwrap()[..], [addr]);
+        assert!(policy.calls_auth_service());
+        assert_eq!(
+            policy.to_string(),
+            "external auth http://ext-auth.auth.svc:8080/ (Gateway API ExternalAuth, client path appended) (1 endpoints)"
+        );
+        let (policy, problems) = resolve(
+            &valid(Some("Service auth/ext-auth needs a ReferenceGrant")),
+            &zone,
+            "apps",
+            &mut lookups,
+        );
+        let why =
+            "external authentication: Service auth/ext-auth needs a ReferenceGrant; its requests are answered 500";
+        assert_eq!(problems, [why]);
+        let external = policy.as_ref().unwrap().external.as_ref().unwrap();
+        assert_eq!(external.service.as_ref().unwrap().as_ref().unwrap_err().as_ref(), why);
+        assert_eq!(asked, ["auth/ext-auth:8080"], "the refused Service is never looked up");
+    }
 
     #[test]
     fn service_hosts_are_recognised_with_or_without_the_cluster_domain() {

@@ -23,7 +23,7 @@
 //! Sharing one client between threads also works.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -361,8 +361,8 @@ impl AuthClient {
     /// `/` if it has none) as HTTP/1.1, with `Host` set from the target and
     /// no body. Headers that frame the message or the connection (`Host`,
     /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
-    /// `Transfer-Encoding`, `Upgrade`, `Content-Length`) are dropped from
-    /// `req`: the client sets what the connection needs. Header names go
+    /// `Transfer-Encoding`, `Upgrade`, `Content-Length` other than `0`) are
+    /// dropped from `req`: the client sets what the connection needs. Header names go
     /// out in title case, as nginx writes its own.
     ///
     /// If a request on a reused connection fails before its response head
@@ -378,8 +378,24 @@ impl AuthClient {
         timeouts: &Timeouts,
         req: Request<()>,
     ) -> Result<AuthAnswer, AuthClientError> {
+        self.send_as(target, pool, timeouts, req, None).await
+    }
+
+    /// [`send`](Self::send), with `host_as` as the `Host` header instead of
+    /// the target's: Gateway API's ExternalAuth filter sends the client's
+    /// own `Host` to the auth service, as Envoy keeps the request's
+    /// `:authority`. The connection, the TLS server name and the pool are
+    /// still the target's.
+    pub async fn send_as(
+        &self,
+        target: &AuthTarget,
+        pool: &PoolSettings,
+        timeouts: &Timeouts,
+        req: Request<()>,
+        host_as: Option<HeaderValue>,
+    ) -> Result<AuthAnswer, AuthClientError> {
         let host = unbracketed(&target.host);
-        let host_header = host_header(host).ok_or_else(|| AuthClientError::InvalidTarget {
+        let target_host = host_header(host).ok_or_else(|| AuthClientError::InvalidTarget {
             host: target.host.clone(),
         })?;
         let server_name = match target.scheme {
@@ -392,7 +408,7 @@ impl AuthClient {
                 )
             }
         };
-        let head = RequestHead::new(req, host_header);
+        let head = RequestHead::new(req, host_as.unwrap_or(target_host));
         let addresses = self.addresses(target, host).await?;
         let key = PoolKey {
             scheme: target.scheme,
@@ -727,7 +743,11 @@ impl RequestHead {
         let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
         headers.insert(HOST, host);
         for (name, value) in &parts.headers {
-            if !is_connection_header(name) {
+            // `Content-Length: 0` is true of the empty body this client
+            // sends, and Gateway API's ExternalAuth asks for it; any other
+            // length would desynchronise the connection.
+            let empty_length = name == CONTENT_LENGTH && value == "0";
+            if empty_length || !is_connection_header(name) {
                 headers.append(name.clone(), value.clone());
             }
         }

@@ -320,6 +320,61 @@ async fn host_header_is_the_target_host_without_port() {
     }
 }
 
+/// Gateway API's ExternalAuth: the client's Host goes to the auth service
+/// (the connection still goes to the target), and `Content-Length: 0`, true
+/// of the empty body, is sent as given; any other length is not.
+#[tokio::test]
+async fn send_as_sends_the_given_host_and_an_empty_content_length() {
+    let log = Log::default();
+    let (addr, _) = answering_server(&log, OK_2).await;
+    let client = client();
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://auth.default.svc:80/ext/events?x=1")
+        .header("Host", "ignored.example")
+        .header("Content-Length", "0")
+        .header("Authorization", "Bearer t")
+        .body(())
+        .unwrap();
+    let answer = client
+        .send_as(
+            &target(addr),
+            &PoolSettings::default(),
+            &Timeouts::default(),
+            req,
+            Some(HeaderValue::from_static("app.example:8080")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        log.heads(),
+        vec![(
+            0,
+            "POST /ext/events?x=1 HTTP/1.1\r\n\
+             Host: app.example:8080\r\n\
+             Content-Length: 0\r\n\
+             Authorization: Bearer t\r\n\
+             Connection: close\r\n\r\n"
+                .to_owned()
+        )]
+    );
+    // Without a Host to send, the target's, as `send` does.
+    let req = Request::builder()
+        .uri("/ext")
+        .header("Content-Length", "7")
+        .body(())
+        .unwrap();
+    client
+        .send_as(&target(addr), &PoolSettings::default(), &Timeouts::default(), req, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.heads()[1].1,
+        "GET /ext HTTP/1.1\r\nHost: auth.example\r\nConnection: close\r\n\r\n"
+    );
+}
+
 #[tokio::test]
 async fn invalid_target_hosts_are_refused_before_connecting() {
     let client = client();

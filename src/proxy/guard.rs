@@ -12,12 +12,13 @@
 //! it starts: an auth outage later never touches it.
 
 use super::auth_client::{AuthClientError, AuthScheme, AuthTarget, PoolSettings, Resolution, Timeouts};
-use super::handler::local_reply;
+use super::handler::{local_reply, OriginalRequest};
 use super::{Conn, Proxy, ProxyBody};
 use crate::access::auth_cache::{Lookup, Shared};
 use crate::access::client_limits::{Permit, Which};
 use crate::access::external_auth::{
     self, auth_request, cache_key, cacheable_answer, decide, decide_failure, AuthFailure, Decision, ExternalAuthConfig,
+    Flavour,
 };
 use crate::access::htpasswd::parse_basic;
 use crate::access::nginx_vars::{ClientRequestFacts, Scheme};
@@ -126,9 +127,12 @@ impl Proxy {
     /// On success the request may be forwarded, with what it takes along;
     /// the upstream request's headers are already edited (the auth
     /// service's response headers set, the client's copies removed).
+    /// `original` is the request as the client sent it, when the rule's
+    /// filters have edited `req` since: what an auth service is told about.
     pub(super) async fn guard<B>(
         &self,
         req: &mut Request<B>,
+        original: Option<&OriginalRequest>,
         conn: &Conn,
         client: IpAddr,
         target: &ResolvedRule,
@@ -138,7 +142,7 @@ impl Proxy {
         let mut granted = Granted::default();
         let mut link = Some(policy);
         while let Some(p) = link {
-            let passed = self.guard_one(req, conn, client, target, p).await?;
+            let passed = self.guard_one(req, original, conn, client, target, p).await?;
             granted.permits.extend(passed.permits);
             if passed.cookies.is_some() {
                 granted.cookies = passed.cookies;
@@ -152,6 +156,7 @@ impl Proxy {
     async fn guard_one<B>(
         &self,
         req: &mut Request<B>,
+        original: Option<&OriginalRequest>,
         conn: &Conn,
         client: IpAddr,
         target: &ResolvedRule,
@@ -232,7 +237,9 @@ impl Proxy {
             }
         }
         if let Some(external) = &policy.external {
-            let (verdict, cookies) = self.external_verdict(external, req, conn, client, target).await;
+            let (verdict, cookies) = self
+                .external_verdict(external, req, original, conn, client, target)
+                .await;
             granted.cookies = cookies;
             verdicts.push(verdict);
         }
@@ -296,20 +303,23 @@ impl Proxy {
         &self,
         external: &ExternalAuth,
         req: &mut Request<B>,
+        original: Option<&OriginalRequest>,
         conn: &Conn,
         client: IpAddr,
         target: &ResolvedRule,
     ) -> (Verdict, Option<(Arc<ExternalAuthConfig>, Vec<HeaderValue>)>) {
         let cfg = &external.config;
-        let host = req
-            .headers()
+        let (uri, client_headers) = match original {
+            Some(o) => (&o.uri, &o.headers),
+            None => (req.uri(), req.headers()),
+        };
+        let host = client_headers
             .get(HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let request_uri = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let request_id = req
-            .headers()
+        let request_uri = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let request_id = client_headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -321,7 +331,7 @@ impl Proxy {
                 scheme: if conn.tls { Scheme::Https } else { Scheme::Http },
                 host: &host,
                 request_uri: &request_uri,
-                headers: req.headers(),
+                headers: client_headers,
                 client_addr: client,
                 forwarded_for: &forwarded_for,
                 request_id: &request_id,
@@ -335,8 +345,11 @@ impl Proxy {
             } => {
                 let headers = req.headers_mut();
                 external_auth::strip_client_copies(cfg, headers);
+                for (name, _) in &upstream_headers {
+                    headers.remove(name);
+                }
                 for (name, value) in upstream_headers {
-                    headers.insert(name, value);
+                    headers.append(name, value);
                 }
                 let cookies = (!set_cookie.is_empty()).then(|| (cfg.clone(), set_cookie));
                 (Verdict::Pass, cookies)
@@ -348,8 +361,8 @@ impl Proxy {
             } => {
                 use external_auth::DenyReason as R;
                 let (kind, label) = match reason {
-                    R::Unauthorized | R::SignIn => (FailKind::Unauthorized, "external_auth"),
-                    R::Forbidden => (FailKind::Forbidden, "external_auth"),
+                    R::Unauthorized | R::SignIn | R::Denied(401) => (FailKind::Unauthorized, "external_auth"),
+                    R::Forbidden | R::Denied(_) => (FailKind::Forbidden, "external_auth"),
                     _ => (FailKind::Error, "external_auth_error"),
                 };
                 let text = match kind {
@@ -454,7 +467,17 @@ impl Proxy {
             keepalive_requests: keepalive.requests as u64,
             keepalive_timeout: keepalive.idle_timeout,
         };
-        match self.auth_client.send(&auth_target, &pool, timeouts, request).await {
+        // Gateway API's rules send the client's Host (the request carries
+        // it); ingress-nginx's, the auth URL's host, which the client sets.
+        let host = match cfg.flavour() {
+            Flavour::GatewayApi => request.headers().get(HOST).cloned(),
+            Flavour::IngressNginx => None,
+        };
+        match self
+            .auth_client
+            .send_as(&auth_target, &pool, timeouts, request, host)
+            .await
+        {
             Ok(answer) => {
                 let status = answer.status.as_u16();
                 debug!(%route, status, "external auth answered");

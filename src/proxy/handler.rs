@@ -44,6 +44,19 @@ pub(super) struct Routed {
     permits: Vec<crate::access::client_limits::Permit>,
     /// The external auth service's cookies, for the client's answer.
     cookies: Option<(Arc<crate::access::external_auth::ExternalAuthConfig>, Vec<HeaderValue>)>,
+    /// The request as the client sent it, when the rule's filters edited it
+    /// and its access policy asks an auth service: the service judges what
+    /// the client asked for, not what the filters made of it.
+    original: Option<Box<OriginalRequest>>,
+}
+
+/// A request's target and headers before the rule's filters (header edits,
+/// URL rewrite) changed them: what an external auth service is told about,
+/// as ingress-nginx's `$request_uri` and Envoy's `ext_authz` (which runs
+/// before the route's rewrites) tell it.
+pub(super) struct OriginalRequest {
+    pub uri: Uri,
+    pub headers: http::HeaderMap,
 }
 
 impl Routed {
@@ -197,6 +210,16 @@ impl Proxy {
             let resp = https_redirect(&host, self.https_port, req.uri());
             return Admitted::Reply(self.answer_locally(target.route.clone(), req, conn, started, resp, "local"));
         }
+        let edits_request = target
+            .filters
+            .as_ref()
+            .is_some_and(|f| f.request_headers.is_some() || f.rewrite.is_some());
+        let original = (edits_request && target.access.as_ref().is_some_and(|a| a.calls_auth_service())).then(|| {
+            Box::new(OriginalRequest {
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            })
+        });
         if let Some(filters) = target.filters.clone() {
             if let Some(redirect) = &filters.redirect {
                 let path = req.uri().path();
@@ -247,6 +270,7 @@ impl Proxy {
             client,
             permits: Vec::new(),
             cookies: None,
+            original,
         })
     }
 
@@ -263,7 +287,8 @@ impl Proxy {
         };
         let target = routed.target.clone();
         // Boxed: only requests to guarded rules pay for the guard's state.
-        match Box::pin(self.guard(req, conn, routed.client, &target, &policy)).await {
+        let original = routed.original.take();
+        match Box::pin(self.guard(req, original.as_deref(), conn, routed.client, &target, &policy)).await {
             Ok(granted) => {
                 routed.permits = granted.permits;
                 routed.cookies = granted.cookies;
