@@ -19,10 +19,10 @@ use crate::api::gateway::http_route::{
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use crate::api::gateway::{HttpRoute, ReferenceGrant};
-use crate::api::StreamSettings;
 use crate::api::{
     valid_path, BackendPort, MatchConditions, PathMatchType, ValidBackend, ValidMatch, ValidRoute, ValidRule,
 };
+use crate::api::{StreamSettings, ValidAccess};
 use crate::model::report::Verdict;
 use crate::model::{ObjectKey, RouteDefinition, SourceKind};
 use http::{HeaderName, HeaderValue};
@@ -167,6 +167,9 @@ pub fn plan(
     let mut unsupported = super::limits::http_route(route);
     let mut refused = Vec::new();
     let mut rules = Vec::new();
+    // Whether any rule restricts access (an ExternalAuth filter, a
+    // StreamPolicy's access): then a refused route keeps its paths, closed.
+    let mut restricts_access = false;
     let route_rules = match (&route.spec.rules, unsupported.is_empty()) {
         (_, false) => Vec::new(),
         (Some(rules), true) => rules.clone(),
@@ -185,6 +188,12 @@ pub fn plan(
             }
         }
         let rule_settings = rule_timeouts(rule, r, settings.rule(r), &mut unsupported);
+        // The StreamPolicies' access (Gateway, route, rule), then each
+        // ExternalAuth filter's, all to be passed: the cheap checks an
+        // operator put on the Gateway refuse before a subrequest is spent.
+        let filter_access = super::external_auth::rule_access(rule, r, &key, grants, &mut unsupported, &mut refused);
+        let access = ValidAccess::all_of(settings.rule_access(r).into_iter().chain(filter_access));
+        restricts_access |= access.is_some() || super::external_auth::asks_for_auth(rule);
         for a in &attachments {
             let matches = matches
                 .iter()
@@ -206,19 +215,35 @@ pub fn plan(
                 https_redirect: false,
                 filters: filters.clone(),
                 cors: cors.clone(),
-                access: settings.rule_access(r),
+                access: access.clone(),
             });
         }
     }
+    // A refused route leaves the table, where a broader route of another
+    // object could serve its paths. That is harmless unless the route
+    // restricts who may reach them: then it stays, every rule closed (503),
+    // so that nothing it guards is served open (not even by its own rules,
+    // which would be served without what was refused).
+    let mut held = false;
     if !unsupported.is_empty() {
-        let message = unsupported.join("; ");
+        let mut message = unsupported.join("; ");
+        held = restricts_access && !rules.is_empty();
+        if held {
+            let closed = ValidAccess::closed(vec![format!("HTTPRoute {key} is not accepted: {message}")]);
+            for rule in &mut rules {
+                rule.access = Some(closed.clone());
+            }
+            message.push_str(
+                "; its rules restrict access, so its paths are held and every request is answered 503 rather than left to another route",
+            );
+        }
         for p in parents.iter_mut().filter(|p| p.accepted.is_true()) {
             p.accepted = Verdict::no("UnsupportedValue", message.clone());
         }
         attached.clear();
     }
     let any_accepted = parents.iter().any(|p| p.accepted.is_true());
-    let definition = any_accepted.then(|| RouteDefinition {
+    let definition = (any_accepted || held).then(|| RouteDefinition {
         kind: SourceKind::HttpRoute,
         key: key.clone(),
         generation: route.metadata.generation,
@@ -483,11 +508,9 @@ fn rule_filters(rule: &HttpRouteRules, r: usize, unsupported: &mut Vec<String>) 
             }
             // Read by `rule_cors`.
             FilterType::Cors => {}
-            // Not yet: refused as any filter ssegate does not implement.
-            FilterType::RequestMirror
-            | FilterType::ExtensionRef
-            | FilterType::ExternalAuth
-            | FilterType::Unknown(_) => {
+            // Read by `external_auth::rule_access`.
+            FilterType::ExternalAuth => {}
+            FilterType::RequestMirror | FilterType::ExtensionRef | FilterType::Unknown(_) => {
                 let name = serde_json::to_value(&filter.r#type)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
