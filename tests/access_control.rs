@@ -910,3 +910,205 @@ spec:
     );
     wait_status(&gw, "other.test", 503).await;
 }
+
+/// Gateway API's HTTPRoute `ExternalAuth` filter (experimental channel,
+/// `protocol: HTTP`) against a real auth service: the subrequest carries
+/// exactly what the API lists, a 200 lets the request through with the
+/// allowed answer headers (the client's copies gone), a refusal is passed
+/// on with the service's status and headers, a broken or unreachable
+/// service is a 500, and GRPC is refused and holds its paths closed (503)
+/// though a broader route of another object serves the same host.
+#[tokio::test]
+async fn gateway_api_external_auth_filter_allows_refuses_fails_closed_and_refuses_grpc() {
+    let s = Setup::new().await;
+    let auth = AuthServer::start().await;
+    s.write("auth.yaml", &auth.service_yaml());
+    // A Service whose one ready endpoint refuses connections.
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    s.write(
+        "dead.yaml",
+        &backend_yaml("dead", &[(format!("127.0.0.1:{closed_port}").parse().unwrap(), true)]),
+    );
+    let filter = |path: &str, extra: &str| {
+        format!(
+            "[{{type: ExternalAuth, externalAuth: {{protocol: HTTP, backendRef: {{name: auth, port: 80}}, http: {{path: {path}{extra}}}}}}}]"
+        )
+    };
+    let rule = |prefix: &str, filters: &str| {
+        format!("  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters: {filters}\n    backendRefs: [{{name: svc, port: 80}}]\n")
+    };
+    let mut guarded = String::from(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: guarded}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [guarded.test]\n  rules:\n",
+    );
+    guarded.push_str(&rule(
+        "/events",
+        &filter(
+            "/ok",
+            ", allowedHeaders: [Cookie], allowedResponseHeaders: [X-Auth-Request-User]",
+        ),
+    ));
+    guarded.push_str(&rule("/all", &filter("/ok/", "")));
+    guarded.push_str(&rule("/login", &filter("/signin", "")));
+    guarded.push_str(&rule("/forbidden", &filter("/forbid", "")));
+    guarded.push_str(&rule("/broken", &filter("/fail", "")));
+    guarded.push_str(&rule("/api", &filter("/bearer", "")));
+    guarded.push_str(&rule(
+        "/rewritten",
+        "[{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /inner}}}, {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Authorization, value: Bearer added}]}}, {type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}, http: {path: /ok}}}]",
+    ));
+    s.write(
+        "gateway.yaml",
+        &format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: ssegate}}
+spec: {{controllerName: ssegate.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: ssegate
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+{guarded}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: down}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [down.test]
+  rules:
+  - filters: [{{type: ExternalAuth, externalAuth: {{protocol: HTTP, backendRef: {{name: dead, port: 80}}}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: grpc}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /secret}}}}]
+    filters: [{{type: ExternalAuth, externalAuth: {{protocol: GRPC, backendRef: {{name: auth, port: 80}}, grpc: {{}}}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: everything}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [grpc.test]
+  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]
+"#
+        ),
+    );
+    let gw = s.start().await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let at = |host: &str, path: &str| http.get(format!("{}{path}", gw.proxy)).header("host", host.to_owned());
+
+    // 200: through, with the allowed answer header only, the client's copy
+    // of it removed.
+    let resp = at("guarded.test", "/events/a?tag=allowed")
+        .header("cookie", "session=abc")
+        .header("authorization", "Bearer t0ken")
+        .header("x-auth-request-user", "mallory")
+        .header("x-other", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let upstream = s.up.headers("allowed");
+    assert_eq!(
+        upstream.get_all("x-auth-request-user").iter().collect::<Vec<_>>(),
+        ["alice"]
+    );
+    assert!(upstream.get("x-auth-request-email").is_none(), "not allowed");
+    assert_eq!(upstream["authorization"], "Bearer t0ken");
+    // The subrequest: the client's method and Host, the filter's path before
+    // the client's path and query, Content-Length 0, Authorization and the
+    // allowed headers; nothing else.
+    let sub = auth.seen().pop().unwrap();
+    assert_eq!(sub.method, "GET");
+    assert_eq!(sub.target, "/ok/events/a?tag=allowed");
+    let mut names: Vec<&str> = sub.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["authorization", "content-length", "cookie", "host"]);
+    assert_eq!(sub.headers["host"], "guarded.test");
+    assert_eq!(sub.headers["content-length"], "0");
+    assert_eq!(sub.headers["authorization"], "Bearer t0ken");
+    assert_eq!(sub.headers["cookie"], "session=abc");
+
+    // No allowedResponseHeaders: every header of the answer is copied; a
+    // trailing `/` of http.path adds no empty segment.
+    let resp = at("guarded.test", "/all?tag=all").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.up.headers("all")["x-auth-request-email"], "alice@example.com");
+    assert_eq!(auth.seen().pop().unwrap().target, "/ok/all?tag=all");
+
+    // A refusal is the service's: its status and headers, nothing upstream.
+    let resp = at("guarded.test", "/login?tag=login").send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(resp.headers()["location"], "https://login.example.com/start");
+    assert_eq!(resp.headers()["set-cookie"], "csrf=1; Path=/");
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; charset=utf-8",
+        "the service's body is not passed on, so neither is its Content-Type"
+    );
+    let resp = at("guarded.test", "/forbidden?tag=forbidden").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = at("guarded.test", "/api?tag=nobearer").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"test\"");
+    let resp = at("guarded.test", "/api?tag=bearer")
+        .header("authorization", "Bearer good")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.up.headers("bearer")["x-auth-request-user"], "bob");
+
+    // The service told about the request as the client sent it, before the
+    // rule's URL rewrite and header edits.
+    let resp = at("guarded.test", "/rewritten/x?tag=rewritten").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sub = auth.seen().pop().unwrap();
+    assert_eq!(sub.target, "/ok/rewritten/x?tag=rewritten");
+    assert!(sub.headers.get("authorization").is_none(), "{:?}", sub.headers);
+    assert_eq!(s.up.headers("rewritten")["authorization"], "Bearer added");
+
+    // A service that fails, or cannot be reached: 500, never open.
+    let resp = at("guarded.test", "/broken?tag=broken").send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    let resp = at("down.test", "/?tag=down").send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+
+    // GRPC is refused, and its paths held closed though another route
+    // serves the rest of the host.
+    let resp = at("grpc.test", "/secret/x?tag=grpc").send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let resp = at("grpc.test", "/other?tag=other").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let listed = report(&gw, "default/grpc").await.to_string();
+    assert!(
+        listed.contains("externalAuth.protocol: GRPC (Envoy's ext_authz over gRPC) is not supported, only HTTP"),
+        "{listed}"
+    );
+
+    for tag in ["login", "forbidden", "nobearer", "broken", "down", "grpc"] {
+        assert!(s.up.headers(tag).is_empty(), "{tag} reached the upstream");
+    }
+    assert_eq!(refused(&gw, "default/guarded", "external_auth").await, 3);
+    assert_eq!(refused(&gw, "default/guarded", "external_auth_error").await, 1);
+    assert_eq!(refused(&gw, "default/down", "external_auth_error").await, 1);
+    assert_eq!(refused(&gw, "default/grpc", "closed").await, 1);
+}

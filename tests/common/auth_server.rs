@@ -10,7 +10,16 @@
 //! - `/session`: as `/cookie`, without setting a cookie (so that its
 //!   answers may be cached);
 //! - `/forbid`: 403; `/fail`: 500;
-//! - `/slow`: 200 after 5 s.
+//! - `/slow`: 200 after 5 s;
+//! - `/signin`: 302 to `https://login.example.com/start` with
+//!   `Set-Cookie: csrf=1` (an auth service sending a browser to log in);
+//! - `/bearer`: 200 with `X-Auth-Request-User: bob` when the request has
+//!   `Authorization: Bearer good`, else 401 with
+//!   `WWW-Authenticate: Bearer realm="test"`.
+//!
+//! Only the first path segment counts (`/ok/events?x=1` is `/ok`), so that
+//! a Gateway API ExternalAuth filter, which puts its `http.path` before the
+//! client's path, reaches the same answers.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -110,14 +119,15 @@ async fn answer(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Respon
         headers: req.headers().clone(),
     });
     let mut resp = Response::builder();
-    let status = match req.uri().path() {
-        "/ok" => {
+    let first = req.uri().path().split('/').nth(1).unwrap_or("");
+    let status = match first {
+        "ok" => {
             resp = resp
                 .header("x-auth-request-user", "alice")
                 .header("x-auth-request-email", "alice@example.com");
             StatusCode::OK
         }
-        "/cookie" => {
+        "cookie" => {
             let user = req
                 .headers()
                 .get_all("cookie")
@@ -139,7 +149,7 @@ async fn answer(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Respon
             }
         }
         // As /cookie, without setting one (so the answer may be cached).
-        "/session" => {
+        "session" => {
             let user = req
                 .headers()
                 .get_all("cookie")
@@ -155,10 +165,26 @@ async fn answer(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Respon
                 None => StatusCode::UNAUTHORIZED,
             }
         }
-        "/forbid" => StatusCode::FORBIDDEN,
-        "/slow" => {
+        "forbid" => StatusCode::FORBIDDEN,
+        "slow" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
             StatusCode::OK
+        }
+        "signin" => {
+            resp = resp
+                .header("location", "https://login.example.com/start")
+                .header("set-cookie", "csrf=1; Path=/")
+                .header("content-type", "text/html");
+            StatusCode::FOUND
+        }
+        "bearer" => {
+            if req.headers().get("authorization").is_some_and(|v| v == "Bearer good") {
+                resp = resp.header("x-auth-request-user", "bob");
+                StatusCode::OK
+            } else {
+                resp = resp.header("www-authenticate", "Bearer realm=\"test\"");
+                StatusCode::UNAUTHORIZED
+            }
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
