@@ -437,7 +437,7 @@ impl Proxy {
         let request = match auth_request(cfg, facts) {
             Ok(r) => r,
             Err(e) => {
-                warn!(%route, error = %e, "cannot build the external auth subrequest");
+                auth_failure(route, &e, "cannot build the external auth subrequest");
                 return (decide_failure(AuthFailure::Subrequest), None);
             }
         };
@@ -448,7 +448,7 @@ impl Proxy {
             None => Resolution::Dns,
             Some(Ok(endpoints)) => Resolution::Fixed(endpoints.clone()),
             Some(Err(why)) => {
-                warn!(%route, error = %why, "external auth service cannot be used");
+                auth_failure(route, why, "external auth service cannot be used");
                 return (decide_failure(AuthFailure::Transport), None);
             }
         };
@@ -487,7 +487,7 @@ impl Proxy {
                 )
             }
             Err(e) => {
-                warn!(%route, error = %e, "external auth subrequest failed");
+                auth_failure(route, &e, "external auth subrequest failed");
                 let cause = match e {
                     AuthClientError::Timeout { .. } => AuthFailure::Timeout,
                     _ => AuthFailure::Transport,
@@ -495,6 +495,23 @@ impl Proxy {
                 (decide_failure(cause), None)
             }
         }
+    }
+}
+
+/// Logs an external auth failure: a warning at most once a second (an
+/// outage fails every request; each is counted in
+/// `ssegate_access_refused_total{reason="external_auth_error"}`), debug
+/// otherwise.
+fn auth_failure(route: &str, error: &dyn std::fmt::Display, what: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        warn!(%route, %error, "{what}");
+    } else {
+        debug!(%route, %error, "{what}");
     }
 }
 
