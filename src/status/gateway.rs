@@ -467,7 +467,15 @@ pub struct GatewayStatusWriter {
     recent: HashMap<(&'static str, ObjectKey), (serde_json::Value, Instant)>,
     /// The Gateways' own Services, when Gateways get them.
     own_services: Option<watch::Receiver<ManagedServices>>,
+    /// Since when Gateways' status has waited for their own Services to be
+    /// listed, and whether that was logged: a wait of more than
+    /// [`OWN_SERVICES_PATIENCE`] is a warning, once.
+    own_wait: Option<(Instant, bool)>,
 }
+
+/// How long Gateways' status may wait for their own Services' first
+/// listing before it is worth a warning.
+const OWN_SERVICES_PATIENCE: Duration = Duration::from_secs(30);
 
 impl GatewayStatusWriter {
     pub fn new(client: Client, live: LiveGatewayApi, publish: Publish, metrics: Arc<crate::metrics::Metrics>) -> Self {
@@ -478,6 +486,7 @@ impl GatewayStatusWriter {
             metrics,
             recent: HashMap::new(),
             own_services: None,
+            own_wait: None,
         }
     }
 
@@ -620,18 +629,32 @@ impl GatewayStatusWriter {
         let gateways: &[GatewayPlan] = match &own {
             Some(None) => {
                 ok = false;
+                let (since, logged) = self.own_wait.get_or_insert((Instant::now(), false));
+                if since.elapsed() > OWN_SERVICES_PATIENCE && !*logged {
+                    *logged = true;
+                    warn!(
+                        waited = ?since.elapsed(),
+                        gateways = outcome.gateways.len(),
+                        "Gateway status waits for the Gateways' own Services to be listed"
+                    );
+                }
                 &[]
             }
-            _ => &outcome.gateways,
+            _ => {
+                self.own_wait = None;
+                &outcome.gateways
+            }
         };
         for plan in gateways {
             if !*leader.borrow() {
                 return ok;
             }
             let Some(live) = self.live.gateway(&plan.key) else {
+                debug!(gateway = %plan.key, "not in the watch yet; its status waits");
                 continue;
             };
             if live.metadata.generation != plan.generation {
+                debug!(gateway = %plan.key, live = ?live.metadata.generation, translated = ?plan.generation, "translated from another generation; its status waits");
                 continue;
             }
             let current = live.status.clone().unwrap_or_default();
