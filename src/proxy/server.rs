@@ -5,7 +5,7 @@
 use super::client_conn::{self, Activity, InFlight, Watchdog, Watched};
 use super::h1::prefixed::Prefixed;
 use super::proxy_protocol::Refused;
-use super::{tls, BoxError, Conn, Proxy, ProxyBody};
+use super::{tls, tls_stream, BoxError, Conn, Proxy, ProxyBody};
 use crate::access::proxy_protocol::ProxyHeader;
 use crate::listener::AcceptErrors;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -127,8 +127,8 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone(), None));
-        self.serve_with(listener, Some(acceptor), false, shutdown, drain).await
+        let config = tls::server_config(self.table.clone(), None);
+        self.serve_with(listener, Some(config), false, shutdown, drain).await
     }
 
     /// As [`Proxy::serve`] (or [`Proxy::serve_tls`] with `tls`), on one of
@@ -143,14 +143,14 @@ impl Proxy {
         drain: Duration,
     ) -> std::io::Result<()> {
         let port = listener.local_addr()?.port();
-        let acceptor = tls.then(|| tokio_rustls::TlsAcceptor::from(tls::server_config(self.table.clone(), Some(port))));
-        self.serve_with(listener, acceptor, true, shutdown, drain).await
+        let config = tls.then(|| tls::server_config(self.table.clone(), Some(port)));
+        self.serve_with(listener, config, true, shutdown, drain).await
     }
 
     async fn serve_with(
         self: Arc<Self>,
         listener: TcpListener,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         gateway_port: bool,
         shutdown: impl Future<Output = ()>,
         drain: Duration,
@@ -272,7 +272,7 @@ impl Proxy {
         self: Arc<Self>,
         mut stream: tokio::net::TcpStream,
         mut conn: Conn,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let read = super::proxy_protocol::read_header(&mut stream, self.limits.header_timeout);
@@ -305,7 +305,7 @@ impl Proxy {
         self: Arc<Self>,
         stream: S,
         mut conn: Conn,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         stop: watch::Receiver<bool>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -315,21 +315,19 @@ impl Proxy {
             None => super::h1::serve(self, stream, conn, true, stop).await,
             // Boxed: the TLS state is large, and plaintext
             // connections should not carry room for it.
-            Some(acceptor) => {
+            Some(config) => {
                 Box::pin(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(TLS_HANDSHAKE, tls_stream::accept(stream, config)).await {
                         Ok(Ok(stream)) => {
                             // On a Gateway's own port, requests are
                             // checked against the name asked for.
                             if conn.gateway_port.is_some() {
                                 conn.server_name = stream
-                                    .get_ref()
-                                    .1
                                     .server_name()
                                     .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
                             }
                             // Serve what ALPN agreed on, and nothing else.
-                            match stream.get_ref().1.alpn_protocol() {
+                            match stream.alpn_protocol() {
                                 Some(b"h2") => self.serve_h2(stream, conn, stop).await,
                                 _ => super::h1::serve(self, stream, conn, false, stop).await,
                             }
