@@ -352,7 +352,9 @@ async fn read_slowly(body: hyper::body::Incoming) -> Vec<u8> {
 /// The events `/sse?n=N&size=S` sends, in order.
 fn expected_events(n: usize, size: usize) -> Vec<u8> {
     let pad = "p".repeat(size);
-    (1..=n).flat_map(|i| format!("id: {i}\ndata: u1 {pad}\n\n").into_bytes()).collect()
+    (1..=n)
+        .flat_map(|i| format!("id: {i}\ndata: u1 {pad}\n\n").into_bytes())
+        .collect()
 }
 
 /// A large response reaches a client that reads it slowly, whole and in
@@ -414,7 +416,10 @@ async fn a_request_split_across_records_and_reads_over_tls() {
     let mut stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"http/1.1"]).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A head dribbled out a few bytes at a time: one record each.
-    let head = format!("GET /plain HTTP/1.1\r\nhost: {HOST}\r\nx-pad: {}\r\n\r\n", "y".repeat(20_000));
+    let head = format!(
+        "GET /plain HTTP/1.1\r\nhost: {HOST}\r\nx-pad: {}\r\n\r\n",
+        "y".repeat(20_000)
+    );
     for piece in head.as_bytes().chunks(777) {
         stream.write_all(piece).await.unwrap();
         stream.flush().await.unwrap();
@@ -429,5 +434,9 @@ async fn a_request_split_across_records_and_reads_over_tls() {
         assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
         answer.extend_from_slice(&buf[..n]);
     }
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }

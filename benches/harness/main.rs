@@ -11,7 +11,9 @@
 //! `--out NAME` (results in target/NAME), `--scenarios a,b` (of plain, latency, throughput, idle, tls, routes; all
 //! by default), `--busy` (a spinning process on each core throughout, to
 //! measure a busy machine), `--quick`, `--smoke` (CI: about a second per
-//! scenario, results in target/bench-smoke).
+//! scenario, results in target/bench-smoke). `SSEGATE_BENCH_HOLD=S` keeps
+//! each idle scenario's streams open S seconds after measuring, to look at
+//! the process meanwhile (gdb's `call malloc_stats()`, `heaptrack -p`).
 
 mod controller;
 mod load;

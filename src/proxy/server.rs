@@ -327,8 +327,12 @@ impl Proxy {
                                     .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
                             }
                             // Serve what ALPN agreed on, and nothing else.
+                            // HTTP/2's state (hyper's connection, about 2
+                            // KiB) is boxed on its own: this box, which
+                            // every TLS connection has, is then as large
+                            // as the handshake's or HTTP/1.1's state.
                             match stream.alpn_protocol() {
-                                Some(b"h2") => self.serve_h2(stream, conn, stop).await,
+                                Some(b"h2") => Box::pin(self.serve_h2(stream, conn, stop)).await,
                                 _ => super::h1::serve(self, stream, conn, false, stop).await,
                             }
                         }

@@ -79,21 +79,21 @@ impl Pair {
             server: Session::new(server).unwrap(),
         };
         for _ in 0..10 {
-            pair.to_server(usize::MAX, 0).unwrap();
-            pair.to_client().unwrap();
+            pair.send_to_server(usize::MAX, 0).unwrap();
+            pair.send_to_client().unwrap();
             if !pair.client.is_handshaking() && !pair.server.is_handshaking() {
                 break;
             }
         }
         assert!(!pair.server.is_handshaking() && !pair.client.is_handshaking());
         // The TLS 1.3 tickets, sent after the handshake.
-        pair.to_client().unwrap();
+        pair.send_to_client().unwrap();
         assert_eq!(pair.server.buffered(), 0, "a handshaken connection holds no buffer");
         pair
     }
 
     /// The client's records, fed to the server.
-    fn to_server(&mut self, chunk: usize, room: usize) -> Result<Vec<u8>, TlsStreamError> {
+    fn send_to_server(&mut self, chunk: usize, room: usize) -> Result<Vec<u8>, TlsStreamError> {
         let wire = self.client_wire();
         feed(&mut self.server, &wire, chunk, room)
     }
@@ -117,7 +117,7 @@ impl Pair {
     }
 
     /// The server's records, fed to the client; returns the plaintext.
-    fn to_client(&mut self) -> Result<Vec<u8>, rustls::Error> {
+    fn send_to_client(&mut self) -> Result<Vec<u8>, rustls::Error> {
         let wire = self.server.outgoing().to_vec();
         self.server.sent(wire.len());
         self.client_reads(&wire)
@@ -175,7 +175,7 @@ fn tls12_both_ways() {
     assert_eq!(pair.server.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
     assert_eq!(pair.server.server_name(), Some("a.test"));
     pair.client.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(pair.to_server(7, 5).unwrap(), b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(pair.send_to_server(7, 5).unwrap(), b"GET / HTTP/1.1\r\n\r\n");
     let data = pattern(70_000);
     let wire = pair.server_writes(&data);
     assert_eq!(pair.client_reads(&wire).unwrap(), data);
@@ -188,7 +188,7 @@ fn partial_records_across_reads() {
     let data = pattern(3000);
     pair.client.writer().write_all(&data).unwrap();
     // One byte per read: every record arrives in pieces.
-    assert_eq!(pair.to_server(1, 100).unwrap(), data);
+    assert_eq!(pair.send_to_server(1, 100).unwrap(), data);
     assert_eq!(pair.server.buffered(), 0);
 }
 
@@ -234,14 +234,14 @@ fn close_notify_from_the_client_ends_reading() {
     let mut pair = Pair::new(false);
     pair.client.writer().write_all(b"bye").unwrap();
     pair.client.send_close_notify();
-    assert_eq!(pair.to_server(usize::MAX, 100).unwrap(), b"bye");
+    assert_eq!(pair.send_to_server(usize::MAX, 100).unwrap(), b"bye");
     assert!(pair.server.read_closed());
     assert_eq!(pair.server.buffered(), 0);
     // The server may still answer, then close its side.
     let wire = pair.server_writes(b"answer");
     assert_eq!(pair.client_reads(&wire).unwrap(), b"answer");
     pair.server.close_notify().unwrap();
-    pair.to_client().unwrap();
+    pair.send_to_client().unwrap();
     let mut rest = Vec::new();
     assert_eq!(pair.client.reader().read_to_end(&mut rest).unwrap(), 0, "a clean end");
 }
@@ -250,7 +250,7 @@ fn close_notify_from_the_client_ends_reading() {
 fn close_notify_from_the_server() {
     let mut pair = Pair::new(true);
     pair.server.close_notify().unwrap();
-    pair.to_client().unwrap();
+    pair.send_to_client().unwrap();
     let mut rest = Vec::new();
     assert_eq!(pair.client.reader().read_to_end(&mut rest).unwrap(), 0, "a clean end");
     assert!(matches!(
@@ -282,7 +282,7 @@ fn an_alert_from_the_client_fails_the_connection() {
     let last = wire.len() - 1;
     wire[last] ^= 1;
     assert!(pair.client_reads(&wire).is_err());
-    let err = pair.to_server(usize::MAX, 100).unwrap_err();
+    let err = pair.send_to_server(usize::MAX, 100).unwrap_err();
     assert!(
         matches!(
             err,
@@ -312,7 +312,7 @@ fn garbage_is_refused_with_an_alert() {
         "{err:?}"
     );
     // The client is told, encrypted.
-    let told = pair.to_client().unwrap_err();
+    let told = pair.send_to_client().unwrap_err();
     assert_eq!(told, rustls::Error::AlertReceived(AlertDescription::BadRecordMac));
 
     // A record longer than TLS allows.
@@ -329,7 +329,7 @@ fn key_update_both_ways() {
         pair.client.refresh_traffic_keys().unwrap();
         let msg = format!("after update {round}");
         pair.client.writer().write_all(msg.as_bytes()).unwrap();
-        assert_eq!(pair.to_server(3, 100).unwrap(), msg.as_bytes());
+        assert_eq!(pair.send_to_server(3, 100).unwrap(), msg.as_bytes());
         // The server's answer is readable: its own key update went first.
         let wire = pair.server_writes(b"answer");
         assert_eq!(pair.client_reads(&wire).unwrap(), b"answer");
