@@ -551,9 +551,14 @@ impl Session {
 
 /// A server-side TLS stream over `IO` that holds no buffer while idle (see
 /// the module's documentation).
+///
+/// The session (rustls's connection, about 1.2 KiB inline) is boxed: the
+/// futures that hold the stream (a connection's task) stay as small as for
+/// a plain socket, and moving the stream out of the handshake costs a
+/// pointer, not a copy of the state.
 pub struct TlsStream<IO> {
     io: IO,
-    session: Session,
+    session: Box<Session>,
 }
 
 /// Makes the TLS handshake on `io` as a server with `config`. Bound it
@@ -564,7 +569,7 @@ where
 {
     let mut stream = TlsStream {
         io,
-        session: Session::new(config)?,
+        session: Box::new(Session::new(config)?),
     };
     std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
     Ok(stream)
@@ -705,6 +710,32 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
     }
 }
 
+impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
+    /// Encrypts `plain` (at most [`WRITE_MAX`] bytes, after `outgoing` has
+    /// gone) and writes the records; what the socket does not take is kept.
+    fn write_plain(&mut self, cx: &mut Context<'_>, plain: &[u8]) -> io::Result<usize> {
+        with_buffer(&OUT_BUF, OUT_CAP, |out| {
+            let len = self.session.encrypt(plain, out)?;
+            let mut sent = 0;
+            while sent < len {
+                match Pin::new(&mut self.io).poll_write(cx, &out[sent..len]) {
+                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => sent += n,
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => break,
+                }
+            }
+            // Kept until the socket takes it: the plaintext is accepted.
+            self.session.outgoing.extend(&out[sent..len]);
+            if len == 0 {
+                // Went into `outgoing` behind other records.
+                self.send_some(cx)?;
+            }
+            Ok(plain.len())
+        })
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
@@ -713,26 +744,43 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let plain = &buf[..buf.len().min(WRITE_MAX)];
-        with_buffer(&OUT_BUF, OUT_CAP, |out| {
-            let len = this.session.encrypt(plain, out)?;
-            let mut sent = 0;
-            while sent < len {
-                match Pin::new(&mut this.io).poll_write(cx, &out[sent..len]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => sent += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+        Poll::Ready(this.write_plain(cx, &buf[..buf.len().min(WRITE_MAX)]))
+    }
+
+    /// Several buffers leave in one record where they fit (HTTP/2 writes a
+    /// frame's header and its payload as two): gathered in this thread's
+    /// receive buffer, which no write uses, then encrypted as one.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+        let (Some(first), Some(_)) = (nonempty.next(), nonempty.next()) else {
+            let one = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, one);
+        };
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        if first.len() >= WRITE_MAX {
+            return Poll::Ready(this.write_plain(cx, &first[..WRITE_MAX]));
+        }
+        with_buffer(&IN_BUF, IN_CAP, |staging| {
+            let mut len = 0;
+            for b in bufs {
+                let n = b.len().min(WRITE_MAX - len);
+                staging[len..len + n].copy_from_slice(&b[..n]);
+                len += n;
+                if len == WRITE_MAX {
+                    break;
                 }
             }
-            // Kept until the socket takes it: the plaintext is accepted.
-            this.session.outgoing.extend(&out[sent..len]);
-            if len == 0 {
-                // Went into `outgoing` behind other records.
-                this.send_some(cx)?;
-            }
-            Poll::Ready(Ok(plain.len()))
+            Poll::Ready(this.write_plain(cx, &staging[..len]))
         })
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

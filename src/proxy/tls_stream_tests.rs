@@ -449,3 +449,42 @@ async fn stream_handshake_fails_on_garbage_and_on_early_end() {
     let err = accept(a, server_config).await.err().unwrap();
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 }
+
+#[tokio::test]
+async fn vectored_writes_leave_as_one_record() {
+    let (mut server, client) = stream_pair(64 * 1024).await;
+    // The tickets the server sent after the handshake, as the client read
+    // them: then only what follows is on the pipe.
+    let (mut raw, mut conn) = client.into_inner();
+    let header = [7u8; 9];
+    let payload = pattern(1000);
+    let slices = [
+        io::IoSlice::new(&header),
+        io::IoSlice::new(&[]),
+        io::IoSlice::new(&payload),
+    ];
+    assert!(server.is_write_vectored());
+    let n = server.write_vectored(&slices).await.unwrap();
+    assert_eq!(n, 1009);
+    server.flush().await.unwrap();
+    // Records one by one (the tickets sent after the handshake come
+    // first, also as application data records in TLS 1.3) until the data
+    // is in: it came as one record.
+    let mut got = Vec::new();
+    let mut last = 0;
+    while got.is_empty() {
+        let mut head = [0; 5];
+        raw.read_exact(&mut head).await.unwrap();
+        let len = u16::from_be_bytes([head[3], head[4]]) as usize;
+        let mut record = head.to_vec();
+        record.resize(5 + len, 0);
+        raw.read_exact(&mut record[5..]).await.unwrap();
+        conn.read_tls(&mut &record[..]).unwrap();
+        conn.process_new_packets().unwrap();
+        let _ = conn.reader().read_to_end(&mut got);
+        last = len;
+    }
+    assert_eq!(last, 1009 + 1 + 16, "one record: the plaintext, its type, its tag");
+    assert_eq!(&got[..9], &header);
+    assert!(got[9..] == payload[..]);
+}
