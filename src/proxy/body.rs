@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::sse::EventBoundary;
 use super::stream_clock::{StreamClock, StreamDue};
+pub use super::stream_engine::{BodyMode, SseLimits};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -139,37 +140,6 @@ impl Timers {
             }
         }
     }
-}
-
-/// How an upstream body goes to the client, decided once per response from
-/// the rule and the upstream's headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyMode {
-    /// Each frame passes on as it comes.
-    Stream,
-    /// A `text/event-stream`, streamed: heartbeats, a maximum duration and
-    /// a drain end it at an event boundary.
-    EventStream(SseLimits),
-    /// Frames coalesced into blocks of up to `capacity` bytes. A coalesced
-    /// event stream is not live (no heartbeats or boundary endings), but its
-    /// events are still counted.
-    Coalesce { capacity: usize, event_stream: bool },
-}
-
-impl BodyMode {
-    pub fn is_event_stream(self) -> bool {
-        matches!(
-            self,
-            BodyMode::EventStream(_) | BodyMode::Coalesce { event_stream: true, .. }
-        )
-    }
-}
-
-/// Lifecycle settings for a streamed `text/event-stream` response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SseLimits {
-    pub heartbeat: Option<Duration>,
-    pub max_duration: Option<Duration>,
 }
 
 /// Tells open event streams that ssegate is draining: each ends at its

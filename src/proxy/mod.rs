@@ -35,6 +35,7 @@ mod request_body;
 mod server;
 pub mod sse;
 mod stream_clock;
+mod stream_engine;
 mod stream_limit;
 pub mod tls;
 mod upstream;
