@@ -31,24 +31,22 @@ mod handler;
 mod headers;
 pub mod normalize;
 pub mod proxy_protocol;
-mod request_body;
 mod server;
 pub mod sse;
 mod stream_clock;
 mod stream_engine;
 mod stream_limit;
 pub mod tls;
-mod upstream;
 
 pub use access::{AccessRecord, ACCESS_TARGET};
 pub use authority::{request_authority, AuthorityError};
 pub use balance::EndpointLoad;
-pub use body::{BodyMode, BoxError, DrainSignal, IdleTimeout, ProxyBody, SseLimits, UpstreamBody};
+pub use body::{BodyMode, BoxError, DrainSignal, ProxyBody, SseLimits, StreamCut, UpstreamBody};
 pub use client_conn::ClientLimits;
-pub use forward::buffer_for;
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 pub use proxy_protocol::ProxyProtocol;
 pub use server::{Counted, Workers};
+pub use stream_engine::{buffer_for, Outcome};
 pub use stream_limit::StreamSlot;
 
 use crate::access::cidr::CidrSet;

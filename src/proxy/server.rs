@@ -365,7 +365,10 @@ impl Proxy {
             let in_flight = requests.begin();
             let conn_info = conn_info.clone();
             async move {
-                let resp = proxy.handle(req, conn_info).await;
+                // Boxed: hyper runs each stream as a task the size of its
+                // largest state, and this one (admission, the exchange) is
+                // over once the answer's body streams.
+                let resp = Box::pin(proxy.handle(req, conn_info)).await;
                 Ok::<_, Infallible>(resp.map(|body| Counted {
                     body,
                     _in_flight: in_flight,

@@ -15,9 +15,14 @@
 //! [`StreamEngine::next_wake`] says when the shell's one timer should fire
 //! next. The tests drive it with made-up instants.
 
+use super::headers::X_ACCEL_BUFFERING;
 use super::sse::EventBoundary;
 use super::stream_clock::{StreamClock, StreamDue};
+use crate::api::ProxyBuffering;
 use crate::metrics::UpstreamError;
+use crate::model::ResolvedRule;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::HeaderMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -231,6 +236,7 @@ impl StreamEngine {
     }
 
     /// Bytes held back for a block (coalescing).
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.coalesce.as_ref().map_or(0, |(_, h)| h.len())
     }
@@ -364,6 +370,58 @@ impl StreamEngine {
         self.over = true;
         Decision::Cut(outcome)
     }
+}
+
+/// Decides once how a response body goes to the client, from the rule and
+/// the two fields of the answer that matter, as bytes (no header map is
+/// built for it).
+pub(super) fn body_mode_of(target: &ResolvedRule, content_type: Option<&[u8]>, accel: Option<&[u8]>) -> BodyMode {
+    let event_stream = is_event_stream_type(content_type);
+    if buffer_for_fields(target.settings.buffering, event_stream, accel) {
+        BodyMode::Coalesce {
+            capacity: target.settings.buffer_size,
+            event_stream,
+        }
+    } else if event_stream {
+        BodyMode::EventStream(SseLimits {
+            heartbeat: target.settings.heartbeat,
+            max_duration: target.settings.max_stream_duration,
+        })
+    } else {
+        BodyMode::Stream
+    }
+}
+
+/// Decides whether a response is coalesced, from the Route's mode and the
+/// upstream's headers.
+pub fn buffer_for(mode: ProxyBuffering, headers: &HeaderMap) -> bool {
+    buffer_for_fields(
+        mode,
+        is_event_stream(headers),
+        headers.get(&X_ACCEL_BUFFERING).map(HeaderValue::as_bytes),
+    )
+}
+
+fn buffer_for_fields(mode: ProxyBuffering, event_stream: bool, accel: Option<&[u8]>) -> bool {
+    let accel = accel.map(|v| v.trim_ascii());
+    let is = |word: &[u8]| accel.is_some_and(|v| v.eq_ignore_ascii_case(word));
+    match mode {
+        ProxyBuffering::Disabled => false,
+        _ if is(b"no") => false,
+        ProxyBuffering::Enabled => true,
+        ProxyBuffering::Auto if is(b"yes") => true,
+        ProxyBuffering::Auto => !event_stream,
+    }
+}
+
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
+    is_event_stream_type(headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes))
+}
+
+fn is_event_stream_type(content_type: Option<&[u8]>) -> bool {
+    content_type
+        .and_then(|v| v.split(|&b| b == b';').next())
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 #[cfg(test)]

@@ -273,3 +273,36 @@ fn outcomes_name_the_access_log_and_say_which_are_clean() {
         assert_eq!((o.as_str(), o.is_clean()), (name, clean), "{o:?}");
     }
 }
+
+mod body_mode {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buffering_decision_table() {
+        use ProxyBuffering::*;
+        let sse = headers(&[("content-type", "text/event-stream; charset=utf-8")]);
+        let json = headers(&[("content-type", "application/json")]);
+        let json_no = headers(&[("content-type", "application/json"), ("x-accel-buffering", "no")]);
+        let sse_yes = headers(&[("content-type", "text/event-stream"), ("x-accel-buffering", "yes")]);
+        assert!(!buffer_for(Auto, &sse));
+        assert!(buffer_for(Auto, &json));
+        assert!(!buffer_for(Auto, &json_no));
+        assert!(buffer_for(Auto, &sse_yes));
+        assert!(buffer_for(Enabled, &sse));
+        assert!(!buffer_for(Enabled, &json_no));
+        assert!(!buffer_for(Disabled, &json));
+        assert!(!buffer_for(Disabled, &sse_yes));
+    }
+}

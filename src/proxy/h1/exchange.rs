@@ -18,9 +18,10 @@ use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK}
 use crate::http1::head::{self, Framing, HeadError};
 use crate::http1::write;
 use crate::metrics::UpstreamError;
-use crate::proxy::forward::body_mode_of;
+use crate::model::ResolvedRule;
 use crate::proxy::handler::{local_reply, no_endpoint, Routed};
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, X_ACCEL_BUFFERING};
+use crate::proxy::stream_engine::body_mode_of;
 use crate::proxy::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -34,7 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 /// Largest upstream response head.
-pub(super) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
+pub(in crate::proxy) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
 /// Times a request is re-sent because a pooled connection turned out closed.
 const STALE_RETRIES: usize = 3;
 
@@ -835,5 +836,48 @@ fn read_answer(
             keep_alive: parsed.keep_alive,
             len: parsed.len,
         })));
+    }
+}
+
+/// Seconds a client is asked to wait when a Route is full.
+const FULL_RETRY_AFTER: u32 = 5;
+
+impl Proxy {
+    /// The 408 for a request body that stalled past the body timeout,
+    /// counted; the connection closes after it (the body's rest is unread).
+    pub(super) fn body_stalled(&self) -> Response<ProxyBody> {
+        self.metrics.bad_request("body_timeout");
+        let mut resp = local_reply(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+        );
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
+    /// A place among the Route's `maxConcurrentStreams`, if it limits
+    /// them, or the 503 that says it is full. The place is held while the
+    /// response headers are awaited, so that a burst of new requests cannot
+    /// overshoot; only event streams keep it after.
+    pub(super) fn reserve_stream(&self, target: &ResolvedRule) -> Result<Option<StreamSlot>, Box<Response<ProxyBody>>> {
+        let Some(max) = target.max_concurrent_streams else {
+            return Ok(None);
+        };
+        match StreamSlot::reserve(self.streams.counter(&target.route), max) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                let mut resp = local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "ssegate: route {} has its maximum of {max} open streams\n",
+                        target.route
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
+                Err(Box::new(resp))
+            }
+        }
     }
 }
