@@ -1,0 +1,1 @@
+//! Response heads encoded with HPACK without the dynamic table. INTERFACE DRAFT.
