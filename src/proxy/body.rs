@@ -214,6 +214,26 @@ impl UpstreamBody {
         }
     }
 
+    /// The client's stream takes nothing now (its flow-control window is
+    /// shut): `Ready` once the send timeout has passed and the body has
+    /// been cut (and accounted for).
+    pub(super) fn poll_blocked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.engine.client_blocked(Instant::now());
+        match self.decide(cx) {
+            Decision::Cut(outcome) => {
+                self.upstream = None;
+                self.finish(outcome);
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    /// The client took bytes of this body again.
+    pub(super) fn unblocked(&mut self) {
+        self.engine.client_took();
+    }
+
     /// Cuts the body: the client's stream is reset.
     fn cut(&mut self, outcome: Outcome) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.upstream = None;

@@ -18,7 +18,6 @@ use crate::http1::head::{self, Framing};
 use http::header::{HeaderValue, CONTENT_LENGTH, COOKIE};
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body::Body;
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,7 +27,10 @@ use tracing::debug;
 impl Proxy {
     /// Sends a request that came over HTTP/2 upstream and makes its
     /// answer (or ssegate's own reply) an HTTP/2 response.
-    pub(super) async fn forward(&self, req: Request<Incoming>, routed: &Routed, conn: Conn) -> Response<ProxyBody> {
+    pub(super) async fn forward<B>(&self, req: Request<B>, routed: &Routed, conn: Conn) -> Response<ProxyBody>
+    where
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    {
         let (mut parts, body) = req.into_parts();
         // HTTP/2 has no framing fields: a body of a declared length goes up
         // with it, any other body chunked.
@@ -208,11 +210,11 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// An HTTP/2 client's side of the exchange: its request body comes as
 /// DATA frames, already unframed.
-struct H2Side {
-    body: Incoming,
+struct H2Side<B> {
+    body: B,
 }
 
-impl ClientSide for H2Side {
+impl<B: Body<Data = bytes::Bytes> + Unpin> ClientSide for H2Side<B> {
     fn poll_body(
         &mut self,
         cx: &mut Context<'_>,

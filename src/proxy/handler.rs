@@ -12,7 +12,6 @@ use crate::metrics::RouteMetrics;
 use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, Instrument};
@@ -101,7 +100,10 @@ impl Proxy {
     /// Proxies one request that came over HTTP/2 (hyper's server, the one
     /// upstream exchange). Never fails: every problem becomes a clear HTTP
     /// error response.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle<B>(&self, mut req: Request<B>, conn: Conn) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    {
         let mut routed = match self.admit_guarded(&mut req, &conn).await {
             Admitted::Reply(resp) => return resp,
             Admitted::Forward(routed) => routed,

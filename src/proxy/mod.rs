@@ -27,6 +27,7 @@ pub mod gateway_listeners;
 mod gateway_port_tests;
 mod guard;
 mod h1;
+mod h2;
 mod handler;
 mod headers;
 pub mod normalize;
@@ -223,4 +224,11 @@ impl Proxy {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
+}
+
+/// While ssegate's own HTTP/2 server is being brought up: `SSEGATE_OWN_H2=1`
+/// serves HTTP/2 with it instead of hyper's.
+fn h2_own() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var_os("SSEGATE_OWN_H2").is_some_and(|v| v == "1"))
 }

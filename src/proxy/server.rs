@@ -330,6 +330,7 @@ impl Proxy {
                             }
                             // Serve what ALPN agreed on, and nothing else.
                             match stream.get_ref().1.alpn_protocol() {
+                                Some(b"h2") if super::h2_own() => super::h2::serve(self, stream, conn, stop).await,
                                 Some(b"h2") => self.serve_h2(stream, conn, stop).await,
                                 _ => super::h1::serve(self, stream, conn, false, stop).await,
                             }
