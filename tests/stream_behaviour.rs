@@ -628,6 +628,38 @@ impl Env {
         line
     }
 
+    /// Checks a body ended cleanly.
+    async fn assert_clean(&self, got: &Got) {
+        if !matches!(got.end, Some(End::Clean)) {
+            panic!(
+                "the stream should have ended cleanly; it {}, after {:?}; {}",
+                got.describe_end(),
+                got.text(),
+                self.settled_access_lines().await
+            );
+        }
+    }
+
+    /// Checks a body ended in error (was cut), and returns when.
+    async fn assert_error(&self, got: &Got) -> Instant {
+        match &got.end {
+            Some(End::Error(at, _)) => *at,
+            _ => panic!(
+                "the stream should have ended in error (cut); it {}, after {:?}; {}",
+                got.describe_end(),
+                got.text(),
+                self.settled_access_lines().await
+            ),
+        }
+    }
+
+    /// The access lines half a second from now (ssegate may log a stream's
+    /// end a moment after its client saw it), for failure messages.
+    async fn settled_access_lines(&self) -> String {
+        tokio::time::sleep(ms(500)).await;
+        format!("the access lines: {:#?}", self.access_lines())
+    }
+
     /// Waits until the sample `series` reads `want`.
     async fn wait_metric(&self, series: &str, want: f64) {
         let deadline = after(LIMIT);
@@ -754,28 +786,6 @@ impl Got {
         self.chunks.first().map(|(at, _)| *at)
     }
 
-    /// Checks the body ended cleanly.
-    fn assert_clean(&self) {
-        assert!(
-            matches!(self.end, Some(End::Clean)),
-            "the stream should have ended cleanly; it {}, after {:?}",
-            self.describe_end(),
-            self.text()
-        );
-    }
-
-    /// Checks the body ended in error and returns when.
-    fn assert_error(&self) -> Instant {
-        match &self.end {
-            Some(End::Error(at, _)) => *at,
-            _ => panic!(
-                "the stream should have ended in error (cut); it {}, after {:?}",
-                self.describe_end(),
-                self.text()
-            ),
-        }
-    }
-
     fn describe_end(&self) -> String {
         match &self.end {
             Some(End::Clean) => "ended cleanly".into(),
@@ -783,6 +793,18 @@ impl Got {
             None => "had not ended by the deadline".into(),
         }
     }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A response body being read, with its connection.
@@ -810,7 +832,7 @@ impl Reader {
                 true
             }
             Ok(Some(Err(e))) => {
-                self.got.end = Some(End::Error(Instant::now(), e.to_string()));
+                self.got.end = Some(End::Error(Instant::now(), error_chain(&e)));
                 true
             }
         }
@@ -858,12 +880,18 @@ impl Scrape {
             grew,
             want,
             "{series} grew by {grew}, not {want}; now:\n{}",
-            self.0
-                .lines()
-                .filter(|l| l.starts_with("ssegate_") && (l.contains("route=\"default/r\"") || l.contains("reason=")))
-                .collect::<Vec<_>>()
-                .join("\n")
+            self.family(series)
         );
+    }
+
+    /// The samples of `series`'s metric, for messages.
+    fn family(&self, series: &str) -> String {
+        let name = series.split('{').next().unwrap_or(series);
+        self.0
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -920,16 +948,27 @@ fn assert_stream_counted(
     after.assert_grew(before, &events(route), events_n as f64);
     after.assert_grew(before, &bytes_sent(route), bytes as f64);
     assert_eq!(after.get(&open_streams(route)), 0.0, "{}", open_streams(route));
-    for kind in [
+    let wrong: Vec<String> = [
         "connect",
         "response_timeout",
         "idle_timeout",
         "failed",
         "request_timeout",
-    ] {
+    ]
+    .into_iter()
+    .filter_map(|kind| {
+        let series = upstream_errors(route, kind);
+        let grew = after.get(&series) - before.get(&series);
         let want = if error == Some(kind) { 1.0 } else { 0.0 };
-        after.assert_grew(before, &upstream_errors(route, kind), want);
-    }
+        (grew != want).then(|| format!("kind {kind} grew by {grew}, not {want}"))
+    })
+    .collect();
+    assert!(
+        wrong.is_empty(),
+        "ssegate_upstream_errors_total for {route}: {}; now:\n{}",
+        wrong.join(", "),
+        after.family("ssegate_upstream_errors_total")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -991,7 +1030,7 @@ async fn streamed_event_by_event(proto: Protocol, buffering: &str) {
     assert_eq!(a.status, 200);
     a.body.read_to_end(after(LIMIT)).await;
     let got = &a.body.got;
-    got.assert_clean();
+    env.assert_clean(got).await;
     let whole = FOUR.concat();
     assert_eq!(got.text(), whole, "the body passes unchanged");
     let writes = env.up.writes("/sse");
@@ -1065,7 +1104,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        got.assert_clean();
+        env.assert_clean(got).await;
         let whole = five.concat();
         assert_eq!(got.text(), whole, "the body passes unchanged");
         // Writes: five events, then the end.
@@ -1118,7 +1157,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        got.assert_clean();
+        env.assert_clean(got).await;
         let text = got.text();
         let rest = text.strip_prefix("data: one\n\n").unwrap_or_else(|| panic!("{text:?}"));
         let beats = rest.len() - rest.trim_start_matches(":\n\n").len();
@@ -1164,7 +1203,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        got.assert_clean();
+        env.assert_clean(got).await;
         assert_eq!(got.text(), SPLIT_BODY, "ended mid-event, or after the next event");
         env.up.wait_closed("/sse", 0).await;
         let line = env.only_access_line("/sse").await;
@@ -1200,7 +1239,7 @@ rows! {
         env.gw.terminate();
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        got.assert_clean();
+        env.assert_clean(got).await;
         assert_eq!(got.text(), SPLIT_BODY, "ended mid-event, or after the next event");
         env.up.wait_closed("/sse", 0).await;
         let line = env.only_access_line("/sse").await;
@@ -1225,7 +1264,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        let cut = got.assert_error();
+        let cut = env.assert_error(got).await;
         assert_eq!(got.text(), "data: one\n\n");
         let silence = cut - got.arrival_of("data: one\n\n").unwrap();
         assert!(
@@ -1265,7 +1304,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        let cut = got.assert_error();
+        let cut = env.assert_error(got).await;
         assert_eq!(got.text(), "data: one\n\ndata: par");
         let took = cut - asked;
         assert!(
@@ -1349,7 +1388,7 @@ rows! {
         assert_eq!(second.status, 503);
         assert_eq!(second.header("retry-after"), ["5"]);
         second.body.read_to_end(after(LIMIT)).await;
-        second.body.got.assert_clean();
+        env.assert_clean(&second.body.got).await;
         let text = second.body.got.text();
         assert!(text.contains("maximum of 1 open streams"), "{text:?}");
         assert_eq!(env.up.exchanges("/sse").len(), 1, "the refused stream reached the upstream");
@@ -1393,7 +1432,7 @@ rows! {
         assert_eq!(a.status, 200);
         a.body.read_to_end(after(LIMIT)).await;
         let got = &a.body.got;
-        got.assert_error();
+        env.assert_error(got).await;
         assert_eq!(got.text(), "data: one\n\ndata: par");
         let line = env.only_access_line("/sse").await;
         assert_access(&line, 200, 20, 1, "upstream_error");
@@ -1417,7 +1456,7 @@ rows! {
         a.body.read_to_end(after(LIMIT)).await;
         let text = a.body.got.text();
         assert_eq!(a.status, 502, "{text:?}");
-        a.body.got.assert_clean();
+        env.assert_clean(&a.body.got).await;
         assert!(text.contains("101"), "{text:?}");
         let line = env.only_access_line("/sse").await;
         assert_access(&line, 502, text.len(), 0, "local");
@@ -1454,7 +1493,7 @@ rows! {
             a.headers
         );
         a.body.read_to_end(after(LIMIT)).await;
-        a.body.got.assert_clean();
+        env.assert_clean(&a.body.got).await;
         let whole = FOUR[..2].concat();
         assert_eq!(a.body.got.text(), whole);
 
@@ -1470,7 +1509,7 @@ rows! {
         let methods = pre.header("access-control-allow-methods").join(",");
         assert!(methods.contains("GET"), "{methods:?}");
         pre.body.read_to_end(after(LIMIT)).await;
-        pre.body.got.assert_clean();
+        env.assert_clean(&pre.body.got).await;
         assert!(
             env.up.exchanges("/sse").iter().all(|e| e.method != "OPTIONS"),
             "the preflight reached the upstream"
@@ -1501,7 +1540,7 @@ rows! {
         assert_eq!(a.status, 200);
         assert_eq!(a.header("content-length"), ["27"]);
         a.body.read_to_end(after(LIMIT)).await;
-        a.body.got.assert_clean();
+        env.assert_clean(&a.body.got).await;
         assert_eq!(a.body.got.text(), SPLIT_BODY);
         let line = env.only_access_line("/sse").await;
         assert_access(&line, 200, 27, 2, "complete");
@@ -1525,7 +1564,7 @@ rows! {
         assert_eq!(a.status, 200);
         assert_eq!(a.header("content-length"), ["27"]);
         a.body.read_to_end(after(LIMIT)).await;
-        a.body.got.assert_clean();
+        env.assert_clean(&a.body.got).await;
         assert_eq!(a.body.got.text(), SPLIT_BODY);
         let line = env.only_access_line("/sse").await;
         assert_access(&line, 200, 27, 2, "complete");
@@ -1552,7 +1591,7 @@ rows! {
         assert!(a.body.until(|t| t == "data: one\n\n", after(LIMIT)).await, "{:?}", a.body.got);
         env.gw.terminate();
         a.body.read_to_end(after(LIMIT)).await;
-        a.body.got.assert_clean();
+        env.assert_clean(&a.body.got).await;
         assert_eq!(a.body.got.text(), SPLIT_BODY);
         let line = env.only_access_line("/sse").await;
         assert_access(&line, 200, 27, 2, "complete");
