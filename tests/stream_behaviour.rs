@@ -22,10 +22,32 @@
 //!
 //! Each row is one module with one test per protocol (`ROW::h1`,
 //! `ROW::h2_tls`, `ROW::h2c`), so a row that fails on one protocol only
-//! names a disagreement between the two paths. Some rows state the intended
-//! behaviour where the paths disagree today (a request timeout counted as
-//! its own upstream error kind; an event stream with a Content-Length left
-//! alone, as HTTP/1.1 does); those fail until the code agrees.
+//! names a disagreement between the two paths. The rows:
+//! 1. buffering: `Disabled` and `Auto` deliver each event before the next
+//!    is emitted; `Enabled` holds small events until `bufferSize` fills or
+//!    the body ends;
+//! 2. heartbeats fill a silence and never go inside an event;
+//! 3. `sse.maxStreamDuration` ends a stream at the next event boundary;
+//! 4. a drain (SIGTERM) ends a stream at the next event boundary;
+//! 5. `timeouts.idle` cuts a silent stream;
+//! 6. an HTTPRoute's `timeouts.request` cuts a stream at its deadline;
+//! 7. the send timeout cuts a client that stops taking bytes;
+//! 8. `maxConcurrentStreams` answers 503 with `Retry-After`;
+//! 9. an upstream cut mid-event ends the client's stream in error;
+//! 10. an unasked 101 from the upstream becomes 502;
+//! 11. a CORS policy answers an allowed Origin, on the stream and in a
+//!     preflight;
+//! 12. an event stream with a Content-Length passes intact: no
+//!     heartbeats, no end at the maximum duration or at a drain.
+//!
+//! Where the two paths disagreed when the table was written, a row states
+//! the intended behaviour, and fails until the code agrees: a request
+//! timeout is an upstream error of its own kind, `request_timeout` (row 6;
+//! HTTP/1.1 counted it as `idle_timeout`, HTTP/2 not at all); an HTTP/2
+//! client that holds its flow-control window shut is cut by the send
+//! timeout as an HTTP/1.1 client that stops reading is (row 7); and an
+//! event stream with a Content-Length is left alone on every protocol, as
+//! HTTP/1.1 leaves it (row 12).
 //!
 //! Upstreams are raw TCP sockets that write exact HTTP/1.1 bytes on a
 //! script (writes, pauses, a cut, a flood), so the test decides where an
@@ -427,7 +449,8 @@ struct Env {
     cert: TestCert,
     plain: SocketAddr,
     tls: SocketAddr,
-    /// The route's label in metrics and access lines.
+    /// The route's label in metrics and access lines: `default/r`, for
+    /// the Route and the HTTPRoute alike.
     route: &'static str,
     _dir: tempfile::TempDir,
     _logs: tempfile::TempDir,
@@ -443,9 +466,9 @@ impl Env {
         let cert = cert(&[HOST]);
         let dir = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
-        let (file, yaml, route) = match config {
-            Config::Route(spec) => ("route.yaml", route_yaml(spec), "default/r"),
-            Config::HttpRoute(rule) => ("gateway.yaml", gateway_yaml(rule), "default/r"),
+        let (file, yaml) = match config {
+            Config::Route(spec) => ("route.yaml", route_yaml(spec)),
+            Config::HttpRoute(rule) => ("gateway.yaml", gateway_yaml(rule)),
         };
         for (name, content) in [
             ("backend.yaml", backend_yaml("svc", &[(up.addr, true)])),
@@ -476,7 +499,7 @@ impl Env {
             cert,
             plain,
             tls,
-            route,
+            route: "default/r",
             _dir: dir,
             _logs: logs,
         }
@@ -1002,7 +1025,7 @@ macro_rules! rows {
     )*};
 }
 
-/// Four events 400 ms apart, then the end.
+/// Four small events.
 const FOUR: [&str; 4] = [
     "id: 1\ndata: first\n\n",
     "id: 2\ndata: second\n\n",
@@ -1010,8 +1033,9 @@ const FOUR: [&str; 4] = [
     "id: 4\ndata: fourth\n\n",
 ];
 
-/// Rows 1 and 2: with `buffering`, each event reaches the client before
-/// the upstream emits the next (400 ms later), and the body is intact.
+/// Row 1 for Disabled and Auto: with `buffering`, each event reaches the
+/// client before the upstream emits the next (400 ms later), and the body
+/// is intact.
 async fn streamed_event_by_event(proto: Protocol, buffering: &str) {
     let steps = [
         send(FOUR[0]),
