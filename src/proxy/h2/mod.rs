@@ -312,11 +312,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shell<S> {
             }
             Event::Reset { stream, code } => {
                 debug!(peer = %self.info.peer, stream, ?code, "stream reset");
-                match self.streams.remove(&stream) {
-                    Some(StreamIo::Handling { inbox: Some(inbox), .. }) => request_body::break_off(&inbox),
-                    // Dropping the body ends it (`client_gone`); a
-                    // response still being handled is dropped when it comes.
-                    _ => {}
+                // Dropping a body ends it (`client_gone`); a response still
+                // being handled is dropped when it comes.
+                if let Some(StreamIo::Handling { inbox: Some(inbox), .. }) = self.streams.remove(&stream) {
+                    request_body::break_off(&inbox);
                 }
             }
             Event::HeadTooLarge { stream } => {
