@@ -27,6 +27,8 @@ pub mod conn;
 pub mod frame;
 pub mod hpack_out;
 pub mod request;
+#[cfg(test)]
+mod test_client;
 
 pub use conn::{Connection, ConnectionError, Event, ServerSettings};
 pub use frame::ErrorCode;
