@@ -1379,8 +1379,10 @@ rows! {
             stalled.elapsed()
         );
         let (seen, line) = logged.expect("the stream ended, but with no access line within 6s");
+        // The client's window (HTTP/2) or the socket buffers (HTTP/1.1)
+        // may fill a moment before `open` returns: 100 ms of slack.
         assert!(
-            seen - stalled >= ms(1000),
+            seen - stalled >= ms(900),
             "cut {:?} after the client stopped taking bytes, before the send timeout (1s)",
             seen - stalled
         );
