@@ -46,7 +46,7 @@ pub use body::{BodyMode, BoxError, DrainSignal, ProxyBody, SseLimits, StreamCut,
 pub use client_conn::ClientLimits;
 pub use headers::{add_forwarded, remove_hop_by_hop, Forwarded};
 pub use proxy_protocol::ProxyProtocol;
-pub use server::{Counted, Workers};
+pub use server::Workers;
 pub use stream_engine::{buffer_for, Outcome};
 pub use stream_limit::StreamSlot;
 
@@ -224,11 +224,4 @@ impl Proxy {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-}
-
-/// While ssegate's own HTTP/2 server is being brought up: `SSEGATE_OWN_H2=1`
-/// serves HTTP/2 with it instead of hyper's.
-fn h2_own() -> bool {
-    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| std::env::var_os("SSEGATE_OWN_H2").is_some_and(|v| v == "1"))
 }

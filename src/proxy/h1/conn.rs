@@ -88,11 +88,7 @@ pub(in crate::proxy) async fn serve<S>(
             After::Close => false,
             After::Http2 => {
                 let io = Prefixed::new(std::mem::take(&mut carry), io);
-                if crate::proxy::h2_own() {
-                    Box::pin(crate::proxy::h2::serve(proxy, io, conn, stop)).await;
-                } else {
-                    Box::pin(proxy.serve_h2(io, conn, stop)).await;
-                }
+                Box::pin(crate::proxy::h2::serve(proxy, io, conn, stop)).await;
                 return;
             }
         };
