@@ -135,7 +135,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shell<S> {
     /// Runs the connection; `Ready` when it is to be closed (with the
     /// reason to count, if it is one of ssegate's limits).
     fn poll<F: Future>(&mut self, cx: &mut Context<'_>, mut stop: Pin<&mut F>) -> Poll<Option<&'static str>> {
-        for _ in 0..TURNS_PER_WAKE {
+        for turn in 0..=TURNS_PER_WAKE {
+            if turn == TURNS_PER_WAKE {
+                // Still busy: let the thread's other tasks run, and come
+                // back at once (no socket will wake a task that has not
+                // seen it pending).
+                cx.waker().wake_by_ref();
+                break;
+            }
             if !self.write_out(cx) {
                 return Poll::Ready(None);
             }
