@@ -837,10 +837,12 @@ impl Connection {
             Some(_) => return Ok(()),
         };
         match class {
-            Class::Open(_) => self.stream_error(h.stream, code, events),
             // No RST_STREAM may name an idle stream (RFC 9113, 6.4).
             Class::Idle => Err(error(code, "invalid PRIORITY on an idle stream")),
-            Class::Closed | Class::Ignored => Ok(()),
+            // A stream error in any other state, a closed stream's too: the
+            // rules of 5.3.1 and 6.3 know no exception (and the client that
+            // breaks them learns it).
+            Class::Open(_) | Class::Closed | Class::Ignored => self.stream_error(h.stream, code, events),
         }
     }
 

@@ -25,6 +25,8 @@
 
 pub mod conn;
 pub mod frame;
+#[cfg(test)]
+mod h2spec_tests;
 pub mod hpack_out;
 pub mod request;
 #[cfg(test)]
