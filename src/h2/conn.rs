@@ -1207,3 +1207,7 @@ impl Connection {
 #[cfg(test)]
 #[path = "conn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "conn_limits_tests.rs"]
+mod limits_tests;

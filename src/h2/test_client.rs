@@ -240,3 +240,15 @@ pub fn feed_rsts(conn: &mut Connection, input: &[u8]) -> (Vec<Event>, Vec<(u32, 
         .collect();
     (events, rsts)
 }
+
+/// `body` as DATA frames of at most 16,384 bytes, END_STREAM on the last
+/// if `end_stream`.
+pub fn data_split(stream: u32, body: &[u8], end_stream: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = body.chunks(16_384).collect();
+    let last = chunks.len().saturating_sub(1);
+    chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| data(stream, c, end_stream && i == last))
+        .collect()
+}
