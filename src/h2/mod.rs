@@ -24,6 +24,8 @@
 //! bounded amount.
 
 pub mod conn;
+#[cfg(test)]
+mod corpus_tests;
 pub mod frame;
 #[cfg(test)]
 mod h2spec_tests;
