@@ -388,15 +388,21 @@ impl Connection {
         let start = self.output.len();
         self.output.extend_from_slice(&[0; HEADER_LEN]);
         hpack_out::encode_response_head(status, headers, &mut self.output);
-        let block = self.output.split_off(start + HEADER_LEN);
-        self.output.truncate(start);
-        frame::write_header_block(
-            &mut self.output,
-            stream,
-            &block,
-            end_stream,
-            self.peer_max_frame as usize,
-        );
+        let block_len = self.output.len() - start - HEADER_LEN;
+        let max_frame = self.peer_max_frame as usize;
+        if block_len <= max_frame {
+            let header = FrameHeader {
+                len: block_len as u32,
+                kind: kind::HEADERS,
+                flags: flag::END_HEADERS | if end_stream { flag::END_STREAM } else { 0 },
+                stream,
+            };
+            self.output[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+        } else {
+            let block = self.output.split_off(start + HEADER_LEN);
+            self.output.truncate(start);
+            frame::write_header_block(&mut self.output, stream, &block, end_stream, max_frame);
+        }
         if !informational {
             self.streams[i].flags |= RESPONSE_STARTED;
             self.reset_debt = self.reset_debt.saturating_sub(1);
@@ -739,7 +745,7 @@ impl Connection {
         self.highest = id;
         if self_dependent {
             self.decode(block, |_, _| {})?;
-            return self.stream_error(id, ErrorCode::ProtocolError, events);
+            return self.refuse_new_stream(id, ErrorCode::ProtocolError, events);
         }
         if self.streams.len() >= self.settings.max_concurrent_streams as usize {
             // RFC 9113, 5.1.2: refused, so the client may retry it.
@@ -762,7 +768,7 @@ impl Connection {
                 },
             ),
             Err(HeadError::TooLarge) => (DISCARD_BODY, None, Event::HeadTooLarge { stream: id }),
-            Err(HeadError::Malformed(_)) => return self.stream_error(id, ErrorCode::ProtocolError, events),
+            Err(HeadError::Malformed(_)) => return self.refuse_new_stream(id, ErrorCode::ProtocolError, events),
         };
         let recv_window = if self.settings_acked {
             i64::from(self.settings.initial_window_size)
@@ -837,10 +843,12 @@ impl Connection {
             Some(_) => return Ok(()),
         };
         match class {
-            Class::Open(_) => self.stream_error(h.stream, code, events),
             // No RST_STREAM may name an idle stream (RFC 9113, 6.4).
             Class::Idle => Err(error(code, "invalid PRIORITY on an idle stream")),
-            Class::Closed | Class::Ignored => Ok(()),
+            // A stream error in any other state, a closed stream's too: the
+            // rules of 5.3.1 and 6.3 know no exception (and the client that
+            // breaks them learns it).
+            Class::Open(_) | Class::Closed | Class::Ignored => self.stream_error(h.stream, code, events),
         }
     }
 
@@ -1077,16 +1085,26 @@ impl Connection {
 
     /// A stream error (RFC 9113, 5.4.2): RST_STREAM, the stream forgotten,
     /// the shell told if it knew the stream. Counted in the reset budget.
+    /// The late frames of a stream that was open are ignored from then on;
+    /// those of a stream already closed are answered again, since nothing
+    /// of them can have been in flight.
     fn stream_error(&mut self, id: u32, code: ErrorCode, events: &mut Vec<Event>) -> Result<(), ConnectionError> {
         if let Ok(i) = self.find(id) {
             self.remove(i);
+            self.remember_reset(id);
             events.push(Event::Reset { stream: id, code });
         }
         let before = self.output.len();
         frame::write_rst_stream(&mut self.output, id, code);
-        self.remember_reset(id);
         self.count_control(before)?;
         self.add_reset_debt()
+    }
+
+    /// A stream error on the stream a header block just opened: its body
+    /// may be in flight already, so it is ignored.
+    fn refuse_new_stream(&mut self, id: u32, code: ErrorCode, events: &mut Vec<Event>) -> Result<(), ConnectionError> {
+        self.remember_reset(id);
+        self.stream_error(id, code, events)
     }
 
     fn add_reset_debt(&mut self) -> Result<(), ConnectionError> {
@@ -1189,3 +1207,7 @@ impl Connection {
 #[cfg(test)]
 #[path = "conn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "conn_limits_tests.rs"]
+mod limits_tests;

@@ -159,12 +159,19 @@ impl FrameHeader {
         })
     }
 
-    /// Appends the header. `len` must fit 24 bits; every caller passes at
-    /// most the peer's max frame size, which is below 2^24.
-    pub fn write(self, out: &mut Vec<u8>) {
+    /// The header's 9 bytes. `len` must fit 24 bits; every caller passes
+    /// at most the peer's max frame size, which is below 2^24.
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let len = self.len.min(MAX_ALLOWED_FRAME_SIZE).to_be_bytes();
-        out.extend_from_slice(&[len[1], len[2], len[3], self.kind, self.flags]);
-        out.extend_from_slice(&(self.stream & 0x7fff_ffff).to_be_bytes());
+        let stream = (self.stream & 0x7fff_ffff).to_be_bytes();
+        [
+            len[1], len[2], len[3], self.kind, self.flags, stream[0], stream[1], stream[2], stream[3],
+        ]
+    }
+
+    /// Appends the header.
+    pub fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bytes());
     }
 
     pub fn has(self, flag: u8) -> bool {

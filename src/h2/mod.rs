@@ -24,7 +24,11 @@
 //! bounded amount.
 
 pub mod conn;
+#[cfg(test)]
+mod corpus_tests;
 pub mod frame;
+#[cfg(test)]
+mod h2spec_tests;
 pub mod hpack_out;
 pub mod request;
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! HPACK-encoded with `loona_hpack`'s encoder, which keeps its own dynamic
 //! table like a real client) and takes apart what the server wrote.
 
-use super::frame::{flag, kind, FrameHeader, HEADER_LEN, PREFACE};
+use super::conn::{Connection, ConnectionError, Event, ServerSettings};
+use super::frame::{flag, kind, ErrorCode, FrameHeader, HEADER_LEN, PREFACE};
 
 /// One frame as bytes.
 pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -159,5 +160,95 @@ pub fn decode_block(block: &[u8]) -> Vec<(String, String)> {
         .unwrap()
         .into_iter()
         .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+/// Feeds all of `input` at once; every byte must be consumed.
+pub fn feed(conn: &mut Connection, input: &[u8]) -> Vec<Event> {
+    let mut events = Vec::new();
+    let n = conn.receive(input, &mut events).expect("no connection error");
+    assert_eq!(n, input.len(), "whole frames consumed");
+    events
+}
+
+/// Feeds `input` the way a shell does, in pieces of the given sizes,
+/// keeping what was not consumed in front of the next piece.
+pub fn feed_split(conn: &mut Connection, input: &[u8], cuts: &[usize]) -> Result<Vec<Event>, ConnectionError> {
+    let mut events = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut at = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let cut = cut.clamp(at, input.len());
+        pending.extend_from_slice(&input[at..cut]);
+        at = cut;
+        let n = conn.receive(&pending, &mut events)?;
+        pending.drain(..n);
+    }
+    assert!(pending.is_empty(), "{} bytes left unconsumed", pending.len());
+    Ok(events)
+}
+
+/// A connection past the preface and both SETTINGS, output emptied.
+pub fn started() -> (Connection, Client) {
+    started_with(ServerSettings::default())
+}
+
+pub fn started_with(settings: ServerSettings) -> (Connection, Client) {
+    let mut conn = Connection::new(settings);
+    let mut input = preface();
+    input.extend(settings_ack());
+    feed(&mut conn, &input);
+    let out = frames(conn.output());
+    assert_eq!(out.last().map(|f| (f.kind, f.flags)), Some((kind::SETTINGS, flag::ACK)));
+    (conn, Client::new())
+}
+
+pub fn request_stream(events: &[Event]) -> (u32, &http::request::Parts, bool) {
+    match events {
+        [Event::Request {
+            stream,
+            head,
+            end_stream,
+        }] => (*stream, head, *end_stream),
+        other => panic!("expected one request, got {other:?}"),
+    }
+}
+
+/// Feeds `input`, which must raise a connection error; returns its code,
+/// checked against the GOAWAY that ends the output.
+pub fn conn_error(conn: &mut Connection, input: &[u8]) -> ErrorCode {
+    let mut events = Vec::new();
+    let err = conn.receive(input, &mut events).expect_err("a connection error");
+    let out = frames(conn.output());
+    let last = out.last().expect("a GOAWAY");
+    assert_eq!(last.kind, kind::GOAWAY);
+    assert_eq!(last.code(), err.code.as_u32());
+    // Failed for good: the same error again, nothing more written.
+    assert_eq!(conn.receive(b"", &mut events), Err(err.clone()));
+    assert!(conn.output().is_empty());
+    err.code
+}
+
+/// Feeds `input`, which must be consumed without a connection error, and
+/// returns the events and the RST_STREAMs written (stream, code).
+pub fn feed_rsts(conn: &mut Connection, input: &[u8]) -> (Vec<Event>, Vec<(u32, ErrorCode)>) {
+    let events = feed(conn, input);
+    let rsts = frames(conn.output())
+        .into_iter()
+        .filter(|f| f.kind == kind::RST_STREAM)
+        .map(|f| (f.stream, ErrorCode::from_u32(f.code())))
+        .collect();
+    (events, rsts)
+}
+
+/// `body` as DATA frames of at most 16,384 bytes, END_STREAM on the last
+/// if `end_stream`.
+pub fn data_split(stream: u32, body: &[u8], end_stream: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = body.chunks(16_384).collect();
+    let last = chunks.len().saturating_sub(1);
+    chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| data(stream, c, end_stream && i == last))
         .collect()
 }
