@@ -359,11 +359,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shell<S> {
 
     /// Sends a handled request's answer head; its body is carried next.
     fn respond(&mut self, stream: u32, resp: Response<ProxyBody>) {
-        let Some(StreamIo::Handling { head, .. }) = self.streams.get(&stream) else {
+        let Some(StreamIo::Handling { head, inbox }) = self.streams.get(&stream) else {
             // Reset while it was handled: the answer is dropped.
             return;
         };
         let head = *head;
+        if let Some(inbox) = inbox {
+            // What the exchange took last is credit the client is owed.
+            let n = request_body::take_consumed(inbox);
+            if n > 0 {
+                self.h2.release(stream, n);
+            }
+        }
         let (parts, body) = resp.into_parts();
         let end = head || http_body::Body::is_end_stream(&body);
         self.h2.send_headers(stream, parts.status, &parts.headers, end);
