@@ -3,13 +3,14 @@
 # it did. Needs root for apt-get; everything else goes to the user's caches.
 #   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv chromium
 #   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target,
-#   kopium (pinned, from crates.io, into ~/.cache/ssegate/tools: the Gateway API types' drift test).
+#   kopium (pinned, from crates.io, into ~/.cache/ssegate/tools: the Gateway API types' drift test),
+#   h2spec (pinned, from the Go module proxy, into the same place: tests/h2spec.rs).
 # Go and a Rust toolchain (rustup) must already be there.
 set -euo pipefail
 
 say() { printf 'prereqs: %s\n' "$*" >&2; }
 
-command -v go >/dev/null || { say "Go is needed (to build kube-apiserver, etcd, helm and kubectl)"; exit 1; }
+command -v go >/dev/null || { say "Go is needed (to build kube-apiserver, etcd, helm, kubectl and h2spec)"; exit 1; }
 command -v cargo >/dev/null || { say "a Rust toolchain (cargo) is needed"; exit 1; }
 
 need_apt=()
@@ -40,3 +41,7 @@ if command -v rustup >/dev/null; then
 fi
 # The Gateway API types' drift test regenerates them with this exact kopium.
 "$(dirname "$0")/gateway-api-types.sh" --install || { say "kopium could not be installed"; exit 1; }
+# The HTTP/2 conformance test (tests/h2spec.rs) runs this pinned h2spec. The test
+# installs it itself when run alone; here it is installed up front, where a
+# missing Go module proxy fails with this message instead of inside cargo test.
+"$(dirname "$0")/h2spec.sh" install >/dev/null || { say "h2spec could not be installed"; exit 1; }

@@ -4,7 +4,8 @@
 # kube-apiserver (built from Go modules on first use and cached; see
 # scripts/control-plane.sh, which also builds kube-score: tests/packaging.rs
 # lints the rendered chart with it). It first installs what is missing
-# (scripts/prereqs.sh: Debian packages, kubectl, rustup components); it needs
+# (scripts/prereqs.sh: Debian packages, kubectl, rustup components, kopium, and
+# h2spec, which tests/h2spec.rs runs against the binary); it needs
 # Go, a Rust toolchain, and root (apt-get, and network namespaces for the
 # Kubernetes tests). The benchmark smoke installs its peers itself
 # (bench/setup.sh: apt and PyPI) and skips, with the reason, any it cannot get.

@@ -22,6 +22,7 @@ pub mod api;
 pub mod apply;
 pub mod certs;
 pub mod demo;
+pub mod h2;
 pub mod http1;
 pub mod listener;
 pub mod metrics;

@@ -42,14 +42,18 @@ pub enum UpstreamError {
     IdleTimeout,
     /// Any other failure after connecting (reset, protocol error).
     Failed,
+    /// The answer was still going when the request's deadline (an
+    /// HTTPRoute's `timeouts.request`) passed, and was cut.
+    RequestTimeout,
 }
 
 impl UpstreamError {
-    const ALL: [UpstreamError; 4] = [
+    const ALL: [UpstreamError; 5] = [
         UpstreamError::Connect,
         UpstreamError::ResponseTimeout,
         UpstreamError::IdleTimeout,
         UpstreamError::Failed,
+        UpstreamError::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl UpstreamError {
             UpstreamError::ResponseTimeout => "response_timeout",
             UpstreamError::IdleTimeout => "idle_timeout",
             UpstreamError::Failed => "failed",
+            UpstreamError::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -429,7 +434,7 @@ pub struct RouteMetrics {
     pub events: Counter,
     pub bytes: Counter,
     pub ttfb: Histogram,
-    errors: [Counter; 4],
+    errors: [Counter; 5],
 }
 
 impl RouteMetrics {

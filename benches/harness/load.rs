@@ -1,6 +1,7 @@
-//! Load generators: SSE readers, idle streams and plain requests, each on
-//! its own HTTP/1.1 connection, recording into per-task histograms that are
-//! merged at the end (no shared state per event).
+//! Load generators: SSE readers, idle streams and plain requests, over
+//! cleartext HTTP/1.1 or, for the SSE and idle ones, TLS with HTTP/1.1 or
+//! HTTP/2, recording into per-task histograms that are merged at the end (no
+//! shared state per event).
 
 use super::upstream::now_ns;
 use bytes::Bytes;
@@ -65,22 +66,56 @@ pub struct LatencyResult {
     pub failed_streams: u64,
 }
 
-/// `streams` concurrent SSE streams at `rate` events/s each; events in the
-/// first second are warm-up and not recorded.
-pub async fn sse_latency(addr: SocketAddr, streams: usize, rate: u64, duration: Duration) -> LatencyResult {
+/// `streams` concurrent SSE streams at `rate` events/s each over
+/// `transport` (on HTTP/2, `per_conn` streams share a connection); events in
+/// the first second are warm-up and not recorded. The same upstream stream
+/// whatever the transport, so the figures compare across transports.
+pub async fn sse_latency(
+    addr: SocketAddr,
+    transport: Transport,
+    streams: usize,
+    rate: u64,
+    duration: Duration,
+) -> LatencyResult {
     let mut tasks = Vec::with_capacity(streams);
     let record_from = now_ns() + 1_000_000_000 + 1_000_000_000; // ramp + warm-up
     let end = Instant::now() + Duration::from_secs(2) + duration;
+    let connector = transport.connector();
+    let per_conn = transport.per_conn();
+    // One cell per shared HTTP/2 connection: the first of its streams to
+    // start opens it, so connections ramp up with their streams.
+    let h2_conns: Vec<std::sync::Arc<tokio::sync::OnceCell<H2Sender>>> = if matches!(transport, Transport::TlsH2 { .. })
+    {
+        (0..streams.div_ceil(per_conn)).map(|_| Default::default()).collect()
+    } else {
+        Vec::new()
+    };
     for i in 0..streams {
         let delay = Duration::from_micros((1_000_000 * i / streams.max(1)) as u64);
+        let connector = connector.clone();
+        let h2_conn = h2_conns.get(i / per_conn).cloned();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let mut hist = histogram();
             let mut events = 0;
-            let mut sender = connect(addr).await?;
-            let resp = sender.send_request(get(addr, &format!("/sse?rate={rate}"))).await?;
-            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-            let mut body = resp.into_body();
+            // Bounded like the reading below: a target that never answers
+            // fails the stream instead of holding the run.
+            let open = async {
+                let mut sender = match &h2_conn {
+                    Some(cell) => Sender::H2(
+                        cell.get_or_try_init(|| open_h2(addr, connector.as_ref().unwrap()))
+                            .await?
+                            .clone(),
+                    ),
+                    None => open_conn(addr, transport, connector.as_ref()).await?,
+                };
+                let resp = sender
+                    .send(request(addr, transport, &format!("/sse?rate={rate}")))
+                    .await?;
+                anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+                Ok::<_, anyhow::Error>((sender, resp.into_body()))
+            };
+            let (_sender, mut body) = tokio::time::timeout_at(end.into(), open).await??;
             let mut carry = Vec::new();
             let mut warm = histogram();
             while Instant::now() < end {
@@ -138,6 +173,88 @@ impl Transport {
             Transport::TlsH2 { per_conn } => format!("tls_h2_{per_conn}"),
         }
     }
+
+    /// Streams per connection: `per_conn` on HTTP/2, else one.
+    pub fn per_conn(self) -> usize {
+        match self {
+            Transport::TlsH2 { per_conn } => per_conn.max(1),
+            _ => 1,
+        }
+    }
+
+    /// The TLS client, offering the transport's protocol alone so that
+    /// ALPN cannot settle on another one unnoticed.
+    fn connector(self) -> Option<tokio_rustls::TlsConnector> {
+        match self {
+            Transport::Plain => None,
+            Transport::TlsH1 => Some(tls_connector(b"http/1.1")),
+            Transport::TlsH2 { .. } => Some(tls_connector(b"h2")),
+        }
+    }
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// A connection's request side, whichever protocol it speaks.
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(H2Sender),
+}
+
+impl Sender {
+    async fn send(&mut self, req: http::Request<Empty<Bytes>>) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
+}
+
+/// A fresh connection over `transport` (`connector` from
+/// [`Transport::connector`]).
+async fn open_conn(
+    addr: SocketAddr,
+    transport: Transport,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<Sender> {
+    Ok(match transport {
+        Transport::Plain => Sender::H1(connect(addr).await?),
+        Transport::TlsH1 => {
+            let tls = tls_connect(connector.unwrap(), addr, b"http/1.1").await?;
+            let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        }
+        Transport::TlsH2 { .. } => Sender::H2(open_h2(addr, connector.unwrap()).await?),
+    })
+}
+
+/// A TLS connection with ALPN `h2`, with hyper's HTTP/2 client defaults
+/// (16 KiB frames, 2 MiB stream and 5 MiB connection windows), close to a
+/// browser's.
+async fn open_h2(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> anyhow::Result<H2Sender> {
+    let tls = tls_connect(connector, addr, b"h2").await?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// A GET of `path` as `transport` carries it: over TLS, for the name the
+/// certificate is for (on HTTP/2, in the `:authority`).
+fn request(addr: SocketAddr, transport: Transport, path: &str) -> http::Request<Empty<Bytes>> {
+    match transport {
+        Transport::Plain => get(addr, path),
+        Transport::TlsH1 => http::Request::builder()
+            .uri(path)
+            .header("host", super::peers::TLS_NAME)
+            .body(Empty::new())
+            .unwrap(),
+        Transport::TlsH2 { .. } => http::Request::builder()
+            .uri(format!("https://{}{path}", super::peers::TLS_NAME))
+            .body(Empty::new())
+            .unwrap(),
+    }
 }
 
 /// A client that trusts only the harness's certificate and offers `alpn`.
@@ -186,40 +303,20 @@ async fn open_idle(
         tokio::time::timeout(Duration::from_secs(10), body.frame()).await?;
         Ok::<_, anyhow::Error>(body)
     };
-    match transport {
-        Transport::Plain => {
-            let mut sender = connect(addr).await?;
-            let resp = sender.send_request(get(addr, "/idle")).await?;
+    match open_conn(addr, transport, connector.as_ref()).await? {
+        Sender::H1(mut sender) => {
+            let resp = sender.send_request(request(addr, transport, "/idle")).await?;
             anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
             let body = first_byte(resp.into_body()).await?;
             Ok((1, Box::new((sender, body))))
         }
-        Transport::TlsH1 => {
-            let tls = tls_connect(connector.as_ref().unwrap(), addr, b"http/1.1").await?;
-            let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
-            tokio::spawn(conn);
-            let req = http::Request::builder()
-                .uri("/idle")
-                .header("host", super::peers::TLS_NAME)
-                .body(Empty::<Bytes>::new())?;
-            let resp = sender.send_request(req).await?;
-            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-            let body = first_byte(resp.into_body()).await?;
-            Ok((1, Box::new((sender, body))))
-        }
-        Transport::TlsH2 { per_conn } => {
-            let tls = tls_connect(connector.as_ref().unwrap(), addr, b"h2").await?;
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await?;
-            tokio::spawn(conn);
+        Sender::H2(sender) => {
+            let per_conn = transport.per_conn();
             let mut streams = Vec::with_capacity(per_conn);
             for _ in 0..per_conn {
                 let mut sender = sender.clone();
                 streams.push(tokio::spawn(async move {
-                    let req = http::Request::builder()
-                        .uri(format!("https://{}/idle", super::peers::TLS_NAME))
-                        .body(Empty::<Bytes>::new())?;
-                    let resp = sender.send_request(req).await?;
+                    let resp = sender.send_request(request(addr, transport, "/idle")).await?;
                     anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
                     first_byte(resp.into_body()).await
                 }));
@@ -244,15 +341,8 @@ pub async fn hold_idle<F: FnOnce() -> T, T>(
     streams: usize,
     measure: F,
 ) -> (usize, T) {
-    let per_conn = match transport {
-        Transport::TlsH2 { per_conn } => per_conn.max(1),
-        _ => 1,
-    };
-    let connector = match transport {
-        Transport::Plain => None,
-        Transport::TlsH1 => Some(tls_connector(b"http/1.1")),
-        Transport::TlsH2 { .. } => Some(tls_connector(b"h2")),
-    };
+    let per_conn = transport.per_conn();
+    let connector = transport.connector();
     let conns = streams.div_ceil(per_conn);
     let mut open: Vec<Held> = Vec::with_capacity(conns);
     let mut count = 0;
@@ -280,26 +370,34 @@ pub async fn hold_idle<F: FnOnce() -> T, T>(
     (count, value)
 }
 
-/// One stream as fast as the upstream can write: events/s and bytes/s.
-pub async fn throughput(addr: SocketAddr, duration: Duration) -> anyhow::Result<(f64, f64)> {
-    let mut sender = connect(addr).await?;
-    let resp = sender.send_request(get(addr, "/sse?rate=0&pad=32")).await?;
-    let mut body = resp.into_body();
+/// One stream as fast as the upstream can write (32-byte pads, about 70
+/// bytes an event), over `transport`: events/s and bytes/s. Bounded in time
+/// throughout: a stream that stalls ends the measurement, it does not hang it.
+pub async fn throughput(addr: SocketAddr, transport: Transport, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let open = async {
+        let mut sender = open_conn(addr, transport, transport.connector().as_ref()).await?;
+        let resp = sender.send(request(addr, transport, "/sse?rate=0&pad=32")).await?;
+        anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+        Ok::<_, anyhow::Error>((sender, resp.into_body()))
+    };
+    let (_sender, mut body) = tokio::time::timeout(Duration::from_secs(10), open).await??;
     let warm_until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < warm_until {
-        body.frame().await;
+    while let Ok(Some(frame)) = tokio::time::timeout_at(warm_until.into(), body.frame()).await {
+        frame?;
     }
-    let (mut bytes, mut events) = (0u64, 0u64);
+    // Newlines over the whole run, three an event (`id`, `data`, the blank
+    // line): counted per chunk, an event split across chunks would be lost.
+    let (mut bytes, mut newlines) = (0u64, 0u64);
     let start = Instant::now();
     let end = start + duration;
     while let Ok(Some(frame)) = tokio::time::timeout_at(end.into(), body.frame()).await {
         if let Ok(data) = frame?.into_data() {
             bytes += data.len() as u64;
-            events += data.iter().filter(|b| **b == b'\n').count() as u64 / 3;
+            newlines += data.iter().filter(|b| **b == b'\n').count() as u64;
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok((events as f64 / secs, bytes as f64 / secs))
+    Ok(((newlines / 3) as f64 / secs, bytes as f64 / secs))
 }
 
 pub struct PlainResult {

@@ -5,15 +5,23 @@
 //! Options (after `--`): `--streams N` (1000), `--rate R` events/s per
 //! stream (10), `--idle N` idle streams (10000), `--seconds S` per
 //! measurement (10), `--flips N` (50), `--only a,b` target names,
-//! `--rounds N` (the latency scenario N times per target, interleaved
-//! across targets, reported as the median of the rounds: background load
-//! that comes and goes then weighs on every target alike),
-//! `--out NAME` (results in target/NAME), `--scenarios a,b` (of plain, latency, throughput, idle, tls, routes; all
-//! by default), `--busy` (a spinning process on each core throughout, to
-//! measure a busy machine), `--quick`, `--smoke` (CI: about a second per
-//! scenario, results in target/bench-smoke). `SSEGATE_BENCH_HOLD=S` keeps
-//! each idle scenario's streams open S seconds after measuring, to look at
-//! the process meanwhile (gdb's `call malloc_stats()`, `heaptrack -p`).
+//! `--rounds N` (the latency scenarios, cleartext and over TLS h2, N times
+//! per target, interleaved across targets, reported as the median of the
+//! rounds: background load that comes and goes then weighs on every target
+//! alike), `--out NAME` (results in target/NAME), `--scenarios a,b` (of
+//! plain, latency, throughput, h2_latency, h2_events, idle, tls, routes;
+//! `h2` for both h2 ones; all by default), `--busy` (a spinning process on
+//! each core throughout, to measure a busy machine), `--quick`, `--smoke`
+//! (CI: about a second per scenario, results in target/bench-smoke).
+//! `SSEGATE_BENCH_HOLD=S` keeps each idle scenario's streams open S
+//! seconds after measuring, to look at the process meanwhile (gdb's
+//! `call malloc_stats()`, `heaptrack -p`).
+//!
+//! `h2_latency` and `h2_events` are `latency` and `throughput` again, the
+//! same upstream streams, over TLS with ALPN `h2` and one stream per
+//! connection, for the targets with a TLS listener: what a browser's
+//! EventSource on an HTTPS origin gets, comparable with the cleartext rows
+//! and, target to target, with nginx's HTTP/2.
 
 mod controller;
 mod load;
@@ -99,7 +107,17 @@ impl Options {
     fn wants(&self, scenario: &str) -> bool {
         self.scenarios.as_ref().is_none_or(|s| s.iter().any(|x| x == scenario))
     }
+
+    /// `h2_latency` or `h2_events`, each named or both as `h2`.
+    fn wants_h2(&self, scenario: &str) -> bool {
+        self.wants(scenario) || self.wants("h2")
+    }
 }
+
+/// How the h2 scenarios reach a target: TLS, ALPN `h2`, one stream per
+/// connection (a page with one EventSource; the cleartext rows have one
+/// stream per connection too).
+const H2: load::Transport = load::Transport::TlsH2 { per_conn: 1 };
 
 /// One process spinning on each core, at normal priority, for as long as
 /// this lives: a busy machine, reproducibly.
@@ -197,7 +215,7 @@ async fn run() {
     let started = jiff::Timestamp::now();
     let _busy = Busy::start(o.busy);
     let mut rows: Vec<Value> = Vec::new();
-    let mut interleaved = if o.rounds > 1 && o.wants("latency") {
+    let mut interleaved = if o.rounds > 1 && (o.wants("latency") || o.wants_h2("h2_latency")) {
         interleaved_latency(&o).await
     } else {
         std::collections::HashMap::new()
@@ -218,7 +236,7 @@ async fn run() {
                 continue;
             }
         };
-        let mut row = measure(&o, &target, interleaved.remove(kind.name())).await;
+        let mut row = measure(&o, &target, interleaved.remove(kind.name()).unwrap_or_default()).await;
         let has_tls = target.tls_addr.is_some();
         drop(target);
         // Let the kernel finish tearing down the last target's sockets.
@@ -269,8 +287,10 @@ async fn run() {
 
 /// What makes a smoke run fail: a target that should have run and did not
 /// (only a peer that is not installed may be skipped); and, for direct and
-/// ssegate, a scenario that errored, a failed stream or request, or an idle
-/// scenario that opened no stream; and a route-change series that errored.
+/// ssegate, a scenario that errored, a failed stream or request (cleartext
+/// or over TLS h2), a throughput over TLS h2 that carried no event, or an
+/// idle scenario that opened no stream; and a route-change series that
+/// errored.
 /// A peer's own errors are its measured behaviour, printed but not failed.
 fn smoke_failures(report: &Value) -> Vec<String> {
     let mut failures = Vec::new();
@@ -312,6 +332,22 @@ fn smoke_failures(report: &Value) -> Vec<String> {
                 row["throughput"]["error"].is_null(),
             );
         }
+        if !row["h2_latency_ms"].is_null() {
+            check(
+                &mut failures,
+                "event streams over TLS h2 failed",
+                row["h2_latency_ms"]["failed_streams"].as_u64() == Some(0)
+                    && row["h2_latency_ms"]["events"].as_u64().unwrap_or(0) > 0,
+            );
+        }
+        if !row["h2_throughput"].is_null() {
+            check(
+                &mut failures,
+                "throughput over TLS h2 errored or carried nothing",
+                row["h2_throughput"]["error"].is_null()
+                    && row["h2_throughput"]["events_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            );
+        }
         if !row["memory"].is_null() {
             check(
                 &mut failures,
@@ -343,13 +379,41 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             failures.push(format!("{name} did not run"));
         }
     }
+    // ssegate (Disabled) serves TLS: a smoke run that wanted the h2
+    // scenarios and has no figure from it lost them without an error.
+    let wanted = |s: &str| {
+        report["options"]["scenarios"]
+            .as_array()
+            .is_none_or(|l| l.iter().any(|x| x == s || x == "h2"))
+    };
+    if let Some(row) = report["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["target"] == "ssegate (Disabled)" && r["skipped"].is_null())
+    {
+        for (scenario, key) in [("h2_latency", "h2_latency_ms"), ("h2_events", "h2_throughput")] {
+            if wanted(scenario) && row[key].is_null() {
+                failures.push(format!("ssegate (Disabled): no {scenario} figures"));
+            }
+        }
+    }
     failures
 }
 
-/// The latency scenario `o.rounds` times for every target, in turns (each
-/// round starting with the next target), all targets running throughout.
-/// Per target: the median of the rounds' p50, p99 and p99.9, and each round.
+/// The figures of one latency run, as results.json has them.
+fn latency_json(lat: &load::LatencyResult) -> Value {
+    let q = |q: f64| ms(lat.hist.value_at_quantile(q));
+    json!({"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "events": lat.events, "failed_streams": lat.failed_streams})
+}
+
+/// The latency scenarios (cleartext, and over TLS h2 where the target has
+/// TLS) `o.rounds` times for every target, in turns (each round starting
+/// with the next target), all targets running throughout. Per target, under
+/// the row's own keys (`latency_ms`, `h2_latency_ms`): the median of the
+/// rounds' p50, p99 and p99.9, and each round.
 async fn interleaved_latency(o: &Options) -> std::collections::HashMap<&'static str, Value> {
+    let (h1, h2) = (o.wants("latency"), o.wants_h2("h2_latency"));
     let mut running = Vec::new();
     for kind in Kind::ALL {
         let wanted = o
@@ -361,53 +425,72 @@ async fn interleaved_latency(o: &Options) -> std::collections::HashMap<&'static 
         }
         let up = upstream::spawn("bench");
         if let Ok(target) = peers::start(kind, up.addr).await {
-            running.push((kind, target, up, Vec::new()));
+            if h1 || target.tls_addr.is_some() {
+                running.push((kind, target, up, Vec::new(), Vec::new()));
+            }
         }
     }
     let secs = Duration::from_secs(o.seconds);
     for round in 0..o.rounds {
         for i in 0..running.len() {
             let at = (round + i) % running.len();
-            let (kind, target, _, results) = &mut running[at];
-            let lat = load::sse_latency(target.addr, o.streams, o.rate, secs).await;
-            let q = |q: f64| ms(lat.hist.value_at_quantile(q));
-            eprintln!(
-                "   round {round}, {}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
-                kind.name(),
-                q(0.5),
-                q(0.99),
-                q(0.999)
-            );
-            results.push(json!({"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "events": lat.events, "failed_streams": lat.failed_streams}));
-            // The kernel tears the last streams' sockets down.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (kind, target, _, h1_rounds, h2_rounds) = &mut running[at];
+            let runs = [
+                (h1.then_some(target.addr), load::Transport::Plain, "", h1_rounds),
+                (h2.then_some(target.tls_addr).flatten(), H2, " over TLS h2", h2_rounds),
+            ];
+            for (addr, transport, label, results) in runs {
+                let Some(addr) = addr else { continue };
+                let lat = load::sse_latency(addr, transport, o.streams, o.rate, secs).await;
+                let q = |q: f64| ms(lat.hist.value_at_quantile(q));
+                eprintln!(
+                    "   round {round}, {}{label}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+                    kind.name(),
+                    q(0.5),
+                    q(0.99),
+                    q(0.999)
+                );
+                results.push(latency_json(&lat));
+                // The kernel tears the last streams' sockets down.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
+    let summary = |results: &[Value]| {
+        let median = |key: &str| {
+            let mut v: Vec<f64> = results.iter().filter_map(|r| r[key].as_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        let sum = |key: &str| results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
+        json!({
+            "p50": median("p50"),
+            "p99": median("p99"),
+            "p99.9": median("p99.9"),
+            "events": sum("events"),
+            "failed_streams": sum("failed_streams"),
+            "rounds": results,
+        })
+    };
     running
         .into_iter()
-        .map(|(kind, _target, _up, results)| {
-            let median = |key: &str| {
-                let mut v: Vec<f64> = results.iter().filter_map(|r| r[key].as_f64()).collect();
-                v.sort_by(f64::total_cmp);
-                v.get(v.len() / 2).copied()
-            };
-            let sum = |key: &str| results.iter().filter_map(|r| r[key].as_u64()).sum::<u64>();
-            (
-                kind.name(),
-                json!({
-                    "p50": median("p50"),
-                    "p99": median("p99"),
-                    "p99.9": median("p99.9"),
-                    "events": sum("events"),
-                    "failed_streams": sum("failed_streams"),
-                    "rounds": results,
-                }),
-            )
+        .map(|(kind, _target, _up, h1_rounds, h2_rounds)| {
+            let mut out = json!({});
+            if !h1_rounds.is_empty() {
+                out["latency_ms"] = summary(&h1_rounds);
+            }
+            if !h2_rounds.is_empty() {
+                out["h2_latency_ms"] = summary(&h2_rounds);
+            }
+            (kind.name(), out)
         })
         .collect()
 }
 
-async fn measure(o: &Options, target: &peers::Target, latency: Option<Value>) -> Value {
+/// Every per-target scenario but idle-over-TLS; `interleaved` holds the
+/// latency figures already measured in rounds, if any (see
+/// [`interleaved_latency`]).
+async fn measure(o: &Options, target: &peers::Target, interleaved: Value) -> Value {
     let addr = target.addr;
     let secs = Duration::from_secs(o.seconds);
     let is_buffered = target.kind == Kind::SsegateEnabled;
@@ -434,48 +517,68 @@ async fn measure(o: &Options, target: &peers::Target, latency: Option<Value>) ->
             "errors": closed.errors + fixed.errors,
         });
     }
-    if let Some(latency) = latency {
-        eprintln!("   latency (median of {} interleaved rounds): {latency}", o.rounds);
-        row["latency_ms"] = latency;
-    } else if !is_buffered && o.wants("latency") {
-        // The proxy's threads, read when the streams are open and warm
-        // (sse_latency's ramp and warm-up take 2 s) and again at the end:
-        // which of them ran while events were being measured.
-        let threads_before = target.pid().map(|pid| {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                peers::thread_times(pid)
-            })
-        });
-        let lat = load::sse_latency(addr, o.streams, o.rate, secs).await;
-        if let (Some(before), Some(pid)) = (threads_before, target.pid()) {
-            let threads = peers::thread_delta(&before.await.unwrap(), &peers::thread_times(pid));
-            eprintln!("   threads that ran: {threads}");
-            row["latency_threads"] = threads;
+    // The streaming scenarios, cleartext and then over TLS h2 (the targets
+    // with a TLS listener): the same upstream streams and figures, under
+    // keys prefixed `h2_`.
+    let transports = [(Some(addr), load::Transport::Plain, ""), (target.tls_addr, H2, "h2_")];
+    for (addr, transport, prefix) in transports {
+        let Some(addr) = addr.filter(|_| !is_buffered) else {
+            continue;
+        };
+        let (label, wants_latency, wants_events) = if prefix.is_empty() {
+            ("", o.wants("latency"), o.wants("throughput"))
+        } else {
+            (" over TLS h2", o.wants_h2("h2_latency"), o.wants_h2("h2_events"))
+        };
+        if !prefix.is_empty() && (wants_latency || wants_events) {
+            // The kernel tears the cleartext streams' sockets down.
+            tokio::time::sleep(Duration::from_millis(if o.smoke { 300 } else { 1000 })).await;
         }
-        eprintln!(
-            "   latency: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
-            ms(lat.hist.value_at_quantile(0.5)),
-            ms(lat.hist.value_at_quantile(0.99)),
-            ms(lat.hist.value_at_quantile(0.999)),
-            lat.events,
-            lat.failed_streams
-        );
-        row["latency_ms"] = json!({
-            "p50": ms(lat.hist.value_at_quantile(0.5)),
-            "p99": ms(lat.hist.value_at_quantile(0.99)),
-            "p99.9": ms(lat.hist.value_at_quantile(0.999)),
-            "events": lat.events,
-            "failed_streams": lat.failed_streams,
-        });
-    }
-    if !is_buffered && o.wants("throughput") {
-        match load::throughput(addr, Duration::from_secs(o.seconds.min(5))).await {
-            Ok((eps, bps)) => {
-                eprintln!("   throughput: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
-                row["throughput"] = json!({"events_per_s": eps, "mb_per_s": bps / 1e6});
+        let key = format!("{prefix}latency_ms");
+        if let Some(latency) = interleaved.get(&key).filter(|v| !v.is_null()) {
+            eprintln!(
+                "   latency{label} (median of {} interleaved rounds): {latency}",
+                o.rounds
+            );
+            row[&key] = latency.clone();
+        } else if wants_latency {
+            // The proxy's threads, read when the streams are open and warm
+            // (sse_latency's ramp and warm-up take 2 s) and again at the end:
+            // which of them ran while events were being measured.
+            let threads_before = target.pid().map(|pid| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    peers::thread_times(pid)
+                })
+            });
+            let lat = load::sse_latency(addr, transport, o.streams, o.rate, secs).await;
+            if let (Some(before), Some(pid)) = (threads_before, target.pid()) {
+                let threads = peers::thread_delta(&before.await.unwrap(), &peers::thread_times(pid));
+                eprintln!("   threads that ran: {threads}");
+                row[format!("{prefix}latency_threads")] = threads;
             }
-            Err(e) => row["throughput"] = json!({"error": e.to_string()}),
+            eprintln!(
+                "   latency{label}: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms over {} events ({} streams failed)",
+                ms(lat.hist.value_at_quantile(0.5)),
+                ms(lat.hist.value_at_quantile(0.99)),
+                ms(lat.hist.value_at_quantile(0.999)),
+                lat.events,
+                lat.failed_streams
+            );
+            row[&key] = latency_json(&lat);
+        }
+        if wants_events {
+            let key = format!("{prefix}throughput");
+            match load::throughput(addr, transport, Duration::from_secs(o.seconds.min(5))).await {
+                Ok((eps, bps)) => {
+                    eprintln!("   throughput{label}: {:.0} events/s, {:.1} MB/s", eps, bps / 1e6);
+                    row[&key] = json!({"events_per_s": eps, "mb_per_s": bps / 1e6});
+                }
+                Err(e) => {
+                    eprintln!("   throughput{label}: {e}");
+                    row[&key] = json!({"error": e.to_string()});
+                }
+            }
         }
     }
     if !is_buffered && o.wants("idle") {
@@ -765,6 +868,39 @@ fn markdown(r: &Value) -> String {
             ratio(get(t, &["plain", "closed_rps"]), get(nginx, &["plain", "closed_rps"])),
             f(get(t, &["plain", "fixed_p99_ms"]), 3),
         ));
+    }
+    // Over TLS h2, each target against nginx's HTTP/2 (issue 23's goal),
+    // with its own cleartext HTTP/1.1 figure beside for what TLS and h2 cost.
+    let h2 = |t: &&Value| !t["h2_latency_ms"].is_null() || !t["h2_throughput"].is_null();
+    if targets.iter().any(|t| h2(&t)) {
+        out.push_str("\nOver TLS, HTTP/2 (ALPN h2, one stream per connection), the same streams as above:\n\n| target | p50 ms | p99 ms (÷ nginx) | p99.9 ms (÷ nginx) | p99 ms cleartext HTTP/1.1 | events/s 1 stream (÷ nginx) | events/s cleartext HTTP/1.1 |\n|---|---|---|---|---|---|---|\n");
+        let f = |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
+        for t in targets.iter().filter(h2) {
+            let t = Some(t);
+            let error = t.and_then(|t| t["h2_throughput"]["error"].as_str());
+            out.push_str(&format!(
+                "| {} | {} | {} ({}) | {} ({}) | {} | {} ({}) | {} |\n",
+                t.and_then(|t| t["target"].as_str()).unwrap_or(""),
+                f(get(t, &["h2_latency_ms", "p50"]), 3),
+                f(get(t, &["h2_latency_ms", "p99"]), 3),
+                ratio(get(t, &["h2_latency_ms", "p99"]), get(nginx, &["h2_latency_ms", "p99"])),
+                f(get(t, &["h2_latency_ms", "p99.9"]), 3),
+                ratio(
+                    get(t, &["h2_latency_ms", "p99.9"]),
+                    get(nginx, &["h2_latency_ms", "p99.9"])
+                ),
+                f(get(t, &["latency_ms", "p99"]), 3),
+                error.map_or_else(
+                    || f(get(t, &["h2_throughput", "events_per_s"]), 0),
+                    |e| format!("error: {e}")
+                ),
+                ratio(
+                    get(t, &["h2_throughput", "events_per_s"]),
+                    get(nginx, &["h2_throughput", "events_per_s"])
+                ),
+                f(get(t, &["throughput", "events_per_s"]), 0),
+            ));
+        }
     }
     if targets.iter().any(|t| !t["memory_tls"].is_null()) {
         out.push_str("\nMemory per idle stream, KiB (RSS growth ÷ streams), cleartext and over TLS:\n\n| target | HTTP/1.1 | TLS HTTP/1.1 | TLS h2, 1 stream/conn | TLS h2, 100 streams/conn |\n|---|---|---|---|---|\n");

@@ -1,34 +1,45 @@
-//! Response bodies: upstream bodies streamed or coalesced, and local replies.
+//! Response bodies for HTTP/2 clients: an upstream's answer carried by the
+//! stream engine, and ssegate's own replies.
 //!
-//! Streaming hands each upstream frame on untouched, so the `Bytes` the
-//! upstream connection produced is the one written to the client: no copy.
-//! Coalescing copies small frames into one buffer of at most `bufferSize`.
+//! [`UpstreamBody`] is the HTTP/2 shell around a
+//! [`StreamEngine`](super::stream_engine::StreamEngine), as the HTTP/1.1
+//! pump (`h1/pump.rs`) is the HTTP/1.1 one: it reads the upstream
+//! connection into the thread's scratch buffer, undoes its framing in
+//! place, and hands the payload to the engine; what the engine passes on
+//! becomes one DATA frame (copied once, at its exact size, out of the
+//! scratch buffer). While a stream waits for its next event it holds no
+//! buffer: the upstream socket, one timer, and the engine's state.
 //!
-//! Read-ahead bound: the body is only polled when the client connection can
-//! take more, so a slow client holds at most `bufferSize` in the coalescing
-//! buffer plus one upstream frame, on top of hyper's own write buffer
-//! (about 400 KiB at most) and the kernel's socket buffers.
+//! Read-ahead bound: the body is only polled when the client's stream can
+//! take more (hyper asks for flow-control capacity first), so a slow client
+//! holds at most one read (64 KiB) beyond hyper's send queue and the
+//! kernel's socket buffers.
 
-use bytes::{Bytes, BytesMut};
+use super::h1::pump::Input;
+use super::h1::{with_scratch, HEADROOM, READ_MAX};
+use super::stream_engine::{Decision, EngineSettings, Outcome, Received, StreamEngine, HEARTBEAT};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 
-use super::sse::EventBoundary;
-use super::stream_clock::{StreamClock, StreamDue};
+pub use super::stream_engine::{BodyMode, SseLimits};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The upstream sent nothing for longer than the Route's idle timeout.
+/// Why ssegate cut a response body short (the client sees the stream reset,
+/// never a complete body).
 #[derive(Debug, thiserror::Error)]
-#[error("upstream sent nothing for {0:?} (idle timeout)")]
-pub struct IdleTimeout(pub Duration);
+#[error("response cut: {}", .0.as_str())]
+pub struct StreamCut(pub Outcome);
 
-/// The body of every response the proxy sends.
+/// The body of every response the proxy sends over HTTP/2.
 pub enum ProxyBody {
     /// A reply made by ssegate itself, such as an error page.
     Local(Option<Bytes>),
@@ -55,121 +66,17 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Local(data) => data.is_none(),
-            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Upstream(body) => body.ending.is_some(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            ProxyBody::Upstream(body) => body.size_hint(),
+            // The upstream's Content-Length, if any, is in the headers.
+            ProxyBody::Upstream(_) => SizeHint::default(),
         }
     }
-}
-
-/// Coalescing state for buffered mode.
-struct Coalescer {
-    buf: BytesMut,
-    capacity: usize,
-    /// A frame held back while the buffer ahead of it is flushed.
-    held: Option<Frame<Bytes>>,
-}
-
-/// The body's deadlines ([`StreamClock`]) on one lazily armed timer.
-///
-/// Receiving a frame only records the time; the timer is re-armed when it
-/// fires early, so a busy stream costs no timer operation per event.
-struct Timers {
-    clock: StreamClock,
-    sleep: Pin<Box<Sleep>>,
-}
-
-/// What the timers ask for when they fire.
-enum Due {
-    Nothing,
-    Heartbeat,
-    End,
-    IdleTimeout(Duration),
-    Deadline,
-}
-
-impl Timers {
-    fn new(idle: Option<Duration>, sse: SseLimits, deadline: Option<Instant>) -> Option<Self> {
-        let now = Instant::now();
-        let clock = StreamClock::new(idle, sse, deadline, now);
-        if clock.is_unset() {
-            return None;
-        }
-        let first = clock.next_due(true, now);
-        Some(Timers {
-            clock,
-            sleep: Box::pin(tokio::time::sleep_until(first)),
-        })
-    }
-
-    fn touch(&mut self) {
-        self.clock.touch(Instant::now());
-    }
-
-    fn past_end(&self) -> bool {
-        self.clock.past_end(Instant::now())
-    }
-
-    /// Polls the timer. `at_boundary` says whether a heartbeat may go out now.
-    fn poll_due(&mut self, cx: &mut Context<'_>, at_boundary: bool) -> Due {
-        loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return Due::Nothing;
-            }
-            let now = Instant::now();
-            match self.clock.due(at_boundary, now) {
-                Some(StreamDue::Idle(limit)) => return Due::IdleTimeout(limit),
-                Some(StreamDue::Deadline) => return Due::Deadline,
-                Some(StreamDue::End) => return Due::End,
-                Some(StreamDue::Heartbeat) => {
-                    let next = self.clock.next_due(true, now);
-                    self.sleep.as_mut().reset(next);
-                    return Due::Heartbeat;
-                }
-                None => {
-                    // Fired early (activity moved the deadlines) or mid-event: re-arm.
-                    let next = self.clock.next_due(at_boundary, now);
-                    self.sleep.as_mut().reset(next);
-                }
-            }
-        }
-    }
-}
-
-/// How an upstream body goes to the client, decided once per response from
-/// the rule and the upstream's headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyMode {
-    /// Each frame passes on as it comes.
-    Stream,
-    /// A `text/event-stream`, streamed: heartbeats, a maximum duration and
-    /// a drain end it at an event boundary.
-    EventStream(SseLimits),
-    /// Frames coalesced into blocks of up to `capacity` bytes. A coalesced
-    /// event stream is not live (no heartbeats or boundary endings), but its
-    /// events are still counted.
-    Coalesce { capacity: usize, event_stream: bool },
-}
-
-impl BodyMode {
-    pub fn is_event_stream(self) -> bool {
-        matches!(
-            self,
-            BodyMode::EventStream(_) | BodyMode::Coalesce { event_stream: true, .. }
-        )
-    }
-}
-
-/// Lifecycle settings for a streamed `text/event-stream` response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SseLimits {
-    pub heartbeat: Option<Duration>,
-    pub max_duration: Option<Duration>,
 }
 
 /// Tells open event streams that ssegate is draining: each ends at its
@@ -196,90 +103,88 @@ impl DrainSignal {
     }
 }
 
-/// The comment line ssegate sends as a heartbeat.
-const HEARTBEAT: &[u8] = b":\n\n";
+/// What an [`UpstreamBody`] needs besides the upstream connection.
+pub(super) struct UpstreamParts {
+    pub input: Input,
+    /// Body bytes that came with the upstream's response head.
+    pub pending_in: Vec<u8>,
+    pub engine: EngineSettings,
+    /// The upstream connection may serve another request once this body
+    /// is complete.
+    pub reusable: bool,
+    pub slot: Option<super::StreamSlot>,
+    pub load: super::EndpointLoad,
+    pub endpoint: SocketAddr,
+}
 
-/// An upstream response body on its way to the client.
+/// An upstream's answer body on its way to an HTTP/2 client.
 pub struct UpstreamBody {
-    inner: Incoming,
-    coalesce: Option<Coalescer>,
-    timers: Option<Timers>,
-    /// Set for event streams with heartbeats or a maximum duration.
-    events: Option<EventBoundary>,
-    /// Ended by ssegate at an event boundary (maximum duration reached).
-    finished: bool,
-    /// The Route's stream place, given back when this body is dropped.
-    slot: Option<super::StreamSlot>,
-    /// Counts this response on its endpoint until it is dropped.
-    load: Option<super::EndpointLoad>,
-    /// Wakes this stream when a drain starts.
-    drain_wait: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
-    /// A drain has started: end at the next event boundary.
-    draining: bool,
-    /// Bytes handed to the client so far.
-    pub sent: u64,
-    /// Events completed so far (event streams only).
-    events_sent: u64,
-    /// How the body ended, once it has; `client_gone` when dropped before.
-    outcome: Option<&'static str>,
+    /// `None` once the body has ended (and the connection gone back to the
+    /// pool, or closed).
+    upstream: Option<TcpStream>,
+    input: Input,
+    pending_in: Vec<u8>,
+    engine: StreamEngine,
+    /// The one timer, created when the body first has to wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    drain_wait: Option<Pin<Box<OwnedNotified>>>,
+    /// Set once the body has ended cleanly: nothing more is sent.
+    ending: Option<Outcome>,
+    reusable: bool,
     observer: Option<super::access::Observer>,
+    _slot: Option<super::StreamSlot>,
+    _load: super::EndpointLoad,
     /// The endpoint that answered, for the access log.
-    pub endpoint: Option<std::net::SocketAddr>,
+    pub endpoint: Option<SocketAddr>,
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Some(observer) = self.observer.take() {
-            // hyper stops polling a body that says it has ended, so the end
-            // may not have been seen by poll.
-            let outcome = match self.outcome {
-                Some(o) => o,
-                None if self.is_end_stream() => "complete",
-                None => "client_gone",
-            };
-            observer.finish(self.sent, self.events_sent, outcome);
-        }
+        // hyper stops polling a body that says it has ended, so a clean end
+        // is logged here; a body dropped before its end lost its client.
+        self.finish(self.ending.unwrap_or(Outcome::ClientGone));
     }
 }
 
 impl UpstreamBody {
-    /// A body sent as `mode` says, ended after `idle` without upstream data.
-    /// `deadline`: when the response is cut whatever it is doing (an
-    /// HTTPRoute's request timeout).
-    pub fn new(inner: Incoming, mode: BodyMode, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
-        let (buffer, sse) = match mode {
-            BodyMode::Stream => (None, SseLimits::default()),
-            BodyMode::EventStream(limits) => (None, limits),
-            BodyMode::Coalesce { capacity, .. } => (Some(capacity), SseLimits::default()),
-        };
-        let is_sse = mode.is_event_stream();
-        UpstreamBody {
-            inner,
-            coalesce: buffer.map(|capacity| Coalescer {
-                buf: BytesMut::new(),
-                capacity,
-                held: None,
-            }),
-            timers: Timers::new(idle, sse, deadline),
-            // Every event stream is tracked: events are counted, and a drain
-            // ends streams at a boundary.
-            events: is_sse.then(EventBoundary::default),
-            finished: false,
-            slot: None,
-            load: None,
-            drain_wait: None,
-            draining: false,
-            sent: 0,
-            events_sent: 0,
-            outcome: None,
-            observer: None,
-            endpoint: None,
+    /// A body carried as the engine settings say; `drain` ends it at an
+    /// event boundary once a drain starts, if it is an event stream.
+    pub(super) fn new(upstream: TcpStream, p: UpstreamParts, drain: &DrainSignal) -> Self {
+        let mut engine = StreamEngine::new(p.engine, Instant::now());
+        let drain_wait = engine.drainable().then(|| {
+            let mut wait = Box::pin(drain.notified());
+            // Registered now, so a drain that starts before the first poll still wakes it.
+            wait.as_mut().enable();
+            wait
+        });
+        if drain.started() {
+            engine.drain();
         }
+        let empty = matches!(p.input, Input::Length(0)) && p.pending_in.is_empty();
+        let mut body = UpstreamBody {
+            upstream: Some(upstream),
+            input: p.input,
+            pending_in: p.pending_in,
+            engine,
+            sleep: None,
+            drain_wait,
+            ending: None,
+            reusable: p.reusable,
+            observer: None,
+            _slot: p.slot,
+            _load: p.load,
+            endpoint: Some(p.endpoint),
+        };
+        if empty {
+            // Nothing to carry: complete now, the connection back to the pool.
+            body.end(Outcome::Complete);
+        }
+        body
     }
 
     /// Whether this is a `text/event-stream` response.
     pub fn is_event_stream(&self) -> bool {
-        self.events.is_some()
+        self.engine.is_event_stream()
     }
 
     /// Records metrics and the access line for this body.
@@ -287,218 +192,221 @@ impl UpstreamBody {
         self.observer = Some(observer);
     }
 
-    fn end(&mut self, outcome: &'static str) {
-        self.outcome.get_or_insert(outcome);
-    }
-
-    /// Makes this event stream end at its next event boundary once `signal`
-    /// starts a drain.
-    /// A buffered (`Enabled`) stream too: what it holds goes out first.
-    pub fn end_on_drain(&mut self, signal: &DrainSignal) {
-        self.events.get_or_insert_with(EventBoundary::default);
-        let mut wait = Box::pin(signal.notify.clone().notified_owned());
-        // Registered now, so a drain that starts before the first poll still wakes it.
-        wait.as_mut().enable();
-        self.drain_wait = Some(wait);
-        self.draining = signal.started();
-    }
-
-    /// Whether a drain asks this stream to end now.
-    fn drain_due(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.draining {
-            if let Some(wait) = &mut self.drain_wait {
-                if wait.as_mut().poll(cx).is_ready() {
-                    self.draining = true;
-                    self.drain_wait = None;
-                }
+    /// The body ended cleanly: a complete one's connection may serve
+    /// another request.
+    fn end(&mut self, outcome: Outcome) {
+        self.ending = Some(outcome);
+        let upstream = self.upstream.take();
+        if let (Some(stream), Some(endpoint)) = (upstream, self.endpoint) {
+            if outcome == Outcome::Complete && self.reusable {
+                super::h1::pool::checkin(endpoint, stream);
             }
         }
-        self.draining && self.events.as_ref().is_some_and(EventBoundary::at_boundary)
     }
 
-    /// Keeps the endpoint's open-request count for as long as this body lives.
-    pub fn hold_endpoint_load(&mut self, load: super::EndpointLoad) {
-        self.load = Some(load);
+    /// Accounts for the body's end (once).
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(observer) = self.observer.take() {
+            if let Some(kind) = outcome.upstream_error() {
+                observer.metrics.upstream_error(kind);
+            }
+            observer.finish(self.engine.sent(), self.engine.events(), outcome.as_str());
+        }
     }
 
-    /// Keeps a stream place for as long as this body lives.
-    pub fn hold_stream_slot(&mut self, slot: Option<super::StreamSlot>) {
-        self.slot = slot;
+    /// The client's stream takes nothing now (its flow-control window is
+    /// shut): `Ready` once the send timeout has passed and the body has
+    /// been cut (and accounted for).
+    pub(super) fn poll_blocked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.engine.client_blocked(Instant::now());
+        match self.decide(cx) {
+            Decision::Cut(outcome) => {
+                self.upstream = None;
+                self.finish(outcome);
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    /// The client took bytes of this body again.
+    pub(super) fn unblocked(&mut self) {
+        self.engine.client_took();
+    }
+
+    /// Cuts the body: the client's stream is reset.
+    fn cut(&mut self, outcome: Outcome) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.upstream = None;
+        self.finish(outcome);
+        Poll::Ready(Some(Err(StreamCut(outcome).into())))
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Ended (at a boundary) once nothing buffered is left to send.
-        if self.finished
-            && self
-                .coalesce
-                .as_ref()
-                .is_none_or(|c| c.buf.is_empty() && c.held.is_none())
-        {
+        if self.ending.is_some() {
             return Poll::Ready(None);
         }
-        let out = ready!(self.poll_inner(cx));
-        if let Some(Ok(frame)) = &out {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.len() as u64;
-                if let Some(o) = &self.observer {
-                    o.metrics.bytes.inc_by(data.len() as u64);
-                }
-            }
-        }
-        Poll::Ready(out)
-    }
-
-    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(timers) = &mut self.timers {
-                    timers.touch();
-                }
-                if let (Some(events), Some(data)) = (&mut self.events, frame.data_ref()) {
-                    let completed = events.feed(data) as u64;
-                    if completed > 0 {
-                        self.events_sent += completed;
-                        if let Some(o) = &self.observer {
-                            o.metrics.events.inc_by(completed);
-                        }
-                    }
-                    if events.at_boundary() && (self.draining || self.timers.as_ref().is_some_and(Timers::past_end)) {
-                        // This frame completes an event after the deadline or during a
-                        // drain: it is the last.
-                        self.finished = true;
-                        self.end(if self.draining { "drain" } else { "max_duration" });
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.end("upstream_error");
-                if let Some(o) = &self.observer {
-                    o.metrics.upstream_error(crate::metrics::UpstreamError::Failed);
-                }
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                self.end("complete");
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if self.drain_due(cx) {
-                    self.finished = true;
-                    self.end("drain");
-                    return Poll::Ready(None);
-                }
-                let Some(timers) = &mut self.timers else {
-                    return Poll::Pending;
-                };
-                let at_boundary = self.events.as_ref().is_some_and(EventBoundary::at_boundary);
-                match timers.poll_due(cx, at_boundary) {
-                    Due::Nothing => Poll::Pending,
-                    Due::Heartbeat => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT))))),
-                    Due::End => {
-                        self.finished = true;
-                        self.end("max_duration");
-                        Poll::Ready(None)
-                    }
-                    Due::IdleTimeout(limit) => {
-                        self.end("idle_timeout");
-                        if let Some(o) = &self.observer {
-                            o.metrics.upstream_error(crate::metrics::UpstreamError::IdleTimeout);
-                        }
-                        Poll::Ready(Some(Err(IdleTimeout(limit).into())))
-                    }
-                    Due::Deadline => {
-                        self.end("request_timeout");
-                        Poll::Ready(Some(Err("the route's request timeout passed".into())))
-                    }
-                }
-            }
-        }
-    }
-
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.coalesce.is_none() {
-            return self.poll_upstream(cx);
-        }
-        if let Some(held) = self.coalesce.as_mut().and_then(|c| c.held.take()) {
-            return Poll::Ready(Some(Ok(held)));
-        }
         loop {
-            let flush = |c: &mut Coalescer| Frame::data(c.buf.split().freeze());
-            if self.finished {
-                // A drain or the maximum duration ended the stream at an
-                // event boundary: send what is held, and nothing more.
-                let c = self.coalesce.as_mut().expect("checked above");
-                return Poll::Ready((!c.buf.is_empty()).then(|| Ok(flush(c))));
+            match with_scratch(|buf| self.read_some(cx, buf)) {
+                Read::Frame(frame) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                Read::Nothing => continue,
+                Read::End => return Poll::Ready(None),
+                Read::Cut(outcome) => return self.cut(outcome),
+                Read::Waiting => break,
             }
-            let polled = self.poll_upstream(cx);
-            let c = self.coalesce.as_mut().expect("checked above");
-            match polled {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        if c.buf.is_empty() && (data.len() >= c.capacity || self.inner.is_end_stream()) {
-                            // A full buffer's worth, or the whole rest of the body
-                            // (a small Content-Length reply): pass it on without a copy.
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                        if c.buf.len() + data.len() > c.capacity {
-                            let out = flush(c);
-                            if data.len() >= c.capacity {
-                                c.held = Some(Frame::data(data));
-                            } else {
-                                c.buf.extend_from_slice(&data);
-                            }
-                            return Poll::Ready(Some(Ok(out)));
-                        }
-                        if c.buf.capacity() == 0 {
-                            c.buf.reserve(c.capacity.min(16 * 1024).max(data.len()));
-                        }
-                        c.buf.extend_from_slice(&data);
-                        if c.buf.len() >= c.capacity {
-                            return Poll::Ready(Some(Ok(flush(c))));
-                        }
-                    }
-                    Err(trailers) => {
-                        if c.buf.is_empty() {
-                            return Poll::Ready(Some(Ok(trailers)));
-                        }
-                        c.held = Some(trailers);
-                        return Poll::Ready(Some(Ok(flush(c))));
-                    }
-                },
-                Poll::Ready(None) => {
-                    if c.buf.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(flush(c))));
+        }
+        if let Some(wait) = &mut self.drain_wait {
+            if wait.as_mut().poll(cx).is_ready() {
+                self.drain_wait = None;
+                self.engine.drain();
+            }
+        }
+        match self.decide(cx) {
+            Decision::Wait => Poll::Pending,
+            Decision::Heartbeat => {
+                if let Some(o) = &self.observer {
+                    o.metrics.bytes.inc_by(HEARTBEAT.len() as u64);
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(HEARTBEAT)))))
+            }
+            Decision::End(outcome, held) => {
+                self.reusable = false;
+                self.end(outcome);
+                Poll::Ready(held.map(|h| Ok(Frame::data(Bytes::from(h)))))
+            }
+            Decision::Cut(outcome) => self.cut(outcome),
+        }
+    }
+
+    /// Asks the engine what is due, and arms the timer for when it next may be.
+    fn decide(&mut self, cx: &mut Context<'_>) -> Decision {
+        loop {
+            let now = Instant::now();
+            let decision = self.engine.decide(now);
+            if decision != Decision::Wait {
+                return decision;
+            }
+            let Some(next) = self.engine.next_wake(now) else {
+                return Decision::Wait;
+            };
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+            let armed = sleep.deadline();
+            if next < armed || armed <= now {
+                sleep.as_mut().reset(next);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Decision::Wait;
             }
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        if self.finished {
-            return true;
+    /// One read from the upstream (or the bytes that came with its head),
+    /// handed to the engine.
+    fn read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Read {
+        let n = if !self.pending_in.is_empty() {
+            let n = self.pending_in.len().min(READ_MAX);
+            buf[HEADROOM..HEADROOM + n].copy_from_slice(&self.pending_in[..n]);
+            self.pending_in.drain(..n);
+            if self.pending_in.is_empty() {
+                self.pending_in = Vec::new();
+            }
+            n
+        } else {
+            let Some(upstream) = self.upstream.as_mut() else {
+                return Read::Waiting;
+            };
+            let mut rb = ReadBuf::new(&mut buf[HEADROOM..HEADROOM + READ_MAX]);
+            match Pin::new(upstream).poll_read(cx, &mut rb) {
+                Poll::Pending => return Read::Waiting,
+                Poll::Ready(Err(_)) => return Read::Cut(Outcome::UpstreamError),
+                Poll::Ready(Ok(())) => rb.filled().len(),
+            }
+        };
+        let now = Instant::now();
+        if n == 0 {
+            // The upstream closed: the end of a body delimited by the close,
+            // else a body cut short.
+            if !matches!(self.input, Input::UntilClose) {
+                return Read::Cut(Outcome::UpstreamError);
+            }
+            self.reusable = false;
+            let received = self.engine.receive(&[], true, now);
+            return self.emit(&[], received);
         }
-        let drained = self
-            .coalesce
-            .as_ref()
-            .is_none_or(|c| c.buf.is_empty() && c.held.is_none());
-        drained && self.inner.is_end_stream()
+        let (len, done) = match &mut self.input {
+            Input::Length(rest) => {
+                let take = (n as u64).min(*rest) as usize;
+                *rest -= take as u64;
+                if take < n {
+                    // More than the length said: the connection is out of step.
+                    self.reusable = false;
+                }
+                (take, *rest == 0)
+            }
+            Input::Chunked(decoder) => match decoder.decode_in_place(&mut buf[HEADROOM..HEADROOM + n], n) {
+                Ok(p) => {
+                    if p.consumed < n {
+                        self.reusable = false;
+                    }
+                    (p.payload, p.done)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed chunked body from upstream");
+                    return Read::Cut(Outcome::UpstreamError);
+                }
+            },
+            Input::UntilClose => (n, false),
+        };
+        let payload = &buf[HEADROOM..HEADROOM + len];
+        let received = self.engine.receive(payload, done, now);
+        self.emit(payload, received)
     }
 
-    fn size_hint(&self) -> SizeHint {
-        let held = self.coalesce.as_ref().map_or(0, |c| {
-            c.buf.len() as u64 + c.held.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64)
-        });
-        let inner = self.inner.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + held);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + held);
+    /// What the engine decided about `payload`, as at most one frame.
+    fn emit(&mut self, payload: &[u8], r: Received) -> Read {
+        if let Some(o) = &self.observer {
+            o.metrics.bytes.inc_by(payload.len() as u64);
+            if r.events > 0 {
+                o.metrics.events.inc_by(r.events);
+            }
         }
-        hint
+        let frame = match (r.before, r.pass, r.after) {
+            (None, true, None) => Some(Bytes::copy_from_slice(payload)),
+            (None, false, Some(block)) | (Some(block), false, None) => Some(Bytes::from(block)),
+            (None, false, None) => None,
+            (before, pass, after) => {
+                let mut out = before.unwrap_or_default();
+                if pass {
+                    out.extend_from_slice(payload);
+                }
+                out.extend_from_slice(&after.unwrap_or_default());
+                Some(Bytes::from(out))
+            }
+        };
+        if let Some(outcome) = r.end {
+            if outcome != Outcome::Complete {
+                self.reusable = false;
+            }
+            self.end(outcome);
+        }
+        match (frame, r.end) {
+            (Some(frame), _) => Read::Frame(frame),
+            (None, Some(_)) => Read::End,
+            (None, None) => Read::Nothing,
+        }
     }
+}
+
+/// What one read brought.
+enum Read {
+    /// Bytes for the client.
+    Frame(Bytes),
+    /// Bytes came, but nothing goes out yet (framing, or held back).
+    Nothing,
+    /// The body ended cleanly with nothing more to send.
+    End,
+    Cut(Outcome),
+    /// The upstream has nothing now.
+    Waiting,
 }

@@ -1,301 +1,272 @@
-//! Forwarding a routed request: a stream place if the Route limits them,
-//! an endpoint by the rule's policy (one retry elsewhere for a bodyless
-//! request whose connect failed), the upstream's answer checked, and its
-//! body set up to stream, coalesce, or run as an event stream.
+//! A routed request that came over HTTP/2, sent upstream through the one
+//! upstream exchange (`h1/exchange.rs`: a stream place, an endpoint by the
+//! rule's policy, ejection, the retry of a bodyless request, every failure
+//! mapped to a reply), as HTTP/1.1 requests are. The answer's head becomes
+//! an HTTP/2 response, whose body [`UpstreamBody`] carries with the stream
+//! engine.
 
-use super::handler::{error_chain, local_reply, no_endpoint};
-use super::headers::{add_forwarded, remove_hop_by_hop, X_ACCEL_BUFFERING};
-use super::request_body::{ClientBody, Upload};
-use super::stream_limit::StreamSlot;
-use super::upstream::{upstream_client, upstream_uri, wait_response};
-use super::{BodyMode, Conn, Proxy, ProxyBody, SseLimits, UpstreamBody};
-use crate::api::ProxyBuffering;
-use crate::metrics::{RouteMetrics, UpstreamError};
-use crate::model::ResolvedRule;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
-use std::sync::Arc;
-use tracing::{debug, warn};
-
-/// Seconds a client is asked to wait when a Route is full.
-const FULL_RETRY_AFTER: u32 = 5;
+use super::body::{UpstreamBody, UpstreamParts};
+use super::h1::conn::Deadline;
+use super::h1::exchange::{Answered, ClientRequest, ClientSide, Failure, Reply, Upload, MAX_RESPONSE_HEAD};
+use super::h1::pump::Input;
+use super::handler::{local_reply, Routed};
+use super::headers::{remove_hop_by_hop, X_ACCEL_BUFFERING};
+use super::stream_engine::{body_mode_of, EngineSettings};
+use super::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::head::{self, Framing};
+use http::header::{HeaderValue, CONTENT_LENGTH, COOKIE};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http_body::Body;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tracing::debug;
 
 impl Proxy {
-    pub(super) async fn forward(
-        &self,
-        req: Request<Incoming>,
-        target: Arc<ResolvedRule>,
-        metrics: &RouteMetrics,
-        started: std::time::Instant,
-        conn: Conn,
-        host: Option<&str>,
-    ) -> Response<ProxyBody> {
-        let slot = match self.reserve_stream(&target) {
-            Ok(slot) => slot,
-            Err(full) => return *full,
-        };
+    /// Sends a request that came over HTTP/2 upstream and makes its
+    /// answer (or ssegate's own reply) an HTTP/2 response.
+    pub(super) async fn forward<B>(&self, req: Request<B>, routed: &Routed, conn: Conn) -> Response<ProxyBody>
+    where
+        B: Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.version = http::Version::HTTP_11;
-        // Decided on the headers as they arrived, before `Connection` can
-        // name X-Forwarded-For away.
-        let forwarded = self.forwarded(&conn, &parts.headers, host);
-        remove_hop_by_hop(&mut parts.headers);
-        add_forwarded(&mut parts.headers, &forwarded);
-        // A body goes up wrapped, to learn when (and how) the upload ended.
-        let (body, upload) = if http_body::Body::is_end_stream(&body) {
-            (Either::Right(Empty::new()), None)
+        // HTTP/2 has no framing fields: a body of a declared length goes up
+        // with it, any other body chunked.
+        let framing = if http_body::Body::is_end_stream(&body) {
+            Framing::Empty
         } else {
-            let (body, upload) = ClientBody::new(body, self.limits.body_timeout);
-            (Either::Left(body), Some(upload))
-        };
-        // Only a request without a body can go to a second endpoint: nothing
-        // of it has been consumed when the first connect fails.
-        // The headers are copied for that only when there is another endpoint to try.
-        let retry =
-            (upload.is_none() && target.endpoint_count() > 1).then(|| (parts.method.clone(), parts.headers.clone()));
-        let mut first = Some(Request::from_parts(parts, body));
-        let mut avoid = None;
-        let client = upstream_client(target.settings.timeouts.connect);
-        let (endpoint, load, response) = loop {
-            let endpoint = match self.endpoints.choose(&target, avoid) {
-                Ok(e) => e,
-                Err(unpicked) => return no_endpoint(&target.route, unpicked),
-            };
-            let mut upstream_req = match (first.take(), &retry) {
-                (Some(req), _) => req,
-                (None, Some((method, headers))) => {
-                    let mut req = Request::new(Either::Right(Empty::new()));
-                    *req.method_mut() = method.clone();
-                    *req.headers_mut() = headers.clone();
-                    req
-                }
-                (None, None) => unreachable!("only bodyless requests are retried"),
-            };
-            *upstream_req.uri_mut() = upstream_uri(endpoint, path_and_query.clone());
-            let load = self.endpoints.track(endpoint);
-            let response = client.request(upstream_req);
-            match wait_response(response, upload.as_deref(), target.settings.timeouts.response_headers).await {
-                Err(_) => {
-                    metrics.upstream_error(UpstreamError::ResponseTimeout);
-                    warn!(%endpoint, "upstream response headers timed out");
-                    return local_reply(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "ssegate: upstream {endpoint} sent no response headers within {:?}\n",
-                            target.settings.timeouts.response_headers
-                        ),
-                    );
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    metrics.upstream_error(UpstreamError::Connect);
-                    self.endpoints.eject(endpoint);
-                    warn!(%endpoint, error = %error_chain(&e), "upstream connect failed; endpoint ejected for a while");
-                    if avoid.is_none() && retry.is_some() {
-                        avoid = Some(endpoint);
-                        continue;
-                    }
-                    return local_reply(
-                        StatusCode::BAD_GATEWAY,
-                        format!("ssegate: cannot connect to upstream {endpoint}: {}\n", error_chain(&e)),
-                    );
-                }
-                Ok(Err(e)) if upload.as_ref().is_some_and(|u| u.outcome() == Upload::Malformed) => {
-                    // The client's body broke (bad chunked framing, a cut
-                    // connection): its fault, not the upstream's.
-                    self.metrics.bad_request("body");
-                    debug!(error = %error_chain(&e), "malformed request body");
-                    return local_reply(StatusCode::BAD_REQUEST, "ssegate: malformed request body\n");
-                }
-                Ok(Err(_)) if upload.as_ref().is_some_and(|u| u.outcome() == Upload::TimedOut) => {
-                    return self.body_stalled();
-                }
-                Ok(Err(e)) => {
-                    metrics.upstream_error(UpstreamError::Failed);
-                    warn!(%endpoint, error = %error_chain(&e), "upstream request failed");
-                    return local_reply(
-                        StatusCode::BAD_GATEWAY,
-                        format!("ssegate: upstream {endpoint} failed: {}\n", error_chain(&e)),
-                    );
-                }
-                Ok(Ok(resp)) => break (endpoint, load, resp),
+            match declared_length(&parts.headers) {
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked,
             }
         };
-
-        metrics.ttfb.observe(started.elapsed().as_secs_f64());
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // ssegate asked for no upgrade; a 101 would leave the client
-            // talking an unknown protocol to a connection it cannot use.
-            metrics.upstream_error(UpstreamError::Failed);
-            warn!(%endpoint, "upstream switched protocols without being asked to");
-            return local_reply(
+        join_cookies(&mut parts.headers);
+        parts.version = http::Version::HTTP_11;
+        let mut upload = Upload::decoded(framing);
+        let req = ClientRequest {
+            parts,
+            body: framing,
+            // HTTP/2 clients send their body without waiting for a go-ahead.
+            expect_continue: false,
+            // And cannot ask to switch protocols (RFC 9113, 8.6).
+            upgrade: None,
+        };
+        let mut side = H2Side { body };
+        let mut timer = Deadline::default();
+        let reply = self
+            .call_upstream(req, routed, &mut upload, &mut side, conn, &mut timer)
+            .await;
+        match reply {
+            Reply::Local(resp) => resp,
+            Reply::Upstream(answer, endpoint, load, slot) => {
+                self.h2_answer(*answer, endpoint, load, slot, routed, upload.done())
+            }
+            // Only a request that asked to switch protocols is upgraded.
+            Reply::Upgraded(_, endpoint, _) => local_reply(
                 StatusCode::BAD_GATEWAY,
                 format!("ssegate: upstream {endpoint} answered 101 to a request that asked for no upgrade\n"),
-            );
+            ),
         }
-        let (mut parts, body) = response.into_parts();
-        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and
-            // an intermediary must drop the latter. The body was de-chunked;
-            // left alone, the length would cut it short.
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-        }
-        let mode = body_mode(&target, &parts.headers);
-        remove_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(&X_ACCEL_BUFFERING);
-        debug!(%endpoint, status = parts.status.as_u16(), ?mode, "upstream responded");
-        let deadline = target
-            .settings
-            .timeouts
-            .request
-            .map(|t| tokio::time::Instant::from_std(started + t));
-        let mut body = UpstreamBody::new(body, mode, target.settings.timeouts.idle, deadline);
-        body.endpoint = Some(endpoint);
-        body.hold_endpoint_load(load);
-        if mode.is_event_stream() {
-            body.hold_stream_slot(slot);
-            body.end_on_drain(&self.drain);
-        }
-        Response::from_parts(parts, ProxyBody::Upstream(Box::new(body)))
     }
-}
 
-impl Proxy {
-    /// The 408 for a request body that stalled past the body timeout,
-    /// counted; the connection closes after it (the body's rest is unread).
-    pub(super) fn body_stalled(&self) -> Response<ProxyBody> {
-        self.metrics.bad_request("body_timeout");
-        let mut resp = local_reply(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+    /// The upstream's answer as an HTTP/2 response: its fields without the
+    /// hop-by-hop ones and HTTP/1.1's framing, and its body to carry.
+    fn h2_answer(
+        &self,
+        answer: Answered,
+        endpoint: SocketAddr,
+        load: EndpointLoad,
+        slot: Option<StreamSlot>,
+        routed: &Routed,
+        upload_done: bool,
+    ) -> Response<ProxyBody> {
+        let Answered {
+            status,
+            mut raw,
+            head_len,
+            body,
+            declared,
+            keep_alive,
+            stream,
+            ..
+        } = answer;
+        let target = &routed.target;
+        let mut headers = HeaderMap::new();
+        let mode = {
+            // Parsed and checked once already; parsed again here rather
+            // than kept, because its fields point into `raw`.
+            let mut slots = head::header_slots();
+            let parsed = match head::parse_response(&raw[..head_len], MAX_RESPONSE_HEAD, &mut slots) {
+                Ok(Some(p)) => p,
+                _ => unreachable!("the head parsed before"),
+            };
+            let field = |name: &str| {
+                parsed
+                    .headers
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case(name))
+                    .map(|f| f.value)
+            };
+            let mode = body_mode_of(target, field("content-type"), field("x-accel-buffering"));
+            headers.reserve(parsed.headers.len());
+            for f in parsed.headers {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(f.name.as_bytes()),
+                    HeaderValue::from_bytes(f.value),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            mode
+        };
+        remove_hop_by_hop(&mut headers);
+        headers.remove(&X_ACCEL_BUFFERING);
+        headers.remove(CONTENT_LENGTH);
+        let length = match body {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => declared,
+            Framing::Chunked | Framing::UntilClose => None,
+        };
+        if let Some(n) = length {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        debug!(%endpoint, status = status.as_u16(), ?mode, "upstream responded");
+        // What is left is the body's start.
+        raw.drain(..head_len);
+        let out_of_step = body == Framing::Empty && !raw.is_empty();
+        let input = match body {
+            Framing::Empty => {
+                raw = Vec::new();
+                Input::Length(0)
+            }
+            Framing::Length(n) => Input::Length(n),
+            Framing::Chunked => Input::Chunked(ChunkedDecoder::new()),
+            Framing::UntilClose => Input::UntilClose,
+        };
+        let event_stream = mode.is_event_stream();
+        let engine = EngineSettings {
+            mode,
+            // A promised length cannot end early or take heartbeats.
+            open_ended: !matches!(body, Framing::Length(_)),
+            idle: target.settings.timeouts.idle,
+            deadline: target
+                .settings
+                .timeouts
+                .request
+                .map(|t| tokio::time::Instant::from_std(routed.started + t)),
+            send_timeout: self.limits.send_timeout,
+        };
+        let body = UpstreamBody::new(
+            stream,
+            UpstreamParts {
+                input,
+                pending_in: if raw.is_empty() { Vec::new() } else { raw },
+                engine,
+                reusable: keep_alive && upload_done && !out_of_step,
+                slot: if event_stream { slot } else { None },
+                load,
+                endpoint,
+            },
+            &self.drain,
         );
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        let mut resp = Response::new(ProxyBody::Upstream(Box::new(body)));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
         resp
     }
+}
 
-    /// A place among the Route's `maxConcurrentStreams`, if it limits
-    /// them, or the 503 that says it is full. The place is held while the
-    /// response headers are awaited, so that a burst of new requests cannot
-    /// overshoot; only event streams keep it after.
-    pub(super) fn reserve_stream(&self, target: &ResolvedRule) -> Result<Option<StreamSlot>, Box<Response<ProxyBody>>> {
-        let Some(max) = target.max_concurrent_streams else {
-            return Ok(None);
-        };
-        match StreamSlot::reserve(self.streams.counter(&target.route), max) {
-            Some(slot) => Ok(Some(slot)),
-            None => {
-                let mut resp = local_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "ssegate: route {} has its maximum of {max} open streams\n",
-                        target.route
-                    ),
-                );
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
-                Err(Box::new(resp))
-            }
+/// The request's `content-length`, when it is one number (the `h2` crate
+/// holds DATA frames to it).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.trim().parse().ok()
+}
+
+/// HTTP/2 lets a client split `cookie` into one field per pair; an
+/// HTTP/1.1 upstream expects one field, the pairs joined by `; ` (RFC 9113,
+/// 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
+    }
+}
+
+/// An HTTP/2 client's side of the exchange: its request body comes as
+/// DATA frames, already unframed.
+struct H2Side<B> {
+    body: B,
+}
+
+impl<B: Body<Data = bytes::Bytes> + Unpin> ClientSide for H2Side<B> {
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        upload: &mut Upload,
+        to_up: &mut Vec<u8>,
+    ) -> Poll<Result<(), Failure>> {
+        loop {
+            let taken = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => upload.take_decoded(&[], true, to_up),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = http_body::Body::is_end_stream(&self.body);
+                        upload.take_decoded(&data, end, to_up)
+                    }
+                    // Trailers are not passed on.
+                    Err(_) => continue,
+                },
+                // Reset by the client mid-body.
+                Poll::Ready(Some(Err(_))) => Err(()),
+            };
+            return Poll::Ready(taken.map_err(|()| Failure::ClientBody));
         }
     }
-}
 
-/// Decides once how a response body goes to the client.
-pub(super) fn body_mode(target: &ResolvedRule, headers: &HeaderMap) -> BodyMode {
-    body_mode_of(
-        target,
-        headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
-        headers.get(&X_ACCEL_BUFFERING).map(HeaderValue::as_bytes),
-    )
-}
-
-/// [`body_mode`] from the two fields it depends on, as bytes (the HTTP/1.1
-/// path decides without building a header map).
-pub(super) fn body_mode_of(target: &ResolvedRule, content_type: Option<&[u8]>, accel: Option<&[u8]>) -> BodyMode {
-    let event_stream = is_event_stream_type(content_type);
-    if buffer_for_fields(target.settings.buffering, event_stream, accel) {
-        BodyMode::Coalesce {
-            capacity: target.settings.buffer_size,
-            event_stream,
-        }
-    } else if event_stream {
-        BodyMode::EventStream(SseLimits {
-            heartbeat: target.settings.heartbeat,
-            max_duration: target.settings.max_stream_duration,
-        })
-    } else {
-        BodyMode::Stream
+    async fn go_ahead(&mut self, _send_timeout: Duration) -> bool {
+        true
     }
-}
-
-/// Decides whether a response is coalesced, from the Route's mode and the
-/// upstream's headers.
-pub fn buffer_for(mode: ProxyBuffering, headers: &HeaderMap) -> bool {
-    buffer_for_fields(
-        mode,
-        is_event_stream(headers),
-        headers.get(&X_ACCEL_BUFFERING).map(HeaderValue::as_bytes),
-    )
-}
-
-fn buffer_for_fields(mode: ProxyBuffering, event_stream: bool, accel: Option<&[u8]>) -> bool {
-    let accel = accel.map(|v| v.trim_ascii());
-    let is = |word: &[u8]| accel.is_some_and(|v| v.eq_ignore_ascii_case(word));
-    match mode {
-        ProxyBuffering::Disabled => false,
-        _ if is(b"no") => false,
-        ProxyBuffering::Enabled => true,
-        ProxyBuffering::Auto if is(b"yes") => true,
-        ProxyBuffering::Auto => !event_stream,
-    }
-}
-
-pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    is_event_stream_type(headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes))
-}
-
-fn is_event_stream_type(content_type: Option<&[u8]>) -> bool {
-    content_type
-        .and_then(|v| v.split(|&b| b == b';').next())
-        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                )
-            })
-            .collect()
+    #[test]
+    fn cookies_split_over_fields_are_joined_for_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
     }
 
     #[test]
-    fn buffering_decision_table() {
-        use ProxyBuffering::*;
-        let sse = headers(&[("content-type", "text/event-stream; charset=utf-8")]);
-        let json = headers(&[("content-type", "application/json")]);
-        let json_no = headers(&[("content-type", "application/json"), ("x-accel-buffering", "no")]);
-        let sse_yes = headers(&[("content-type", "text/event-stream"), ("x-accel-buffering", "yes")]);
-        assert!(!buffer_for(Auto, &sse));
-        assert!(buffer_for(Auto, &json));
-        assert!(!buffer_for(Auto, &json_no));
-        assert!(buffer_for(Auto, &sse_yes));
-        assert!(buffer_for(Enabled, &sse));
-        assert!(!buffer_for(Enabled, &json_no));
-        assert!(!buffer_for(Disabled, &json));
-        assert!(!buffer_for(Disabled, &sse_yes));
+    fn only_one_plain_content_length_is_taken() {
+        let mut h = HeaderMap::new();
+        assert_eq!(declared_length(&h), None);
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(declared_length(&h), Some(12));
+        h.append(CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(declared_length(&h), None, "two fields: sent chunked");
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("-1"));
+        assert_eq!(declared_length(&h), None);
     }
 }

@@ -12,7 +12,6 @@ use crate::metrics::RouteMetrics;
 use crate::model::{normalize_host, ResolvedRule};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, Instrument};
@@ -98,26 +97,19 @@ impl Routed {
 }
 
 impl Proxy {
-    /// Proxies one request that came over HTTP/2 (hyper's server, hyper's
-    /// client upstream). Never fails: every problem becomes a clear HTTP
+    /// Proxies one request that came over HTTP/2 (hyper's server, the one
+    /// upstream exchange). Never fails: every problem becomes a clear HTTP
     /// error response.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle<B>(&self, mut req: Request<B>, conn: Conn) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    {
         let mut routed = match self.admit_guarded(&mut req, &conn).await {
             Admitted::Reply(resp) => return resp,
             Admitted::Forward(routed) => routed,
         };
         let span = tracing::info_span!("request", route = %routed.target.route, rule = routed.target.rule_index);
-        let mut resp = self
-            .forward(
-                req,
-                routed.target.clone(),
-                &routed.metrics,
-                routed.started,
-                conn,
-                routed.host.as_deref(),
-            )
-            .instrument(span)
-            .await;
+        let mut resp = self.forward(req, &routed, conn).instrument(span).await;
         let status = resp.status();
         routed.answered(status, resp.headers_mut());
         match resp.body_mut() {
@@ -574,15 +566,4 @@ pub(super) fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> 
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -2,18 +2,14 @@
 //! and TLS, each optionally behind the PROXY protocol), per-connection
 //! limits, and the drain.
 
-use super::client_conn::{self, Activity, InFlight, Watchdog, Watched};
 use super::h1::prefixed::Prefixed;
 use super::proxy_protocol::Refused;
-use super::{tls, tls_stream, BoxError, Conn, Proxy, ProxyBody};
+use super::{tls, tls_stream, Conn, Proxy};
 use crate::access::proxy_protocol::ProxyHeader;
 use crate::listener::AcceptErrors;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -69,40 +65,6 @@ enum Placement {
     Here(tokio::net::TcpStream),
     /// On a data-plane thread, whose reactor takes the socket over.
     Worker(tokio::runtime::Handle, std::net::TcpStream),
-}
-
-/// What ended the first phase of serving a connection.
-enum Next<E> {
-    Done(Result<(), E>),
-    Stop,
-    Expired(client_conn::Expired),
-}
-
-/// A response body that keeps its request counted as in flight (so the
-/// connection is not idle) until the body is done or dropped.
-pub struct Counted {
-    body: ProxyBody,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Counted {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 impl Proxy {
@@ -340,88 +302,13 @@ impl Proxy {
                         .map(|n| Arc::from(n.trim_end_matches('.').to_ascii_lowercase()));
                 }
                 // Serve what ALPN agreed on, and nothing else. HTTP/2's
-                // state (hyper's connection, about 2 KiB) is boxed: the
-                // task is then as large as a plaintext connection's.
+                // connection state is boxed: the task is then as large as
+                // a plaintext connection's.
                 match stream.alpn_protocol() {
-                    Some(b"h2") => Box::pin(self.serve_h2(stream, conn, stop)).await,
+                    Some(b"h2") => Box::pin(super::h2::serve(self, stream, conn, stop)).await,
                     _ => super::h1::serve(self, stream, conn, false, stop).await,
                 }
             }
-        }
-    }
-
-    /// Serves an HTTP/2 connection (cleartext after its preface, or by
-    /// ALPN) with hyper. HTTP/1.1 is served by [`super::h1`].
-    pub(super) async fn serve_h2<S>(self: Arc<Self>, stream: S, conn_info: Conn, mut stop: watch::Receiver<bool>)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let peer = conn_info.peer;
-        let limits = self.limits;
-        let metrics = self.metrics.clone();
-        let activity = Activity::new();
-        let requests = activity.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let proxy = self.clone();
-            let in_flight = requests.begin();
-            let conn_info = conn_info.clone();
-            async move {
-                let resp = proxy.handle(req, conn_info).await;
-                Ok::<_, Infallible>(resp.map(|body| Counted {
-                    body,
-                    _in_flight: in_flight,
-                }))
-            }
-        });
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(limits.h2_ping_interval)
-            .keep_alive_timeout(limits.h2_ping_timeout)
-            .max_header_list_size(limits.max_head_bytes.try_into().unwrap_or(u32::MAX));
-        let conn = builder.serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
-        let mut conn = std::pin::pin!(conn);
-        let mut watchdog = Watchdog::new(activity, limits);
-        let next = {
-            let mut stopping = std::pin::pin!(stop.wait_for(|s| *s));
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Next::Done(res));
-                }
-                if stopping.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Next::Stop);
-                }
-                watchdog.poll_expired(cx).map(Next::Expired)
-            })
-            .await
-        };
-        match next {
-            Next::Done(res) => {
-                if let Err(e) = res {
-                    debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return;
-            }
-            Next::Expired(why) => {
-                metrics.connection_closed(why.as_str());
-                debug!(%peer, reason = why.as_str(), "closing client connection");
-                if why != client_conn::Expired::KeepAlive {
-                    return; // dropped: the socket closes now
-                }
-                // Idle: GOAWAY first.
-            }
-            Next::Stop => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        // Requests in flight finish (event streams end at their next event
-        // boundary); the drain deadline bounds the wait for a stop, the
-        // header timeout the wait for an HTTP/2 GOAWAY to go out.
-        let res = match next {
-            Next::Stop => Some(conn.await),
-            _ => tokio::time::timeout(limits.header_timeout, conn).await.ok(),
-        };
-        if let Some(Err(e)) = res {
-            debug!(%peer, error = %e, "client connection ended with an error while closing");
         }
     }
 }

@@ -88,7 +88,7 @@ pub(in crate::proxy) async fn serve<S>(
             After::Close => false,
             After::Http2 => {
                 let io = Prefixed::new(std::mem::take(&mut carry), io);
-                Box::pin(proxy.serve_h2(io, conn, stop)).await;
+                Box::pin(crate::proxy::h2::serve(proxy, io, conn, stop)).await;
                 return;
             }
         };
@@ -331,12 +331,12 @@ fn is_preface_start(data: &[u8]) -> bool {
 /// created when first needed and moved only when it fires early: waiting
 /// for the next request costs no timer operation per request.
 #[derive(Default)]
-pub(super) struct Deadline {
+pub(in crate::proxy) struct Deadline {
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Deadline {
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
+    pub(in crate::proxy) fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
         if Instant::now() >= at {
             return Poll::Ready(());
         }

@@ -11,17 +11,18 @@
 
 use super::conn::Deadline;
 use super::pool;
-use super::pump::{Input, Output, Pump, PumpParts, Shape};
+use super::pump::{Input, Output, Pump, PumpParts};
 use super::tunnel::Tunnel;
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::http1::head::{self, Framing, HeadError};
 use crate::http1::write;
 use crate::metrics::UpstreamError;
-use crate::proxy::forward::body_mode_of;
+use crate::model::ResolvedRule;
 use crate::proxy::handler::{local_reply, no_endpoint, Routed};
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop, X_ACCEL_BUFFERING};
-use crate::proxy::{BodyMode, Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
+use crate::proxy::stream_engine::body_mode_of;
+use crate::proxy::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use std::net::SocketAddr;
@@ -34,12 +35,12 @@ use tokio::time::Instant;
 use tracing::{debug, warn, Instrument};
 
 /// Largest upstream response head.
-pub(super) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
+pub(in crate::proxy) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
 /// Times a request is re-sent because a pooled connection turned out closed.
 const STALE_RETRIES: usize = 3;
 
 /// A client's request, parsed and settled.
-pub(super) struct ClientRequest {
+pub(in crate::proxy) struct ClientRequest {
     pub parts: http::request::Parts,
     pub body: Framing,
     pub expect_continue: bool,
@@ -49,23 +50,23 @@ pub(super) struct ClientRequest {
 }
 
 /// What the upstream answered, up to its body.
-struct Answered {
-    status: StatusCode,
+pub(in crate::proxy) struct Answered {
+    pub status: StatusCode,
     /// The answer's head (`head_len` bytes) and the body bytes that came with it.
-    raw: Vec<u8>,
-    head_len: usize,
-    body: Framing,
+    pub raw: Vec<u8>,
+    pub head_len: usize,
+    pub body: Framing,
     /// The Content-Length of a body that is not sent (HEAD, 304).
-    declared: Option<u64>,
+    pub declared: Option<u64>,
     /// A bodiless answer (to HEAD, a 304) that the upstream framed as
     /// chunked or close-delimited: it has no length to declare, not even 0.
-    length_unknown: bool,
-    keep_alive: bool,
-    stream: TcpStream,
+    pub length_unknown: bool,
+    pub keep_alive: bool,
+    pub stream: TcpStream,
 }
 
 /// Why an exchange with one upstream connection failed.
-enum Failure {
+pub(in crate::proxy) enum Failure {
     /// A pooled connection was closed before any answer: send again.
     Stale,
     Timeout,
@@ -76,7 +77,7 @@ enum Failure {
 }
 
 /// The client's request body as it goes up.
-struct Upload {
+pub(in crate::proxy) struct Upload {
     input: UploadInput,
     /// When the client last sent body bytes.
     last: Instant,
@@ -86,10 +87,14 @@ enum UploadInput {
     Done,
     Length(u64),
     Chunked(ChunkedDecoder),
+    /// Payload whose framing the client's protocol already undid (HTTP/2
+    /// DATA frames) and whose length is not known: re-chunked.
+    Frames,
 }
 
 impl Upload {
-    fn new(body: Framing) -> Self {
+    /// A body in HTTP/1.1 framing, as the client sent it.
+    pub(in crate::proxy) fn new(body: Framing) -> Self {
         let input = match body {
             Framing::Length(n) => UploadInput::Length(n),
             Framing::Chunked => UploadInput::Chunked(ChunkedDecoder::new()),
@@ -101,8 +106,59 @@ impl Upload {
         }
     }
 
-    fn done(&self) -> bool {
+    /// A body whose framing the client's protocol already undid: `body`
+    /// is how it goes up (a `content-length`, or chunked).
+    pub(in crate::proxy) fn decoded(body: Framing) -> Self {
+        let input = match body {
+            Framing::Length(n) => UploadInput::Length(n),
+            Framing::Chunked => UploadInput::Frames,
+            Framing::Empty | Framing::UntilClose => UploadInput::Done,
+        };
+        Upload {
+            input,
+            last: Instant::now(),
+        }
+    }
+
+    pub(in crate::proxy) fn done(&self) -> bool {
         matches!(self.input, UploadInput::Done)
+    }
+
+    /// Payload of a decoded body ([`Upload::decoded`]) into `to_up`, framed
+    /// for the upstream; `end`: the client's body is complete. A body that
+    /// ends short of its length, or goes past it, is the client's fault.
+    pub(in crate::proxy) fn take_decoded(&mut self, data: &[u8], end: bool, to_up: &mut Vec<u8>) -> Result<(), ()> {
+        self.last = Instant::now();
+        match &mut self.input {
+            UploadInput::Done if data.is_empty() => Ok(()),
+            UploadInput::Length(rest) if (data.len() as u64) <= *rest => {
+                to_up.extend_from_slice(data);
+                *rest -= data.len() as u64;
+                match (*rest == 0, end) {
+                    (true, _) => {
+                        self.input = UploadInput::Done;
+                        Ok(())
+                    }
+                    (false, true) => Err(()),
+                    (false, false) => Ok(()),
+                }
+            }
+            UploadInput::Frames => {
+                if !data.is_empty() {
+                    let mut line = [0u8; 18];
+                    let l = chunk_header(data.len(), &mut line);
+                    to_up.extend_from_slice(&line[..l]);
+                    to_up.extend_from_slice(data);
+                    to_up.extend_from_slice(CHUNK_END);
+                }
+                if end {
+                    to_up.extend_from_slice(LAST_CHUNK);
+                    self.input = UploadInput::Done;
+                }
+                Ok(())
+            }
+            _ => Err(()),
+        }
     }
 
     /// Takes body bytes from `data[..n]` into `to_up`, framed for the
@@ -110,7 +166,7 @@ impl Upload {
     fn take(&mut self, data: &mut [u8], n: usize, to_up: &mut Vec<u8>) -> Result<usize, ()> {
         self.last = Instant::now();
         match &mut self.input {
-            UploadInput::Done => Ok(0),
+            UploadInput::Done | UploadInput::Frames => Ok(0),
             UploadInput::Length(rest) => {
                 let take = (n as u64).min(*rest) as usize;
                 to_up.extend_from_slice(&data[..take]);
@@ -152,7 +208,7 @@ pub(super) enum Exchanged {
 }
 
 /// A reply of ssegate's own, or an upstream's answer to carry.
-enum Outcome {
+pub(in crate::proxy) enum Reply {
     Local(Response<ProxyBody>),
     Upstream(Box<Answered>, SocketAddr, EndpointLoad, Option<StreamSlot>),
     /// The upstream switched protocols, as asked.
@@ -183,14 +239,24 @@ impl Proxy {
         // Boxed: what finding an endpoint and waiting for the answer needs
         // is freed before the body, which may stream for hours, starts.
         let outcome = self
-            .call_upstream(req, &routed, &mut upload, io, carry, conn, timer)
+            .call_upstream(
+                req,
+                &routed,
+                &mut upload,
+                &mut H1Side {
+                    io: &mut *io,
+                    carry: &mut *carry,
+                },
+                conn,
+                timer,
+            )
             .instrument(span.clone())
             .await;
         // A body the client has not finished sending leaves the connection
         // out of step: it closes after this answer.
         close |= !upload.done();
         let (answer, endpoint, load, slot) = match outcome {
-            Outcome::Local(mut resp) => {
+            Reply::Local(mut resp) => {
                 let status = resp.status();
                 close |= resp.headers().contains_key(http::header::CONNECTION);
                 routed.answered(status, resp.headers_mut());
@@ -204,8 +270,8 @@ impl Proxy {
                 let ok = super::conn::write_local(io, resp, head_request, close, self.limits.send_timeout).await;
                 return Exchanged::Done(ok && !close);
             }
-            Outcome::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
-            Outcome::Upgraded(answer, endpoint, load) => {
+            Reply::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
+            Reply::Upgraded(answer, endpoint, load) => {
                 routed.answered(StatusCode::SWITCHING_PROTOCOLS, &mut HeaderMap::new());
                 if let Some(a) = &mut routed.access {
                     a.endpoint = Some(endpoint);
@@ -323,21 +389,12 @@ impl Proxy {
             _ => Input::UntilClose,
         };
         let event_stream = mode.is_event_stream();
-        let shape = match mode {
-            BodyMode::Stream => Shape::Stream,
-            BodyMode::EventStream(limits) => Shape::Events(limits),
-            BodyMode::Coalesce { capacity, event_stream } => Shape::Coalesce {
-                capacity,
-                held: Vec::new(),
-                events: event_stream,
-            },
-        };
         let pump = Pump::new(
             stream,
             PumpParts {
                 input,
                 output,
-                shape,
+                mode,
                 head,
                 pending_in: leftover,
                 idle: target.settings.timeouts.idle,
@@ -362,21 +419,20 @@ impl Proxy {
     /// Finds an endpoint, sends the request and reads the answer's head;
     /// every failure becomes a reply of ssegate's own.
     #[allow(clippy::too_many_arguments)]
-    async fn call_upstream<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(in crate::proxy) async fn call_upstream<C: ClientSide>(
         &self,
         req: ClientRequest,
         routed: &Routed,
         upload: &mut Upload,
-        io: &mut S,
-        carry: &mut Vec<u8>,
+        client: &mut C,
         conn: Conn,
         timer: &mut Deadline,
-    ) -> Outcome {
+    ) -> Reply {
         let target = &routed.target;
         let metrics = &routed.metrics;
         let slot = match self.reserve_stream(target) {
             Ok(slot) => slot,
-            Err(full) => return Outcome::Local(*full),
+            Err(full) => return Reply::Local(*full),
         };
         let ClientRequest {
             mut parts,
@@ -414,7 +470,7 @@ impl Proxy {
         loop {
             let endpoint = match self.endpoints.choose(target, avoid) {
                 Ok(e) => e,
-                Err(unpicked) => return Outcome::Local(no_endpoint(&target.route, unpicked)),
+                Err(unpicked) => return Reply::Local(no_endpoint(&target.route, unpicked)),
             };
             let load = self.endpoints.track(endpoint);
             let (stream, reused) = match pool::checkout(endpoint) {
@@ -429,7 +485,7 @@ impl Proxy {
                             avoid = Some(endpoint);
                             continue;
                         }
-                        return Outcome::Local(local_reply(
+                        return Reply::Local(local_reply(
                             StatusCode::BAD_GATEWAY,
                             format!("ssegate: cannot connect to upstream {endpoint}: {e}\n"),
                         ));
@@ -439,8 +495,8 @@ impl Proxy {
             if !continued {
                 // The client waits for a go-ahead before its body.
                 continued = true;
-                if !super::conn::write_all_timed(io, b"HTTP/1.1 100 Continue\r\n\r\n", self.limits.send_timeout).await {
-                    return Outcome::Local(local_reply(StatusCode::BAD_REQUEST, "ssegate: client went away\n"));
+                if !client.go_ahead(self.limits.send_timeout).await {
+                    return Reply::Local(local_reply(StatusCode::BAD_REQUEST, "ssegate: client went away\n"));
                 }
             }
             let limits = Limits {
@@ -448,25 +504,25 @@ impl Proxy {
                 body: self.limits.body_timeout,
                 head_request,
             };
-            let failure = match send(stream, &head, upload, io, carry, limits, timer).await {
+            let failure = match send(stream, &head, upload, client, limits, timer).await {
                 Ok(answer) => {
                     metrics.ttfb.observe(routed.started.elapsed().as_secs_f64());
                     if answer.status == StatusCode::SWITCHING_PROTOCOLS && upgrading {
-                        return Outcome::Upgraded(answer, endpoint, load);
+                        return Reply::Upgraded(answer, endpoint, load);
                     }
                     if answer.status == StatusCode::SWITCHING_PROTOCOLS {
                         // ssegate asked for no upgrade; a 101 would leave the client
                         // talking an unknown protocol to a connection it cannot use.
                         metrics.upstream_error(UpstreamError::Failed);
                         warn!(%endpoint, "upstream switched protocols without being asked to");
-                        return Outcome::Local(local_reply(
+                        return Reply::Local(local_reply(
                             StatusCode::BAD_GATEWAY,
                             format!(
                                 "ssegate: upstream {endpoint} answered 101 to a request that asked for no upgrade\n"
                             ),
                         ));
                     }
-                    return Outcome::Upstream(answer, endpoint, load, slot);
+                    return Reply::Upstream(answer, endpoint, load, slot);
                 }
                 Err(f) => f,
             };
@@ -521,7 +577,7 @@ impl Proxy {
                 }
                 Failure::BodyTimeout => self.body_stalled(),
             };
-            return Outcome::Local(reply);
+            return Reply::Local(reply);
         }
     }
 }
@@ -545,12 +601,11 @@ struct Head {
 }
 
 /// Sends the head and the body on `stream`, and reads the answer's head.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+async fn send<C: ClientSide>(
     mut stream: TcpStream,
     head: &[u8],
     upload: &mut Upload,
-    io: &mut S,
-    carry: &mut Vec<u8>,
+    client: &mut C,
     limits: Limits,
     timer: &mut Deadline,
 ) -> Result<Box<Answered>, Failure> {
@@ -587,7 +642,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // 2. More of the body, once the upstream took what it had.
         if head_sent == head.len() && to_up.is_empty() && !upload.done() {
-            match pull_body(cx, upload, io, carry, &mut to_up) {
+            match client.poll_body(cx, upload, &mut to_up) {
                 Poll::Ready(Ok(())) => progressed = true,
                 Poll::Ready(Err(f)) => return Poll::Ready(Err(f)),
                 Poll::Pending => {}
@@ -636,6 +691,44 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         keep_alive: parsed.keep_alive,
         stream,
     }))
+}
+
+/// The client's side of an exchange, by protocol: where the request's
+/// body comes from, and how the client is told to send it.
+pub(in crate::proxy) trait ClientSide {
+    /// Takes the next body bytes the client has and queues them in
+    /// `to_up`, framed for the upstream (through `upload`).
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        upload: &mut Upload,
+        to_up: &mut Vec<u8>,
+    ) -> Poll<Result<(), Failure>>;
+
+    /// Tells a client that waits for it (`Expect: 100-continue`) to send
+    /// its body; false if it could not be told.
+    async fn go_ahead(&mut self, send_timeout: Duration) -> bool;
+}
+
+/// An HTTP/1.1 client: its connection, and what was read past its head.
+struct H1Side<'a, S> {
+    io: &'a mut S,
+    carry: &'a mut Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientSide for H1Side<'_, S> {
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        upload: &mut Upload,
+        to_up: &mut Vec<u8>,
+    ) -> Poll<Result<(), Failure>> {
+        pull_body(cx, upload, self.io, self.carry, to_up)
+    }
+
+    async fn go_ahead(&mut self, send_timeout: Duration) -> bool {
+        super::conn::write_all_timed(self.io, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
+    }
 }
 
 /// Takes the next body bytes the client has (those read ahead with its
@@ -743,5 +836,48 @@ fn read_answer(
             keep_alive: parsed.keep_alive,
             len: parsed.len,
         })));
+    }
+}
+
+/// Seconds a client is asked to wait when a Route is full.
+const FULL_RETRY_AFTER: u32 = 5;
+
+impl Proxy {
+    /// The 408 for a request body that stalled past the body timeout,
+    /// counted; the connection closes after it (the body's rest is unread).
+    pub(super) fn body_stalled(&self) -> Response<ProxyBody> {
+        self.metrics.bad_request("body_timeout");
+        let mut resp = local_reply(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("ssegate: the request body stalled for {:?}\n", self.limits.body_timeout),
+        );
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
+    /// A place among the Route's `maxConcurrentStreams`, if it limits
+    /// them, or the 503 that says it is full. The place is held while the
+    /// response headers are awaited, so that a burst of new requests cannot
+    /// overshoot; only event streams keep it after.
+    pub(super) fn reserve_stream(&self, target: &ResolvedRule) -> Result<Option<StreamSlot>, Box<Response<ProxyBody>>> {
+        let Some(max) = target.max_concurrent_streams else {
+            return Ok(None);
+        };
+        match StreamSlot::reserve(self.streams.counter(&target.route), max) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                let mut resp = local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "ssegate: route {} has its maximum of {max} open streams\n",
+                        target.route
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(FULL_RETRY_AFTER));
+                Err(Box::new(resp))
+            }
+        }
     }
 }

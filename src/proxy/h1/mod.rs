@@ -19,9 +19,9 @@
 //! PROXY protocol header).
 //! The pure framing (head parsing, the chunked coding) is in [`crate::http1`].
 
-mod conn;
-mod exchange;
-mod pool;
+pub(super) mod conn;
+pub(super) mod exchange;
+pub(super) mod pool;
 pub(super) mod prefixed;
 pub(super) mod pump;
 mod tunnel;
@@ -31,9 +31,9 @@ pub(super) use conn::serve;
 use std::cell::RefCell;
 
 /// Room kept before the data in the scratch buffer for a chunk-size line.
-const HEADROOM: usize = 18;
+pub(super) const HEADROOM: usize = 18;
 /// Most bytes read from a socket at once.
-const READ_MAX: usize = 64 * 1024;
+pub(super) const READ_MAX: usize = 64 * 1024;
 /// Room after the data: a chunk's CRLF and the last chunk.
 const TAILROOM: usize = 2 + 5;
 
@@ -44,6 +44,6 @@ thread_local! {
 
 /// Runs `f` with this thread's scratch buffer. Never held across an await:
 /// callers read, handle and write within one poll.
-fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }

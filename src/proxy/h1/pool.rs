@@ -76,7 +76,7 @@ pub(super) fn checkout(endpoint: SocketAddr) -> Option<TcpStream> {
 }
 
 /// Keeps a connection whose last exchange ended cleanly for the next request.
-pub(super) fn checkin(endpoint: SocketAddr, stream: TcpStream) {
+pub(in crate::proxy) fn checkin(endpoint: SocketAddr, stream: TcpStream) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let now = Instant::now();

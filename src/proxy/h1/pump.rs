@@ -14,11 +14,9 @@
 
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
-use crate::metrics::UpstreamError;
 use crate::proxy::access::Observer;
-use crate::proxy::sse::EventBoundary;
-use crate::proxy::stream_clock::{StreamClock, StreamDue};
-use crate::proxy::{EndpointLoad, SseLimits, StreamSlot};
+use crate::proxy::stream_engine::{BodyMode, Decision, EngineSettings, Outcome, Received, StreamEngine, HEARTBEAT};
+use crate::proxy::{EndpointLoad, StreamSlot};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,13 +29,12 @@ use tokio::time::{Instant, Sleep};
 
 /// The comment line ssegate sends as a heartbeat, framed as one chunk.
 const HEARTBEAT_CHUNK: &[u8] = b"3\r\n:\n\n\r\n";
-const HEARTBEAT: &[u8] = b":\n\n";
 /// Most bytes a client may send ahead (a pipelined request) while a
 /// response streams; past this its connection is not read until the end.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
 /// How the upstream delimits the body.
-pub(super) enum Input {
+pub(in crate::proxy) enum Input {
     Length(u64),
     Chunked(ChunkedDecoder),
     UntilClose,
@@ -53,25 +50,9 @@ pub(super) enum Output {
     UntilClose,
 }
 
-/// What is done with the body on its way.
-pub(super) enum Shape {
-    /// Each read is passed on as it comes.
-    Stream,
-    /// An event stream: heartbeats, a maximum duration and a drain end it
-    /// at an event boundary.
-    Events(SseLimits),
-    /// Gathered into blocks of up to `capacity` bytes (`proxyBuffering:
-    /// Enabled`); `events` says whether its events are counted.
-    Coalesce {
-        capacity: usize,
-        held: Vec<u8>,
-        events: bool,
-    },
-}
-
 /// How a body ended.
 pub(super) struct Ended {
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// The client's response was framed to its end: the connection may
     /// serve another request.
     pub clean: bool,
@@ -80,29 +61,29 @@ pub(super) struct Ended {
     pub upstream: Option<TcpStream>,
 }
 
+/// Carries one answer's body to an HTTP/1.1 client: the I/O around a
+/// [`StreamEngine`], which decides everything else.
 pub(super) struct Pump {
     upstream: Option<TcpStream>,
     input: Input,
     output: Output,
-    shape: Shape,
-    events: Option<EventBoundary>,
+    engine: StreamEngine,
     /// Bytes for the client not written yet: the response head, then
     /// whatever a slow client has not taken.
     out: Vec<u8>,
     /// Body bytes that came with the upstream's response head.
     pending_in: Vec<u8>,
-    timers: Timers,
+    /// The one timer, created when the body first has to wait (a short
+    /// answer that is complete at once never touches the timer wheel), and
+    /// moved only when it fires or a nearer deadline appears.
+    sleep: Option<Pin<Box<Sleep>>>,
     drain_wait: Option<Pin<Box<OwnedNotified>>>,
-    draining: bool,
-    /// Set once the last bytes are queued: the outcome, and whether the
-    /// client's framing is complete.
-    ending: Option<(&'static str, bool)>,
+    /// Set once the last bytes are queued.
+    ending: Option<Outcome>,
     /// Bytes were written since the last flush.
     unflushed: bool,
     /// The upstream may serve another request once this body is complete.
     upstream_reusable: bool,
-    sent: u64,
-    events_sent: u64,
     observer: Option<Observer>,
     _slot: Option<StreamSlot>,
     _load: Option<EndpointLoad>,
@@ -116,7 +97,7 @@ pub(super) struct Pump {
 pub(super) struct PumpParts {
     pub input: Input,
     pub output: Output,
-    pub shape: Shape,
+    pub mode: BodyMode,
     pub head: Vec<u8>,
     pub pending_in: Vec<u8>,
     pub idle: Option<Duration>,
@@ -138,46 +119,40 @@ impl Pump {
         endpoint: SocketAddr,
         close: bool,
     ) -> Self {
-        let sse = match &p.shape {
-            Shape::Events(limits) => *limits,
-            _ => SseLimits::default(),
-        };
-        let counts_events = matches!(p.shape, Shape::Events(_) | Shape::Coalesce { events: true, .. });
-        // Heartbeats and boundary endings need a framing that can end early.
-        let live = matches!(p.shape, Shape::Events(_)) && p.output != Output::Length;
-        // A drain ends every event stream at a boundary, a buffered
-        // (`Enabled`) one too: its held events go out first.
-        let drainable =
-            p.output != Output::Length && matches!(p.shape, Shape::Events(_) | Shape::Coalesce { events: true, .. });
-        let (drain_wait, draining) = match drain {
-            Some(signal) if drainable => {
+        let mut engine = StreamEngine::new(
+            EngineSettings {
+                mode: p.mode,
+                // Heartbeats and boundary endings need a framing that can end early.
+                open_ended: p.output != Output::Length,
+                idle: p.idle,
+                deadline: p.deadline,
+                send_timeout: p.send_timeout,
+            },
+            Instant::now(),
+        );
+        let drain_wait = match drain {
+            Some(signal) if engine.drainable() => {
                 let mut wait = Box::pin(signal.notified());
                 wait.as_mut().enable();
-                (Some(wait), signal.started())
+                if signal.started() {
+                    engine.drain();
+                }
+                Some(wait)
             }
-            _ => (None, false),
+            _ => None,
         };
         Pump {
             upstream: Some(upstream),
             input: p.input,
             output: p.output,
-            shape: p.shape,
-            events: counts_events.then(EventBoundary::default),
+            engine,
             out: p.head,
             pending_in: p.pending_in,
-            timers: Timers::new(
-                p.idle,
-                if live { sse } else { SseLimits::default() },
-                p.deadline,
-                p.send_timeout,
-            ),
+            sleep: None,
             drain_wait,
-            draining,
             ending: None,
             unflushed: false,
             upstream_reusable: p.upstream_keep_alive,
-            sent: 0,
-            events_sent: 0,
             observer: Some(p.observer),
             _slot: p.slot,
             _load: Some(p.load),
@@ -196,7 +171,7 @@ impl Pump {
         metrics: &crate::metrics::Metrics,
     ) -> bool {
         let ended = std::future::poll_fn(|cx| self.poll(cx, io, carry)).await;
-        if ended.outcome == "send_timeout" {
+        if ended.outcome == Outcome::SendTimeout {
             metrics.connection_closed("send_timeout");
         }
         if let Some(up) = ended.upstream {
@@ -205,26 +180,22 @@ impl Pump {
         ended.clean && !self.close
     }
 
-    fn finish(&mut self, outcome: &'static str, clean: bool) -> Ended {
+    fn finish(&mut self, outcome: Outcome) -> Ended {
         if let Some(observer) = self.observer.take() {
-            observer.finish(self.sent, self.events_sent, outcome);
+            if let Some(kind) = outcome.upstream_error() {
+                observer.metrics.upstream_error(kind);
+            }
+            observer.finish(self.engine.sent(), self.engine.events(), outcome.as_str());
         }
         let upstream = self
             .upstream
             .take()
-            .filter(|_| outcome == "complete" && self.upstream_reusable);
+            .filter(|_| outcome == Outcome::Complete && self.upstream_reusable);
         Ended {
             outcome,
-            clean,
+            clean: outcome.is_clean() && self.output != Output::UntilClose,
             upstream,
         }
-    }
-
-    fn fail_upstream(&mut self, why: UpstreamError, outcome: &'static str) -> Ended {
-        if let Some(o) = &self.observer {
-            o.metrics.upstream_error(why);
-        }
-        self.finish(outcome, false)
     }
 
     fn poll<S: AsyncRead + AsyncWrite + Unpin>(
@@ -250,10 +221,10 @@ impl Pump {
                         if self.out.is_empty() {
                             self.out = Vec::new();
                         }
-                        self.timers.blocked_since = None;
+                        self.engine.client_took();
                         continue;
                     }
-                    Poll::Ready(_) => return Poll::Ready(self.finish("client_gone", false)),
+                    Poll::Ready(_) => return Poll::Ready(self.finish(Outcome::ClientGone)),
                     Poll::Pending => return self.blocked(cx),
                 }
             }
@@ -262,12 +233,12 @@ impl Pump {
                 // (plain TCP is always flushed).
                 match Pin::new(&mut *io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.unflushed = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(self.finish("client_gone", false)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(self.finish(Outcome::ClientGone)),
                     Poll::Pending => return self.blocked(cx),
                 }
             }
-            if let Some((outcome, clean)) = self.ending {
-                return Poll::Ready(self.finish(outcome, clean));
+            if let Some(outcome) = self.ending {
+                return Poll::Ready(self.finish(outcome));
             }
             match with_scratch(|buf| self.forward_some(cx, buf, io)) {
                 Step::Moved => continue,
@@ -290,17 +261,18 @@ impl Pump {
                     }
                 });
                 if gone {
-                    return Poll::Ready(self.finish("client_gone", false));
+                    return Poll::Ready(self.finish(Outcome::ClientGone));
                 }
             }
-            let at_boundary = self.events.as_ref().is_none_or(EventBoundary::at_boundary);
-            if self.drain_due(cx, at_boundary) {
-                self.end_early("drain");
-                continue;
+            if let Some(wait) = &mut self.drain_wait {
+                if wait.as_mut().poll(cx).is_ready() {
+                    self.drain_wait = None;
+                    self.engine.drain();
+                }
             }
-            match self.timers.poll_due(cx, at_boundary, Instant::now()) {
-                Due::Nothing | Due::Send => return Poll::Pending,
-                Due::Heartbeat => {
+            match self.decide(cx) {
+                Decision::Wait => return Poll::Pending,
+                Decision::Heartbeat => {
                     self.out.extend_from_slice(match self.output {
                         Output::Chunked => HEARTBEAT_CHUNK,
                         _ => HEARTBEAT,
@@ -308,47 +280,58 @@ impl Pump {
                     if let Some(o) = &self.observer {
                         o.metrics.bytes.inc_by(HEARTBEAT.len() as u64);
                     }
-                    self.sent += HEARTBEAT.len() as u64;
                 }
-                Due::End => self.end_early("max_duration"),
-                Due::Idle => return Poll::Ready(self.fail_upstream(UpstreamError::IdleTimeout, "idle_timeout")),
-                Due::Deadline => return Poll::Ready(self.fail_upstream(UpstreamError::IdleTimeout, "request_timeout")),
+                Decision::End(outcome, held) => self.end_early(outcome, held),
+                Decision::Cut(outcome) => return Poll::Ready(self.finish(outcome)),
+            }
+        }
+    }
+
+    /// Asks the engine what is due, and arms the timer for when it next
+    /// may be.
+    fn decide(&mut self, cx: &mut Context<'_>) -> Decision {
+        loop {
+            let now = Instant::now();
+            let decision = self.engine.decide(now);
+            if decision != Decision::Wait {
+                return decision;
+            }
+            let Some(next) = self.engine.next_wake(now) else {
+                return Decision::Wait;
+            };
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+            let armed = sleep.deadline();
+            if next < armed || armed <= now {
+                sleep.as_mut().reset(next);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Decision::Wait;
             }
         }
     }
 
     /// The client takes nothing now: wait, up to the send timeout.
     fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
-        let now = Instant::now();
-        self.timers.blocked_since.get_or_insert(now);
-        if let Due::Send = self.timers.poll_due(cx, false, now) {
-            return Poll::Ready(self.finish("send_timeout", false));
+        self.engine.client_blocked(Instant::now());
+        match self.decide(cx) {
+            Decision::Cut(outcome) => Poll::Ready(self.finish(outcome)),
+            _ => Poll::Pending,
         }
-        Poll::Pending
     }
 
     /// Ends the body now, at an event boundary, framed as complete.
-    fn end_early(&mut self, outcome: &'static str) {
-        if let Shape::Coalesce { held, .. } = &mut self.shape {
-            frame_into(&mut self.out, &std::mem::take(held), self.output == Output::Chunked);
+    fn end_early(&mut self, outcome: Outcome, held: Option<Vec<u8>>) {
+        let chunked = self.output == Output::Chunked;
+        if let Some(held) = held {
+            frame_into(&mut self.out, &held, chunked);
         }
-        if self.output == Output::Chunked {
+        if chunked {
             self.out.extend_from_slice(LAST_CHUNK);
         }
         self.upstream_reusable = false;
-        self.ending = Some((outcome, self.output == Output::Chunked));
-    }
-
-    fn drain_due(&mut self, cx: &mut Context<'_>, at_boundary: bool) -> bool {
-        if !self.draining {
-            if let Some(wait) = &mut self.drain_wait {
-                if wait.as_mut().poll(cx).is_ready() {
-                    self.draining = true;
-                    self.drain_wait = None;
-                }
-            }
-        }
-        self.draining && at_boundary
+        self.ending = Some(outcome);
     }
 
     /// One read from the upstream (or the bytes that came with its head),
@@ -370,26 +353,20 @@ impl Pump {
             let mut rb = ReadBuf::new(&mut buf[data]);
             match Pin::new(upstream).poll_read(cx, &mut rb) {
                 Poll::Pending => return Step::Waiting,
-                Poll::Ready(Err(_)) => {
-                    return Step::Ended(self.fail_upstream(UpstreamError::Failed, "upstream_error"));
-                }
+                Poll::Ready(Err(_)) => return Step::Ended(self.finish(Outcome::UpstreamError)),
                 Poll::Ready(Ok(())) => rb.filled().len(),
             }
         };
+        let now = Instant::now();
         if n == 0 {
             // The upstream closed: the end of a body delimited by the close,
             // else a body cut short.
             if !matches!(self.input, Input::UntilClose) {
-                return Step::Ended(self.fail_upstream(UpstreamError::Failed, "upstream_error"));
+                return Step::Ended(self.finish(Outcome::UpstreamError));
             }
             self.upstream_reusable = false;
-            let mut end = HEADROOM;
-            if self.output == Output::Chunked {
-                buf[end..end + LAST_CHUNK.len()].copy_from_slice(LAST_CHUNK);
-                end += LAST_CHUNK.len();
-            }
-            self.ending = Some(("complete", self.output == Output::Chunked));
-            return self.write_from(cx, buf, HEADROOM, end, io);
+            let received = self.engine.receive(&[], true, now);
+            return self.emit(cx, buf, 0, received, io);
         }
         let (len, done) = match &mut self.input {
             Input::Length(rest) => {
@@ -410,84 +387,71 @@ impl Pump {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "malformed chunked body from upstream");
-                    return Step::Ended(self.fail_upstream(UpstreamError::Failed, "upstream_error"));
+                    return Step::Ended(self.finish(Outcome::UpstreamError));
                 }
             },
             Input::UntilClose => (n, false),
         };
-        self.timers.touch();
-        let payload = &buf[HEADROOM..HEADROOM + len];
-        self.sent += len as u64;
-        let mut ending = done.then_some(("complete", true));
+        let received = self.engine.receive(&buf[HEADROOM..HEADROOM + len], done, now);
+        self.emit(cx, buf, len, received, io)
+    }
+
+    /// Does what the engine decided about the payload at
+    /// `buf[HEADROOM..HEADROOM + len]`: held blocks into `out`, the payload
+    /// framed in place and written.
+    fn emit<S: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        len: usize,
+        r: Received,
+        io: &mut S,
+    ) -> Step {
         if let Some(o) = &self.observer {
             o.metrics.bytes.inc_by(len as u64);
-        }
-        if let Some(events) = &mut self.events {
-            let completed = events.feed(payload) as u64;
-            if completed > 0 {
-                self.events_sent += completed;
-                if let Some(o) = &self.observer {
-                    o.metrics.events.inc_by(completed);
-                }
+            if r.events > 0 {
+                o.metrics.events.inc_by(r.events);
             }
-            if ending.is_none()
-                && self.output != Output::Length
-                && events.at_boundary()
-                && match self.shape {
-                    Shape::Events(_) => self.draining || self.timers.past_end(),
-                    Shape::Coalesce { .. } => self.draining,
-                    Shape::Stream => false,
-                }
-            {
-                // This read completes an event after the deadline or during
-                // a drain: it is the last.
-                ending = Some((if self.draining { "drain" } else { "max_duration" }, true));
+        }
+        if let Some(outcome) = r.end {
+            if outcome != Outcome::Complete {
+                // Ended before the upstream's body did.
                 self.upstream_reusable = false;
             }
-        }
-        if ending.is_some() {
-            self.ending = ending;
+            self.ending = Some(outcome);
         }
         let chunked = self.output == Output::Chunked;
-        if let Shape::Coalesce { capacity, held, .. } = &mut self.shape {
-            // Blocks of at most `capacity`: what does not fit sends the
-            // block ahead of it; a read of a block or more passes alone.
-            if !held.is_empty() && held.len() + len > *capacity {
-                frame_into(&mut self.out, &std::mem::take(held), chunked);
-            }
-            if len >= *capacity {
-                frame_into(&mut self.out, payload, chunked);
-            } else if len > 0 {
-                if held.capacity() == 0 {
-                    held.reserve((*capacity).min(16 * 1024).max(len));
-                }
-                held.extend_from_slice(payload);
-                if held.len() >= *capacity {
-                    frame_into(&mut self.out, &std::mem::take(held), chunked);
-                }
-            }
-            if ending.is_some() {
-                frame_into(&mut self.out, &std::mem::take(held), chunked);
-                if chunked {
-                    self.out.extend_from_slice(LAST_CHUNK);
-                }
-            }
-            return Step::Moved;
+        let last_chunk = chunked && r.end.is_some();
+        if let Some(before) = &r.before {
+            frame_into(&mut self.out, before, chunked);
         }
-        let (mut start, mut end) = (HEADROOM, HEADROOM + len);
-        if chunked && len > 0 {
-            let mut line = [0u8; 18];
-            let l = chunk_header(len, &mut line);
-            start -= l;
-            buf[start..HEADROOM].copy_from_slice(&line[..l]);
-            buf[end..end + 2].copy_from_slice(CHUNK_END);
-            end += 2;
+        let mut last_written = false;
+        if r.pass && len > 0 {
+            let (mut start, mut end) = (HEADROOM, HEADROOM + len);
+            if chunked {
+                let mut line = [0u8; 18];
+                let l = chunk_header(len, &mut line);
+                start -= l;
+                buf[start..HEADROOM].copy_from_slice(&line[..l]);
+                buf[end..end + 2].copy_from_slice(CHUNK_END);
+                end += 2;
+            }
+            if last_chunk && r.after.is_none() {
+                buf[end..end + LAST_CHUNK.len()].copy_from_slice(LAST_CHUNK);
+                end += LAST_CHUNK.len();
+                last_written = true;
+            }
+            if let Step::Ended(end) = self.write_from(cx, buf, start, end, io) {
+                return Step::Ended(end);
+            }
         }
-        if ending.is_some() && chunked {
-            buf[end..end + LAST_CHUNK.len()].copy_from_slice(LAST_CHUNK);
-            end += LAST_CHUNK.len();
+        if let Some(after) = &r.after {
+            frame_into(&mut self.out, after, chunked);
         }
-        self.write_from(cx, buf, start, end, io)
+        if last_chunk && !last_written {
+            self.out.extend_from_slice(LAST_CHUNK);
+        }
+        Step::Moved
     }
 
     /// Writes `buf[start..end]` to the client, keeping what it does not take.
@@ -515,7 +479,7 @@ impl Pump {
                 }
                 Step::Moved
             }
-            Poll::Ready(_) => Step::Ended(self.finish("client_gone", false)),
+            Poll::Ready(_) => Step::Ended(self.finish(Outcome::ClientGone)),
             Poll::Pending => {
                 self.out.extend_from_slice(&buf[start..end]);
                 Step::Moved
@@ -527,7 +491,7 @@ impl Pump {
 impl Drop for Pump {
     fn drop(&mut self) {
         if let Some(observer) = self.observer.take() {
-            observer.finish(self.sent, self.events_sent, "client_gone");
+            observer.finish(self.engine.sent(), self.engine.events(), Outcome::ClientGone.as_str());
         }
     }
 }
@@ -554,84 +518,4 @@ enum Step {
     /// The upstream has nothing ready.
     Waiting,
     Ended(Ended),
-}
-
-enum Due {
-    Nothing,
-    Heartbeat,
-    End,
-    Idle,
-    Deadline,
-    Send,
-}
-
-/// The body's deadlines ([`StreamClock`]) and the send timeout, on one
-/// timer that is moved only when it fires (a busy stream costs no timer
-/// operation per event) or when a nearer deadline appears.
-struct Timers {
-    /// Created when the body first has to wait: a short answer that is
-    /// complete at once never touches the timer wheel.
-    sleep: Option<Pin<Box<Sleep>>>,
-    clock: StreamClock,
-    send_timeout: Duration,
-    /// Since when the client has taken nothing.
-    blocked_since: Option<Instant>,
-}
-
-impl Timers {
-    fn new(idle: Option<Duration>, sse: SseLimits, deadline: Option<Instant>, send_timeout: Duration) -> Self {
-        Timers {
-            sleep: None,
-            clock: StreamClock::new(idle, sse, deadline, Instant::now()),
-            send_timeout,
-            blocked_since: None,
-        }
-    }
-
-    fn touch(&mut self) {
-        self.clock.touch(Instant::now());
-    }
-
-    fn past_end(&self) -> bool {
-        self.clock.past_end(Instant::now())
-    }
-
-    /// The nearest time anything may be due: while the client takes
-    /// nothing, only the send timeout.
-    fn next_due(&self, at_boundary: bool, now: Instant) -> Instant {
-        match self.blocked_since {
-            Some(since) => since + self.send_timeout,
-            None => self.clock.next_due(at_boundary, now),
-        }
-    }
-
-    fn poll_due(&mut self, cx: &mut Context<'_>, at_boundary: bool, mut now: Instant) -> Due {
-        loop {
-            if let Some(since) = self.blocked_since {
-                if now >= since + self.send_timeout {
-                    return Due::Send;
-                }
-            } else {
-                match self.clock.due(at_boundary, now) {
-                    Some(StreamDue::Idle(_)) => return Due::Idle,
-                    Some(StreamDue::Deadline) => return Due::Deadline,
-                    Some(StreamDue::End) => return Due::End,
-                    Some(StreamDue::Heartbeat) => return Due::Heartbeat,
-                    None => {}
-                }
-            }
-            let next = self.next_due(at_boundary, now);
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
-            let armed = sleep.deadline();
-            if next < armed || armed <= now {
-                sleep.as_mut().reset(next);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Due::Nothing;
-            }
-            now = Instant::now();
-        }
-    }
 }
