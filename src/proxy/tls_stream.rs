@@ -65,7 +65,7 @@ pub const OUT_CAP: usize = WRITE_MAX + 5 * 256 + 1024;
 /// The most a connection keeps of received bytes: a handshake message of
 /// up to 64 KiB in fragments (rustls refuses larger ones) and a partial
 /// record after it.
-const MAX_KEPT: usize = 0x10000 + 4 * 1024 + MAX_RECORD;
+pub const MAX_KEPT: usize = 0x10000 + 4 * 1024 + MAX_RECORD;
 
 thread_local! {
     /// Records are read and decrypted here. Never held across an await.
@@ -334,7 +334,18 @@ impl Session {
     /// and, past its room, into the connection's spill; handshake messages
     /// and alerts into [`Session::outgoing`]. Then keeps what is left of
     /// `data` (a partial record) for next time.
+    ///
+    /// Once `close_notify` has been queued the connection is finishing:
+    /// what arrives after it is read and dropped until the socket ends (a
+    /// closing HTTP/1.1 connection lingers so, lest unread bytes reset it
+    /// before the client has read the answer), not processed: rustls would
+    /// answer a bad record with a second alert, which it asserts never
+    /// happens.
     pub fn receive(&mut self, data: &mut [u8], dst: &mut ReadBuf<'_>) -> Result<(), TlsStreamError> {
+        if self.write_closed && !self.failed {
+            self.incoming = Vec::new();
+            return Ok(());
+        }
         let used = match self.run(data, dst, None) {
             Ok((used, _)) => used,
             Err(e) => {

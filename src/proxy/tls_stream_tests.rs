@@ -488,3 +488,18 @@ async fn vectored_writes_leave_as_one_record() {
     assert_eq!(&got[..9], &header);
     assert!(got[9..] == payload[..]);
 }
+
+#[test]
+fn after_close_notify_input_is_dropped() {
+    let mut pair = Pair::new(false);
+    pair.server.close_notify().unwrap();
+    pair.send_to_client().unwrap();
+    // Garbage, or data, after the server's close_notify: dropped, no
+    // second alert (rustls asserts it never sends one), reading goes on.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0xab; 0x20]);
+    assert_eq!(feed(&mut pair.server, &record, 7, 100).unwrap(), b"");
+    assert!(pair.server.outgoing().is_empty());
+    assert!(!pair.server.read_closed());
+    assert_eq!(pair.server.buffered(), 0);
+}
