@@ -342,7 +342,9 @@ impl Session {
     /// answer a bad record with a second alert, which it asserts never
     /// happens.
     pub fn receive(&mut self, data: &mut [u8], dst: &mut ReadBuf<'_>) -> Result<(), TlsStreamError> {
-        if self.write_closed && !self.failed {
+        // After the peer's close_notify too: what follows it is ignored
+        // (RFC 8446, 6.1), not kept.
+        if (self.write_closed || self.read_closed()) && !self.failed {
             self.incoming = Vec::new();
             return Ok(());
         }
