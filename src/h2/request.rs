@@ -158,9 +158,11 @@ impl HeadBuilder {
                 if self.authority.is_some() {
                     return self.malformed("duplicate :authority");
                 }
+                // RFC 9113, 8.3.1: no userinfo (it names a different
+                // target to parsers that disagree about the `@`).
                 match Authority::try_from(value) {
-                    Ok(a) => self.authority = Some(a),
-                    Err(_) => self.malformed("invalid :authority"),
+                    Ok(a) if !value.contains(&b'@') => self.authority = Some(a),
+                    _ => self.malformed("invalid :authority"),
                 }
             }
             b"path" => {
