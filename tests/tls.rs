@@ -332,3 +332,111 @@ async fn wildcard_names_and_clients_without_sni() {
     let s = connect(gw.tls_addr, "a.w.test", &roots, &[b"h2"]).await.unwrap();
     assert!(presented(&s) == wild.der);
 }
+
+/// Reads an SSE body slowly (a pause every few frames), returning it whole.
+async fn read_slowly(body: hyper::body::Incoming) -> Vec<u8> {
+    let mut body = body;
+    let mut all = Vec::new();
+    let mut frames = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.unwrap().into_data() else { continue };
+        all.extend_from_slice(&data);
+        frames += 1;
+        if frames % 16 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    all
+}
+
+/// The events `/sse?n=N&size=S` sends, in order.
+fn expected_events(n: usize, size: usize) -> Vec<u8> {
+    let pad = "p".repeat(size);
+    (1..=n)
+        .flat_map(|i| format!("id: {i}\ndata: u1 {pad}\n\n").into_bytes())
+        .collect()
+}
+
+/// A large response reaches a client that reads it slowly, whole and in
+/// order, over TLS with HTTP/1.1 (ssegate's own path, where a slow client
+/// makes the TLS stream keep what the socket did not take) and with HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_response_reaches_a_slow_reader_over_tls() {
+    let cert_a = cert(&[HOST]);
+    let (_up, gw) = tls_gateway(&cert_a).await;
+    let (n, size) = (400, 10_000);
+    let want = expected_events(n, size);
+
+    let stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"http/1.1"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("/sse?tag=big1&n={n}&every=0&size={size}"))
+        .header("host", HOST)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    let got = tokio::time::timeout(Duration::from_secs(60), read_slowly(resp.into_body()))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "HTTP/1.1: the body differs");
+    // The connection is still good for another request.
+    let req = http::Request::get("/plain")
+        .header("host", HOST)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"upstream u1");
+
+    let stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"h2"]).await.unwrap();
+    let mut client = h2_client(stream).await;
+    let resp = client
+        .send_request(get(&format!("https://{HOST}/sse?tag=big2&n={n}&every=0&size={size}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let got = tokio::time::timeout(Duration::from_secs(60), read_slowly(resp.into_body()))
+        .await
+        .unwrap();
+    assert!(got == want, "HTTP/2: the body differs");
+}
+
+/// A client's request body larger than a TLS record, sent in pieces over
+/// HTTP/1.1, is read whole (records split across reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_split_across_records_and_reads_over_tls() {
+    let cert_a = cert(&[HOST]);
+    let (_up, gw) = tls_gateway(&cert_a).await;
+    let mut stream = connect(gw.tls_addr, HOST, &[&cert_a], &[b"http/1.1"]).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A head dribbled out a few bytes at a time: one record each.
+    let head = format!(
+        "GET /plain HTTP/1.1\r\nhost: {HOST}\r\nx-pad: {}\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    for piece in head.as_bytes().chunks(777) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !answer.ends_with(b"upstream u1") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -362,6 +362,10 @@ pub async fn hold_idle<F: FnOnce() -> T, T>(
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let value = measure();
+    if let Some(secs) = std::env::var("SSEGATE_BENCH_HOLD").ok().and_then(|s| s.parse().ok()) {
+        eprintln!("   holding {count} streams for {secs} s");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     drop(open);
     (count, value)
 }

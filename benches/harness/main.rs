@@ -13,6 +13,9 @@
 //! `h2` for both h2 ones; all by default), `--busy` (a spinning process on
 //! each core throughout, to measure a busy machine), `--quick`, `--smoke`
 //! (CI: about a second per scenario, results in target/bench-smoke).
+//! `SSEGATE_BENCH_HOLD=S` keeps each idle scenario's streams open S
+//! seconds after measuring, to look at the process meanwhile (gdb's
+//! `call malloc_stats()`, `heaptrack -p`).
 //!
 //! `h2_latency` and `h2_events` are `latency` and `throughput` again, the
 //! same upstream streams, over TLS with ALPN `h2` and one stream per

@@ -11,6 +11,8 @@
 //! both paths, and [`sse`] finds event boundaries. [`proxy_protocol`]
 //! reads a PROXY protocol header before anything else on listeners that
 //! expect one, and [`client_ip`] says which address a request is from.
+//! [`tls`] configures the TLS listeners and [`tls_stream`] serves their
+//! connections, holding no buffer while they are idle.
 
 mod access;
 pub mod auth_client;
@@ -38,6 +40,7 @@ mod stream_clock;
 mod stream_engine;
 mod stream_limit;
 pub mod tls;
+pub mod tls_stream;
 
 pub use access::{AccessRecord, ACCESS_TARGET};
 pub use authority::{request_authority, AuthorityError};

@@ -6,6 +6,7 @@
 //! Connections already open keep the certificate they were made with.
 //! Each key pair is parsed once and cached by its content hash.
 
+use super::tls_stream::NotesServerName;
 use crate::certs::certified_key;
 use crate::model::{SharedTable, TlsKeyPair};
 use arc_swap::ArcSwap;
@@ -82,14 +83,15 @@ impl ResolvesServerCert for SniResolver {
 
 /// The server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`;
 /// on a Gateway's own TLS port (`gateway_port`), only that Gateway's
-/// certificates.
+/// certificates. The resolver notes each client's server name for
+/// [`super::tls_stream`], which serves the connections.
 pub fn server_config(table: SharedTable, gateway_port: Option<u16>) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(table, gateway_port)));
+        .with_cert_resolver(Arc::new(NotesServerName(SniResolver::new(table, gateway_port))));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
