@@ -255,6 +255,7 @@ async fn run() {
     let rebuild = if o.wants("routes") { rebuild_cost() } else { json!({}) };
     let report = json!({
         "date": started.to_string(),
+        "commit": commit(),
         "machine": machine(),
         "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips, "busy": o.busy, "scenarios": o.scenarios},
         "targets": rows,
@@ -806,6 +807,29 @@ fn machine() -> Value {
 }
 
 /// The Markdown table: each figure with its ratio to direct and to nginx.
+/// The commit measured (and `+dirty` when the tree has changes), so that
+/// a committed results file names what it measured.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{head}+dirty")
+    } else {
+        head
+    }
+}
+
 fn markdown(r: &Value) -> String {
     let targets = r["targets"].as_array().unwrap();
     let find = |name: &str| targets.iter().find(|t| t["target"] == name);
@@ -823,8 +847,9 @@ fn markdown(r: &Value) -> String {
         _ => "–".into(),
     };
     let mut out = format!(
-        "Benchmark {} on {} cores ({}); {} streams × {} events/s, {} idle streams, {} s per measurement.\n\n",
+        "Benchmark {} of commit {} on {} cores ({}); {} streams × {} events/s, {} idle streams, {} s per measurement.\n\n",
         r["date"].as_str().unwrap_or(""),
+        r["commit"].as_str().unwrap_or("unknown"),
         r["machine"]["cores"],
         r["machine"]["cpu"].as_str().unwrap_or(""),
         r["options"]["streams"],

@@ -980,3 +980,65 @@ fn hpack_dynamic_table_carries_across_requests() {
         assert_eq!(head.headers["x-long-header-name"], "a value worth indexing");
     }
 }
+
+/// A session with a split header block, padding, a flow-control exchange
+/// and a connection error at its end, fed at every byte boundary: the same
+/// events and output each time, and the error at the same frame.
+#[test]
+fn every_split_of_a_failing_session_gives_the_same_result() {
+    let mut client = Client::new();
+    let mut input = preface();
+    input.extend(settings(&[(frame::setting::INITIAL_WINDOW_SIZE, 2)]));
+    let block = client.block(&request("POST", "/split"));
+    input.extend(frame(
+        kind::HEADERS,
+        flag::PADDED,
+        1,
+        &[&[2][..], &block[..4], &[0, 0]].concat(),
+    ));
+    input.extend(frame(kind::CONTINUATION, flag::END_HEADERS, 1, &block[4..]));
+    input.extend(frame(kind::DATA, flag::PADDED | flag::END_STREAM, 1, b"\x01ab\0"));
+    input.extend(window_update(1, 5));
+    input.extend(frame(kind::PING, 0, 1, &[0; 8]));
+    input.extend(ping(false, [9; 8]));
+    let run = |cuts: &[usize]| {
+        let mut conn = Connection::new(ServerSettings::default());
+        let mut events = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut at = 0;
+        let mut error = None;
+        let mut out = Vec::new();
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            pending.extend_from_slice(&input[at..cut.max(at)]);
+            at = cut.max(at);
+            match conn.receive(&pending, &mut events) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+            out.append(conn.output());
+        }
+        out.append(conn.output());
+        let events: Vec<String> = events
+            .iter()
+            .map(|e| format!("{e:?}").replace(char::is_whitespace, ""))
+            .collect();
+        let events: Vec<String> = events
+            .into_iter()
+            .map(|e| if e.starts_with("Request") { "Request".into() } else { e })
+            .collect();
+        (events, out, error)
+    };
+    let whole = run(&[]);
+    assert_eq!(whole.2.as_ref().map(|e| e.code), Some(ErrorCode::ProtocolError));
+    assert_eq!(whole.0, vec!["Request", "Data{stream:1,data:b\"ab\",end_stream:true}"]);
+    for cut in 0..=input.len() {
+        assert_eq!(run(&[cut]), whole, "cut at {cut}");
+    }
+    let bytewise: Vec<usize> = (0..input.len()).collect();
+    assert_eq!(run(&bytewise), whole);
+}

@@ -73,7 +73,6 @@ pub struct HeadBuilder {
     scheme: Option<Scheme>,
     authority: Option<Authority>,
     path: Option<Vec<u8>>,
-    host: Option<HeaderValue>,
     headers: HeaderMap,
     regular_seen: bool,
     content_length: Option<u64>,
@@ -92,7 +91,6 @@ impl HeadBuilder {
             scheme: None,
             authority: None,
             path: None,
-            host: None,
             headers: HeaderMap::new(),
             regular_seen: false,
             content_length: None,
@@ -160,9 +158,11 @@ impl HeadBuilder {
                 if self.authority.is_some() {
                     return self.malformed("duplicate :authority");
                 }
+                // RFC 9113, 8.3.1: no userinfo (it names a different
+                // target to parsers that disagree about the `@`).
                 match Authority::try_from(value) {
-                    Ok(a) => self.authority = Some(a),
-                    Err(_) => self.malformed("invalid :authority"),
+                    Ok(a) if !value.contains(&b'@') => self.authority = Some(a),
+                    _ => self.malformed("invalid :authority"),
                 }
             }
             b"path" => {
@@ -209,12 +209,6 @@ impl HeadBuilder {
         }
         if self.section == Section::Trailers {
             return;
-        }
-        if name == b"host" {
-            if self.host.is_some() {
-                return self.malformed("duplicate host");
-            }
-            self.host = Some(header_value.clone());
         }
         if self.headers.try_append(header_name, header_value).is_err() {
             // More fields than a HeaderMap holds: only a very large limit
@@ -273,14 +267,11 @@ impl HeadBuilder {
             parts.path_and_query = Some(path);
             Uri::from_parts(parts).map_err(|_| HeadError::Malformed("invalid request target"))?
         };
-        // RFC 9113, 8.3.1: a host that names another authority than
-        // :authority SHOULD be malformed; two names for the target are how
-        // routing and access rules get confused, so it is.
-        if let (Some(host), Some(authority)) = (&self.host, &self.authority) {
-            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
-                return Err(HeadError::Malformed("host differs from :authority"));
-            }
-        }
+        // RFC 9113, 8.3.1: a `host` naming another authority than
+        // `:authority` SHOULD be malformed. It is passed on instead, as are
+        // two `host` fields: the proxy refuses both with a 400 that says
+        // why (one authority is settled for every protocol in one place,
+        // `proxy/authority.rs`), which a client can read and a reset is not.
         if end_stream && self.content_length.is_some_and(|n| n != 0) {
             return Err(HeadError::Malformed("content-length with no body"));
         }
