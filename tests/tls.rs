@@ -384,7 +384,9 @@ async fn a_large_response_reaches_a_slow_reader_over_tls() {
         .unwrap();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "HTTP/1.1: the body differs");
-    // The connection is still good for another request.
+    // The connection is still good for another request (once hyper's
+    // client has seen the end of the first answer).
+    send.ready().await.unwrap();
     let req = http::Request::get("/plain")
         .header("host", HOST)
         .body(Empty::<Bytes>::new())
