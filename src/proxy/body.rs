@@ -15,8 +15,8 @@
 //! holds at most one read (64 KiB) beyond hyper's send queue and the
 //! kernel's socket buffers.
 
-use super::h1::pump::Input;
-use super::h1::{with_scratch, HEADROOM, READ_MAX};
+use super::h1::pump::{decide_on_timer, read_unframed, Input, Unframed};
+use super::h1::{with_scratch, HEADROOM};
 use super::stream_engine::{Decision, EngineSettings, Outcome, Received, StreamEngine, HEARTBEAT};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -24,7 +24,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
@@ -277,86 +276,27 @@ impl UpstreamBody {
         }
     }
 
-    /// Asks the engine what is due, and arms the timer for when it next may be.
     fn decide(&mut self, cx: &mut Context<'_>) -> Decision {
-        loop {
-            let now = Instant::now();
-            let decision = self.engine.decide(now);
-            if decision != Decision::Wait {
-                return decision;
-            }
-            let Some(next) = self.engine.next_wake(now) else {
-                return Decision::Wait;
-            };
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
-            let armed = sleep.deadline();
-            if next < armed || armed <= now {
-                sleep.as_mut().reset(next);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Decision::Wait;
-            }
-        }
+        decide_on_timer(&mut self.engine, &mut self.sleep, cx)
     }
 
     /// One read from the upstream (or the bytes that came with its head),
     /// handed to the engine.
     fn read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Read {
-        let n = if !self.pending_in.is_empty() {
-            let n = self.pending_in.len().min(READ_MAX);
-            buf[HEADROOM..HEADROOM + n].copy_from_slice(&self.pending_in[..n]);
-            self.pending_in.drain(..n);
-            if self.pending_in.is_empty() {
-                self.pending_in = Vec::new();
-            }
-            n
-        } else {
-            let Some(upstream) = self.upstream.as_mut() else {
-                return Read::Waiting;
-            };
-            let mut rb = ReadBuf::new(&mut buf[HEADROOM..HEADROOM + READ_MAX]);
-            match Pin::new(upstream).poll_read(cx, &mut rb) {
-                Poll::Pending => return Read::Waiting,
-                Poll::Ready(Err(_)) => return Read::Cut(Outcome::UpstreamError),
-                Poll::Ready(Ok(())) => rb.filled().len(),
-            }
-        };
+        let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
-        if n == 0 {
-            // The upstream closed: the end of a body delimited by the close,
-            // else a body cut short.
-            if !matches!(self.input, Input::UntilClose) {
-                return Read::Cut(Outcome::UpstreamError);
+        let (len, done) = match unframed {
+            Unframed::Waiting => return Read::Waiting,
+            Unframed::Broken => return Read::Cut(Outcome::UpstreamError),
+            Unframed::Closed => {
+                self.reusable = false;
+                let received = self.engine.receive(&[], true, now);
+                return self.emit(&[], received);
             }
-            self.reusable = false;
-            let received = self.engine.receive(&[], true, now);
-            return self.emit(&[], received);
-        }
-        let (len, done) = match &mut self.input {
-            Input::Length(rest) => {
-                let take = (n as u64).min(*rest) as usize;
-                *rest -= take as u64;
-                if take < n {
-                    // More than the length said: the connection is out of step.
-                    self.reusable = false;
-                }
-                (take, *rest == 0)
+            Unframed::Data { len, done, out_of_step } => {
+                self.reusable &= !out_of_step;
+                (len, done)
             }
-            Input::Chunked(decoder) => match decoder.decode_in_place(&mut buf[HEADROOM..HEADROOM + n], n) {
-                Ok(p) => {
-                    if p.consumed < n {
-                        self.reusable = false;
-                    }
-                    (p.payload, p.done)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "malformed chunked body from upstream");
-                    return Read::Cut(Outcome::UpstreamError);
-                }
-            },
-            Input::UntilClose => (n, false),
         };
         let payload = &buf[HEADROOM..HEADROOM + len];
         let received = self.engine.receive(payload, done, now);

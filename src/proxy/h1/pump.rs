@@ -287,29 +287,8 @@ impl Pump {
         }
     }
 
-    /// Asks the engine what is due, and arms the timer for when it next
-    /// may be.
     fn decide(&mut self, cx: &mut Context<'_>) -> Decision {
-        loop {
-            let now = Instant::now();
-            let decision = self.engine.decide(now);
-            if decision != Decision::Wait {
-                return decision;
-            }
-            let Some(next) = self.engine.next_wake(now) else {
-                return Decision::Wait;
-            };
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
-            let armed = sleep.deadline();
-            if next < armed || armed <= now {
-                sleep.as_mut().reset(next);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Decision::Wait;
-            }
-        }
+        decide_on_timer(&mut self.engine, &mut self.sleep, cx)
     }
 
     /// The client takes nothing now: wait, up to the send timeout.
@@ -337,60 +316,20 @@ impl Pump {
     /// One read from the upstream (or the bytes that came with its head),
     /// handled and written to the client in the same step.
     fn forward_some<S: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, buf: &mut [u8], io: &mut S) -> Step {
-        let data = HEADROOM..HEADROOM + READ_MAX;
-        let n = if !self.pending_in.is_empty() {
-            let n = self.pending_in.len().min(READ_MAX);
-            buf[HEADROOM..HEADROOM + n].copy_from_slice(&self.pending_in[..n]);
-            self.pending_in.drain(..n);
-            if self.pending_in.is_empty() {
-                self.pending_in = Vec::new();
-            }
-            n
-        } else {
-            let Some(upstream) = self.upstream.as_mut() else {
-                return Step::Waiting;
-            };
-            let mut rb = ReadBuf::new(&mut buf[data]);
-            match Pin::new(upstream).poll_read(cx, &mut rb) {
-                Poll::Pending => return Step::Waiting,
-                Poll::Ready(Err(_)) => return Step::Ended(self.finish(Outcome::UpstreamError)),
-                Poll::Ready(Ok(())) => rb.filled().len(),
-            }
-        };
+        let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
-        if n == 0 {
-            // The upstream closed: the end of a body delimited by the close,
-            // else a body cut short.
-            if !matches!(self.input, Input::UntilClose) {
-                return Step::Ended(self.finish(Outcome::UpstreamError));
+        let (len, done) = match unframed {
+            Unframed::Waiting => return Step::Waiting,
+            Unframed::Broken => return Step::Ended(self.finish(Outcome::UpstreamError)),
+            Unframed::Closed => {
+                self.upstream_reusable = false;
+                let received = self.engine.receive(&[], true, now);
+                return self.emit(cx, buf, 0, received, io);
             }
-            self.upstream_reusable = false;
-            let received = self.engine.receive(&[], true, now);
-            return self.emit(cx, buf, 0, received, io);
-        }
-        let (len, done) = match &mut self.input {
-            Input::Length(rest) => {
-                let take = (n as u64).min(*rest) as usize;
-                *rest -= take as u64;
-                if take < n {
-                    // More than the length said: the connection is out of step.
-                    self.upstream_reusable = false;
-                }
-                (take, *rest == 0)
+            Unframed::Data { len, done, out_of_step } => {
+                self.upstream_reusable &= !out_of_step;
+                (len, done)
             }
-            Input::Chunked(decoder) => match decoder.decode_in_place(&mut buf[HEADROOM..HEADROOM + n], n) {
-                Ok(p) => {
-                    if p.consumed < n {
-                        self.upstream_reusable = false;
-                    }
-                    (p.payload, p.done)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "malformed chunked body from upstream");
-                    return Step::Ended(self.finish(Outcome::UpstreamError));
-                }
-            },
-            Input::UntilClose => (n, false),
         };
         let received = self.engine.receive(&buf[HEADROOM..HEADROOM + len], done, now);
         self.emit(cx, buf, len, received, io)
@@ -492,6 +431,113 @@ impl Drop for Pump {
     fn drop(&mut self) {
         if let Some(observer) = self.observer.take() {
             observer.finish(self.engine.sent(), self.engine.events(), Outcome::ClientGone.as_str());
+        }
+    }
+}
+
+/// What one read of the upstream brought, its framing undone in place.
+pub(in crate::proxy) enum Unframed {
+    /// `len` payload bytes at `buf[HEADROOM..]`; `done`: the body is
+    /// complete; `out_of_step`: bytes came past the body's end, so the
+    /// connection cannot serve another request.
+    Data { len: usize, done: bool, out_of_step: bool },
+    /// The upstream closed: the end of a close-delimited body.
+    Closed,
+    /// The body is broken (cut short, bad chunked framing, a read error).
+    Broken,
+    /// Nothing to read now.
+    Waiting,
+}
+
+/// Reads the bytes that came with the answer's head first, else the
+/// upstream, into `buf[HEADROOM..]`, and undoes the upstream's framing
+/// there. Both shells (HTTP/1.1's pump, HTTP/2's body) read this way.
+pub(in crate::proxy) fn read_unframed(
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+    pending_in: &mut Vec<u8>,
+    upstream: Option<&mut TcpStream>,
+    input: &mut Input,
+) -> Unframed {
+    let n = if !pending_in.is_empty() {
+        let n = pending_in.len().min(READ_MAX);
+        buf[HEADROOM..HEADROOM + n].copy_from_slice(&pending_in[..n]);
+        pending_in.drain(..n);
+        if pending_in.is_empty() {
+            *pending_in = Vec::new();
+        }
+        n
+    } else {
+        let Some(upstream) = upstream else {
+            return Unframed::Waiting;
+        };
+        let mut rb = ReadBuf::new(&mut buf[HEADROOM..HEADROOM + READ_MAX]);
+        match Pin::new(upstream).poll_read(cx, &mut rb) {
+            Poll::Pending => return Unframed::Waiting,
+            Poll::Ready(Err(_)) => return Unframed::Broken,
+            Poll::Ready(Ok(())) => rb.filled().len(),
+        }
+    };
+    if n == 0 {
+        // A close ends a close-delimited body, and cuts any other short.
+        return match input {
+            Input::UntilClose => Unframed::Closed,
+            _ => Unframed::Broken,
+        };
+    }
+    match input {
+        Input::Length(rest) => {
+            let take = (n as u64).min(*rest) as usize;
+            *rest -= take as u64;
+            Unframed::Data {
+                len: take,
+                done: *rest == 0,
+                out_of_step: take < n,
+            }
+        }
+        Input::Chunked(decoder) => match decoder.decode_in_place(&mut buf[HEADROOM..HEADROOM + n], n) {
+            Ok(p) => Unframed::Data {
+                len: p.payload,
+                done: p.done,
+                out_of_step: p.consumed < n,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed chunked body from upstream");
+                Unframed::Broken
+            }
+        },
+        Input::UntilClose => Unframed::Data {
+            len: n,
+            done: false,
+            out_of_step: false,
+        },
+    }
+}
+
+/// Asks the engine what is due, and arms the shell's one timer (created
+/// on first need, moved only when it fired or a nearer deadline appeared)
+/// for when it next may be.
+pub(in crate::proxy) fn decide_on_timer(
+    engine: &mut StreamEngine,
+    sleep: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Decision {
+    loop {
+        let now = Instant::now();
+        let decision = engine.decide(now);
+        if decision != Decision::Wait {
+            return decision;
+        }
+        let Some(next) = engine.next_wake(now) else {
+            return Decision::Wait;
+        };
+        let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+        let armed = sleep.deadline();
+        if next < armed || armed <= now {
+            sleep.as_mut().reset(next);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Decision::Wait;
         }
     }
 }
