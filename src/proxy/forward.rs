@@ -7,16 +7,18 @@
 
 use super::body::{UpstreamBody, UpstreamParts};
 use super::h1::conn::Deadline;
-use super::h1::exchange::{Answered, ClientRequest, ClientSide, Failure, Reply, Upload, MAX_RESPONSE_HEAD};
+use super::h1::exchange::{
+    answer_fields, with_answer_head, Answered, ClientRequest, ClientSide, Failure, Reply, Upload,
+};
 use super::h1::pump::Input;
 use super::handler::{local_reply, Routed};
-use super::headers::{remove_hop_by_hop, X_ACCEL_BUFFERING};
-use super::stream_engine::{body_mode_of, EngineSettings};
+
+use super::stream_engine::EngineSettings;
 use super::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{self, Framing};
+use crate::http1::head::Framing;
 use http::header::{HeaderValue, CONTENT_LENGTH, COOKIE};
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -93,36 +95,8 @@ impl Proxy {
             ..
         } = answer;
         let target = &routed.target;
-        let mut headers = HeaderMap::new();
-        let mode = {
-            // Parsed and checked once already; parsed again here rather
-            // than kept, because its fields point into `raw`.
-            let mut slots = head::header_slots();
-            let parsed = match head::parse_response(&raw[..head_len], MAX_RESPONSE_HEAD, &mut slots) {
-                Ok(Some(p)) => p,
-                _ => unreachable!("the head parsed before"),
-            };
-            let field = |name: &str| {
-                parsed
-                    .headers
-                    .iter()
-                    .find(|f| f.name.eq_ignore_ascii_case(name))
-                    .map(|f| f.value)
-            };
-            let mode = body_mode_of(target, field("content-type"), field("x-accel-buffering"));
-            headers.reserve(parsed.headers.len());
-            for f in parsed.headers {
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(f.name.as_bytes()),
-                    HeaderValue::from_bytes(f.value),
-                ) {
-                    headers.append(name, value);
-                }
-            }
-            mode
-        };
-        remove_hop_by_hop(&mut headers);
-        headers.remove(&X_ACCEL_BUFFERING);
+        let (mut headers, mode) =
+            with_answer_head(&raw[..head_len], target, |fields, mode| (answer_fields(fields), mode));
         headers.remove(CONTENT_LENGTH);
         let length = match body {
             Framing::Length(n) => Some(n),

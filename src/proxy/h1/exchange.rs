@@ -65,6 +65,47 @@ pub(in crate::proxy) struct Answered {
     pub stream: TcpStream,
 }
 
+/// An answer's head (`Answered::raw[..head_len]`), parsed again (it was
+/// checked once already; its fields point into `raw`, so it is not kept),
+/// with the body mode decided from it for `target`, shown to `f`.
+pub(in crate::proxy) fn with_answer_head<R>(
+    raw_head: &[u8],
+    target: &ResolvedRule,
+    f: impl FnOnce(&[httparse::Header<'_>], crate::proxy::BodyMode) -> R,
+) -> R {
+    let mut slots = head::header_slots();
+    let parsed = match head::parse_response(raw_head, MAX_RESPONSE_HEAD, &mut slots) {
+        Ok(Some(p)) => p,
+        _ => unreachable!("the head parsed before"),
+    };
+    let field = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value)
+    };
+    let mode = body_mode_of(target, field("content-type"), field("x-accel-buffering"));
+    f(parsed.headers, mode)
+}
+
+/// The answer's fields in a header map, for edits (CORS, header modifiers)
+/// or an HTTP/2 response; hop-by-hop fields and `X-Accel-Buffering` left out.
+pub(in crate::proxy) fn answer_fields(fields: &[httparse::Header<'_>]) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    remove_hop_by_hop(&mut headers);
+    headers.remove(&X_ACCEL_BUFFERING);
+    headers
+}
+
 /// Why an exchange with one upstream connection failed.
 pub(in crate::proxy) enum Failure {
     /// A pooled connection was closed before any answer: send again.
@@ -323,35 +364,10 @@ impl Proxy {
             _ => Framing::UntilClose,
         };
         let mut head = Vec::with_capacity(head_len + 64);
-        let mode = {
-            // Parsed and checked once already; parsed again here rather
-            // than kept, because its fields point into `raw`.
-            let mut slots = head::header_slots();
-            let parsed = match head::parse_response(&raw[..head_len], MAX_RESPONSE_HEAD, &mut slots) {
-                Ok(Some(p)) => p,
-                _ => unreachable!("the head parsed before"),
-            };
-            let field = |name: &str| {
-                parsed
-                    .headers
-                    .iter()
-                    .find(|f| f.name.eq_ignore_ascii_case(name))
-                    .map(|f| f.value)
-            };
-            let mode = body_mode_of(&target, field("content-type"), field("x-accel-buffering"));
+        let mode = with_answer_head(&raw[..head_len], &target, |fields, mode| {
             if routed.edits_response() {
                 // CORS and header modifiers edit the fields: through a header map.
-                let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-                for f in parsed.headers {
-                    if let (Ok(name), Ok(value)) = (
-                        HeaderName::from_bytes(f.name.as_bytes()),
-                        HeaderValue::from_bytes(f.value),
-                    ) {
-                        headers.append(name, value);
-                    }
-                }
-                remove_hop_by_hop(&mut headers);
-                headers.remove(&X_ACCEL_BUFFERING);
+                let mut headers = answer_fields(fields);
                 routed.answered(status, &mut headers);
                 write::response_head(&mut head, status, &headers, client_framing, declared, close);
             } else {
@@ -359,7 +375,7 @@ impl Proxy {
                 write::response_head_from_fields(
                     &mut head,
                     status,
-                    parsed.headers,
+                    fields,
                     &["x-accel-buffering"],
                     client_framing,
                     declared,
@@ -367,7 +383,7 @@ impl Proxy {
                 );
             }
             mode
-        };
+        });
         debug!(parent: &span, %endpoint, status = status.as_u16(), ?mode, "upstream responded");
         // What is left is the body's start.
         raw.drain(..head_len);
