@@ -218,6 +218,57 @@ pub struct StreamSettings {
     /// Longest life of one event stream; `None` when unlimited.
     pub max_stream_duration: Option<Duration>,
     pub load_balancing: super::LoadBalancing,
+    /// Event streams carried on to another endpoint when theirs ends
+    /// abnormally or leaves; `None` when off.
+    pub resume: Option<ResumeSettings>,
+    /// Resumable streams moved from the fullest endpoints when endpoints
+    /// are added; `None` when off (it needs `resume`).
+    pub rebalance: Option<RebalanceSettings>,
+}
+
+/// `sse.resume`, validated: how ssegate reconnects an event stream on the
+/// client's behalf with `Last-Event-ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeSettings {
+    /// Upstream requests tried for one resume (connect failures and
+    /// timeouts count); 1 to 10, 3 by default.
+    pub max_attempts: u32,
+    /// Time from the upstream's end to the resumed answer's head, across
+    /// all attempts; 100ms to 60s, 5s by default.
+    pub budget: Duration,
+    /// An upstream silent for the idle timeout is resumed elsewhere rather
+    /// than cut. Off by default.
+    pub on_idle_timeout: bool,
+    /// Streams on an endpoint that turns terminating or leaves move to
+    /// others at their next event boundary, each at a random moment within
+    /// this window after the change; 0s to 5m, 10s by default.
+    pub rollout_window: Duration,
+}
+
+impl ResumeSettings {
+    pub const DEFAULT: ResumeSettings = ResumeSettings {
+        max_attempts: 3,
+        budget: Duration::from_secs(5),
+        on_idle_timeout: false,
+        rollout_window: Duration::from_secs(10),
+    };
+}
+
+/// `sse.rebalance`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebalanceSettings {
+    /// How far above the even share (in percent) an endpoint may hold
+    /// streams before some move; 1 to 100, 10 by default.
+    pub tolerance_percent: u32,
+    /// Most streams of one rule moved per second; 1 to 1000, 20 by default.
+    pub moves_per_second: u32,
+}
+
+impl RebalanceSettings {
+    pub const DEFAULT: RebalanceSettings = RebalanceSettings {
+        tolerance_percent: 10,
+        moves_per_second: 20,
+    };
 }
 
 impl StreamSettings {
@@ -234,6 +285,8 @@ impl StreamSettings {
         heartbeat: None,
         max_stream_duration: None,
         load_balancing: super::LoadBalancing::LeastConnections,
+        resume: None,
+        rebalance: None,
     };
 }
 
@@ -311,6 +364,8 @@ impl GivenSettings<'_> {
             heartbeat: heartbeat(parent.heartbeat, self.sse, &format!("{base}.sse"), errors),
             max_stream_duration: max_stream(parent.max_stream_duration, self.sse, &format!("{base}.sse"), errors),
             load_balancing: self.load_balancing.unwrap_or(parent.load_balancing),
+            resume: parent.resume,
+            rebalance: parent.rebalance,
         }
     }
 }

@@ -556,6 +556,8 @@ mod tests {
                     heartbeat: Some(Duration::from_secs(15)),
                     max_stream_duration: Some(Duration::from_secs(3600)),
                     load_balancing: LoadBalancing::RoundRobin,
+                    resume: None,
+                    rebalance: None,
                 },
                 // The unnamed rule: the route's over the Gateway's.
                 StreamSettings {
@@ -570,6 +572,8 @@ mod tests {
                     heartbeat: Some(Duration::from_secs(15)),
                     max_stream_duration: None,
                     load_balancing: LoadBalancing::RoundRobin,
+                    resume: None,
+                    rebalance: None,
                 },
             ]
         );
