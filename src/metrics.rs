@@ -118,6 +118,30 @@ struct StateLabel {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResumeLabels {
+    route: String,
+    reason: &'static str,
+    outcome: &'static str,
+}
+
+/// Why a stream was resumed (`ResumeReason::as_str`).
+const RESUME_REASONS: [&str; 4] = ["upstream_error", "idle_timeout", "endpoint_leaving", "rebalance"];
+/// How a resume ended: carried on, or why the stream ended (or stayed).
+pub const RESUME_OUTCOMES: [&str; 6] = [
+    "resumed",
+    "no_id",
+    "inside_large_event",
+    "exhausted",
+    "bad_answer",
+    "no_endpoint",
+];
+
+fn resume_gap_histogram() -> Histogram {
+    // 0.25 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 17))
+}
+
 fn ttfb_histogram() -> Histogram {
     // 0.5 ms to about 65 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -132,6 +156,8 @@ pub struct Metrics {
     bytes: Family<RouteLabel, Counter>,
     upstream_errors: Family<ErrorLabels, Counter>,
     ttfb: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    resumes: Family<ResumeLabels, Counter>,
+    resume_gap: Family<RouteLabel, Histogram, fn() -> Histogram>,
     connections: Family<ListenerLabel, Counter>,
     tls_handshake_errors: Counter,
     accept_errors: Family<ListenerLabel, Counter>,
@@ -164,6 +190,8 @@ impl Metrics {
             bytes: Family::default(),
             upstream_errors: Family::default(),
             ttfb: Family::new_with_constructor(ttfb_histogram),
+            resumes: Family::default(),
+            resume_gap: Family::new_with_constructor(resume_gap_histogram),
             connections: Family::default(),
             tls_handshake_errors: Counter::default(),
             accept_errors: Family::default(),
@@ -209,6 +237,16 @@ impl Metrics {
             "upstream_ttfb_seconds",
             "Time from a request's arrival to the upstream's response headers",
             m.ttfb.clone(),
+        );
+        r.register(
+            "stream_resumes",
+            "Event streams carried to another endpoint (Route sse.resume), by Route, reason (upstream_error, idle_timeout, endpoint_leaving, rebalance) and outcome (resumed; no_id, inside_large_event, exhausted, bad_answer, no_endpoint: not resumed)",
+            m.resumes.clone(),
+        );
+        r.register(
+            "stream_resume_gap_seconds",
+            "Time from an upstream's end (or a move's start) to the next event of the resumed stream, by Route",
+            m.resume_gap.clone(),
         );
         r.register(
             "connections",
@@ -319,6 +357,16 @@ impl Metrics {
             self.events.remove(&label);
             self.bytes.remove(&label);
             self.ttfb.remove(&label);
+            self.resume_gap.remove(&label);
+            for reason in RESUME_REASONS {
+                for outcome in RESUME_OUTCOMES {
+                    self.resumes.remove(&ResumeLabels {
+                        route: name.to_string(),
+                        reason,
+                        outcome,
+                    });
+                }
+            }
         }
     }
 
@@ -345,6 +393,9 @@ impl Metrics {
             bytes: self.bytes.get_or_create_owned(&label),
             ttfb: self.ttfb.get_or_create_owned(&label),
             errors: UpstreamError::ALL.map(|kind| error(kind.as_str())),
+            route: route.into(),
+            resumes: self.resumes.clone(),
+            resume_gap: self.resume_gap.clone(),
         }
     }
 
@@ -435,6 +486,10 @@ pub struct RouteMetrics {
     pub bytes: Counter,
     pub ttfb: Histogram,
     errors: [Counter; 5],
+    route: Box<str>,
+    /// Created at a Route's first resume: most Routes never have one.
+    resumes: Family<ResumeLabels, Counter>,
+    resume_gap: Family<RouteLabel, Histogram, fn() -> Histogram>,
 }
 
 impl RouteMetrics {
@@ -445,6 +500,26 @@ impl RouteMetrics {
 
     pub fn upstream_error(&self, kind: UpstreamError) {
         self.errors[kind as usize].inc();
+    }
+
+    /// A resume ended with `outcome` (one of [`RESUME_OUTCOMES`]).
+    pub fn resume(&self, reason: &'static str, outcome: &'static str) {
+        self.resumes
+            .get_or_create(&ResumeLabels {
+                route: self.route.to_string(),
+                reason,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The first event of a resumed stream came `gap` after its upstream ended.
+    pub fn resume_gap(&self, gap: std::time::Duration) {
+        self.resume_gap
+            .get_or_create(&RouteLabel {
+                route: self.route.to_string(),
+            })
+            .observe(gap.as_secs_f64());
     }
 }
 

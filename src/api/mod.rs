@@ -24,8 +24,8 @@ pub use stream_policy::{PolicyAncestorRef, PolicyAncestorStatus, StreamPolicy, S
 pub(crate) use validate::GivenSettings;
 pub use validate::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, EffectiveTimeouts,
-    FieldError, MatchConditions, RebalanceSettings, ResumeSettings, StreamSettings, ValidBackend, ValidMatch, ValidPath, ValidRoute, ValidRule, ValidTls,
-    DEFAULT_BUFFER_SIZE,
+    FieldError, MatchConditions, RebalanceSettings, ResumeSettings, StreamSettings, ValidBackend, ValidMatch,
+    ValidPath, ValidRoute, ValidRule, ValidTls, DEFAULT_BUFFER_SIZE,
 };
 
 use kube::CustomResource;

@@ -266,6 +266,7 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
 
     reports.sort_by(|a, b| (&a.key, a.kind).cmp(&(&b.key, b.kind)));
     table.reports = reports;
+    table.service_endpoints = resolved.into_values().filter_map(Result::ok).collect();
     table
 }
 

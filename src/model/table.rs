@@ -406,6 +406,11 @@ pub struct RoutingTable {
     pub(super) gateway_certificates: HashMap<String, HashMap<String, Arc<super::TlsKeyPair>>>,
     /// Each accepted Gateway's own data-plane ports.
     pub(super) gateway_ports: super::GatewayPorts,
+    /// The ready endpoints of every Service port a rule uses, by the
+    /// backend's label (`namespace/name:port`): a resumed stream keeps its
+    /// rule from the table it started with, but goes to the endpoints
+    /// ready now.
+    pub(super) service_endpoints: HashMap<Arc<str>, Arc<[SocketAddr]>>,
 }
 
 impl RoutingTable {
@@ -460,6 +465,17 @@ impl RoutingTable {
     /// The ports each accepted Gateway of ssegate's class is served on by
     /// itself (a request arriving there matches only that Gateway's
     /// rules), besides the shared ports.
+    /// The endpoints ready now for a backend's Service port, by its label;
+    /// `None` when no rule of this table uses it.
+    pub fn service_endpoints(&self, service: &str) -> Option<&Arc<[SocketAddr]>> {
+        self.service_endpoints.get(service)
+    }
+
+    /// Every used Service port's ready endpoints, by label.
+    pub fn ready_endpoints(&self) -> &HashMap<Arc<str>, Arc<[SocketAddr]>> {
+        &self.service_endpoints
+    }
+
     pub fn gateway_ports(&self) -> &super::GatewayPorts {
         &self.gateway_ports
     }

@@ -12,7 +12,7 @@ use crate::api::LoadBalancing;
 use crate::model::{ResolvedRule, Unpicked};
 use crate::shared_map::SharedMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,16 @@ struct EndpointState {
     active: AtomicUsize,
     /// Milliseconds since `epoch` until which the endpoint is passed over.
     ejected_until: std::sync::atomic::AtomicU64,
+    /// The endpoint left the table (removed, or no longer ready): its
+    /// resumable streams move (see `moves.rs`).
+    leaving: AtomicBool,
+    /// Streams that should move off this endpoint to even out its Service
+    /// after a scale-out; each mover takes one.
+    excess: AtomicUsize,
+    /// The even share of streams for this endpoint's Service at the last
+    /// scale-out, and what the endpoint held then.
+    fair_share: AtomicUsize,
+    held_at_scale_out: AtomicUsize,
 }
 
 impl EndpointStates {
@@ -62,6 +72,53 @@ impl EndpointStates {
     pub(super) fn eject(&self, e: SocketAddr) {
         let until = self.now_ms() + EJECTION.as_millis() as u64;
         self.get(e).ejected_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether `e` has left the table since streams went to it.
+    pub(super) fn leaving(&self, e: SocketAddr) -> bool {
+        self.map
+            .peek(&e, |s| s.is_some_and(|s| s.leaving.load(Ordering::Relaxed)))
+    }
+
+    /// Marks endpoints that left the table, and clears those that came back.
+    /// Only endpoints that have carried requests have a state to mark.
+    pub(super) fn set_leaving(&self, e: SocketAddr, leaving: bool) {
+        self.map.peek(&e, |s| {
+            if let Some(s) = s {
+                s.leaving.store(leaving, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// After a scale-out: `e` holds streams above its even share `fair` of
+    /// its Service; as many as it holds above it may move.
+    pub(super) fn set_fair_share(&self, e: SocketAddr, fair: usize) {
+        self.map.peek(&e, |s| {
+            if let Some(s) = s {
+                let held = s.active.load(Ordering::Relaxed);
+                s.fair_share.store(fair, Ordering::Relaxed);
+                s.held_at_scale_out.store(held, Ordering::Relaxed);
+                s.excess.store(held.saturating_sub(fair), Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Takes one of `e`'s moves, if it held more than `1 + tolerance` times
+    /// its even share at the scale-out; returns how many were left before
+    /// (0: none taken). Every move is taken, so the endpoint ends at its
+    /// share, not at the tolerance's edge.
+    pub(super) fn take_excess(&self, e: SocketAddr, tolerance_percent: u32) -> usize {
+        self.map.peek(&e, |s| {
+            let Some(s) = s else { return 0 };
+            let fair = s.fair_share.load(Ordering::Relaxed);
+            let held = s.held_at_scale_out.load(Ordering::Relaxed);
+            if held * 100 <= fair * (100 + tolerance_percent as usize) {
+                return 0;
+            }
+            s.excess
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .unwrap_or(0)
+        })
     }
 
     /// Counts a request on `e` until the returned guard is dropped.

@@ -15,9 +15,12 @@
 //! holds at most one read (64 KiB) beyond hyper's send queue and the
 //! kernel's socket buffers.
 
-use super::h1::pump::{decide_on_timer, read_unframed, Input, Unframed};
+use super::h1::pump::{decide_on_timer, read_unframed, resume_counts_as, Input, Unframed};
+use super::h1::resume::{NewUpstream, ResumeRequest, Resumer};
 use super::h1::{with_scratch, HEADROOM};
-use super::stream_engine::{Decision, EngineSettings, Outcome, Received, StreamEngine, HEARTBEAT};
+use super::stream_engine::{
+    Decision, EngineSettings, Outcome, Received, ResumePlan, ResumeReason, StreamEngine, HEARTBEAT,
+};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -114,6 +117,8 @@ pub(super) struct UpstreamParts {
     pub slot: Option<super::StreamSlot>,
     pub load: super::EndpointLoad,
     pub endpoint: SocketAddr,
+    /// What a resume needs, when the request may be resumed.
+    pub resume: Option<std::sync::Arc<ResumeRequest>>,
 }
 
 /// An upstream's answer body on its way to an HTTP/2 client.
@@ -132,9 +137,11 @@ pub struct UpstreamBody {
     reusable: bool,
     observer: Option<super::access::Observer>,
     _slot: Option<super::StreamSlot>,
-    _load: super::EndpointLoad,
+    _load: Option<super::EndpointLoad>,
     /// The endpoint that answered, for the access log.
     pub endpoint: Option<SocketAddr>,
+    /// Present when the stream may be resumed elsewhere.
+    resumer: Option<Box<Resumer>>,
 }
 
 impl Drop for UpstreamBody {
@@ -159,6 +166,10 @@ impl UpstreamBody {
         if drain.started() {
             engine.drain();
         }
+        let resumer = p
+            .resume
+            .filter(|_| engine.resume_on())
+            .map(|r| Box::new(Resumer::new(r)));
         let empty = matches!(p.input, Input::Length(0)) && p.pending_in.is_empty();
         let mut body = UpstreamBody {
             upstream: Some(upstream),
@@ -171,8 +182,9 @@ impl UpstreamBody {
             reusable: p.reusable,
             observer: None,
             _slot: p.slot,
-            _load: p.load,
+            _load: Some(p.load),
             endpoint: Some(p.endpoint),
+            resumer,
         };
         if empty {
             // Nothing to carry: complete now, the connection back to the pool.
@@ -259,6 +271,11 @@ impl UpstreamBody {
                 self.engine.drain();
             }
         }
+        if let (Some(resumer), Some(endpoint)) = (&mut self.resumer, self.endpoint) {
+            if let Some((at, reason)) = resumer.poll_moved(cx, endpoint) {
+                self.engine.leave(at, reason);
+            }
+        }
         match self.decide(cx) {
             Decision::Wait => Poll::Pending,
             Decision::Heartbeat => {
@@ -273,6 +290,12 @@ impl UpstreamBody {
                 Poll::Ready(held.map(|h| Ok(Frame::data(Bytes::from(h)))))
             }
             Decision::Cut(outcome) => self.cut(outcome),
+            Decision::Resume(plan) => {
+                self.start_resume(plan);
+                // Polled again at once: the resume's first step runs now.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 
@@ -280,14 +303,69 @@ impl UpstreamBody {
         decide_on_timer(&mut self.engine, &mut self.sleep, cx)
     }
 
+    /// The upstream failed: resume elsewhere if the engine allows, else
+    /// cut the body.
+    fn upstream_failed(&mut self) -> Read {
+        match self.engine.begin_resume(ResumeReason::UpstreamError, Instant::now()) {
+            Some(Ok(plan)) => {
+                self.start_resume(plan);
+                Read::Nothing
+            }
+            Some(Err(why)) => {
+                if let Some(r) = &self.resumer {
+                    r.refused(ResumeReason::UpstreamError, why);
+                }
+                Read::Cut(Outcome::UpstreamError)
+            }
+            None => Read::Cut(Outcome::UpstreamError),
+        }
+    }
+
+    /// Drops the upstream (closing its connection) and starts the resume.
+    fn start_resume(&mut self, plan: ResumePlan) {
+        if let (Some(o), Some(kind)) = (&self.observer, resume_counts_as(plan.reason)) {
+            o.metrics.upstream_error(kind);
+        }
+        self.upstream = None;
+        self.reusable = false;
+        self.pending_in = Vec::new();
+        self._load = None;
+        if let (Some(resumer), Some(id), Some(endpoint)) =
+            (&mut self.resumer, self.engine.last_event_id(), self.endpoint)
+        {
+            resumer.start(plan, id, endpoint);
+        }
+    }
+
+    /// A resume found a new upstream: the body carries on from it.
+    fn install(&mut self, new: NewUpstream) {
+        self.engine.resumed(new.attempts, Instant::now());
+        self.upstream = Some(new.stream);
+        self.input = new.input;
+        self.pending_in = new.leftover;
+        self.reusable = new.keep_alive;
+        self.endpoint = Some(new.endpoint);
+        self._load = Some(new.load);
+    }
+
     /// One read from the upstream (or the bytes that came with its head),
     /// handed to the engine.
     fn read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Read {
+        if let Some(resumer) = self.resumer.as_mut().filter(|r| r.running()) {
+            return match resumer.poll(cx) {
+                Poll::Pending => Read::Waiting,
+                Poll::Ready(Ok(new)) => {
+                    self.install(new);
+                    Read::Nothing
+                }
+                Poll::Ready(Err(failed)) => Read::Cut(self.engine.resume_failed(failed.attempts)),
+            };
+        }
         let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
         let (len, done) = match unframed {
             Unframed::Waiting => return Read::Waiting,
-            Unframed::Broken => return Read::Cut(Outcome::UpstreamError),
+            Unframed::Broken => return self.upstream_failed(),
             Unframed::Closed => {
                 self.reusable = false;
                 let received = self.engine.receive(&[], true, now);
@@ -310,7 +388,12 @@ impl UpstreamBody {
             if r.events > 0 {
                 o.metrics.events.inc_by(r.events);
             }
+            if let Some(gap) = r.resume_gap {
+                o.metrics.resume_gap(gap);
+            }
         }
+        // The end of the payload an engine that resumes holds back.
+        let payload = &payload[..payload.len() - r.keep];
         let frame = match (r.before, r.pass, r.after) {
             (None, true, None) => Some(Bytes::copy_from_slice(payload)),
             (None, false, Some(block)) | (Some(block), false, None) => Some(Bytes::from(block)),

@@ -92,6 +92,7 @@ impl Proxy {
             declared,
             keep_alive,
             stream,
+            resume,
             ..
         } = answer;
         let target = &routed.target;
@@ -131,6 +132,7 @@ impl Proxy {
                 .request
                 .map(|t| tokio::time::Instant::from_std(routed.started + t)),
             send_timeout: self.limits.send_timeout,
+            resume: resume.as_ref().and_then(|r| r.settings()),
         };
         let body = UpstreamBody::new(
             stream,
@@ -142,6 +144,7 @@ impl Proxy {
                 slot: if event_stream { slot } else { None },
                 load,
                 endpoint,
+                resume,
             },
             &self.drain,
         );

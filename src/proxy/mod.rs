@@ -22,6 +22,7 @@ mod body;
 mod client_conn;
 mod client_ip;
 mod cors;
+pub mod event_ids;
 mod forward;
 mod framing;
 pub mod gateway_listeners;
@@ -32,6 +33,7 @@ mod h1;
 mod h2;
 mod handler;
 mod headers;
+pub mod moves;
 pub mod normalize;
 pub mod proxy_protocol;
 mod server;
@@ -95,7 +97,9 @@ pub struct Proxy {
     workers: Option<Arc<Workers>>,
     streams: StreamCounts,
     drain: DrainSignal,
-    endpoints: EndpointStates,
+    endpoints: Arc<EndpointStates>,
+    /// Tells resumable streams that endpoints left or were added.
+    moves: Arc<moves::MoveSignal>,
     metrics: Arc<Metrics>,
     /// Whether each finished request or stream is logged.
     access_log: bool,
@@ -186,7 +190,8 @@ impl ProxyBuilder {
             workers: self.workers,
             streams: StreamCounts::default(),
             drain: DrainSignal::default(),
-            endpoints: EndpointStates::new(),
+            endpoints: Arc::new(EndpointStates::new()),
+            moves: Arc::default(),
             metrics: self.metrics.unwrap_or_default(),
             access_log: self.access_log,
             connections: Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections.max(1))),

@@ -40,6 +40,23 @@ impl EventBoundary {
         completed
     }
 
+    /// Advances over `chunk` as [`EventBoundary::feed`] does; also returns
+    /// where in `chunk` the last boundary it reached lies (the length of
+    /// its whole events), if it reached one.
+    pub fn feed_to_boundary(&mut self, chunk: &[u8]) -> (usize, Option<usize>) {
+        let mut completed = 0;
+        let mut last = None;
+        for (i, &b) in chunk.iter().enumerate() {
+            let before = self.at_boundary();
+            self.state = step(self.state, b);
+            if self.at_boundary() {
+                completed += usize::from(!before);
+                last = Some(i + 1);
+            }
+        }
+        (completed, last)
+    }
+
     /// Whether an extra SSE line may be inserted here without touching an event.
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::Boundary | State::AfterCr { blank: true })

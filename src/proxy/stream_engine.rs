@@ -15,10 +15,11 @@
 //! [`StreamEngine::next_wake`] says when the shell's one timer should fire
 //! next. The tests drive it with made-up instants.
 
+use super::event_ids::EventIds;
 use super::headers::X_ACCEL_BUFFERING;
 use super::sse::EventBoundary;
 use super::stream_clock::{StreamClock, StreamDue};
-use crate::api::ProxyBuffering;
+use crate::api::{ProxyBuffering, ResumeSettings};
 use crate::metrics::UpstreamError;
 use crate::model::ResolvedRule;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -79,6 +80,69 @@ pub(super) struct EngineSettings {
     pub deadline: Option<Instant>,
     /// The longest a client may take nothing while bytes wait for it.
     pub send_timeout: Duration,
+    /// The request may be resumed (a GET on a rule with `sse.resume`);
+    /// it is only for a streamed, open-ended event stream.
+    pub resume: Option<ResumeSettings>,
+}
+
+/// Longest part of one event ssegate holds back while its blank line has
+/// not come (with resume on, only whole events go out). A bigger event is
+/// passed on as it comes, and a failure inside it is not resumed.
+pub const MAX_HELD_EVENT: usize = 64 * 1024;
+
+/// Why a stream moves to another endpoint: the metric's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeReason {
+    /// The upstream failed: a reset, a close mid-body, bad framing.
+    UpstreamError,
+    /// The upstream was silent for the idle timeout (`onIdleTimeout`).
+    IdleTimeout,
+    /// The endpoint turned terminating or left its EndpointSlice.
+    EndpointLeaving,
+    /// Streams are evened out over endpoints added since (`sse.rebalance`).
+    Rebalance,
+}
+
+impl ResumeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeReason::UpstreamError => "upstream_error",
+            ResumeReason::IdleTimeout => "idle_timeout",
+            ResumeReason::EndpointLeaving => "endpoint_leaving",
+            ResumeReason::Rebalance => "rebalance",
+        }
+    }
+}
+
+/// What a resume may spend: the shell tries at most `attempts` upstream
+/// requests, none started after `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ResumePlan {
+    pub reason: ResumeReason,
+    pub attempts: u32,
+    pub deadline: Instant,
+}
+
+/// The resume state of a resumable stream (boxed: a stream without resume
+/// pays one pointer).
+#[derive(Debug)]
+struct Resume {
+    policy: ResumeSettings,
+    ids: EventIds,
+    /// The start of an event whose blank line has not come yet.
+    held: Vec<u8>,
+    /// An event bigger than [`MAX_HELD_EVENT`] is passing: the client has
+    /// part of it, so a failure now cannot be resumed.
+    torn: bool,
+    /// Upstream requests spent since the stream last carried an event.
+    attempts: u32,
+    /// When the upstream ended, while no event has come since: the budget
+    /// and the gap count from here.
+    since: Option<Instant>,
+    /// A resume is under way: the shell has no upstream.
+    resuming: bool,
+    /// The stream moves at its first event boundary from then on.
+    leave: Option<(Instant, ResumeReason)>,
 }
 
 /// How a body ended. Its name is the access log's `outcome`.
@@ -142,6 +206,12 @@ pub(super) struct Received {
     /// Whether the payload itself goes out now, as it is. When false, the
     /// engine has kept a copy (coalescing).
     pub pass: bool,
+    /// Of a passing payload, how many bytes at its end the engine kept
+    /// (the start of an event, held until its end: resume is on).
+    pub keep: usize,
+    /// The first event since a resume completed with this payload: the
+    /// time since the upstream ended (the resume gap).
+    pub resume_gap: Option<Duration>,
     /// Held bytes to send after the payload: a block the payload filled,
     /// or the rest at the body's end.
     pub after: Option<Vec<u8>>,
@@ -164,6 +234,9 @@ pub(super) enum Decision {
     End(Outcome, Option<Vec<u8>>),
     /// Cut the body where it is: the client must not see it as complete.
     Cut(Outcome),
+    /// Drop the upstream and resume the stream elsewhere (see
+    /// [`StreamEngine::begin_resume`]); the body is at an event boundary.
+    Resume(ResumePlan),
 }
 
 /// One answer's body policy. See the module doc.
@@ -185,6 +258,7 @@ pub(super) struct StreamEngine {
     over: bool,
     sent: u64,
     events_sent: u64,
+    resume: Option<Box<Resume>>,
 }
 
 impl StreamEngine {
@@ -210,6 +284,19 @@ impl StreamEngine {
             over: false,
             sent: 0,
             events_sent: 0,
+            resume: match (s.resume, s.mode) {
+                (Some(policy), BodyMode::EventStream(_)) if live => Some(Box::new(Resume {
+                    policy,
+                    ids: EventIds::default(),
+                    held: Vec::new(),
+                    torn: false,
+                    attempts: 0,
+                    since: None,
+                    resuming: false,
+                    leave: None,
+                })),
+                _ => None,
+            },
         }
     }
 
@@ -262,8 +349,16 @@ impl StreamEngine {
         // Any read is a sign of life, framing bytes too.
         self.clock.touch(now);
         self.sent += payload.len() as u64;
+        let mut boundary = None;
         if let Some(events) = &mut self.events {
-            r.events = events.feed(payload) as u64;
+            let completed = if self.resume.is_some() {
+                let (completed, last) = events.feed_to_boundary(payload);
+                boundary = last;
+                completed
+            } else {
+                events.feed(payload)
+            };
+            r.events = completed as u64;
             self.events_sent += r.events;
         }
         r.end = if last {
@@ -277,6 +372,10 @@ impl StreamEngine {
             None
         };
         self.over = r.end.is_some();
+        if let Some(resume) = &mut self.resume {
+            resume.receive(payload, boundary, &mut r, now);
+            return r;
+        }
         let Some((capacity, held)) = &mut self.coalesce else {
             r.pass = !payload.is_empty();
             return r;
@@ -302,6 +401,103 @@ impl StreamEngine {
             r.after = Some(std::mem::take(held));
         }
         r
+    }
+
+    /// Whether this body resumes at all (a streamed event stream, resume on).
+    pub fn resume_on(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// Whether a failure now could be resumed: resume is on, an id has
+    /// been carried, and no event is half passed.
+    #[cfg(test)]
+    pub fn resumable(&self) -> bool {
+        !self.over && self.resume.as_ref().is_some_and(|r| !r.torn && r.ids.last().is_some())
+    }
+
+    /// The id of the last whole event passed on: the resumed request's
+    /// `Last-Event-ID`.
+    pub fn last_event_id(&self) -> Option<&[u8]> {
+        self.resume.as_ref().and_then(|r| r.ids.last())
+    }
+
+    /// Whether a resume is under way (the shell has no upstream).
+    pub fn resuming(&self) -> bool {
+        self.resume.as_ref().is_some_and(|r| r.resuming)
+    }
+
+    /// The upstream is gone or is to be left: resume elsewhere if the
+    /// policy allows. `None`: resume is off for this stream. `Err` names
+    /// why it is refused (the metric's `outcome`): `no_id`,
+    /// `inside_large_event` or `exhausted`. On `Ok` any partial event is
+    /// dropped (the client never saw it) and the body waits, at an event
+    /// boundary, for [`StreamEngine::resumed`] or
+    /// [`StreamEngine::resume_failed`].
+    pub fn begin_resume(&mut self, reason: ResumeReason, now: Instant) -> Option<Result<ResumePlan, &'static str>> {
+        let r = self.resume.as_mut()?;
+        if self.over {
+            return Some(Err("over"));
+        }
+        if r.ids.last().is_none() {
+            return Some(Err("no_id"));
+        }
+        if r.torn {
+            return Some(Err("inside_large_event"));
+        }
+        let since = *r.since.get_or_insert(now);
+        let deadline = since + r.policy.budget;
+        if r.attempts >= r.policy.max_attempts || now >= deadline {
+            return Some(Err("exhausted"));
+        }
+        self.sent -= r.held.len() as u64;
+        r.held = Vec::new();
+        r.ids.rewind();
+        r.resuming = true;
+        r.leave = None;
+        self.events = Some(EventBoundary::default());
+        Some(Ok(ResumePlan {
+            reason,
+            attempts: r.policy.max_attempts - r.attempts,
+            deadline,
+        }))
+    }
+
+    /// A resume found a new upstream after `attempts` requests: its body
+    /// carries on here.
+    pub fn resumed(&mut self, attempts: u32, now: Instant) {
+        if let Some(r) = &mut self.resume {
+            r.attempts += attempts;
+            r.resuming = false;
+        }
+        self.clock.touch(now);
+    }
+
+    /// A resume found no upstream (or a wrong answer) after `attempts`
+    /// requests: the body is cut as the upstream's failure.
+    pub fn resume_failed(&mut self, attempts: u32) -> Outcome {
+        if let Some(r) = &mut self.resume {
+            r.attempts += attempts;
+            r.resuming = false;
+        }
+        self.over = true;
+        Outcome::UpstreamError
+    }
+
+    /// The stream's endpoint is leaving (or holds more than its share): move
+    /// at the first event boundary from `at` on, if the stream can be
+    /// resumed then. An earlier request stands.
+    pub fn leave(&mut self, at: Instant, reason: ResumeReason) {
+        if let Some(r) = &mut self.resume {
+            if r.leave.is_none_or(|(t, _)| at < t) {
+                r.leave = Some((at, reason));
+            }
+        }
+    }
+
+    /// Whether a move has been asked for and not made yet.
+    #[cfg(test)]
+    pub fn leaving(&self) -> bool {
+        self.resume.as_ref().is_some_and(|r| r.leave.is_some())
     }
 
     /// The client could not take all that waits for it.
@@ -332,8 +528,31 @@ impl StreamEngine {
         if self.draining && at_boundary {
             return self.end(Outcome::Drain);
         }
+        if self.resuming() {
+            // No upstream to be silent: the resume's own budget bounds it.
+            self.clock.touch(now);
+        } else if at_boundary {
+            let due = self.resume.as_ref().and_then(|r| r.leave).filter(|(at, _)| *at <= now);
+            if let Some((_, reason)) = due {
+                match self.begin_resume(reason, now) {
+                    Some(Ok(plan)) => return Decision::Resume(plan),
+                    // Not movable now: it stays until its upstream ends it.
+                    _ => {
+                        if let Some(r) = &mut self.resume {
+                            r.leave = None;
+                        }
+                    }
+                }
+            }
+        }
         match self.clock.due(at_boundary, now) {
             Some(StreamDue::Deadline) => self.cut(Outcome::RequestTimeout),
+            Some(StreamDue::Idle(_)) if self.resume.as_ref().is_some_and(|r| r.policy.on_idle_timeout) => {
+                match self.begin_resume(ResumeReason::IdleTimeout, now) {
+                    Some(Ok(plan)) => Decision::Resume(plan),
+                    _ => self.cut(Outcome::IdleTimeout),
+                }
+            }
             Some(StreamDue::Idle(_)) => self.cut(Outcome::IdleTimeout),
             Some(StreamDue::End) => self.end(Outcome::MaxDuration),
             Some(StreamDue::Heartbeat) => {
@@ -353,7 +572,18 @@ impl StreamEngine {
         if let Some(since) = self.blocked_since {
             return Some(since + self.send_timeout);
         }
-        (!self.clock.is_unset()).then(|| self.clock.next_due(self.at_boundary(), now))
+        let clock = (!self.clock.is_unset()).then(|| self.clock.next_due(self.at_boundary(), now));
+        // A move waits for its time, then for a boundary (which data brings).
+        let leave = self
+            .resume
+            .as_ref()
+            .and_then(|r| r.leave)
+            .map(|(at, _)| at)
+            .filter(|at| *at > now || self.at_boundary());
+        match (clock, leave) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn end(&mut self, outcome: Outcome) -> Decision {
@@ -369,6 +599,50 @@ impl StreamEngine {
     fn cut(&mut self, outcome: Outcome) -> Decision {
         self.over = true;
         Decision::Cut(outcome)
+    }
+}
+
+impl Resume {
+    /// Splits a payload of a resumable stream so that only whole events go
+    /// out: what ends at the payload's last boundary passes (after the held
+    /// start of its first event), the rest is held. `boundary`: where in
+    /// `payload` the last boundary lies, if it has one.
+    fn receive(&mut self, payload: &[u8], boundary: Option<usize>, r: &mut Received, now: Instant) {
+        self.ids.feed(payload);
+        if r.events > 0 {
+            // An event came: a resume (if any) is over, its gap known, and
+            // the attempts are back to the full number.
+            if let Some(since) = self.since.take() {
+                r.resume_gap = Some(now.saturating_duration_since(since));
+            }
+            self.attempts = 0;
+        }
+        r.pass = !payload.is_empty();
+        let held_first = |held: &mut Vec<u8>| (!held.is_empty()).then(|| std::mem::take(held));
+        match boundary {
+            Some(k) => {
+                r.before = held_first(&mut self.held);
+                let tail = &payload[k..];
+                // The body's end, or an event too big to hold: the tail passes too.
+                self.torn = r.end.is_none() && tail.len() > MAX_HELD_EVENT;
+                if r.end.is_none() && !self.torn {
+                    r.keep = tail.len();
+                    self.held.extend_from_slice(tail);
+                }
+            }
+            None if self.torn || r.end.is_some() => r.before = held_first(&mut self.held),
+            None if self.held.len() + payload.len() > MAX_HELD_EVENT => {
+                r.before = held_first(&mut self.held);
+                self.torn = true;
+            }
+            None => {
+                r.pass = false;
+                if self.held.capacity() == 0 {
+                    self.held.reserve(payload.len().max(256));
+                }
+                self.held.extend_from_slice(payload);
+            }
+        }
     }
 }
 
@@ -418,7 +692,7 @@ pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     is_event_stream_type(headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes))
 }
 
-fn is_event_stream_type(content_type: Option<&[u8]>) -> bool {
+pub(super) fn is_event_stream_type(content_type: Option<&[u8]>) -> bool {
     content_type
         .and_then(|v| v.split(|&b| b == b';').next())
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))

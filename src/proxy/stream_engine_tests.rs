@@ -17,6 +17,7 @@ fn settings(mode: BodyMode) -> EngineSettings {
         idle: None,
         deadline: None,
         send_timeout: secs(60),
+        resume: None,
     }
 }
 
@@ -305,4 +306,230 @@ mod body_mode {
         assert!(!buffer_for(Disabled, &json));
         assert!(!buffer_for(Disabled, &sse_yes));
     }
+}
+
+fn resuming(policy: ResumeSettings) -> EngineSettings {
+    EngineSettings {
+        resume: Some(policy),
+        ..settings(live(None, None))
+    }
+}
+
+/// What the client receives of one payload, by the engine's decision.
+fn out(payload: &[u8], r: &Received) -> Vec<u8> {
+    let mut v = r.before.clone().unwrap_or_default();
+    if r.pass {
+        v.extend_from_slice(&payload[..payload.len() - r.keep]);
+    }
+    v.extend_from_slice(&r.after.clone().unwrap_or_default());
+    v
+}
+
+#[test]
+fn with_resume_only_whole_events_go_out_at_every_split() {
+    let stream: &[u8] = b"id: 1\ndata: one\n\nid: 2\r\ndata: two\r\n\r\n: c\n\nid: 3\rdata: 3\r\r";
+    // After each blank line (a CR that ends one is a boundary before its LF comes).
+    let boundaries = [0, 17, 36, 37, 42, stream.len()];
+    let t0 = Instant::now();
+    for a in 0..=stream.len() {
+        for b in a..=stream.len() {
+            let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+            let mut sent = Vec::new();
+            for piece in [&stream[..a], &stream[a..b], &stream[b..]] {
+                let r = e.receive(piece, false, t0);
+                sent.extend(out(piece, &r));
+                assert!(
+                    boundaries.contains(&sent.len()),
+                    "split {a},{b}: {} bytes out",
+                    sent.len()
+                );
+            }
+            assert_eq!(sent, stream, "split {a},{b}");
+        }
+    }
+}
+
+#[test]
+fn a_failure_drops_the_partial_event_and_resumes_after_the_last_whole_one() {
+    let t0 = Instant::now();
+    let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+    let r = e.receive(b"id: 1\ndata: a\n\nid: 2\ndata: b", false, t0);
+    assert_eq!(out(b"id: 1\ndata: a\n\nid: 2\ndata: b", &r), b"id: 1\ndata: a\n\n");
+    assert!(e.resumable());
+    let plan = e
+        .begin_resume(ResumeReason::UpstreamError, t0 + ms(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.attempts, 3);
+    assert_eq!(plan.deadline, t0 + ms(5) + secs(5));
+    assert_eq!(e.last_event_id(), Some(&b"1"[..]));
+    assert!(e.resuming());
+    e.resumed(1, t0 + ms(20));
+    // The new upstream starts with an event of its own: nothing of the
+    // dropped one comes out.
+    let r = e.receive(b"id: 2\ndata: b\n\n", false, t0 + ms(30));
+    assert_eq!(out(b"id: 2\ndata: b\n\n", &r), b"id: 2\ndata: b\n\n");
+    assert_eq!(
+        r.resume_gap,
+        Some(ms(25)),
+        "from the failure to the first event after it"
+    );
+    assert_eq!(e.last_event_id(), Some(&b"2"[..]));
+}
+
+#[test]
+fn a_stream_without_an_id_or_inside_a_large_event_is_not_resumed() {
+    let t0 = Instant::now();
+    let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+    e.receive(b"data: a\n\n", false, t0);
+    assert_eq!(e.begin_resume(ResumeReason::UpstreamError, t0), Some(Err("no_id")));
+
+    let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    let big = vec![b'x'; MAX_HELD_EVENT + 1];
+    let r = e.receive(&big, false, t0);
+    assert_eq!(
+        out(&big, &r).len(),
+        big.len(),
+        "an event too big to hold passes as it comes"
+    );
+    assert_eq!(
+        e.begin_resume(ResumeReason::UpstreamError, t0),
+        Some(Err("inside_large_event"))
+    );
+    e.receive(b"\n\n", false, t0);
+    assert!(e.resumable(), "resumable again once the big event is over");
+
+    let mut e = StreamEngine::new(settings(live(None, None)), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    assert_eq!(e.begin_resume(ResumeReason::UpstreamError, t0), None, "resume off");
+    let coalesced = BodyMode::Coalesce {
+        capacity: 1024,
+        event_stream: true,
+    };
+    let mut e = StreamEngine::new(
+        EngineSettings {
+            mode: coalesced,
+            ..resuming(ResumeSettings::DEFAULT)
+        },
+        t0,
+    );
+    e.receive(b"id: 1\n\n", false, t0);
+    assert_eq!(
+        e.begin_resume(ResumeReason::UpstreamError, t0),
+        None,
+        "a buffered stream is not resumed"
+    );
+}
+
+#[test]
+fn attempts_and_the_budget_are_kept_until_an_event_comes() {
+    let t0 = Instant::now();
+    let policy = ResumeSettings {
+        max_attempts: 2,
+        budget: secs(1),
+        ..ResumeSettings::DEFAULT
+    };
+    let mut e = StreamEngine::new(resuming(policy), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    let plan = e.begin_resume(ResumeReason::UpstreamError, t0).unwrap().unwrap();
+    assert_eq!((plan.attempts, plan.deadline), (2, t0 + secs(1)));
+    // One attempt answered, then the new upstream failed before an event:
+    // the same resume goes on, with what is left of it.
+    e.resumed(1, t0 + ms(100));
+    let plan = e
+        .begin_resume(ResumeReason::UpstreamError, t0 + ms(200))
+        .unwrap()
+        .unwrap();
+    assert_eq!((plan.attempts, plan.deadline), (1, t0 + secs(1)));
+    e.resumed(1, t0 + ms(300));
+    assert_eq!(
+        e.begin_resume(ResumeReason::UpstreamError, t0 + ms(400)),
+        Some(Err("exhausted"))
+    );
+
+    // After an event, a new failure has the whole policy again; the
+    // budget runs out on its own too.
+    let mut e = StreamEngine::new(resuming(policy), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    e.begin_resume(ResumeReason::UpstreamError, t0).unwrap().unwrap();
+    e.resumed(2, t0 + ms(10));
+    e.receive(b"id: 2\n\n", false, t0 + ms(20));
+    let plan = e
+        .begin_resume(ResumeReason::UpstreamError, t0 + secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!((plan.attempts, plan.deadline), (2, t0 + secs(6)));
+    e.resumed(1, t0 + secs(5));
+    assert_eq!(
+        e.begin_resume(ResumeReason::UpstreamError, t0 + secs(6)),
+        Some(Err("exhausted"))
+    );
+    assert_eq!(e.resume_failed(0), Outcome::UpstreamError);
+}
+
+#[test]
+fn silence_resumes_only_when_asked() {
+    let t0 = Instant::now();
+    let idle = |on_idle_timeout| EngineSettings {
+        idle: Some(secs(10)),
+        ..resuming(ResumeSettings {
+            on_idle_timeout,
+            ..ResumeSettings::DEFAULT
+        })
+    };
+    let mut e = StreamEngine::new(idle(false), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    assert_eq!(e.decide(t0 + secs(10)), Decision::Cut(Outcome::IdleTimeout));
+
+    let mut e = StreamEngine::new(idle(true), t0);
+    e.receive(b"id: 1\n\n", false, t0);
+    assert_eq!(e.next_wake(t0), Some(t0 + secs(10)));
+    let Decision::Resume(plan) = e.decide(t0 + secs(10)) else {
+        panic!("an idle upstream is resumed");
+    };
+    assert_eq!(plan.reason, ResumeReason::IdleTimeout);
+    // While the resume runs, silence is not the upstream's: no idle cut.
+    assert_eq!(e.decide(t0 + secs(30)), Decision::Wait);
+}
+
+#[test]
+fn a_move_waits_for_its_time_and_an_event_boundary() {
+    let t0 = Instant::now();
+    let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+    e.receive(b"id: 1\n\nid: 2\ndata: half", false, t0);
+    e.leave(t0 + secs(2), ResumeReason::EndpointLeaving);
+    assert!(e.leaving());
+    assert_eq!(e.decide(t0 + secs(1)), Decision::Wait, "not yet");
+    assert_eq!(e.decide(t0 + secs(3)), Decision::Wait, "inside an event");
+    e.receive(b"\n\n", false, t0 + secs(3));
+    let Decision::Resume(plan) = e.decide(t0 + secs(3)) else {
+        panic!("moves at the boundary");
+    };
+    assert_eq!(plan.reason, ResumeReason::EndpointLeaving);
+    assert_eq!(
+        e.last_event_id(),
+        Some(&b"2"[..]),
+        "the event that completed went out and counts"
+    );
+
+    // A stream that cannot be resumed stays where it is.
+    let mut e = StreamEngine::new(resuming(ResumeSettings::DEFAULT), t0);
+    e.receive(b"data: no id\n\n", false, t0);
+    e.leave(t0, ResumeReason::Rebalance);
+    assert_eq!(e.decide(t0), Decision::Wait);
+    assert!(!e.leaving());
+}
+
+#[test]
+fn resume_stays_off_for_bodies_it_cannot_serve() {
+    let t0 = Instant::now();
+    let closed = EngineSettings {
+        open_ended: false,
+        ..resuming(ResumeSettings::DEFAULT)
+    };
+    let mut e = StreamEngine::new(closed, t0);
+    assert!(!e.resume_on(), "a promised length");
+    let r = e.receive(b"id: 1\ndata: x", false, t0);
+    assert!(r.pass && r.keep == 0, "without resume nothing is held");
 }

@@ -12,6 +12,7 @@
 use super::conn::Deadline;
 use super::pool;
 use super::pump::{Input, Output, Pump, PumpParts};
+use super::resume::ResumeRequest;
 use super::tunnel::Tunnel;
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
@@ -27,6 +28,7 @@ use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,6 +38,8 @@ use tracing::{debug, warn, Instrument};
 
 /// Largest upstream response head.
 pub(in crate::proxy) const MAX_RESPONSE_HEAD: usize = 128 * 1024;
+/// The field a resumed request carries the last event id in.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Times a request is re-sent because a pooled connection turned out closed.
 const STALE_RETRIES: usize = 3;
 
@@ -63,6 +67,9 @@ pub(in crate::proxy) struct Answered {
     pub length_unknown: bool,
     pub keep_alive: bool,
     pub stream: TcpStream,
+    /// What a resume of this request needs (a GET on a rule with
+    /// `sse.resume`); set by the exchange, not by the answer.
+    pub resume: Option<std::sync::Arc<super::resume::ResumeRequest>>,
 }
 
 /// An answer's head (`Answered::raw[..head_len]`), parsed again (it was
@@ -342,6 +349,7 @@ impl Proxy {
             length_unknown,
             keep_alive,
             stream,
+            resume,
         } = *answer;
         let target = routed.target.clone();
         if let Some(a) = &mut routed.access {
@@ -424,6 +432,7 @@ impl Proxy {
                 observer: routed.observer(event_stream),
                 slot: if event_stream { slot } else { None },
                 load,
+                resume,
             },
             Some(&self.drain),
             endpoint,
@@ -472,10 +481,33 @@ impl Proxy {
         }
         add_forwarded(&mut parts.headers, &forwarded);
         let head_request = parts.method == http::Method::HEAD;
+        // A GET on a rule with resume may be sent again with the last id
+        // the client received: its head is kept without the client's own.
+        let resumable = target.settings.resume.is_some()
+            && parts.method == http::Method::GET
+            && body == Framing::Empty
+            && !upgrading;
+        let client_last_id = resumable.then(|| parts.headers.remove(LAST_EVENT_ID)).flatten();
         let mut head = Vec::with_capacity(512);
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         write::request_head(&mut head, &parts.method, path, &parts.headers, body);
         drop(parts);
+        let mut resume = resumable.then(|| {
+            Arc::new(ResumeRequest::new(
+                head.clone(),
+                target.clone(),
+                self.table.clone(),
+                self.endpoints.clone(),
+                metrics.clone(),
+                self.moves.clone(),
+            ))
+        });
+        if let Some(id) = client_last_id {
+            head.truncate(head.len() - 2);
+            head.extend_from_slice(b"last-event-id: ");
+            head.extend_from_slice(id.as_bytes());
+            head.extend_from_slice(b"\r\n\r\n");
+        }
         let bodyless = upload.done();
         // Only a request without a body can go to a second endpoint: nothing
         // of it has been consumed when the first connect fails.
@@ -538,6 +570,8 @@ impl Proxy {
                             ),
                         ));
                     }
+                    let mut answer = answer;
+                    answer.resume = resume.take();
                     return Reply::Upstream(answer, endpoint, load, slot);
                 }
                 Err(f) => f,
@@ -599,11 +633,11 @@ impl Proxy {
 }
 
 #[derive(Clone, Copy)]
-struct Limits {
-    response: Duration,
-    body: Duration,
+pub(in crate::proxy) struct Limits {
+    pub response: Duration,
+    pub body: Duration,
     /// The request is HEAD: the answer has no body, whatever it says.
-    head_request: bool,
+    pub head_request: bool,
 }
 
 /// An answer's head, parsed and checked, and where its body starts.
@@ -617,7 +651,7 @@ struct Head {
 }
 
 /// Sends the head and the body on `stream`, and reads the answer's head.
-async fn send<C: ClientSide>(
+pub(in crate::proxy) async fn send<C: ClientSide>(
     mut stream: TcpStream,
     head: &[u8],
     upload: &mut Upload,
@@ -706,6 +740,7 @@ async fn send<C: ClientSide>(
         length_unknown: parsed.length_unknown,
         keep_alive: parsed.keep_alive,
         stream,
+        resume: None,
     }))
 }
 

@@ -24,6 +24,7 @@ pub(super) mod exchange;
 pub(super) mod pool;
 pub(super) mod prefixed;
 pub(super) mod pump;
+pub(super) mod resume;
 mod tunnel;
 
 pub(super) use conn::serve;

@@ -12,14 +12,18 @@
 //! most one read (64 KiB) plus a chunk's framing beyond the kernel's socket
 //! buffers, and the send timeout ends it when the client takes nothing.
 
+use super::resume::{NewUpstream, ResumeRequest, Resumer};
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::proxy::access::Observer;
-use crate::proxy::stream_engine::{BodyMode, Decision, EngineSettings, Outcome, Received, StreamEngine, HEARTBEAT};
+use crate::proxy::stream_engine::{
+    BodyMode, Decision, EngineSettings, Outcome, Received, ResumePlan, ResumeReason, StreamEngine, HEARTBEAT,
+};
 use crate::proxy::{EndpointLoad, StreamSlot};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -89,6 +93,8 @@ pub(super) struct Pump {
     _load: Option<EndpointLoad>,
     /// Where the upstream connection goes back to, if it may.
     endpoint: SocketAddr,
+    /// Present when the stream may be resumed elsewhere.
+    resumer: Option<Box<Resumer>>,
     /// The client connection closes after this body.
     close: bool,
 }
@@ -109,6 +115,8 @@ pub(super) struct PumpParts {
     pub observer: Observer,
     pub slot: Option<StreamSlot>,
     pub load: EndpointLoad,
+    /// What a resume needs, when the request may be resumed.
+    pub resume: Option<Arc<ResumeRequest>>,
 }
 
 impl Pump {
@@ -127,9 +135,14 @@ impl Pump {
                 idle: p.idle,
                 deadline: p.deadline,
                 send_timeout: p.send_timeout,
+                resume: p.resume.as_ref().and_then(|r| r.settings()),
             },
             Instant::now(),
         );
+        let resumer = p
+            .resume
+            .filter(|_| engine.resume_on())
+            .map(|r| Box::new(Resumer::new(r)));
         let drain_wait = match drain {
             Some(signal) if engine.drainable() => {
                 let mut wait = Box::pin(signal.notified());
@@ -158,6 +171,7 @@ impl Pump {
             _load: Some(p.load),
             endpoint,
             close,
+            resumer,
         }
     }
 
@@ -270,6 +284,11 @@ impl Pump {
                     self.engine.drain();
                 }
             }
+            if let Some(resumer) = &mut self.resumer {
+                if let Some((at, reason)) = resumer.poll_moved(cx, self.endpoint) {
+                    self.engine.leave(at, reason);
+                }
+            }
             match self.decide(cx) {
                 Decision::Wait => return Poll::Pending,
                 Decision::Heartbeat => {
@@ -283,12 +302,57 @@ impl Pump {
                 }
                 Decision::End(outcome, held) => self.end_early(outcome, held),
                 Decision::Cut(outcome) => return Poll::Ready(self.finish(outcome)),
+                Decision::Resume(plan) => self.start_resume(plan),
             }
         }
     }
 
     fn decide(&mut self, cx: &mut Context<'_>) -> Decision {
         decide_on_timer(&mut self.engine, &mut self.sleep, cx)
+    }
+
+    /// The upstream failed: resume elsewhere if the engine allows, else
+    /// cut the body.
+    fn upstream_failed(&mut self) -> Step {
+        match self.engine.begin_resume(ResumeReason::UpstreamError, Instant::now()) {
+            Some(Ok(plan)) => {
+                self.start_resume(plan);
+                Step::Moved
+            }
+            Some(Err(why)) => {
+                if let Some(r) = &self.resumer {
+                    r.refused(ResumeReason::UpstreamError, why);
+                }
+                Step::Ended(self.finish(Outcome::UpstreamError))
+            }
+            None => Step::Ended(self.finish(Outcome::UpstreamError)),
+        }
+    }
+
+    /// Drops the upstream (closing its connection: a backend that is
+    /// shutting down sees the stream leave) and starts the resume.
+    fn start_resume(&mut self, plan: ResumePlan) {
+        if let (Some(o), Some(kind)) = (&self.observer, resume_counts_as(plan.reason)) {
+            o.metrics.upstream_error(kind);
+        }
+        self.upstream = None;
+        self.upstream_reusable = false;
+        self.pending_in = Vec::new();
+        self._load = None;
+        if let (Some(resumer), Some(id)) = (&mut self.resumer, self.engine.last_event_id()) {
+            resumer.start(plan, id, self.endpoint);
+        }
+    }
+
+    /// A resume found a new upstream: the body carries on from it.
+    fn install(&mut self, new: NewUpstream) {
+        self.engine.resumed(new.attempts, Instant::now());
+        self.upstream = Some(new.stream);
+        self.input = new.input;
+        self.pending_in = new.leftover;
+        self.upstream_reusable = new.keep_alive;
+        self.endpoint = new.endpoint;
+        self._load = Some(new.load);
     }
 
     /// The client takes nothing now: wait, up to the send timeout.
@@ -316,11 +380,24 @@ impl Pump {
     /// One read from the upstream (or the bytes that came with its head),
     /// handled and written to the client in the same step.
     fn forward_some<S: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, buf: &mut [u8], io: &mut S) -> Step {
+        if let Some(resumer) = self.resumer.as_mut().filter(|r| r.running()) {
+            match resumer.poll(cx) {
+                Poll::Pending => return Step::Waiting,
+                Poll::Ready(Ok(new)) => {
+                    self.install(new);
+                    return Step::Moved;
+                }
+                Poll::Ready(Err(failed)) => {
+                    let outcome = self.engine.resume_failed(failed.attempts);
+                    return Step::Ended(self.finish(outcome));
+                }
+            }
+        }
         let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
         let (len, done) = match unframed {
             Unframed::Waiting => return Step::Waiting,
-            Unframed::Broken => return Step::Ended(self.finish(Outcome::UpstreamError)),
+            Unframed::Broken => return self.upstream_failed(),
             Unframed::Closed => {
                 self.upstream_reusable = false;
                 let received = self.engine.receive(&[], true, now);
@@ -351,7 +428,12 @@ impl Pump {
             if r.events > 0 {
                 o.metrics.events.inc_by(r.events);
             }
+            if let Some(gap) = r.resume_gap {
+                o.metrics.resume_gap(gap);
+            }
         }
+        // The end of the payload an engine that resumes holds back.
+        let len = len - r.keep;
         if let Some(outcome) = r.end {
             if outcome != Outcome::Complete {
                 // Ended before the upstream's body did.
@@ -511,6 +593,16 @@ pub(in crate::proxy) fn read_unframed(
             done: false,
             out_of_step: false,
         },
+    }
+}
+
+/// What `ssegate_upstream_errors_total` counts a resume's cause as: a
+/// failure is one even when the stream carries on; a move is not.
+pub(in crate::proxy) fn resume_counts_as(reason: ResumeReason) -> Option<crate::metrics::UpstreamError> {
+    match reason {
+        ResumeReason::UpstreamError => Some(crate::metrics::UpstreamError::Failed),
+        ResumeReason::IdleTimeout => Some(crate::metrics::UpstreamError::IdleTimeout),
+        ResumeReason::EndpointLeaving | ResumeReason::Rebalance => None,
     }
 }
 

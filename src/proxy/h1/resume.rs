@@ -1,0 +1,388 @@
+//! Resuming an event stream on another endpoint, on the client's behalf.
+//!
+//! When the upstream of a resumable stream ends abnormally, or its endpoint
+//! leaves, the body's shell (the HTTP/1.1 pump or the HTTP/2 body) asks the
+//! [`StreamEngine`](crate::proxy::stream_engine::StreamEngine) for a
+//! [`ResumePlan`] and hands it here: the same request, with `Last-Event-ID`
+//! set to the last whole event the client received, goes to another ready
+//! endpoint through the one upstream exchange ([`send`]). Only a
+//! `200 text/event-stream` answer carries on; its body continues the
+//! client's open one. Any other answer ends the stream, as the failure would
+//! have without resume; connect failures and timeouts try again, within
+//! the plan's attempts and budget.
+//!
+//! The rule stays the one the request started with (its settings, its
+//! backends and their weights), but the endpoints are the ones ready now,
+//! from the table in use: after a rollout, the old table names only pods
+//! that are gone.
+
+use super::conn::Deadline;
+use super::exchange::{send, ClientSide, Failure, Limits, Upload};
+use super::pool;
+use super::pump::Input;
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::head::Framing;
+use crate::metrics::{RouteMetrics, UpstreamError};
+use crate::model::{ResolvedRule, SharedTable};
+use crate::proxy::balance::EndpointStates;
+use crate::proxy::moves::MoveSignal;
+use crate::proxy::stream_engine::{is_event_stream_type, ResumePlan, ResumeReason};
+use crate::proxy::EndpointLoad;
+use http::StatusCode;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// The first pause between two attempts; each next one doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+/// How often a resume with no endpoint to go to looks again (a rollout's
+/// new pod may turn ready within the budget).
+const ENDPOINT_POLL: Duration = Duration::from_millis(50);
+
+/// What a resumable request keeps for a resume, shared by its attempts.
+pub(in crate::proxy) struct ResumeRequest {
+    /// The request head as sent upstream, without any `Last-Event-ID` and
+    /// without the blank line that ends it.
+    head: Vec<u8>,
+    target: Arc<ResolvedRule>,
+    table: SharedTable,
+    endpoints: Arc<EndpointStates>,
+    metrics: Arc<RouteMetrics>,
+    moves: Arc<MoveSignal>,
+}
+
+impl ResumeRequest {
+    /// `head`: a complete request head (ending with the blank line) written
+    /// without `Last-Event-ID`.
+    pub(in crate::proxy) fn new(
+        mut head: Vec<u8>,
+        target: Arc<ResolvedRule>,
+        table: SharedTable,
+        endpoints: Arc<EndpointStates>,
+        metrics: Arc<RouteMetrics>,
+        moves: Arc<MoveSignal>,
+    ) -> Self {
+        debug_assert!(head.ends_with(b"\r\n\r\n"));
+        head.truncate(head.len() - 2);
+        head.shrink_to_fit();
+        moves.watch(&table, &endpoints);
+        ResumeRequest {
+            head,
+            target,
+            table,
+            endpoints,
+            metrics,
+            moves,
+        }
+    }
+
+    /// Whether an endpoint other than `e` is ready for this rule now.
+    fn elsewhere_than(&self, e: SocketAddr) -> bool {
+        let table = self.table.load();
+        self.target.backends.iter().any(|b| {
+            table
+                .service_endpoints(&b.service)
+                .unwrap_or(&b.endpoints)
+                .iter()
+                .any(|x| *x != e)
+        })
+    }
+
+    /// Whether the stream on `endpoint` should move, and when: a leaving
+    /// endpoint's streams at a random point of the rollout window, an
+    /// over-full one's (rebalance on) each at its turn at the rule's rate.
+    fn plan_move(&self, endpoint: SocketAddr) -> Option<(Instant, ResumeReason)> {
+        let now = Instant::now();
+        let settings = &self.target.settings;
+        if self.endpoints.leaving(endpoint) {
+            if !self.elsewhere_than(endpoint) {
+                // Nowhere to go: the stream stays until its upstream ends it.
+                return None;
+            }
+            let window = settings.resume.map_or(Duration::ZERO, |r| r.rollout_window);
+            return Some((
+                now + window.mul_f64(random_fraction(endpoint)),
+                ResumeReason::EndpointLeaving,
+            ));
+        }
+        let rebalance = settings.rebalance?;
+        let left = self.endpoints.take_excess(endpoint, rebalance.tolerance_percent);
+        if left == 0 {
+            return None;
+        }
+        let turn = Duration::from_secs_f64((left - 1) as f64 / f64::from(rebalance.moves_per_second.max(1)));
+        Some((now + turn, ResumeReason::Rebalance))
+    }
+
+    /// The resume policy of the request's rule.
+    pub(in crate::proxy) fn settings(&self) -> Option<crate::api::ResumeSettings> {
+        self.target.settings.resume
+    }
+
+    /// The head again, with `Last-Event-ID: id`.
+    fn head_with(&self, id: &[u8]) -> Vec<u8> {
+        let mut head = Vec::with_capacity(self.head.len() + id.len() + 20);
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(b"last-event-id: ");
+        head.extend_from_slice(id);
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+
+    /// The least loaded endpoint ready now for a backend drawn by weight,
+    /// other than those in `tried`; one of `tried` only when nothing else
+    /// is ready (a single pod that restarted in place).
+    fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let backend = self.target.pick_backend().ok()?;
+        let table = self.table.load();
+        let ready = table
+            .service_endpoints(&backend.service)
+            .cloned()
+            .unwrap_or_else(|| backend.endpoints.clone());
+        let pick = |pool: &mut dyn Iterator<Item = SocketAddr>| {
+            pool.min_by_key(|e| (!self.endpoints.healthy(*e), self.endpoints.load(*e)))
+        };
+        pick(&mut ready.iter().copied().filter(|e| !tried.contains(e)))
+            .or_else(|| pick(&mut ready.iter().copied().filter(|e| tried.contains(e))))
+    }
+}
+
+/// A new upstream for the stream: its answer's body continues the client's.
+pub(in crate::proxy) struct NewUpstream {
+    pub stream: TcpStream,
+    pub input: Input,
+    /// Body bytes that came with the answer's head.
+    pub leftover: Vec<u8>,
+    pub keep_alive: bool,
+    pub endpoint: SocketAddr,
+    pub load: EndpointLoad,
+    pub attempts: u32,
+}
+
+/// Why a resume gave up: the metric's `outcome`, and what it spent.
+pub(in crate::proxy) struct ResumeFailed {
+    pub outcome: &'static str,
+    pub attempts: u32,
+}
+
+type Attempts = Pin<Box<dyn Future<Output = Result<NewUpstream, ResumeFailed>> + Send>>;
+
+/// A resumable body's resume: idle (no allocation but the shared request)
+/// until a plan starts it.
+pub(in crate::proxy) struct Resumer {
+    request: Arc<ResumeRequest>,
+    running: Option<(ResumeReason, Attempts)>,
+    /// Wakes the stream when endpoints change (see `moves.rs`).
+    moves: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Resumer {
+    pub(in crate::proxy) fn new(request: Arc<ResumeRequest>) -> Self {
+        Resumer {
+            request,
+            running: None,
+            moves: None,
+        }
+    }
+
+    /// Whether the stream on `endpoint` should move since endpoints
+    /// changed, and when (to be told to the engine).
+    pub(in crate::proxy) fn poll_moved(
+        &mut self,
+        cx: &mut Context<'_>,
+        endpoint: SocketAddr,
+    ) -> Option<(Instant, ResumeReason)> {
+        let mut fired = false;
+        loop {
+            let wait = self.moves.get_or_insert_with(|| {
+                let mut wait = Box::pin(self.request.moves.changed());
+                wait.as_mut().enable();
+                wait
+            });
+            if wait.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            // Fired: wait again for the next change, from now on.
+            self.moves = None;
+            fired = true;
+        }
+        if fired && !self.running() {
+            self.request.plan_move(endpoint)
+        } else {
+            None
+        }
+    }
+
+    /// Starts resuming after the last whole event `last_id`, away from `left`.
+    pub(in crate::proxy) fn start(&mut self, plan: ResumePlan, last_id: &[u8], left: SocketAddr) {
+        debug!(route = %self.request.target.route, reason = plan.reason.as_str(), %left, "resuming event stream");
+        let head = self.request.head_with(last_id);
+        let attempts = Box::pin(attempt(self.request.clone(), plan, head, left));
+        self.running = Some((plan.reason, attempts));
+    }
+
+    pub(in crate::proxy) fn running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// The resume's result, counted in `ssegate_stream_resumes_total`.
+    pub(in crate::proxy) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<NewUpstream, ResumeFailed>> {
+        let Some((reason, attempts)) = &mut self.running else {
+            return Poll::Pending;
+        };
+        let result = std::task::ready!(attempts.as_mut().poll(cx));
+        let outcome = match &result {
+            Ok(_) => "resumed",
+            Err(f) => f.outcome,
+        };
+        self.request.metrics.resume(reason.as_str(), outcome);
+        self.running = None;
+        Poll::Ready(result)
+    }
+
+    /// Counts a resume the engine refused (`no_id`, `inside_large_event`,
+    /// `exhausted`).
+    pub(in crate::proxy) fn refused(&self, reason: ResumeReason, why: &'static str) {
+        self.request.metrics.resume(reason.as_str(), why);
+    }
+}
+
+/// A request without a body: nothing for the exchange to take.
+struct NoBody;
+
+impl ClientSide for NoBody {
+    fn poll_body(&mut self, _: &mut Context<'_>, _: &mut Upload, _: &mut Vec<u8>) -> Poll<Result<(), Failure>> {
+        Poll::Ready(Ok(()))
+    }
+
+    async fn go_ahead(&mut self, _: Duration) -> bool {
+        true
+    }
+}
+
+/// Tries endpoints until one answers `200 text/event-stream`, within the plan.
+async fn attempt(
+    req: Arc<ResumeRequest>,
+    plan: ResumePlan,
+    head: Vec<u8>,
+    left: SocketAddr,
+) -> Result<NewUpstream, ResumeFailed> {
+    let settings = req.target.settings.timeouts;
+    let mut tried = vec![left];
+    let mut spent = 0;
+    let mut backoff = FIRST_BACKOFF;
+    let fail = |outcome, attempts| Err(ResumeFailed { outcome, attempts });
+    while spent < plan.attempts {
+        let now = Instant::now();
+        if now >= plan.deadline {
+            return fail("exhausted", spent);
+        }
+        let Some(endpoint) = req.choose(&tried) else {
+            tokio::time::sleep_until((now + ENDPOINT_POLL).min(plan.deadline)).await;
+            if Instant::now() >= plan.deadline {
+                return fail("no_endpoint", spent);
+            }
+            continue;
+        };
+        spent += 1;
+        let left_time = plan.deadline - now;
+        let load = req.endpoints.track(endpoint);
+        let connected = match pool::checkout(endpoint) {
+            Some(s) => Ok(s),
+            None => pool::connect(endpoint, settings.connect.min(left_time)).await,
+        };
+        let stream = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                req.metrics.upstream_error(UpstreamError::Connect);
+                req.endpoints.eject(endpoint);
+                warn!(route = %req.target.route, %endpoint, error = %e, "resume: connect failed; endpoint ejected for a while");
+                tried.push(endpoint);
+                tokio::time::sleep_until((Instant::now() + backoff).min(plan.deadline)).await;
+                backoff *= 2;
+                continue;
+            }
+        };
+        let limits = Limits {
+            response: settings
+                .response_headers
+                .min(plan.deadline.saturating_duration_since(Instant::now())),
+            body: Duration::ZERO,
+            head_request: false,
+        };
+        let mut upload = Upload::new(Framing::Empty);
+        let answer = match send(
+            stream,
+            &head,
+            &mut upload,
+            &mut NoBody,
+            limits,
+            &mut Deadline::default(),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(_) => {
+                req.metrics.upstream_error(UpstreamError::Failed);
+                warn!(route = %req.target.route, %endpoint, "resume: no answer");
+                tried.push(endpoint);
+                tokio::time::sleep_until((Instant::now() + backoff).min(plan.deadline)).await;
+                backoff *= 2;
+                continue;
+            }
+        };
+        let event_stream =
+            super::exchange::with_answer_head(&answer.raw[..answer.head_len], &req.target, |fields, _| {
+                is_event_stream_type(
+                    fields
+                        .iter()
+                        .find(|f| f.name.eq_ignore_ascii_case("content-type"))
+                        .map(|f| f.value),
+                )
+            });
+        let input = match answer.body {
+            Framing::Chunked => Some(Input::Chunked(ChunkedDecoder::new())),
+            Framing::UntilClose => Some(Input::UntilClose),
+            Framing::Length(n) if n > 0 => Some(Input::Length(n)),
+            _ => None,
+        };
+        let (Some(input), true, StatusCode::OK) = (input, event_stream, answer.status) else {
+            // The upstream answered, and not with the stream: resuming
+            // elsewhere would only hide what it said.
+            warn!(route = %req.target.route, %endpoint, status = answer.status.as_u16(), event_stream, "resume: the answer is not an event stream; the stream ends");
+            return fail("bad_answer", spent);
+        };
+        let answer = *answer;
+        let mut leftover = answer.raw;
+        leftover.drain(..answer.head_len);
+        if leftover.is_empty() {
+            leftover = Vec::new();
+        }
+        debug!(route = %req.target.route, %endpoint, attempts = spent, "resumed event stream");
+        return Ok(NewUpstream {
+            stream: answer.stream,
+            input,
+            leftover,
+            keep_alive: answer.keep_alive,
+            endpoint,
+            load,
+            attempts: spent,
+        });
+    }
+    fail("exhausted", spent)
+}
+
+/// A number in `[0, 1)` that differs between streams and calls, for
+/// spreading moves over a window.
+fn random_fraction(seed: SocketAddr) -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one((seed, std::time::Instant::now()));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}

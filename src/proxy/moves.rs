@@ -1,0 +1,179 @@
+//! Moving resumable streams between endpoints without their clients
+//! noticing: off an endpoint that leaves (a rollout), and off the fullest
+//! endpoints after a scale-out (`sse.rebalance`).
+//!
+//! One watcher per proxy compares each new routing table's ready endpoints
+//! with the last one's. An endpoint that is no longer ready anywhere is
+//! marked leaving; a Service that gained endpoints gets an even share per
+//! endpoint, and each endpoint above it as many moves as it holds above it.
+//! Then it wakes every resumable stream (one shared [`Notify`]); each looks
+//! at its own endpoint and, if it should go, asks its engine to move at an
+//! event boundary after a delay: a random point in the rollout window, or
+//! its turn at the rebalance's rate. The resume itself picks the least
+//! loaded endpoint ready now.
+//!
+//! The watcher looks at the table every [`WATCH_PERIOD`]; it starts with
+//! the first resumable stream and ends with the proxy.
+
+use super::balance::EndpointStates;
+use crate::model::SharedTable;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::debug;
+
+/// How often the watcher compares the table in use with the last one.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(100);
+
+/// Tells resumable streams that endpoints changed.
+#[derive(Default)]
+pub struct MoveSignal {
+    notify: Arc<Notify>,
+    watching: OnceLock<()>,
+}
+
+impl MoveSignal {
+    /// Resolves at the next change (enable it before looking at the state).
+    pub fn changed(&self) -> tokio::sync::futures::OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
+
+    /// Starts the watcher once, on the runtime of the caller.
+    pub(super) fn watch(self: &Arc<Self>, table: &SharedTable, endpoints: &Arc<EndpointStates>) {
+        self.watching.get_or_init(|| {
+            let last = ready_endpoints(table);
+            tokio::spawn(watch(
+                table.clone(),
+                Arc::downgrade(endpoints),
+                Arc::downgrade(self),
+                last,
+            ));
+        });
+    }
+}
+
+type Ready = HashMap<Arc<str>, Arc<[SocketAddr]>>;
+
+fn ready_endpoints(table: &SharedTable) -> (u64, Ready) {
+    let t = table.load();
+    (t.generation, t.ready_endpoints().clone())
+}
+
+async fn watch(table: SharedTable, endpoints: Weak<EndpointStates>, signal: Weak<MoveSignal>, mut last: (u64, Ready)) {
+    let mut tick = tokio::time::interval(WATCH_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(endpoints), Some(signal)) = (endpoints.upgrade(), signal.upgrade()) else {
+            return;
+        };
+        if table.load().generation == last.0 {
+            continue;
+        }
+        let now = ready_endpoints(&table);
+        if note_changes(&endpoints, &last.1, &now.1) {
+            signal.notify.notify_waiters();
+        }
+        last = now;
+    }
+}
+
+/// Marks what changed between two tables' ready endpoints; whether any
+/// stream may have to move.
+fn note_changes(endpoints: &EndpointStates, before: &Ready, after: &Ready) -> bool {
+    let all = |ready: &Ready| -> HashSet<SocketAddr> { ready.values().flat_map(|e| e.iter().copied()).collect() };
+    let (was, is) = (all(before), all(after));
+    let mut changed = false;
+    for gone in was.difference(&is) {
+        endpoints.set_leaving(*gone, true);
+        debug!(endpoint = %gone, "endpoint left the table: its resumable streams move");
+        changed = true;
+    }
+    for back in is.difference(&was) {
+        endpoints.set_leaving(*back, false);
+    }
+    for (service, ready) in after {
+        let grew = match before.get(service) {
+            Some(old) => ready.iter().any(|e| !old.contains(e)),
+            None => false,
+        };
+        if !grew || ready.is_empty() {
+            continue;
+        }
+        let total: usize = ready.iter().map(|e| endpoints.load(*e)).sum();
+        let fair = total.div_ceil(ready.len());
+        for e in ready.iter() {
+            endpoints.set_fair_share(*e, fair);
+        }
+        debug!(%service, endpoints = ready.len(), total, fair, "service scaled out: streams above the even share may move");
+        changed = true;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn ready(pairs: &[(&str, &[u16])]) -> Ready {
+        pairs
+            .iter()
+            .map(|(s, ports)| (Arc::from(*s), ports.iter().map(|p| addr(*p)).collect::<Vec<_>>().into()))
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_that_leaves_every_service_is_marked_and_cleared_when_back() {
+        let states = EndpointStates::new();
+        let _on_a = states.track(addr(1));
+        let _on_b = states.track(addr(2));
+        let before = ready(&[("ns/s:80", &[1, 2])]);
+        let after = ready(&[("ns/s:80", &[2, 3])]);
+        assert!(note_changes(&states, &before, &after));
+        assert!(states.leaving(addr(1)));
+        assert!(!states.leaving(addr(2)));
+        assert!(!note_changes(&states, &after, &after), "nothing changed");
+        note_changes(&states, &after, &before);
+        assert!(!states.leaving(addr(1)), "ready again");
+    }
+
+    #[test]
+    fn a_scale_out_gives_the_full_endpoint_its_excess_in_moves() {
+        let states = EndpointStates::new();
+        let held: Vec<_> = (0..30).map(|_| states.track(addr(1))).collect();
+        let before = ready(&[("ns/s:80", &[1])]);
+        let after = ready(&[("ns/s:80", &[1, 2, 3])]);
+        assert!(note_changes(&states, &before, &after));
+        let mut moves = 0;
+        while states.take_excess(addr(1), 10) > 0 {
+            moves += 1;
+        }
+        assert_eq!(moves, 20, "30 streams over 3 endpoints: 20 move");
+        assert_eq!(states.take_excess(addr(2), 10), 0, "a new endpoint has none");
+        drop(held);
+    }
+
+    #[test]
+    fn within_the_tolerance_nothing_moves() {
+        let states = EndpointStates::new();
+        let _a: Vec<_> = (0..11).map(|_| states.track(addr(1))).collect();
+        let _b: Vec<_> = (0..10).map(|_| states.track(addr(2))).collect();
+        let _c: Vec<_> = (0..9).map(|_| states.track(addr(3))).collect();
+        // A fourth endpoint is added, but the check is on the share of the
+        // three that had streams: only a clear excess moves.
+        let before = ready(&[("ns/s:80", &[1, 2, 3])]);
+        let after = ready(&[("ns/s:80", &[1, 2, 3, 4])]);
+        note_changes(&states, &before, &after);
+        assert!(
+            states.take_excess(addr(1), 50) == 0,
+            "11 against a share of 8 is within 50 %"
+        );
+        assert!(states.take_excess(addr(1), 10) > 0, "and beyond 10 %");
+    }
+}
