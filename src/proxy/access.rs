@@ -18,7 +18,10 @@ pub struct AccessRecord {
     pub client: IpAddr,
     pub started: Instant,
     pub status: u16,
+    /// The endpoint that answered; after a resume, the last one.
     pub endpoint: Option<SocketAddr>,
+    /// Times the stream was resumed on another endpoint.
+    pub resumes: u32,
 }
 
 impl AccessRecord {
@@ -40,6 +43,7 @@ impl AccessRecord {
             outcome,
             client = %self.client,
             endpoint,
+            resumes = self.resumes,
             "access"
         );
     }
@@ -67,6 +71,14 @@ impl Observer {
             access,
             stream,
             permits: Vec::new(),
+        }
+    }
+
+    /// The stream carries on from `endpoint` after a resume.
+    pub fn resumed(&mut self, endpoint: SocketAddr) {
+        if let Some(access) = &mut self.access {
+            access.resumes += 1;
+            access.endpoint = Some(endpoint);
         }
     }
 

@@ -340,6 +340,9 @@ impl UpstreamBody {
     /// A resume found a new upstream: the body carries on from it.
     fn install(&mut self, new: NewUpstream) {
         self.engine.resumed(new.attempts, Instant::now());
+        if let Some(o) = &mut self.observer {
+            o.resumed(new.endpoint);
+        }
         self.upstream = Some(new.stream);
         self.input = new.input;
         self.pending_in = new.leftover;

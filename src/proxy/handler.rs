@@ -391,6 +391,7 @@ fn access_record<B>(route: Arc<str>, req: &Request<B>, client: IpAddr, started: 
         started,
         status: 0,
         endpoint: None,
+        resumes: 0,
     }
 }
 
