@@ -645,6 +645,35 @@ async fn cel_and_standalone_validation_agree() {
         ),
         (with_rule("  maxConcurrentStreams: 0\n"), "spec.maxConcurrentStreams"),
         (
+            with_rule("  sse: {resume: {enabled: true, maxAttempts: 11}}\n"),
+            "spec.sse.resume.maxAttempts",
+        ),
+        (
+            with_rule("  sse: {resume: {enabled: true, budget: 50ms}}\n"),
+            "spec.sse.resume.budget",
+        ),
+        (
+            with_rule("  sse: {resume: {enabled: true, rolloutWindow: 6m}}\n"),
+            "spec.sse.resume.rolloutWindow",
+        ),
+        (
+            with_rule("  sse: {resume: {enabled: true}, rebalance: {enabled: true, tolerancePercent: 0}}\n"),
+            "spec.sse.rebalance.tolerancePercent",
+        ),
+        (
+            with_rule("  sse: {resume: {enabled: true}, rebalance: {enabled: true, movesPerSecond: 1001}}\n"),
+            "spec.sse.rebalance.movesPerSecond",
+        ),
+        (
+            with_rule("  sse: {resume: {enabled: false}, rebalance: {enabled: true}}\n"),
+            "spec.sse.rebalance",
+        ),
+        // A rule's position cannot be named by a CEL rule: both name `spec.rules`.
+        (
+            format!("  rules:\n  - sse: {{rebalance: {{enabled: true}}}}\n{backend}"),
+            "spec.rules",
+        ),
+        (
             with_rule("  tls: [{secretName: Bad_Name, hostnames: [a.test]}]\n"),
             "spec.tls[0].secretName",
         ),
@@ -700,6 +729,11 @@ async fn cel_and_standalone_validation_agree() {
         with_rule("  hostnames: [\"*.a.test\", b.test]\n  bufferSize: 4Ki\n"),
         with_rule("  timeouts: {connect: 2s, responseHeaders: 1m, idle: 0s}\n  sse: {heartbeatInterval: 15s, maxStreamDuration: 1h}\n"),
         with_path("/a.b/..c/%20"),
+        with_rule(
+            "  sse:\n    resume: {enabled: true, maxAttempts: 10, budget: 100ms, onIdleTimeout: true, rolloutWindow: 5m}\n    rebalance: {enabled: true, tolerancePercent: 100, movesPerSecond: 1}\n",
+        ),
+        // The rule's rebalancing rests on the Route's resume.
+        format!("  sse: {{resume: {{enabled: true}}}}\n  rules:\n  - sse: {{rebalance: {{enabled: true}}}}\n{backend}"),
     ]
     .iter()
     .enumerate()

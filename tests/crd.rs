@@ -53,7 +53,7 @@ fn stream_policy_cel_rules_refuse_bad_policies_at_admission() {
     };
     let err = refused(policy(
         "bad",
-        "  targetRefs:\n  - {group: \"\", kind: Service, name: svc}\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  bufferSize: 1Gi\n  timeouts: {connect: 0s}\n  sse: {heartbeatInterval: 10ms}\n",
+        "  targetRefs:\n  - {group: \"\", kind: Service, name: svc}\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  bufferSize: 1Gi\n  timeouts: {connect: 0s}\n  sse: {heartbeatInterval: 10ms, resume: {enabled: true, budget: 90s}}\n",
     ));
     for expected in [
         "spec.targetRefs[0]: Invalid value: targetRefs may name only an HTTPRoute or a Gateway of group gateway.networking.k8s.io",
@@ -62,6 +62,7 @@ fn stream_policy_cel_rules_refuse_bad_policies_at_admission() {
         "spec.bufferSize: Invalid value: \"1Gi\": bufferSize must be a whole number of bytes from 1Ki to 16Mi",
         "spec.timeouts.connect: Invalid value: \"0s\": must be greater than 0s",
         "spec.sse.heartbeatInterval: Invalid value: \"10ms\": heartbeatInterval must be at least 100ms",
+        "spec.sse.resume.budget: Invalid value: \"90s\": budget must be between 100ms and 60s",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
@@ -70,6 +71,14 @@ fn stream_policy_cel_rules_refuse_bad_policies_at_admission() {
         "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: events}]\n  maxConcurrentStreams: 10\n",
     ));
     assert!(err.contains("maxConcurrentStreams limits whole HTTPRoutes"), "{err}");
+    let err = refused(policy(
+        "rebalance-alone",
+        "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n  sse: {rebalance: {enabled: true}}\n",
+    ));
+    assert!(
+        err.contains("spec.sse.rebalance: Invalid value: needs sse.resume"),
+        "{err}"
+    );
     let err = refused(policy("no-targets", "  targetRefs: []\n  proxyBuffering: Enabled\n"));
     assert!(
         err.contains("spec.targetRefs: Invalid value: 0: spec.targetRefs in body should have at least 1 items"),
@@ -91,7 +100,7 @@ fn stream_policy_cel_rules_refuse_bad_policies_at_admission() {
         &ns,
         &policy(
             "good",
-            "  targetRefs:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: events}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: gw}\n  proxyBuffering: Disabled\n  bufferSize: 64Ki\n  timeouts: {idle: 0s}\n  sse: {heartbeatInterval: 15s, maxStreamDuration: 1h}\n  loadBalancing: RoundRobin\n",
+            "  targetRefs:\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: events}\n  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: gw}\n  proxyBuffering: Disabled\n  bufferSize: 64Ki\n  timeouts: {idle: 0s}\n  sse: {heartbeatInterval: 15s, maxStreamDuration: 1h, resume: {enabled: true, maxAttempts: 5}, rebalance: {enabled: true}}\n  loadBalancing: RoundRobin\n",
         ),
     );
     let table = cp.kubectl_ok(&["get", "ssep", "-n", &ns]);

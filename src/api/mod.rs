@@ -111,6 +111,7 @@ pub enum LoadBalancing {
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = schema::route_spec_rules()))]
 pub struct RouteSpec {
     /// Host names this Route serves: exact names or a `*.example.com` wildcard.
     /// Empty means every host.
@@ -195,6 +196,76 @@ pub struct SseSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::positive_duration")]
     pub max_stream_duration: Option<String>,
+    /// When the upstream of a GET `text/event-stream` response that has
+    /// carried an `id:` ends abnormally (a reset, a cut mid-body, its
+    /// endpoint leaving, or the idle timeout if `onIdleTimeout`), ssegate
+    /// sends the same request with `Last-Event-ID` to another ready
+    /// endpoint and carries on writing events into the client's open
+    /// stream. With resume on, only whole events are forwarded. Fields left
+    /// out keep the Route's values (in a rule) or a less specific
+    /// StreamPolicy's when resume is on there, else the defaults. Off by
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeSpec>,
+    /// After endpoints are added, resumable streams move from the fullest
+    /// endpoints to the others, at event boundaries and at a bounded rate,
+    /// until the load is even; otherwise streams opened before a scale-up
+    /// stay where they are for hours. Needs `resume` (in a StreamPolicy,
+    /// in the same policy). Fields left out are kept as for `resume`. Off
+    /// by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
+}
+
+/// `sse.resume`: reconnecting an event stream upstream on the client's
+/// behalf.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeSpec {
+    /// `true` turns resume on, `false` off, whatever the Route (for a
+    /// rule) or a less specific StreamPolicy says.
+    pub enabled: bool,
+    /// Upstream requests tried for one resume, connect failures and
+    /// timeouts included; 1 to 10. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::resume_max_attempts")]
+    pub max_attempts: Option<i32>,
+    /// Longest time from the upstream's end to the resumed answer's
+    /// headers, across all attempts; past it the resume gives up. 100ms to
+    /// 60s. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::resume_budget")]
+    pub budget: Option<String>,
+    /// Resume an upstream that has been silent for `timeouts.idle` instead
+    /// of ending the stream. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_idle_timeout: Option<bool>,
+    /// Streams on an endpoint that starts terminating or leaves move to
+    /// other endpoints at their next event boundary, each at a random
+    /// moment within this window, so a rollout does not reconnect them all
+    /// at once. 0s to 5m. Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::resume_rollout_window")]
+    pub rollout_window: Option<String>,
+}
+
+/// `sse.rebalance`: evening out resumable streams after endpoints are
+/// added.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// `true` turns rebalancing on (it needs `resume`), `false` off.
+    pub enabled: bool,
+    /// How far above the even share, in percent, an endpoint may hold
+    /// streams before some move; 1 to 100. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::rebalance_tolerance_percent")]
+    pub tolerance_percent: Option<i32>,
+    /// Most streams of one rule moved per second, so endpoints are not
+    /// flooded with resumed requests; 1 to 1000. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::rebalance_moves_per_second")]
+    pub moves_per_second: Option<i32>,
 }
 
 /// One rule: requests that satisfy any of `matches` go to `backendRefs`.

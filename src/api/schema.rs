@@ -150,6 +150,79 @@ pub fn heartbeat(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": rules})
 }
 
+/// A duration from `min` to `max` (CEL duration literals such as `100ms`),
+/// with the message standalone validation gives, after the field's name.
+fn bounded_duration(field: &str, min: &str, max: &str) -> Schema {
+    let mut rules = duration_rules(false);
+    rules.push(rule(
+        &format!(
+            "!self.matches(r'{DURATION}') || (duration(self) >= duration('{min}') && duration(self) <= duration('{max}'))"
+        ),
+        &format!("{field} must be between {min} and {max}"),
+    ));
+    json_schema!({"type": "string", "maxLength": 32, "x-kubernetes-validations": rules})
+}
+
+/// A whole number from `min` to `max`.
+fn bounded_int(field: &str, min: i32, max: i32) -> Schema {
+    json_schema!({
+        "type": "integer",
+        "format": "int32",
+        "x-kubernetes-validations": [rule(
+            &format!("self >= {min} && self <= {max}"),
+            &format!("{field} must be between {min} and {max}")
+        )]
+    })
+}
+
+pub fn resume_max_attempts(_: &mut SchemaGenerator) -> Schema {
+    bounded_int("maxAttempts", 1, 10)
+}
+
+pub fn resume_budget(_: &mut SchemaGenerator) -> Schema {
+    bounded_duration("budget", "100ms", "60s")
+}
+
+pub fn resume_rollout_window(_: &mut SchemaGenerator) -> Schema {
+    bounded_duration("rolloutWindow", "0s", "5m")
+}
+
+pub fn rebalance_tolerance_percent(_: &mut SchemaGenerator) -> Schema {
+    bounded_int("tolerancePercent", 1, 100)
+}
+
+pub fn rebalance_moves_per_second(_: &mut SchemaGenerator) -> Schema {
+    bounded_int("movesPerSecond", 1, 1000)
+}
+
+/// The check of [`validate`] that `sse.rebalance` has `sse.resume` at the
+/// same level, reported on `sse.rebalance`. For a StreamPolicy's `spec`,
+/// and a Route's own `spec.sse`.
+pub fn rebalance_needs_resume() -> Value {
+    json!({
+        "rule": "!has(self.sse) || !has(self.sse.rebalance) || !self.sse.rebalance.enabled || \
+                 (has(self.sse.resume) && self.sse.resume.enabled)",
+        "message": validate::REBALANCE_NEEDS_RESUME,
+        "fieldPath": ".sse.rebalance"
+    })
+}
+
+/// A Route's checks across its fields: rebalancing needs resume, at the
+/// Route's level and in each rule, where the rule's own `resume` decides
+/// if it has one and the Route's otherwise (a rule's position cannot be
+/// named in `fieldPath`, so those land on `spec.rules`).
+pub fn route_spec_rules() -> Value {
+    json!([
+        rebalance_needs_resume(),
+        {
+            "rule": "self.rules.all(r, !has(r.sse) || !has(r.sse.rebalance) || !r.sse.rebalance.enabled || \
+                     (has(r.sse.resume) ? r.sse.resume.enabled : (has(self.sse) && has(self.sse.resume) && self.sse.resume.enabled)))",
+            "message": "a rule's sse.rebalance needs sse.resume, on the rule or on the Route: only streams that can be resumed are moved",
+            "fieldPath": ".rules"
+        }
+    ])
+}
+
 pub fn max_streams(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "integer",

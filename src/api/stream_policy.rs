@@ -37,7 +37,7 @@ const MAX_STREAMS: i64 = 10_000_000;
     status = "StreamPolicyStatus",
     shortname = "ssep",
     category = "ssegate",
-    doc = "StreamPolicy sets SSE settings (buffering, timeouts, heartbeats, stream limits, load balancing) on Gateway API HTTPRoutes, single HTTPRoute rules, or Gateways in its namespace.",
+    doc = "StreamPolicy sets SSE settings (buffering, timeouts, heartbeats, stream resume, stream limits, load balancing) on Gateway API HTTPRoutes, single HTTPRoute rules, or Gateways in its namespace.",
     printcolumn(name = "Targets", type_ = "string", json_path = ".spec.targetRefs[*].name"),
     printcolumn(name = "Buffering", type_ = "string", json_path = ".spec.proxyBuffering"),
     printcolumn(
@@ -295,11 +295,16 @@ fn rule(rule: &str, message: &str) -> Value {
 
 const SECTION_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+// Rebalancing needs resume in the same policy: a policy is validated on
+// its own, before it is known what it is laid over.
 fn spec_rules() -> Value {
-    json!([rule(
-        "!has(self.maxConcurrentStreams) || self.targetRefs.all(t, !has(t.sectionName))",
-        RULE_STREAMS
-    )])
+    json!([
+        rule(
+            "!has(self.maxConcurrentStreams) || self.targetRefs.all(t, !has(t.sectionName))",
+            RULE_STREAMS
+        ),
+        super::schema::rebalance_needs_resume()
+    ])
 }
 
 // The enums' schemas used directly: through `Option`, the derived schema
@@ -438,6 +443,24 @@ mod tests {
                 "spec.sse.heartbeatInterval: must be at least 100ms".to_string(),
                 format!("spec.maxConcurrentStreams: {RULE_STREAMS}"),
             ]
+        );
+        assert_eq!(
+            fields(&spec(
+                "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n\
+                 sse: {resume: {enabled: true, budget: 90s}, rebalance: {enabled: true, tolerancePercent: 0}}\n"
+            )),
+            [
+                "spec.sse.resume.budget: must be between 100ms and 60s",
+                "spec.sse.rebalance.tolerancePercent: must be between 1 and 100",
+            ]
+        );
+        // A policy is checked on its own: rebalancing needs resume in it.
+        assert_eq!(
+            fields(&spec(
+                "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n\
+                 sse: {rebalance: {enabled: true}}\n"
+            )),
+            ["spec.sse.rebalance: needs sse.resume: only streams that can be resumed are moved"]
         );
         assert_eq!(
             fields(&spec("targetRefs: []\nmaxConcurrentStreams: 0\n")),

@@ -6,6 +6,7 @@
 
 use super::{parse_duration, parse_quantity, PathMatchType, ProxyBuffering, RouteSpec, Timeouts};
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Buffer used in `Enabled` mode when the Route sets no `bufferSize`.
@@ -20,6 +21,13 @@ const MAX_HOSTNAMES: usize = 16;
 const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_HEADERS: Duration = Duration::from_secs(60);
 const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+// The ranges `ResumeSettings` and `RebalanceSettings` document; the CRD's
+// CEL rules (`schema.rs`) say the same.
+const RESUME_ATTEMPTS: RangeInclusive<u32> = 1..=10;
+const RESUME_BUDGET: RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(60);
+const ROLLOUT_WINDOW: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(300);
+const TOLERANCE_PERCENT: RangeInclusive<u32> = 1..=100;
+const MOVES_PER_SECOND: RangeInclusive<u32> = 1..=1000;
 
 // Path rules shared word for word with the CRD's CEL rules (`schema.rs`), so
 // a Route is refused with the same message by the apiserver and in
@@ -30,6 +38,8 @@ pub(super) const PATH_DOUBLE_SLASH: &str = "path value must not contain //";
 pub(super) const PATH_DOT_SEGMENTS: &str =
     "path value must not contain the dot segments /./ or /../, nor end with /. or /..";
 pub(super) const PATH_ENCODED_SLASH: &str = "path value must not contain %2f or %2F (an encoded /)";
+/// Also the CEL rules' message for `sse.rebalance` without `sse.resume`.
+pub(super) const REBALANCE_NEEDS_RESUME: &str = "needs sse.resume: only streams that can be resumed are moved";
 
 /// One problem in a Route, located by its field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +264,18 @@ impl ResumeSettings {
     };
 }
 
+impl fmt::Display for ResumeSettings {
+    /// With the API's field names, for `/debug/routes`: `maxAttempts 3,
+    /// budget 5s, onIdleTimeout false, rolloutWindow 10s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "maxAttempts {}, budget {:?}, onIdleTimeout {}, rolloutWindow {:?}",
+            self.max_attempts, self.budget, self.on_idle_timeout, self.rollout_window
+        )
+    }
+}
+
 /// `sse.rebalance`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RebalanceSettings {
@@ -269,6 +291,17 @@ impl RebalanceSettings {
         tolerance_percent: 10,
         moves_per_second: 20,
     };
+}
+
+impl fmt::Display for RebalanceSettings {
+    /// With the API's field names: `tolerancePercent 10, movesPerSecond 20`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tolerancePercent {}, movesPerSecond {}",
+            self.tolerance_percent, self.moves_per_second
+        )
+    }
 }
 
 impl StreamSettings {
@@ -291,7 +324,8 @@ impl StreamSettings {
 }
 
 impl fmt::Display for StreamSettings {
-    /// One line for logs: `Disabled, bufferSize 65536, connect 5s, responseHeaders 60s, idle 3600s, heartbeat off, maxStreamDuration none, LeastConnections`.
+    /// One line for logs: `Disabled, bufferSize 65536, connect 5s, responseHeaders 60s, idle 3600s, heartbeat off, maxStreamDuration none, resume off, LeastConnections`
+    /// (`resume 3x/5s` when on: attempts and budget; ` +rebalance` after it when that is on too).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.timeouts;
         write!(
@@ -313,6 +347,13 @@ impl fmt::Display for StreamSettings {
         match self.max_stream_duration {
             Some(d) => write!(f, ", maxStreamDuration {d:?}")?,
             None => f.write_str(", maxStreamDuration none")?,
+        }
+        match self.resume {
+            Some(r) => write!(f, ", resume {}x/{:?}", r.max_attempts, r.budget)?,
+            None => f.write_str(", resume off")?,
+        }
+        if self.rebalance.is_some() {
+            f.write_str(" +rebalance")?;
         }
         if let Some(d) = t.request {
             write!(f, ", request timeout {d:?}")?;
@@ -357,15 +398,17 @@ impl GivenSettings<'_> {
                 }
             },
         };
+        let sse = format!("{base}.sse");
+        let resume = resume(parent.resume, self.sse, &sse, errors);
         StreamSettings {
             buffering: self.buffering.unwrap_or(parent.buffering),
             buffer_size,
             timeouts: apply_timeouts(parent.timeouts, self.timeouts, &format!("{base}.timeouts"), errors),
-            heartbeat: heartbeat(parent.heartbeat, self.sse, &format!("{base}.sse"), errors),
-            max_stream_duration: max_stream(parent.max_stream_duration, self.sse, &format!("{base}.sse"), errors),
+            heartbeat: heartbeat(parent.heartbeat, self.sse, &sse, errors),
+            max_stream_duration: max_stream(parent.max_stream_duration, self.sse, &sse, errors),
             load_balancing: self.load_balancing.unwrap_or(parent.load_balancing),
-            resume: parent.resume,
-            rebalance: parent.rebalance,
+            resume,
+            rebalance: rebalance(parent.rebalance, resume, self.sse, &sse, errors),
         }
     }
 }
@@ -697,6 +740,128 @@ fn max_stream(
         Err(e) => {
             errors.add(format!("{field}.maxStreamDuration"), e.to_string());
             base
+        }
+    }
+}
+
+/// `sse.resume` from `given` laid over `base`. `enabled: false` turns it
+/// off; `enabled: true` keeps `base`'s values when it was on (a rule
+/// changes single fields of its Route's resume) and starts from the
+/// defaults when it was off, then takes each field given. A field out of
+/// range is reported and the value it would have replaced stays.
+fn resume(
+    base: Option<ResumeSettings>,
+    given: Option<&super::SseSettings>,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<ResumeSettings> {
+    let Some(given) = given.and_then(|s| s.resume.as_ref()) else {
+        return base;
+    };
+    if !given.enabled {
+        return None;
+    }
+    let field = format!("{field}.resume");
+    let mut out = base.unwrap_or(ResumeSettings::DEFAULT);
+    if let Some(n) = count_within(
+        given.max_attempts,
+        RESUME_ATTEMPTS,
+        &format!("{field}.maxAttempts"),
+        errors,
+    ) {
+        out.max_attempts = n;
+    }
+    if let Some(d) = duration_within(
+        given.budget.as_deref(),
+        RESUME_BUDGET,
+        "must be between 100ms and 60s",
+        &format!("{field}.budget"),
+        errors,
+    ) {
+        out.budget = d;
+    }
+    if let Some(on) = given.on_idle_timeout {
+        out.on_idle_timeout = on;
+    }
+    if let Some(d) = duration_within(
+        given.rollout_window.as_deref(),
+        ROLLOUT_WINDOW,
+        "must be between 0s and 5m",
+        &format!("{field}.rolloutWindow"),
+        errors,
+    ) {
+        out.rollout_window = d;
+    }
+    Some(out)
+}
+
+/// `sse.rebalance` from `given` laid over `base`, as [`resume`] does, once
+/// `resume` (this level's, merged) is known. Rebalancing moves streams by
+/// resuming them, so turning it on where resume is off is reported and
+/// leaves it off; one inherited from `base` goes off quietly with resume,
+/// as the level that turned resume off asked nothing of rebalancing.
+fn rebalance(
+    base: Option<RebalanceSettings>,
+    resume: Option<ResumeSettings>,
+    given: Option<&super::SseSettings>,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<RebalanceSettings> {
+    let merged = match given.and_then(|s| s.rebalance.as_ref()) {
+        None => base,
+        Some(given) if !given.enabled => None,
+        Some(given) => {
+            let field = format!("{field}.rebalance");
+            let mut out = base.unwrap_or(RebalanceSettings::DEFAULT);
+            let tolerance = format!("{field}.tolerancePercent");
+            if let Some(n) = count_within(given.tolerance_percent, TOLERANCE_PERCENT, &tolerance, errors) {
+                out.tolerance_percent = n;
+            }
+            let moves = format!("{field}.movesPerSecond");
+            if let Some(n) = count_within(given.moves_per_second, MOVES_PER_SECOND, &moves, errors) {
+                out.moves_per_second = n;
+            }
+            if resume.is_none() {
+                errors.add(field, REBALANCE_NEEDS_RESUME);
+                return None;
+            }
+            Some(out)
+        }
+    };
+    merged.filter(|_| resume.is_some())
+}
+
+/// `given` when it is within `range`; reported under `field` when it is
+/// not.
+fn count_within(given: Option<i32>, range: RangeInclusive<u32>, field: &str, errors: &mut Errors) -> Option<u32> {
+    let n = given?;
+    match u32::try_from(n) {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            errors.add(field, format!("must be between {} and {}", range.start(), range.end()));
+            None
+        }
+    }
+}
+
+/// `given`, parsed, when it is within `range`; reported under `field`
+/// (with `message` when out of range) when it is not.
+fn duration_within(
+    given: Option<&str>,
+    range: RangeInclusive<Duration>,
+    message: &str,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    match parse_duration(given?) {
+        Ok(d) if range.contains(&d) => Some(d),
+        Ok(_) => {
+            errors.add(field, message);
+            None
+        }
+        Err(e) => {
+            errors.add(field, e.to_string());
+            None
         }
     }
 }

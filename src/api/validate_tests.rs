@@ -167,3 +167,186 @@ fn wildcard_hostnames() {
     assert!(check_hostname("*example.com").is_err());
     assert!(check_hostname("example.com:80").is_err());
 }
+
+#[test]
+fn resume_and_rebalance_are_off_unless_enabled() {
+    let route = spec("rules: [{backendRefs: [{name: a, port: 80}]}]")
+        .validate()
+        .unwrap();
+    assert_eq!(route.rules[0].settings.resume, None);
+    assert_eq!(route.rules[0].settings.rebalance, None);
+    let route = spec(
+        "sse: {resume: {enabled: true}, rebalance: {enabled: true}}
+rules: [{backendRefs: [{name: a, port: 80}]}]",
+    )
+    .validate()
+    .unwrap();
+    assert_eq!(route.rules[0].settings.resume, Some(ResumeSettings::DEFAULT));
+    assert_eq!(route.rules[0].settings.rebalance, Some(RebalanceSettings::DEFAULT));
+}
+
+#[test]
+fn a_rule_lays_resume_and_rebalance_over_the_routes_field_by_field() {
+    let route = spec(
+        "sse:
+  resume: {enabled: true, maxAttempts: 5, budget: 2s, onIdleTimeout: true, rolloutWindow: 0s}
+  rebalance: {enabled: true, tolerancePercent: 25}
+rules:
+- backendRefs: [{name: a, port: 80}]
+- backendRefs: [{name: b, port: 80}]
+  sse: {resume: {enabled: true, budget: 500ms}, rebalance: {enabled: true, movesPerSecond: 100}}
+- backendRefs: [{name: c, port: 80}]
+  sse: {resume: {enabled: false}}
+- backendRefs: [{name: d, port: 80}]
+  sse: {rebalance: {enabled: false}}",
+    )
+    .validate()
+    .unwrap();
+    let routes = ResumeSettings {
+        max_attempts: 5,
+        budget: Duration::from_secs(2),
+        on_idle_timeout: true,
+        rollout_window: Duration::ZERO,
+    };
+    let settings: Vec<_> = route
+        .rules
+        .iter()
+        .map(|r| (r.settings.resume, r.settings.rebalance))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            (
+                Some(routes),
+                Some(RebalanceSettings {
+                    tolerance_percent: 25,
+                    moves_per_second: 20
+                })
+            ),
+            // `enabled: true` keeps the Route's values, not the defaults.
+            (
+                Some(ResumeSettings {
+                    budget: Duration::from_millis(500),
+                    ..routes
+                }),
+                Some(RebalanceSettings {
+                    tolerance_percent: 25,
+                    moves_per_second: 100
+                })
+            ),
+            // Resume off takes the Route's rebalancing with it, unasked.
+            (None, None),
+            (Some(routes), None),
+        ]
+    );
+}
+
+#[test]
+fn resume_on_a_rule_starts_from_the_defaults_when_the_route_has_it_off() {
+    let route = spec(
+        "sse: {resume: {enabled: false, maxAttempts: 9}}
+rules:
+- backendRefs: [{name: a, port: 80}]
+  sse: {resume: {enabled: true, onIdleTimeout: true}, rebalance: {enabled: true}}",
+    )
+    .validate()
+    .unwrap();
+    let s = route.rules[0].settings;
+    assert_eq!(
+        s.resume,
+        Some(ResumeSettings {
+            on_idle_timeout: true,
+            ..ResumeSettings::DEFAULT
+        })
+    );
+    assert_eq!(s.rebalance, Some(RebalanceSettings::DEFAULT), "the rule's own resume");
+}
+
+#[test]
+fn resume_and_rebalance_values_out_of_range_are_named() {
+    let errors = spec(
+        "sse:
+  resume: {enabled: true, maxAttempts: 11, budget: 50ms, rolloutWindow: 6m}
+  rebalance: {enabled: true, tolerancePercent: 0, movesPerSecond: 1001}
+rules:
+- backendRefs: [{name: a, port: 80}]
+  sse: {resume: {enabled: true, maxAttempts: 0, budget: 61s, rolloutWindow: soon}}",
+    )
+    .validate()
+    .unwrap_err();
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "spec.sse.resume.maxAttempts: must be between 1 and 10",
+            "spec.sse.resume.budget: must be between 100ms and 60s",
+            "spec.sse.resume.rolloutWindow: must be between 0s and 5m",
+            "spec.sse.rebalance.tolerancePercent: must be between 1 and 100",
+            "spec.sse.rebalance.movesPerSecond: must be between 1 and 1000",
+            "spec.rules[0].sse.resume.maxAttempts: must be between 1 and 10",
+            "spec.rules[0].sse.resume.budget: must be between 100ms and 60s",
+            "spec.rules[0].sse.resume.rolloutWindow: \"soon\" is not a duration: use numbers with units h, m, s or ms, such as 5s or 1m30s",
+        ]
+    );
+    // The ends of each range are in it.
+    for (resume, rebalance) in [
+        (
+            "{enabled: true, maxAttempts: 1, budget: 100ms, rolloutWindow: 0s}",
+            "{enabled: true, tolerancePercent: 1, movesPerSecond: 1}",
+        ),
+        (
+            "{enabled: true, maxAttempts: 10, budget: 60s, rolloutWindow: 5m}",
+            "{enabled: true, tolerancePercent: 100, movesPerSecond: 1000}",
+        ),
+    ] {
+        let yaml = format!(
+            "sse: {{resume: {resume}, rebalance: {rebalance}}}\nrules: [{{backendRefs: [{{name: a, port: 80}}]}}]"
+        );
+        assert!(spec(&yaml).validate().is_ok(), "{yaml}");
+    }
+}
+
+#[test]
+fn rebalance_without_resume_is_refused_and_stays_off() {
+    let errors = spec("sse: {rebalance: {enabled: true}}\nrules: [{backendRefs: [{name: a, port: 80}]}]")
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!("spec.sse.rebalance: {REBALANCE_NEEDS_RESUME}")]
+    );
+    let errors = spec(
+        "sse: {resume: {enabled: true}}
+rules:
+- backendRefs: [{name: a, port: 80}]
+  sse: {resume: {enabled: false}, rebalance: {enabled: true}}",
+    )
+    .validate()
+    .unwrap_err();
+    assert_eq!(errors[0].field, "spec.rules[0].sse.rebalance");
+    // The merge itself leaves it off.
+    let (settings, errors) = route_settings(
+        ProxyBuffering::Auto,
+        None,
+        None,
+        Some(&serde_yaml::from_str("rebalance: {enabled: true}").unwrap()),
+        None,
+    );
+    assert_eq!((settings.resume, settings.rebalance), (None, None));
+    assert_eq!(errors[0].field, "spec.sse.rebalance");
+}
+
+#[test]
+fn settings_line_says_whether_streams_resume() {
+    let off = StreamSettings::DEFAULT.to_string();
+    assert!(
+        off.ends_with(", maxStreamDuration none, resume off, LeastConnections"),
+        "{off}"
+    );
+    let on = StreamSettings {
+        resume: Some(ResumeSettings::DEFAULT),
+        rebalance: Some(RebalanceSettings::DEFAULT),
+        ..StreamSettings::DEFAULT
+    };
+    assert!(on.to_string().contains(", resume 3x/5s +rebalance, "), "{on}");
+}

@@ -640,6 +640,94 @@ mod tests {
     }
 
     #[test]
+    fn resume_and_rebalance_layer_gateway_route_rule_field_by_field() {
+        use crate::api::{RebalanceSettings, ResumeSettings};
+        let policies = [
+            policy(
+                "gw-resume",
+                1,
+                &format!(
+                    "{}  sse: {{resume: {{enabled: true, maxAttempts: 5, onIdleTimeout: true}}}}
+",
+                    target("Gateway", "gw")
+                ),
+            ),
+            // Rebalancing needs resume in the same policy; `enabled: true`
+            // keeps the Gateway's values and changes the budget only.
+            policy(
+                "route-rebalance",
+                2,
+                &format!(
+                    "{}  sse: {{resume: {{enabled: true, budget: 2s}}, rebalance: {{enabled: true, movesPerSecond: 5}}}}
+",
+                    target("HTTPRoute", "events")
+                ),
+            ),
+            policy(
+                "rule-off",
+                3,
+                "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: events, sectionName: stream}]
+  sse: {resume: {enabled: false}}
+",
+            ),
+        ];
+        let o = run(&policies);
+        assert!(o.verdicts.iter().all(|v| v.ancestors[0].accepted.is_true()));
+        let gateways = ResumeSettings {
+            max_attempts: 5,
+            on_idle_timeout: true,
+            ..ResumeSettings::DEFAULT
+        };
+        let events = settings(&o, "events");
+        assert_eq!(
+            (events.rule(0).resume, events.rule(0).rebalance),
+            (None, None),
+            "the rule's policy turns resume off, and the route's rebalancing with it"
+        );
+        assert_eq!(
+            (events.rule(1).resume, events.rule(1).rebalance),
+            (
+                Some(ResumeSettings {
+                    budget: Duration::from_secs(2),
+                    ..gateways
+                }),
+                Some(RebalanceSettings {
+                    moves_per_second: 5,
+                    ..RebalanceSettings::DEFAULT
+                })
+            )
+        );
+        let plain = settings(&o, "plain").rule(0);
+        assert_eq!(
+            (plain.resume, plain.rebalance),
+            (Some(gateways), None),
+            "the Gateway's alone"
+        );
+        assert_eq!(settings(&o, "lonely").rule(0).resume, None);
+
+        // A policy that turns rebalancing on without resume of its own is
+        // invalid, whatever it would be laid over.
+        let o = run(&[
+            policies[0].clone(),
+            policy(
+                "rebalance-alone",
+                2,
+                &format!(
+                    "{}  sse: {{rebalance: {{enabled: true}}}}
+",
+                    target("HTTPRoute", "events")
+                ),
+            ),
+        ]);
+        assert_eq!(
+            status(&o, "rebalance-alone"),
+            ["HTTPRoute/events False Invalid: spec.sse.rebalance: needs sse.resume: only streams that can be resumed are moved"]
+        );
+        assert_eq!(settings(&o, "events").rule(1).resume, Some(gateways));
+        assert_eq!(settings(&o, "events").rule(1).rebalance, None);
+    }
+
+    #[test]
     fn the_older_policy_holds_a_target_and_the_other_is_conflicted_and_ignored() {
         let policies = [
             // Younger: sets a field the winner leaves alone, which must not leak in.
