@@ -140,6 +140,11 @@ pub fn ingress_settings(annotations: &BTreeMap<String, String>, namespace: &str)
             "timeouts.idle" => annotated.timeouts.idle = None,
             "sse.heartbeatInterval" => annotated.sse.heartbeat_interval = None,
             "sse.maxStreamDuration" => annotated.sse.max_stream_duration = None,
+            "sse.resume.maxAttempts" => annotated.sse.resume.iter_mut().for_each(|r| r.max_attempts = None),
+            "sse.resume.budget" => annotated.sse.resume.iter_mut().for_each(|r| r.budget = None),
+            "sse.resume.rolloutWindow" => annotated.sse.resume.iter_mut().for_each(|r| r.rollout_window = None),
+            // Rebalancing without resume: it stays off.
+            "sse.rebalance" => annotated.sse.rebalance = None,
             _ => {}
         }
         problems.push(format!(

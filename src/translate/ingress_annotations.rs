@@ -16,7 +16,8 @@ use super::ingress_access::{read_access, ACCESS_ANNOTATIONS};
 use super::ingress_nginx_catalogue::{class_of, Class};
 use crate::api::access::AccessSpec;
 use crate::api::{
-    parse_duration, parse_quantity, CorsSpec, LoadBalancing, ProxyBuffering, Quantity, SseSettings, Timeouts,
+    parse_duration, parse_quantity, CorsSpec, LoadBalancing, ProxyBuffering, Quantity, RebalanceSpec, ResumeSpec,
+    SseSettings, Timeouts,
 };
 use std::collections::BTreeMap;
 
@@ -117,9 +118,18 @@ pub fn read_annotations(annotations: &BTreeMap<String, String>, namespace: &str)
                 note(&mut out, name, outcome);
             }
         } else if let Some(key) = name.strip_prefix(SSEGATE) {
+            if RESUME_REFINEMENTS.contains(&key) {
+                continue;
+            }
             let outcome = read_ssegate(&mut out, key, value);
             note(&mut out, name, outcome);
         }
+    }
+    // Resume is read as a whole, as CORS below: `sse-resume` turns it on,
+    // the others refine it, and mean nothing without it.
+    let ssegate = |name: &str| annotations.get(&format!("{SSEGATE}{name}")).map(|v| v.trim());
+    for (name, outcome) in resume_refinements(&mut out, &ssegate) {
+        note(&mut out, &format!("{SSEGATE}{name}"), outcome);
     }
     // Access control is read as a whole: how the checks combine, what
     // needs what, and which values close the Ingress.
@@ -320,6 +330,28 @@ fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome 
             }
             Err(e) => Invalid(format!("{value:?}: {e}")),
         },
+        "sse-resume" => match value {
+            "true" | "false" => {
+                out.sse.resume = Some(ResumeSpec {
+                    enabled: value == "true",
+                    ..ResumeSpec::default()
+                });
+                Applied(format!("sse.resume.enabled: {value}"))
+            }
+            other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
+        },
+        // Checked against resume once every annotation is read (the
+        // validation, in `ingress_settings`).
+        "sse-rebalance" => match value {
+            "true" | "false" => {
+                out.sse.rebalance = Some(RebalanceSpec {
+                    enabled: value == "true",
+                    ..RebalanceSpec::default()
+                });
+                Applied(format!("sse.rebalance.enabled: {value}"))
+            }
+            other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
+        },
         "max-concurrent-streams" => match value.parse::<i64>() {
             Ok(n) if n > 0 => {
                 out.max_concurrent_streams = Some(n);
@@ -360,6 +392,79 @@ fn read_ssegate(out: &mut AnnotatedSettings, key: &str, value: &str) -> Outcome 
         "unenforced-annotations" => Applied(String::new()),
         _ => Ignored("not an ssegate annotation".into()),
     }
+}
+
+/// The `ssegate.dev/` annotations that set single fields of `sse.resume`.
+const RESUME_REFINEMENTS: [&str; 4] = [
+    "sse-resume-max-attempts",
+    "sse-resume-budget",
+    "sse-resume-on-idle-timeout",
+    "sse-resume-rollout-window",
+];
+
+/// Lays the resume refinements over the `sse.resume` that `sse-resume`
+/// set, and notes each one present. Without `sse-resume: "true"` they are
+/// ignored, and said to be: with resume off they mean nothing, and a
+/// refinement alone turning resume on would surprise. Ranges are the
+/// validation's to check, as for every other setting.
+fn resume_refinements<'a>(
+    out: &mut AnnotatedSettings,
+    ssegate: &impl Fn(&str) -> Option<&'a str>,
+) -> Vec<(&'static str, Outcome)> {
+    use Outcome::*;
+    let mut notes = Vec::new();
+    let Some(resume) = out.sse.resume.as_mut().filter(|r| r.enabled) else {
+        for name in RESUME_REFINEMENTS {
+            if ssegate(name).is_some() {
+                notes.push((
+                    name,
+                    Ignored(format!("resume is off: `{SSEGATE}sse-resume` is not \"true\"")),
+                ));
+            }
+        }
+        return notes;
+    };
+    if let Some(value) = ssegate("sse-resume-max-attempts") {
+        let outcome = match value.parse::<i32>() {
+            Ok(n) => {
+                resume.max_attempts = Some(n);
+                Applied(format!("sse.resume.maxAttempts: {n}"))
+            }
+            Err(_) => Invalid(format!("{value:?} is not a whole number")),
+        };
+        notes.push(("sse-resume-max-attempts", outcome));
+    }
+    if let Some(value) = ssegate("sse-resume-budget") {
+        let outcome = match parse_duration(value) {
+            Ok(_) => {
+                resume.budget = Some(value.to_owned());
+                Applied(format!("sse.resume.budget: {value}"))
+            }
+            Err(e) => Invalid(format!("{value:?}: {e}")),
+        };
+        notes.push(("sse-resume-budget", outcome));
+    }
+    if let Some(value) = ssegate("sse-resume-on-idle-timeout") {
+        let outcome = match value {
+            "true" | "false" => {
+                resume.on_idle_timeout = Some(value == "true");
+                Applied(format!("sse.resume.onIdleTimeout: {value}"))
+            }
+            other => Invalid(format!("{other:?} is neither \"true\" nor \"false\"")),
+        };
+        notes.push(("sse-resume-on-idle-timeout", outcome));
+    }
+    if let Some(value) = ssegate("sse-resume-rollout-window") {
+        let outcome = match parse_duration(value) {
+            Ok(_) => {
+                resume.rollout_window = Some(value.to_owned());
+                Applied(format!("sse.resume.rolloutWindow: {value}"))
+            }
+            Err(e) => Invalid(format!("{value:?}: {e}")),
+        };
+        notes.push(("sse-resume-rollout-window", outcome));
+    }
+    notes
 }
 
 /// Unitless seconds, as ingress-nginx writes every timeout.
@@ -605,6 +710,91 @@ mod tests {
         assert_eq!(s.load_balancing, Some(LoadBalancing::RoundRobin));
         assert_eq!(s.buffer_size, Some(Quantity("32Ki".into())));
         assert!(s.notes.iter().all(|n| !n.outcome.warns()));
+    }
+
+    #[test]
+    fn resume_annotations_set_sse_resume_and_rebalance() {
+        let s = read(&[
+            ("ssegate.dev/sse-resume", "true"),
+            ("ssegate.dev/sse-resume-max-attempts", "5"),
+            ("ssegate.dev/sse-resume-budget", "2s"),
+            ("ssegate.dev/sse-resume-on-idle-timeout", "true"),
+            ("ssegate.dev/sse-resume-rollout-window", "30s"),
+            ("ssegate.dev/sse-rebalance", "true"),
+        ]);
+        assert_eq!(
+            s.sse.resume,
+            Some(ResumeSpec {
+                enabled: true,
+                max_attempts: Some(5),
+                budget: Some("2s".into()),
+                on_idle_timeout: Some(true),
+                rollout_window: Some("30s".into()),
+            })
+        );
+        assert_eq!(
+            s.sse.rebalance,
+            Some(RebalanceSpec {
+                enabled: true,
+                ..RebalanceSpec::default()
+            })
+        );
+        assert_eq!(s.notes.len(), 6);
+        assert!(s.notes.iter().all(|n| !n.outcome.warns()), "{:?}", s.notes);
+        assert_eq!(
+            outcome(&s, "ssegate.dev/sse-resume-budget"),
+            &Outcome::Applied("sse.resume.budget: 2s".into())
+        );
+
+        // Off, or not turned on: the refinements have nothing to refine.
+        for resume in [&[("ssegate.dev/sse-resume", "false")][..], &[]] {
+            let mut pairs = vec![("ssegate.dev/sse-resume-budget", "2s")];
+            pairs.extend_from_slice(resume);
+            let s = read(&pairs);
+            assert!(s.sse.resume.as_ref().is_none_or(|r| !r.enabled && r.budget.is_none()));
+            assert!(
+                matches!(outcome(&s, "ssegate.dev/sse-resume-budget"), Outcome::Ignored(why) if why.contains("sse-resume")),
+                "{:?}",
+                s.notes
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_resume_annotations_are_invalid_and_leave_the_default() {
+        let s = read(&[
+            ("ssegate.dev/sse-resume", "true"),
+            ("ssegate.dev/sse-resume-max-attempts", "many"),
+            ("ssegate.dev/sse-resume-budget", "soon"),
+            ("ssegate.dev/sse-resume-on-idle-timeout", "yes"),
+            ("ssegate.dev/sse-resume-rollout-window", "10"),
+            ("ssegate.dev/sse-rebalance", "on"),
+        ]);
+        assert_eq!(
+            s.sse.resume,
+            Some(ResumeSpec {
+                enabled: true,
+                ..ResumeSpec::default()
+            })
+        );
+        assert_eq!(s.sse.rebalance, None);
+        for name in [
+            "sse-resume-max-attempts",
+            "sse-resume-budget",
+            "sse-resume-on-idle-timeout",
+            "sse-resume-rollout-window",
+            "sse-rebalance",
+        ] {
+            let name = format!("ssegate.dev/{name}");
+            assert!(
+                matches!(outcome(&s, &name), Outcome::Invalid(_)),
+                "{name}: {:?}",
+                s.notes
+            );
+        }
+        let s = read(&[("ssegate.dev/sse-resume", "True")]);
+        assert_eq!(s.sse.resume, None);
+        assert!(matches!(outcome(&s, "ssegate.dev/sse-resume"), Outcome::Invalid(_)));
     }
 
     #[test]

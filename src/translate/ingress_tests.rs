@@ -404,3 +404,78 @@ spec:
         def.warnings
     );
 }
+
+#[test]
+fn resume_annotations_serve_as_sse_resume_and_refused_values_warn() {
+    use crate::api::{RebalanceSettings, ResumeSettings};
+    let yaml = |annotations: &str| {
+        format!(
+            "metadata:\n  name: r\n  annotations: {{{annotations}}}\nspec:\n  defaultBackend: {{service: {{name: s, port: {{number: 80}}}}}}\n"
+        )
+    };
+    let def = ingress(&yaml(
+        r#"ssegate.dev/sse-resume: "true", ssegate.dev/sse-resume-max-attempts: "4", ssegate.dev/sse-resume-on-idle-timeout: "true", ssegate.dev/sse-rebalance: "true""#,
+    ));
+    let s = def.translated.as_ref().unwrap().rules[0].settings;
+    assert_eq!(
+        s.resume,
+        Some(ResumeSettings {
+            max_attempts: 4,
+            on_idle_timeout: true,
+            ..ResumeSettings::DEFAULT
+        })
+    );
+    assert_eq!(s.rebalance, Some(RebalanceSettings::DEFAULT));
+    assert!(def.warnings.is_empty(), "{:?}", def.warnings);
+
+    // Out of range: warned, and the default applies to that field only.
+    let annotations: BTreeMap<String, String> = [
+        ("ssegate.dev/sse-resume", "true"),
+        ("ssegate.dev/sse-resume-max-attempts", "20"),
+        ("ssegate.dev/sse-resume-budget", "2m"),
+        ("ssegate.dev/sse-resume-rollout-window", "1h"),
+        ("ssegate.dev/sse-resume-on-idle-timeout", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let settings = ingress_settings(&annotations, "default");
+    assert_eq!(
+        settings.stream.resume,
+        Some(ResumeSettings {
+            on_idle_timeout: true,
+            ..ResumeSettings::DEFAULT
+        })
+    );
+    assert_eq!(
+        settings.problems,
+        [
+            "annotations setting sse.resume.maxAttempts: must be between 1 and 10; the default applies",
+            "annotations setting sse.resume.budget: must be between 100ms and 60s; the default applies",
+            "annotations setting sse.resume.rolloutWindow: must be between 0s and 5m; the default applies",
+        ]
+    );
+    // What `ssegate convert` writes keeps only what serves.
+    let resume = settings.annotated.sse.resume.as_ref().unwrap();
+    assert_eq!(
+        (
+            resume.max_attempts,
+            resume.budget.as_deref(),
+            resume.rollout_window.as_deref()
+        ),
+        (None, None, None)
+    );
+    assert_eq!(resume.on_idle_timeout, Some(true));
+
+    // Rebalancing without resume: warned, and off.
+    let def = ingress(&yaml(r#"ssegate.dev/sse-rebalance: "true""#));
+    let s = def.translated.as_ref().unwrap().rules[0].settings;
+    assert_eq!((s.resume, s.rebalance), (None, None));
+    assert!(
+        def.warnings
+            .iter()
+            .any(|w| w == "annotations setting sse.rebalance: needs sse.resume: only streams that can be resumed are moved; the default applies"),
+        "{:?}",
+        def.warnings
+    );
+}
