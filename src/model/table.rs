@@ -541,6 +541,11 @@ pub struct MatchView {
     pub route: String,
     pub rule: usize,
     pub buffering: &'static str,
+    /// `sse.resume` when it is on, with `sse.rebalance` after it:
+    /// `maxAttempts 3, budget 5s, onIdleTimeout false, rolloutWindow 10s;
+    /// rebalance: off`. Absent when resume is off (and so is rebalance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
     /// Who may reach it, when not everyone: what the proxy enforces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
@@ -563,6 +568,10 @@ impl MatchView {
             route: t.route.to_string(),
             rule: t.rule_index,
             buffering: t.settings.buffering.as_str(),
+            resume: t.settings.resume.map(|resume| match t.settings.rebalance {
+                Some(rebalance) => format!("{resume}; rebalance: {rebalance}"),
+                None => format!("{resume}; rebalance: off"),
+            }),
             access: t.access.as_ref().map(|a| a.to_string()),
             backends: t
                 .backends

@@ -553,3 +553,51 @@ fn a_request_on_a_gateways_own_port_matches_only_that_gateways_rules() {
         h.accepted.message
     );
 }
+
+#[test]
+fn debug_routes_shows_resume_with_its_settings_where_it_is_on() {
+    let t = World::new()
+        .service("svc", &[1])
+        .route(
+            "r",
+            0,
+            "sse: {resume: {enabled: true, budget: 2s}}
+rules:
+- matches: [{path: {value: /resumed}}]
+  backendRefs: [{name: svc, port: 80}]
+- matches: [{path: {value: /rebalanced}}]
+  backendRefs: [{name: svc, port: 80}]
+  sse: {rebalance: {enabled: true}}
+- matches: [{path: {value: /plain}}]
+  backendRefs: [{name: svc, port: 80}]
+  sse: {resume: {enabled: false}}",
+        )
+        .table();
+    let view = serde_json::to_value(t.describe()).unwrap();
+    let mut resume: Vec<(String, Option<String>)> = view["hosts"][0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["path"].as_str().unwrap().to_owned(),
+                m["resume"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    resume.sort();
+    assert_eq!(
+        resume,
+        [
+            ("/plain".to_owned(), None),
+            (
+                "/rebalanced".to_owned(),
+                Some("maxAttempts 3, budget 2s, onIdleTimeout false, rolloutWindow 10s; rebalance: tolerancePercent 10, movesPerSecond 20".to_owned())
+            ),
+            (
+                "/resumed".to_owned(),
+                Some("maxAttempts 3, budget 2s, onIdleTimeout false, rolloutWindow 10s; rebalance: off".to_owned())
+            ),
+        ]
+    );
+}
