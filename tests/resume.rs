@@ -391,7 +391,13 @@ async fn killed_at_every_split(proto: Protocol) {
         let target = format!("/s?cut=3:{k}&then=ok");
         let got = env.fetch(Method::GET, &target).await;
         assert_eq!(got.status, 200);
-        assert_eq!(got.body, events(1, TOTAL), "cut after {k} bytes of event 3");
+        assert_eq!(
+            got.body,
+            events(1, TOTAL),
+            "cut after {k} bytes of event 3; seen {:#?}\n{}",
+            env.backend.seen(&target),
+            env.gw.logs()
+        );
         assert_eq!(got.end, End::Clean, "cut after {k} bytes of event 3");
         let seen = env.backend.seen(&target);
         assert_eq!(seen.len(), 2, "one resumed request: {seen:#?}");
@@ -399,7 +405,7 @@ async fn killed_at_every_split(proto: Protocol) {
         assert_eq!(seen[1].last_event_id.as_deref(), Some(whole), "cut after {k} bytes");
         assert_ne!(
             seen[1].endpoint, seen[0].endpoint,
-            "another endpoint while one is ready"
+            "another endpoint while one is ready (cut after {k}): {seen:#?}"
         );
     }
     let runs = (len + 1) as f64;

@@ -257,7 +257,20 @@ impl UpstreamBody {
             return Poll::Ready(None);
         }
         loop {
-            match with_scratch(|buf| self.read_some(cx, buf)) {
+            // A resume under way, else a read (a resume reads its answer
+            // through the scratch buffer itself, so not inside it).
+            let read = match self.resumer.as_mut().filter(|r| r.running()) {
+                Some(resumer) => match resumer.poll(cx) {
+                    Poll::Pending => Read::Waiting,
+                    Poll::Ready(Ok(new)) => {
+                        self.install(new);
+                        Read::Nothing
+                    }
+                    Poll::Ready(Err(failed)) => Read::Cut(self.engine.resume_failed(failed.attempts)),
+                },
+                None => with_scratch(|buf| self.read_some(cx, buf)),
+            };
+            match read {
                 Read::Frame(frame) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
                 Read::Nothing => continue,
                 Read::End => return Poll::Ready(None),
@@ -354,16 +367,6 @@ impl UpstreamBody {
     /// One read from the upstream (or the bytes that came with its head),
     /// handed to the engine.
     fn read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Read {
-        if let Some(resumer) = self.resumer.as_mut().filter(|r| r.running()) {
-            return match resumer.poll(cx) {
-                Poll::Pending => Read::Waiting,
-                Poll::Ready(Ok(new)) => {
-                    self.install(new);
-                    Read::Nothing
-                }
-                Poll::Ready(Err(failed)) => Read::Cut(self.engine.resume_failed(failed.attempts)),
-            };
-        }
         let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
         let (len, done) = match unframed {

@@ -254,7 +254,13 @@ impl Pump {
             if let Some(outcome) = self.ending {
                 return Poll::Ready(self.finish(outcome));
             }
-            match with_scratch(|buf| self.forward_some(cx, buf, io)) {
+            // A resume under way, else a read (a resume reads its answer
+            // through the scratch buffer itself, so not inside it).
+            let step = match self.poll_resume(cx) {
+                Some(step) => step,
+                None => with_scratch(|buf| self.forward_some(cx, buf, io)),
+            };
+            match step {
                 Step::Moved => continue,
                 Step::Ended(end) => return Poll::Ready(end),
                 Step::Waiting => {}
@@ -344,6 +350,22 @@ impl Pump {
         }
     }
 
+    /// Polls the resume under way, if there is one.
+    fn poll_resume(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        let resumer = self.resumer.as_mut().filter(|r| r.running())?;
+        Some(match resumer.poll(cx) {
+            Poll::Pending => Step::Waiting,
+            Poll::Ready(Ok(new)) => {
+                self.install(new);
+                Step::Moved
+            }
+            Poll::Ready(Err(failed)) => {
+                let outcome = self.engine.resume_failed(failed.attempts);
+                Step::Ended(self.finish(outcome))
+            }
+        })
+    }
+
     /// A resume found a new upstream: the body carries on from it.
     fn install(&mut self, new: NewUpstream) {
         self.engine.resumed(new.attempts, Instant::now());
@@ -383,19 +405,6 @@ impl Pump {
     /// One read from the upstream (or the bytes that came with its head),
     /// handled and written to the client in the same step.
     fn forward_some<S: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, buf: &mut [u8], io: &mut S) -> Step {
-        if let Some(resumer) = self.resumer.as_mut().filter(|r| r.running()) {
-            match resumer.poll(cx) {
-                Poll::Pending => return Step::Waiting,
-                Poll::Ready(Ok(new)) => {
-                    self.install(new);
-                    return Step::Moved;
-                }
-                Poll::Ready(Err(failed)) => {
-                    let outcome = self.engine.resume_failed(failed.attempts);
-                    return Step::Ended(self.finish(outcome));
-                }
-            }
-        }
         let unframed = read_unframed(cx, buf, &mut self.pending_in, self.upstream.as_mut(), &mut self.input);
         let now = Instant::now();
         let (len, done) = match unframed {

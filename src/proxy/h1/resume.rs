@@ -294,13 +294,43 @@ async fn attempt(
         spent += 1;
         let left_time = plan.deadline - now;
         let load = req.endpoints.track(endpoint);
-        let connected = match pool::checkout(endpoint) {
-            Some(s) => Ok(s),
-            None => pool::connect(endpoint, settings.connect.min(left_time)).await,
+        // A pooled connection first; one the upstream closed meanwhile is
+        // not an attempt: a new connection is.
+        let mut pooled = pool::checkout(endpoint);
+        let sent = loop {
+            let reused = pooled.is_some();
+            let stream = match pooled.take() {
+                Some(s) => s,
+                None => match pool::connect(endpoint, settings.connect.min(left_time)).await {
+                    Ok(s) => s,
+                    Err(e) => break Err(Some(e)),
+                },
+            };
+            let limits = Limits {
+                response: settings
+                    .response_headers
+                    .min(plan.deadline.saturating_duration_since(Instant::now())),
+                body: Duration::ZERO,
+                head_request: false,
+            };
+            let mut upload = Upload::new(Framing::Empty);
+            match send(
+                stream,
+                &head,
+                &mut upload,
+                &mut NoBody,
+                limits,
+                &mut Deadline::default(),
+            )
+            .await
+            {
+                Ok(a) => break Ok(a),
+                Err(Failure::Stale) if reused => continue,
+                Err(_) => break Err(None),
+            }
         };
-        let stream = match connected {
-            Ok(s) => s,
-            Err(e) => {
+        let answer = match sent {
+            Err(Some(e)) => {
                 req.metrics.upstream_error(UpstreamError::Connect);
                 req.endpoints.eject(endpoint);
                 warn!(route = %req.target.route, %endpoint, error = %e, "resume: connect failed; endpoint ejected for a while");
@@ -309,27 +339,8 @@ async fn attempt(
                 backoff *= 2;
                 continue;
             }
-        };
-        let limits = Limits {
-            response: settings
-                .response_headers
-                .min(plan.deadline.saturating_duration_since(Instant::now())),
-            body: Duration::ZERO,
-            head_request: false,
-        };
-        let mut upload = Upload::new(Framing::Empty);
-        let answer = match send(
-            stream,
-            &head,
-            &mut upload,
-            &mut NoBody,
-            limits,
-            &mut Deadline::default(),
-        )
-        .await
-        {
             Ok(a) => a,
-            Err(_) => {
+            Err(None) => {
                 req.metrics.upstream_error(UpstreamError::Failed);
                 warn!(route = %req.target.route, %endpoint, "resume: no answer");
                 tried.push(endpoint);
