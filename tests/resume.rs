@@ -73,6 +73,8 @@ struct Seen {
     /// Path and query.
     target: String,
     last_event_id: Option<String>,
+    /// When the head arrived.
+    at: Instant,
 }
 
 struct Backend {
@@ -146,6 +148,7 @@ async fn serve(mut stream: TcpStream, endpoint: SocketAddr, log: Arc<Mutex<Vec<S
         method,
         target: target.clone(),
         last_event_id: last_event_id.clone(),
+        at: Instant::now(),
     });
     let chunk = |t: &str| format!("{:x}\r\n{t}\r\n", t.len());
     let stream_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -156,6 +159,11 @@ async fn serve(mut stream: TcpStream, endpoint: SocketAddr, log: Arc<Mutex<Vec<S
             .map(|(n, k)| (n.parse::<u32>().unwrap(), k.parse::<usize>().unwrap()))
             .unwrap_or((TOTAL + 1, 0));
         let noid = query(&target, "noid").is_some();
+        if let Some(slow) = query(&target, "slow") {
+            // Events 1..=slow, 100 ms apart, then the last chunk.
+            let _ = stream.write_all(stream_head.as_bytes()).await;
+            return tick(&mut stream, 1, slow.parse().unwrap()).await;
+        }
         let one = |i: u32| if noid { format!("data: event {i}\n\n") } else { event(i) };
         let mut out = stream_head.to_owned();
         for i in 1..n.min(TOTAL + 1) {
@@ -169,10 +177,19 @@ async fn serve(mut stream: TcpStream, endpoint: SocketAddr, log: Arc<Mutex<Vec<S
             out.push_str("0\r\n\r\n");
         }
         let _ = stream.write_all(out.as_bytes()).await;
+        if query(&target, "hold").is_some() {
+            // Silent, not cut: only an idle timeout ends this.
+            let mut rest = [0u8; 64];
+            let _ = tokio::time::timeout(LIMIT, stream.read(&mut rest)).await;
+        }
         // The connection ends here: without the last chunk, a cut.
         return;
     };
     let from: u32 = last.parse::<u32>().unwrap() + 1;
+    if let Some(slow) = query(&target, "slow") {
+        let _ = stream.write_all(stream_head.as_bytes()).await;
+        return tick(&mut stream, from, slow.parse().unwrap()).await;
+    }
     let answer = match query(&target, "then").unwrap_or("ok") {
         "ok" => format!("{stream_head}{}0\r\n\r\n", chunk(&events(from, TOTAL))),
         "404" => "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot here\n".to_owned(),
@@ -189,6 +206,20 @@ async fn serve(mut stream: TcpStream, endpoint: SocketAddr, log: Arc<Mutex<Vec<S
     let _ = stream.write_all(answer.as_bytes()).await;
     let mut rest = [0u8; 64];
     let _ = tokio::time::timeout(ms(200), stream.read(&mut rest)).await;
+}
+
+/// Events `from..=to`, one chunk each, 100 ms apart, then the last chunk;
+/// stops when ssegate closes the connection (it moved the stream).
+async fn tick(stream: &mut TcpStream, from: u32, to: u32) {
+    for i in from..=to {
+        let e = event(i);
+        let chunk = format!("{:x}\r\n{e}\r\n", e.len());
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -224,15 +255,27 @@ struct Got {
 }
 
 impl Env {
+    /// ssegate with a Route whose `sse` is `sse` and whose other spec
+    /// lines are `extra`, in front of two endpoints, the first `ready`
+    /// ones ready.
     async fn start(proto: Protocol, resume: &str) -> Env {
+        Env::start_with(proto, &format!("{{resume: {resume}}}"), "", 2).await
+    }
+
+    async fn start_with(proto: Protocol, sse: &str, extra: &str, ready: usize) -> Env {
         let backend = Backend::start(2).await;
         let cert = cert(&[HOST]);
         let dir = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let route = format!(
-            "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\nspec:\n  hostnames: [{HOST}]\n  tls: [{{secretName: cert}}]\n  proxyBuffering: Disabled\n  sse: {{resume: {resume}}}\n  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n"
+            "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\nspec:\n  hostnames: [{HOST}]\n  tls: [{{secretName: cert}}]\n  proxyBuffering: Disabled\n  sse: {sse}\n{extra}  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n"
         );
-        let upstreams: Vec<_> = backend.endpoints.iter().map(|e| (*e, true)).collect();
+        let upstreams: Vec<_> = backend
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (*e, i < ready))
+            .collect();
         for (name, content) in [
             ("backend.yaml", backend_yaml("svc", &upstreams)),
             ("secret.yaml", secret_yaml("cert", None, &cert)),
@@ -263,6 +306,19 @@ impl Env {
             _dir: dir,
             _logs: logs,
         }
+    }
+
+    /// Marks which endpoints are ready, as an EndpointSlice update would.
+    fn set_ready(&self, ready: &[bool]) {
+        let upstreams: Vec<_> = self
+            .backend
+            .endpoints
+            .iter()
+            .zip(ready)
+            .map(|(e, r)| (*e, *r))
+            .collect();
+        let path = self._dir.path().join("backend.yaml");
+        std::fs::write(&path, backend_yaml("svc", &upstreams)).unwrap();
     }
 
     /// Sends one request on a connection of its own and reads the whole
@@ -484,6 +540,103 @@ async fn a_post_or_an_id_less_stream_is_not_resumed(proto: Protocol) {
     assert_eq!(env.metric(&resumes("no_id")).await, 1.0, "the GET without ids");
 }
 
+/// With `onIdleTimeout`, an upstream silent for the idle timeout is
+/// resumed elsewhere instead of cut.
+async fn a_silent_upstream_is_resumed_when_asked(proto: Protocol) {
+    let env = Env::start_with(
+        proto,
+        "{resume: {enabled: true, onIdleTimeout: true}}",
+        "  timeouts: {idle: 500ms}\n",
+        2,
+    )
+    .await;
+    let target = "/s?cut=3:6&hold&then=ok";
+    let got = env.fetch(Method::GET, target).await;
+    assert_eq!(got.body, events(1, TOTAL));
+    assert_eq!(got.end, End::Clean);
+    let seen = env.backend.seen(target);
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[1].last_event_id.as_deref(), Some("2"));
+    let idle = "ssegate_stream_resumes_total{route=\"default/r\",reason=\"idle_timeout\",outcome=\"resumed\"} ";
+    assert_eq!(env.metric(idle).await, 1.0);
+}
+
+/// An endpoint that turns unready mid-stream (a rollout) loses its
+/// streams to the other endpoint at an event boundary within the rollout
+/// window: the client's one response carries every event once.
+async fn a_stream_leaves_an_endpoint_that_turns_unready(proto: Protocol) {
+    let env = Env::start_with(proto, "{resume: {enabled: true, rolloutWindow: 500ms}}", "", 2).await;
+    let target = "/s?slow=30";
+    let fetch = env.fetch(Method::GET, target);
+    let flip = async {
+        // Once the stream has started, its endpoint turns unready.
+        let deadline = Instant::now() + LIMIT;
+        let first = loop {
+            if let Some(s) = env.backend.seen(target).first() {
+                break s.endpoint;
+            }
+            assert!(Instant::now() < deadline, "the stream never reached the backend");
+            tokio::time::sleep(ms(20)).await;
+        };
+        tokio::time::sleep(ms(300)).await;
+        let ready: Vec<bool> = env.backend.endpoints.iter().map(|e| *e != first).collect();
+        env.set_ready(&ready);
+        Instant::now()
+    };
+    let (got, flipped) = tokio::join!(fetch, flip);
+    assert_eq!(got.body, events(1, 30));
+    assert_eq!(got.end, End::Clean);
+    let seen = env.backend.seen(target);
+    assert_eq!(seen.len(), 2, "one move: {seen:#?}");
+    assert_ne!(seen[1].endpoint, seen[0].endpoint);
+    let moved = "ssegate_stream_resumes_total{route=\"default/r\",reason=\"endpoint_leaving\",outcome=\"resumed\"} ";
+    assert_eq!(env.metric(moved).await, 1.0);
+    // Within the window (500 ms), plus the folder's reload and the
+    // watcher's period (100 ms), with a margin for a loaded machine.
+    let took = seen[1].at - flipped;
+    assert!(
+        took < ms(2000),
+        "the stream moved {took:?} after its endpoint turned unready"
+    );
+}
+
+/// Ten streams on one endpoint, a second one added: the streams above the
+/// even share (five) move to it, and every client keeps its one response.
+async fn a_scale_out_moves_streams_above_the_even_share(proto: Protocol) {
+    let env = Env::start_with(
+        proto,
+        "{resume: {enabled: true}, rebalance: {enabled: true, movesPerSecond: 50}}",
+        "",
+        1,
+    )
+    .await;
+    let targets: Vec<String> = (0..10).map(|i| format!("/s?slow=40&n={i}")).collect();
+    let fetches = futures_util::future::join_all(targets.iter().map(|t| env.fetch(Method::GET, t)));
+    let scale = async {
+        let deadline = Instant::now() + LIMIT;
+        while targets.iter().any(|t| env.backend.seen(t).is_empty()) {
+            assert!(Instant::now() < deadline, "the streams never all started");
+            tokio::time::sleep(ms(20)).await;
+        }
+        env.set_ready(&[true, true]);
+    };
+    let (gots, ()) = tokio::join!(fetches, scale);
+    for got in &gots {
+        assert_eq!(got.body, events(1, 40));
+        assert_eq!(got.end, End::Clean);
+    }
+    let second = env.backend.endpoints[1];
+    let moved: Vec<_> = targets
+        .iter()
+        .filter(|t| env.backend.seen(t).iter().any(|s| s.endpoint == second))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        5,
+        "five of ten streams move to the new endpoint: {moved:?}"
+    );
+}
+
 macro_rules! on_every_protocol {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -513,4 +666,7 @@ on_every_protocol!(
     max_attempts_are_kept,
     the_budget_is_kept,
     a_post_or_an_id_less_stream_is_not_resumed,
+    a_silent_upstream_is_resumed_when_asked,
+    a_stream_leaves_an_endpoint_that_turns_unready,
+    a_scale_out_moves_streams_above_the_even_share,
 );
