@@ -12,8 +12,9 @@
 //! Field parsing follows the HTML standard: lines end with `\n`, `\r\n` or
 //! `\r`; a line `id` or `id:value` (one leading space of the value is
 //! dropped) sets the buffer; a value containing NUL is ignored. An id
-//! longer than [`MAX_ID_LEN`] is not kept: the stream's position is then
-//! unknown until the next id that fits, and it is not resumed meanwhile.
+//! longer than [`MAX_ID_LEN`], or with a control byte (which no header
+//! field may carry), is not kept: the stream's position is then unknown
+//! until the next id that fits, and it is not resumed meanwhile.
 
 /// Longest event id ssegate keeps for a resume.
 pub const MAX_ID_LEN: usize = 1024;
@@ -92,7 +93,11 @@ impl EventIds {
             (Line::ValueStart, b' ') => Line::Value,
             // A value with NUL is ignored: the line is no field at all.
             (Line::ValueStart | Line::Value | Line::ValueTooLong, 0) => Line::Other,
-            (Line::ValueStart | Line::Value, _) if self.value.len() >= MAX_ID_LEN => {
+            // A control byte cannot go into a `Last-Event-ID` field: the
+            // id is kept as unknown, as a too long one is.
+            (Line::ValueStart | Line::Value, b)
+                if self.value.len() >= MAX_ID_LEN || (b < 0x20 && b != b'\t') || b == 0x7f =>
+            {
                 self.value = Vec::new();
                 Line::ValueTooLong
             }
@@ -190,11 +195,8 @@ mod tests {
                 None => (line, &b""[..]),
             };
             if name == b"id" && !value.contains(&0) {
-                buffer = Some(if value.len() > MAX_ID_LEN {
-                    None
-                } else {
-                    Some(value.to_vec())
-                });
+                let unusable = value.len() > MAX_ID_LEN || value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+                buffer = Some(if unusable { None } else { Some(value.to_vec()) });
             }
         }
         committed.flatten().filter(|v| !v.is_empty())
@@ -217,6 +219,8 @@ mod tests {
             [long.clone(), b"id: 8\n\n".to_vec()].concat(),
             [b"id: 1\n\n".to_vec(), long].concat(),
             fits,
+            b"id: 1\n\nid: a\x01b\n\n".to_vec(),
+            b"id: 1\n\nid: a\x7f\n\nid: tab\there\n\n".to_vec(),
         ]
     }
 
