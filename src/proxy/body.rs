@@ -15,12 +15,10 @@
 //! holds at most one read (64 KiB) beyond hyper's send queue and the
 //! kernel's socket buffers.
 
-use super::h1::pump::{decide_on_timer, read_unframed, resume_counts_as, Input, Unframed};
+use super::h1::pump::{decide_on_timer, read_unframed, Input, Unframed};
 use super::h1::resume::{NewUpstream, ResumeRequest, Resumer};
 use super::h1::{with_scratch, HEADROOM};
-use super::stream_engine::{
-    Decision, EngineSettings, Outcome, Received, ResumePlan, ResumeReason, StreamEngine, HEARTBEAT,
-};
+use super::stream_engine::{Decision, EngineSettings, Outcome, Received, ResumePlan, StreamEngine, HEARTBEAT};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -260,13 +258,13 @@ impl UpstreamBody {
             // A resume under way, else a read (a resume reads its answer
             // through the scratch buffer itself, so not inside it).
             let read = match self.resumer.as_mut().filter(|r| r.running()) {
-                Some(resumer) => match resumer.poll(cx) {
+                Some(resumer) => match resumer.poll_into(cx, &mut self.engine, self.observer.as_mut()) {
                     Poll::Pending => Read::Waiting,
                     Poll::Ready(Ok(new)) => {
                         self.install(new);
                         Read::Nothing
                     }
-                    Poll::Ready(Err(failed)) => Read::Cut(self.engine.resume_failed(failed.attempts)),
+                    Poll::Ready(Err(outcome)) => Read::Cut(outcome),
                 },
                 None => with_scratch(|buf| self.read_some(cx, buf)),
             };
@@ -319,43 +317,35 @@ impl UpstreamBody {
     /// The upstream failed: resume elsewhere if the engine allows, else
     /// cut the body.
     fn upstream_failed(&mut self) -> Read {
-        match self.engine.begin_resume(ResumeReason::UpstreamError, Instant::now()) {
-            Some(Ok(plan)) => {
-                self.start_resume(plan);
-                Read::Nothing
-            }
-            Some(Err(why)) => {
-                if let Some(r) = &self.resumer {
-                    r.refused(ResumeReason::UpstreamError, why);
-                }
-                Read::Cut(Outcome::UpstreamError)
-            }
-            None => Read::Cut(Outcome::UpstreamError),
+        let resuming = match (&mut self.resumer, self.endpoint) {
+            (Some(r), Some(left)) => r.after_failure(&mut self.engine, self.observer.as_ref(), left),
+            _ => false,
+        };
+        if !resuming {
+            return Read::Cut(Outcome::UpstreamError);
         }
+        self.drop_upstream();
+        Read::Nothing
     }
 
-    /// Drops the upstream (closing its connection) and starts the resume.
+    /// Leaves the upstream for another endpoint, as the engine decided.
     fn start_resume(&mut self, plan: ResumePlan) {
-        if let (Some(o), Some(kind)) = (&self.observer, resume_counts_as(plan.reason)) {
-            o.metrics.upstream_error(kind);
+        if let (Some(r), Some(left)) = (&mut self.resumer, self.endpoint) {
+            r.begin(plan, &self.engine, self.observer.as_ref(), left);
         }
+        self.drop_upstream();
+    }
+
+    /// Closes the upstream connection while a resume finds another.
+    fn drop_upstream(&mut self) {
         self.upstream = None;
         self.reusable = false;
         self.pending_in = Vec::new();
         self._load = None;
-        if let (Some(resumer), Some(id), Some(endpoint)) =
-            (&mut self.resumer, self.engine.last_event_id(), self.endpoint)
-        {
-            resumer.start(plan, id, endpoint);
-        }
     }
 
     /// A resume found a new upstream: the body carries on from it.
     fn install(&mut self, new: NewUpstream) {
-        self.engine.resumed(new.attempts, Instant::now());
-        if let Some(o) = &mut self.observer {
-            o.resumed(new.endpoint);
-        }
         self.upstream = Some(new.stream);
         self.input = new.input;
         self.pending_in = new.leftover;

@@ -12,12 +12,12 @@
 //! most one read (64 KiB) plus a chunk's framing beyond the kernel's socket
 //! buffers, and the send timeout ends it when the client takes nothing.
 
-use super::resume::{NewUpstream, ResumeRequest, Resumer};
+use super::resume::{ResumeRequest, Resumer};
 use super::{with_scratch, HEADROOM, READ_MAX};
 use crate::http1::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::proxy::access::Observer;
 use crate::proxy::stream_engine::{
-    BodyMode, Decision, EngineSettings, Outcome, Received, ResumePlan, ResumeReason, StreamEngine, HEARTBEAT,
+    BodyMode, Decision, EngineSettings, Outcome, Received, ResumePlan, StreamEngine, HEARTBEAT,
 };
 use crate::proxy::{EndpointLoad, StreamSlot};
 use std::future::Future;
@@ -320,64 +320,50 @@ impl Pump {
     /// The upstream failed: resume elsewhere if the engine allows, else
     /// cut the body.
     fn upstream_failed(&mut self) -> Step {
-        match self.engine.begin_resume(ResumeReason::UpstreamError, Instant::now()) {
-            Some(Ok(plan)) => {
-                self.start_resume(plan);
-                Step::Moved
-            }
-            Some(Err(why)) => {
-                if let Some(r) = &self.resumer {
-                    r.refused(ResumeReason::UpstreamError, why);
-                }
-                Step::Ended(self.finish(Outcome::UpstreamError))
-            }
-            None => Step::Ended(self.finish(Outcome::UpstreamError)),
+        let resuming = self
+            .resumer
+            .as_mut()
+            .is_some_and(|r| r.after_failure(&mut self.engine, self.observer.as_ref(), self.endpoint));
+        if !resuming {
+            return Step::Ended(self.finish(Outcome::UpstreamError));
         }
+        self.drop_upstream();
+        Step::Moved
     }
 
-    /// Drops the upstream (closing its connection: a backend that is
-    /// shutting down sees the stream leave) and starts the resume.
+    /// Leaves the upstream for another endpoint, as the engine decided.
     fn start_resume(&mut self, plan: ResumePlan) {
-        if let (Some(o), Some(kind)) = (&self.observer, resume_counts_as(plan.reason)) {
-            o.metrics.upstream_error(kind);
+        if let Some(r) = &mut self.resumer {
+            r.begin(plan, &self.engine, self.observer.as_ref(), self.endpoint);
         }
+        self.drop_upstream();
+    }
+
+    /// Closes the upstream connection (a backend that is shutting down
+    /// sees the stream leave) while a resume finds another.
+    fn drop_upstream(&mut self) {
         self.upstream = None;
         self.upstream_reusable = false;
         self.pending_in = Vec::new();
         self._load = None;
-        if let (Some(resumer), Some(id)) = (&mut self.resumer, self.engine.last_event_id()) {
-            resumer.start(plan, id, self.endpoint);
-        }
     }
 
     /// Polls the resume under way, if there is one.
     fn poll_resume(&mut self, cx: &mut Context<'_>) -> Option<Step> {
         let resumer = self.resumer.as_mut().filter(|r| r.running())?;
-        Some(match resumer.poll(cx) {
+        Some(match resumer.poll_into(cx, &mut self.engine, self.observer.as_mut()) {
             Poll::Pending => Step::Waiting,
             Poll::Ready(Ok(new)) => {
-                self.install(new);
+                self.upstream = Some(new.stream);
+                self.input = new.input;
+                self.pending_in = new.leftover;
+                self.upstream_reusable = new.keep_alive;
+                self.endpoint = new.endpoint;
+                self._load = Some(new.load);
                 Step::Moved
             }
-            Poll::Ready(Err(failed)) => {
-                let outcome = self.engine.resume_failed(failed.attempts);
-                Step::Ended(self.finish(outcome))
-            }
+            Poll::Ready(Err(outcome)) => Step::Ended(self.finish(outcome)),
         })
-    }
-
-    /// A resume found a new upstream: the body carries on from it.
-    fn install(&mut self, new: NewUpstream) {
-        self.engine.resumed(new.attempts, Instant::now());
-        if let Some(o) = &mut self.observer {
-            o.resumed(new.endpoint);
-        }
-        self.upstream = Some(new.stream);
-        self.input = new.input;
-        self.pending_in = new.leftover;
-        self.upstream_reusable = new.keep_alive;
-        self.endpoint = new.endpoint;
-        self._load = Some(new.load);
     }
 
     /// The client takes nothing now: wait, up to the send timeout.
@@ -605,16 +591,6 @@ pub(in crate::proxy) fn read_unframed(
             done: false,
             out_of_step: false,
         },
-    }
-}
-
-/// What `ssegate_upstream_errors_total` counts a resume's cause as: a
-/// failure is one even when the stream carries on; a move is not.
-pub(in crate::proxy) fn resume_counts_as(reason: ResumeReason) -> Option<crate::metrics::UpstreamError> {
-    match reason {
-        ResumeReason::UpstreamError => Some(crate::metrics::UpstreamError::Failed),
-        ResumeReason::IdleTimeout => Some(crate::metrics::UpstreamError::IdleTimeout),
-        ResumeReason::EndpointLeaving | ResumeReason::Rebalance => None,
     }
 }
 

@@ -24,9 +24,10 @@ use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::Framing;
 use crate::metrics::{RouteMetrics, UpstreamError};
 use crate::model::{ResolvedRule, SharedTable};
+use crate::proxy::access::Observer;
 use crate::proxy::balance::EndpointStates;
 use crate::proxy::moves::MoveSignal;
-use crate::proxy::stream_engine::{is_event_stream_type, ResumePlan, ResumeReason};
+use crate::proxy::stream_engine::{is_event_stream_type, Outcome, ResumePlan, ResumeReason, StreamEngine};
 use crate::proxy::EndpointLoad;
 use http::StatusCode;
 use std::future::Future;
@@ -221,7 +222,7 @@ impl Resumer {
     }
 
     /// Starts resuming after the last whole event `last_id`, away from `left`.
-    pub(in crate::proxy) fn start(&mut self, plan: ResumePlan, last_id: &[u8], left: SocketAddr) {
+    fn start(&mut self, plan: ResumePlan, last_id: &[u8], left: SocketAddr) {
         debug!(route = %self.request.target.route, reason = plan.reason.as_str(), %left, "resuming event stream");
         let head = self.request.head_with(last_id);
         let attempts = Box::pin(attempt(self.request.clone(), plan, head, left));
@@ -233,7 +234,7 @@ impl Resumer {
     }
 
     /// The resume's result, counted in `ssegate_stream_resumes_total`.
-    pub(in crate::proxy) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<NewUpstream, ResumeFailed>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<NewUpstream, ResumeFailed>> {
         let Some((reason, attempts)) = &mut self.running else {
             return Poll::Pending;
         };
@@ -247,9 +248,72 @@ impl Resumer {
         Poll::Ready(result)
     }
 
+    /// The upstream failed: starts a resume if the engine allows one (the
+    /// shell then drops its upstream); false: the body is to be cut.
+    pub(in crate::proxy) fn after_failure(
+        &mut self,
+        engine: &mut StreamEngine,
+        observer: Option<&Observer>,
+        left: SocketAddr,
+    ) -> bool {
+        match engine.begin_resume(ResumeReason::UpstreamError, Instant::now()) {
+            Some(Ok(plan)) => {
+                self.begin(plan, engine, observer, left);
+                true
+            }
+            Some(Err(why)) => {
+                self.refused(ResumeReason::UpstreamError, why);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the resume the engine planned, away from `left`; a failure
+    /// behind it counts in `ssegate_upstream_errors_total`, a move does not.
+    pub(in crate::proxy) fn begin(
+        &mut self,
+        plan: ResumePlan,
+        engine: &StreamEngine,
+        observer: Option<&Observer>,
+        left: SocketAddr,
+    ) {
+        let kind = match plan.reason {
+            ResumeReason::UpstreamError => Some(UpstreamError::Failed),
+            ResumeReason::IdleTimeout => Some(UpstreamError::IdleTimeout),
+            ResumeReason::EndpointLeaving | ResumeReason::Rebalance => None,
+        };
+        if let (Some(o), Some(kind)) = (observer, kind) {
+            o.metrics.upstream_error(kind);
+        }
+        if let Some(id) = engine.last_event_id() {
+            self.start(plan, id, left);
+        }
+    }
+
+    /// The resume's end, told to the engine and the access record: the new
+    /// upstream to carry on from, or how the body is cut.
+    pub(in crate::proxy) fn poll_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        engine: &mut StreamEngine,
+        observer: Option<&mut Observer>,
+    ) -> Poll<Result<NewUpstream, Outcome>> {
+        Poll::Ready(match std::task::ready!(self.poll(cx)) {
+            Ok(new) => {
+                engine.resumed(new.attempts, Instant::now());
+                if let Some(o) = observer {
+                    o.resumed(new.endpoint);
+                }
+                Ok(new)
+            }
+            Err(failed) => Err(engine.resume_failed(failed.attempts)),
+        })
+    }
+
     /// Counts a resume the engine refused (`no_id`, `inside_large_event`,
     /// `exhausted`).
-    pub(in crate::proxy) fn refused(&self, reason: ResumeReason, why: &'static str) {
+    fn refused(&self, reason: ResumeReason, why: &'static str) {
         self.request.metrics.resume(reason.as_str(), why);
     }
 }
