@@ -462,9 +462,6 @@ impl RoutingTable {
         pick_certificate(self.gateway_certificates.get(gateway)?, server_name)
     }
 
-    /// The ports each accepted Gateway of ssegate's class is served on by
-    /// itself (a request arriving there matches only that Gateway's
-    /// rules), besides the shared ports.
     /// The endpoints ready now for a backend's Service port, by its label;
     /// `None` when no rule of this table uses it.
     pub fn service_endpoints(&self, service: &str) -> Option<&Arc<[SocketAddr]>> {
@@ -476,6 +473,9 @@ impl RoutingTable {
         &self.service_endpoints
     }
 
+    /// The ports each accepted Gateway of ssegate's class is served on by
+    /// itself (a request arriving there matches only that Gateway's
+    /// rules), besides the shared ports.
     pub fn gateway_ports(&self) -> &super::GatewayPorts {
         &self.gateway_ports
     }
