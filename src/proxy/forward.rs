@@ -6,10 +6,10 @@
 //! engine.
 
 use super::body::{UpstreamBody, UpstreamParts};
-use super::h1::conn::Deadline;
 use super::h1::exchange::{
     answer_fields, with_answer_head, Answered, ClientRequest, ClientSide, Failure, Reply, Upload,
 };
+use super::h1::io::Deadline;
 use super::h1::pump::Input;
 use super::handler::{local_reply, Routed};
 

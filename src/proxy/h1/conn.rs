@@ -14,13 +14,13 @@
 //! [`MAX_HEADERS`]: crate::http1::head::MAX_HEADERS
 
 use super::exchange::{ClientRequest, Exchanged};
+use super::io::{write_local, Deadline};
 use super::prefixed::Prefixed;
 use super::{with_scratch, READ_MAX};
 use crate::http1::head::{self, Framing, HeadError, Version};
-use crate::http1::write;
 use crate::proxy::handler::Admitted;
-use crate::proxy::{Conn, Proxy, ProxyBody};
-use http::{Request, Response, StatusCode};
+use crate::proxy::{Conn, Proxy};
+use http::{Request, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio::time::Sleep;
 use tracing::debug;
 
 /// The cleartext HTTP/2 connection preface's first line.
@@ -327,34 +326,6 @@ fn is_preface_start(data: &[u8]) -> bool {
     H2_PREFACE.starts_with(&data[..data.len().min(H2_PREFACE.len())])
 }
 
-/// A connection's one timer for its keep-alive and header deadlines,
-/// created when first needed and moved only when it fires early: waiting
-/// for the next request costs no timer operation per request.
-#[derive(Default)]
-pub(in crate::proxy) struct Deadline {
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl Deadline {
-    pub(in crate::proxy) fn poll(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
-        if Instant::now() >= at {
-            return Poll::Ready(());
-        }
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if sleep.deadline() > at {
-            sleep.as_mut().reset(at);
-        }
-        while sleep.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= at {
-                return Poll::Ready(());
-            }
-            // Fired for an earlier deadline: on to this one.
-            sleep.as_mut().reset(at);
-        }
-        Poll::Pending
-    }
-}
-
 /// Parses and checks a request head at the start of `buf`.
 fn parse(buf: &[u8], max: usize) -> Result<Option<Parsed>, HeadError> {
     let mut slots = head::header_slots();
@@ -444,56 +415,6 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
         }
     })
     .await;
-}
-
-/// Writes a reply of ssegate's own. Returns whether it was written.
-pub(super) async fn write_local<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    resp: Response<ProxyBody>,
-    head_request: bool,
-    close: bool,
-    send_timeout: Duration,
-) -> bool {
-    let (parts, body) = resp.into_parts();
-    let text = match body {
-        ProxyBody::Local(text) => text.unwrap_or_default(),
-        ProxyBody::Upstream(_) => bytes::Bytes::new(),
-    };
-    let mut out = Vec::with_capacity(256 + text.len());
-    if head_request {
-        write::response_head(
-            &mut out,
-            parts.status,
-            &parts.headers,
-            Framing::Empty,
-            Some(text.len() as u64),
-            close,
-        );
-    } else {
-        write::response_head(
-            &mut out,
-            parts.status,
-            &parts.headers,
-            Framing::Length(text.len() as u64),
-            None,
-            close,
-        );
-        out.extend_from_slice(&text);
-    }
-    write_all_timed(io, &out, send_timeout).await
-}
-
-/// Writes all of `bytes`, giving up when the client takes none of them
-/// for `limit`.
-pub(super) async fn write_all_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8], limit: Duration) -> bool {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match tokio::time::timeout(limit, io.write(rest)).await {
-            Ok(Ok(n)) if n > 0 => rest = &rest[n..],
-            _ => return false,
-        }
-    }
-    matches!(tokio::time::timeout(limit, io.flush()).await, Ok(Ok(())))
 }
 
 #[cfg(test)]

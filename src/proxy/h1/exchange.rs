@@ -9,7 +9,7 @@
 //! timeout starts once the whole request is sent, and a client that goes
 //! silent mid-body gets 408 after the body timeout.
 
-use super::conn::Deadline;
+use super::io::Deadline;
 use super::pool;
 use super::pump::{Input, Output, Pump, PumpParts};
 use super::resume::ResumeRequest;
@@ -315,7 +315,7 @@ impl Proxy {
                 if let Some(a) = &routed.access {
                     a.log(sent, 0, "local");
                 }
-                let ok = super::conn::write_local(io, resp, head_request, close, self.limits.send_timeout).await;
+                let ok = super::io::write_local(io, resp, head_request, close, self.limits.send_timeout).await;
                 return Exchanged::Done(ok && !close);
             }
             Reply::Upstream(answer, endpoint, load, slot) => (answer, endpoint, load, slot),
@@ -399,7 +399,7 @@ impl Proxy {
         let Some(output) = output else {
             // No body: the head is all there is.
             let observer = routed.observer(false);
-            let ok = super::conn::write_all_timed(io, &head, self.limits.send_timeout).await;
+            let ok = super::io::write_all_timed(io, &head, self.limits.send_timeout).await;
             observer.finish(0, 0, if ok { "complete" } else { "client_gone" });
             if ok && keep_alive && upload.done() {
                 pool::checkin(endpoint, stream);
@@ -778,7 +778,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientSide for H1Side<'_, S> {
     }
 
     async fn go_ahead(&mut self, send_timeout: Duration) -> bool {
-        super::conn::write_all_timed(self.io, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
+        super::io::write_all_timed(self.io, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout).await
     }
 }
 

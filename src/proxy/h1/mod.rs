@@ -21,6 +21,7 @@
 
 pub(super) mod conn;
 pub(super) mod exchange;
+pub(super) mod io;
 pub(super) mod pool;
 pub(super) mod prefixed;
 pub(super) mod pump;

@@ -16,8 +16,8 @@
 //! from the table in use: after a rollout, the old table names only pods
 //! that are gone.
 
-use super::conn::Deadline;
 use super::exchange::{send, ClientSide, Failure, Limits, Upload};
+use super::io::Deadline;
 use super::pool;
 use super::pump::Input;
 use crate::http1::chunked::ChunkedDecoder;

@@ -6,7 +6,7 @@
 //! what a side does not take is kept, and that direction is not read again
 //! until it has been taken. An idle tunnel holds no buffer.
 
-use super::conn::Deadline;
+use super::io::Deadline;
 use super::{with_scratch, READ_MAX};
 use crate::proxy::access::Observer;
 use crate::proxy::EndpointLoad;
