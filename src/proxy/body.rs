@@ -15,8 +15,9 @@
 //! holds at most one read (64 KiB) beyond hyper's send queue and the
 //! kernel's socket buffers.
 
-use super::h1::pump::{decide_on_timer, read_unframed, Input, Unframed};
-use super::h1::resume::{NewUpstream, ResumeRequest, Resumer};
+use super::h1::body_shell::{decide_on_timer, read_unframed, Input, Unframed};
+use super::h1::resume::{NewUpstream, Resumer};
+use super::h1::resume_request::ResumeRequest;
 use super::h1::{with_scratch, HEADROOM};
 use super::stream_engine::{Decision, EngineSettings, Outcome, Received, ResumePlan, StreamEngine, HEARTBEAT};
 use bytes::Bytes;

@@ -6,11 +6,10 @@
 //! engine.
 
 use super::body::{UpstreamBody, UpstreamParts};
-use super::h1::exchange::{
-    answer_fields, with_answer_head, Answered, ClientRequest, ClientSide, Failure, Reply, Upload,
-};
+use super::h1::body_shell::Input;
+use super::h1::exchange::{ClientRequest, Reply};
 use super::h1::io::Deadline;
-use super::h1::pump::Input;
+use super::h1::upstream::{answer_fields, with_answer_head, Answered, ClientSide, Failure, Upload};
 use super::handler::{local_reply, Routed};
 
 use super::stream_engine::EngineSettings;

@@ -19,6 +19,7 @@
 //! PROXY protocol header).
 //! The pure framing (head parsing, the chunked coding) is in [`crate::http1`].
 
+pub(super) mod body_shell;
 pub(super) mod conn;
 pub(super) mod exchange;
 pub(super) mod io;
@@ -26,7 +27,9 @@ pub(super) mod pool;
 pub(super) mod prefixed;
 pub(super) mod pump;
 pub(super) mod resume;
+pub(super) mod resume_request;
 mod tunnel;
+pub(super) mod upstream;
 
 pub(super) use conn::serve;
 

@@ -16,17 +16,15 @@
 //! from the table in use: after a rollout, the old table names only pods
 //! that are gone.
 
-use super::exchange::{send, ClientSide, Failure, Limits, Upload};
+use super::body_shell::Input;
 use super::io::Deadline;
 use super::pool;
-use super::pump::Input;
+use super::resume_request::ResumeRequest;
+use super::upstream::{send, with_answer_head, ClientSide, Failure, Limits, Upload};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::Framing;
-use crate::metrics::{RouteMetrics, UpstreamError};
-use crate::model::{ResolvedRule, SharedTable};
+use crate::metrics::UpstreamError;
 use crate::proxy::access::Observer;
-use crate::proxy::balance::EndpointStates;
-use crate::proxy::moves::MoveSignal;
 use crate::proxy::stream_engine::{is_event_stream_type, Outcome, ResumePlan, ResumeReason, StreamEngine};
 use crate::proxy::EndpointLoad;
 use http::StatusCode;
@@ -46,114 +44,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 /// How often a resume with no endpoint to go to looks again (a rollout's
 /// new pod may turn ready within the budget).
 const ENDPOINT_POLL: Duration = Duration::from_millis(50);
-
-/// What a resumable request keeps for a resume, shared by its attempts.
-pub(in crate::proxy) struct ResumeRequest {
-    /// The request head as sent upstream, without any `Last-Event-ID` and
-    /// without the blank line that ends it.
-    head: Vec<u8>,
-    target: Arc<ResolvedRule>,
-    table: SharedTable,
-    endpoints: Arc<EndpointStates>,
-    metrics: Arc<RouteMetrics>,
-    moves: Arc<MoveSignal>,
-}
-
-impl ResumeRequest {
-    /// `head`: a complete request head (ending with the blank line) written
-    /// without `Last-Event-ID`.
-    pub(in crate::proxy) fn new(
-        mut head: Vec<u8>,
-        target: Arc<ResolvedRule>,
-        table: SharedTable,
-        endpoints: Arc<EndpointStates>,
-        metrics: Arc<RouteMetrics>,
-        moves: Arc<MoveSignal>,
-    ) -> Self {
-        debug_assert!(head.ends_with(b"\r\n\r\n"));
-        head.truncate(head.len() - 2);
-        head.shrink_to_fit();
-        moves.watch(&table, &endpoints);
-        ResumeRequest {
-            head,
-            target,
-            table,
-            endpoints,
-            metrics,
-            moves,
-        }
-    }
-
-    /// Whether an endpoint other than `e` is ready for this rule now.
-    fn elsewhere_than(&self, e: SocketAddr) -> bool {
-        let table = self.table.load();
-        self.target.backends.iter().any(|b| {
-            table
-                .service_endpoints(&b.service)
-                .unwrap_or(&b.endpoints)
-                .iter()
-                .any(|x| *x != e)
-        })
-    }
-
-    /// Whether the stream on `endpoint` should move, and when: a leaving
-    /// endpoint's streams at a random point of the rollout window, an
-    /// over-full one's (rebalance on) each at its turn at the rule's rate.
-    fn plan_move(&self, endpoint: SocketAddr) -> Option<(Instant, ResumeReason)> {
-        let now = Instant::now();
-        let settings = &self.target.settings;
-        if self.endpoints.leaving(endpoint) {
-            if !self.elsewhere_than(endpoint) {
-                // Nowhere to go: the stream stays until its upstream ends it.
-                return None;
-            }
-            let window = settings.resume.map_or(Duration::ZERO, |r| r.rollout_window);
-            return Some((
-                now + window.mul_f64(random_fraction(endpoint)),
-                ResumeReason::EndpointLeaving,
-            ));
-        }
-        let rebalance = settings.rebalance?;
-        let left = self.endpoints.take_excess(endpoint, rebalance.tolerance_percent);
-        if left == 0 {
-            return None;
-        }
-        let turn = Duration::from_secs_f64((left - 1) as f64 / f64::from(rebalance.moves_per_second.max(1)));
-        Some((now + turn, ResumeReason::Rebalance))
-    }
-
-    /// The resume policy of the request's rule.
-    pub(in crate::proxy) fn settings(&self) -> Option<crate::api::ResumeSettings> {
-        self.target.settings.resume
-    }
-
-    /// The head again, with `Last-Event-ID: id`.
-    fn head_with(&self, id: &[u8]) -> Vec<u8> {
-        let mut head = Vec::with_capacity(self.head.len() + id.len() + 20);
-        head.extend_from_slice(&self.head);
-        head.extend_from_slice(b"last-event-id: ");
-        head.extend_from_slice(id);
-        head.extend_from_slice(b"\r\n\r\n");
-        head
-    }
-
-    /// The least loaded endpoint ready now for a backend drawn by weight,
-    /// other than those in `tried`; one of `tried` only when nothing else
-    /// is ready (a single pod that restarted in place).
-    fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        let backend = self.target.pick_backend().ok()?;
-        let table = self.table.load();
-        let ready = table
-            .service_endpoints(&backend.service)
-            .cloned()
-            .unwrap_or_else(|| backend.endpoints.clone());
-        let pick = |pool: &mut dyn Iterator<Item = SocketAddr>| {
-            pool.min_by_key(|e| (!self.endpoints.healthy(*e), self.endpoints.load(*e)))
-        };
-        pick(&mut ready.iter().copied().filter(|e| !tried.contains(e)))
-            .or_else(|| pick(&mut ready.iter().copied().filter(|e| tried.contains(e))))
-    }
-}
 
 /// A new upstream for the stream: its answer's body continues the client's.
 pub(in crate::proxy) struct NewUpstream {
@@ -413,15 +303,14 @@ async fn attempt(
                 continue;
             }
         };
-        let event_stream =
-            super::exchange::with_answer_head(&answer.raw[..answer.head_len], &req.target, |fields, _| {
-                is_event_stream_type(
-                    fields
-                        .iter()
-                        .find(|f| f.name.eq_ignore_ascii_case("content-type"))
-                        .map(|f| f.value),
-                )
-            });
+        let event_stream = with_answer_head(&answer.raw[..answer.head_len], &req.target, |fields, _| {
+            is_event_stream_type(
+                fields
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case("content-type"))
+                    .map(|f| f.value),
+            )
+        });
         let input = match answer.body {
             Framing::Chunked => Some(Input::Chunked(ChunkedDecoder::new())),
             Framing::UntilClose => Some(Input::UntilClose),
@@ -452,12 +341,4 @@ async fn attempt(
         });
     }
     fail("exhausted", spent)
-}
-
-/// A number in `[0, 1)` that differs between streams and calls, for
-/// spreading moves over a window.
-fn random_fraction(seed: SocketAddr) -> f64 {
-    use std::hash::BuildHasher;
-    let bits = std::collections::hash_map::RandomState::new().hash_one((seed, std::time::Instant::now()));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
