@@ -3,7 +3,7 @@
 //! pure code in `api::cors`.
 
 use super::body::ProxyBody;
-use super::handler::local_reply;
+use super::reply::local_reply;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode};
 

@@ -10,7 +10,8 @@ use super::h1::body_shell::Input;
 use super::h1::exchange::{ClientRequest, Reply};
 use super::h1::io::Deadline;
 use super::h1::upstream::{answer_fields, with_answer_head, Answered, ClientSide, Failure, Upload};
-use super::handler::{local_reply, Routed};
+use super::handler::Routed;
+use super::reply::local_reply;
 
 use super::stream_engine::EngineSettings;
 use super::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};

@@ -12,7 +12,7 @@
 //! it starts: an auth outage later never touches it.
 
 use super::auth_client::{AuthClientError, AuthScheme, AuthTarget, PoolSettings, Resolution, Timeouts};
-use super::handler::{local_reply, OriginalRequest};
+use super::reply::local_reply;
 use super::{Conn, Proxy, ProxyBody};
 use crate::access::auth_cache::{Lookup, Shared};
 use crate::access::client_limits::{Permit, Which};
@@ -30,6 +30,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
+
+/// A request's target and headers before the rule's filters (header edits,
+/// URL rewrite) changed them: what an external auth service is told about,
+/// as ingress-nginx's `$request_uri` and Envoy's `ext_authz` (which runs
+/// before the route's rewrites) tell it.
+pub(super) struct OriginalRequest {
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+}
 
 /// What a request that passed takes along: its limit slot (held until its
 /// answer ends) and the auth service's cookies for the client.

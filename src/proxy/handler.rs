@@ -5,12 +5,14 @@ use super::access::{self, AccessRecord};
 use super::authority::request_authority;
 use super::cors::{apply_cors, cors_preflight};
 use super::framing;
+use super::guard::OriginalRequest;
 use super::normalize::normalize_path;
+use super::reply::{local_len, local_reply};
 use super::{Conn, Proxy, ProxyBody};
 use crate::api::filters::{Origin, Rewrite};
 use crate::metrics::RouteMetrics;
 use crate::model::{normalize_host, ResolvedRule};
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -47,15 +49,6 @@ pub(super) struct Routed {
     /// and its access policy asks an auth service: the service judges what
     /// the client asked for, not what the filters made of it.
     original: Option<Box<OriginalRequest>>,
-}
-
-/// A request's target and headers before the rule's filters (header edits,
-/// URL rewrite) changed them: what an external auth service is told about,
-/// as ingress-nginx's `$request_uri` and Envoy's `ext_authz` (which runs
-/// before the route's rewrites) tell it.
-pub(super) struct OriginalRequest {
-    pub uri: Uri,
-    pub headers: http::HeaderMap,
 }
 
 impl Routed {
@@ -395,11 +388,6 @@ fn access_record<B>(route: Arc<str>, req: &Request<B>, client: IpAddr, started: 
     }
 }
 
-/// Bytes of a reply ssegate wrote itself.
-pub(super) fn local_len(text: &Option<bytes::Bytes>) -> u64 {
-    text.as_ref().map_or(0, |t| t.len() as u64)
-}
-
 /// A request refused before routing, as the client's fault.
 struct Refusal {
     /// The `reason` label of `ssegate_bad_requests_total`.
@@ -538,33 +526,5 @@ fn https_redirect(host: &str, port: u16, uri: &http::Uri) -> Response<ProxyBody>
         // The host and path were checked when the request was settled.
         Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
     }
-    resp
-}
-
-/// The answer when no endpoint could be picked: 503 when the backends are
-/// down, 500 when the route itself cannot be served (an HTTPRoute's
-/// unresolved backend).
-pub(super) fn no_endpoint(route: &str, unpicked: crate::model::Unpicked<'_>) -> Response<ProxyBody> {
-    if unpicked.internal {
-        local_reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "ssegate: route {route} has a backend that cannot be used: {}\n",
-                unpicked.why
-            ),
-        )
-    } else {
-        local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("ssegate: route {route} has no ready endpoints: {}\n", unpicked.why),
-        )
-    }
-}
-
-pub(super) fn local_reply(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::text(text));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }

@@ -36,6 +36,7 @@ mod headers;
 pub mod moves;
 pub mod normalize;
 pub mod proxy_protocol;
+mod reply;
 mod server;
 pub mod sse;
 mod stream_clock;

@@ -391,7 +391,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(proxy: &Proxy, io: &mut S, e:
     };
     proxy.metrics.bad_request(reason);
     debug!(error = %e, "refused a request head");
-    let resp = crate::proxy::handler::local_reply(status, format!("ssegate: {e}\n"));
+    let resp = crate::proxy::reply::local_reply(status, format!("ssegate: {e}\n"));
     if write_local(io, resp, false, true, proxy.limits.send_timeout).await {
         linger(io).await;
     }

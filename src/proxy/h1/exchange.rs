@@ -22,8 +22,9 @@ use crate::http1::head::Framing;
 use crate::http1::write;
 use crate::metrics::UpstreamError;
 use crate::model::ResolvedRule;
-use crate::proxy::handler::{local_reply, no_endpoint, Routed};
+use crate::proxy::handler::Routed;
 use crate::proxy::headers::{add_forwarded, remove_hop_by_hop};
+use crate::proxy::reply::{local_len, local_reply, no_endpoint};
 use crate::proxy::{Conn, EndpointLoad, Proxy, ProxyBody, StreamSlot};
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
@@ -114,7 +115,7 @@ impl Proxy {
                 close |= resp.headers().contains_key(http::header::CONNECTION);
                 routed.answered(status, resp.headers_mut());
                 let sent = match resp.body() {
-                    ProxyBody::Local(t) => crate::proxy::handler::local_len(t),
+                    ProxyBody::Local(t) => local_len(t),
                     ProxyBody::Upstream(_) => 0,
                 };
                 if let Some(a) = &routed.access {

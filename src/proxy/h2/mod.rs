@@ -327,7 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shell<S> {
             }
             Event::HeadTooLarge { stream } => {
                 self.proxy.metrics.bad_request("head_too_large");
-                let resp = super::handler::local_reply(
+                let resp = super::reply::local_reply(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "ssegate: request head too large\n",
                 );
