@@ -10,6 +10,7 @@
 //! contents, so the proxy keeps serving the last table; when it returns the
 //! watchers re-list and the next rebuild applies whatever changed.
 
+use super::kube_api::api;
 use super::{convert, ObjectSink};
 use crate::api::Route;
 use crate::model::{ObjectKey, Objects};
@@ -449,17 +450,6 @@ impl ClusterState {
 
     fn take_first_unapplied(&self) -> Option<Instant> {
         self.first_unapplied.lock().expect("lock").take()
-    }
-}
-
-pub(super) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 

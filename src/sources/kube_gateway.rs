@@ -133,17 +133,17 @@ impl GatewayStores {
         for scope in scopes {
             let (r, w) = reflector::store();
             stores.gateways.push(r);
-            writers.gateways.push((super::kube::api(client, *scope), w));
+            writers.gateways.push((super::kube_api::api(client, *scope), w));
             let (r, w) = reflector::store();
             stores.routes.push(r);
-            writers.routes.push((super::kube::api(client, *scope), w));
+            writers.routes.push((super::kube_api::api(client, *scope), w));
             let (r, w) = reflector::store();
             stores.grants.push(r);
-            writers.grants.push((super::kube::api(client, *scope), w));
+            writers.grants.push((super::kube_api::api(client, *scope), w));
             if with_policies {
                 let (r, w) = reflector::store();
                 stores.policies.push(r);
-                writers.policies.push((super::kube::api(client, *scope), w));
+                writers.policies.push((super::kube_api::api(client, *scope), w));
             }
         }
         (stores, writers)

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod file;
 pub mod kube;
+mod kube_api;
 pub mod kube_gateway;
 pub mod scan;
 pub mod watch_retry;

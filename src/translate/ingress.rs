@@ -15,7 +15,8 @@
 //! it prints serve what the Ingress does.
 //! Pure: no I/O, no kube client.
 
-use super::ingress_annotations::{read_annotations, AnnotatedSettings, Outcome, NGINX, UNENFORCED};
+use super::annotation_outcome::Outcome;
+use super::ingress_annotations::{read_annotations, AnnotatedSettings, NGINX, UNENFORCED};
 use crate::api::{
     route_settings, valid_dns_label, valid_dns_subdomain, valid_hostname, valid_path, BackendPort, CorsPolicy,
     FieldError, PathMatchType, ProxyBuffering, StreamSettings, ValidAccess, ValidBackend, ValidMatch, ValidPath,

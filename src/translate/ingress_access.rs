@@ -10,7 +10,7 @@
 //! `auth-signin` without `auth-url`) are reported as ignored, since
 //! ingress-nginx ignores them too. Pure.
 
-use super::ingress_annotations::Outcome;
+use super::annotation_outcome::Outcome;
 use crate::access::cidr::CidrSet;
 use crate::access::client_limits::ClientLimits;
 use crate::access::external_auth;

@@ -12,6 +12,7 @@
 //! opts out by name ([`UNENFORCED`]). Nothing is dropped silently, and
 //! snippets are never executed. Pure: no I/O, no kube client.
 
+use super::annotation_outcome::Outcome;
 use super::ingress_access::{read_access, ACCESS_ANNOTATIONS};
 use super::ingress_nginx_catalogue::{class_of, Class};
 use crate::api::access::AccessSpec;
@@ -70,33 +71,6 @@ pub struct AnnotatedSettings {
 pub struct Note {
     pub annotation: String,
     pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Honoured, as the Route setting named here.
-    Applied(String),
-    /// Not needed in ssegate, for the reason given.
-    Unnecessary(String),
-    /// Not honoured, for the reason given.
-    Ignored(String),
-    /// Its value could not be read; the default applies.
-    Invalid(String),
-    /// It restricts who may reach the Ingress's paths and ssegate does not
-    /// enforce it (or its value is unusable, so it cannot be enforced): the
-    /// Ingress is not served, every path answers 503. The reason.
-    Closed(String),
-    /// As [`Outcome::Closed`], but named in
-    /// `ssegate.dev/unenforced-annotations`: served without it, as its
-    /// owner asked. The reason it is not enforced.
-    OptedOut(String),
-}
-
-impl Outcome {
-    /// Whether the annotation's owner should be warned (an Event).
-    pub fn warns(&self) -> bool {
-        !matches!(self, Outcome::Applied(_))
-    }
 }
 
 /// Reads the annotations of an Ingress in `namespace`. Annotations outside

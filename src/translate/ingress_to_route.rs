@@ -26,8 +26,9 @@
 //! kinds are passed through unchanged, so the output can replace the input.
 //! Pure: no I/O, no kube client.
 
+use super::annotation_outcome::Outcome;
 use super::ingress::{covers, describe, ingress_paths, ingress_settings, IngressPath};
-use super::ingress_annotations::{Outcome, NGINX};
+use super::ingress_annotations::NGINX;
 use crate::api::{
     BackendPort, BackendRef, PathMatch, ProxyBuffering, Route, RouteMatch, RouteRule, RouteSpec, RouteTls, SseSettings,
     Timeouts, ValidPath,

@@ -5,6 +5,7 @@
 //! input kind (Ingress, Gateway API's HTTPRoute) is a new translation here,
 //! not a change to routing. Pure: no I/O, no kube client.
 
+pub mod annotation_outcome;
 pub mod gateway;
 pub mod ingress;
 pub mod ingress_access;
