@@ -29,6 +29,9 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\
 /// part is read on its own.
 const PAUSE: Duration = Duration::from_millis(200);
 const LIMIT: Duration = Duration::from_secs(5);
+/// How long "nothing reached the upstream" has to hold, counted from the
+/// last connection the upstream saw.
+const QUIET: Duration = Duration::from_millis(200);
 
 /// One upstream connection as the upstream saw it.
 #[derive(Default, Clone)]
@@ -92,12 +95,18 @@ impl Recorder {
     }
 
     /// The connections accepted since the first `before`, once each is done
-    /// (or after [`LIMIT`]).
-    async fn since(&self, before: usize) -> Vec<Seen> {
+    /// and none has come for `quiet` (the window a "nothing was forwarded"
+    /// holds over, against the connection count), or after [`LIMIT`].
+    async fn settled_since(&self, before: usize, quiet: Duration) -> Vec<Seen> {
         let deadline = Instant::now() + LIMIT;
+        let mut last = (self.count(), Instant::now());
         loop {
+            let count = self.count();
+            if count != last.0 {
+                last = (count, Instant::now());
+            }
             let seen = self.conns.lock().unwrap()[before..].to_vec();
-            if seen.iter().all(|s| s.done) || Instant::now() >= deadline {
+            if (seen.iter().all(|s| s.done) && last.1.elapsed() >= quiet) || Instant::now() >= deadline {
                 return seen;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -707,9 +716,8 @@ async fn malformed_requests_are_refused_and_reach_no_upstream_beyond_a_well_form
     for (name, parts, expect) in corpus {
         let before = up.count();
         let reply = talk_settled(&addr, &parts, Some(&up)).await;
-        // Let a forwarded request (if any) land before looking.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let seen = up.since(before).await;
+        // A forwarded request (if any) has a quiet window to land in.
+        let seen = up.settled_since(before, QUIET).await;
         let status = reply.status();
         let upstream: Vec<String> = seen.iter().map(|s| lossy(&s.bytes)).collect();
         match expect {

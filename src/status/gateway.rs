@@ -40,6 +40,7 @@
 use super::addresses::{self, Address, Publish};
 use super::gateway_services::{addresses_by_gateway, ManagedServices};
 use super::kube::FIELD_MANAGER;
+use super::ECHO_WINDOW;
 use crate::api::gateway::gateway::{
     GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
 };
@@ -452,9 +453,6 @@ impl LiveGatewayApi {
     }
 }
 
-/// How long a write is trusted while the watch catches up with it.
-const ECHO_WINDOW: Duration = Duration::from_secs(2);
-
 /// The writer task.
 pub struct GatewayStatusWriter {
     client: Client,
@@ -528,11 +526,7 @@ impl GatewayStatusWriter {
                 own.borrow_and_update();
                 retry_soon = !self.sync(&plan, &current, publish.as_deref(), &leader).await;
             }
-            let wait = if retry_soon {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(300)
-            };
+            let wait = super::next_sync_in(retry_soon);
             tokio::select! {
                 r = reports.changed() => if r.is_err() { return } else { built = true },
                 l = leader.changed() => if l.is_err() { return },

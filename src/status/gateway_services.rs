@@ -17,6 +17,7 @@
 
 use super::addresses::{service_addresses, AbortOnDrop, Address};
 use super::kube::FIELD_MANAGER;
+use super::ECHO_WINDOW;
 use crate::model::{ObjectKey, RouteReport};
 use crate::translate::gateway::service::{
     desired_services, served_gateway, service_matches, stale_services, ServiceTemplate,
@@ -84,9 +85,6 @@ pub struct GatewayServiceWriter {
     /// live Service predates the write, and writing again is waste.
     recent: BTreeMap<String, (Service, Instant)>,
 }
-
-/// How long a write is trusted while the watch catches up with it.
-const ECHO_WINDOW: Duration = Duration::from_secs(2);
 
 impl GatewayServiceWriter {
     pub fn new(client: Client, template: ServiceTemplate) -> Self {

@@ -21,6 +21,7 @@
 
 pub use super::addresses::{service_addresses, Address, Publish};
 use super::kube::FIELD_MANAGER;
+use super::ECHO_WINDOW;
 use crate::model::{ObjectKey, RouteReport, SourceKind};
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -29,7 +30,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
@@ -205,8 +206,6 @@ impl LiveIngresses {
     }
 }
 
-/// How long a write is trusted while the watch catches up with it.
-const ECHO_WINDOW: Duration = Duration::from_secs(2);
 /// Longest Event note the API takes is 1 KiB.
 const MAX_NOTE: usize = 1000;
 
@@ -278,11 +277,7 @@ impl IngressStatusWriter {
                 let publish = addresses.borrow_and_update().clone();
                 retry_soon = !self.sync(&current, publish.as_deref(), &leader).await;
             }
-            let wait = if retry_soon {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(300)
-            };
+            let wait = super::next_sync_in(retry_soon);
             tokio::select! {
                 r = reports.changed() => if r.is_err() { return },
                 l = leader.changed() => if l.is_err() { return },

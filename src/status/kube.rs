@@ -8,6 +8,7 @@
 //! back equal and cause no further write, and a hand edit is put right.
 
 use super::StatusSink;
+use super::ECHO_WINDOW;
 use crate::api::{Condition, Route, RouteStatus};
 use crate::model::{ObjectKey, RouteReport};
 use kube::api::{Patch, PatchParams};
@@ -15,7 +16,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -78,9 +79,6 @@ pub struct StatusWriter {
     recent: HashMap<ObjectKey, (RouteStatus, Instant)>,
 }
 
-/// How long a write is trusted while the watch catches up with it.
-const ECHO_WINDOW: Duration = Duration::from_secs(2);
-
 impl StatusWriter {
     pub fn new(client: Client, live: LiveRoutes, instance: String, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let reporter = Reporter {
@@ -100,24 +98,27 @@ impl StatusWriter {
     /// verdicts, every Route change, and a periodic resync.
     pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
         let mut retry_soon = false;
+        let changed = self.live.changed.clone();
         loop {
+            // Armed before the sync, so a Route change during it is not
+            // missed (the watch wakes waiters with `notify_waiters`, which
+            // leaves no permit for a waiter that comes later).
+            let route_changed = changed.notified();
+            tokio::pin!(route_changed);
+            route_changed.as_mut().enable();
             let is_leader = *leader.borrow_and_update();
             if is_leader {
                 let current = reports.borrow_and_update().clone();
                 retry_soon = !self.sync(&current, &leader).await;
             }
-            let wait = if retry_soon {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(300)
-            };
+            let wait = super::next_sync_in(retry_soon);
             tokio::select! {
                 r = reports.changed() => if r.is_err() { return },
                 l = leader.changed() => {
                     if l.is_err() { return }
                     info!(leader = *leader.borrow(), "status leadership changed");
                 }
-                _ = self.live.changed.notified() => {}
+                _ = &mut route_changed => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

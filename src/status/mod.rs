@@ -8,7 +8,24 @@
 use crate::model::{ObjectKey, RouteReport, SourceKind};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 use tracing::{info, warn};
+
+/// How long a status write is trusted while the watch catches up with it:
+/// a live object that still shows the old status within this window is an
+/// echo of the past, not a hand edit to put right.
+pub(crate) const ECHO_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long a status writer waits before looking again: soon after a write
+/// failed or was held back, else until the periodic resync (which puts
+/// right a hand edit the watch did not report).
+pub(crate) fn next_sync_in(retry_soon: bool) -> Duration {
+    if retry_soon {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(300)
+    }
+}
 
 /// Receives the model's verdicts after every table build.
 pub trait StatusSink: Send + Sync {
