@@ -372,8 +372,9 @@ fn free_run_of_four() -> u16 {
 }
 
 /// The conformance suite's HTTPRouteMultipleGateways, with each Gateway's
-/// own ports bound as the binary will bind them (not yet started by it):
-/// a route for `/shared` on both Gateways and one for `/` on each.
+/// own ports bound by `GatewayListeners`, as the binary binds them (wired
+/// here by hand, with the Applier and the Proxy): a route for `/shared` on
+/// both Gateways and one for `/` on each.
 #[tokio::test]
 async fn each_gateway_serves_its_own_routes_on_its_own_port() {
     use ssegate::model::{GatewayPorts, PortRange};

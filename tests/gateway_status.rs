@@ -449,6 +449,20 @@ async fn gateway_api_status_is_written_and_other_controllers_entries_survive() {
         );
         before = after;
     }
+    // Then it holds: no write over a further window six times the retry
+    // delay (1 s), the counter read every 200 ms.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = writes(&gw).await;
+        assert_eq!(
+            now,
+            before,
+            "a status write {:?} into the quiet window:\n{}",
+            quiet.elapsed(),
+            gw.logs()
+        );
+    }
     assert!(!gw.logs().contains("status write failed"), "{}", gw.logs());
 }
 
@@ -628,7 +642,17 @@ async fn each_gateway_gets_a_service_of_its_own_and_publishes_its_address() {
         gateway_programmed(&ns, "gc").is_some_and(|(s, r, _)| s == "False" && r == "NoResources")
     })
     .await;
-    assert_eq!(service_ports(&ns, &format!("sg-{ns}-gc")), None);
+    // And it stays so, over a window the Service writer would have acted in.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            service_ports(&ns, &format!("sg-{ns}-gc")),
+            None,
+            "a Service for gc appeared {:?} after NoResources",
+            window.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A hand edit of a Service is put right.
     cp.kubectl_ok(&[

@@ -72,10 +72,16 @@ async fn proxy_buffering_on_coalesces_and_a_live_flip_to_off_leaves_the_open_str
     for i in 0..3 {
         assert!(got.events[i].1 < emits[i + 1], "off: event {} was held back", i + 1);
     }
-    // The stream opened before the flip finished whole, as it began.
+    // The stream opened before the flip finished whole, as it began: still
+    // coalesced, its first event held until the upstream's last was out.
     let open = open.await.unwrap();
     assert_eq!(open.events.len(), 8, "{:?}", open.error);
     assert!(open.error.is_none());
+    let open_emits = up.emits("open");
+    assert!(
+        open.events[0].1 > open_emits[7],
+        "the stream opened under \"on\" was streamed after the flip: its first event came before the upstream's last"
+    );
 }
 
 #[tokio::test]

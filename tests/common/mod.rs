@@ -414,7 +414,12 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
     };
     let mut pending = String::new();
     loop {
-        match resp.chunk().await {
+        let Ok(next) = tokio::time::timeout(STREAM_SILENCE, resp.chunk()).await else {
+            out.error = Some(format!("no byte for {STREAM_SILENCE:?}"));
+            out.tail = pending;
+            return out;
+        };
+        match next {
             Ok(Some(chunk)) => {
                 let now = Instant::now();
                 out.chunks.push((chunk.len(), now));
@@ -442,8 +447,21 @@ pub async fn read_stream(resp: reqwest::Response, limit: usize) -> Received {
     }
 }
 
+/// Longest a stream read by [`read_stream`] may stay silent: longer than
+/// any pause a test stream makes (tests that need a silence check it
+/// themselves), short enough that a stuck stream fails its test.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(60);
+
+/// An HTTP client for tests: no proxy from the environment, a connect
+/// timeout, and a timeout for the response headers; a body is bounded by
+/// whoever reads it ([`read_stream`]: [`STREAM_SILENCE`]).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(STREAM_SILENCE)
+        .build()
+        .unwrap()
 }
 
 /// A port free on loopback for a process under test to bind. Taken from
