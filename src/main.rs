@@ -429,7 +429,7 @@ fn main() -> anyhow::Result<()> {
 /// `ssegate convert`: reads every input within the folder source's limits,
 /// prints the result, or every problem and no output.
 fn convert(files: Vec<PathBuf>) -> anyhow::Result<()> {
-    use ssegate::translate::ingress_to_route::convert_documents;
+    use ssegate::translate::convert_yaml::convert_documents;
     use std::io::Read;
     let limits = file::Limits::default();
     let max = limits.max_file_bytes;

@@ -4,6 +4,9 @@ use crate::model::{
     build_table, normalize_host, Endpoint, EndpointSliceObject, Objects, ResolvedRule, RoutingTable, SecretObject,
     ServicePort, SlicePort, TlsKeyPair,
 };
+use crate::sources::file::Limits;
+use crate::sources::scan;
+use crate::translate::convert_yaml::{convert_documents, Converted, InputError};
 use std::net::SocketAddr;
 
 /// A realistic ingress-nginx Ingress for an SSE service: buffering off, a

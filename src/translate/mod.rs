@@ -6,6 +6,7 @@
 //! not a change to routing. Pure: no I/O, no kube client.
 
 pub mod annotation_outcome;
+pub mod convert_yaml;
 pub mod gateway;
 pub mod ingress;
 pub mod ingress_access;
