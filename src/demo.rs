@@ -9,6 +9,11 @@
 //!
 //! Every endpoint takes `delay=` (wait before the headers) and
 //! `accel=yes|no` (send `X-Accel-Buffering`), for exercising the proxy.
+//!
+//! It drains as a backend under a rollout should: [`DemoBackend::drain`]
+//! stops accepting connections, closes idle keep-alive ones, and waits
+//! until the open event streams have ended (their clients went, or a proxy
+//! moved them elsewhere), up to a limit.
 
 use crate::api::parse_duration;
 use bytes::Bytes;
@@ -22,42 +27,114 @@ use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
 
 type DemoBody = BoxBody<Bytes, Infallible>;
 
-/// Settings of one demo backend.
+/// One demo backend: its settings and its open event streams.
 pub struct DemoBackend {
     /// Reported in the first event, so clients see which replica served them.
     pub server_id: String,
+    streams: Arc<OpenStreams>,
+    draining: watch::Sender<bool>,
+}
+
+/// The count of open `/.sse` bodies, and a wake-up when it falls.
+#[derive(Default)]
+struct OpenStreams {
+    open: AtomicUsize,
+    fell: Notify,
+}
+
+/// Held by an event stream's body: counted while the body lives, that is
+/// until it ends or the client goes (hyper drops the body either way).
+struct StreamGuard(Arc<OpenStreams>);
+
+impl StreamGuard {
+    fn new(streams: &Arc<OpenStreams>) -> StreamGuard {
+        streams.open.fetch_add(1, Ordering::SeqCst);
+        StreamGuard(streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.fell.notify_waiters();
+    }
 }
 
 impl DemoBackend {
     pub fn new(server_id: impl Into<String>) -> Arc<Self> {
         Arc::new(DemoBackend {
             server_id: server_id.into(),
+            streams: Arc::default(),
+            draining: watch::Sender::new(false),
         })
     }
 
-    /// Serves on `listener` forever.
+    /// Event streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.open.load(Ordering::SeqCst)
+    }
+
+    /// Serves on `listener` until [`DemoBackend::drain`] begins; the
+    /// connections it accepted carry on.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut draining = self.draining.subscribe();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = draining.wait_for(|d| *d) => return,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let demo = self.clone();
+            let mut draining = self.draining.subscribe();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let demo = demo.clone();
                     async move { Ok::<_, Infallible>(demo.respond(req).await) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = draining.wait_for(|d| *d) => {}
+                }
+                // Draining: an idle connection closes now, a busy one after
+                // its response (HTTP/2: GOAWAY, open streams go on).
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             });
+        }
+    }
+
+    /// Stops accepting connections and waits until no event stream is
+    /// open, for `limit` at most: how long it took, or how many streams
+    /// were still open at the limit.
+    pub async fn drain(&self, limit: Duration) -> Result<Duration, usize> {
+        let start = Instant::now();
+        self.draining.send_replace(true);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let fell = self.streams.fell.notified();
+            tokio::pin!(fell);
+            fell.as_mut().enable();
+            let open = self.open_streams();
+            if open == 0 {
+                return Ok(start.elapsed());
+            }
+            if tokio::time::timeout_at(deadline, fell).await.is_err() {
+                return Err(self.open_streams());
+            }
         }
     }
 
@@ -130,7 +207,11 @@ impl DemoBackend {
             Some(n) => ticks.take(n as usize).left_stream(),
             None => ticks.right_stream(),
         };
-        let frames = stream::iter(head).chain(ticks).map(|b| Ok(Frame::data(b)));
+        let guard = StreamGuard::new(&self.streams);
+        let frames = stream::iter(head).chain(ticks).map(move |b| {
+            let _held = &guard;
+            Ok(Frame::data(b))
+        });
         BodyExt::boxed(StreamBody::new(frames))
     }
 }

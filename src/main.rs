@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -249,6 +249,11 @@ enum Command {
         /// Name reported in the first event; defaults to $HOSTNAME.
         #[arg(long, env = "HOSTNAME", default_value = "demo")]
         server_id: String,
+        /// On SIGTERM, stop accepting connections and exit once no event
+        /// stream is open, or after this long at the latest (below
+        /// Kubernetes' default grace period of 30s).
+        #[arg(long, default_value = "25s", value_parser = duration)]
+        drain_timeout: Duration,
     },
     /// Print a CustomResourceDefinition as YAML: the Route's, or with
     /// `--kind StreamPolicy` the StreamPolicy's.
@@ -499,12 +504,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             standalone(dir, ingress.policy(), proxy).await
         }
-        Command::DemoBackend { listen, server_id } => {
+        Command::DemoBackend {
+            listen,
+            server_id,
+            drain_timeout,
+        } => {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             info!(%listen, "demo backend serving /.sse /json /chatty");
-            DemoBackend::new(server_id).serve(listener).await;
+            let demo = DemoBackend::new(server_id);
+            tokio::spawn(demo.clone().serve(listener));
+            term.recv().await;
+            info!(
+                open = demo.open_streams(),
+                limit = ?drain_timeout,
+                "SIGTERM: demo backend draining (no new connections; exits once no event stream is open)"
+            );
+            match demo.drain(drain_timeout).await {
+                Ok(took) => info!(took = ?took, "demo backend drained"),
+                Err(open) => {
+                    warn!(open, limit = ?drain_timeout, "demo backend drain limit passed: exiting with event streams open")
+                }
+            }
             Ok(())
         }
         Command::Crd { .. } | Command::Convert { .. } | Command::Annotations => unreachable!(),

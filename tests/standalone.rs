@@ -444,3 +444,177 @@ async fn data_plane_threads_get_the_short_slice_and_the_control_thread_the_defau
     let threads = slices(gw.pid().unwrap());
     assert!(threads.iter().all(|(_, s)| *s == default), "{threads:?}");
 }
+
+/// `ssegate demo-backend` as a child process, logging to a file; killed on
+/// drop if it is still running.
+struct DemoProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    addr: String,
+}
+
+impl DemoProcess {
+    async fn start(dir: &Path, drain_timeout: &str) -> DemoProcess {
+        let port = free_port();
+        let log = dir.join(format!("demo-{port}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ssegate"))
+            .args(["demo-backend", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--server-id", "drainer", "--drain-timeout", drain_timeout])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("demo-{port}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "the demo backend did not listen within 10s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        DemoProcess { child, log, addr }
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the exit, for `limit` at most.
+    async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let err = self.log.with_extension("err");
+        std::fs::read_to_string(&self.log).unwrap_or_default() + &std::fs::read_to_string(err).unwrap_or_default()
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn demo_backend_on_sigterm_keeps_its_streams_refuses_new_connections_and_exits_0_when_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = DemoProcess::start(dir.path(), "25s").await;
+    let mut resp = client()
+        .get(format!("http://{}/.sse?interval=100ms", demo.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Events are counted as they come; the body is read in its own task so
+    // that the count goes on while the test looks at the process.
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            count_tx.send_replace(text.matches("\n\n").count());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while *count_rx.borrow() < 5 {
+        assert!(Instant::now() < deadline, "no 5 events within 5s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    demo.terminate();
+    let at_sigterm = *count_rx.borrow();
+    // For 1.5 s after SIGTERM, the process runs and the stream goes on
+    // (about 15 events at 100 ms), while a new connection is refused.
+    let window = Instant::now() + Duration::from_millis(1500);
+    let mut refused = false;
+    while Instant::now() < window {
+        assert!(demo.exited().is_none(), "exited with a stream open:\n{}", demo.logs());
+        refused |= tokio::net::TcpStream::connect(&demo.addr).await.is_err();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let streamed = *count_rx.borrow() - at_sigterm;
+    assert!(streamed >= 10, "{streamed} events in the 1.5 s after SIGTERM");
+    assert!(refused, "still accepting connections 1.5 s after SIGTERM");
+
+    // The client goes: the backend exits 0 at once.
+    reader.abort();
+    let _ = reader.await;
+    let gone = Instant::now();
+    let status = demo.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "not exited 0 within 5 s of its last stream's end:\n{}",
+        demo.logs()
+    );
+    let took = gone.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after the last stream ended"
+    );
+    let logs = demo.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("demo backend drained"))
+        .unwrap_or_else(|| panic!("no drained line:\n{logs}"));
+    assert!(line.contains("took"), "{line}");
+}
+
+#[tokio::test]
+async fn demo_backend_exits_0_at_once_on_sigterm_without_streams_and_at_its_drain_limit_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // No stream open (an idle keep-alive connection does not count).
+    let mut idle = DemoProcess::start(dir.path(), "25s").await;
+    let keepalive = client();
+    let resp = keepalive
+        .get(format!("http://{}/json?chunks=1", idle.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    let start = Instant::now();
+    idle.terminate();
+    let status = idle.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", idle.logs());
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+
+    // A stream that never ends: the process exits at --drain-timeout.
+    let mut stuck = DemoProcess::start(dir.path(), "1s").await;
+    let mut resp = client()
+        .get(format!("http://{}/.sse?interval=100ms", stuck.addr))
+        .send()
+        .await
+        .unwrap();
+    resp.chunk().await.unwrap();
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = resp.chunk().await {} });
+    let start = Instant::now();
+    stuck.terminate();
+    let status = stuck.wait_exit(Duration::from_secs(5)).await;
+    let took = start.elapsed();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", stuck.logs());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM with a 1 s limit"
+    );
+    assert!(stuck.logs().contains("drain limit passed"), "{}", stuck.logs());
+    reader.abort();
+}
