@@ -14,12 +14,18 @@
 //!
 //! The watcher looks at the table every [`WATCH_PERIOD`]; it starts with
 //! the first resumable stream and ends with the proxy.
+//!
+//! A scale-out's new endpoints often turn ready one table apart. Streams
+//! that took a move in the first share and have not moved yet are counted
+//! (see [`MoveSignal::rebalance_planned`]): the next share leaves them out
+//! of the excess, and they take no second move, so the endpoint ends at
+//! its share instead of below it.
 
 use super::balance::EndpointStates;
 use crate::model::SharedTable;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::debug;
@@ -32,9 +38,42 @@ pub const WATCH_PERIOD: Duration = Duration::from_millis(100);
 pub struct MoveSignal {
     notify: Arc<Notify>,
     watching: OnceLock<()>,
+    /// Per endpoint, the streams with a rebalance move planned and not
+    /// begun.
+    pending: Mutex<HashMap<SocketAddr, usize>>,
 }
 
 impl MoveSignal {
+    /// A stream on `e` was given a rebalance move.
+    pub(super) fn rebalance_planned(&self, e: SocketAddr) {
+        *self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(e)
+            .or_insert(0) += 1;
+    }
+
+    /// A stream given a rebalance move on `e` began moving, or ended.
+    pub(super) fn rebalance_done(&self, e: SocketAddr) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.get_mut(&e) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&e);
+            }
+        }
+    }
+
+    fn pending(&self, e: SocketAddr) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&e)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Resolves at the next change (enable it before looking at the state).
     pub fn changed(&self) -> tokio::sync::futures::OwnedNotified {
         self.notify.clone().notified_owned()
@@ -73,7 +112,7 @@ async fn watch(table: SharedTable, endpoints: Weak<EndpointStates>, signal: Weak
             continue;
         }
         let now = ready_endpoints(&table);
-        if note_changes(&endpoints, &last.1, &now.1) {
+        if note_changes(&endpoints, &last.1, &now.1, |e| signal.pending(e)) {
             signal.notify.notify_waiters();
         }
         last = now;
@@ -81,8 +120,14 @@ async fn watch(table: SharedTable, endpoints: Weak<EndpointStates>, signal: Weak
 }
 
 /// Marks what changed between two tables' ready endpoints; whether any
-/// stream may have to move.
-fn note_changes(endpoints: &EndpointStates, before: &Ready, after: &Ready) -> bool {
+/// stream may have to move. `pending`: how many streams on an endpoint
+/// will move for an earlier scale-out's share already.
+fn note_changes(
+    endpoints: &EndpointStates,
+    before: &Ready,
+    after: &Ready,
+    pending: impl Fn(SocketAddr) -> usize,
+) -> bool {
     let all = |ready: &Ready| -> HashSet<SocketAddr> { ready.values().flat_map(|e| e.iter().copied()).collect() };
     let (was, is) = (all(before), all(after));
     let mut changed = false;
@@ -105,7 +150,9 @@ fn note_changes(endpoints: &EndpointStates, before: &Ready, after: &Ready) -> bo
         let total: usize = ready.iter().map(|e| endpoints.load(*e)).sum();
         let fair = total.div_ceil(ready.len());
         for e in ready.iter() {
-            endpoints.set_fair_share(*e, fair);
+            // Streams about to move count as gone: the excess is what is
+            // left above the share once they have.
+            endpoints.set_fair_share(*e, fair + pending(*e));
         }
         debug!(%service, endpoints = ready.len(), total, fair, "service scaled out: streams above the even share may move");
         changed = true;
@@ -135,11 +182,11 @@ mod tests {
         let _on_b = states.track(addr(2));
         let before = ready(&[("ns/s:80", &[1, 2])]);
         let after = ready(&[("ns/s:80", &[2, 3])]);
-        assert!(note_changes(&states, &before, &after));
+        assert!(note_changes(&states, &before, &after, |_| 0));
         assert!(states.leaving(addr(1)));
         assert!(!states.leaving(addr(2)));
-        assert!(!note_changes(&states, &after, &after), "nothing changed");
-        note_changes(&states, &after, &before);
+        assert!(!note_changes(&states, &after, &after, |_| 0), "nothing changed");
+        note_changes(&states, &after, &before, |_| 0);
         assert!(!states.leaving(addr(1)), "ready again");
     }
 
@@ -149,7 +196,7 @@ mod tests {
         let held: Vec<_> = (0..30).map(|_| states.track(addr(1))).collect();
         let before = ready(&[("ns/s:80", &[1])]);
         let after = ready(&[("ns/s:80", &[1, 2, 3])]);
-        assert!(note_changes(&states, &before, &after));
+        assert!(note_changes(&states, &before, &after, |_| 0));
         let mut moves = 0;
         while states.take_excess(addr(1), 10) > 0 {
             moves += 1;
@@ -169,11 +216,42 @@ mod tests {
         // three that had streams: only a clear excess moves.
         let before = ready(&[("ns/s:80", &[1, 2, 3])]);
         let after = ready(&[("ns/s:80", &[1, 2, 3, 4])]);
-        note_changes(&states, &before, &after);
+        note_changes(&states, &before, &after, |_| 0);
         assert!(
             states.take_excess(addr(1), 50) == 0,
             "11 against a share of 8 is within 50 %"
         );
         assert!(states.take_excess(addr(1), 10) > 0, "and beyond 10 %");
+    }
+
+    #[test]
+    fn a_scale_out_in_two_tables_moves_each_stream_once_down_to_the_share() {
+        let states = EndpointStates::new();
+        let signal = MoveSignal::default();
+        let held: Vec<_> = (0..30).map(|_| states.track(addr(1))).collect();
+        // Endpoint 2 turns ready: 15 of the 30 take a move; none has
+        // moved when endpoint 3 turns ready in the next table.
+        let one = ready(&[("ns/s:80", &[1])]);
+        let two = ready(&[("ns/s:80", &[1, 2])]);
+        let three = ready(&[("ns/s:80", &[1, 2, 3])]);
+        note_changes(&states, &one, &two, |e| signal.pending(e));
+        let mut planned = 0;
+        while states.take_excess(addr(1), 10) > 0 {
+            signal.rebalance_planned(addr(1));
+            planned += 1;
+        }
+        assert_eq!(planned, 15);
+        note_changes(&states, &two, &three, |e| signal.pending(e));
+        // The 15 still to go count against the share of 10: 5 more.
+        let mut more = 0;
+        while states.take_excess(addr(1), 10) > 0 {
+            more += 1;
+        }
+        assert_eq!(more, 5, "30 streams, 15 moving, a share of 10: 5 more move");
+        for _ in 0..planned {
+            signal.rebalance_done(addr(1));
+        }
+        assert_eq!(signal.pending(addr(1)), 0);
+        drop(held);
     }
 }

@@ -72,6 +72,17 @@ pub(in crate::proxy) struct Resumer {
     running: Option<(ResumeReason, Attempts)>,
     /// Wakes the stream when endpoints change (see `moves.rs`).
     moves: Option<Pin<Box<OwnedNotified>>>,
+    /// The endpoint this stream is to move off for a rebalance, until the
+    /// move begins (counted in the [`MoveSignal`]).
+    rebalancing: Option<SocketAddr>,
+}
+
+impl Drop for Resumer {
+    fn drop(&mut self) {
+        if let Some(e) = self.rebalancing.take() {
+            self.request.moves.rebalance_done(e);
+        }
+    }
 }
 
 impl Resumer {
@@ -80,6 +91,7 @@ impl Resumer {
             request,
             running: None,
             moves: None,
+            rebalancing: None,
         }
     }
 
@@ -104,15 +116,22 @@ impl Resumer {
             self.moves = None;
             fired = true;
         }
-        if fired && !self.running() {
-            self.request.plan_move(endpoint)
-        } else {
-            None
+        if !fired || self.running() {
+            return None;
         }
+        let plan = self.request.plan_move(endpoint, self.rebalancing.is_some());
+        if let Some((_, ResumeReason::Rebalance)) = plan {
+            self.rebalancing = Some(endpoint);
+            self.request.moves.rebalance_planned(endpoint);
+        }
+        plan
     }
 
     /// Starts resuming after the last whole event `last_id`, away from `left`.
     fn start(&mut self, plan: ResumePlan, last_id: &[u8], left: SocketAddr) {
+        if let Some(e) = self.rebalancing.take() {
+            self.request.moves.rebalance_done(e);
+        }
         debug!(route = %self.request.target.route, reason = plan.reason.as_str(), %left, "resuming event stream");
         let head = self.request.head_with(last_id);
         let attempts = Box::pin(attempt(self.request.clone(), plan, head, left));

@@ -64,8 +64,9 @@ impl ResumeRequest {
 
     /// Whether the stream on `endpoint` should move, and when: a leaving
     /// endpoint's streams at a random point of the rollout window, an
-    /// over-full one's (rebalance on) each at its turn at the rule's rate.
-    pub(super) fn plan_move(&self, endpoint: SocketAddr) -> Option<(Instant, ResumeReason)> {
+    /// over-full one's (rebalance on) each at its turn at the rule's rate,
+    /// unless it has such a move planned already (`rebalancing`).
+    pub(super) fn plan_move(&self, endpoint: SocketAddr, rebalancing: bool) -> Option<(Instant, ResumeReason)> {
         let now = Instant::now();
         let settings = &self.target.settings;
         if self.endpoints.leaving(endpoint) {
@@ -79,7 +80,7 @@ impl ResumeRequest {
                 ResumeReason::EndpointLeaving,
             ));
         }
-        let rebalance = settings.rebalance?;
+        let rebalance = settings.rebalance.filter(|_| !rebalancing)?;
         let left = self.endpoints.take_excess(endpoint, rebalance.tolerance_percent);
         if left == 0 {
             return None;
