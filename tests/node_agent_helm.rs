@@ -14,6 +14,13 @@
 //!    reconnect with `Last-Event-ID`: every client gets every id exactly
 //!    once, each old pod's endpoint turns unready before its streams are
 //!    drained, and every old pod exits 0 within its grace period.
+//!    Then the backend's pods come and go under streams of Routes with
+//!    `sse.resume`, and no client notices: a `rollout restart` of the demo
+//!    backend under 200 streams (every stream moves to a new pod, its ids
+//!    run on without a gap or a repeat, every old pod drains and exits 0 by
+//!    itself), and a scale-out from 1 to 3 pods under 300 streams with
+//!    `sse.rebalance` (within 10 % of even soon after the new pods are
+//!    ready, and still so 3 s later).
 //! 4. Deleting the Lease holder's pod hands status writing to another replica.
 //! 5. `helm upgrade`, then `helm uninstall`: nothing is left but the CRDs
 //!    (the Gateway's own Service goes with the chart's, its owner).
@@ -30,6 +37,8 @@ use common::node_agent::{wait_for, NodeAgent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -286,6 +295,563 @@ async fn kube_client(cp: &ControlPlane) -> kube::Client {
         .await
         .unwrap();
     kube::Client::try_from(config).unwrap()
+}
+
+/// What one client of a resuming Route saw on its one response.
+#[derive(Debug, Default)]
+struct ResumedLog {
+    status: Option<u16>,
+    ids: Vec<u64>,
+    /// Every `event: server`'s data, in order: the first pod, then one
+    /// per move.
+    servers: Vec<String>,
+    /// When each of them came.
+    servers_at: Vec<Instant>,
+    /// The longest time between two events, and when it ended.
+    longest_silence: (Duration, Option<Instant>),
+    /// Why the response ended before the test stopped reading: a
+    /// disconnect (the client would have had to reconnect).
+    ended: Option<String>,
+}
+
+/// Reads one response from `url` (with `host`) until `stop`, never
+/// reconnecting; `current` is the pod that serves it now (the last
+/// `event: server`), and `moved` counts every later `event: server` (a
+/// move to another pod). Bounded: 10 s for the answer, 300 s in all.
+async fn resumed_stream(
+    client: reqwest::Client,
+    url: String,
+    host: &'static str,
+    mut stop: watch::Receiver<bool>,
+    current: Arc<Mutex<String>>,
+    moved: Arc<AtomicUsize>,
+) -> ResumedLog {
+    let mut log = ResumedLog::default();
+    let sent = tokio::time::timeout(Duration::from_secs(10), client.get(&url).header("host", host).send()).await;
+    let mut resp = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            log.ended = Some(format!("request failed: {e}"));
+            return log;
+        }
+        Err(_) => {
+            log.ended = Some("no answer within 10 s".into());
+            return log;
+        }
+    };
+    log.status = Some(resp.status().as_u16());
+    if resp.status() != 200 {
+        log.ended = Some(format!("status {}", resp.status()));
+        return log;
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(300));
+    tokio::pin!(deadline);
+    let mut pending = Vec::<u8>::new();
+    let mut last_event = Instant::now();
+    loop {
+        let chunk = tokio::select! {
+            c = resp.chunk() => c,
+            _ = stop.wait_for(|s| *s) => return log,
+            _ = &mut deadline => return log,
+        };
+        match chunk {
+            Ok(Some(chunk)) => pending.extend_from_slice(&chunk),
+            Ok(None) => {
+                log.ended = Some("the stream ended".into());
+                return log;
+            }
+            Err(e) => {
+                log.ended = Some(format!("the stream failed: {e:?}"));
+                return log;
+            }
+        }
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = pending.drain(..end + 2).collect();
+            let event = String::from_utf8_lossy(&event);
+            if let Some(id) = event_id(&event) {
+                log.ids.push(id);
+            }
+            let now = Instant::now();
+            if now - last_event > log.longest_silence.0 {
+                log.longest_silence = (now - last_event, Some(now));
+            }
+            last_event = now;
+            if event.lines().any(|l| l == "event: server") {
+                let server = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or("")
+                    .to_owned();
+                *current.lock().unwrap() = server.clone();
+                log.servers.push(server);
+                log.servers_at.push(Instant::now());
+                if log.servers.len() > 1 {
+                    moved.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// How many of the clients each pod serves now (by their last
+/// `event: server`); clients that have seen none are left out.
+fn per_pod(current: &[Arc<Mutex<String>>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for c in current {
+        let server = c.lock().unwrap().clone();
+        if !server.is_empty() {
+            *counts.entry(server).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The sum over `ips` of a metric's samples whose line holds every one of
+/// `labels` (such as `reason="rebalance"`).
+async fn metric_with<'a>(ips: impl IntoIterator<Item = &'a String>, name: &str, labels: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for ip in ips {
+        let text = admin_get(ip, "/metrics").await.unwrap_or_default();
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
+}
+
+/// Pods of `namespace` labelled `selector`, not being deleted: name → uid.
+fn pods_of(cp: &ControlPlane, namespace: &str, selector: &str) -> BTreeMap<String, String> {
+    cp.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut parts = l.split(' ');
+        let (name, uid, deleting) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+        deleting.is_empty().then(|| (name.to_owned(), uid.to_owned()))
+    })
+    .collect()
+}
+
+/// A `Debug`-printed duration (`870.5ms`, `9.87s`) from a log line's
+/// `took=` field.
+fn took_in(line: &str) -> Option<Duration> {
+    let v = line.split("took=").nth(1)?.split_whitespace().next()?;
+    let (n, unit) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = v.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (v.strip_suffix('s')?, 1.0)
+    };
+    Some(Duration::from_secs_f64(n.parse::<f64>().ok()? * unit))
+}
+
+/// When `want` endpoints of Service `service` in `namespace` were first
+/// all ready, polled every 50 ms until `stop` (or 120 s).
+async fn when_ready(
+    kube: kube::Client,
+    namespace: &'static str,
+    service: &'static str,
+    want: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Instant> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(kube, namespace);
+    let params = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !*stop.borrow() && Instant::now() < deadline {
+        let asked = Instant::now();
+        if let Ok(list) = slices.list(&params).await {
+            let ready = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count();
+            if ready >= want {
+                return Some(asked);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    None
+}
+
+/// The Route the backend rollout streams through: `demo`'s Service, with
+/// resume on, for the host `resume.test`.
+const RESUME_ROUTE: &str = "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo-resume}\nspec:\n  hostnames: [resume.test]\n  proxyBuffering: Disabled\n  sse: {resume: {enabled: true}}\n  rules: [{backendRefs: [{name: demo, port: 80}]}]\n";
+
+/// A one-replica demo backend, its Service and a Route with resume and
+/// rebalance (100 moves a second) for the host `rebalance.test`.
+const REBALANCE_APP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: demo-scale}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: demo-scale}}\n  template:\n    metadata: {labels: {app: demo-scale}}\n    spec:\n      terminationGracePeriodSeconds: 30\n      securityContext: {runAsNonRoot: true, runAsUser: 65532}\n      containers:\n        - name: demo\n          image: ssegate:0.1.0\n          args: [demo-backend, --listen=0.0.0.0:8081]\n          env: [{name: HOSTNAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n          ports: [{name: http, containerPort: 8081}]\n\
+---\napiVersion: v1\nkind: Service\nmetadata: {name: demo-scale}\nspec:\n  selector: {app: demo-scale}\n  ports: [{name: http, port: 80, targetPort: http}]\n\
+---\napiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {name: demo-scale}\nspec:\n  hostnames: [rebalance.test]\n  proxyBuffering: Disabled\n  sse:\n    resume: {enabled: true}\n    rebalance: {enabled: true, movesPerSecond: 100}\n  rules: [{backendRefs: [{name: demo-scale, port: 80}]}]\n";
+
+/// Waits until every ssegate replica at `ips` serves the Route `name`.
+async fn route_on_every_replica(ips: &[String], name: &str) {
+    for ip in ips {
+        until(Duration::from_secs(30), &format!("{name} on {ip}"), async || {
+            admin_get(ip, "/debug/routes").await.is_some_and(|t| t.contains(name))
+        })
+        .await;
+    }
+}
+
+/// `n` clients of `url` through host `host`, each on one response; the
+/// pod each is on now, the moves they have seen, and the means to stop
+/// them.
+#[allow(clippy::type_complexity)]
+fn open_clients(
+    n: usize,
+    url: &str,
+    host: &'static str,
+) -> (
+    Vec<tokio::task::JoinHandle<ResumedLog>>,
+    Vec<Arc<Mutex<String>>>,
+    Arc<AtomicUsize>,
+    watch::Sender<bool>,
+) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let current: Vec<Arc<Mutex<String>>> = (0..n).map(|_| Arc::default()).collect();
+    let moved = Arc::new(AtomicUsize::new(0));
+    let tasks = current
+        .iter()
+        .map(|c| {
+            tokio::spawn(resumed_stream(
+                client.clone(),
+                url.to_owned(),
+                host,
+                stop_rx.clone(),
+                c.clone(),
+                moved.clone(),
+            ))
+        })
+        .collect();
+    (tasks, current, moved, stop_tx)
+}
+
+/// Each client's stream was one response from start to stop (no
+/// disconnect, so no reconnect), and its ids run 1, 2, 3, … with none
+/// missing or repeated across its moves; the moves they saw in all.
+fn check_one_response_each(logs: &[ResumedLog], min_events: usize) -> usize {
+    let disconnects: Vec<(usize, &str)> = logs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, l.ended.as_deref()?)))
+        .collect();
+    assert!(
+        disconnects.is_empty(),
+        "{} of {} clients were disconnected: {:?}",
+        disconnects.len(),
+        logs.len(),
+        &disconnects[..disconnects.len().min(10)]
+    );
+    for (i, log) in logs.iter().enumerate() {
+        let expected: Vec<u64> = (1..=log.ids.len() as u64).collect();
+        assert!(
+            log.ids == expected,
+            "client {i}: ids not each exactly once and in order (servers {:?}): {:?}",
+            log.servers,
+            log.ids
+        );
+        assert!(
+            log.ids.len() >= min_events,
+            "client {i}: {} events, expected {min_events} at least",
+            log.ids.len()
+        );
+    }
+    logs.iter().map(|l| l.servers.len().saturating_sub(1)).sum()
+}
+
+/// Each client's longest time between two events: the median, the 99th
+/// percentile and the longest, for the figures.
+fn silences(logs: &[ResumedLog]) -> String {
+    let mut s: Vec<Duration> = logs.iter().map(|l| l.longest_silence.0).collect();
+    s.sort();
+    if s.is_empty() {
+        return "none".into();
+    }
+    let at = |q: usize| s[(s.len() - 1) * q / 100];
+    format!("median {:?}, p99 {:?}, max {:?}", at(50), at(99), at(100))
+}
+
+/// 3b. A rollout of the backend under 200 streams of a Route with resume:
+/// every stream moves to a new pod without its client noticing, and every
+/// old pod drains and exits 0 by itself.
+async fn backend_rollout_moves_every_stream_without_a_reconnect(
+    cp: &ControlPlane,
+    agent: &NodeAgent,
+    dir: &std::path::Path,
+    lb: &str,
+) {
+    let ssegates: Vec<String> = replicas(cp).into_values().collect();
+    cp.apply("default", RESUME_ROUTE);
+    route_on_every_replica(&ssegates, "demo-resume").await;
+    let old = pods_of(cp, "default", "app=demo-backend");
+    assert_eq!(old.len(), 2, "{old:?}");
+    let route = "route=\"default/demo-resume\"";
+    let resumed = ["reason=\"endpoint_leaving\"", "outcome=\"resumed\"", route];
+    let resumed_before = metric_with(&ssegates, "ssegate_stream_resumes_total", &resumed).await;
+    let all_before = metric_with(&ssegates, "ssegate_stream_resumes_total", &[route]).await;
+    let route_only = [route];
+    let gaps = |m: &'static str| metric_with(&ssegates, m, &route_only);
+    let (gap_sum_before, gap_count_before) = (
+        gaps("ssegate_stream_resume_gap_seconds_sum").await,
+        gaps("ssegate_stream_resume_gap_seconds_count").await,
+    );
+
+    let (tasks, current, _, stop) = open_clients(CLIENTS, &format!("http://{lb}/.sse?interval=100ms"), "resume.test");
+    let opened = until(Duration::from_secs(60), "200 resumable streams open", async || {
+        per_pod(&current).values().sum::<usize>() == CLIENTS
+    })
+    .await;
+    let before = per_pod(&current);
+    println!("{CLIENTS} resumable streams open after {opened:?}: {before:?}");
+    assert!(before.keys().all(|p| old.contains_key(p)), "{before:?} {old:?}");
+
+    let restarted = Instant::now();
+    cp.kubectl_ok(&["rollout", "restart", "-n", "default", "deployment/demo-backend"]);
+    let status = tokio::task::spawn_blocking({
+        let kubeconfig = cp.kubeconfig.clone();
+        move || {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args([
+                    "rollout",
+                    "status",
+                    "-n",
+                    "default",
+                    "deployment/demo-backend",
+                    "--timeout=120s",
+                ])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "backend rollout: {}\n{}",
+        String::from_utf8_lossy(&status.stderr),
+        agent.logs()
+    );
+    let rolled_out = restarted.elapsed();
+    until(Duration::from_secs(90), "old backend pods gone", async || {
+        let names = cp.get("default", "pods", "{.items[*].metadata.name}");
+        old.keys().all(|o| !names.split(' ').any(|n| n == o))
+    })
+    .await;
+    let drained = restarted.elapsed();
+    // Read on from the new pods for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(true).unwrap();
+    let after = per_pod(&current);
+    let mut logs = Vec::new();
+    for task in tasks {
+        logs.push(task.await.unwrap());
+    }
+    let new = pods_of(cp, "default", "app=demo-backend");
+    println!(
+        "backend rollout: new pods ready after {rolled_out:?}, old pods gone after {drained:?}; streams per pod before {before:?}, after {after:?}"
+    );
+    // At 100 ms an event, for as long as the rollout took.
+    let moves = check_one_response_each(&logs, (drained.as_millis() / 100) as usize);
+    for (i, log) in logs.iter().enumerate() {
+        assert!(
+            log.servers.len() >= 2 && new.contains_key(log.servers.last().unwrap()),
+            "client {i} did not end on a new pod: {:?} (new: {new:?})",
+            log.servers
+        );
+    }
+    let resumed = (metric_with(&ssegates, "ssegate_stream_resumes_total", &resumed).await - resumed_before) as u64;
+    let all = (metric_with(&ssegates, "ssegate_stream_resumes_total", &[route]).await - all_before) as u64;
+    let gap_count = gaps("ssegate_stream_resume_gap_seconds_count").await - gap_count_before;
+    let gap_sum = gaps("ssegate_stream_resume_gap_seconds_sum").await - gap_sum_before;
+    println!(
+        "{CLIENTS} clients, 0 disconnects, {moves} moves seen by the clients; ssegate_stream_resumes_total{{reason=\"endpoint_leaving\",outcome=\"resumed\"}} +{resumed}, all outcomes +{all}; resume gaps: {gap_count}, {:.3} s on average; each client's longest silence: {}",
+        gap_sum / gap_count.max(1.0),
+        silences(&logs)
+    );
+    assert_eq!(all, resumed, "resumes that did not resume, or for another reason");
+    assert_eq!(resumed as usize, moves, "resumes counted against moves the clients saw");
+    assert!(
+        (CLIENTS..=CLIENTS * 3 / 2).contains(&moves),
+        "{moves} moves for {CLIENTS} streams on 2 old pods"
+    );
+
+    // Each old pod drained (its streams moved away) and exited 0 before
+    // its grace period ended.
+    let agent_log = agent.logs();
+    for (name, uid) in &old {
+        let log = std::fs::read_to_string(dir.join("root/pods").join(uid).join("demo.log")).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("demo backend drained"))
+            .unwrap_or_else(|| panic!("{name} did not drain:\n{log}"));
+        let took = took_in(line).unwrap_or_else(|| panic!("{name}: {line}"));
+        println!("{name}: {line}");
+        assert!(
+            took < Duration::from_secs(30),
+            "{name} drained in {took:?}, past its grace period"
+        );
+        let exits: Vec<&str> = agent_log
+            .lines()
+            .filter(|l| l.contains("container exited") && l.contains(&format!("pod=Some(\"{name}\")")))
+            .collect();
+        assert!(
+            !exits.is_empty() && exits.iter().all(|l| l.contains(" code=0")),
+            "{name} did not exit 0: {exits:?}"
+        );
+    }
+    cp.kubectl_ok(&["delete", "route", "-n", "default", "demo-resume"]);
+}
+
+/// 3c. 300 streams on one backend pod, then `kubectl scale --replicas=3`
+/// with rebalance on at 100 moves a second: every pod serves within 10 %
+/// of a third soon after the new pods are ready, and stays so, without a
+/// disconnect.
+async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane, agent: &NodeAgent, lb: &str) {
+    const STREAMS: usize = 300;
+    const NS: &str = "moves";
+    let kube = kube_client(cp).await;
+    let ssegates: Vec<String> = replicas(cp).into_values().collect();
+    cp.namespace(NS);
+    cp.apply(NS, REBALANCE_APP);
+    wait_for(Duration::from_secs(60), "demo-scale ready", agent, || {
+        (cp.get(NS, "deployment/demo-scale", "{.status.readyReplicas}") == "1").then_some(())
+    });
+    route_on_every_replica(&ssegates, "demo-scale").await;
+    let first = first_demo_event(lb, Some("rebalance.test")).await;
+    assert!(first.contains("data: demo-scale-"), "{first:?}\n{}", agent.logs());
+    let route = "route=\"moves/demo-scale\"";
+    let moved = ["reason=\"rebalance\"", "outcome=\"resumed\"", route];
+    let moved_before = metric_with(&ssegates, "ssegate_stream_resumes_total", &moved).await;
+    let all_before = metric_with(&ssegates, "ssegate_stream_resumes_total", &[route]).await;
+
+    let (tasks, current, moved_count, stop) =
+        open_clients(STREAMS, &format!("http://{lb}/.sse?interval=100ms"), "rebalance.test");
+    let opened = until(Duration::from_secs(60), "300 streams open", async || {
+        per_pod(&current).values().sum::<usize>() == STREAMS
+    })
+    .await;
+    let before = per_pod(&current);
+    println!("{STREAMS} streams on one pod after {opened:?}: {before:?}");
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let three_ready = tokio::spawn(when_ready(kube, NS, "demo-scale", 3, ready_rx));
+    let scaled = Instant::now();
+    cp.kubectl_ok(&["scale", "-n", NS, "deployment/demo-scale", "--replicas=3"]);
+    // Even: 3 pods, each within 10 % of 100.
+    let even = |counts: &BTreeMap<String, usize>| {
+        counts.len() == 3
+            && counts
+                .values()
+                .all(|n| n * 10 >= STREAMS / 3 * 9 && n * 10 <= STREAMS / 3 * 11)
+    };
+    // Sampled every 20 ms until even, for 60 s at most.
+    let mut trace = Vec::new();
+    let mut evened = None;
+    while scaled.elapsed() < Duration::from_secs(60) {
+        let counts = per_pod(&current);
+        trace.push((scaled.elapsed(), counts.clone()));
+        if even(&counts) {
+            evened = Some(scaled.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = ready_tx.send(true);
+    let ready_after = three_ready.await.unwrap().map(|at| at - scaled);
+    // Then it stays even over 3 s: sampled every 100 ms, with the moves
+    // the clients see counted.
+    let moves_at_even = moved_count.load(Ordering::SeqCst);
+    let mut uneven = Vec::new();
+    let hold = Instant::now();
+    while evened.is_some() && hold.elapsed() < Duration::from_secs(3) {
+        let counts = per_pod(&current);
+        if !even(&counts) {
+            uneven.push((hold.elapsed(), counts));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moves_in_hold = moved_count.load(Ordering::SeqCst) - moves_at_even;
+    stop.send(true).unwrap();
+    let end_counts = per_pod(&current);
+    let mut logs = Vec::new();
+    for task in tasks {
+        logs.push(task.await.unwrap());
+    }
+
+    // The figures first, then the checks.
+    let mut moved_at: Vec<Duration> = logs
+        .iter()
+        .flat_map(|l| l.servers_at.iter().skip(1))
+        .map(|at| *at - scaled)
+        .collect();
+    moved_at.sort();
+    let mut per_100ms = BTreeMap::new();
+    for at in &moved_at {
+        *per_100ms.entry(at.as_millis() / 100 * 100).or_insert(0) += 1;
+    }
+    let route_only = [route];
+    let gaps = metric_with(&ssegates, "ssegate_stream_resume_gap_seconds_sum", &route_only).await;
+    let errors = metric_with(&ssegates, "ssegate_upstream_errors_total", &route_only).await;
+    let rebalanced = (metric_with(&ssegates, "ssegate_stream_resumes_total", &moved).await - moved_before) as u64;
+    let all = (metric_with(&ssegates, "ssegate_stream_resumes_total", &[route]).await - all_before) as u64;
+    let client_moves: usize = logs.iter().map(|l| l.servers.len().saturating_sub(1)).sum();
+    let disconnects = logs.iter().filter(|l| l.ended.is_some()).count();
+    // The rule's rate is per ssegate replica; as the brief's bound, the
+    // moves at 100 a second in all.
+    let window = Duration::from_secs_f64((STREAMS * 2 / 3) as f64 / 100.0);
+    println!(
+        "scale-out 1 -> 3 under {STREAMS} streams: 3 endpoints ready {ready_after:?} after the scale, even {evened:?} after it: {:?}; 3 s later {end_counts:?} ({moves_in_hold} moves in those 3 s, uneven samples {uneven:?}); {client_moves} moves seen by clients, from {:?} to {:?} after the scale (per 100 ms: {per_100ms:?}); ssegate_stream_resumes_total{{reason=\"rebalance\",outcome=\"resumed\"}} +{rebalanced}, all outcomes +{all}; upstream errors {errors}, resume gaps {:.3} s on average; each client's longest silence: {}; {disconnects} disconnects",
+        trace.last().map(|t| &t.1),
+        moved_at.first(),
+        moved_at.last(),
+        gaps / (rebalanced.max(1) as f64),
+        silences(&logs),
+    );
+    for (at, counts) in trace.iter().step_by(10) {
+        println!("  {at:?}: {counts:?}");
+    }
+    let moves = check_one_response_each(&logs, 10);
+    let evened = evened.unwrap_or_else(|| panic!("not even over 3 pods within 60 s: {:?}", trace.last()));
+    assert!(uneven.is_empty(), "uneven again after even: {uneven:?}");
+    assert_eq!(all, rebalanced, "resumes that did not resume, or for another reason");
+    assert_eq!(
+        rebalanced as usize, moves,
+        "resumes counted against moves the clients saw"
+    );
+    let ready_after = ready_after.expect("3 ready endpoints");
+    assert!(
+        evened.saturating_sub(ready_after) <= window + Duration::from_secs(3),
+        "even {evened:?} after the scale, {ready_after:?} after 3 ready endpoints: over {window:?} and a 3 s margin"
+    );
+    cp.kubectl_ok(&["delete", "namespace", NS, "--wait=false"]);
 }
 
 fn lease_holder(cp: &ControlPlane) -> String {
@@ -631,6 +1197,11 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             "{name} did not exit 0 on SIGTERM: {exits:?}"
         );
     }
+
+    // 3b and 3c: the backend's pods come and go under streams of Routes
+    // with resume: the streams move, their clients never notice.
+    backend_rollout_moves_every_stream_without_a_reconnect(cp, &agent, dir.path(), &lb).await;
+    scale_out_spreads_streams_evenly_without_a_reconnect(cp, &agent, &lb).await;
 
     // 4. Deleting the Lease holder's pod hands status writing on.
     let pods = replicas(cp);
