@@ -316,14 +316,14 @@ struct ResumedLog {
 
 /// Reads one response from `url` (with `host`) until `stop`, never
 /// reconnecting; `current` is the pod that serves it now (the last
-/// `event: server`), and `moved` counts every later `event: server` (a
+/// `event: server`) and how many events it has sent, and `moved` counts every later `event: server` (a
 /// move to another pod). Bounded: 10 s for the answer, 300 s in all.
 async fn resumed_stream(
     client: reqwest::Client,
     url: String,
     host: &'static str,
     mut stop: watch::Receiver<bool>,
-    current: Arc<Mutex<String>>,
+    current: Arc<Mutex<(String, usize)>>,
     moved: Arc<AtomicUsize>,
 ) -> ResumedLog {
     let mut log = ResumedLog::default();
@@ -376,13 +376,14 @@ async fn resumed_stream(
                 log.longest_silence = (now - last_event, Some(now));
             }
             last_event = now;
+            current.lock().unwrap().1 += 1;
             if event.lines().any(|l| l == "event: server") {
                 let server = event
                     .lines()
                     .find_map(|l| l.strip_prefix("data: "))
                     .unwrap_or("")
                     .to_owned();
-                *current.lock().unwrap() = server.clone();
+                *current.lock().unwrap() = (server.clone(), 1);
                 log.servers.push(server);
                 log.servers_at.push(Instant::now());
                 if log.servers.len() > 1 {
@@ -395,10 +396,10 @@ async fn resumed_stream(
 
 /// How many of the clients each pod serves now (by their last
 /// `event: server`); clients that have seen none are left out.
-fn per_pod(current: &[Arc<Mutex<String>>]) -> BTreeMap<String, usize> {
+fn per_pod(current: &[Arc<Mutex<(String, usize)>>]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for c in current {
-        let server = c.lock().unwrap().clone();
+        let server = c.lock().unwrap().0.clone();
         if !server.is_empty() {
             *counts.entry(server).or_insert(0) += 1;
         }
@@ -523,7 +524,7 @@ fn open_clients(
     host: &'static str,
 ) -> (
     Vec<tokio::task::JoinHandle<ResumedLog>>,
-    Vec<Arc<Mutex<String>>>,
+    Vec<Arc<Mutex<(String, usize)>>>,
     Arc<AtomicUsize>,
     watch::Sender<bool>,
 ) {
@@ -533,7 +534,7 @@ fn open_clients(
         .build()
         .unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let current: Vec<Arc<Mutex<String>>> = (0..n).map(|_| Arc::default()).collect();
+    let current: Vec<Arc<Mutex<(String, usize)>>> = (0..n).map(|_| Arc::default()).collect();
     let moved = Arc::new(AtomicUsize::new(0));
     let tasks = current
         .iter()
@@ -665,15 +666,25 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
     })
     .await;
     let drained = restarted.elapsed();
-    // Read on from the new pods for a while.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every client reads on from its new pod: 10 events (1 s) at least.
+    let new = pods_of(cp, "default", "app=demo-backend");
+    until(
+        Duration::from_secs(10),
+        "every client 10 events on from a new pod",
+        async || {
+            current.iter().all(|c| {
+                let c = c.lock().unwrap();
+                new.contains_key(&c.0) && c.1 >= 10
+            })
+        },
+    )
+    .await;
     stop.send(true).unwrap();
     let after = per_pod(&current);
     let mut logs = Vec::new();
     for task in tasks {
         logs.push(task.await.unwrap());
     }
-    let new = pods_of(cp, "default", "app=demo-backend");
     println!(
         "backend rollout: new pods ready after {rolled_out:?}, old pods gone after {drained:?}; streams per pod before {before:?}, after {after:?}"
     );
