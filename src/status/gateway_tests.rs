@@ -1,4 +1,7 @@
 use super::*;
+use crate::api::gateway::{Gateway, GatewayClass, HttpRoute};
+use crate::model::SourceKind;
+use crate::translate::gateway::GatewayOutcome;
 use crate::translate::gateway::{translate, GatewayInputs};
 use std::collections::BTreeMap;
 

@@ -75,6 +75,7 @@ fn log_report(r: &RouteReport) {
 
 pub mod addresses;
 pub mod gateway;
+pub mod gateway_desired;
 pub mod gateway_services;
 pub mod ingress;
 pub mod kube;
