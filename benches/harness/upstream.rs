@@ -1,5 +1,10 @@
 //! The benchmark's own upstream: an SSE generator that stamps every event
 //! with its send time, an idle stream, and a small plain response.
+//!
+//! Its event streams resume as an SSE server does: a request with
+//! `Last-Event-ID: N` gets events from `N + 1`, the first of them at once
+//! (it is overdue: the stream it continues was cut), the next ones at the
+//! stream's rate.
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -29,6 +34,14 @@ pub fn now_ns() -> u64 {
 pub struct Upstream {
     pub addr: SocketAddr,
     child: Child,
+}
+
+impl Upstream {
+    /// SIGKILLs the upstream's process (a backend that dies), and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Upstream {
@@ -102,17 +115,30 @@ fn param(req: &Request<Incoming>, name: &str) -> Option<u64> {
 
 fn respond(req: Request<Incoming>, id: &'static str) -> Response<Body> {
     match req.uri().path() {
-        // rate events/s (0 = as fast as possible), count events (0 = forever), pad bytes.
+        // rate events/s (0 = as fast as possible), count events (0 = forever),
+        // pad bytes; `tag=1` ends each data line with `@` and this
+        // upstream's id (the resume scenario tells the endpoints apart by it).
         "/sse" => {
             let rate = param(&req, "rate").unwrap_or(10);
             let count = param(&req, "count").unwrap_or(0);
-            let pad = "x".repeat(param(&req, "pad").unwrap_or(0) as usize);
+            let mut pad = "x".repeat(param(&req, "pad").unwrap_or(0) as usize);
+            if param(&req, "tag") == Some(1) {
+                pad = format!("{pad}@{id}");
+            }
             let period = (rate > 0).then(|| Duration::from_nanos(1_000_000_000 / rate));
-            let events = stream::unfold((0u64, pad), move |(n, pad)| async move {
+            let resumed_from = req
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let first = resumed_from.map_or(0, |n| n + 1);
+            let events = stream::unfold((first, pad), move |(n, pad)| async move {
                 if count > 0 && n >= count {
                     return None;
                 }
                 match period {
+                    // A resumed stream's first event is overdue: at once.
+                    Some(_) if resumed_from.is_some() && n == first => {}
                     Some(p) => tokio::time::sleep(p).await,
                     None if n % 64 == 0 => tokio::task::yield_now().await,
                     None => {}
@@ -122,10 +148,14 @@ fn respond(req: Request<Incoming>, id: &'static str) -> Response<Body> {
             });
             sse(BodyExt::boxed(StreamBody::new(events)))
         }
-        // One comment, then an open stream that never sends again.
+        // One comment (or, with `id=N`, one event with that id: a stream a
+        // resuming proxy can resume), then an open stream that never sends again.
         "/idle" => {
-            let events =
-                stream::once(async { Ok(Frame::data(Bytes::from_static(b": open\n\n"))) }).chain(stream::pending());
+            let first = match param(&req, "id") {
+                Some(n) => Bytes::from(format!("id: {n}\ndata: open\n\n")),
+                None => Bytes::from_static(b": open\n\n"),
+            };
+            let events = stream::once(async { Ok(Frame::data(first)) }).chain(stream::pending());
             sse(BodyExt::boxed(StreamBody::new(events)))
         }
         _ => Response::builder()
