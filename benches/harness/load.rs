@@ -298,6 +298,7 @@ async fn open_idle(
     addr: SocketAddr,
     transport: Transport,
     connector: Option<tokio_rustls::TlsConnector>,
+    path: &'static str,
 ) -> anyhow::Result<(usize, Held)> {
     let first_byte = |mut body: hyper::body::Incoming| async move {
         tokio::time::timeout(Duration::from_secs(10), body.frame()).await?;
@@ -305,7 +306,7 @@ async fn open_idle(
     };
     match open_conn(addr, transport, connector.as_ref()).await? {
         Sender::H1(mut sender) => {
-            let resp = sender.send_request(request(addr, transport, "/idle")).await?;
+            let resp = sender.send_request(request(addr, transport, path)).await?;
             anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
             let body = first_byte(resp.into_body()).await?;
             Ok((1, Box::new((sender, body))))
@@ -316,7 +317,7 @@ async fn open_idle(
             for _ in 0..per_conn {
                 let mut sender = sender.clone();
                 streams.push(tokio::spawn(async move {
-                    let resp = sender.send_request(request(addr, transport, "/idle")).await?;
+                    let resp = sender.send_request(request(addr, transport, path)).await?;
                     anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
                     first_byte(resp.into_body()).await
                 }));
@@ -332,12 +333,13 @@ async fn open_idle(
     }
 }
 
-/// Opens `streams` idle SSE streams over `transport`, waits for each first
-/// byte, and calls `measure` while they are all open. Returns how many
-/// opened.
+/// Opens `streams` idle SSE streams (GETs of `path`, the upstream's
+/// `/idle` or `/idle?id=N`) over `transport`, waits for each first byte,
+/// and calls `measure` while they are all open. Returns how many opened.
 pub async fn hold_idle<F: FnOnce() -> T, T>(
     addr: SocketAddr,
     transport: Transport,
+    path: &'static str,
     streams: usize,
     measure: F,
 ) -> (usize, T) {
@@ -351,7 +353,7 @@ pub async fn hold_idle<F: FnOnce() -> T, T>(
         let mut pending = Vec::new();
         for _ in batch {
             let connector = connector.clone();
-            pending.push(tokio::spawn(open_idle(addr, transport, connector)));
+            pending.push(tokio::spawn(open_idle(addr, transport, connector, path)));
         }
         for p in pending {
             if let Ok(Ok((n, held))) = p.await {
@@ -473,4 +475,133 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let resp = sender.send_request(get(addr, path)).await?;
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What one [`event_source`] client saw.
+#[derive(Default, Debug)]
+pub struct EventSourceClient {
+    /// Events received, and their ids that were not the one expected.
+    pub events: u64,
+    pub duplicates: u64,
+    pub missing: u64,
+    /// Times its response ended (or failed) before the end of the run.
+    pub disconnects: u64,
+    /// Requests after the first (each with `Last-Event-ID`).
+    pub reconnects: u64,
+    /// Whether the kill found it on the killed upstream (undecided until
+    /// something happens after the kill).
+    pub on_killed: Option<bool>,
+    /// From the kill to its first event from another upstream.
+    pub gap: Option<Duration>,
+    /// Upstream tags of the events received before the kill, last one.
+    pub tag_at_kill: Option<String>,
+    /// Why a request failed, the first time one did.
+    pub error: Option<String>,
+}
+
+/// One client of `/sse?rate=R&tag=1` that behaves like a browser's
+/// EventSource: when its response ends or fails, it waits `retry` and asks
+/// again with `Last-Event-ID` set to the last id it received. Reads until
+/// `end`; every wait is bounded by it. `kill`, once set, is when the
+/// upstream tagged `killed` was SIGKILLed: the client then records whether
+/// it was on it and, if so, the time to its first event from another one.
+pub async fn event_source(
+    addr: SocketAddr,
+    rate: u64,
+    retry: Duration,
+    end: Instant,
+    kill: std::sync::Arc<std::sync::OnceLock<Instant>>,
+    killed: &'static str,
+) -> EventSourceClient {
+    let mut c = EventSourceClient::default();
+    let mut last_id: Option<u64> = None;
+    let mut last_tag = String::new();
+    let path = format!("/sse?rate={rate}&tag=1");
+    let mut first = true;
+    while Instant::now() < end {
+        if !first {
+            tokio::time::sleep_until(end.min(Instant::now() + retry).into()).await;
+            if Instant::now() >= end {
+                break;
+            }
+            c.reconnects += 1;
+        }
+        first = false;
+        let open = async {
+            let mut sender = connect(addr).await?;
+            let mut req = get(addr, &path);
+            req.headers_mut()
+                .insert("accept", http::HeaderValue::from_static("text/event-stream"));
+            if let Some(id) = last_id {
+                req.headers_mut().insert("last-event-id", id.into());
+            }
+            let resp = sender.send_request(req).await?;
+            anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+            Ok::<_, anyhow::Error>((sender, resp.into_body()))
+        };
+        let (_sender, mut body) = match tokio::time::timeout_at(end.into(), open).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                c.error.get_or_insert_with(|| e.to_string());
+                continue;
+            }
+            Err(_) => break,
+        };
+        let mut carry: Vec<u8> = Vec::new();
+        let ended = loop {
+            let frame = match tokio::time::timeout_at(end.into(), body.frame()).await {
+                Err(_) => break false,
+                Ok(None) => break true,
+                Ok(Some(Err(e))) => {
+                    c.error.get_or_insert_with(|| e.to_string());
+                    break true;
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            let now = Instant::now();
+            carry.extend_from_slice(&data);
+            while let Some(pos) = find(&carry, b"\n\n") {
+                let event: Vec<u8> = carry.drain(..pos + 2).collect();
+                let text = String::from_utf8_lossy(&event);
+                let id = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let tag = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .and_then(|d| d.rsplit_once('@'))
+                    .map(|(_, t)| t.trim().to_owned())
+                    .unwrap_or_default();
+                let Some(id) = id else { continue };
+                c.events += 1;
+                match last_id {
+                    Some(l) if id <= l => c.duplicates += 1,
+                    Some(l) => c.missing += id - l - 1,
+                    None => c.missing += id,
+                }
+                last_id = Some(last_id.map_or(id, |l| l.max(id)));
+                if let Some(k) = kill.get().filter(|k| now >= **k) {
+                    if c.on_killed.is_none() {
+                        c.on_killed = Some(last_tag == killed);
+                        c.tag_at_kill = Some(last_tag.clone());
+                    }
+                    if c.on_killed == Some(true) && c.gap.is_none() && tag != killed {
+                        c.gap = Some(now - *k);
+                    }
+                }
+                last_tag = tag;
+            }
+        };
+        if !ended || Instant::now() >= end {
+            break;
+        }
+        c.disconnects += 1;
+        if kill.get().is_some_and(|k| Instant::now() >= *k) && c.on_killed.is_none() {
+            c.on_killed = Some(last_tag == killed);
+            c.tag_at_kill = Some(last_tag.clone());
+        }
+    }
+    c
 }

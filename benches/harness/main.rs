@@ -9,13 +9,20 @@
 //! per target, interleaved across targets, reported as the median of the
 //! rounds: background load that comes and goes then weighs on every target
 //! alike), `--out NAME` (results in target/NAME), `--scenarios a,b` (of
-//! plain, latency, throughput, h2_latency, h2_events, idle, tls, routes;
-//! `h2` for both h2 ones; all by default), `--busy` (a spinning process on
+//! plain, latency, throughput, h2_latency, h2_events, idle, tls, routes,
+//! resume; `h2` for both h2 ones; all by default), `--resume-streams N`
+//! (500, the resume scenario's streams), `--busy` (a spinning process on
 //! each core throughout, to measure a busy machine), `--quick`, `--smoke`
 //! (CI: about a second per scenario, results in target/bench-smoke).
 //! `SSEGATE_BENCH_HOLD=S` keeps each idle scenario's streams open S
 //! seconds after measuring, to look at the process meanwhile (gdb's
 //! `call malloc_stats()`, `heaptrack -p`).
+//!
+//! `resume` SIGKILLs one of two backends under `--resume-streams` event
+//! streams, through ssegate with `sse.resume` on and through nginx with
+//! EventSource-like clients, and measures what resume costs when off and
+//! on (see `resume.rs`); `--smoke` runs its ssegate part only (nginx's
+//! waits out EventSource's 3 s retry).
 //!
 //! `h2_latency` and `h2_events` are `latency` and `throughput` again, the
 //! same upstream streams, over TLS with ALPN `h2` and one stream per
@@ -26,6 +33,7 @@
 mod controller;
 mod load;
 mod peers;
+mod resume;
 mod upstream;
 
 use peers::Kind;
@@ -50,6 +58,8 @@ struct Options {
     out: &'static str,
     /// CI's smoke run: any failure found exits non-zero.
     smoke: bool,
+    /// Event streams in the resume scenario's backend kill.
+    resume_streams: usize,
 }
 
 fn options() -> Options {
@@ -65,6 +75,7 @@ fn options() -> Options {
         rounds: 1,
         out: "bench",
         smoke: false,
+        resume_streams: 500,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut i = 0;
@@ -76,6 +87,7 @@ fn options() -> Options {
             "--idle" => o.idle = value().parse().unwrap(),
             "--seconds" => o.seconds = value().parse().unwrap(),
             "--flips" => o.flips = value().parse().unwrap(),
+            "--resume-streams" => o.resume_streams = value().parse().unwrap(),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
             "--rounds" => o.rounds = value().parse::<usize>().unwrap().max(1),
             "--scenarios" => o.scenarios = Some(value().split(',').map(str::to_owned).collect()),
@@ -86,13 +98,14 @@ fn options() -> Options {
                 i -= 1;
             }
             "--quick" => {
-                (o.streams, o.idle, o.seconds, o.flips) = (200, 2000, 3, 20);
+                (o.streams, o.idle, o.seconds, o.flips, o.resume_streams) = (200, 2000, 3, 20, 200);
                 i -= 1;
             }
             // For CI: every scenario and target, about a second each, so the
             // harness cannot rot; results go to target/bench-smoke.
             "--smoke" => {
                 (o.streams, o.idle, o.seconds, o.flips, o.out) = (20, 100, 1, 5, "bench-smoke");
+                o.resume_streams = 20;
                 o.smoke = true;
                 i -= 1;
             }
@@ -253,14 +266,20 @@ async fn run() {
         json!({})
     };
     let rebuild = if o.wants("routes") { rebuild_cost() } else { json!({}) };
+    let resume = if o.wants("resume") {
+        resume::run(&o).await
+    } else {
+        json!({})
+    };
     let report = json!({
         "date": started.to_string(),
         "commit": commit(),
         "machine": machine(),
-        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips, "busy": o.busy, "scenarios": o.scenarios},
+        "options": {"streams": o.streams, "rate": o.rate, "idle": o.idle, "seconds": o.seconds, "flips": o.flips, "busy": o.busy, "scenarios": o.scenarios, "rounds": o.rounds, "resume_streams": o.resume_streams},
         "targets": rows,
         "route_change": flips,
         "table_rebuild": rebuild,
+        "resume": resume,
     });
     let out = format!("{}/target/{}", env!("CARGO_MANIFEST_DIR"), o.out);
     std::fs::create_dir_all(&out).unwrap();
@@ -363,6 +382,33 @@ fn smoke_failures(report: &Value) -> Vec<String> {
             if name.starts_with("ssegate") && v["streams"].as_u64().unwrap_or(0) == 0 {
                 failures.push(format!("{name}: no idle stream opened over {key}: {v}"));
             }
+        }
+    }
+    // Resume through ssegate: every stream on the killed backend carried on
+    // in its response, every id once and in order; resume off and on both
+    // held idle streams and carried events.
+    for (name, v) in report["resume"]["kill"].as_object().into_iter().flatten() {
+        if !name.starts_with("ssegate") {
+            continue;
+        }
+        let ok = v["error"].is_null()
+            && v["disconnects"].as_u64() == Some(0)
+            && v["duplicate_or_out_of_order_ids"].as_u64() == Some(0)
+            && v["missing_ids"].as_u64() == Some(0)
+            && v["no_event_after_kill"].as_u64() == Some(0)
+            && v["on_killed_backend"].as_u64().unwrap_or(0) > 0;
+        if !ok {
+            failures.push(format!("resume, {name}: {v}"));
+        }
+    }
+    for (key, m) in report["resume"]["cost"]["memory"].as_object().into_iter().flatten() {
+        if m["off_bytes_per_stream"].is_null() || m["on_bytes_per_stream"].is_null() {
+            failures.push(format!("resume cost, {key}: no idle stream opened: {m}"));
+        }
+    }
+    for (name, v) in report["resume"]["cost"]["latency"].as_object().into_iter().flatten() {
+        if v["failed_streams"].as_u64() != Some(0) || v["p50"].is_null() {
+            failures.push(format!("resume cost, {name}: event streams failed: {v}"));
         }
     }
     for (series, v) in report["route_change"].as_object().into_iter().flatten() {
@@ -585,7 +631,8 @@ async fn measure(o: &Options, target: &peers::Target, interleaved: Value) -> Val
     if !is_buffered && o.wants("idle") {
         if let Some(pid) = target.pid() {
             let before = peers::tree_rss(pid);
-            let (opened, after) = load::hold_idle(addr, load::Transport::Plain, o.idle, || peers::tree_rss(pid)).await;
+            let (opened, after) =
+                load::hold_idle(addr, load::Transport::Plain, "/idle", o.idle, || peers::tree_rss(pid)).await;
             let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
             eprintln!("   memory: {opened} idle streams, {:.1} KiB per stream", per / 1024.0);
             row["memory"] =
@@ -619,7 +666,7 @@ async fn idle_over_tls(o: &Options, kind: Kind, upstream: SocketAddr) -> Value {
             continue;
         };
         let before = peers::tree_rss(pid);
-        let (opened, after) = load::hold_idle(tls, transport, o.idle, || peers::tree_rss(pid)).await;
+        let (opened, after) = load::hold_idle(tls, transport, "/idle", o.idle, || peers::tree_rss(pid)).await;
         let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
         eprintln!(
             "   memory over TLS ({key}): {opened} idle streams, {:.1} KiB per stream",
@@ -971,5 +1018,88 @@ fn markdown(r: &Value) -> String {
             "\nTable rebuild, 10,000 Routes: {full:.1} ms; after one change: {one:.1} ms (every change rebuilds the whole table).\n"
         ));
     }
+    resume_markdown(&r["resume"], &mut out);
     out
+}
+
+/// The resume scenario's tables (see `resume.rs`).
+fn resume_markdown(r: &Value, out: &mut String) {
+    let f = |v: &Value, digits: usize| v.as_f64().map_or("–".into(), |v| format!("{v:.digits$}"));
+    if let Some(kill) = r["kill"].as_object().filter(|k| !k.is_empty()) {
+        out.push_str("\nResume: one of two backends SIGKILLed under EventSource-like clients (on an end, wait 3 s, ask again with `Last-Event-ID`); gap = kill to the client's first event from the other backend, for the clients on the killed one:\n\n| through | streams × events/s | on killed backend | gap p50 ms | gap p99 ms | gap max ms | client disconnects | reconnects | duplicate / out-of-order ids | missing ids | no event after kill |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (name, v) in kill {
+            if let Some(why) = v["skipped"].as_str().or(v["error"].as_str()) {
+                out.push_str(&format!("| {name} | {why} |||||||||| \n"));
+                continue;
+            }
+            out.push_str(&format!(
+                "| {name} | {} × {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                v["streams"],
+                v["rate"],
+                v["on_killed_backend"],
+                f(&v["gap_ms"]["p50"], 1),
+                f(&v["gap_ms"]["p99"], 1),
+                f(&v["gap_ms"]["max"], 1),
+                v["disconnects"],
+                v["reconnects"],
+                v["duplicate_or_out_of_order_ids"],
+                v["missing_ids"],
+                v["no_event_after_kill"],
+            ));
+        }
+        for (name, v) in kill {
+            let m = &v["metrics"];
+            if m.is_null() {
+                continue;
+            }
+            let resumes: Vec<String> = m["resumes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(labels, n)| format!("`{{{labels}}}` {n}"))
+                .collect();
+            out.push_str(&format!(
+                "\n{name}, its own metrics after the run: `ssegate_stream_resumes_total` {}; `ssegate_stream_resume_gap_seconds`: {} resumes, mean {} ms, p50 within the ≤ {} ms bucket, p99 within ≤ {} ms.\n",
+                if resumes.is_empty() { "none".to_owned() } else { resumes.join(", ") },
+                m["gap_count"],
+                f(&m["gap_mean_ms"], 2),
+                m["gap_p50_bucket_le_ms"],
+                m["gap_p99_bucket_le_ms"],
+            ));
+        }
+    }
+    let cost = &r["cost"];
+    if cost.as_object().is_some_and(|c| !c.is_empty()) {
+        out.push_str(&format!(
+            "\nResume off against on, for streams that never need it (ssegate `Disabled`, the same Route with and without `sse.resume`; idle streams that carried an id, `{}`; medians of {} rounds, alternating, each idle measurement on a fresh process):\n\n| figure | resume off | resume on | on − off |\n|---|---|---|---|\n",
+            cost["idle_path"].as_str().unwrap_or(""),
+            cost["rounds"]
+        ));
+        for (key, label) in [("h1", "HTTP/1.1"), ("tls_h2_1", "TLS h2, 1 stream/conn")] {
+            let m = &cost["memory"][key];
+            let kib = |v: &Value| v.as_f64().map_or("–".to_owned(), |b| format!("{:.2}", b / 1024.0));
+            out.push_str(&format!(
+                "| KiB per idle stream, {label} | {} | {} | {} ({} bytes) |\n",
+                kib(&m["off_bytes_per_stream"]),
+                kib(&m["on_bytes_per_stream"]),
+                kib(&m["extra_bytes_per_stream"]),
+                f(&m["extra_bytes_per_stream"], 0),
+            ));
+        }
+        let (off, on) = (
+            &cost["latency"][peers::Kind::SsegateDisabled.name()],
+            &cost["latency"][peers::Kind::SsegateResume.name()],
+        );
+        for q in ["p50", "p99", "p99.9"] {
+            let diff = match (off[q].as_f64(), on[q].as_f64()) {
+                (Some(a), Some(b)) => format!("{:+.3}", b - a),
+                _ => "–".into(),
+            };
+            out.push_str(&format!(
+                "| per-event {q} ms, HTTP/1.1 | {} | {} | {diff} |\n",
+                f(&off[q], 3),
+                f(&on[q], 3)
+            ));
+        }
+    }
 }

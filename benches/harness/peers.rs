@@ -10,6 +10,9 @@ pub enum Kind {
     Direct,
     SsegateDisabled,
     SsegateEnabled,
+    /// `Disabled` with `sse.resume` on: what resume costs when no stream
+    /// needs it (the resume scenario's, not in [`Kind::ALL`]).
+    SsegateResume,
     Nginx,
     Haproxy,
     Envoy,
@@ -34,6 +37,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::SsegateDisabled => "ssegate (Disabled)",
             Kind::SsegateEnabled => "ssegate (Enabled)",
+            Kind::SsegateResume => "ssegate (Disabled, resume on)",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
             Kind::Envoy => "envoy",
@@ -170,7 +174,11 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
     let write = |name: &str, text: String| std::fs::write(d.join(name), text).unwrap();
     // A TLS listener beside the plaintext one, for the idle-over-TLS
     // scenario: ssegate (Disabled), nginx and haproxy.
-    let tls_port = matches!(kind, Kind::SsegateDisabled | Kind::Nginx | Kind::Haproxy).then(free_port);
+    let tls_port = matches!(
+        kind,
+        Kind::SsegateDisabled | Kind::SsegateResume | Kind::Nginx | Kind::Haproxy
+    )
+    .then(free_port);
     let cert = tls_port.map(|_| bench_cert());
     if let Some(c) = &cert {
         write("cert.pem", c.cert_pem.clone());
@@ -178,13 +186,17 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
         write("bundle.pem", format!("{}{}", c.cert_pem, c.key_pem));
     }
     let (program, args, env): (PathBuf, Vec<String>, Vec<(&str, &str)>) = match kind {
-        Kind::SsegateDisabled | Kind::SsegateEnabled => {
-            let mode = if kind == Kind::SsegateDisabled {
-                "Disabled"
-            } else {
+        Kind::SsegateDisabled | Kind::SsegateEnabled | Kind::SsegateResume => {
+            let mode = if kind == Kind::SsegateEnabled {
                 "Enabled"
+            } else {
+                "Disabled"
             };
-            write("config.yaml", ssegate_config(mode, &[("bench", upstream)], "bench"));
+            let sse = if kind == Kind::SsegateResume { RESUME_ON } else { "" };
+            write(
+                "config.yaml",
+                ssegate_config_sse(mode, sse, &[("bench", upstream)], "bench"),
+            );
             let admin = free_port();
             let mut args: Vec<String> = vec![
                 "standalone".into(),
@@ -198,7 +210,7 @@ pub async fn start(kind: Kind, upstream: SocketAddr) -> Result<Target, String> {
                 "--access-log=false".into(),
             ];
             if let (Some(port), Some(c)) = (tls_port, &cert) {
-                write("tls.yaml", ssegate_tls_config(mode, c));
+                write("tls.yaml", ssegate_tls_config(mode, sse, c));
                 args.push(format!("--listen-tls=127.0.0.1:{port}"));
             }
             (
@@ -337,7 +349,7 @@ http {{
     let log = std::fs::File::create(d.join("stderr.log")).unwrap();
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg("0");
-    if matches!(kind, Kind::SsegateDisabled | Kind::SsegateEnabled) {
+    if matches!(kind, Kind::SsegateDisabled | Kind::SsegateEnabled | Kind::SsegateResume) {
         if let Ok(wrap) = std::env::var(WRAP) {
             cmd.args(wrap.split_whitespace());
         }
@@ -402,20 +414,29 @@ pub fn bench_cert() -> &'static BenchCert {
 /// ssegate's TLS side: a Route for [`TLS_NAME`] with the certificate's
 /// Secret (the plaintext Route without hostnames would route the requests
 /// too, but only a Route's `tls` puts a certificate on the listener).
-pub fn ssegate_tls_config(mode: &str, cert: &BenchCert) -> String {
+pub fn ssegate_tls_config(mode: &str, sse: &str, cert: &BenchCert) -> String {
     let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
     format!(
-        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench-tls}}\nspec:\n  hostnames: [{TLS_NAME}]\n  tls: [{{secretName: bench-cert}}]\n  proxyBuffering: {mode}\n  rules: [{{backendRefs: [{{name: bench, port: 80}}]}}]\n\
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench-tls}}\nspec:\n  hostnames: [{TLS_NAME}]\n  tls: [{{secretName: bench-cert}}]\n  proxyBuffering: {mode}\n{sse}  rules: [{{backendRefs: [{{name: bench, port: 80}}]}}]\n\
          ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-cert}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
         indent(&cert.cert_pem),
         indent(&cert.key_pem)
     )
 }
 
+/// The Route's `sse:` line (indented as a field of its spec) that turns
+/// resume on with its defaults.
+pub const RESUME_ON: &str = "  sse: {resume: {enabled: true}}\n";
+
 /// Standalone ssegate files: one Service per upstream, a Route to `route_to`.
 pub fn ssegate_config(mode: &str, services: &[(&str, SocketAddr)], route_to: &str) -> String {
+    ssegate_config_sse(mode, "", services, route_to)
+}
+
+/// [`ssegate_config`] with `sse` (empty, or [`RESUME_ON`]) in the Route's spec.
+pub fn ssegate_config_sse(mode: &str, sse: &str, services: &[(&str, SocketAddr)], route_to: &str) -> String {
     let mut out = format!(
-        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench}}\nspec:\n  proxyBuffering: {mode}\n  rules: [{{backendRefs: [{{name: {route_to}, port: 80}}]}}]\n"
+        "apiVersion: ssegate.dev/v1alpha1\nkind: Route\nmetadata: {{name: bench}}\nspec:\n  proxyBuffering: {mode}\n{sse}  rules: [{{backendRefs: [{{name: {route_to}, port: 80}}]}}]\n"
     );
     for (name, addr) in services {
         out.push_str(&format!(
