@@ -1026,18 +1026,20 @@ fn markdown(r: &Value) -> String {
 fn resume_markdown(r: &Value, out: &mut String) {
     let f = |v: &Value, digits: usize| v.as_f64().map_or("–".into(), |v| format!("{v:.digits$}"));
     if let Some(kill) = r["kill"].as_object().filter(|k| !k.is_empty()) {
-        out.push_str("\nResume: one of two backends SIGKILLed under EventSource-like clients (on an end, wait 3 s, ask again with `Last-Event-ID`); gap = kill to the client's first event from the other backend, for the clients on the killed one:\n\n| through | streams × events/s | on killed backend | gap p50 ms | gap p99 ms | gap max ms | client disconnects | reconnects | duplicate / out-of-order ids | missing ids | no event after kill |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("\nResume: one of two backends SIGKILLed under EventSource-like clients (on an end, wait 3 s, ask again with `Last-Event-ID`); gap = kill to the client's first event from the other backend, for the clients on the killed one:\n\n| through | streams × events/s | on killed backend | gap min ms | gap p50 ms | gap p90 ms | gap p99 ms | gap max ms | client disconnects | reconnects | duplicate / out-of-order ids | missing ids | no event after kill | listen overflows (machine) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (name, v) in kill {
             if let Some(why) = v["skipped"].as_str().or(v["error"].as_str()) {
-                out.push_str(&format!("| {name} | {why} |||||||||| \n"));
+                out.push_str(&format!("| {name} | {why} ||||||||||||| \n"));
                 continue;
             }
             out.push_str(&format!(
-                "| {name} | {} × {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {name} | {} × {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v["streams"],
                 v["rate"],
                 v["on_killed_backend"],
+                f(&v["gap_ms"]["min"], 1),
                 f(&v["gap_ms"]["p50"], 1),
+                f(&v["gap_ms"]["p90"], 1),
                 f(&v["gap_ms"]["p99"], 1),
                 f(&v["gap_ms"]["max"], 1),
                 v["disconnects"],
@@ -1045,6 +1047,7 @@ fn resume_markdown(r: &Value, out: &mut String) {
                 v["duplicate_or_out_of_order_ids"],
                 v["missing_ids"],
                 v["no_event_after_kill"],
+                v["listen_overflows"],
             ));
         }
         for (name, v) in kill {

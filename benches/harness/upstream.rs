@@ -37,10 +37,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// SIGKILLs the upstream's process (a backend that dies), and reaps it.
+    /// SIGKILLs the upstream's process (a backend that dies). It is reaped
+    /// when dropped: waiting here would stall the caller's runtime while the
+    /// process exits.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
