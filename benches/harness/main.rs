@@ -1018,12 +1018,13 @@ fn markdown(r: &Value) -> String {
             "\nTable rebuild, 10,000 Routes: {full:.1} ms; after one change: {one:.1} ms (every change rebuilds the whole table).\n"
         ));
     }
-    resume_markdown(&r["resume"], &mut out);
+    resume_markdown(&r["resume"], &r["options"], &mut out);
     out
 }
 
 /// The resume scenario's tables (see `resume.rs`).
-fn resume_markdown(r: &Value, out: &mut String) {
+fn resume_markdown(r: &Value, options: &Value, out: &mut String) {
+    let (r_streams, r_rate) = (&options["streams"], &options["rate"]);
     let f = |v: &Value, digits: usize| v.as_f64().map_or("–".into(), |v| format!("{v:.digits$}"));
     if let Some(kill) = r["kill"].as_object().filter(|k| !k.is_empty()) {
         out.push_str("\nResume: one of two backends SIGKILLed under EventSource-like clients (on an end, wait 3 s, ask again with `Last-Event-ID`); gap = kill to the client's first event from the other backend, for the clients on the killed one:\n\n| through | streams × events/s | on killed backend | gap min ms | gap p50 ms | gap p90 ms | gap p99 ms | gap max ms | client disconnects | reconnects | duplicate / out-of-order ids | missing ids | no event after kill | listen overflows (machine) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -1074,9 +1075,12 @@ fn resume_markdown(r: &Value, out: &mut String) {
     let cost = &r["cost"];
     if cost.as_object().is_some_and(|c| !c.is_empty()) {
         out.push_str(&format!(
-            "\nResume off against on, for streams that never need it (ssegate `Disabled`, the same Route with and without `sse.resume`; idle streams that carried an id, `{}`; medians of {} rounds, alternating, each idle measurement on a fresh process):\n\n| figure | resume off | resume on | on − off |\n|---|---|---|---|\n",
+            "\nResume off against on, for streams that never need it (ssegate `Disabled`, the same Route with and without `sse.resume`; idle streams that carried an id, `{}`; medians of {} rounds for memory, each on a fresh process, and of {} interleaved rounds of {} streams × {} events/s for latency):\n\n| figure | resume off | resume on | on − off |\n|---|---|---|---|\n",
             cost["idle_path"].as_str().unwrap_or(""),
-            cost["rounds"]
+            cost["rounds"],
+            cost["latency_rounds"],
+            r_streams,
+            r_rate,
         ));
         for (key, label) in [("h1", "HTTP/1.1"), ("tls_h2_1", "TLS h2, 1 stream/conn")] {
             let m = &cost["memory"][key];
