@@ -681,57 +681,118 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             stream_policies,
             own_ports,
         );
-        let live = {
-            let (state, changed) = (state.clone(), state.routes_changed.clone());
-            LiveRoutes::new(move |key| state.route(key), changed)
-        };
-        let live_ingresses = {
-            let (state, changed) = (state.clone(), state.ingresses_changed.clone());
-            LiveIngresses::new(move |key| state.ingress(key), changed)
-        };
         // Each Gateway's own Service, read on every replica (from the
         // sources' watch) and written by the Lease holder; the guard ends
         // the feed with this task.
+        // Each writer is supervised: one that panics is logged, counted and
+        // started again (writers are level-triggered, so a new one picks up
+        // where the old one stood); serving is never stopped for status.
         let mut _own_services_watch = None;
-        if let Some(live) = LiveGatewayApi::from_cluster(&state) {
-            let mut writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), metrics.clone());
+        if LiveGatewayApi::from_cluster(&state).is_some() {
             let own_services = state.gateway.as_ref().and_then(|g| Some((g, g.own_services()?)));
+            let mut services = None;
             if let (Some(template), Some((stores, (store, changed)))) = (gateway_services, own_services) {
-                let (services, guard) = gateway_services::feed(store, changed);
+                let (feed, guard) = gateway_services::feed(store, changed);
                 _own_services_watch = Some(guard);
-                let service_writer = GatewayServiceWriter::new(client.clone(), template);
-                tokio::spawn(service_writer.run(
-                    stores.outcome.subscribe(),
-                    services.clone(),
-                    reports.clone(),
-                    leader.clone(),
-                ));
-                writer = writer.with_own_services(services);
+                let (client, outcome, reports, leader) =
+                    (client.clone(), stores.outcome.clone(), reports.clone(), leader.clone());
+                let feed_in = feed.clone();
+                supervise("gateway_services", &metrics, move || {
+                    GatewayServiceWriter::new(client.clone(), template.clone()).run(
+                        outcome.subscribe(),
+                        feed_in.clone(),
+                        reports.clone(),
+                        leader.clone(),
+                    )
+                });
+                services = Some(feed);
             }
-            tokio::spawn(writer.run(reports.clone(), leader.clone()));
-        }
-        let ingress_writer = IngressStatusWriter::new(
-            client.clone(),
-            live_ingresses,
-            publish,
-            identity.clone(),
-            metrics.clone(),
-        );
-        tokio::spawn(ingress_writer.run(reports.clone(), leader.clone()));
-        if state.gateway.as_ref().is_some_and(|g| g.has_policies()) {
-            let outcome = state.gateway.as_ref().map(|g| g.outcome.subscribe()).expect("checked");
-            let lookup_state = state.clone();
-            let policy_writer = ssegate::status::stream_policy::PolicyStatusWriter::new(client.clone(), move |key| {
-                lookup_state.gateway.as_ref().and_then(|g| g.policy(key))
+            let (client, state, publish, m, reports, leader) = (
+                client.clone(),
+                state.clone(),
+                publish.clone(),
+                metrics.clone(),
+                reports.clone(),
+                leader.clone(),
+            );
+            supervise("gateway_status", &metrics, move || {
+                let live = LiveGatewayApi::from_cluster(&state).expect("checked");
+                let mut writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), m.clone());
+                if let Some(services) = &services {
+                    writer = writer.with_own_services(services.clone());
+                }
+                writer.run(reports.clone(), leader.clone())
             });
-            tokio::spawn(policy_writer.run(outcome, leader.clone()));
         }
-        let writer = StatusWriter::new(client, live, identity, metrics);
-        tokio::spawn(writer.run(reports, leader));
+        {
+            let (client, state, identity, m, reports, leader) = (
+                client.clone(),
+                state.clone(),
+                identity.clone(),
+                metrics.clone(),
+                reports.clone(),
+                leader.clone(),
+            );
+            supervise("ingress_status", &metrics, move || {
+                let (lookup, changed) = (state.clone(), state.ingresses_changed.clone());
+                let live = LiveIngresses::new(move |key| lookup.ingress(key), changed);
+                IngressStatusWriter::new(client.clone(), live, publish.clone(), identity.clone(), m.clone())
+                    .run(reports.clone(), leader.clone())
+            });
+        }
+        if state.gateway.as_ref().is_some_and(|g| g.has_policies()) {
+            let (client, state, leader) = (client.clone(), state.clone(), leader.clone());
+            supervise("stream_policy_status", &metrics, move || {
+                let outcome = state.gateway.as_ref().map(|g| g.outcome.subscribe()).expect("checked");
+                let lookup = state.clone();
+                ssegate::status::stream_policy::PolicyStatusWriter::new(client.clone(), move |key| {
+                    lookup.gateway.as_ref().and_then(|g| g.policy(key))
+                })
+                .run(outcome, leader.clone())
+            });
+        }
+        {
+            let (state, identity, m, reports, leader) = (
+                state.clone(),
+                identity.clone(),
+                metrics.clone(),
+                reports.clone(),
+                leader.clone(),
+            );
+            supervise("route_status", &metrics, move || {
+                let (lookup, changed) = (state.clone(), state.routes_changed.clone());
+                let live = LiveRoutes::new(move |key| lookup.route(key), changed);
+                StatusWriter::new(client.clone(), live, identity.clone(), m.clone())
+                    .run(reports.clone(), leader.clone())
+            });
+        }
         kube_source::run(state, applier, move || ready.set_ready(true)).await;
         Ok(())
     });
     serve(table, admin_state, args.proxy, run_source, stopping, ports_rx).await
+}
+
+/// Runs the task `make` builds, and builds and runs it again after it
+/// panics (logged, and counted in `ssegate_task_restarts_total{task}`), a
+/// second later; a task that returns is done.
+fn supervise<F, Fut>(task: &'static str, metrics: &Arc<Metrics>, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(task, "task panicked; starting it again in 1 s");
+                    metrics.task_restarted(task);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    });
 }
 
 /// Runs the configuration side (watching sources, parsing, table builds,

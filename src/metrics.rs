@@ -114,6 +114,11 @@ struct ListenerReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -170,6 +175,7 @@ pub struct Metrics {
     apply_latency: Histogram,
     routes: Family<StateLabel, Gauge>,
     status_writes: Family<ResultLabel, Counter>,
+    task_restarts: Family<TaskLabel, Counter>,
     /// Each Route's handles, so a request fetches them with one lookup.
     route_handles: crate::shared_map::SharedMap<std::sync::Arc<str>, std::sync::Arc<RouteMetrics>>,
 }
@@ -205,6 +211,7 @@ impl Metrics {
             apply_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
             routes: Family::default(),
             status_writes: Family::default(),
+            task_restarts: Family::default(),
             route_handles: Default::default(),
         };
         let r = &mut m.registry;
@@ -308,6 +315,11 @@ impl Metrics {
             "Route status patches sent to the apiserver, by result",
             m.status_writes.clone(),
         );
+        r.register(
+            "task_restarts",
+            "Background tasks started again after they panicked, by task (route_status, ingress_status, gateway_status, gateway_services, stream_policy_status)",
+            m.task_restarts.clone(),
+        );
         m
     }
 
@@ -397,6 +409,11 @@ impl Metrics {
             resumes: self.resumes.clone(),
             resume_gap: self.resume_gap.clone(),
         }
+    }
+
+    /// A supervised task panicked and is started again.
+    pub fn task_restarted(&self, task: &'static str) {
+        self.task_restarts.get_or_create(&TaskLabel { task }).inc();
     }
 
     pub fn connection_accepted(&self, tls: bool) {
