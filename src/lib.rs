@@ -12,6 +12,7 @@
 //! - [`status`]: where Route status goes;
 //! - [`listener`]: binding, accept back-off and the connection budget;
 //! - [`process`]: the open-file limit and the host name;
+//! - [`supervise`]: background tasks started again when they panic;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
@@ -32,4 +33,5 @@ pub mod proxy;
 mod shared_map;
 pub mod sources;
 pub mod status;
+pub mod supervise;
 pub mod translate;

@@ -697,7 +697,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 let (client, outcome, reports, leader) =
                     (client.clone(), stores.outcome.clone(), reports.clone(), leader.clone());
                 let feed_in = feed.clone();
-                supervise("gateway_services", &metrics, move || {
+                ssegate::supervise::supervise("gateway_services", &metrics, move || {
                     GatewayServiceWriter::new(client.clone(), template.clone()).run(
                         outcome.subscribe(),
                         feed_in.clone(),
@@ -715,7 +715,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 reports.clone(),
                 leader.clone(),
             );
-            supervise("gateway_status", &metrics, move || {
+            ssegate::supervise::supervise("gateway_status", &metrics, move || {
                 let live = LiveGatewayApi::from_cluster(&state).expect("checked");
                 let mut writer = GatewayStatusWriter::new(client.clone(), live, publish.clone(), m.clone());
                 if let Some(services) = &services {
@@ -733,7 +733,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 reports.clone(),
                 leader.clone(),
             );
-            supervise("ingress_status", &metrics, move || {
+            ssegate::supervise::supervise("ingress_status", &metrics, move || {
                 let (lookup, changed) = (state.clone(), state.ingresses_changed.clone());
                 let live = LiveIngresses::new(move |key| lookup.ingress(key), changed);
                 IngressStatusWriter::new(client.clone(), live, publish.clone(), identity.clone(), m.clone())
@@ -742,7 +742,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
         if state.gateway.as_ref().is_some_and(|g| g.has_policies()) {
             let (client, state, leader) = (client.clone(), state.clone(), leader.clone());
-            supervise("stream_policy_status", &metrics, move || {
+            ssegate::supervise::supervise("stream_policy_status", &metrics, move || {
                 let outcome = state.gateway.as_ref().map(|g| g.outcome.subscribe()).expect("checked");
                 let lookup = state.clone();
                 ssegate::status::stream_policy::PolicyStatusWriter::new(client.clone(), move |key| {
@@ -759,7 +759,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 reports.clone(),
                 leader.clone(),
             );
-            supervise("route_status", &metrics, move || {
+            ssegate::supervise::supervise("route_status", &metrics, move || {
                 let (lookup, changed) = (state.clone(), state.routes_changed.clone());
                 let live = LiveRoutes::new(move |key| lookup.route(key), changed);
                 StatusWriter::new(client.clone(), live, identity.clone(), m.clone())
@@ -770,29 +770,6 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         Ok(())
     });
     serve(table, admin_state, args.proxy, run_source, stopping, ports_rx).await
-}
-
-/// Runs the task `make` builds, and builds and runs it again after it
-/// panics (logged, and counted in `ssegate_task_restarts_total{task}`), a
-/// second later; a task that returns is done.
-fn supervise<F, Fut>(task: &'static str, metrics: &Arc<Metrics>, make: F)
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let metrics = metrics.clone();
-    tokio::spawn(async move {
-        loop {
-            match tokio::spawn(make()).await {
-                Err(e) if e.is_panic() => {
-                    tracing::error!(task, "task panicked; starting it again in 1 s");
-                    metrics.task_restarted(task);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                _ => return,
-            }
-        }
-    });
 }
 
 /// Runs the configuration side (watching sources, parsing, table builds,
