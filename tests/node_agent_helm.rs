@@ -81,13 +81,18 @@ fn helm(cp: &ControlPlane, agent: &NodeAgent, args: &[&str]) {
 async fn first_demo_event(addr: &str, host: Option<&str>) -> String {
     let url = format!("http://{addr}/.sse?count=1&interval=50ms");
     let mut first = String::new();
-    for _ in 0..100 {
-        let mut request = common::client().get(&url).timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        // Each try within what is left of the 20 s.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut request = common::client().get(&url).timeout(left.min(Duration::from_secs(5)));
         if let Some(host) = host {
             request = request.header("host", host);
         }
         if let Some(resp) = request.send().await.ok().filter(|r| r.status() == 200) {
-            let got = common::read_stream(resp, 3).await;
+            let Ok(got) = tokio::time::timeout(left, common::read_stream(resp, 3)).await else {
+                break;
+            };
             first = got.events.first().map(|e| e.0.clone()).unwrap_or_default();
             if first.contains("event: server\ndata: demo-backend-") {
                 break;
@@ -1087,14 +1092,24 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         );
         (seen == (generation + 1).to_string()).then_some(())
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (name, ip) in &pods {
-        let delta = status_writes(ip).await - writes_before[name];
-        if *name == holder {
-            assert_eq!(delta, 1, "the holder {name} wrote the Route's status {delta} times");
-        } else {
-            assert_eq!(delta, 0, "{name}, not the holder, wrote status");
+    // The holder's write counter shows the one write (up to 10 s for the
+    // scrape to catch up), then every replica's holds still for 3 s.
+    let counted = until(Duration::from_secs(10), "the holder's write counted", async || {
+        status_writes(&pods[&holder]).await > writes_before[&holder]
+    })
+    .await;
+    println!("the holder's status write was counted {counted:?} after the status showed");
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        for (name, ip) in &pods {
+            let delta = status_writes(ip).await - writes_before[name];
+            if *name == holder {
+                assert_eq!(delta, 1, "the holder {name} wrote the Route's status {delta} times");
+            } else {
+                assert_eq!(delta, 0, "{name}, not the holder, wrote status");
+            }
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cp.set_buffering("default", "demo", "Disabled");
 
@@ -1254,9 +1269,17 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             (seen == (generation + 1).to_string()).then_some(())
         },
     );
-    if new_holder == other {
-        assert!(status_writes(&pods[&other]).await > writes_before);
-    }
+    // The new holder is the other replica or the deleted pod's replacement
+    // (a new process, its counter from 0): either way it wrote.
+    let new_ip = replicas(cp)
+        .get(&new_holder)
+        .cloned()
+        .unwrap_or_else(|| panic!("the new holder {new_holder} is not a running replica"));
+    let before = if new_holder == other { writes_before } else { 0 };
+    until(Duration::from_secs(10), "the new holder's write counted", async || {
+        status_writes(&new_ip).await > before
+    })
+    .await;
 
     // 5. helm upgrade, then uninstall: only the CRDs stay.
     helm(
