@@ -14,6 +14,7 @@
 //! - [`process`]: the open-file limit and the host name;
 //! - [`supervise`]: background tasks started again when they panic;
 //! - [`admin`]: health, readiness, metrics and debug endpoints;
+//! - [`run`]: standalone mode, Kubernetes mode and serving, as the binary runs them;
 //! - [`metrics`]: the Prometheus registry the data plane and sources update;
 //! - [`demo`]: a demo SSE backend for the quick start and the tests.
 
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod proxy;
+pub mod run;
 mod shared_map;
 pub mod sources;
 pub mod status;

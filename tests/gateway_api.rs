@@ -372,42 +372,24 @@ fn free_run_of_four() -> u16 {
 }
 
 /// The conformance suite's HTTPRouteMultipleGateways, with each Gateway's
-/// own ports bound by `GatewayListeners`, as the binary binds them (wired
-/// here by hand, with the Applier and the Proxy): a route for `/shared` on
-/// both Gateways and one for `/` on each.
+/// own ports bound as the binary binds them: ssegate started in standalone
+/// mode by the library function the binary calls (`run::standalone`), a
+/// route for `/shared` on both Gateways and one for `/` on each.
 #[tokio::test]
 async fn each_gateway_serves_its_own_routes_on_its_own_port() {
-    use ssegate::model::{GatewayPorts, PortRange};
-    use ssegate::proxy::gateway_listeners::GatewayListeners;
+    use ssegate::model::PortRange;
+    use ssegate::run::ServeConfig;
     let (v1, v2, v3) = (
         Upstream::start("v1").await,
         Upstream::start("v2").await,
         Upstream::start("v3").await,
     );
+    // The single ports first: free_port hands out the ports after the
+    // last it gave, so a call after the run of four would land in it.
+    let shared_port = free_port();
+    let admin_port = free_port();
     let first = free_run_of_four();
     let dir = tempfile::tempdir().unwrap();
-    let table = ssegate::model::empty_table();
-    let (ports_tx, ports_rx) = tokio::sync::watch::channel(GatewayPorts::default());
-    let applier = ssegate::apply::Applier::new(
-        table.clone(),
-        std::sync::Arc::new(ssegate::status::LogStatus::default()),
-    )
-    .with_gateway_ports(ports_tx);
-    let proxy = ssegate::proxy::Proxy::builder(table)
-        .workers(ssegate::proxy::Workers::start(2).unwrap())
-        .build();
-    let shared = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shared_port = shared.local_addr().unwrap().port();
-    tokio::spawn(
-        proxy
-            .clone()
-            .serve(shared, std::future::pending(), std::time::Duration::ZERO),
-    );
-    let listeners = GatewayListeners::new(proxy, [127, 0, 0, 1].into(), std::time::Duration::ZERO);
-    tokio::spawn(listeners.run(ports_rx, std::future::pending()));
-
-    let mut source = ssegate::sources::file::FolderSource::new(dir.path())
-        .with_gateway_ports(Some(PortRange::new(first, first + 3).unwrap()));
     let mut files = vec![
         ("v1.yaml", backend_yaml("v1", &[(v1.addr, true)])),
         ("v2.yaml", backend_yaml("v2", &[(v2.addr, true)])),
@@ -436,16 +418,28 @@ async fn each_gateway_serves_its_own_routes_on_its_own_port() {
     for (name, yaml) in &files {
         std::fs::write(dir.path().join(name), yaml).unwrap();
     }
-    let errors = ssegate::sources::file::reload(&mut source, &applier);
-    assert!(errors.is_empty(), "{errors:?}");
-    let ports = applier.table().load().gateway_ports().clone();
-    let of = |name: &str| {
-        ports
-            .get(&ssegate::model::ObjectKey::new("default", name))
-            .unwrap()
-            .plain
+    let config = ServeConfig {
+        listen: format!("127.0.0.1:{shared_port}").parse().unwrap(),
+        listen_tls: None,
+        admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        drain_delay: std::time::Duration::ZERO,
+        drain_timeout: std::time::Duration::ZERO,
+        workers: Some(2),
+        https_redirect_port: None,
+        gateway_ports: Some(PortRange::new(first, first + 3).unwrap()),
+        access_log: false,
+        trusted_proxies: Default::default(),
+        proxy_protocol: Default::default(),
+        limits: Default::default(),
     };
-    assert_eq!((of("g1"), of("g2")), (first, first + 2));
+    // Ends with the test (its control thread with the test process).
+    let serving = tokio::spawn(ssegate::run::standalone(
+        dir.path().to_owned(),
+        Default::default(),
+        config,
+    ));
+    // Ports go to Gateways oldest first, two each (plain, TLS): g1 has
+    // `first`, g2 `first + 2`.
 
     let get = |port: u16, path: &'static str| async move {
         // The listener is bound by a task following the table: allow it 2 s.
@@ -464,4 +458,6 @@ async fn each_gateway_serves_its_own_routes_on_its_own_port() {
     // The shared port as before: the older route for `/` takes it.
     assert_eq!(get(shared_port, "/").await, "upstream v2");
     assert_eq!(get(shared_port, "/shared").await, "upstream v1");
+    assert!(!serving.is_finished(), "ssegate stopped serving: {:?}", serving.await);
+    serving.abort();
 }
