@@ -152,6 +152,13 @@ async fn serve(mut stream: TcpStream, endpoint: SocketAddr, log: Arc<Mutex<Vec<S
     });
     let chunk = |t: &str| format!("{:x}\r\n{t}\r\n", t.len());
     let stream_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let nth = log.lock().unwrap().iter().filter(|s| s.target == target).count();
+    if query(&target, "cutfirst").is_some() && nth == 1 {
+        // The first request, whatever it carries: the head, then a cut
+        // before any event.
+        let _ = stream.write_all(stream_head.as_bytes()).await;
+        return;
+    }
     let Some(last) = last_event_id else {
         // A first request: events up to the cut.
         let (n, k) = query(&target, "cut")
@@ -324,6 +331,10 @@ impl Env {
     /// Sends one request on a connection of its own and reads the whole
     /// answer.
     async fn fetch(&self, method: Method, target: &str) -> Got {
+        self.fetch_with(method, target, &[]).await
+    }
+
+    async fn fetch_with(&self, method: Method, target: &str, headers: &[(&str, &str)]) -> Got {
         let uri = match self.proto {
             Protocol::Http1 => target.to_owned(),
             Protocol::H2Tls => format!("https://{HOST}{target}"),
@@ -335,6 +346,9 @@ impl Env {
             .header("accept", "text/event-stream");
         if self.proto == Protocol::Http1 {
             req = req.header("host", HOST);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Empty::<Bytes>::new()).unwrap();
         let deadline = Instant::now() + LIMIT;
@@ -637,6 +651,20 @@ async fn a_scale_out_moves_streams_above_the_even_share(proto: Protocol) {
     );
 }
 
+/// A client that reconnected with `Last-Event-ID: 2` and whose upstream is
+/// cut before sending any event is resumed from the client's own id.
+async fn a_cut_before_the_first_event_resumes_from_the_clients_id(proto: Protocol) {
+    let env = Env::start(proto, RESUME).await;
+    let target = "/s?cutfirst&then=ok";
+    let got = env.fetch_with(Method::GET, target, &[("last-event-id", "2")]).await;
+    assert_eq!(got.body, events(3, TOTAL));
+    assert_eq!(got.end, End::Clean);
+    let seen = env.backend.seen(target);
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[0].last_event_id.as_deref(), Some("2"), "the client's id went up");
+    assert_eq!(seen[1].last_event_id.as_deref(), Some("2"), "and the resume kept it");
+}
+
 macro_rules! on_every_protocol {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -669,4 +697,5 @@ on_every_protocol!(
     a_silent_upstream_is_resumed_when_asked,
     a_stream_leaves_an_endpoint_that_turns_unready,
     a_scale_out_moves_streams_above_the_even_share,
+    a_cut_before_the_first_event_resumes_from_the_clients_id,
 );

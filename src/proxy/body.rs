@@ -165,10 +165,12 @@ impl UpstreamBody {
         if drain.started() {
             engine.drain();
         }
-        let resumer = p
-            .resume
-            .filter(|_| engine.resume_on())
-            .map(|r| Box::new(Resumer::new(r)));
+        let resumer = p.resume.filter(|_| engine.resume_on()).map(|r| {
+            if let Some(id) = r.client_last_id() {
+                engine.seed_last_event_id(id);
+            }
+            Box::new(Resumer::new(r))
+        });
         let empty = matches!(p.input, Input::Length(0)) && p.pending_in.is_empty();
         let mut body = UpstreamBody {
             upstream: Some(upstream),

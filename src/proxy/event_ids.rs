@@ -126,6 +126,18 @@ impl EventIds {
         self.value.clear();
     }
 
+    /// Starts from `id` as the client's last event id (the one it sent when
+    /// it reconnected), as if an event with it had been received; an id a
+    /// stream could not carry (too long, a control byte, empty) is ignored.
+    pub fn seed(&mut self, id: &[u8]) {
+        let usable =
+            !id.is_empty() && id.len() <= MAX_ID_LEN && id.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        if usable {
+            self.buffer = Id::Known(id.to_vec());
+            self.committed = Id::Known(id.to_vec());
+        }
+    }
+
     /// The stream was cut inside an event: forget what the client never
     /// received, and read the next stream from a line's start.
     pub fn rewind(&mut self) {
@@ -263,6 +275,24 @@ mod tests {
         // would keep 1, and so does the tracker.
         ids.feed(b"data: next\n\n");
         assert_eq!(ids.last(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_seed_stands_until_the_stream_carries_an_id() {
+        let mut ids = EventIds::default();
+        ids.seed(b"41");
+        ids.feed(b"data: no id yet\n\nid: 4");
+        ids.rewind();
+        assert_eq!(
+            ids.last(),
+            Some(&b"41"[..]),
+            "the client's own id, the cut event forgotten"
+        );
+        ids.feed(b"id: 42\n\n");
+        assert_eq!(ids.last(), Some(&b"42"[..]));
+        let mut unusable = EventIds::default();
+        unusable.seed(b"bad\x01id");
+        assert_eq!(unusable.last(), None, "an id no header may carry is not taken");
     }
 
     #[test]

@@ -403,6 +403,14 @@ impl StreamEngine {
         r
     }
 
+    /// The client reconnected with `Last-Event-ID: id`: until the upstream
+    /// sends an id of its own, a resume continues from it.
+    pub fn seed_last_event_id(&mut self, id: &[u8]) {
+        if let Some(r) = &mut self.resume {
+            r.ids.seed(id);
+        }
+    }
+
     /// Whether this body resumes at all (a streamed event stream, resume on).
     pub fn resume_on(&self) -> bool {
         self.resume.is_some()

@@ -299,14 +299,17 @@ impl Proxy {
         write::request_head(&mut head, &parts.method, path, &parts.headers, body);
         drop(parts);
         let mut resume = resumable.then(|| {
-            Arc::new(ResumeRequest::new(
-                head.clone(),
-                target.clone(),
-                self.table.clone(),
-                self.endpoints.clone(),
-                metrics.clone(),
-                self.moves.clone(),
-            ))
+            Arc::new(
+                ResumeRequest::new(
+                    head.clone(),
+                    target.clone(),
+                    self.table.clone(),
+                    self.endpoints.clone(),
+                    metrics.clone(),
+                    self.moves.clone(),
+                )
+                .with_client_last_id(client_last_id.as_ref().map(HeaderValue::as_bytes)),
+            )
         });
         if let Some(id) = client_last_id {
             head.truncate(head.len() - 2);

@@ -134,10 +134,12 @@ impl Pump {
             },
             Instant::now(),
         );
-        let resumer = p
-            .resume
-            .filter(|_| engine.resume_on())
-            .map(|r| Box::new(Resumer::new(r)));
+        let resumer = p.resume.filter(|_| engine.resume_on()).map(|r| {
+            if let Some(id) = r.client_last_id() {
+                engine.seed_last_event_id(id);
+            }
+            Box::new(Resumer::new(r))
+        });
         let drain_wait = match drain {
             Some(signal) if engine.drainable() => {
                 let mut wait = Box::pin(signal.notified());

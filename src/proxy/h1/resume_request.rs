@@ -23,6 +23,10 @@ pub(in crate::proxy) struct ResumeRequest {
     pub(super) endpoints: Arc<EndpointStates>,
     pub(super) metrics: Arc<RouteMetrics>,
     pub(super) moves: Arc<MoveSignal>,
+    /// The `Last-Event-ID` the client sent: where the stream stands until
+    /// the upstream's first id (a stream cut before any event resumes
+    /// from it).
+    client_last_id: Option<Box<[u8]>>,
 }
 
 impl ResumeRequest {
@@ -47,7 +51,19 @@ impl ResumeRequest {
             endpoints,
             metrics,
             moves,
+            client_last_id: None,
         }
+    }
+
+    /// The client asked to resume after `id` itself.
+    pub(in crate::proxy) fn with_client_last_id(mut self, id: Option<&[u8]>) -> Self {
+        self.client_last_id = id.filter(|id| !id.is_empty()).map(Box::from);
+        self
+    }
+
+    /// The `Last-Event-ID` the client sent, if any.
+    pub(in crate::proxy) fn client_last_id(&self) -> Option<&[u8]> {
+        self.client_last_id.as_deref()
     }
 
     /// Whether an endpoint other than `e` is ready for this rule now.
