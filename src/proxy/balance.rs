@@ -121,6 +121,20 @@ impl EndpointStates {
         })
     }
 
+    /// Whether `e` holds less than its even share from the last scale-out
+    /// of its Service (or has no share: it was not there, or there was
+    /// none): where a rebalancing move may go without making another
+    /// endpoint too full, or landing on an old one a rollout is about to
+    /// take away.
+    pub(super) fn below_share(&self, e: SocketAddr) -> bool {
+        self.map.peek(&e, |s| {
+            s.is_none_or(|s| {
+                let fair = s.fair_share.load(Ordering::Relaxed);
+                fair == 0 || s.active.load(Ordering::Relaxed) < fair
+            })
+        })
+    }
+
     /// Counts a request on `e` until the returned guard is dropped.
     pub(super) fn track(&self, e: SocketAddr) -> EndpointLoad {
         let state = self.get(e);

@@ -207,6 +207,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rebalancing_move_goes_below_the_share_only() {
+        let states = EndpointStates::new();
+        let _on_a: Vec<_> = (0..30).map(|_| states.track(addr(1))).collect();
+        let _on_b: Vec<_> = (0..12).map(|_| states.track(addr(2))).collect();
+        note_changes(
+            &states,
+            &ready(&[("ns/s:80", &[1, 2])]),
+            &ready(&[("ns/s:80", &[1, 2, 3])]),
+            |_| 0,
+        );
+        // 42 over 3: a share of 14. The old endpoints are at or above it;
+        // the new one has no state yet, and room.
+        assert!(!states.below_share(addr(1)));
+        assert!(states.below_share(addr(2)), "12 of 14");
+        assert!(states.below_share(addr(3)));
+        let _more: Vec<_> = (0..2).map(|_| states.track(addr(2))).collect();
+        assert!(!states.below_share(addr(2)), "14 of 14");
+    }
+
+    #[test]
     fn within_the_tolerance_nothing_moves() {
         let states = EndpointStates::new();
         let _a: Vec<_> = (0..11).map(|_| states.track(addr(1))).collect();

@@ -257,7 +257,7 @@ async fn attempt(
         if now >= plan.deadline {
             return fail("exhausted", spent);
         }
-        let Some(endpoint) = req.choose(&tried) else {
+        let Some(endpoint) = req.choose(&tried, plan.reason == ResumeReason::Rebalance) else {
             tokio::time::sleep_until((now + ENDPOINT_POLL).min(plan.deadline)).await;
             if Instant::now() >= plan.deadline {
                 return fail("no_endpoint", spent);

@@ -123,7 +123,9 @@ impl ResumeRequest {
     /// The least loaded endpoint ready now for a backend drawn by weight,
     /// other than those in `tried`; one of `tried` only when nothing else
     /// is ready (a single pod that restarted in place).
-    pub(super) fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+    /// A rebalancing move (`below_share`) goes only to an endpoint under
+    /// its even share, if there is one.
+    pub(super) fn choose(&self, tried: &[SocketAddr], below_share: bool) -> Option<SocketAddr> {
         let backend = self.target.pick_backend().ok()?;
         let table = self.table.load();
         let ready = table
@@ -133,7 +135,18 @@ impl ResumeRequest {
         let pick = |pool: &mut dyn Iterator<Item = SocketAddr>| {
             pool.min_by_key(|e| (!self.endpoints.healthy(*e), self.endpoints.load(*e)))
         };
-        pick(&mut ready.iter().copied().filter(|e| !tried.contains(e)))
+        let fresh = |e: &SocketAddr| !tried.contains(e);
+        below_share
+            .then(|| {
+                pick(
+                    &mut ready
+                        .iter()
+                        .copied()
+                        .filter(|e| fresh(e) && self.endpoints.below_share(*e)),
+                )
+            })
+            .flatten()
+            .or_else(|| pick(&mut ready.iter().copied().filter(fresh)))
             .or_else(|| pick(&mut ready.iter().copied().filter(|e| tried.contains(e))))
     }
 }
