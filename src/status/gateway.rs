@@ -142,48 +142,30 @@ impl GatewayStatusWriter {
         self
     }
 
-    /// Runs forever: writes while `leader` is true, on every new
-    /// translation or set of verdicts, every change of a GatewayClass,
-    /// Gateway or HTTPRoute, every change of the published addresses, and
-    /// a periodic resync.
-    pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
-        let (mut addresses, _service_watch) = addresses::feed(&self.client, &self.publish);
-        let mut outcome = self.live.outcome.clone();
+    /// Runs until its inputs close: writes while `leader` is true, on
+    /// every new translation, set of verdicts, published address or own
+    /// Service, every change of a watched object, and a periodic resync
+    /// (the shared loop, `writer_loop.rs`).
+    pub async fn run(self, reports: watch::Receiver<Arc<Vec<RouteReport>>>, leader: watch::Receiver<bool>) {
+        let (addresses, service_watch) = addresses::feed(&self.client, &self.publish);
+        let outcome = self.live.outcome.clone();
         let changed = self.live.changed.clone();
-        let mut addresses_open = true;
-        let (mut own, mut own_open) = match self.own_services.clone() {
+        let (own, own_open) = match self.own_services.clone() {
             Some(rx) => (rx, true),
             None => (watch::channel(None).1, false),
         };
-        let mut retry_soon = false;
-        // Nothing is written before the first table build: until then the
-        // translation is the empty default, and would take every entry
-        // back. Its verdicts follow the translation they were built from.
-        let mut built = false;
-        loop {
-            // Armed before the sync, so a change during it is not missed.
-            let objects_changed = changed.notified();
-            tokio::pin!(objects_changed);
-            objects_changed.as_mut().enable();
-            built |= reports.has_changed().unwrap_or(false);
-            if built && *leader.borrow_and_update() {
-                let current = reports.borrow_and_update().clone();
-                let plan = outcome.borrow_and_update().clone();
-                let publish = addresses.borrow_and_update().clone();
-                own.borrow_and_update();
-                retry_soon = !self.sync(&plan, &current, publish.as_deref(), &leader).await;
-            }
-            let wait = super::next_sync_in(retry_soon);
-            tokio::select! {
-                r = reports.changed() => if r.is_err() { return } else { built = true },
-                l = leader.changed() => if l.is_err() { return },
-                o = outcome.changed() => if o.is_err() { return },
-                a = addresses.changed(), if addresses_open => addresses_open = a.is_ok(),
-                s = own.changed(), if own_open => own_open = s.is_ok(),
-                _ = &mut objects_changed => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        let kind = GatewayKind {
+            writer: self,
+            reports,
+            outcome,
+            addresses,
+            addresses_open: true,
+            own,
+            own_open,
+            built: false,
+            _service_watch: service_watch,
+        };
+        super::writer_loop::run(kind, Some(changed), leader).await;
     }
 
     /// Whether `status` was just written for `id` (and the watch may not
@@ -431,4 +413,55 @@ where
         ..Default::default()
     };
     api.patch_status(name, &params, &Patch::Merge(patch)).await.map(|_| ())
+}
+
+/// The Gateway API writer's inputs, for the shared loop.
+struct GatewayKind<G> {
+    writer: GatewayStatusWriter,
+    reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+    outcome: watch::Receiver<Arc<GatewayOutcome>>,
+    addresses: watch::Receiver<Option<Vec<Address>>>,
+    addresses_open: bool,
+    own: watch::Receiver<ManagedServices>,
+    own_open: bool,
+    /// Nothing is written before the first table build: until then the
+    /// translation is the empty default, and would take every entry back.
+    /// Its verdicts follow the translation they were built from.
+    built: bool,
+    /// Keeps the published Service's watch (if any) running.
+    _service_watch: G,
+}
+
+impl<G> super::writer_loop::StatusKind for GatewayKind<G> {
+    const NAME: &'static str = "Gateway API";
+
+    async fn sync(&mut self, leader: &watch::Receiver<bool>) -> Option<bool> {
+        self.built |= self.reports.has_changed().unwrap_or(false);
+        if !self.built {
+            return None;
+        }
+        let current = self.reports.borrow_and_update().clone();
+        let plan = self.outcome.borrow_and_update().clone();
+        let publish = self.addresses.borrow_and_update().clone();
+        self.own.borrow_and_update();
+        Some(self.writer.sync(&plan, &current, publish.as_deref(), leader).await)
+    }
+
+    async fn input_changed(&mut self) -> bool {
+        tokio::select! {
+            r = self.reports.changed() => {
+                self.built |= r.is_ok();
+                r.is_ok()
+            }
+            o = self.outcome.changed() => o.is_ok(),
+            a = self.addresses.changed(), if self.addresses_open => {
+                self.addresses_open = a.is_ok();
+                true
+            }
+            s = self.own.changed(), if self.own_open => {
+                self.own_open = s.is_ok();
+                true
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
@@ -125,35 +125,25 @@ impl GatewayServiceWriter {
         }
     }
 
-    /// Runs until a channel closes: syncs on every new translation, every
-    /// change of the managed Services, every change of leadership, and
-    /// every five minutes; a second after a failed write.
+    /// Runs until its inputs close: applies while `leader` is true, on
+    /// every new translation, set of verdicts or change of the Services,
+    /// and a periodic resync (the shared loop, `writer_loop.rs`).
     pub async fn run(
-        mut self,
-        mut outcome: watch::Receiver<Arc<GatewayOutcome>>,
-        mut services: watch::Receiver<ManagedServices>,
-        mut reports: watch::Receiver<Arc<Vec<RouteReport>>>,
-        mut leader: watch::Receiver<bool>,
+        self,
+        outcome: watch::Receiver<Arc<GatewayOutcome>>,
+        services: watch::Receiver<ManagedServices>,
+        reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+        leader: watch::Receiver<bool>,
     ) {
-        let mut built = false;
-        let mut retry_soon = false;
-        loop {
-            built |= reports.has_changed().unwrap_or(false);
-            let live = services.borrow_and_update().clone();
-            let leading = *leader.borrow_and_update();
-            if let (true, true, Some(live)) = (built, leading, live) {
-                let plan = outcome.borrow_and_update().clone();
-                retry_soon = !self.sync(&plan, &live).await;
-            }
-            let wait = Duration::from_secs(if retry_soon { 1 } else { 300 });
-            tokio::select! {
-                r = reports.changed() => if r.is_err() { return } else { built = true },
-                l = leader.changed() => if l.is_err() { return },
-                o = outcome.changed() => if o.is_err() { return },
-                s = services.changed() => if s.is_err() { return },
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        let kind = ServicesKind {
+            writer: self,
+            outcome,
+            services,
+            reports,
+            built: false,
+        };
+        // The Services' own changes come through `services`.
+        super::writer_loop::run(kind, None, leader).await;
     }
 
     /// Applies every wanted Service that differs from the live one and
@@ -204,6 +194,43 @@ impl GatewayServiceWriter {
             }
         }
         ok
+    }
+}
+
+/// The Gateway Services writer's inputs, for the shared loop.
+struct ServicesKind {
+    writer: GatewayServiceWriter,
+    outcome: watch::Receiver<Arc<GatewayOutcome>>,
+    services: watch::Receiver<ManagedServices>,
+    reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+    /// Nothing is applied before the first table build.
+    built: bool,
+}
+
+impl super::writer_loop::StatusKind for ServicesKind {
+    const NAME: &'static str = "Gateway Services";
+
+    async fn sync(&mut self, _: &watch::Receiver<bool>) -> Option<bool> {
+        self.built |= self.reports.has_changed().unwrap_or(false);
+        // Not before the store has listed them: an empty map would say
+        // every Service is gone.
+        let live = self.services.borrow_and_update().clone()?;
+        if !self.built {
+            return None;
+        }
+        let plan = self.outcome.borrow_and_update().clone();
+        Some(self.writer.sync(&plan, &live).await)
+    }
+
+    async fn input_changed(&mut self) -> bool {
+        tokio::select! {
+            r = self.reports.changed() => {
+                self.built |= r.is_ok();
+                r.is_ok()
+            }
+            o = self.outcome.changed() => o.is_ok(),
+            s = self.services.changed() => s.is_ok(),
+        }
     }
 }
 

@@ -259,33 +259,21 @@ impl IngressStatusWriter {
         }
     }
 
-    /// Runs forever: writes while `leader` is true, on every new set of
-    /// verdicts, every Ingress change, every change of the published
-    /// addresses, and a periodic resync.
-    pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
-        let (mut addresses, _service_watch) = super::addresses::feed(&self.client, &self.publish);
-        let mut addresses_open = true;
-        let mut retry_soon = false;
+    /// Runs until its inputs close: writes while `leader` is true, on
+    /// every new set of verdicts, every Ingress change, every change of the
+    /// published addresses, and a periodic resync (the shared loop,
+    /// `writer_loop.rs`).
+    pub async fn run(self, reports: watch::Receiver<Arc<Vec<RouteReport>>>, leader: watch::Receiver<bool>) {
+        let (addresses, service_watch) = super::addresses::feed(&self.client, &self.publish);
         let changed = self.live.changed.clone();
-        loop {
-            // Armed before the sync, so a change during it is not missed.
-            let ingress_changed = changed.notified();
-            tokio::pin!(ingress_changed);
-            ingress_changed.as_mut().enable();
-            if *leader.borrow_and_update() {
-                let current = reports.borrow_and_update().clone();
-                let publish = addresses.borrow_and_update().clone();
-                retry_soon = !self.sync(&current, publish.as_deref(), &leader).await;
-            }
-            let wait = super::next_sync_in(retry_soon);
-            tokio::select! {
-                r = reports.changed() => if r.is_err() { return },
-                l = leader.changed() => if l.is_err() { return },
-                a = addresses.changed(), if addresses_open => addresses_open = a.is_ok(),
-                _ = &mut ingress_changed => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        let kind = IngressKind {
+            writer: self,
+            reports,
+            addresses,
+            addresses_open: true,
+            _service_watch: service_watch,
+        };
+        super::writer_loop::run(kind, Some(changed), leader).await;
     }
 
     /// Records new Events and writes every status that differs from the
@@ -418,6 +406,36 @@ fn truncate(text: &str, max: usize) -> String {
         cut -= 1;
     }
     text[..cut].to_owned()
+}
+
+/// The Ingress writer's inputs, for the shared loop.
+struct IngressKind<G> {
+    writer: IngressStatusWriter,
+    reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+    addresses: watch::Receiver<Option<Vec<super::addresses::Address>>>,
+    addresses_open: bool,
+    /// Keeps the published Service's watch (if any) running.
+    _service_watch: G,
+}
+
+impl<G> super::writer_loop::StatusKind for IngressKind<G> {
+    const NAME: &'static str = "Ingress";
+
+    async fn sync(&mut self, leader: &watch::Receiver<bool>) -> Option<bool> {
+        let current = self.reports.borrow_and_update().clone();
+        let publish = self.addresses.borrow_and_update().clone();
+        Some(self.writer.sync(&current, publish.as_deref(), leader).await)
+    }
+
+    async fn input_changed(&mut self) -> bool {
+        tokio::select! {
+            r = self.reports.changed() => r.is_ok(),
+            a = self.addresses.changed(), if self.addresses_open => {
+                self.addresses_open = a.is_ok();
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "ssegate";
@@ -94,34 +94,12 @@ impl StatusWriter {
         }
     }
 
-    /// Runs forever: writes while `leader` is true, on every new set of
-    /// verdicts, every Route change, and a periodic resync.
-    pub async fn run(mut self, mut reports: watch::Receiver<Arc<Vec<RouteReport>>>, mut leader: watch::Receiver<bool>) {
-        let mut retry_soon = false;
+    /// Runs until its inputs close: writes while `leader` is true, on
+    /// every new set of verdicts, every Route change, and a periodic resync
+    /// (the shared loop, `writer_loop.rs`).
+    pub async fn run(self, reports: watch::Receiver<Arc<Vec<RouteReport>>>, leader: watch::Receiver<bool>) {
         let changed = self.live.changed.clone();
-        loop {
-            // Armed before the sync, so a Route change during it is not
-            // missed (the watch wakes waiters with `notify_waiters`, which
-            // leaves no permit for a waiter that comes later).
-            let route_changed = changed.notified();
-            tokio::pin!(route_changed);
-            route_changed.as_mut().enable();
-            let is_leader = *leader.borrow_and_update();
-            if is_leader {
-                let current = reports.borrow_and_update().clone();
-                retry_soon = !self.sync(&current, &leader).await;
-            }
-            let wait = super::next_sync_in(retry_soon);
-            tokio::select! {
-                r = reports.changed() => if r.is_err() { return },
-                l = leader.changed() => {
-                    if l.is_err() { return }
-                    info!(leader = *leader.borrow(), "status leadership changed");
-                }
-                _ = &mut route_changed => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        super::writer_loop::run(RouteKind { writer: self, reports }, Some(changed), leader).await;
     }
 
     /// Writes every status that differs from the live one. Returns false
@@ -253,6 +231,25 @@ fn same_status(a: &RouteStatus, b: &RouteStatus) -> bool {
         (s.observed_generation, conditions)
     };
     strip(a) == strip(b)
+}
+
+/// The Route writer's inputs, for the shared loop.
+struct RouteKind {
+    writer: StatusWriter,
+    reports: watch::Receiver<Arc<Vec<RouteReport>>>,
+}
+
+impl super::writer_loop::StatusKind for RouteKind {
+    const NAME: &'static str = "Route";
+
+    async fn sync(&mut self, leader: &watch::Receiver<bool>) -> Option<bool> {
+        let current = self.reports.borrow_and_update().clone();
+        Some(self.writer.sync(&current, leader).await)
+    }
+
+    async fn input_changed(&mut self) -> bool {
+        self.reports.changed().await.is_ok()
+    }
 }
 
 #[cfg(test)]

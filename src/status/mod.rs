@@ -81,3 +81,4 @@ pub mod ingress;
 pub mod kube;
 pub mod lease;
 pub mod stream_policy;
+mod writer_loop;

@@ -75,24 +75,25 @@ impl PolicyStatusWriter {
         }
     }
 
-    /// Runs forever: writes while `leader` is true, on every new outcome,
-    /// and every 30 s (a hand edit is put right then).
-    pub async fn run(self, mut outcome: watch::Receiver<Arc<GatewayOutcome>>, mut leader: watch::Receiver<bool>) {
-        loop {
-            if *leader.borrow_and_update() {
-                let current = outcome.borrow_and_update().clone();
-                for verdict in &current.policies {
-                    if let Err(e) = self.sync(verdict).await {
-                        warn!(policy = %verdict.key, error = %e, "StreamPolicy status write failed; retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                r = outcome.changed() => if r.is_err() { return },
-                l = leader.changed() => if l.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+    /// Runs until its inputs close: writes while `leader` is true, on
+    /// every new outcome, and every 30 s (no watch reports a hand edit of a
+    /// policy's status: the resync puts it right); the shared loop,
+    /// `writer_loop.rs`.
+    pub async fn run(self, outcome: watch::Receiver<Arc<GatewayOutcome>>, leader: watch::Receiver<bool>) {
+        super::writer_loop::run(PolicyKind { writer: self, outcome }, None, leader).await;
+    }
+
+    /// Writes every verdict's ancestors that differ; false when a write
+    /// failed (retried soon).
+    async fn sync_all(&self, outcome: &GatewayOutcome) -> bool {
+        let mut ok = true;
+        for verdict in &outcome.policies {
+            if let Err(e) = self.sync(verdict).await {
+                warn!(policy = %verdict.key, error = %e, "StreamPolicy status write failed; retrying");
+                ok = false;
             }
         }
+        ok
     }
 
     async fn sync(&self, verdict: &PolicyVerdict) -> Result<(), kube::Error> {
@@ -117,6 +118,26 @@ impl PolicyStatusWriter {
             .await?;
         debug!(policy = %verdict.key, "StreamPolicy status written");
         Ok(())
+    }
+}
+
+/// The StreamPolicy writer's inputs, for the shared loop.
+struct PolicyKind {
+    writer: PolicyStatusWriter,
+    outcome: watch::Receiver<Arc<GatewayOutcome>>,
+}
+
+impl super::writer_loop::StatusKind for PolicyKind {
+    const NAME: &'static str = "StreamPolicy";
+    const RESYNC: Duration = Duration::from_secs(30);
+
+    async fn sync(&mut self, _: &watch::Receiver<bool>) -> Option<bool> {
+        let current = self.outcome.borrow_and_update().clone();
+        Some(self.writer.sync_all(&current).await)
+    }
+
+    async fn input_changed(&mut self) -> bool {
+        self.outcome.changed().await.is_ok()
     }
 }
 
