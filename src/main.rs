@@ -87,7 +87,7 @@ struct ProxyArgs {
     /// The proxies in front of ssegate (load balancers, CDNs) whose
     /// `X-Forwarded-For` and PROXY protocol headers are believed: a
     /// comma-separated list of CIDR networks or addresses. From any other
-    /// peer those headers change nothing (README: Security: client
+    /// peer those headers change nothing (docs/security.md: client
     /// addresses). Default: none.
     #[arg(long, value_name = "CIDRS", env = "SSEGATE_TRUSTED_PROXIES")]
     trusted_proxies: Option<CidrSet>,
@@ -102,7 +102,7 @@ struct ProxyArgs {
     client: ClientArgs,
 }
 
-/// Limits and timeouts on client connections (README: Limits and timeouts).
+/// Limits and timeouts on client connections (docs/operations.md: Limits and timeouts).
 #[derive(clap::Args)]
 struct ClientArgs {
     /// Time a client has to send a whole request head, from the moment the
@@ -286,7 +286,7 @@ enum Command {
     },
 }
 
-/// Which Ingresses are ssegate's (README: Coming from ingress-nginx).
+/// Which Ingresses are ssegate's (docs/ingress-nginx.md).
 #[derive(clap::Args)]
 struct IngressArgs {
     /// The IngressClass name ssegate answers to, besides every IngressClass

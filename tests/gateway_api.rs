@@ -305,11 +305,11 @@ spec:
 }
 
 #[test]
-fn the_readme_lists_exactly_the_supported_features_the_gatewayclass_reports() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_gateway_api_doc_lists_exactly_the_supported_features_the_gatewayclass_reports() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/gateway-api.md")).unwrap();
     let start = readme
         .find("The GatewayClass status lists these as `supportedFeatures`")
-        .expect("the README's feature paragraph");
+        .expect("docs/gateway-api.md's feature paragraph");
     let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
     let after_colon = &paragraph[paragraph.find("step):").expect("the list after 'step):'")..];
     let mut listed: Vec<&str> = after_colon.split('`').skip(1).step_by(2).collect();
