@@ -303,19 +303,20 @@ async fn attempt(
             }
         };
         let answer = match sent {
-            Err(Some(e)) => {
-                req.metrics.upstream_error(UpstreamError::Connect);
-                req.endpoints.eject(endpoint);
-                warn!(route = %req.target.route, %endpoint, error = %e, "resume: connect failed; endpoint ejected for a while");
-                tried.push(endpoint);
-                tokio::time::sleep_until((Instant::now() + backoff).min(plan.deadline)).await;
-                backoff *= 2;
-                continue;
-            }
             Ok(a) => a,
-            Err(None) => {
-                req.metrics.upstream_error(UpstreamError::Failed);
-                warn!(route = %req.target.route, %endpoint, "resume: no answer");
+            Err(failed) => {
+                match failed {
+                    Some(e) => {
+                        req.metrics.upstream_error(UpstreamError::Connect);
+                        req.endpoints.eject(endpoint);
+                        warn!(route = %req.target.route, %endpoint, error = %e, "resume: connect failed; endpoint ejected for a while");
+                    }
+                    None => {
+                        req.metrics.upstream_error(UpstreamError::Failed);
+                        warn!(route = %req.target.route, %endpoint, "resume: no answer");
+                    }
+                }
+                // Elsewhere next, after a pause that doubles each time.
                 tried.push(endpoint);
                 tokio::time::sleep_until((Instant::now() + backoff).min(plan.deadline)).await;
                 backoff *= 2;
