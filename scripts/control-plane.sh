@@ -5,7 +5,12 @@
 #                                    etcd, helm and kube-score if missing
 #   scripts/control-plane.sh start   start etcd + kube-apiserver, write a kubeconfig; with
 #                                    SSEGATE_CP_CONTROLLERS=1 also kube-controller-manager and
-#                                    kube-scheduler, and the ServiceAccount admission plugin
+#                                    kube-scheduler, and the ServiceAccount admission plugin;
+#                                    with SSEGATE_CP_NODE=1 also those and a node of real
+#                                    components (scripts/node.sh: containerd, runc, CNI, kubelet,
+#                                    kube-proxy, CoreDNS), the apiserver then on the pod bridge
+#   scripts/control-plane.sh build-node  build what the node runs (kubelet, kube-proxy,
+#                                    containerd, CNI plugins, CoreDNS, crictl) if missing
 #   scripts/control-plane.sh stop    stop them and remove their state
 #   scripts/control-plane.sh env     print the export lines for KUBECONFIG and PATH (helm)
 #   scripts/control-plane.sh stop-apiserver    stop only kube-apiserver (etcd keeps the data)
@@ -27,15 +32,26 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 # The chart linter tests/packaging.rs runs on the rendered chart.
 KUBE_SCORE_VERSION=${KUBE_SCORE_VERSION:-v1.20.0}
+# The node (SSEGATE_CP_NODE=1): a container runtime, pod network plugins and cluster DNS.
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+CRICTL_VERSION=${CRICTL_VERSION:-v1.37.0}
 BIN=${SSEGATE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ssegate/bin}
 STATE=${SSEGATE_CP_DIR:-/tmp/ssegate-cp}
 ETCD_PORT=${ETCD_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 API_PORT=${API_PORT:-16443}
+# Where the apiserver listens: loopback, or with a node the pod bridge's
+# gateway address (scripts/node.sh), so that pods reach it through the
+# kubernetes Service as in any cluster.
+API_HOST=127.0.0.1
+if [ "${SSEGATE_CP_NODE:-0}" = 1 ] || [ -f "$STATE/with-node" ]; then SSEGATE_CP_CONTROLLERS=1; API_HOST=10.244.0.1; fi
 # The secure (health, metrics) ports of kube-controller-manager and kube-scheduler.
 KCM_PORT=${KCM_PORT:-20257}
 SCHEDULER_PORT=${SCHEDULER_PORT:-20259}
 
+NODE_SH=$(dirname "$0")/node.sh
 say() { printf 'control-plane: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 
@@ -114,6 +130,48 @@ build_kube_score() {
   rm -rf "$gobin"
 }
 
+# go_install NAME MODULE VERSION PACKAGE [GO FLAGS...]: build PACKAGE (of MODULE at
+# VERSION) into $BIN/NAME-VERSION unless it is there; a wrapper module, so that
+# modules whose go.mod has replace directives build too.
+go_install() {
+  local name=$1 module=$2 version=$3 package=$4; shift 4
+  [ -x "$BIN/$name-$version" ] && return
+  say "building $name $version"
+  local work; work=$(mktemp -d) started=$SECONDS
+  (
+    cd "$work"
+    go mod init "ssegate.dev/$name" >/dev/null 2>&1
+    go mod edit -require="$module@$version"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' "$@" -o "$BIN/$name-$version" "$package" \
+      || fail "go build $package@$version"
+  ) || exit 1
+  rm -rf "$work"
+  say "built $name in $((SECONDS - started))s"
+}
+
+# What a node needs besides the kubelet: containerd (its CRI plugin runs runc,
+# the Debian package), the CNI plugins the pod network uses, kube-proxy, and
+# CoreDNS (run as a pod, from an image made of this binary).
+build_node() {
+  build_k8s kubelet
+  build_k8s kube-proxy
+  local tags=(-tags "no_btrfs,no_devmapper,no_zfs")
+  go_install containerd github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" \
+    github.com/containerd/containerd/v2/cmd/containerd "${tags[@]}"
+  go_install containerd-shim-runc-v2 github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 "${tags[@]}"
+  go_install ctr github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" \
+    github.com/containerd/containerd/v2/cmd/ctr "${tags[@]}"
+  local plugin
+  for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
+    go_install "cni-${plugin#*/}" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" \
+      "github.com/containernetworking/plugins/plugins/$plugin"
+  done
+  go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
+  # What scripts/node.sh stop removes every pod sandbox with (through the CRI, so CNI tears down their network).
+  go_install crictl sigs.k8s.io/cri-tools "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
+}
+
 cmd_build() {
   command -v go >/dev/null || fail "go is not installed"
   mkdir -p "$BIN"
@@ -157,19 +215,26 @@ cmd_start() {
         || fail "it runs without controllers (and without the ServiceAccount admission plugin): stop it first"
       start_controllers
     fi
+    if [ "${SSEGATE_CP_NODE:-0}" = 1 ] && [ ! -f "$STATE/with-node" ]; then
+      fail "it runs without a node: stop it first"
+    fi
     return
   fi
   rm -rf "$STATE"
   mkdir -p "$STATE/pki"
   # Remembered so that start-apiserver restarts it with the same admission plugins.
   if [ "${SSEGATE_CP_CONTROLLERS:-0}" = 1 ]; then touch "$STATE/with-controllers"; fi
+  if [ "${SSEGATE_CP_NODE:-0}" = 1 ]; then
+    touch "$STATE/with-node"
+    SSEGATE_CP_DIR=$STATE "$NODE_SH" network-up
+  fi
   local pki=$STATE/pki
   # A CA, a serving certificate for 127.0.0.1, and the service-account key pair.
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ssegate-test-ca" \
     -keyout "$pki/ca.key" -out "$pki/ca.crt" >/dev/null 2>&1 || fail "make CA"
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" \
     >/dev/null 2>&1 || fail "make apiserver key"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n' > "$pki/san.ext"
+  printf 'subjectAltName=IP:127.0.0.1,IP:10.244.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' > "$pki/san.ext"
   openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
     -extfile "$pki/san.ext" -out "$pki/apiserver.crt" >/dev/null 2>&1 || fail "sign apiserver certificate"
   openssl genrsa -out "$pki/sa.key" 2048 >/dev/null 2>&1 || fail "make service-account key"
@@ -193,7 +258,7 @@ kind: Config
 clusters:
 - name: ssegate-test
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
 users:
 - name: admin
@@ -214,6 +279,7 @@ EOK
       >/dev/null 2>&1 < /dev/null &
   fi
   if [ -f "$STATE/with-controllers" ]; then start_controllers; fi
+  if [ -f "$STATE/with-node" ]; then SSEGATE_CP_DIR=$STATE "$NODE_SH" start; fi
   say "ready. Use it with:"
   cmd_env
 }
@@ -235,20 +301,46 @@ start_apiserver() {
   # Pod; with the controllers it runs, as in a real cluster (it mounts the token).
   local admission=(--disable-admission-plugins=ServiceAccount)
   if [ -f "$STATE/with-controllers" ]; then admission=(); fi
+  local listen=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none)
+  local authorization=RBAC
+  if [ -f "$STATE/with-node" ]; then
+    # Kubelets are authorized as nodes (their own pods, secrets those mount);
+    # the apiserver reaches the kubelet (logs, exec) with a client certificate.
+    listen=(--advertise-address=10.244.0.1 --bind-address=10.244.0.1 --endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$pki/apiserver-kubelet-client.key"
+      --kubelet-preferred-address-types=InternalIP)
+    authorization=Node,RBAC
+    admission+=(--enable-admission-plugins=NodeRestriction)
+    apiserver_kubelet_client
+  fi
   "$BIN/kube-apiserver" \
-    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$API_PORT" \
+    "${listen[@]}" --secure-port="$API_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" --token-auth-file="$pki/tokens.csv" \
-    --authorization-mode=RBAC \
+    --authorization-mode="$authorization" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=10.96.0.0/16 \
     "${admission[@]}" \
-    --endpoint-reconciler-type=none \
     --cert-dir="$STATE/certs" \
     > "$STATE/apiserver.log" 2>&1 &
   echo $! > "$STATE/apiserver.pid"
+}
+
+# The apiserver's client certificate towards kubelets (system:masters, as
+# kubeadm's apiserver-kubelet-client is bound to kubelet API access).
+apiserver_kubelet_client() {
+  local pki=$STATE/pki
+  [ -f "$pki/apiserver-kubelet-client.crt" ] && return
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -keyout "$pki/apiserver-kubelet-client.key" -out "$pki/apiserver-kubelet-client.csr" >/dev/null 2>&1 \
+    || fail "make the apiserver's kubelet client key"
+  printf 'extendedKeyUsage=clientAuth\n' > "$pki/apiserver-kubelet-client.ext"
+  openssl x509 -req -in "$pki/apiserver-kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -extfile "$pki/apiserver-kubelet-client.ext" -out "$pki/apiserver-kubelet-client.crt" >/dev/null 2>&1 \
+    || fail "sign the apiserver's kubelet client certificate"
 }
 
 # kubeconfig_for NAME USER: a client certificate for USER signed by the
@@ -268,7 +360,7 @@ kind: Config
 clusters:
 - name: ssegate-test
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority: $pki/ca.crt
 users:
 - name: $user
@@ -359,6 +451,7 @@ stop_pid() {
 }
 
 cmd_stop() {
+  if [ -f "$STATE/with-node" ]; then SSEGATE_CP_DIR=$STATE "$NODE_SH" stop || true; fi
   stop_controllers
   stop_pid apiserver
   stop_pid etcd
@@ -368,6 +461,7 @@ cmd_stop() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-node) mkdir -p "$BIN"; build_node ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   stop-apiserver) stop_pid apiserver ;;
