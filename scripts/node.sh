@@ -325,7 +325,7 @@ cmd_start() {
 # --- stop ------------------------------------------------------------------
 
 cmd_stop() {
-  [ -d "$STATE" ] || { release_network; return 0; }
+  [ -d "$STATE" ] || { release_network; rm -rf "$RUN"; return 0; }
   # Stop the kubelet first, so it restarts nothing; then every pod sandbox goes
   # through the CRI (its containers stopped, its network torn down by CNI).
   stop_pid lb
@@ -338,7 +338,7 @@ cmd_stop() {
   # Whatever is still running from this node's shims.
   pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
   # Projected volumes, overlay snapshots, pod network namespaces: unmount deepest first.
-  grep -E " ($STATE|$RUN)/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do
+  { grep -E " ($STATE|$RUN)/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   "$BIN/kube-proxy-$K8S_VERSION" --cleanup >/dev/null 2>&1 || true
