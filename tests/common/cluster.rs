@@ -3,7 +3,9 @@
 //! loopback addresses in EndpointSlices, so each backend gets a veth pair.
 //! Test binaries that need Pods scheduled and controllers reconciling ask
 //! for [`control_plane_with_controllers`] instead; the others do not pay
-//! for kube-controller-manager and kube-scheduler.
+//! for kube-controller-manager and kube-scheduler. Those that run pods ask
+//! for [`control_plane_with_node`]: the same, and a node of real components
+//! (scripts/node.sh), one per machine.
 
 use super::free_port;
 use std::net::Ipv4Addr;
@@ -20,6 +22,8 @@ pub struct ControlPlane {
     pub api_port: u16,
     /// Whether kube-controller-manager and kube-scheduler run too.
     pub controllers: bool,
+    /// Whether a node (containerd, kubelet, kube-proxy, CoreDNS) runs too.
+    pub node: bool,
     env: Vec<(&'static str, String)>,
 }
 
@@ -33,7 +37,7 @@ pub fn started() -> Option<&'static ControlPlane> {
 /// The control plane of this test binary, started on first use and stopped
 /// by the script's watchdog when the binary exits.
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(|| ControlPlane::start(false))
+    CONTROL_PLANE.get_or_init(|| ControlPlane::start(Kind::Plain))
 }
 
 /// Like [`control_plane`], with kube-controller-manager and kube-scheduler
@@ -42,7 +46,7 @@ pub fn control_plane() -> &'static ControlPlane {
 /// A test binary uses one or the other: this one panics if the binary already
 /// started a control plane without them.
 pub fn control_plane_with_controllers() -> &'static ControlPlane {
-    let cp = CONTROL_PLANE.get_or_init(|| ControlPlane::start(true));
+    let cp = CONTROL_PLANE.get_or_init(|| ControlPlane::start(Kind::Controllers));
     assert!(
         cp.controllers,
         "this test binary already started a control plane without controllers"
@@ -50,8 +54,63 @@ pub fn control_plane_with_controllers() -> &'static ControlPlane {
     cp
 }
 
+/// Like [`control_plane_with_controllers`], with a node of real components
+/// too (scripts/node.sh: containerd and runc, the CNI bridge, kubelet,
+/// kube-proxy, CoreDNS, the load-balancer address stand-in); the apiserver
+/// then listens on the pod bridge (10.244.0.1). One node runs per machine:
+/// while another control plane's node runs, this waits for it to go (30
+/// minutes at most) and starts then. It panics if the binary already
+/// started a control plane without a node.
+pub fn control_plane_with_node() -> &'static ControlPlane {
+    let cp = CONTROL_PLANE.get_or_init(|| ControlPlane::start(Kind::Node));
+    assert!(
+        cp.node,
+        "this test binary already started a control plane without a node"
+    );
+    cp
+}
+
+/// Which parts run beside etcd and kube-apiserver.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Plain,
+    Controllers,
+    Node,
+}
+
+/// Which control plane's node runs on this machine (scripts/node.sh).
+const NODE_OWNER: &str = "/run/ssegate-node.owner";
+
+/// The folder of another control plane whose node runs on this machine.
+fn node_taken_by(dir: &Path) -> Option<PathBuf> {
+    let owner = PathBuf::from(std::fs::read_to_string(NODE_OWNER).ok()?.trim());
+    (owner != dir && owner.is_dir()).then_some(owner)
+}
+
+/// Waits until no other control plane's node runs here, failing at `deadline`.
+fn wait_node_free(dir: &Path, deadline: std::time::Instant) {
+    let mut said = false;
+    while let Some(owner) = node_taken_by(dir) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node of {} still ran on this machine after 30 minutes of waiting",
+            owner.display()
+        );
+        if !said {
+            eprintln!(
+                "waiting for the node of {} to stop (one node per machine)",
+                owner.display()
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 impl ControlPlane {
-    fn start(controllers: bool) -> ControlPlane {
+    fn start(kind: Kind) -> ControlPlane {
+        let controllers = kind != Kind::Plain;
+        let node = kind == Kind::Node;
         let dir = PathBuf::from(format!("/tmp/ssegate-cp-{}", std::process::id()));
         let api_port = free_port();
         let mut env = vec![
@@ -68,14 +127,29 @@ impl ControlPlane {
                 ("SCHEDULER_PORT", free_port().to_string()),
             ]);
         }
+        if node {
+            env.push(("SSEGATE_CP_NODE", "1".to_owned()));
+        }
         let cp = ControlPlane {
             kubeconfig: dir.join("kubeconfig"),
             dir,
             api_port,
             controllers,
+            node,
             env,
         };
-        let out = cp.script("start");
+        let free_by = std::time::Instant::now() + std::time::Duration::from_secs(30 * 60);
+        let out = loop {
+            if node {
+                wait_node_free(&cp.dir, free_by);
+            }
+            let out = cp.script("start");
+            // Another node took the machine between the wait and the start.
+            if node && !out.status.success() && node_taken_by(&cp.dir).is_some() {
+                continue;
+            }
+            break out;
+        };
         assert!(
             out.status.success(),
             "control plane did not start:\n{}",

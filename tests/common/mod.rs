@@ -6,7 +6,7 @@
 pub mod auth_server;
 pub mod cluster;
 pub mod netns;
-pub mod node_agent;
+pub mod node;
 pub mod process;
 pub mod raw;
 pub mod tls;

@@ -1,7 +1,9 @@
 //! The chart really running, in one cluster's life: `helm install` with
-//! default values onto the node agent's node (with kube-controller-manager,
-//! kube-scheduler and the agent's LoadBalancer stand-in), then what a user
-//! does with it:
+//! default values onto a node of real components (scripts/node.sh:
+//! containerd and runc, the CNI bridge, kubelet, kube-proxy, CoreDNS and a
+//! load-balancer address stand-in, beside kube-controller-manager and
+//! kube-scheduler), the image built from the current source, then what a
+//! user does with it:
 //!
 //! 1. 2 ready replicas, one holding the status Lease (owned by its Pod); the
 //!    README's demo (backend pods, Service, Route) streams through each
@@ -13,7 +15,8 @@
 //! 3. `kubectl rollout restart` under 200 EventSource-style clients that
 //!    reconnect with `Last-Event-ID`: every client gets every id exactly
 //!    once, each old pod's endpoint turns unready before its streams are
-//!    drained, and every old pod exits 0 within its grace period.
+//!    drained, and every old pod exits 0 within its grace period (as the
+//!    kubelet reports the container's end).
 //!    Then the backend's pods come and go under streams of Routes with
 //!    `sse.resume`, and no client notices: a `rollout restart` of the demo
 //!    backend under 200 streams (every stream moves to a new pod, its ids
@@ -23,17 +26,20 @@
 //!    ready, and still so 3 s later).
 //! 4. Deleting the Lease holder's pod hands status writing to another replica.
 //! 5. `helm upgrade`, then `helm uninstall`: nothing is left but the CRDs
-//!    (the Gateway's own Service goes with the chart's, its owner).
+//!    (the Gateway's own Service goes with the chart's, its owner), and
+//!    neither load-balancer address answers any more.
 //!
 //! Between 1 and 2, a Gateway gets its own Service, load-balancer address
 //! and status address, and streams its HTTPRoute there.
 //!
-//! Needs root (network namespaces).
+//! Needs root (the node: containerd, the pod bridge, kube-proxy's
+//! iptables rules), and the machine's one node (it waits while another
+//! control plane's node runs).
 
 mod common;
 
-use common::cluster::{control_plane_with_controllers, ControlPlane};
-use common::node_agent::{wait_for, NodeAgent};
+use common::cluster::{control_plane_with_node, ControlPlane};
+use common::node::{self, wait_for, LogFollower, PodExits};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,7 +66,7 @@ fn helm_bin() -> PathBuf {
         .join("helm")
 }
 
-fn helm(cp: &ControlPlane, agent: &NodeAgent, args: &[&str]) {
+fn helm(cp: &ControlPlane, args: &[&str]) {
     let out = Command::new(helm_bin())
         .args(args)
         .current_dir(ROOT)
@@ -71,7 +77,7 @@ fn helm(cp: &ControlPlane, agent: &NodeAgent, args: &[&str]) {
         out.status.success(),
         "helm {args:?}:\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        agent.logs()
+        node::logs(cp)
     );
 }
 
@@ -605,12 +611,7 @@ fn silences(logs: &[ResumedLog]) -> String {
 /// 3b. A rollout of the backend under 200 streams of a Route with resume:
 /// every stream moves to a new pod without its client noticing, and every
 /// old pod drains and exits 0 by itself.
-async fn backend_rollout_moves_every_stream_without_a_reconnect(
-    cp: &ControlPlane,
-    agent: &NodeAgent,
-    dir: &std::path::Path,
-    lb: &str,
-) {
+async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlane, exits: &PodExits, lb: &str) {
     let ssegates: Vec<String> = replicas(cp).into_values().collect();
     cp.apply("default", RESUME_ROUTE);
     route_on_every_replica(&ssegates, "demo-resume").await;
@@ -636,6 +637,11 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
     println!("{CLIENTS} resumable streams open after {opened:?}: {before:?}");
     assert!(before.keys().all(|p| old.contains_key(p)), "{before:?} {old:?}");
 
+    // Each old pod's whole log, kept past the pod's end.
+    let mut old_logs: BTreeMap<String, LogFollower> = old
+        .keys()
+        .map(|name| (name.clone(), LogFollower::start(cp, "default", name, "demo")))
+        .collect();
     let restarted = Instant::now();
     cp.kubectl_ok(&["rollout", "restart", "-n", "default", "deployment/demo-backend"]);
     let status = tokio::task::spawn_blocking({
@@ -662,7 +668,7 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
         status.status.success(),
         "backend rollout: {}\n{}",
         String::from_utf8_lossy(&status.stderr),
-        agent.logs()
+        node::logs(cp)
     );
     let rolled_out = restarted.elapsed();
     until(Duration::from_secs(90), "old backend pods gone", async || {
@@ -720,9 +726,8 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
 
     // Each old pod drained (its streams moved away) and exited 0 before
     // its grace period ended.
-    let agent_log = agent.logs();
-    for (name, uid) in &old {
-        let log = std::fs::read_to_string(dir.join("root/pods").join(uid).join("demo.log")).unwrap_or_default();
+    for name in old.keys() {
+        let log = old_logs.get_mut(name).unwrap().wait_end(Duration::from_secs(30)).await;
         let line = log
             .lines()
             .find(|l| l.contains("demo backend drained"))
@@ -733,14 +738,8 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
             took < Duration::from_secs(30),
             "{name} drained in {took:?}, past its grace period"
         );
-        let exits: Vec<&str> = agent_log
-            .lines()
-            .filter(|l| l.contains("container exited") && l.contains(&format!("pod=Some(\"{name}\")")))
-            .collect();
-        assert!(
-            !exits.is_empty() && exits.iter().all(|l| l.contains(" code=0")),
-            "{name} did not exit 0: {exits:?}"
-        );
+        let ends = exits.assert_exited_0(name, Duration::from_secs(10)).await;
+        println!("{name}: {ends:?}");
     }
     cp.kubectl_ok(&["delete", "route", "-n", "default", "demo-resume"]);
 }
@@ -749,19 +748,19 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(
 /// with rebalance on at 100 moves a second: every pod serves within 10 %
 /// of a third soon after the new pods are ready, and stays so, without a
 /// disconnect.
-async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane, agent: &NodeAgent, lb: &str) {
+async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane, lb: &str) {
     const STREAMS: usize = 300;
     const NS: &str = "moves";
     let kube = kube_client(cp).await;
     let ssegates: Vec<String> = replicas(cp).into_values().collect();
     cp.namespace(NS);
     cp.apply(NS, REBALANCE_APP);
-    wait_for(Duration::from_secs(60), "demo-scale ready", agent, || {
+    wait_for(Duration::from_secs(60), "demo-scale ready", cp, || {
         (cp.get(NS, "deployment/demo-scale", "{.status.readyReplicas}") == "1").then_some(())
     });
     route_on_every_replica(&ssegates, "demo-scale").await;
     let first = first_demo_event(lb, Some("rebalance.test")).await;
-    assert!(first.contains("data: demo-scale-"), "{first:?}\n{}", agent.logs());
+    assert!(first.contains("data: demo-scale-"), "{first:?}\n{}", node::logs(cp));
     let route = "route=\"moves/demo-scale\"";
     let moved = ["reason=\"rebalance\"", "outcome=\"resumed\"", route];
     let moved_before = metric_with(&ssegates, "ssegate_stream_resumes_total", &moved).await;
@@ -870,21 +869,44 @@ async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane,
     cp.kubectl_ok(&["delete", "namespace", NS, "--wait=false"]);
 }
 
+/// An address of the node's load-balancer stand-in (scripts/node/lb.py).
+fn load_balancer_address(ip: &str) -> bool {
+    ip.strip_prefix("10.244.0.")
+        .and_then(|last| last.parse::<u8>().ok())
+        .is_some_and(|last| last >= 200)
+}
+
+/// Nothing accepts a connection at `ip`:80 over `window`: each try
+/// (every 200 ms, 500 ms each) is refused, unreachable or unanswered.
+async fn not_answering(ip: &str, window: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let connect = tokio::net::TcpStream::connect((ip, 80));
+        let got = tokio::time::timeout(Duration::from_millis(500), connect).await;
+        assert!(
+            !matches!(got, Ok(Ok(_))),
+            "{ip}:80 still accepts connections {:?} after its Service went",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn lease_holder(cp: &ControlPlane) -> String {
     cp.get(NS, LEASE, "{.spec.holderIdentity}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_cleanly() {
-    let cp = control_plane_with_controllers();
-    let dir = tempfile::tempdir().unwrap();
-    let agent = NodeAgent::start(cp, dir.path(), "10.213.254");
-    agent.wait_ready(cp);
+    let test_started = Instant::now();
+    let cp = control_plane_with_node();
+    println!("control plane and node up after {:?}", test_started.elapsed());
+    node::import_ssegate_image(cp);
+    let exits = PodExits::start(kube_client(cp).await).await;
 
     // 1. Install with default values; the demo through every address.
     helm(
         cp,
-        &agent,
         &[
             "install",
             "sg",
@@ -897,12 +919,12 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             "120s",
         ],
     );
-    wait_for(Duration::from_secs(60), "2 ready replicas", &agent, || {
+    wait_for(Duration::from_secs(60), "2 ready replicas", cp, || {
         (cp.get(NS, DEPLOYMENT, "{.status.readyReplicas}") == "2").then_some(())
     });
     let pods = replicas(cp);
     assert_eq!(pods.len(), 2, "{pods:?}");
-    let holder = wait_for(Duration::from_secs(60), "a Lease holder", &agent, || {
+    let holder = wait_for(Duration::from_secs(60), "a Lease holder", cp, || {
         let h = lease_holder(cp);
         pods.contains_key(&h).then_some(h)
     });
@@ -915,18 +937,18 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         ),
         format!("Pod/{holder}")
     );
-    let lb = wait_for(Duration::from_secs(60), "a LoadBalancer address", &agent, || {
+    let lb = wait_for(Duration::from_secs(60), "a LoadBalancer address", cp, || {
         let ip = cp.get(NS, "service/sg-ssegate", "{.status.loadBalancer.ingress[0].ip}");
         (!ip.is_empty()).then_some(ip)
     });
-    assert!(lb.starts_with("10.213.254."), "{lb}");
+    assert!(load_balancer_address(&lb), "{lb}");
 
     cp.kubectl_ok(&["apply", "-f", &format!("{ROOT}/manifests/examples/demo.yaml")]);
     cp.apply(
         "default",
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: demo-ingress}\nspec:\n  ingressClassName: ssegate\n  rules:\n    - host: ingress.test\n      http:\n        paths:\n          - {path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}\n",
     );
-    wait_for(Duration::from_secs(60), "demo backend ready", &agent, || {
+    wait_for(Duration::from_secs(60), "demo backend ready", cp, || {
         (cp.get("default", "deployment/demo-backend", "{.status.readyReplicas}") == "2").then_some(())
     });
     let mut addresses: Vec<String> = pods.values().map(|ip| format!("{ip}:8080")).collect();
@@ -936,23 +958,18 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         assert!(
             first.contains("event: server\ndata: demo-backend-"),
             "{addr} did not stream the demo: {first:?}\n{}",
-            agent.logs()
+            node::logs(cp)
         );
     }
     // The address ssegate publishes is the load balancer's, and it serves.
-    wait_for(
-        Duration::from_secs(30),
-        "the Ingress's published address",
-        &agent,
-        || {
-            (cp.get(
-                "default",
-                "ingress/demo-ingress",
-                "{.status.loadBalancer.ingress[0].ip}",
-            ) == lb)
-                .then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(30), "the Ingress's published address", cp, || {
+        (cp.get(
+            "default",
+            "ingress/demo-ingress",
+            "{.status.loadBalancer.ingress[0].ip}",
+        ) == lb)
+            .then_some(())
+    });
     let resp = common::client()
         .get(format!("http://{lb}/.sse?count=1&interval=50ms"))
         .header("host", "ingress.test")
@@ -982,7 +999,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             ssegate::translate::gateway::CONTROLLER
         ),
     );
-    let gateway_ip = wait_for(Duration::from_secs(60), "the Gateway's own address", &agent, || {
+    let gateway_ip = wait_for(Duration::from_secs(60), "the Gateway's own address", cp, || {
         let status = cp.get(
             "default",
             "gateway/demo-gw",
@@ -992,7 +1009,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         (!ip.is_empty()).then_some(ip)
     });
     assert!(
-        gateway_ip.starts_with("10.213.254.") && gateway_ip != lb,
+        load_balancer_address(&gateway_ip) && gateway_ip != lb,
         "{gateway_ip} (chart's: {lb})"
     );
     assert_eq!(
@@ -1007,7 +1024,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     assert!(
         streamed.contains("data: demo-backend-"),
         "{streamed:?}\n{}",
-        agent.logs()
+        node::logs(cp)
     );
     // Through the Gateway's address only its routes answer: not the Ingress's.
     let other = common::client()
@@ -1084,7 +1101,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         assert!(late >= 10, "events after the patch: {late}");
     }
     // Status: written for the new generation, by the Lease holder only.
-    wait_for(Duration::from_secs(30), "observedGeneration", &agent, || {
+    wait_for(Duration::from_secs(30), "observedGeneration", cp, || {
         let seen = cp.get(
             "default",
             "route/demo",
@@ -1131,9 +1148,10 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     })
     .await;
     println!("{CLIENTS} streams open after {all_open:?}");
-    let uids: BTreeMap<String, String> = pods
+    // Each old replica's whole log (JSON lines), kept past the pod's end.
+    let mut old_logs: BTreeMap<String, LogFollower> = pods
         .keys()
-        .map(|name| (name.clone(), cp.get(NS, &format!("pod/{name}"), "{.metadata.uid}")))
+        .map(|name| (name.clone(), LogFollower::start(cp, NS, name, "ssegate")))
         .collect();
     let (drain_stop_tx, drain_stop_rx) = watch::channel(false);
     let unready = tokio::spawn(watch_unready(kube.clone(), pods.clone(), drain_stop_rx));
@@ -1156,7 +1174,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         status.status.success(),
         "rollout: {}\n{}",
         String::from_utf8_lossy(&status.stderr),
-        agent.logs()
+        node::logs(cp)
     );
     // The old pods are gone (they drained and exited).
     until(Duration::from_secs(120), "old pods gone", async || {
@@ -1193,9 +1211,8 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     }
     let unready = unready.await.unwrap();
     println!("rollout of 2 replicas under {CLIENTS} clients took {rolled:?}; {reconnects} reconnections");
-    for (name, uid) in &uids {
-        let log =
-            std::fs::read_to_string(dir.path().join("root/pods").join(uid).join("ssegate.log")).unwrap_or_default();
+    for (name, follower) in &mut old_logs {
+        let log = follower.wait_end(Duration::from_secs(30)).await;
         let (began, drained) = drain_in_log(&log);
         let began = began.unwrap_or_else(|| panic!("{name} never drained:\n{log}"));
         let unready = *unready
@@ -1211,28 +1228,22 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             "{name}: streams were still open at the drain deadline (cut, not drained)"
         );
     }
-    // Each old pod's ssegate exited 0 on SIGTERM, before any SIGKILL.
-    let log = agent.logs();
+    // Each old pod's ssegate exited 0 on SIGTERM, before any SIGKILL
+    // (which would end it with 137), as the kubelet reports.
     for name in pods.keys() {
-        let exits: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("container exited") && l.contains(&format!("pod=Some(\"{name}\")")))
-            .collect();
-        assert!(
-            !exits.is_empty() && exits.iter().all(|l| l.contains(" code=0")),
-            "{name} did not exit 0 on SIGTERM: {exits:?}"
-        );
+        let ends = exits.assert_exited_0(name, Duration::from_secs(10)).await;
+        println!("{name}: {ends:?}");
     }
 
     // 3b and 3c: the backend's pods come and go under streams of Routes
     // with resume: the streams move, their clients never notice.
-    backend_rollout_moves_every_stream_without_a_reconnect(cp, &agent, dir.path(), &lb).await;
-    scale_out_spreads_streams_evenly_without_a_reconnect(cp, &agent, &lb).await;
+    backend_rollout_moves_every_stream_without_a_reconnect(cp, &exits, &lb).await;
+    scale_out_spreads_streams_evenly_without_a_reconnect(cp, &lb).await;
 
     // 4. Deleting the Lease holder's pod hands status writing on.
     let pods = replicas(cp);
     assert_eq!(pods.len(), 2, "{pods:?}");
-    let holder = wait_for(Duration::from_secs(60), "a Lease holder", &agent, || {
+    let holder = wait_for(Duration::from_secs(60), "a Lease holder", cp, || {
         let h = lease_holder(cp);
         pods.contains_key(&h).then_some(h)
     });
@@ -1256,19 +1267,14 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         .parse()
         .unwrap();
     cp.set_buffering("default", "demo", "Auto");
-    wait_for(
-        Duration::from_secs(30),
-        "status written by the new holder",
-        &agent,
-        || {
-            let seen = cp.get(
-                "default",
-                "route/demo",
-                "{.status.conditions[?(@.type==\"Accepted\")].observedGeneration}",
-            );
-            (seen == (generation + 1).to_string()).then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(30), "status written by the new holder", cp, || {
+        let seen = cp.get(
+            "default",
+            "route/demo",
+            "{.status.conditions[?(@.type==\"Accepted\")].observedGeneration}",
+        );
+        (seen == (generation + 1).to_string()).then_some(())
+    });
     // The new holder is the other replica or the deleted pod's replacement
     // (a new process, its counter from 0): either way it wrote.
     let new_ip = replicas(cp)
@@ -1284,7 +1290,6 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     // 5. helm upgrade, then uninstall: only the CRDs stay.
     helm(
         cp,
-        &agent,
         &[
             "upgrade",
             "sg",
@@ -1302,15 +1307,11 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     wait_for(
         Duration::from_secs(120),
         "2 ready replicas after the upgrade",
-        &agent,
+        cp,
         || (cp.get(NS, DEPLOYMENT, "{.status.updatedReplicas}/{.status.readyReplicas}") == "2/2").then_some(()),
     );
-    helm(
-        cp,
-        &agent,
-        &["uninstall", "sg", "-n", NS, "--wait", "--timeout", "120s"],
-    );
-    wait_for(Duration::from_secs(120), "nothing of the release left", &agent, || {
+    helm(cp, &["uninstall", "sg", "-n", NS, "--wait", "--timeout", "120s"]);
+    wait_for(Duration::from_secs(120), "nothing of the release left", cp, || {
         let left = cp.kubectl_ok(&[
             "get",
             "all,lease,configmap,secret,serviceaccount,role,rolebinding,poddisruptionbudget,networkpolicy,endpointslice",
@@ -1341,18 +1342,26 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         !cp.get("", "crd/routes.ssegate.dev", "{.metadata.name}").is_empty(),
         "the CRD stays (deleting it would delete every Route)"
     );
-    let bridge = Command::new("ip")
-        .args(["-4", "addr", "show", "dev", &format!("{}br", agent.prefix)])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&bridge.stdout).contains(&format!("{lb}/")),
-        "the load balancer's address stayed on the bridge"
-    );
-    assert!(
-        !String::from_utf8_lossy(&bridge.stdout).contains(&format!("{gateway_ip}/")),
-        "the Gateway's load-balancer address stayed on the bridge"
-    );
+    // Both load-balancer addresses went with their Services: no Service
+    // carries them, kube-proxy routes them nowhere, and neither answers.
+    let published = cp.kubectl_ok(&[
+        "get",
+        "services",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.status.loadBalancer.ingress[*].ip}{\"\\n\"}{end}",
+    ]);
+    for (what, ip) in [("the chart's", &lb), ("the Gateway's", &gateway_ip)] {
+        assert!(
+            !published.lines().any(|l| l.split(' ').any(|a| a == ip)),
+            "{what} load-balancer address {ip} is still a Service's: {published}"
+        );
+        wait_for(Duration::from_secs(30), "kube-proxy's rules for it gone", cp, || {
+            let rules = Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
+            (!String::from_utf8_lossy(&rules.stdout).contains(&format!(" -d {ip}/32 "))).then_some(())
+        });
+        not_answering(ip, Duration::from_secs(2)).await;
+    }
     cp.kubectl_ok(&["delete", "httproute,gateway", "demo-gw", "--wait=false"]);
     cp.kubectl_ok(&["delete", "gatewayclass", "ssegate", "--wait=false"]);
 
@@ -1363,8 +1372,10 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         &format!("{ROOT}/manifests/examples/demo.yaml"),
         "--wait=false",
     ]);
-    wait_for(Duration::from_secs(60), "demo pods gone", &agent, || {
-        agent.netns().is_empty().then_some(())
+    wait_for(Duration::from_secs(60), "demo pods gone", cp, || {
+        cp.get("default", "pods", "{.items[*].metadata.name}")
+            .is_empty()
+            .then_some(())
     });
     drop(kube);
 }
