@@ -6,7 +6,8 @@
 #   scripts/conformance.sh --run-test=NAME [SUITE FLAGS...]
 #                                          one test (or any other suite flags); the report
 #                                          then goes to $WORK/report.yaml, not the repo
-#   scripts/conformance.sh build           only build (and cache) the binaries
+#   scripts/conformance.sh build           only build (and cache) the binaries and the image
+#   scripts/conformance.sh build-suite     only build (and cache) the suite and echo-basic
 #   scripts/conformance.sh check           the whole profile as the test command runs
 #                                          it: the report goes to $WORK/report.yaml, and
 #                                          it fails if any test fails other than the
@@ -15,27 +16,31 @@
 #
 # What it does: builds the suite's test binary (`go test -c` of
 # sigs.k8s.io/gateway-api/conformance at $GATEWAY_API_VERSION, the release whose
-# CRDs ssegate pins) and its echo backend (conformance/echo-basic), both cached in
-# ${XDG_CACHE_HOME:-~/.cache}/ssegate/conformance-VERSION; builds ssegate and the
-# node agent with cargo; starts a control plane with controllers
-# (scripts/control-plane.sh, state in $WORK/cp), the node agent with pods in
-# $POD_NETWORK.0/24 and an image table mapping the suite's images to echo-basic and
-# the chart's image to the built ssegate; installs charts/ssegate with the Gateway
-# API CRDs and a GatewayClass `ssegate`; runs the suite with the supported features
-# the suite reads from that GatewayClass's status (what ssegate claims); tears
-# everything down on exit. Needs root (network namespaces), go, cargo, kubectl.
+# CRDs ssegate pins) and its echo backend (conformance/echo-basic, static), both
+# cached in ${XDG_CACHE_HOME:-~/.cache}/ssegate/conformance-VERSION; builds the
+# ssegate image from the Dockerfile (scripts/image.sh); starts a control plane
+# with a node of real components (scripts/control-plane.sh with SSEGATE_CP_NODE=1,
+# see scripts/node.sh; state in $WORK/cp); loads the ssegate image and a
+# FROM-scratch image of echo-basic into the node's containerd, tagged as every
+# image the suite's manifests name (echo-basic, echo-advanced, and the CoreDNS of
+# the UDP tests, which only has to run here: its configuration forwards to public
+# resolvers this machine must not reach); installs charts/ssegate with its
+# defaults (a LoadBalancer Service, whose address ssegate publishes as every
+# Gateway's) and the Gateway API CRDs, and a GatewayClass `ssegate`; runs the
+# suite with the supported features it reads from that GatewayClass's status
+# (what ssegate claims); tears everything down on exit. Needs root, go, kubectl,
+# buildah.
 # The report and what fails and why: conformance/report.yaml, conformance/TRIAGE.md.
 #
-# Time on 2 shared cores: about 2 minutes with everything built (cluster and chart
-# ~40 s, the suite ~50 s; a failing test adds its 30-180 s timeouts); the first run
-# adds ~2.5 minutes for the suite's build, plus the cargo builds and, when missing,
-# scripts/control-plane.sh's Kubernetes binaries.
+# Time: conformance/times.md, written by a full run beside the report. The first run adds
+# the suite's build (a few minutes), the image's, and, when missing,
+# scripts/control-plane.sh's Kubernetes and node binaries.
 #
-# Environment: WORK (default /tmp/ssegate-conformance), POD_NETWORK (10.213.249),
-# SSEGATE_CONFORMANCE_KEEP=1 leaves the cluster running after the suite (stop it with
-# `SSEGATE_CP_DIR=$WORK/cp scripts/control-plane.sh stop` and the agent's pid in
-# $WORK/agent.pid), CARGO_TARGET_DIR (where cargo builds; default target/), ETCD_PORT/ETCD_PEER_PORT/API_PORT/KCM_PORT/SCHEDULER_PORT as for
-# control-plane.sh (defaults here differ from its own, so both can run).
+# Environment: WORK (default /tmp/ssegate-conformance), SSEGATE_CONFORMANCE_KEEP=1
+# leaves the cluster running after the suite (stop it with
+# `SSEGATE_CP_DIR=$WORK/cp scripts/control-plane.sh stop`),
+# ETCD_PORT/ETCD_PEER_PORT/API_PORT/KCM_PORT/SCHEDULER_PORT as for control-plane.sh
+# (defaults here differ from its own). One node runs per machine (scripts/node.sh).
 set -euo pipefail
 
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
@@ -43,17 +48,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ssegate
 BIN=${SSEGATE_BIN:-$CACHE/bin}
 SUITE_DIR=$CACHE/conformance-$GATEWAY_API_VERSION
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET" in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
 
 # Tests known to fail, each to be explained in conformance/TRIAGE.md and the
 # README (space-separated names). None today: the profile's core and the
 # claimed extended features all pass.
 KNOWN_FAILING=""
 WORK=${WORK:-/tmp/ssegate-conformance}
-POD_NETWORK=${POD_NETWORK:-10.213.249}
-NETNS_PREFIX=sgcf
-NODE=conformance-node
 export ETCD_PORT=${ETCD_PORT:-23890} ETCD_PEER_PORT=${ETCD_PEER_PORT:-23900} API_PORT=${API_PORT:-16543}
 export KCM_PORT=${KCM_PORT:-20357} SCHEDULER_PORT=${SCHEDULER_PORT:-20359}
 export SSEGATE_CP_DIR=$WORK/cp
@@ -78,7 +78,7 @@ wait_for() {
 # go.mod replaces the API module with ../; a wrapper module requires both at
 # the pinned version instead.
 build_suite() {
-  [ -x "$SUITE_DIR/conformance.test" ] && [ -x "$SUITE_DIR/echo-basic" ] && return
+  [ -x "$SUITE_DIR/conformance.test" ] && [ -x "$SUITE_DIR/echo-basic-static" ] && return
   command -v go >/dev/null || fail "go is not installed"
   mkdir -p "$SUITE_DIR"
   say "building the conformance suite $GATEWAY_API_VERSION (a few minutes)"
@@ -91,7 +91,8 @@ build_suite() {
     export GOFLAGS=-mod=mod
     go test -c -trimpath -o "$SUITE_DIR/conformance.test" sigs.k8s.io/gateway-api/conformance \
       || fail "go test -c sigs.k8s.io/gateway-api/conformance"
-    go build -trimpath -o "$SUITE_DIR/echo-basic" sigs.k8s.io/gateway-api/conformance/echo-basic \
+    # Static: it runs alone in a FROM-scratch image.
+    CGO_ENABLED=0 go build -trimpath -o "$SUITE_DIR/echo-basic-static" sigs.k8s.io/gateway-api/conformance/echo-basic \
       || fail "go build echo-basic"
     # The manifests the suite applies, for the image table.
     go list -m -f '{{.Dir}}' "sigs.k8s.io/gateway-api/conformance" > "$SUITE_DIR/module-dir"
@@ -99,22 +100,15 @@ build_suite() {
   rm -rf "$work"
 }
 
-build_ssegate() {
-  say "building ssegate and the node agent (cargo)"
-  (cd "$ROOT" && cargo build --locked --bin ssegate) || fail "cargo build ssegate"
-  CARGO_TARGET_DIR="$TARGET/node-agent" cargo build --locked --manifest-path "$ROOT/node-agent/Cargo.toml" \
-    || fail "cargo build node-agent"
-}
-
 cmd_build() {
   build_suite
-  build_ssegate
+  "$ROOT/scripts/image.sh" export || fail "scripts/image.sh export"
   "$ROOT/scripts/control-plane.sh" build
+  "$ROOT/scripts/control-plane.sh" build-node
 }
 
 # --- cluster ---------------------------------------------------------------
 
-AGENT_PID=
 SUITE_PID=
 teardown() {
   local rc=$?
@@ -124,43 +118,22 @@ teardown() {
     return $rc
   fi
   say "tearing down"
-  if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
-    kill -TERM "$AGENT_PID" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$AGENT_PID" 2>/dev/null || true
-  fi
-  # Whatever the agent left: its pods' namespaces and veths, its bridge.
-  local ns
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${NETNS_PREFIX}[0-9]+$" || true); do
-    ip netns del "$ns" 2>/dev/null || true
-    ip link del "${ns}h" 2>/dev/null || true
-  done
-  ip link del "${NETNS_PREFIX}br" 2>/dev/null || true
   "$ROOT/scripts/control-plane.sh" stop >/dev/null 2>&1 || true
   return $rc
 }
 
 kc() { kubectl --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" "$@"; }
 
-# The image table: every image the suite's manifests name (echo-basic,
-# echo-advanced, and coredns, which only UDP tests use and which only has to
-# run here) is echo-basic; the chart's image is the built ssegate. Both are
-# copied where uid 65532 (the chart's user) can run them.
-write_images() {
-  local image=$WORK/image app_version
-  mkdir -p "$image"
-  chmod 755 "$WORK" "$image"
-  cp "$TARGET/debug/ssegate" "$image/ssegate"
-  cp "$SUITE_DIR/echo-basic" "$image/echo-basic"
-  chmod 755 "$image/ssegate" "$image/echo-basic"
-  app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/ssegate/Chart.yaml")
-  {
-    printf '"ssegate:%s": %s\n' "$app_version" "$image/ssegate"
-    grep -rhoE 'image: *[^ ]+' "$(cat "$SUITE_DIR/module-dir")" --include='*.yaml' \
-      | awk '{print $2}' | sort -u | while read -r img; do
-        printf '"%s": %s\n' "$img" "$image/echo-basic"
-      done
-  } > "$WORK/images.yaml"
+# The images: ssegate's (the chart's default, `ssegate:<appVersion>`), and
+# echo-basic under every name the suite's manifests use.
+load_images() {
+  "$ROOT/scripts/node.sh" import "$ROOT/target/image/ssegate.tar"
+  local echo_image=localhost/ssegate/echo-basic:$GATEWAY_API_VERSION
+  "$ROOT/scripts/node.sh" image "$echo_image" "$SUITE_DIR/echo-basic-static"
+  local names
+  names=$(grep -rhoE 'image: *[^ ]+' "$(cat "$SUITE_DIR/module-dir")" --include='*.yaml' | awk '{print $2}' | sort -u)
+  # shellcheck disable=SC2086 # one argument per name
+  "$ROOT/scripts/node.sh" tag "$echo_image" $names
 }
 
 start_cluster() {
@@ -171,32 +144,23 @@ start_cluster() {
   # The control plane stops with this script (even if it is killed), unless kept.
   local owner=$$
   if [ "${SSEGATE_CONFORMANCE_KEEP:-0}" = 1 ]; then owner=; fi
-  SSEGATE_CP_CONTROLLERS=1 SSEGATE_CP_OWNER=$owner "$ROOT/scripts/control-plane.sh" start >/dev/null
-  write_images
-  say "starting the node agent ($NODE, pods in $POD_NETWORK.0/24)"
-  RUST_LOG=info "$TARGET/node-agent/debug/ssegate-node-agent" \
-    --node "$NODE" --netns-prefix "$NETNS_PREFIX" --pod-network "$POD_NETWORK" \
-    --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" --images "$WORK/images.yaml" \
-    --root-dir "$WORK/root" --pods 110 --heartbeat-seconds 5 --backoff-ms 1000 \
-    > "$WORK/agent.log" 2>&1 &
-  AGENT_PID=$!
-  echo "$AGENT_PID" > "$WORK/agent.pid"
-  node_ready() {
-    [ "$(kc get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
-  }
-  wait_for 90 "node $NODE is Ready" node_ready || fail "node not Ready; see $WORK/agent.log"
+  local started=$SECONDS
+  SSEGATE_CP_NODE=1 SSEGATE_CP_OWNER=$owner "$ROOT/scripts/control-plane.sh" start >/dev/null
+  load_images
+  CLUSTER_SECONDS=$((SECONDS - started))
 }
 
 install_ssegate() {
+  local started=$SECONDS
   say "installing charts/ssegate (with the Gateway API CRDs)"
-  # The chart's defaults (2 replicas, Service of type LoadBalancer): the node
-  # agent's load balancer gives the Service an address on its bridge, which
-  # ssegate publishes (--publish-service) as every Gateway's address, and
-  # forwards its ports 80 and 443 to the replicas' 8080 and 8443.
+  # The chart's defaults (2 replicas, Service of type LoadBalancer): the node's
+  # load-balancer stand-in gives the Service an address, which ssegate
+  # publishes (--publish-service) as every Gateway's address, and kube-proxy
+  # routes its ports 80 and 443 to the replicas' 8080 and 8443.
   "$BIN/helm" --kubeconfig "$SSEGATE_CP_DIR/kubeconfig" install sg "$ROOT/charts/ssegate" \
     -n ssegate-system --create-namespace --wait --timeout 180s \
     --set gatewayAPI.installCRDs=true \
-    > "$WORK/helm.log" 2>&1 || fail "helm install; see $WORK/helm.log and $WORK/agent.log"
+    > "$WORK/helm.log" 2>&1 || fail "helm install; see $WORK/helm.log and $SSEGATE_CP_DIR/node/kubelet.log"
   lb_address() { [ -n "$(kc get service -n ssegate-system sg-ssegate -o 'jsonpath={.status.loadBalancer.ingress[0].ip}')" ]; }
   wait_for 60 "ssegate's Service has a load-balancer address" lb_address || fail "no load-balancer address"
   kc apply -f - >/dev/null <<'EOF'
@@ -211,6 +175,7 @@ EOF
   }
   wait_for 60 "GatewayClass ssegate is Accepted" class_accepted || fail "GatewayClass ssegate not Accepted"
   say "supported features: $(kc get gatewayclass ssegate -o 'jsonpath={.status.supportedFeatures[*].name}')"
+  INSTALL_SECONDS=$((SECONDS - started))
 }
 
 # run_suite REPORT [SUITE FLAGS...]
@@ -233,7 +198,8 @@ run_suite() {
   wait "$SUITE_PID" || rc=$?
   SUITE_PID=
   [ ! -f "$report" ] || chmod 644 "$report"
-  say "suite finished in $((SECONDS - started))s with exit code $rc; report: $report"
+  SUITE_SECONDS=$((SECONDS - started))
+  say "suite finished in ${SUITE_SECONDS}s with exit code $rc; report: $report"
   grep -E '^\s*--- (PASS|FAIL|SKIP): TestConformance/[^/ ]+ ' "$WORK/suite.log" \
     | awk '{print $2}' | sort | uniq -c >&2 || true
   grep -E '^\s*--- FAIL: TestConformance/[^/ ]+ ' "$WORK/suite.log" | awk '{print "  " $3}' >&2 || true
@@ -271,8 +237,21 @@ cmd_check() {
   fi
 }
 
+# The run's times, for the docs: dated, naming the commit and the machine.
+write_times() {
+  printf '# Gateway API conformance run times\n\n'
+  printf 'Written by scripts/conformance.sh on %s, commit %s%s, on %s cores (%s).\n\n' \
+    "$(date -u +%Y-%m-%d)" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+    "$(git -C "$ROOT" diff --quiet HEAD -- src charts || echo ' with local changes')" "$(nproc)" "$(uname -r)"
+  printf '| step | seconds |\n|---|---|\n'
+  printf '| control plane and node up, images loaded | %s |\n' "$CLUSTER_SECONDS"
+  printf '| chart installed, GatewayClass accepted | %s |\n' "$INSTALL_SECONDS"
+  printf '| the suite (GATEWAY-HTTP) | %s |\n' "$SUITE_SECONDS"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
+  build-suite) build_suite ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' ;;
   check)
     cmd_build
@@ -284,6 +263,9 @@ case "${1:-}" in
     cmd_build
     start_cluster
     install_ssegate
-    if [ $# -gt 0 ]; then run_suite "$WORK/report.yaml" "$@"; else run_suite "$ROOT/conformance/report.yaml"; fi
+    if [ $# -gt 0 ]; then run_suite "$WORK/report.yaml" "$@"; else
+      run_suite "$ROOT/conformance/report.yaml"
+      write_times > "$ROOT/conformance/times.md"
+    fi
     ;;
 esac

@@ -12,6 +12,7 @@
 #   scripts/node.sh stop            remove every pod, stop them all, undo the network and mounts
 #   scripts/node.sh import TAR      load a docker-archive or oci-archive into the node's containerd
 #   scripts/node.sh image NAME BIN  make a FROM-scratch image of one static binary and load it
+#   scripts/node.sh tag IMAGE NAME...  give a loaded image more names (no registry to pull them from)
 #
 # The network (fixed: one node per machine, as kube-proxy owns the host's
 # iptables): pods in 10.244.0.0/24 on bridge sgcni0 (gateway and node address
@@ -50,7 +51,8 @@ KUBELET_PORT=${KUBELET_PORT:-10250}
 say() { printf 'node: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 kc() { kubectl --kubeconfig "$CP/kubeconfig" "$@"; }
-ctr_() { "$BIN/ctr-$CONTAINERD_VERSION" --address "$SOCK" --namespace k8s.io "$@"; }
+# The deprecation the warning is about (cgroup v1) is the machine's, said once in containerd.log.
+ctr_() { CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 "$BIN/ctr-$CONTAINERD_VERSION" --address "$SOCK" --namespace k8s.io "$@"; }
 crictl_() { "$BIN/crictl-$CRICTL_VERSION" --runtime-endpoint "unix://$SOCK" --timeout 30s "$@"; }
 
 wait_for() { # wait_for SECONDS WHAT CMD...
@@ -117,6 +119,15 @@ cmd_image() {
   "${b[@]}" push -q "$name" "docker-archive:$work/image.tar:$name" >/dev/null
   cmd_import "$work/image.tar"
   rm -rf "$work"
+}
+
+# cmd_tag SOURCE NAME...: SOURCE (an image in the node) under other names too.
+cmd_tag() {
+  local source=$1; shift
+  local name
+  for name in "$@"; do
+    ctr_ images tag --force "$source" "$name" >/dev/null || fail "tag $source as $name"
+  done
 }
 
 # --- start -----------------------------------------------------------------
@@ -324,7 +335,12 @@ cmd_start() {
 
 # --- stop ------------------------------------------------------------------
 
+# Whether this control plane's node is the machine's one (or none claims it).
+owns_node() { [ ! -f "$OWNER_FILE" ] || [ "$(cat "$OWNER_FILE")" = "$CP" ]; }
+
 cmd_stop() {
+  # Another control plane's node: its bridge, containerd and iptables are not ours to touch.
+  if ! owns_node; then rm -rf "$STATE"; return 0; fi
   [ -d "$STATE" ] || { release_network; rm -rf "$RUN"; return 0; }
   # Stop the kubelet first, so it restarts nothing; then every pod sandbox goes
   # through the CRI (its containers stopped, its network torn down by CNI).
@@ -368,8 +384,9 @@ remove_kube_chains() {
 }
 
 release_network() {
+  owns_node || return 0
   ip link del "$BRIDGE" 2>/dev/null || true
-  if [ -f "$OWNER_FILE" ] && [ "$(cat "$OWNER_FILE")" = "$CP" ]; then rm -f "$OWNER_FILE"; fi
+  rm -f "$OWNER_FILE"
 }
 
 case "${1:-}" in
@@ -378,5 +395,6 @@ case "${1:-}" in
   stop) cmd_stop ;;
   import) cmd_import "$2" ;;
   image) cmd_image "$2" "$3" "${4:-65532:65532}" ;;
+  tag) shift; cmd_tag "$@" ;;
   *) sed -n '2,24p' "$0"; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test command needs and the machine lacks, and says what
 # it did. Needs root for apt-get; everything else goes to the user's caches.
-#   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv chromium
+#   Debian packages: openssl iproute2 curl buildah musl-tools shellcheck file python3-venv chromium,
+#     and for the node of real components (scripts/node.sh): runc iptables conntrack kmod,
+#     and debootstrap (scripts/image.sh makes its Rust build image with it when no registry answers)
 #   kubectl (built from the Go module proxy), rustfmt and clippy, the musl target,
 #   kopium (pinned, from crates.io, into ~/.cache/ssegate/tools: the Gateway API types' drift test),
 #   h2spec (pinned, from the Go module proxy, into the same place: tests/h2spec.rs).
@@ -21,6 +23,11 @@ command -v buildah >/dev/null || need_apt+=(buildah)
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v file >/dev/null || need_apt+=(file)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v modprobe >/dev/null || need_apt+=(kmod)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # A real browser for tests/browser_access.rs (EventSource through external auth).
 command -v chromium >/dev/null || need_apt+=(chromium)
@@ -36,7 +43,7 @@ if ! command -v kubectl >/dev/null; then
 fi
 if command -v rustup >/dev/null; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
-  # For a fully static image binary; scripts/image.sh falls back to glibc static without it.
+  # scripts/image.sh's local Rust build image copies this toolchain, musl target included.
   rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
 fi
 # The Gateway API types' drift test regenerates them with this exact kopium.

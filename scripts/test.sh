@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit tests, and integration
-# tests against real HTTP clients, real ssegate processes and a real
-# kube-apiserver (built from Go modules on first use and cached; see
-# scripts/control-plane.sh, which also builds kube-score: tests/packaging.rs
-# lints the rendered chart with it). It first installs what is missing
-# (scripts/prereqs.sh: Debian packages, kubectl, rustup components, kopium, and
-# h2spec, which tests/h2spec.rs runs against the binary); it needs
-# Go, a Rust toolchain, and root (apt-get, and network namespaces for the
-# Kubernetes tests). The benchmark smoke installs its peers itself
+# tests against real HTTP clients, real ssegate processes, a real
+# kube-apiserver, and a node of real components (kubelet, containerd, runc,
+# CNI, kube-proxy, CoreDNS: scripts/node.sh) running the chart's pods from the
+# image the Dockerfile builds. It first installs what is missing
+# (scripts/prereqs.sh: Debian packages, kubectl, rustup components, kopium,
+# h2spec); the Kubernetes, node and conformance binaries are built from Go
+# modules in the background while clippy runs, and cached by version
+# (~/.cache/ssegate). It needs Go, a Rust toolchain, and root (apt-get,
+# network namespaces, the node). The benchmark smoke installs its peers itself
 # (bench/setup.sh: apt and PyPI) and skips, with the reason, any it cannot get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,26 +16,32 @@ cd "$(dirname "$0")/.."
 echo "== prerequisites"
 scripts/prereqs.sh
 
-echo "== control-plane binaries"
-scripts/control-plane.sh build
+# Go builds (network and CPU) overlap the Rust ones; waited for before the
+# tests that need them.
+echo "== Go binaries (control plane, node, conformance suite; in the background)"
+go_log=$(mktemp)
+( scripts/control-plane.sh build && scripts/control-plane.sh build-node && scripts/conformance.sh build-suite ) \
+  > "$go_log" 2>&1 &
+go_builds=$!
+wait_go_builds() {
+  if ! wait "$go_builds"; then cat "$go_log"; echo "building the Go binaries failed"; exit 1; fi
+  grep -E '^(control-plane|conformance): (built|binaries)' "$go_log" || true
+}
+
 echo "== shellcheck"
 shellcheck scripts/*.sh tests/e2e/*.sh bench/*.sh .ci/run
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== node agent (test support, its own crate: node-agent/)"
-# Built into target/node-agent, where tests/common/node_agent.rs runs it from (the
-# node_agent* tests also build it themselves, so `cargo test --test node_agent` alone works).
-(cd node-agent && cargo fmt --check && CARGO_TARGET_DIR=../target/node-agent cargo clippy --locked --all-targets -- -D warnings \
-  && CARGO_TARGET_DIR=../target/node-agent cargo test --locked && CARGO_TARGET_DIR=../target/node-agent cargo build --locked)
+echo "== container image (Dockerfile, buildah)"
+scripts/image.sh export
+wait_go_builds
 echo "== cargo test"
 cargo test --locked
-echo "== Gateway API conformance suite (GATEWAY-HTTP, against the chart's pods)"
+echo "== Gateway API conformance suite (GATEWAY-HTTP, on the node, in containers from the image)"
 scripts/conformance.sh check
 echo "== fuzz targets (built with stable Rust, a few seconds each)"
 scripts/fuzz-smoke.sh 5
-echo "== container image (buildah)"
-scripts/image.sh export
 echo "== benchmark smoke (every scenario and peer, about a second each)"
 bench/run.sh --smoke

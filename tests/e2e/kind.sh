@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The Kubernetes quick start, end to end, in a kind cluster (needs Docker,
-# kind, kubectl, helm, buildah and curl). Every step but cluster creation is
-# the one the test suite runs against its own control plane:
-#   image      scripts/image.sh export      (tested by scripts/test.sh)
-#   install    helm install charts/ssegate  (tests/packaging.rs)
-#   demo       manifests/examples/demo.yaml (tests/packaging.rs)
-#   flip       kubectl patch route demo     (tests/controller.rs)
+# kind, kubectl, helm and curl). Every step but cluster creation is one the
+# test command runs on its own cluster (scripts/node.sh: real kubelet,
+# containerd, runc, kube-proxy, CoreDNS):
+#   image      docker build .               (the Dockerfile scripts/image.sh builds with buildah)
+#   install    helm install charts/ssegate  (tests/chart_life.rs, tests/packaging.rs)
+#   demo       manifests/examples/demo.yaml (tests/chart_life.rs)
+#   flip       kubectl patch route demo     (tests/chart_life.rs, tests/controller.rs)
+# kind has no load-balancer implementation: the chart's default LoadBalancer
+# Service would stay pending and `helm --wait` time out, so it is a NodePort here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,12 +20,12 @@ step "1. create a kind cluster"
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
 
 step "2. build the image and load it"
-scripts/image.sh export
-kind load image-archive target/image/ssegate.tar --name "$CLUSTER"
+docker build -t "ssegate:$VERSION" .
+kind load docker-image "ssegate:$VERSION" --name "$CLUSTER"
 
 step "3. helm install"
 helm upgrade --install ssegate charts/ssegate -n ssegate-system --create-namespace \
-  --set image.tag="$VERSION" --set replicaCount=1 --wait --timeout 120s
+  --set image.tag="$VERSION" --set replicaCount=1 --set service.type=NodePort --wait --timeout 120s
 
 step "4. apply the demo"
 kubectl apply -f manifests/examples/demo.yaml
