@@ -13,12 +13,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== prerequisites"
+# Each step's heading says when it starts, so a run's log shows where the time went.
+started=$SECONDS
+step() { printf '== %s (at %dm%02ds)\n' "$*" $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)); }
+trap 'step "done (exit $?)"' EXIT
+
+step "prerequisites"
 scripts/prereqs.sh
 
 # Go builds (network and CPU) overlap the Rust ones; waited for before the
 # tests that need them.
-echo "== Go binaries (control plane, node, conformance suite; in the background)"
+step "Go binaries (control plane, node, conformance suite; in the background)"
 go_log=$(mktemp)
 ( scripts/control-plane.sh build && scripts/control-plane.sh build-node && scripts/conformance.sh build-suite ) \
   > "$go_log" 2>&1 &
@@ -28,20 +33,20 @@ wait_go_builds() {
   grep -E '^(control-plane|conformance): (built|binaries)' "$go_log" || true
 }
 
-echo "== shellcheck"
+step "shellcheck"
 shellcheck scripts/*.sh tests/e2e/*.sh bench/*.sh .ci/run
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== container image (Dockerfile, buildah)"
+step "container image (Dockerfile, buildah)"
 scripts/image.sh export
 wait_go_builds
-echo "== cargo test"
+step "cargo test"
 cargo test --locked
-echo "== Gateway API conformance suite (GATEWAY-HTTP, on the node, in containers from the image)"
+step "Gateway API conformance suite (GATEWAY-HTTP, on the node, in containers from the image)"
 scripts/conformance.sh check
-echo "== fuzz targets (built with stable Rust, a few seconds each)"
+step "fuzz targets (built with stable Rust, a few seconds each)"
 scripts/fuzz-smoke.sh 5
-echo "== benchmark smoke (every scenario and peer, about a second each)"
+step "benchmark smoke (every scenario and peer, about a second each)"
 bench/run.sh --smoke
