@@ -1,6 +1,6 @@
 //! The control plane with kube-controller-manager and kube-scheduler
 //! (`control_plane_with_controllers`): what a cluster that runs pods needs
-//! from it before any node agent exists. The test plays the kubelet's part
+//! from it before any kubelet runs. The test plays the kubelet's part
 //! by hand: it registers a Node and reports Pod status. Node and Pod
 //! addresses (10.213.251.0/24, the project's test range) are data only:
 //! nothing connects to them.
