@@ -101,7 +101,8 @@ cmd_import() {
     || fail "import $archive"
 }
 
-# cmd_image NAME BINARY [USER]: a FROM-scratch image of one static binary as /NAME-of-binary.
+# cmd_image NAME BINARY [USER]: a FROM-scratch image NAME holding one static binary as its
+# entrypoint, at /<file name without a -vX.Y suffix>, run as USER (65532 by default).
 cmd_image() {
   local name=$1 binary=$2 user=${3:-65532:65532}
   file -L "$binary" | grep -q 'statically linked' || fail "$binary is not static"
