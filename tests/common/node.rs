@@ -66,30 +66,53 @@ pub fn import_ssegate_image(cp: &ControlPlane) {
     IMPORTED.get_or_init(|| {
         let logs = Path::new(ROOT).join("target/image");
         std::fs::create_dir_all(&logs).unwrap();
+        let pid = std::process::id();
         let started = Instant::now();
-        run_logged(
-            Command::new(format!("{ROOT}/scripts/image.sh"))
-                .arg("export")
-                .current_dir(ROOT),
-            Duration::from_secs(20 * 60),
-            "scripts/image.sh export",
-            &logs.join(format!("export-{}.log", std::process::id())),
-        );
+        // Our own copy of the archive, taken as soon as it is written:
+        // another export (scripts/conformance.sh) may rewrite the shared
+        // one at any time. Exported again if the copy is not whole.
+        let archive = cp.dir.join("ssegate.tar");
+        for attempt in 1.. {
+            run_logged(
+                Command::new(format!("{ROOT}/scripts/image.sh"))
+                    .arg("export")
+                    .current_dir(ROOT),
+                Duration::from_secs(20 * 60),
+                "scripts/image.sh export",
+                &logs.join(format!("export-{pid}.log")),
+            );
+            std::fs::copy(logs.join("ssegate.tar"), &archive).unwrap();
+            if archive_is_whole(&archive) {
+                break;
+            }
+            assert!(attempt < 3, "target/image/ssegate.tar was not a whole archive 3 times");
+        }
         let built = started.elapsed();
         run_logged(
             Command::new(format!("{ROOT}/scripts/node.sh"))
-                .args(["import", "target/image/ssegate.tar"])
+                .arg("import")
+                .arg(&archive)
                 .current_dir(ROOT)
                 .env("SSEGATE_CP_DIR", &cp.dir),
             Duration::from_secs(5 * 60),
             "scripts/node.sh import",
-            &logs.join(format!("import-{}.log", std::process::id())),
+            &logs.join(format!("import-{pid}.log")),
         );
         println!(
             "ssegate image built in {built:?}, imported into the node in {:?}",
             started.elapsed() - built
         );
     });
+}
+
+/// Whether `archive` is a whole docker-archive: tar reads it to its end,
+/// and it has its manifest.
+fn archive_is_whole(archive: &Path) -> bool {
+    let out = Command::new("tar").arg("-tf").arg(archive).output().unwrap();
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "manifest.json")
 }
 
 /// For failure messages: every pod outside kube-system, the last lines of
