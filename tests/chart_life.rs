@@ -1378,4 +1378,5 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             .then_some(())
     });
     drop(kube);
+    println!("the chart's life took {:?} in all", test_started.elapsed());
 }
