@@ -100,8 +100,10 @@ check() {
 
 export_archive() {
   mkdir -p target/image
-  rm -f target/image/ssegate.tar
-  "${BUILDAH[@]}" push "$IMAGE" "docker-archive:target/image/ssegate.tar:$IMAGE" >&2
+  # Written aside, then renamed: a reader never sees half an archive.
+  rm -f target/image/ssegate.tar.part
+  "${BUILDAH[@]}" push "$IMAGE" "docker-archive:target/image/ssegate.tar.part:$IMAGE" >&2
+  mv target/image/ssegate.tar.part target/image/ssegate.tar
   say "wrote target/image/ssegate.tar"
 }
 

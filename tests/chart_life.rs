@@ -54,6 +54,44 @@ const DEPLOYMENT: &str = "deployment/sg-ssegate";
 const LEASE: &str = "lease/sg-ssegate-status";
 const CLIENTS: usize = 200;
 
+/// What the test measured, in the order it printed it: written at the end of a
+/// passing run to `bench/results/chart-life-<date>.md`, dated and naming the
+/// commit, which is where the docs take these figures from.
+static MEASURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// `println!`, and kept for the results file.
+macro_rules! measured {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        MEASURED.lock().unwrap().push(line);
+    }};
+}
+
+fn write_measured() {
+    let run = |cmd: &str, args: &[&str]| {
+        let out = Command::new(cmd).args(args).current_dir(ROOT).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let date = run("date", &["-u", "+%Y-%m-%d"]);
+    let commit = run("git", &["rev-parse", "--short", "HEAD"]);
+    let changed = !Command::new("git")
+        .args(["diff", "--quiet", "HEAD", "--", "src", "charts", "tests", "scripts"])
+        .current_dir(ROOT)
+        .status()
+        .unwrap()
+        .success();
+    let mut text = format!(
+        "# The chart's life on the node of real components\n\nWritten by tests/chart_life.rs on {date}, commit {commit}{}, on {} cores: what it printed, in order.\n\n",
+        if changed { " with local changes" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    for line in MEASURED.lock().unwrap().iter() {
+        text.push_str(&format!("- {line}\n"));
+    }
+    std::fs::write(format!("{ROOT}/bench/results/chart-life-{date}.md"), text).unwrap();
+}
+
 /// Where scripts/control-plane.sh caches helm.
 fn helm_bin() -> PathBuf {
     std::env::var("SSEGATE_BIN")
@@ -634,7 +672,7 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlan
     })
     .await;
     let before = per_pod(&current);
-    println!("{CLIENTS} resumable streams open after {opened:?}: {before:?}");
+    measured!("{CLIENTS} resumable streams open after {opened:?}: {before:?}");
     assert!(before.keys().all(|p| old.contains_key(p)), "{before:?} {old:?}");
 
     // Each old pod's whole log, kept past the pod's end.
@@ -696,7 +734,7 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlan
     for task in tasks {
         logs.push(task.await.unwrap());
     }
-    println!(
+    measured!(
         "backend rollout: new pods ready after {rolled_out:?}, old pods gone after {drained:?}; streams per pod before {before:?}, after {after:?}"
     );
     // At 100 ms an event, for as long as the rollout took.
@@ -712,7 +750,7 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlan
     let all = (metric_with(&ssegates, "ssegate_stream_resumes_total", &[route]).await - all_before) as u64;
     let gap_count = gaps("ssegate_stream_resume_gap_seconds_count").await - gap_count_before;
     let gap_sum = gaps("ssegate_stream_resume_gap_seconds_sum").await - gap_sum_before;
-    println!(
+    measured!(
         "{CLIENTS} clients, 0 disconnects, {moves} moves seen by the clients; ssegate_stream_resumes_total{{reason=\"endpoint_leaving\",outcome=\"resumed\"}} +{resumed}, all outcomes +{all}; resume gaps: {gap_count}, {:.3} s on average; each client's longest silence: {}",
         gap_sum / gap_count.max(1.0),
         silences(&logs)
@@ -733,13 +771,13 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlan
             .find(|l| l.contains("demo backend drained"))
             .unwrap_or_else(|| panic!("{name} did not drain:\n{log}"));
         let took = took_in(line).unwrap_or_else(|| panic!("{name}: {line}"));
-        println!("{name}: {line}");
+        measured!("{name}: {line}");
         assert!(
             took < Duration::from_secs(30),
             "{name} drained in {took:?}, past its grace period"
         );
         let ends = exits.assert_exited_0(name, Duration::from_secs(10)).await;
-        println!("{name}: {ends:?}");
+        measured!("{name}: {ends:?}");
     }
     cp.kubectl_ok(&["delete", "route", "-n", "default", "demo-resume"]);
 }
@@ -773,7 +811,7 @@ async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane,
     })
     .await;
     let before = per_pod(&current);
-    println!("{STREAMS} streams on one pod after {opened:?}: {before:?}");
+    measured!("{STREAMS} streams on one pod after {opened:?}: {before:?}");
     assert_eq!(before.len(), 1, "{before:?}");
 
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -842,7 +880,7 @@ async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane,
     // The rule's rate is per ssegate replica; as the brief's bound, the
     // moves at 100 a second in all.
     let window = Duration::from_secs_f64((STREAMS * 2 / 3) as f64 / 100.0);
-    println!(
+    measured!(
         "scale-out 1 -> 3 under {STREAMS} streams: 3 endpoints ready {ready_after:?} after the scale, even {evened:?} after it: {:?}; 3 s later {end_counts:?} ({moves_in_hold} moves in those 3 s, uneven samples {uneven:?}); {client_moves} moves seen by clients, from {:?} to {:?} after the scale (per 100 ms: {per_100ms:?}); ssegate_stream_resumes_total{{reason=\"rebalance\",outcome=\"resumed\"}} +{rebalanced}, all outcomes +{all}; upstream errors {errors}, resume gaps {:.3} s on average; each client's longest silence: {}; {disconnects} disconnects",
         trace.last().map(|t| &t.1),
         moved_at.first(),
@@ -851,7 +889,7 @@ async fn scale_out_spreads_streams_evenly_without_a_reconnect(cp: &ControlPlane,
         silences(&logs),
     );
     for (at, counts) in trace.iter().step_by(10) {
-        println!("  {at:?}: {counts:?}");
+        measured!("  {at:?}: {counts:?}");
     }
     let moves = check_one_response_each(&logs, 10);
     let evened = evened.unwrap_or_else(|| panic!("not even over 3 pods within 60 s: {:?}", trace.last()));
@@ -900,7 +938,7 @@ fn lease_holder(cp: &ControlPlane) -> String {
 async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_cleanly() {
     let test_started = Instant::now();
     let cp = control_plane_with_node();
-    println!("control plane and node up after {:?}", test_started.elapsed());
+    measured!("control plane and node up after {:?}", test_started.elapsed());
     node::import_ssegate_image(cp);
     let exits = PodExits::start(kube_client(cp).await).await;
 
@@ -1071,7 +1109,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         .await;
         applied.insert(name.clone(), patched.elapsed());
     }
-    println!("kubectl patch returned after {patch_returned:?}; both replicas serving it after {applied:?}");
+    measured!("kubectl patch returned after {patch_returned:?}; both replicas serving it after {applied:?}");
     // New requests on each replica are now buffered: a short stream
     // arrives whole, at its end, not event by event.
     for ip in pods.values() {
@@ -1115,7 +1153,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         status_writes(&pods[&holder]).await > writes_before[&holder]
     })
     .await;
-    println!("the holder's status write was counted {counted:?} after the status showed");
+    measured!("the holder's status write was counted {counted:?} after the status showed");
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(3) {
         for (name, ip) in &pods {
@@ -1147,7 +1185,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         n >= CLIENTS as u64
     })
     .await;
-    println!("{CLIENTS} streams open after {all_open:?}");
+    measured!("{CLIENTS} streams open after {all_open:?}");
     // Each old replica's whole log (JSON lines), kept past the pod's end.
     let mut old_logs: BTreeMap<String, LogFollower> = pods
         .keys()
@@ -1210,7 +1248,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         reconnects += log.connects - 1;
     }
     let unready = unready.await.unwrap();
-    println!("rollout of 2 replicas under {CLIENTS} clients took {rolled:?}; {reconnects} reconnections");
+    measured!("rollout of 2 replicas under {CLIENTS} clients took {rolled:?}; {reconnects} reconnections");
     for (name, follower) in &mut old_logs {
         let log = follower.wait_end(Duration::from_secs(30)).await;
         let (began, drained) = drain_in_log(&log);
@@ -1221,7 +1259,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
         let lead = began
             .duration_since(unready)
             .unwrap_or_else(|e| panic!("{name}: drained {:?} before its endpoint turned unready", e.duration()));
-        println!("{name}: endpoint unready {lead:?} before the drain, which ended {drained} streams");
+        measured!("{name}: endpoint unready {lead:?} before the drain, which ended {drained} streams");
         assert!(drained > 0, "{name} drained no stream");
         assert!(
             !log.contains("drain deadline passed"),
@@ -1232,7 +1270,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     // (which would end it with 137), as the kubelet reports.
     for name in pods.keys() {
         let ends = exits.assert_exited_0(name, Duration::from_secs(10)).await;
-        println!("{name}: {ends:?}");
+        measured!("{name}: {ends:?}");
     }
 
     // 3b and 3c: the backend's pods come and go under streams of Routes
@@ -1256,7 +1294,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     })
     .await;
     let new_holder = lease_holder(cp);
-    println!("Lease moved from {holder} to {new_holder} {handed:?} after the delete");
+    measured!("Lease moved from {holder} to {new_holder} {handed:?} after the delete");
     assert_eq!(
         cp.get(NS, LEASE, "{.metadata.ownerReferences[0].name}"),
         new_holder,
@@ -1378,5 +1416,6 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
             .then_some(())
     });
     drop(kube);
-    println!("the chart's life took {:?} in all", test_started.elapsed());
+    measured!("the chart's life took {:?} in all", test_started.elapsed());
+    write_measured();
 }
