@@ -29,7 +29,7 @@ if [ "$mode" = cold ]; then
   rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/ssegate" "$(go env GOCACHE)" "${CARGO_HOME:-$HOME/.cargo}/registry" \
     "${CARGO_HOME:-$HOME/.cargo}/git" /var/tmp/buildah-cache*
   go clean -modcache
-  buildah --storage-driver vfs images --format '{{.Repository}}:{{.Tag}}' \
+  buildah --storage-driver vfs images --format '{{.Name}}:{{.Tag}}' \
     | grep '^localhost/ssegate-rust:' | xargs -r buildah --storage-driver vfs rmi >/dev/null || true
 fi
 
