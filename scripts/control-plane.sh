@@ -53,6 +53,8 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-20259}
 
 NODE_SH=$(dirname "$0")/node.sh
 say() { printf 'control-plane: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 fail() { say "FAILED: $*"; exit 1; }
 
 # --- build -----------------------------------------------------------------
@@ -193,15 +195,6 @@ cmd_build() {
 
 # --- start / stop ----------------------------------------------------------
 
-wait_for() { # wait_for SECONDS WHAT CMD...
-  local limit=$1 what=$2; shift 2
-  local until=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $until ]; then return 1; fi
-    sleep 0.2
-  done
-  say "$what is up"
-}
 
 cmd_start() {
   for b in kube-apiserver etcd; do
@@ -440,15 +433,6 @@ stop_controllers() {
   stop_pid scheduler
 }
 
-stop_pid() {
-  local f=$STATE/$1.pid
-  [ -f "$f" ] || return 0
-  local pid; pid=$(cat "$f")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
 
 cmd_stop() {
   if [ -f "$STATE/with-node" ]; then SSEGATE_CP_DIR=$STATE "$NODE_SH" stop || true; fi

@@ -49,33 +49,17 @@ COREDNS_IMAGE=localhost/ssegate/coredns:$COREDNS_VERSION
 KUBELET_PORT=${KUBELET_PORT:-10250}
 
 say() { printf 'node: %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 fail() { say "FAILED: $*"; exit 1; }
 kc() { kubectl --kubeconfig "$CP/kubeconfig" "$@"; }
 # The deprecation the warning is about (cgroup v1) is the machine's, said once in containerd.log.
 ctr_() { CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 "$BIN/ctr-$CONTAINERD_VERSION" --address "$SOCK" --namespace k8s.io "$@"; }
 crictl_() { "$BIN/crictl-$CRICTL_VERSION" --runtime-endpoint "unix://$SOCK" --timeout 30s "$@"; }
 
-wait_for() { # wait_for SECONDS WHAT CMD...
-  local limit=$1 what=$2; shift 2
-  local until=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $until ]; then return 1; fi
-    sleep 0.2
-  done
-  say "$what"
-}
 
 running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
-stop_pid() {
-  local f=$STATE/$1.pid
-  [ -f "$f" ] || return 0
-  local pid; pid=$(cat "$f")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
 
 # --- network ---------------------------------------------------------------
 
@@ -345,13 +329,13 @@ cmd_stop() {
   [ -d "$STATE" ] || { release_network; rm -rf "$RUN"; return 0; }
   # Stop the kubelet first, so it restarts nothing; then every pod sandbox goes
   # through the CRI (its containers stopped, its network torn down by CNI).
-  stop_pid lb
-  stop_pid kubelet
+  stop_pid lb 10
+  stop_pid kubelet 10
   if running containerd; then
     crictl_ rmp --all --force >/dev/null 2>&1 || true
   fi
-  stop_pid kube-proxy
-  stop_pid containerd
+  stop_pid kube-proxy 10
+  stop_pid containerd 10
   # Whatever is still running from this node's shims.
   pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
   # Projected volumes, overlay snapshots, pod network namespaces: unmount deepest first.

@@ -682,32 +682,7 @@ async fn backend_rollout_moves_every_stream_without_a_reconnect(cp: &ControlPlan
         .collect();
     let restarted = Instant::now();
     cp.kubectl_ok(&["rollout", "restart", "-n", "default", "deployment/demo-backend"]);
-    let status = tokio::task::spawn_blocking({
-        let kubeconfig = cp.kubeconfig.clone();
-        move || {
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args([
-                    "rollout",
-                    "status",
-                    "-n",
-                    "default",
-                    "deployment/demo-backend",
-                    "--timeout=120s",
-                ])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.status.success(),
-        "backend rollout: {}\n{}",
-        String::from_utf8_lossy(&status.stderr),
-        node::logs(cp)
-    );
+    rollout_status(cp, "default", "deployment/demo-backend", "120s").await;
     let rolled_out = restarted.elapsed();
     until(Duration::from_secs(90), "old backend pods gone", async || {
         let names = cp.get("default", "pods", "{.items[*].metadata.name}");
@@ -928,6 +903,32 @@ async fn not_answering(ip: &str, window: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `kubectl rollout status` of `deployment` (off the test's runtime, which
+/// keeps serving the clients meanwhile), failing with the node's logs unless
+/// the rollout completes within `timeout`.
+async fn rollout_status(cp: &ControlPlane, namespace: &str, deployment: &str, timeout: &str) {
+    let kubeconfig = cp.kubeconfig.clone();
+    let args = ["rollout", "status", "-n", namespace, deployment].map(str::to_owned);
+    let timeout = format!("--timeout={timeout}");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .arg(timeout)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "rollout of {namespace}/{deployment}: {}\n{}",
+        String::from_utf8_lossy(&status.stderr),
+        node::logs(cp)
+    );
 }
 
 fn lease_holder(cp: &ControlPlane) -> String {
@@ -1195,25 +1196,7 @@ async fn the_chart_installed_with_helm_streams_rolls_hands_over_and_uninstalls_c
     let unready = tokio::spawn(watch_unready(kube.clone(), pods.clone(), drain_stop_rx));
     let restarted = Instant::now();
     cp.kubectl_ok(&["rollout", "restart", "-n", NS, DEPLOYMENT]);
-    let status = tokio::task::spawn_blocking({
-        let kubeconfig = cp.kubeconfig.clone();
-        move || {
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args(["rollout", "status", "-n", NS, DEPLOYMENT, "--timeout=240s"])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.status.success(),
-        "rollout: {}\n{}",
-        String::from_utf8_lossy(&status.stderr),
-        node::logs(cp)
-    );
+    rollout_status(cp, NS, DEPLOYMENT, "240s").await;
     // The old pods are gone (they drained and exited).
     until(Duration::from_secs(120), "old pods gone", async || {
         let names = cp.get(NS, "pods", "{.items[*].metadata.name}");
