@@ -27,17 +27,8 @@
 # tests use it).
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
-HELM_VERSION=${HELM_VERSION:-v3.21.4}
-# The chart linter tests/packaging.rs runs on the rendered chart.
-KUBE_SCORE_VERSION=${KUBE_SCORE_VERSION:-v1.20.0}
-# The node (SSEGATE_CP_NODE=1): a container runtime, pod network plugins and cluster DNS.
-CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
-CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
-COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
-CRICTL_VERSION=${CRICTL_VERSION:-v1.37.0}
-BIN=${SSEGATE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ssegate/bin}
+# shellcheck source=scripts/versions.sh
+. "$(dirname "$0")/versions.sh"
 STATE=${SSEGATE_CP_DIR:-/tmp/ssegate-cp}
 ETCD_PORT=${ETCD_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}

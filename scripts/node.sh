@@ -26,12 +26,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
-CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
-CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
-COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
-CRICTL_VERSION=${CRICTL_VERSION:-v1.37.0}
-BIN=${SSEGATE_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ssegate/bin}
+# shellcheck source=scripts/versions.sh
+. "$ROOT/scripts/versions.sh"
 CP=${SSEGATE_CP_DIR:-/tmp/ssegate-cp}
 STATE=$CP/node
 NODE_NAME=${NODE_NAME:-ssegate-node}
@@ -293,7 +289,7 @@ start_coredns() {
 cmd_start() {
   for b in "kubelet-$K8S_VERSION" "kube-proxy-$K8S_VERSION" "containerd-$CONTAINERD_VERSION" \
     "crictl-$CRICTL_VERSION" "coredns-$COREDNS_VERSION"; do
-    [ -x "$BIN/$b" ] || "$ROOT/scripts/control-plane.sh" build-node
+    [ -x "$BIN/$b" ] || { "$ROOT/scripts/control-plane.sh" build-node; break; }
   done
   command -v runc >/dev/null || fail "runc is missing: apt-get install runc"
   command -v conntrack >/dev/null || fail "conntrack is missing: apt-get install conntrack"
