@@ -15,13 +15,13 @@ targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^ssegate-fuzz$
 # An explicit --target keeps RUSTFLAGS off build scripts and proc macros,
 # which must not be instrumented (as cargo-fuzz does it).
 triple=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --bins --target "$triple"
+cargo build --profile smoke --bins --target "$triple"
 for t in $targets; do
   corpus=$(mktemp -d)
   log=$(mktemp)
   [ -d "corpus/$t" ] && cp -r "corpus/$t/." "$corpus/"
   echo "fuzz $t for ${seconds}s"
-  if ! "$CARGO_TARGET_DIR/$triple/release/$t" -max_total_time="$seconds" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+  if ! "$CARGO_TARGET_DIR/$triple/smoke/$t" -max_total_time="$seconds" -print_final_stats=1 "$corpus" >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "fuzz target $t found a failure" >&2
     exit 1
