@@ -237,7 +237,7 @@ pub async fn controller(args: ControllerConfig) -> anyhow::Result<()> {
             let own_services = state.gateway.as_ref().and_then(|g| Some((g, g.own_services()?)));
             let mut services = None;
             if let (Some(template), Some((stores, (store, changed)))) = (gateway_services, own_services) {
-                let (feed, guard) = gateway_services::feed(store, changed);
+                let (feed, guard) = gateway_services::feed(store, changed, state.listed());
                 _own_services_watch = Some(guard);
                 let (client, outcome, reports, leader) =
                     (client.clone(), stores.outcome.clone(), reports.clone(), leader.clone());

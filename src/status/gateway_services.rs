@@ -40,12 +40,18 @@ pub type ManagedServices = Option<Arc<BTreeMap<String, Service>>>;
 /// Republishes the managed Services as the sources' store holds them
 /// (one watch, shared with the translation, which reads each Gateway's
 /// held slot from them) on every change `changed` signals, until the guard
-/// is dropped. Nothing is sent before the store has listed them: an empty
-/// map would say every Service is gone.
-pub fn feed(store: Store<Service>, changed: Arc<Notify>) -> (watch::Receiver<ManagedServices>, AbortOnDrop) {
+/// is dropped. Nothing is sent before the sources have listed everything
+/// (`listed` turns true; an empty map would say every Service is gone).
+/// That is not `store.wait_until_ready()`: kube-runtime wakes only the last
+/// of several tasks waiting on it, and the sources wait on the same store.
+pub fn feed(
+    store: Store<Service>,
+    changed: Arc<Notify>,
+    mut listed: watch::Receiver<bool>,
+) -> (watch::Receiver<ManagedServices>, AbortOnDrop) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_err() {
+        if listed.wait_for(|listed| *listed).await.is_err() {
             return;
         }
         loop {
@@ -237,8 +243,40 @@ impl super::writer_loop::StatusKind for ServicesKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// The feed must send once the Services are listed even when another
+    /// task waits on the same store: kube-runtime's `wait_until_ready` keeps
+    /// one waker (a oneshot receiver's), so of two tasks waiting at once only
+    /// the one that polled last is woken. The sources' own wait on the store
+    /// once left the feed asleep, and Gateway status waiting, for good.
+    #[tokio::test]
+    async fn the_feed_sends_once_listed_while_another_task_waits_on_the_store() {
+        use kube::runtime::{reflector, watcher};
+        let (store, mut writer) = reflector::store::<Service>();
+        let (listed_tx, listed_rx) = watch::channel(false);
+        let (mut rx, _guard) = feed(store.clone(), Arc::new(Notify::new()), listed_rx);
+        tokio::task::yield_now().await;
+        // The sources' wait, polled after the feed's.
+        let sources = tokio::spawn(async move {
+            let _ = store.wait_until_ready().await;
+            listed_tx.send_replace(true);
+        });
+        tokio::task::yield_now().await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(5), sources)
+            .await
+            .unwrap()
+            .unwrap();
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), rx.wait_for(|v| v.is_some())).await;
+        assert!(
+            sent.is_ok(),
+            "the feed sent nothing within 5 s of the store being listed"
+        );
+    }
 
     fn managed(name: &str, gateway: Option<&str>, lb_ip: Option<&str>) -> (String, Service) {
         let svc = Service {
