@@ -156,15 +156,24 @@ pub fn logs(cp: &ControlPlane) -> String {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, failing after `limit`
-/// with the node's [`logs`].
+/// with the node's [`logs`]. `f` may block (it runs kubectl): called from a
+/// multi-threaded runtime, the worker's queued tasks (the test's streaming
+/// clients, the pod watch) move to another worker first, so no event waits
+/// behind the poll.
 pub fn wait_for<T>(limit: Duration, what: &str, cp: &ControlPlane, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
+    let mut poll = || {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}\n{}", logs(cp));
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}\n{}", logs(cp));
-        std::thread::sleep(Duration::from_millis(100));
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(poll),
+        _ => poll(),
     }
 }
 
@@ -229,16 +238,6 @@ impl PodExits {
             .expect("the pod watch listed nothing within 30 s")
             .expect("the pod watch ended");
         PodExits { seen, task }
-    }
-
-    /// Every container end reported for pod `name` so far.
-    pub fn of(&self, name: &str) -> Vec<Termination> {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|r| r.terminations.clone())
-            .unwrap_or_default()
     }
 
     /// Waits (up to `limit`) until every container of pod `name` has ended,
