@@ -9,18 +9,30 @@
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
 FROM ${RUST_IMAGE} AS build
-# musl-gcc links the C parts (ring) against musl.
+# musl-gcc compiles and links the C parts (ring) against musl.
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/*
-RUN rustup target add x86_64-unknown-linux-musl
+# The image is built for the architecture the build runs on (amd64 or
+# arm64: TARGETARCH, which docker and buildah set; the build stage runs on
+# it too, natively or emulated), so musl-gcc is that architecture's.
+ARG TARGETARCH
+RUN case "${TARGETARCH:-$(dpkg --print-architecture)}" in \
+      amd64) arch=x86_64 ;; \
+      arm64) arch=aarch64 ;; \
+      *) echo "unsupported architecture: ${TARGETARCH}" >&2; exit 1 ;; \
+    esac \
+    && echo "$arch-unknown-linux-musl" > /rust-target \
+    && rustup target add "$arch-unknown-linux-musl"
 WORKDIR /src
 COPY . .
 # The registry and the target folder are build caches: a rebuild after a
 # source change compiles ssegate alone.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --locked --target x86_64-unknown-linux-musl --bin ssegate \
-    && cp target/x86_64-unknown-linux-musl/dist/ssegate /ssegate
+    target=$(cat /rust-target) \
+    && export CC_$(echo "$target" | tr - _)=musl-gcc \
+    && cargo build --profile dist --locked --target "$target" --bin ssegate \
+    && cp "target/$target/dist/ssegate" /ssegate
 
 FROM scratch
 COPY --from=build /ssegate /ssegate
