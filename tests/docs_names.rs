@@ -5,7 +5,8 @@
 //! the chart's `values.yaml` or `values.schema.json` ([`value_paths`]),
 //! every `ssegate.dev/` and `nginx.ingress.kubernetes.io/` annotation is
 //! one the code knows ([`annotations_named`]), and every ssegate flag is in
-//! `docs/flags.md` ([`flags_named`]). Each reader's doc comment states its
+//! `docs/flags.md` ([`flags_named`]); every relative link leads to a file
+//! and heading that exist ([`broken_links`]). Each reader's doc comment states its
 //! rule, and a test on a sample text with made-up names shows it can fail.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1047,5 +1048,101 @@ Set `--made-up-five` so that `helm uninstall` works.
             "crd --listen",
             "standalone --made-up-one"
         ]
+    );
+}
+
+/// The relative link targets in a Markdown text (`[text](target)`), without
+/// web addresses: each as (path, anchor), either part possibly empty.
+fn relative_links(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("](") {
+        rest = &rest[at + 2..];
+        let Some(end) = rest.find(')') else { break };
+        let target = &rest[..end];
+        if target.contains("://") || target.starts_with("mailto:") || target.contains(char::is_whitespace) {
+            continue;
+        }
+        let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+        out.push((path.to_owned(), anchor.to_owned()));
+    }
+    out
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation but `-` and `_`
+/// dropped, each space a `-`.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown text's headings (`#` lines outside code fences).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.insert(heading_anchor(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Each relative link of the file `name` (under the repository root) whose
+/// target file, or the anchor in it, does not exist.
+fn broken_links(name: &str, text: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Path::new(name).parent().unwrap_or(Path::new(""));
+    let mut broken = Vec::new();
+    for (path, anchor) in relative_links(text) {
+        let file = root.join(dir).join(&path);
+        if !path.is_empty() && !file.exists() {
+            broken.push(format!("{name}: {path}"));
+        } else if !anchor.is_empty() {
+            let target = if path.is_empty() {
+                text.to_owned()
+            } else {
+                std::fs::read_to_string(&file).unwrap_or_default()
+            };
+            if !anchors(&target).contains(&anchor) {
+                broken.push(format!("{name}: {path}#{anchor}"));
+            }
+        }
+    }
+    broken
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let broken: Vec<String> = doc_files()
+        .iter()
+        .flat_map(|(name, text)| broken_links(name, text))
+        .collect();
+    assert!(broken.is_empty(), "links to nothing: {broken:#?}");
+}
+
+#[test]
+fn the_link_checker_finds_a_missing_file_and_a_missing_anchor() {
+    let sample = "See [install](install.md#a-real-control-plane-on-your-machine), \
+                  [made up](made-up.md), [no such part](install.md#no-such-part), \
+                  [here](#limits-and-timeouts) and [the web](https://example.com/x.md).\n\
+                  ## Limits and timeouts\n";
+    assert_eq!(
+        broken_links("docs/sample.md", sample),
+        vec!["docs/sample.md: made-up.md", "docs/sample.md: install.md#no-such-part"]
+    );
+    assert_eq!(
+        heading_anchor(" Binary and chart defaults, side by side"),
+        "binary-and-chart-defaults-side-by-side"
     );
 }
