@@ -2,10 +2,10 @@
 
 use super::access::{resolve as resolve_access, AccessPolicy, Lookups};
 use super::report::{reason, RouteReport, Verdict};
+use super::table::HashMap;
 use super::table::{PathTable, ResolvedBackend, ResolvedRule, RoutingTable};
 use super::{EndpointSliceObject, ObjectKey, Objects, RouteDefinition, SourceKind};
 use crate::api::{BackendPort, ValidBackend, ValidMatch};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,9 +30,9 @@ pub fn build_table(objects: &Objects, generation: u64) -> RoutingTable {
     routes.sort_by(|a, b| (a.created_millis, &a.key, a.kind).cmp(&(b.created_millis, &b.key, b.kind)));
 
     // Who owns each (host pattern, path match).
-    let mut owners: HashMap<(String, ValidMatch), (SourceKind, &ObjectKey)> = HashMap::new();
+    let mut owners: HashMap<(String, ValidMatch), (SourceKind, &ObjectKey)> = HashMap::default();
     let mut reports = Vec::with_capacity(routes.len());
-    let mut resolved: HashMap<(String, String, BackendPort), Resolution> = HashMap::new();
+    let mut resolved: HashMap<(String, String, BackendPort), Resolution> = HashMap::default();
 
     for route in routes {
         let valid = match &route.translated {
@@ -292,7 +292,7 @@ fn paths_for<'t>(table: &'t mut RoutingTable, host: &str) -> &'t mut PathTable {
 type SliceIndex<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSliceObject>>;
 
 fn index_slices(objects: &Objects) -> SliceIndex<'_> {
-    let mut index: SliceIndex<'_> = HashMap::new();
+    let mut index: SliceIndex<'_> = HashMap::default();
     for slice in objects.slices.values() {
         index
             .entry((slice.key.namespace.as_str(), slice.service.as_str()))
