@@ -351,7 +351,10 @@ remove_kube_chains() {
   for cmd in iptables ip6tables; do
     command -v "$cmd" >/dev/null || continue
     for table in filter nat mangle; do
-      "$cmd-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | sed 's/^-A //' | while read -r rule; do
+      # No jump left is no failure (grep finds nothing; with pipefail that ended the whole stop,
+      # leaving the bridge, the owner file and /run/ssegate-node behind).
+      { "$cmd-save" -t "$table" 2>/dev/null || true; } | { grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } \
+        | sed 's/^-A //' | while read -r rule; do
         eval "$cmd -t $table -D $rule" 2>/dev/null || true
       done
       for chain in $("$cmd-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
