@@ -13,13 +13,15 @@ FROM ${RUST_IMAGE} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/*
 # The image is built for the architecture the build runs on (amd64 or
-# arm64: TARGETARCH, which docker and buildah set; the build stage runs on
-# it too, natively or emulated), so musl-gcc is that architecture's.
+# arm64: TARGETARCH, which docker sets and scripts/image.sh passes to
+# buildah, else the stage's own; the build stage runs on it too, natively or
+# emulated), so musl-gcc is that architecture's.
 ARG TARGETARCH
-RUN case "${TARGETARCH:-$(dpkg --print-architecture)}" in \
+RUN wanted=${TARGETARCH:-$(dpkg --print-architecture)} \
+    && case "$wanted" in \
       amd64) arch=x86_64 ;; \
       arm64) arch=aarch64 ;; \
-      *) echo "unsupported architecture: ${TARGETARCH}" >&2; exit 1 ;; \
+      *) echo "unsupported architecture: $wanted" >&2; exit 1 ;; \
     esac \
     && echo "$arch-unknown-linux-musl" > /rust-target \
     && rustup target add "$arch-unknown-linux-musl"

@@ -27,15 +27,23 @@ BUILDAH=(buildah --storage-driver vfs)
 say() { printf 'image: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 
-# The build's downloads (crates.io) trust what this machine trusts: its CA
-# bundle may hold a proxy's certificate authority that no image has.
 # The architecture to build for: this machine's (docker sets TARGETARCH itself; buildah
 # before 1.35 does not).
 TARGETARCH=$(dpkg --print-architecture 2>/dev/null || uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
+# The build's downloads (crates.io) trust what this machine trusts: its CA
+# bundle may hold a proxy's certificate authority that no image has.
 TRUST=()
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   TRUST=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
 fi
+
+# bud BASE ARGS...: buildah bud of ./Dockerfile with the build stage FROM BASE; the same
+# options on every call, so each call hits the cache the others filled.
+bud() {
+  local base=$1; shift
+  "${BUILDAH[@]}" bud --isolation chroot --layers -f Dockerfile "${TRUST[@]}" \
+    --build-arg RUST_IMAGE="$base" --build-arg TARGETARCH="$TARGETARCH" "$@" .
+}
 
 has_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
@@ -87,8 +95,7 @@ build() {
   local base; base=$(rust_image)
   local started=$SECONDS
   say "building $IMAGE from Dockerfile (build stage FROM $base)"
-  "${BUILDAH[@]}" bud --isolation chroot --layers -f Dockerfile "${TRUST[@]}" \
-    --build-arg RUST_IMAGE="$base" --build-arg TARGETARCH="$TARGETARCH" -t "$IMAGE" -t ssegate:dev . >&2
+  bud "$base" -t "$IMAGE" -t ssegate:dev >&2
   say "built $IMAGE in $((SECONDS - started))s"
   prune_older_builds "$base"
 }
@@ -100,9 +107,7 @@ build() {
 # the next build's cache; then every unnamed image no other image builds on goes, until
 # none is left: earlier builds' steps, and the node's replaced pause and CoreDNS images.
 prune_older_builds() {
-  "${BUILDAH[@]}" bud --isolation chroot --layers -f Dockerfile "${TRUST[@]}" --quiet \
-    --build-arg RUST_IMAGE="$1" --build-arg TARGETARCH="$TARGETARCH" --target build \
-    -t localhost/ssegate-build:cache . >/dev/null \
+  bud "$1" --quiet --target build -t localhost/ssegate-build:cache >/dev/null \
     || { say "could not name the build stage; nothing pruned"; return 0; }
   local before; before=$(du -sm /var/lib/containers/storage 2>/dev/null | cut -f1)
   "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
