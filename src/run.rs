@@ -233,11 +233,14 @@ pub async fn controller(args: ControllerConfig) -> anyhow::Result<()> {
         // started again (writers are level-triggered, so a new one picks up
         // where the old one stood); serving is never stopped for status.
         let mut _own_services_watch = None;
+        // True once the sources have listed every kind (when `run` calls
+        // `ready`): what the own-Services feed waits for.
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
         if LiveGatewayApi::from_cluster(&state).is_some() {
             let own_services = state.gateway.as_ref().and_then(|g| Some((g, g.own_services()?)));
             let mut services = None;
             if let (Some(template), Some((stores, (store, changed)))) = (gateway_services, own_services) {
-                let (feed, guard) = gateway_services::feed(store, changed, state.listed());
+                let (feed, guard) = gateway_services::feed(store, changed, listed);
                 _own_services_watch = Some(guard);
                 let (client, outcome, reports, leader) =
                     (client.clone(), stores.outcome.clone(), reports.clone(), leader.clone());
@@ -311,7 +314,11 @@ pub async fn controller(args: ControllerConfig) -> anyhow::Result<()> {
                     .run(reports.clone(), leader.clone())
             });
         }
-        kube_source::run(state, applier, move || ready.set_ready(true)).await;
+        kube_source::run(state, applier, move || {
+            ready.set_ready(true);
+            listed_tx.send_replace(true);
+        })
+        .await;
         Ok(())
     });
     serve(table, admin_state, args.serve, run_source, stopping, ports_rx).await

@@ -21,7 +21,9 @@ pub use gateway_ports::{
 pub use host::normalize_host;
 pub use objects::*;
 pub use report::{RouteReport, Verdict};
-pub use table::{RequestFacts, RequestSketch, ResolvedBackend, ResolvedRule, RoutingTable, TableView, Unpicked};
+pub use table::{
+    ReadyEndpoints, RequestFacts, RequestSketch, ResolvedBackend, ResolvedRule, RoutingTable, TableView, Unpicked,
+};
 
 /// The table every request reads, swapped whole on each change.
 pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RoutingTable>>;

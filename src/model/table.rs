@@ -13,6 +13,10 @@ use super::report::RouteReport;
 /// hash serves where SipHash cost an eighth of a 10,000-Route build.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The ready endpoints of every Service port the table's rules use, by the
+/// backend's label (`namespace/name:port`).
+pub type ReadyEndpoints = HashMap<Arc<str>, Arc<[SocketAddr]>>;
+
 /// One backend Service port of a rule, resolved to ready endpoints.
 #[derive(Debug)]
 pub struct ResolvedBackend {
@@ -414,7 +418,7 @@ pub struct RoutingTable {
     /// backend's label (`namespace/name:port`): a resumed stream keeps its
     /// rule from the table it started with, but goes to the endpoints
     /// ready now.
-    pub(super) service_endpoints: HashMap<Arc<str>, Arc<[SocketAddr]>>,
+    pub(super) service_endpoints: ReadyEndpoints,
 }
 
 impl RoutingTable {
@@ -473,7 +477,7 @@ impl RoutingTable {
     }
 
     /// Every used Service port's ready endpoints, by label.
-    pub fn ready_endpoints(&self) -> &HashMap<Arc<str>, Arc<[SocketAddr]>> {
+    pub fn ready_endpoints(&self) -> &ReadyEndpoints {
         &self.service_endpoints
     }
 

@@ -93,7 +93,7 @@ impl MoveSignal {
     }
 }
 
-type Ready = HashMap<Arc<str>, Arc<[SocketAddr]>, foldhash::fast::RandomState>;
+type Ready = crate::model::ReadyEndpoints;
 
 fn ready_endpoints(table: &SharedTable) -> (u64, Ready) {
     let t = table.load();

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -65,11 +65,6 @@ pub struct ClusterState {
     /// This state, for the watches started while it is in use.
     me: std::sync::Weak<ClusterState>,
     changed: Notify,
-    /// True once every store has been listed (after [`Self::wait_ready`]
-    /// in [`run`]): for other tasks that must wait for that, since
-    /// kube-runtime's `Store::wait_until_ready` wakes only the last of
-    /// several tasks waiting on one store at once.
-    listed: watch::Sender<bool>,
     /// When the oldest unapplied watch event arrived.
     first_unapplied: Mutex<Option<Instant>>,
     /// Fires on every Route change, for the status writer.
@@ -125,7 +120,6 @@ impl ClusterState {
             client: client.clone(),
             me: std::sync::Weak::new(),
             changed: Notify::new(),
-            listed: watch::channel(false).0,
             first_unapplied: Mutex::new(None),
             routes_changed: Arc::new(Notify::new()),
         };
@@ -238,12 +232,6 @@ impl ClusterState {
             }
         }
         (state, tasks)
-    }
-
-    /// Turns true once every store has been listed and the first table
-    /// built from them is delivered.
-    pub fn listed(&self) -> watch::Receiver<bool> {
-        self.listed.subscribe()
     }
 
     /// Resolves once every store has been listed once.
@@ -509,7 +497,6 @@ pub async fn run(state: Arc<ClusterState>, sink: Arc<dyn ObjectSink>, ready: imp
     state.take_first_unapplied();
     let generation = sink.deliver(&last, None);
     sink.delivered(super::object_count(&last));
-    state.listed.send_replace(true);
     info!(
         generation,
         routes = last.routes.len(),
